@@ -1,0 +1,25 @@
+//! Compiles `proto/` into Rust without a system `protoc`, and writes the encoded
+//! descriptor set that server reflection serves.
+
+use std::path::PathBuf;
+
+use prost::Message as _;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    let protos = ["proto/llmops/v1/prompts.proto"];
+    let file_descriptors = protox::compile(protos, ["proto"])?;
+
+    // `compile_fds` does not write the descriptor set; reflection needs it, so write it here.
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out_dir.join("llmops_descriptor.bin"),
+        file_descriptors.encode_to_vec(),
+    )?;
+
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(file_descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,480 @@
+//! The registry service: validation, the in-memory cache, writes through the store and
+//! the change feed.
+//!
+//! Reads (get, list, render, diff) are served from memory. Writes are serialised by one
+//! lock: each checks its preconditions against the cache, commits through the store, and
+//! only then updates the cache and publishes the event, so the cache never shows a change
+//! that is not durable and events reach the live feed in sequence order.
+
+mod paging;
+mod state;
+mod watch;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use chrono::Utc;
+use dashmap::DashMap;
+use semver::Version;
+use serde_json::Value as JsonValue;
+use tokio::sync::{broadcast, Mutex};
+use uuid::Uuid;
+
+pub use paging::Page;
+use state::{CachedVersion, PromptEntry};
+pub use watch::{WatchItem, WatchSubscription};
+
+use crate::diff::{diff_versions, VersionDiff};
+use crate::error::{FieldViolation, RegistryError};
+use crate::event::{PromptEvent, PromptEventKind};
+use crate::limits::RegistryLimits;
+use crate::model::{NewPromptVersion, PromptSummary, PromptVersion, PromptVersionView};
+use crate::naming::{validate_label, validate_prompt_name, RESERVED_ACTIVE_LABEL};
+use crate::store::{PromptChange, PromptStore, StoreError};
+use crate::template::{CompiledPrompt, RenderedPrompt};
+use crate::version::{parse_version, precedence_key};
+
+/// How many live events a watcher may fall behind before it catches up from storage.
+const LIVE_FEED_CAPACITY: usize = 1024;
+const MAX_TAG_BYTES: usize = 128;
+const MAX_METADATA_KEY_BYTES: usize = 128;
+
+/// Which version of a prompt a read refers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionSelector {
+    /// The active version.
+    Active,
+    /// An exact version (build metadata ignored).
+    Version(String),
+    /// The version a label points at (`active` means the active version).
+    Label(String),
+}
+
+impl VersionSelector {
+    /// The selector for a request's `version` and `label` fields (both empty: active).
+    pub fn from_fields(version: &str, label: &str) -> Result<Self, RegistryError> {
+        match (version.is_empty(), label.is_empty()) {
+            (true, true) => Ok(Self::Active),
+            (false, true) => Ok(Self::Version(version.to_owned())),
+            (true, false) => Ok(Self::Label(label.to_owned())),
+            (false, false) => Err(RegistryError::invalid("label", "give either a version or a label, not both")),
+        }
+    }
+}
+
+/// The prompt registry.
+pub struct Registry {
+    store: Arc<dyn PromptStore>,
+    limits: RegistryLimits,
+    prompts: DashMap<String, Arc<PromptEntry>>,
+    write_lock: Mutex<()>,
+    live: broadcast::Sender<Arc<PromptEvent>>,
+    head_sequence: AtomicU64,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").field("prompts", &self.prompts.len()).finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    /// Opens the registry: loads every prompt from the store and compiles its templates.
+    pub async fn open(store: Arc<dyn PromptStore>, limits: RegistryLimits) -> Result<Self, RegistryError> {
+        let (live, _) = broadcast::channel(LIVE_FEED_CAPACITY);
+        let registry = Self {
+            store,
+            limits,
+            prompts: DashMap::new(),
+            write_lock: Mutex::new(()),
+            live,
+            head_sequence: AtomicU64::new(0),
+        };
+        registry.reload().await?;
+        Ok(registry)
+    }
+
+    /// Replaces the cache with what storage holds. Another replica sharing the database
+    /// calls this (or a finer-grained successor) when it learns of changes made elsewhere.
+    pub async fn reload(&self) -> Result<(), RegistryError> {
+        let _guard = self.write_lock.lock().await;
+        let state = self.store.load_registry().await.map_err(storage_error)?;
+        let entries = state::build_entries(state.versions, &state.active, &state.labels, &self.limits)?;
+        self.prompts.clear();
+        for (name, entry) in entries {
+            self.prompts.insert(name, Arc::new(entry));
+        }
+        self.head_sequence.store(state.head_sequence, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &RegistryLimits {
+        &self.limits
+    }
+
+    /// The sequence of the last committed event.
+    pub fn head_sequence(&self) -> u64 {
+        self.head_sequence.load(Ordering::SeqCst)
+    }
+
+    /// Creates a version. The first version of a prompt becomes its active version.
+    pub async fn create_version(&self, new: NewPromptVersion) -> Result<PromptVersionView, RegistryError> {
+        let version = self.validate_new_version(&new)?;
+        let (compiled, variables) = CompiledPrompt::compile(&new.template, &new.messages, &new.variables, &self.limits)
+            .map_err(RegistryError::InvalidArgument)?;
+        let now = Utc::now();
+        let record = PromptVersion {
+            id: Uuid::now_v7(),
+            name: new.name,
+            version,
+            template: new.template,
+            messages: new.messages,
+            variables,
+            model_config: new.model_config,
+            tags: new.tags,
+            metadata: new.metadata,
+            author: new.author,
+            description: new.description,
+            commit_message: new.commit_message,
+            created_at: now,
+            updated_at: now,
+        };
+
+        let _guard = self.write_lock.lock().await;
+        let existing = self.entry(&record.name).ok();
+        let key = precedence_key(&record.version);
+        if let Some(found) = existing.as_ref().and_then(|e| e.versions.get(&key)) {
+            return Err(RegistryError::AlreadyExists(format!(
+                "prompt {:?} already has version {} (versions differing only in build metadata are the same version)",
+                record.name, found.record.version
+            )));
+        }
+        let cached = Arc::new(CachedVersion { record, compiled: Arc::new(compiled) });
+        let entry = match &existing {
+            Some(entry) => entry.with_version(key, cached.clone()),
+            None => PromptEntry::first(key, cached.clone()),
+        };
+        let view = entry.view(&cached);
+        let change = PromptChange::CreateVersion(cached.record.clone());
+        self.commit(change, PromptEventKind::VersionCreated, &view.version.name, Some(view.clone()), None, entry)
+            .await?;
+        Ok(view)
+    }
+
+    /// One version, chosen by `selector`.
+    pub fn get_version(&self, name: &str, selector: &VersionSelector) -> Result<PromptVersionView, RegistryError> {
+        let entry = self.entry(name)?;
+        let cached = self.select(&entry, name, selector)?;
+        Ok(entry.view(&cached))
+    }
+
+    /// The version with the highest precedence, skipping pre-releases unless there are
+    /// only pre-releases.
+    pub fn latest_version(&self, name: &str) -> Result<PromptVersionView, RegistryError> {
+        let entry = self.entry(name)?;
+        let latest = entry.latest();
+        Ok(entry.view(&latest))
+    }
+
+    /// Versions of one prompt (newest first), or of every prompt (by name, then newest).
+    pub fn list_versions(&self, name: Option<&str>, page_size: i32, page_token: &str) -> Result<Page<PromptVersionView>, RegistryError> {
+        let page_size = paging::page_size(page_size)?;
+        let after = paging::decode_token(page_token)?;
+        let names = match name {
+            Some(name) => {
+                self.entry(name)?;
+                vec![name.to_owned()]
+            }
+            None => self.sorted_names(),
+        };
+        let mut items = Vec::with_capacity(page_size + 1);
+        'outer: for name in names {
+            let Ok(entry) = self.entry(&name) else { continue };
+            for (key, cached) in entry.versions.iter().rev() {
+                let position = paging::version_position(&name, key);
+                if after.as_ref().is_some_and(|after| position <= *after) {
+                    continue;
+                }
+                items.push((position, entry.view(cached)));
+                if items.len() > page_size {
+                    break 'outer;
+                }
+            }
+        }
+        Ok(Page::from_overfetched(items, page_size))
+    }
+
+    /// Every prompt with its active version, labels and version count, by name.
+    pub fn list_prompts(&self, page_size: i32, page_token: &str) -> Result<Page<PromptSummary>, RegistryError> {
+        let page_size = paging::page_size(page_size)?;
+        let after = paging::decode_token(page_token)?;
+        let items = self
+            .sorted_names()
+            .into_iter()
+            .filter(|name| after.as_ref().is_none_or(|after| paging::prompt_position(name) > *after))
+            .filter_map(|name| {
+                let entry = self.entry(&name).ok()?;
+                Some((paging::prompt_position(&name), entry.summary(&name)))
+            })
+            .take(page_size + 1)
+            .collect();
+        Ok(Page::from_overfetched(items, page_size))
+    }
+
+    /// Makes `version` the prompt's active version.
+    pub async fn activate(&self, name: &str, version: &str) -> Result<PromptVersionView, RegistryError> {
+        let _guard = self.write_lock.lock().await;
+        let entry = self.entry(name)?;
+        let cached = self.select(&entry, name, &VersionSelector::Version(version.to_owned()))?;
+        let at = Utc::now();
+        let (entry, cached) = entry.with_active(&cached, at);
+        let view = entry.view(&cached);
+        let change = PromptChange::Activate { name: name.to_owned(), version_id: cached.record.id, at };
+        self.commit(change, PromptEventKind::VersionActivated, name, Some(view.clone()), None, entry).await?;
+        Ok(view)
+    }
+
+    /// Points `label` at `version`; returns the version and where the label pointed before.
+    pub async fn set_label(&self, name: &str, label: &str, version: &str) -> Result<(PromptVersionView, Option<Version>), RegistryError> {
+        validate_label("label", label).map_err(invalid)?;
+        let _guard = self.write_lock.lock().await;
+        let entry = self.entry(name)?;
+        let cached = self.select(&entry, name, &VersionSelector::Version(version.to_owned()))?;
+        let previous = entry.labels.get(label).and_then(|key| entry.versions.get(key)).map(|v| v.record.version.clone());
+        let at = Utc::now();
+        let (entry, cached) = entry.with_label(label, &cached, at);
+        let view = entry.view(&cached);
+        let change = PromptChange::SetLabel { name: name.to_owned(), label: label.to_owned(), version_id: cached.record.id, at };
+        self.commit(change, PromptEventKind::LabelMoved, name, Some(view.clone()), Some(label), entry).await?;
+        Ok((view, previous))
+    }
+
+    /// Removes a label; returns the version it pointed at.
+    pub async fn delete_label(&self, name: &str, label: &str) -> Result<Version, RegistryError> {
+        validate_label("label", label).map_err(invalid)?;
+        let _guard = self.write_lock.lock().await;
+        let entry = self.entry(name)?;
+        let Some(key) = entry.labels.get(label).cloned() else {
+            return Err(RegistryError::NotFound(format!("prompt {name:?} has no label {label:?}")));
+        };
+        let entry = entry.without_label(label);
+        let cached = entry.versions[&key].clone();
+        let view = entry.view(&cached);
+        let change = PromptChange::DeleteLabel { name: name.to_owned(), label: label.to_owned() };
+        self.commit(change, PromptEventKind::LabelDeleted, name, Some(view), Some(label), entry).await?;
+        Ok(cached.record.version.clone())
+    }
+
+    /// Deletes a version that is neither active nor labelled.
+    pub async fn delete_version(&self, name: &str, version: &str) -> Result<(), RegistryError> {
+        let _guard = self.write_lock.lock().await;
+        let entry = self.entry(name)?;
+        let cached = self.select(&entry, name, &VersionSelector::Version(version.to_owned()))?;
+        let key = precedence_key(&cached.record.version);
+        if entry.active == key {
+            return Err(RegistryError::FailedPrecondition(format!(
+                "version {} is the active version of {name:?}; activate another version first",
+                cached.record.version
+            )));
+        }
+        let labels = entry.labels_of(&key);
+        if !labels.is_empty() {
+            return Err(RegistryError::FailedPrecondition(format!(
+                "version {} of {name:?} is labelled {}; move or delete the labels first",
+                cached.record.version,
+                labels.join(", ")
+            )));
+        }
+        let view = entry.view(&cached);
+        let entry = entry.without_version(&key);
+        let change = PromptChange::DeleteVersion { name: name.to_owned(), version_id: cached.record.id };
+        self.commit(change, PromptEventKind::VersionDeleted, name, Some(view), None, entry).await
+    }
+
+    /// Deletes a prompt with every version and label; returns how many versions went.
+    pub async fn delete_prompt(&self, name: &str) -> Result<usize, RegistryError> {
+        let _guard = self.write_lock.lock().await;
+        let entry = self.entry(name)?;
+        let count = entry.versions.len();
+        let change = PromptChange::DeletePrompt { name: name.to_owned() };
+        let event = self.event(PromptEventKind::PromptDeleted, name, None, None);
+        let sequence = self.store.commit_prompt_change(&change, &event).await.map_err(storage_error)?;
+        self.prompts.remove(name);
+        self.publish(event, sequence);
+        Ok(count)
+    }
+
+    /// Renders the selected version with `values`; returns the exact version rendered.
+    pub fn render(
+        &self,
+        name: &str,
+        selector: &VersionSelector,
+        values: &BTreeMap<String, JsonValue>,
+    ) -> Result<(RenderedPrompt, Version), RegistryError> {
+        let entry = self.entry(name)?;
+        let cached = self.select(&entry, name, selector)?;
+        let rendered = cached.compiled.render(values)?;
+        Ok((rendered, cached.record.version.clone()))
+    }
+
+    /// Diffs two versions of a prompt.
+    pub fn diff(&self, name: &str, from: &str, to: &str) -> Result<VersionDiff, RegistryError> {
+        let entry = self.entry(name)?;
+        let from = self.select_field(&entry, name, from, "from_version")?;
+        let to = self.select_field(&entry, name, to, "to_version")?;
+        Ok(diff_versions(&from.record, &to.record))
+    }
+
+    /// Subscribes to changes: after `after_sequence` when given (replayed from storage,
+    /// then live), else starting with a snapshot of the current state.
+    pub async fn watch(&self, prompt_name: Option<String>, after_sequence: Option<u64>) -> Result<WatchSubscription, RegistryError> {
+        if let Some(name) = &prompt_name {
+            validate_prompt_name("name", name).map_err(invalid)?;
+        }
+        // Subscribing to the live feed before reading storage (under the write lock, so
+        // no commit is half-published) is what makes the hand-over gap-free.
+        let _guard = self.write_lock.lock().await;
+        let live = self.live.subscribe();
+        let snapshot = match after_sequence {
+            Some(_) => None,
+            None => Some(self.snapshot(prompt_name.as_deref())),
+        };
+        Ok(WatchSubscription::new(
+            self.store.clone(),
+            live,
+            prompt_name,
+            after_sequence.unwrap_or_else(|| self.head_sequence()),
+            snapshot,
+        ))
+    }
+
+    fn snapshot(&self, prompt_name: Option<&str>) -> Vec<PromptVersionView> {
+        let names = match prompt_name {
+            Some(name) => vec![name.to_owned()],
+            None => self.sorted_names(),
+        };
+        names
+            .iter()
+            .filter_map(|name| self.entry(name).ok())
+            .flat_map(|entry| entry.versions.values().map(|cached| entry.view(cached)).collect::<Vec<_>>())
+            .collect()
+    }
+
+    async fn commit(
+        &self,
+        change: PromptChange,
+        kind: PromptEventKind,
+        name: &str,
+        view: Option<PromptVersionView>,
+        label: Option<&str>,
+        entry: PromptEntry,
+    ) -> Result<(), RegistryError> {
+        let event = self.event(kind, name, view, label);
+        let sequence = self.store.commit_prompt_change(&change, &event).await.map_err(storage_error)?;
+        self.prompts.insert(name.to_owned(), Arc::new(entry));
+        self.publish(event, sequence);
+        Ok(())
+    }
+
+    fn event(&self, kind: PromptEventKind, name: &str, version: Option<PromptVersionView>, label: Option<&str>) -> PromptEvent {
+        PromptEvent { sequence: 0, kind, prompt_name: name.to_owned(), version, label: label.map(str::to_owned), time: Utc::now() }
+    }
+
+    fn publish(&self, mut event: PromptEvent, sequence: u64) {
+        event.sequence = sequence;
+        self.head_sequence.store(sequence, Ordering::SeqCst);
+        // No receivers is normal: nobody is watching.
+        let _ = self.live.send(Arc::new(event));
+    }
+
+    fn entry(&self, name: &str) -> Result<Arc<PromptEntry>, RegistryError> {
+        if let Some(entry) = self.prompts.get(name) {
+            return Ok(entry.clone());
+        }
+        validate_prompt_name("name", name).map_err(invalid)?;
+        Err(RegistryError::NotFound(format!("prompt {name:?} not found")))
+    }
+
+    fn select(&self, entry: &PromptEntry, name: &str, selector: &VersionSelector) -> Result<Arc<CachedVersion>, RegistryError> {
+        match selector {
+            VersionSelector::Active => Ok(entry.versions[&entry.active].clone()),
+            VersionSelector::Label(label) if label == RESERVED_ACTIVE_LABEL => Ok(entry.versions[&entry.active].clone()),
+            VersionSelector::Label(label) => match entry.labels.get(label) {
+                Some(key) => Ok(entry.versions[key].clone()),
+                None => Err(RegistryError::NotFound(format!("prompt {name:?} has no label {label:?}"))),
+            },
+            VersionSelector::Version(version) => self.select_field(entry, name, version, "version"),
+        }
+    }
+
+    fn select_field(&self, entry: &PromptEntry, name: &str, version: &str, field: &str) -> Result<Arc<CachedVersion>, RegistryError> {
+        let parsed = parse_version(field, version).map_err(invalid)?;
+        entry
+            .versions
+            .get(&precedence_key(&parsed))
+            .cloned()
+            .ok_or_else(|| RegistryError::NotFound(format!("prompt {name:?} has no version {version}")))
+    }
+
+    fn sorted_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.prompts.iter().map(|e| e.key().clone()).collect();
+        names.sort_unstable();
+        names
+    }
+
+    fn validate_new_version(&self, new: &NewPromptVersion) -> Result<Version, RegistryError> {
+        let mut violations = Vec::new();
+        if let Err(v) = validate_prompt_name("name", &new.name) {
+            violations.push(v);
+        }
+        let version = parse_version("version", &new.version).map_err(|v| violations.push(v)).ok();
+        let limits = &self.limits;
+        if new.tags.len() > limits.max_tags {
+            violations.push(FieldViolation::new("tags", format!("{} tags, over the limit of {}", new.tags.len(), limits.max_tags)));
+        }
+        if let Some(tag) = new.tags.iter().find(|t| t.is_empty() || t.len() > MAX_TAG_BYTES) {
+            violations.push(FieldViolation::new("tags", format!("tag {tag:?} must be 1-{MAX_TAG_BYTES} bytes")));
+        }
+        if new.metadata.len() > limits.max_tags {
+            violations.push(FieldViolation::new(
+                "metadata",
+                format!("{} entries, over the limit of {}", new.metadata.len(), limits.max_tags),
+            ));
+        }
+        for (key, value) in &new.metadata {
+            if key.is_empty() || key.len() > MAX_METADATA_KEY_BYTES {
+                violations.push(FieldViolation::new("metadata", format!("key {key:?} must be 1-{MAX_METADATA_KEY_BYTES} bytes")));
+            }
+            if value.len() > limits.max_text_bytes {
+                violations.push(FieldViolation::new(format!("metadata.{key}"), format!("over the limit of {} bytes", limits.max_text_bytes)));
+            }
+        }
+        for (field, text) in [("author", &new.author), ("description", &new.description), ("commit_message", &new.commit_message)] {
+            if text.len() > limits.max_text_bytes {
+                violations.push(FieldViolation::new(field, format!("over the limit of {} bytes", limits.max_text_bytes)));
+            }
+        }
+        match version {
+            Some(version) if violations.is_empty() => Ok(version),
+            _ => Err(RegistryError::InvalidArgument(violations)),
+        }
+    }
+}
+
+fn invalid(violation: FieldViolation) -> RegistryError {
+    RegistryError::InvalidArgument(vec![violation])
+}
+
+fn storage_error(err: StoreError) -> RegistryError {
+    match err {
+        StoreError::Duplicate(message) => RegistryError::AlreadyExists(message),
+        StoreError::NotFound(message) => RegistryError::NotFound(message),
+        StoreError::Conflict(message) => RegistryError::FailedPrecondition(message),
+        StoreError::Unavailable(message) => RegistryError::Storage(message),
+    }
+}
+
+#[cfg(test)]
+mod tests;

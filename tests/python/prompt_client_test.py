@@ -1,0 +1,465 @@
+#!/usr/bin/env python3
+"""End-to-end test of llmops.v1.PromptService through Python grpcio stubs.
+
+The stubs are generated at run time from proto/llmops/v1/prompts.proto, so this
+test checks the wire contract (field names, enums, status codes) as a non-Rust
+client sees it.
+
+Usage (from anywhere; paths are resolved against the repo root):
+
+    python tests/python/prompt_client_test.py              # full run, needs the server binary
+    python tests/python/prompt_client_test.py --stubs-only # only generate and import the stubs
+
+Environment:
+    LLMOPS_BIN   server binary (default: target/debug/llmops)
+
+Prints one `ok - name` / `not ok - name: reason` line per check and ends with
+`python-client: N passed, M failed`; exits non-zero when M > 0.
+"""
+
+import importlib
+import importlib.resources
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+PROTO_DIR = os.path.join(REPO_ROOT, "proto")
+PROTO_FILE = "llmops/v1/prompts.proto"
+
+RPC_TIMEOUT = 10.0
+STARTUP_TIMEOUT = 30.0
+PROMPT = "py-review"
+
+# Set by generate_stubs().
+pb2 = None
+pb2_grpc = None
+
+
+# --------------------------------------------------------------------------- stubs
+
+
+def generate_stubs(out_dir):
+    """Runs grpc_tools.protoc on prompts.proto into out_dir and imports the result."""
+    global pb2, pb2_grpc
+    os.makedirs(out_dir, exist_ok=True)
+    wkt_include = str(importlib.resources.files("grpc_tools") / "_proto")
+    cmd = [
+        sys.executable,
+        "-m",
+        "grpc_tools.protoc",
+        "-I",
+        "proto",
+        "-I",
+        wkt_include,
+        "--python_out=" + out_dir,
+        "--grpc_python_out=" + out_dir,
+        "proto/" + PROTO_FILE,
+    ]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            "protoc failed (exit %d): %s" % (proc.returncode, (proc.stderr or proc.stdout).strip())
+        )
+    # Make llmops / llmops.v1 regular packages so they cannot be shadowed or merged
+    # with some other `llmops` namespace package on sys.path.
+    for pkg in ("llmops", os.path.join("llmops", "v1")):
+        init = os.path.join(out_dir, pkg, "__init__.py")
+        if not os.path.exists(init):
+            open(init, "w").close()
+    sys.path.insert(0, out_dir)
+    importlib.invalidate_caches()
+    pb2 = importlib.import_module("llmops.v1.prompts_pb2")
+    pb2_grpc = importlib.import_module("llmops.v1.prompts_pb2_grpc")
+
+
+# --------------------------------------------------------------------------- server
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def resolve_bin():
+    path = os.environ.get("LLMOPS_BIN", "target/debug/llmops")
+    if os.path.isabs(path):
+        return path
+    if os.path.exists(path):
+        return os.path.abspath(path)
+    return os.path.join(REPO_ROOT, path)
+
+
+def log_tail(path, lines=40):
+    try:
+        with open(path, "r", errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError as e:
+        return "(no server log: %s)" % e
+
+
+def start_server(binary, port, data_dir, log_path):
+    if not os.path.isfile(binary) or not os.access(binary, os.X_OK):
+        raise RuntimeError("server binary %s not found or not executable (run `cargo build` first "
+                           "or set LLMOPS_BIN)" % binary)
+    log = open(log_path, "wb")
+    try:
+        return subprocess.Popen(
+            [
+                binary,
+                "serve",
+                "--listen",
+                "127.0.0.1:%d" % port,
+                "--data-dir",
+                data_dir,
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ],
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    finally:
+        log.close()  # the child keeps its own descriptor
+
+
+def wait_healthy(channel, proc, log_path):
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    health = health_pb2_grpc.HealthStub(channel)
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        code = proc.poll()
+        if code is not None:
+            raise RuntimeError("server exited with status %d before becoming healthy; log:\n%s"
+                               % (code, log_tail(log_path)))
+        try:
+            resp = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+            if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+            last = "status %s" % health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+        except grpc.RpcError as e:
+            last = "%s: %s" % (e.code().name, e.details())
+        time.sleep(0.2)
+    raise RuntimeError("server not SERVING after %.0f s (last: %s); log:\n%s"
+                       % (STARTUP_TIMEOUT, last, log_tail(log_path)))
+
+
+def stop_server(proc):
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def sval(s):
+    from google.protobuf import struct_pb2
+
+    return struct_pb2.Value(string_value=s)
+
+
+def var(name, required, default=None, description=""):
+    v = pb2.PromptVariable(
+        name=name,
+        type=pb2.VARIABLE_TYPE_STRING,
+        required=required,
+        description=description,
+    )
+    if default is not None:
+        v.default_value.CopyFrom(sval(default))
+    return v
+
+
+def base_variables():
+    return [
+        var("language", True, description="programming language"),
+        var("focus_area", False, default="bugs", description="what to look for"),
+        var("code", True, description="the code to review"),
+    ]
+
+
+# 1.0.0 is one line with no trailing newline. 1.1.0 puts one new line in front of it,
+# so the old line stays byte-identical (including its missing final newline) and the
+# line diff is exactly one added line and nothing removed.
+TEMPLATE_V1 = "Review this {{ language }} code for {{ focus_area }}: {{ code }}"
+TEMPLATE_V11 = "Answer in a {{ tone }} tone.\n" + TEMPLATE_V1
+
+
+def expect_status(code, fn):
+    """Calls fn(), which must fail with grpc status `code`."""
+    import grpc
+
+    try:
+        resp = fn()
+    except grpc.RpcError as e:
+        assert e.code() == code, "expected %s, got %s: %s" % (code.name, e.code().name, e.details())
+        return
+    raise AssertionError("expected %s, got success: %r" % (code.name, resp))
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def make_checks(stub):
+    import grpc
+
+    state = {}
+
+    def create_v1():
+        resp = stub.CreatePromptVersion(
+            pb2.CreatePromptVersionRequest(
+                prompt_version=pb2.PromptVersion(
+                    name=PROMPT,
+                    version="1.0.0",
+                    template=TEMPLATE_V1,
+                    variables=base_variables(),
+                    author="python-client",
+                    commit_message="first version",
+                )
+            ),
+            timeout=RPC_TIMEOUT,
+        )
+        pv = resp.prompt_version
+        assert pv.id != "", "prompt_version.id is empty"
+        assert pv.is_active is True, "prompt_version.is_active is %r, want True" % pv.is_active
+        assert pv.name == PROMPT, "prompt_version.name is %r" % pv.name
+        assert pv.version == "1.0.0", "prompt_version.version is %r" % pv.version
+
+    def create_v11_and_diff():
+        resp = stub.CreatePromptVersion(
+            pb2.CreatePromptVersionRequest(
+                prompt_version=pb2.PromptVersion(
+                    name=PROMPT,
+                    version="1.1.0",
+                    template=TEMPLATE_V11,
+                    variables=base_variables()
+                    + [var("tone", False, default="neutral", description="tone of the answer")],
+                    author="python-client",
+                    commit_message="add tone",
+                )
+            ),
+            timeout=RPC_TIMEOUT,
+        )
+        pv = resp.prompt_version
+        assert pv.id != "", "1.1.0 prompt_version.id is empty"
+        assert pv.is_active is False, "1.1.0 is_active is %r; the first version should stay active" % (
+            pv.is_active,
+        )
+        diff = stub.DiffPromptVersions(
+            pb2.DiffPromptVersionsRequest(name=PROMPT, from_version="1.0.0", to_version="1.1.0"),
+            timeout=RPC_TIMEOUT,
+        )
+        state["diff"] = diff
+        lines = diff.unified_diff.splitlines()
+        added = [l for l in lines if l.startswith("+") and not l.startswith("+++")]
+        removed = [l for l in lines if l.startswith("-") and not l.startswith("---")]
+        assert len(added) == 1, "want exactly 1 added line, got %d in diff:\n%s" % (
+            len(added),
+            diff.unified_diff,
+        )
+        assert added[0] == "+Answer in a {{ tone }} tone.", "unexpected added line %r" % added[0]
+        assert not removed, "want no removed lines, got %r in diff:\n%s" % (removed, diff.unified_diff)
+        tone = [
+            c
+            for c in diff.variable_changes
+            if c.name == "tone" and c.kind == pb2.VARIABLE_CHANGE_KIND_ADDED
+        ]
+        assert tone, "no VARIABLE_CHANGE_KIND_ADDED change for `tone` in variable_changes: %s" % (
+            [(c.name, pb2.VariableChangeKind.Name(c.kind)) for c in diff.variable_changes],
+        )
+
+    def diff_counts():
+        diff = state.get("diff")
+        assert diff is not None, "no diff (previous check failed)"
+        assert diff.lines_added == 1, "lines_added is %d, want 1" % diff.lines_added
+        assert diff.lines_removed == 0, "lines_removed is %d, want 0" % diff.lines_removed
+
+    def render_exact_version():
+        resp = stub.RenderPrompt(
+            pb2.RenderPromptRequest(
+                name=PROMPT,
+                version="1.0.0",
+                variables={"language": sval("Go"), "code": sval("func main() {}")},
+            ),
+            timeout=RPC_TIMEOUT,
+        )
+        want = "Review this Go code for bugs: func main() {}"
+        assert resp.text == want, "text is %r, want %r" % (resp.text, want)
+        assert resp.version == "1.0.0", "version is %r, want '1.0.0'" % resp.version
+
+    def render_active_version():
+        resp = stub.RenderPrompt(
+            pb2.RenderPromptRequest(
+                name=PROMPT,
+                variables={"language": sval("Go"), "code": sval("func main() {}")},
+            ),
+            timeout=RPC_TIMEOUT,
+        )
+        assert resp.version == "1.0.0", "version is %r, want the active '1.0.0'" % resp.version
+        want = "Review this Go code for bugs: func main() {}"
+        assert resp.text == want, "text is %r, want %r" % (resp.text, want)
+
+    def render_missing_required():
+        expect_status(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            lambda: stub.RenderPrompt(
+                pb2.RenderPromptRequest(name=PROMPT, version="1.0.0"), timeout=RPC_TIMEOUT
+            ),
+        )
+
+    def create_duplicate():
+        expect_status(
+            grpc.StatusCode.ALREADY_EXISTS,
+            lambda: stub.CreatePromptVersion(
+                pb2.CreatePromptVersionRequest(
+                    prompt_version=pb2.PromptVersion(
+                        name=PROMPT,
+                        version="1.0.0",
+                        template=TEMPLATE_V1,
+                        variables=base_variables(),
+                    )
+                ),
+                timeout=RPC_TIMEOUT,
+            ),
+        )
+
+    def create_bad_semver():
+        expect_status(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            lambda: stub.CreatePromptVersion(
+                pb2.CreatePromptVersionRequest(
+                    prompt_version=pb2.PromptVersion(
+                        name=PROMPT,
+                        version="not-semver",
+                        template=TEMPLATE_V1,
+                        variables=base_variables(),
+                    )
+                ),
+                timeout=RPC_TIMEOUT,
+            ),
+        )
+
+    def get_unknown_prompt():
+        expect_status(
+            grpc.StatusCode.NOT_FOUND,
+            lambda: stub.GetPromptVersion(
+                pb2.GetPromptVersionRequest(name="py-no-such-prompt"), timeout=RPC_TIMEOUT
+            ),
+        )
+
+    return [
+        ("create 1.0.0 is active with id", create_v1),
+        ("create 1.1.0 diff adds one line and variable tone", create_v11_and_diff),
+        ("diff lines_added/lines_removed", diff_counts),
+        ("render 1.0.0 with default focus_area", render_exact_version),
+        ("render without version/label uses active 1.0.0", render_active_version),
+        ("render missing required variables is INVALID_ARGUMENT", render_missing_required),
+        ("create duplicate 1.0.0 is ALREADY_EXISTS", create_duplicate),
+        ("create version not-semver is INVALID_ARGUMENT", create_bad_semver),
+        ("get unknown prompt is NOT_FOUND", get_unknown_prompt),
+    ]
+
+
+# --------------------------------------------------------------------------- runner
+
+
+def describe(exc):
+    import grpc
+
+    if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
+        return "rpc failed with %s: %s" % (exc.code().name, exc.details())
+    if isinstance(exc, AssertionError):
+        return str(exc) or "assertion failed"
+    return "%s: %s" % (type(exc).__name__, exc)
+
+
+def report(ok, name, reason=""):
+    """Prints the check's single result line; any further detail (a diff, a server
+    log) goes on following lines prefixed with `#`, so they never look like results."""
+    if ok:
+        print("ok - %s" % name)
+        return
+    first, _, rest = reason.partition("\n")
+    print("not ok - %s: %s" % (name, first))
+    for line in rest.splitlines():
+        print("#   " + line)
+
+
+def main(argv):
+    stubs_only = "--stubs-only" in argv[1:]
+
+    # Turn SIGTERM into a normal exit so the `finally` below still stops the server.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    passed = failed = 0
+    work = tempfile.mkdtemp(prefix="llmops-pytest-")
+    proc = None
+    channel = None
+    try:
+        try:
+            generate_stubs(os.path.join(work, "stubs"))
+        except Exception as e:  # noqa: BLE001
+            report(False, "generate stubs", describe(e))
+            failed += 1
+            return 1
+        if stubs_only:
+            report(True, "generate stubs (%s, %s)" % (pb2.__name__, pb2_grpc.__name__))
+            passed += 1
+            return 0
+
+        import grpc
+
+        port = free_port()
+        data_dir = os.path.join(work, "data")
+        os.makedirs(data_dir)
+        log_path = os.path.join(work, "server.log")
+        try:
+            proc = start_server(resolve_bin(), port, data_dir, log_path)
+            channel = grpc.insecure_channel("127.0.0.1:%d" % port)
+            wait_healthy(channel, proc, log_path)
+        except Exception as e:  # noqa: BLE001
+            report(False, "server start", describe(e))
+            failed += 1
+            return 1
+
+        stub = pb2_grpc.PromptServiceStub(channel)
+        for name, check in make_checks(stub):
+            try:
+                check()
+            except Exception as e:  # noqa: BLE001
+                report(False, name, describe(e))
+                failed += 1
+            else:
+                report(True, name)
+                passed += 1
+        if failed:
+            print("# server log (tail):")
+            for line in log_tail(log_path).splitlines():
+                print("#   " + line)
+        return 1 if failed else 0
+    finally:
+        if channel is not None:
+            channel.close()
+        stop_server(proc)
+        shutil.rmtree(work, ignore_errors=True)
+        print("python-client: %d passed, %d failed" % (passed, failed))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
