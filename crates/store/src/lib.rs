@@ -1,1 +1,9 @@
-//! store
+//! Storage for llmops: the domain crates' store traits implemented on SQLite (the
+//! embedded default) and, later, PostgreSQL. SQL stays portable between the two: `$n`
+//! placeholders, `ON CONFLICT` upserts, `RETURNING`, times as integer microseconds.
+
+mod error;
+mod sqlite;
+
+pub use error::StoreOpenError;
+pub use sqlite::{Durability, SqliteStore, DATABASE_FILE};

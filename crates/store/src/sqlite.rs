@@ -1,0 +1,103 @@
+//! The embedded SQLite store: one database file under the data directory, in WAL mode.
+//!
+//! All writes go through one dedicated writer connection (SQLite admits one writer at a
+//! time anyway; queuing in the pool beats retrying on SQLITE_BUSY). Reads use a separate
+//! pool, which WAL lets run beside the writer.
+
+mod prompts;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+use crate::error::StoreOpenError;
+
+/// The file the database lives in, inside the data directory.
+pub const DATABASE_FILE: &str = "llmops.db";
+
+/// How hard a commit works to survive power loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=FULL`: a commit is on disk before it is acknowledged.
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: survives a crash of the process, but a power loss may lose
+    /// the last commits.
+    Normal,
+}
+
+impl FromStr for Durability {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "full" => Ok(Self::Full),
+            "normal" => Ok(Self::Normal),
+            other => Err(format!("{other:?} is not a durability; use \"full\" or \"normal\"")),
+        }
+    }
+}
+
+/// The SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database under `data_dir` and migrates it.
+    pub async fn open(data_dir: &Path, durability: Durability) -> Result<Self, StoreOpenError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreOpenError::DataDir { path: data_dir.display().to_string(), source })?;
+        let path = data_dir.join(DATABASE_FILE);
+        let synchronous = match durability {
+            Durability::Full => SqliteSynchronous::Full,
+            Durability::Normal => SqliteSynchronous::Normal,
+        };
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(synchronous)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await
+            .map_err(StoreOpenError::Connect)?;
+        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(StoreOpenError::Connect)?;
+        Ok(Self { writer, reader, path })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Waits for queries in flight, then closes every connection.
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+}
+
+/// Microseconds since the Unix epoch: portable across SQLite and PostgreSQL.
+pub(crate) fn to_micros(time: chrono::DateTime<chrono::Utc>) -> i64 {
+    time.timestamp_micros()
+}
+
+pub(crate) fn from_micros(micros: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default()
+}

@@ -1,0 +1,224 @@
+//! [`PromptStore`] on SQLite.
+
+use async_trait::async_trait;
+use llmops_registry::{precedence_key, PromptChange, PromptEvent, PromptStore, PromptVersion, RegistryState, StoreError};
+use sqlx::{Row, Sqlite, Transaction};
+use uuid::Uuid;
+
+use super::{from_micros, to_micros, SqliteStore};
+use crate::error::{corrupt, store_error};
+
+const PROMPT_EVENTS: &str = "prompts";
+
+#[async_trait]
+impl PromptStore for SqliteStore {
+    async fn load_registry(&self) -> Result<RegistryState, StoreError> {
+        let rows = sqlx::query("SELECT record, updated_at_us FROM prompt_versions ORDER BY name, created_at_us")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(store_error)?;
+        let mut versions = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut record: PromptVersion = serde_json::from_str(row.get::<&str, _>(0)).map_err(|e| corrupt("prompt version", e))?;
+            record.updated_at = from_micros(row.get(1));
+            versions.push(record);
+        }
+        let active = sqlx::query("SELECT name, active_version_id FROM prompts")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .map(|row| Ok((row.get::<String, _>(0), parse_id(row.get(1))?)))
+            .collect::<Result<_, StoreError>>()?;
+        let labels = sqlx::query("SELECT name, label, version_id FROM prompt_labels")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .map(|row| Ok((row.get::<String, _>(0), row.get::<String, _>(1), parse_id(row.get(2))?)))
+            .collect::<Result<_, StoreError>>()?;
+        let head: i64 = sqlx::query_scalar("SELECT value FROM event_sequences WHERE stream = $1")
+            .bind(PROMPT_EVENTS)
+            .fetch_one(&self.reader)
+            .await
+            .map_err(store_error)?;
+        Ok(RegistryState { versions, active, labels, head_sequence: head as u64 })
+    }
+
+    async fn commit_prompt_change(&self, change: &PromptChange, event: &PromptEvent) -> Result<u64, StoreError> {
+        let mut tx = self.writer.begin().await.map_err(store_error)?;
+        apply_change(&mut tx, change).await?;
+        let sequence = append_event(&mut tx, event).await?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(sequence)
+    }
+
+    async fn prompt_events_after(&self, after: u64, prompt_name: Option<&str>, limit: usize) -> Result<Vec<PromptEvent>, StoreError> {
+        let rows = match prompt_name {
+            Some(name) => {
+                sqlx::query("SELECT sequence, payload FROM prompt_events WHERE prompt_name = $1 AND sequence > $2 ORDER BY sequence LIMIT $3")
+                    .bind(name)
+                    .bind(after as i64)
+                    .bind(limit as i64)
+                    .fetch_all(&self.reader)
+                    .await
+            }
+            None => {
+                sqlx::query("SELECT sequence, payload FROM prompt_events WHERE sequence > $1 ORDER BY sequence LIMIT $2")
+                    .bind(after as i64)
+                    .bind(limit as i64)
+                    .fetch_all(&self.reader)
+                    .await
+            }
+        }
+        .map_err(store_error)?;
+        rows.into_iter()
+            .map(|row| {
+                let mut event: PromptEvent = serde_json::from_str(row.get::<&str, _>(1)).map_err(|e| corrupt("prompt event", e))?;
+                event.sequence = row.get::<i64, _>(0) as u64;
+                Ok(event)
+            })
+            .collect()
+    }
+}
+
+async fn apply_change(tx: &mut Transaction<'_, Sqlite>, change: &PromptChange) -> Result<(), StoreError> {
+    match change {
+        PromptChange::CreateVersion(record) => {
+            let json = serde_json::to_string(record).map_err(|e| corrupt("prompt version", e))?;
+            sqlx::query(
+                "INSERT INTO prompt_versions (id, name, version, version_key, record, created_at_us, updated_at_us)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(record.id.to_string())
+            .bind(&record.name)
+            .bind(record.version.to_string())
+            .bind(precedence_key(&record.version).to_string())
+            .bind(json)
+            .bind(to_micros(record.created_at))
+            .bind(to_micros(record.updated_at))
+            .execute(&mut **tx)
+            .await
+            .map_err(store_error)?;
+            // The first version of a prompt becomes active; later ones leave the pointer.
+            sqlx::query("INSERT INTO prompts (name, active_version_id, updated_at_us) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
+                .bind(&record.name)
+                .bind(record.id.to_string())
+                .bind(to_micros(record.created_at))
+                .execute(&mut **tx)
+                .await
+                .map_err(store_error)?;
+        }
+        PromptChange::Activate { name, version_id, at } => {
+            let updated = sqlx::query(
+                "UPDATE prompts SET active_version_id = $2, updated_at_us = $3
+                 WHERE name = $1 AND EXISTS (SELECT 1 FROM prompt_versions WHERE id = $2 AND name = $1)",
+            )
+            .bind(name)
+            .bind(version_id.to_string())
+            .bind(to_micros(*at))
+            .execute(&mut **tx)
+            .await
+            .map_err(store_error)?;
+            if updated.rows_affected() == 0 {
+                return Err(StoreError::NotFound(format!("prompt {name:?} has no such version")));
+            }
+            touch_version(tx, *version_id, *at).await?;
+        }
+        PromptChange::SetLabel { name, label, version_id, at } => {
+            sqlx::query(
+                "INSERT INTO prompt_labels (name, label, version_id, updated_at_us) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (name, label) DO UPDATE SET version_id = excluded.version_id, updated_at_us = excluded.updated_at_us",
+            )
+            .bind(name)
+            .bind(label)
+            .bind(version_id.to_string())
+            .bind(to_micros(*at))
+            .execute(&mut **tx)
+            .await
+            .map_err(store_error)?;
+            touch_version(tx, *version_id, *at).await?;
+        }
+        PromptChange::DeleteLabel { name, label } => {
+            let deleted = sqlx::query("DELETE FROM prompt_labels WHERE name = $1 AND label = $2")
+                .bind(name)
+                .bind(label)
+                .execute(&mut **tx)
+                .await
+                .map_err(store_error)?;
+            if deleted.rows_affected() == 0 {
+                return Err(StoreError::NotFound(format!("prompt {name:?} has no label {label:?}")));
+            }
+        }
+        PromptChange::DeleteVersion { name, version_id } => {
+            // Checked in the statement itself, so no concurrent writer can slip a label
+            // or the active pointer onto the version between a check and the delete.
+            let deleted = sqlx::query(
+                "DELETE FROM prompt_versions WHERE id = $1 AND name = $2
+                 AND NOT EXISTS (SELECT 1 FROM prompts WHERE active_version_id = $1)
+                 AND NOT EXISTS (SELECT 1 FROM prompt_labels WHERE version_id = $1)",
+            )
+            .bind(version_id.to_string())
+            .bind(name)
+            .execute(&mut **tx)
+            .await
+            .map_err(store_error)?;
+            if deleted.rows_affected() == 0 {
+                let exists: Option<String> = sqlx::query_scalar("SELECT id FROM prompt_versions WHERE id = $1")
+                    .bind(version_id.to_string())
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(store_error)?;
+                return Err(match exists {
+                    Some(_) => StoreError::Conflict(format!("the version of {name:?} is active or labelled")),
+                    None => StoreError::NotFound(format!("prompt {name:?} has no such version")),
+                });
+            }
+        }
+        PromptChange::DeletePrompt { name } => {
+            for statement in [
+                "DELETE FROM prompt_labels WHERE name = $1",
+                "DELETE FROM prompts WHERE name = $1",
+                "DELETE FROM prompt_versions WHERE name = $1",
+            ] {
+                sqlx::query(statement).bind(name).execute(&mut **tx).await.map_err(store_error)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn touch_version(tx: &mut Transaction<'_, Sqlite>, version_id: Uuid, at: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
+    sqlx::query("UPDATE prompt_versions SET updated_at_us = $2 WHERE id = $1")
+        .bind(version_id.to_string())
+        .bind(to_micros(at))
+        .execute(&mut **tx)
+        .await
+        .map_err(store_error)?;
+    Ok(())
+}
+
+/// Assigns the next sequence (in commit order, see the migration) and stores the event.
+async fn append_event(tx: &mut Transaction<'_, Sqlite>, event: &PromptEvent) -> Result<u64, StoreError> {
+    let sequence: i64 = sqlx::query_scalar("UPDATE event_sequences SET value = value + 1 WHERE stream = $1 RETURNING value")
+        .bind(PROMPT_EVENTS)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(store_error)?;
+    let payload = serde_json::to_string(event).map_err(|e| corrupt("prompt event", e))?;
+    let kind = serde_json::to_value(event.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    sqlx::query("INSERT INTO prompt_events (sequence, prompt_name, kind, payload, created_at_us) VALUES ($1, $2, $3, $4, $5)")
+        .bind(sequence)
+        .bind(&event.prompt_name)
+        .bind(kind)
+        .bind(payload)
+        .bind(to_micros(event.time))
+        .execute(&mut **tx)
+        .await
+        .map_err(store_error)?;
+    Ok(sequence as u64)
+}
+
+fn parse_id(text: String) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(&text).map_err(|e| corrupt("id", e))
+}
