@@ -1,1 +1,144 @@
-fn main() {}
+//! The `llmops` binary: `llmops serve` runs the server; the other subcommands are
+//! clients of a running server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use llmops::config::{LoadedConfig, LogFormat};
+use llmops::{server, telemetry};
+
+/// llmops: prompt registry, experiments, evaluation and alerting for LLM applications.
+#[derive(Debug, Parser)]
+#[command(name = "llmops", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (SQLite under ./llmops-data, gRPC on 127.0.0.1:50051).
+    Serve(ServeArgs),
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print every key's effective value and where it came from.
+    Show(ServeArgs),
+}
+
+/// Flags override `LLMOPS_*` variables, which override the TOML file.
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// A TOML configuration file.
+    #[arg(long, env = "LLMOPS_CONFIG")]
+    config: Option<PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:50051].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Data directory of the embedded database [default: ./llmops-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Prometheus /metrics listen address [default: 127.0.0.1:9464].
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+    /// Log format [default: human].
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+impl ServeArgs {
+    fn load(&self) -> anyhow::Result<LoadedConfig> {
+        let mut flags = Vec::new();
+        if let Some(listen) = self.listen {
+            flags.push((
+                "listen",
+                toml::Value::String(listen.to_string()),
+                "--listen",
+            ));
+        }
+        if let Some(dir) = &self.data_dir {
+            flags.push((
+                "data_dir",
+                toml::Value::String(dir.display().to_string()),
+                "--data-dir",
+            ));
+        }
+        if let Some(listen) = self.metrics_listen {
+            flags.push((
+                "metrics_listen",
+                toml::Value::String(listen.to_string()),
+                "--metrics-listen",
+            ));
+        }
+        if let Some(format) = self.log_format {
+            let name = match format {
+                LogFormat::Human => "human",
+                LogFormat::Json => "json",
+            };
+            flags.push((
+                "log_format",
+                toml::Value::String(name.to_owned()),
+                "--log-format",
+            ));
+        }
+        Ok(LoadedConfig::load(
+            self.config.as_deref(),
+            std::env::vars(),
+            flags,
+        )?)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Config {
+            command: ConfigCommand::Show(args),
+        } => {
+            let loaded = args.load()?;
+            for (key, value, source) in loaded.describe() {
+                println!("{key} = {value}    # {source}");
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.load()?.config;
+    telemetry::init_logging(config.log_format);
+    let grpc = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|err| anyhow::anyhow!("cannot listen on {}: {err}", config.listen))?;
+    let metrics = telemetry::bind_metrics(config.metrics_listen).await?;
+    server::serve(config, grpc, metrics, server::termination_signal()).await
+}

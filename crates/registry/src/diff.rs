@@ -64,7 +64,10 @@ pub fn diff_versions(from: &PromptVersion, to: &PromptVersion) -> VersionDiff {
     let unified_diff = diff
         .unified_diff()
         .context_radius(3)
-        .header(&format!("{}@{}", from.name, from.version), &format!("{}@{}", to.name, to.version))
+        .header(
+            &format!("{}@{}", from.name, from.version),
+            &format!("{}@{}", to.name, to.version),
+        )
         .to_string();
     VersionDiff {
         unified_diff,
@@ -88,7 +91,8 @@ fn document(version: &PromptVersion) -> String {
 }
 
 fn variable_changes(before: &[PromptVariable], after: &[PromptVariable]) -> Vec<VariableChange> {
-    let old: BTreeMap<&str, &PromptVariable> = before.iter().map(|v| (v.name.as_str(), v)).collect();
+    let old: BTreeMap<&str, &PromptVariable> =
+        before.iter().map(|v| (v.name.as_str(), v)).collect();
     let new: BTreeMap<&str, &PromptVariable> = after.iter().map(|v| (v.name.as_str(), v)).collect();
     let mut names: Vec<&str> = old.keys().chain(new.keys()).copied().collect();
     names.sort_unstable();
@@ -174,10 +178,23 @@ mod tests {
         let b = version("1.1.0", "one\ninserted\ntwo\nthree\nfour\n", vec![]);
         let diff = diff_versions(&a, &b);
         assert_eq!((diff.lines_added, diff.lines_removed), (1, 0));
-        let body: Vec<&str> = diff.unified_diff.lines().filter(|l| !l.starts_with("---") && !l.starts_with("+++")).collect();
-        assert_eq!(body.iter().filter(|l| l.starts_with('+')).collect::<Vec<_>>(), [&"+inserted"]);
+        let body: Vec<&str> = diff
+            .unified_diff
+            .lines()
+            .filter(|l| !l.starts_with("---") && !l.starts_with("+++"))
+            .collect();
+        assert_eq!(
+            body.iter()
+                .filter(|l| l.starts_with('+'))
+                .collect::<Vec<_>>(),
+            [&"+inserted"]
+        );
         assert!(!body.iter().any(|l| l.starts_with('-')));
-        assert!(diff.unified_diff.starts_with("--- p@1.0.0\n+++ p@1.1.0\n"), "{}", diff.unified_diff);
+        assert!(
+            diff.unified_diff.starts_with("--- p@1.0.0\n+++ p@1.1.0\n"),
+            "{}",
+            diff.unified_diff
+        );
     }
 
     #[test]
@@ -188,13 +205,23 @@ mod tests {
         x2.var_type = VariableType::Int;
         x2.default_value = Some(json!(1));
         let z = PromptVariable::inferred("z");
-        let diff = diff_versions(&version("1.0.0", "t", vec![x, y]), &version("2.0.0", "t", vec![x2, z]));
-        let summary: Vec<(&str, VariableChangeKind, Vec<&str>)> =
-            diff.variable_changes.iter().map(|c| (c.name.as_str(), c.kind, c.changed_fields.clone())).collect();
+        let diff = diff_versions(
+            &version("1.0.0", "t", vec![x, y]),
+            &version("2.0.0", "t", vec![x2, z]),
+        );
+        let summary: Vec<(&str, VariableChangeKind, Vec<&str>)> = diff
+            .variable_changes
+            .iter()
+            .map(|c| (c.name.as_str(), c.kind, c.changed_fields.clone()))
+            .collect();
         assert_eq!(
             summary,
             [
-                ("x", VariableChangeKind::Changed, vec!["type", "default_value"]),
+                (
+                    "x",
+                    VariableChangeKind::Changed,
+                    vec!["type", "default_value"]
+                ),
                 ("y", VariableChangeKind::Removed, vec![]),
                 ("z", VariableChangeKind::Added, vec![]),
             ]

@@ -21,10 +21,12 @@ pub use diff::{diff_versions, VariableChange, VariableChangeKind, VersionDiff};
 pub use error::{FieldViolation, RegistryError};
 pub use event::{PromptEvent, PromptEventKind};
 pub use limits::RegistryLimits;
-pub use model::{ChatMessage, ModelConfig, NewPromptVersion, PromptSummary, PromptVersion, PromptVersionView};
+pub use model::{
+    ChatMessage, ModelConfig, NewPromptVersion, PromptSummary, PromptVersion, PromptVersionView,
+};
 pub use naming::{validate_label, validate_prompt_name, RESERVED_ACTIVE_LABEL};
 pub use registry::{Page, Registry, VersionSelector, WatchItem, WatchSubscription};
 pub use store::{PromptChange, PromptStore, RegistryState, StoreError};
-pub use template::{CompiledPrompt, RenderedPrompt, RenderedMessage};
+pub use template::{CompiledPrompt, RenderedMessage, RenderedPrompt};
 pub use variable::{PromptVariable, VariableType};
 pub use version::{parse_version, precedence_key};

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use dashmap::DashMap;
 use semver::Version;
 use serde_json::Value as JsonValue;
@@ -58,7 +58,10 @@ impl VersionSelector {
             (true, true) => Ok(Self::Active),
             (false, true) => Ok(Self::Version(version.to_owned())),
             (true, false) => Ok(Self::Label(label.to_owned())),
-            (false, false) => Err(RegistryError::invalid("label", "give either a version or a label, not both")),
+            (false, false) => Err(RegistryError::invalid(
+                "label",
+                "give either a version or a label, not both",
+            )),
         }
     }
 }
@@ -75,13 +78,18 @@ pub struct Registry {
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry").field("prompts", &self.prompts.len()).finish_non_exhaustive()
+        f.debug_struct("Registry")
+            .field("prompts", &self.prompts.len())
+            .finish_non_exhaustive()
     }
 }
 
 impl Registry {
     /// Opens the registry: loads every prompt from the store and compiles its templates.
-    pub async fn open(store: Arc<dyn PromptStore>, limits: RegistryLimits) -> Result<Self, RegistryError> {
+    pub async fn open(
+        store: Arc<dyn PromptStore>,
+        limits: RegistryLimits,
+    ) -> Result<Self, RegistryError> {
         let (live, _) = broadcast::channel(LIVE_FEED_CAPACITY);
         let registry = Self {
             store,
@@ -100,12 +108,14 @@ impl Registry {
     pub async fn reload(&self) -> Result<(), RegistryError> {
         let _guard = self.write_lock.lock().await;
         let state = self.store.load_registry().await.map_err(storage_error)?;
-        let entries = state::build_entries(state.versions, &state.active, &state.labels, &self.limits)?;
+        let entries =
+            state::build_entries(state.versions, &state.active, &state.labels, &self.limits)?;
         self.prompts.clear();
         for (name, entry) in entries {
             self.prompts.insert(name, Arc::new(entry));
         }
-        self.head_sequence.store(state.head_sequence, Ordering::SeqCst);
+        self.head_sequence
+            .store(state.head_sequence, Ordering::SeqCst);
         Ok(())
     }
 
@@ -120,11 +130,15 @@ impl Registry {
     }
 
     /// Creates a version. The first version of a prompt becomes its active version.
-    pub async fn create_version(&self, new: NewPromptVersion) -> Result<PromptVersionView, RegistryError> {
+    pub async fn create_version(
+        &self,
+        new: NewPromptVersion,
+    ) -> Result<PromptVersionView, RegistryError> {
         let version = self.validate_new_version(&new)?;
-        let (compiled, variables) = CompiledPrompt::compile(&new.template, &new.messages, &new.variables, &self.limits)
-            .map_err(RegistryError::InvalidArgument)?;
-        let now = Utc::now();
+        let (compiled, variables) =
+            CompiledPrompt::compile(&new.template, &new.messages, &new.variables, &self.limits)
+                .map_err(RegistryError::InvalidArgument)?;
+        let now = now();
         let record = PromptVersion {
             id: Uuid::now_v7(),
             name: new.name,
@@ -151,20 +165,34 @@ impl Registry {
                 record.name, found.record.version
             )));
         }
-        let cached = Arc::new(CachedVersion { record, compiled: Arc::new(compiled) });
+        let cached = Arc::new(CachedVersion {
+            record,
+            compiled: Arc::new(compiled),
+        });
         let entry = match &existing {
             Some(entry) => entry.with_version(key, cached.clone()),
             None => PromptEntry::first(key, cached.clone()),
         };
         let view = entry.view(&cached);
         let change = PromptChange::CreateVersion(cached.record.clone());
-        self.commit(change, PromptEventKind::VersionCreated, &view.version.name, Some(view.clone()), None, entry)
-            .await?;
+        self.commit(
+            change,
+            PromptEventKind::VersionCreated,
+            &view.version.name,
+            Some(view.clone()),
+            None,
+            entry,
+        )
+        .await?;
         Ok(view)
     }
 
     /// One version, chosen by `selector`.
-    pub fn get_version(&self, name: &str, selector: &VersionSelector) -> Result<PromptVersionView, RegistryError> {
+    pub fn get_version(
+        &self,
+        name: &str,
+        selector: &VersionSelector,
+    ) -> Result<PromptVersionView, RegistryError> {
         let entry = self.entry(name)?;
         let cached = self.select(&entry, name, selector)?;
         Ok(entry.view(&cached))
@@ -179,7 +207,12 @@ impl Registry {
     }
 
     /// Versions of one prompt (newest first), or of every prompt (by name, then newest).
-    pub fn list_versions(&self, name: Option<&str>, page_size: i32, page_token: &str) -> Result<Page<PromptVersionView>, RegistryError> {
+    pub fn list_versions(
+        &self,
+        name: Option<&str>,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<Page<PromptVersionView>, RegistryError> {
         let page_size = paging::page_size(page_size)?;
         let after = paging::decode_token(page_token)?;
         let names = match name {
@@ -191,7 +224,9 @@ impl Registry {
         };
         let mut items = Vec::with_capacity(page_size + 1);
         'outer: for name in names {
-            let Ok(entry) = self.entry(&name) else { continue };
+            let Ok(entry) = self.entry(&name) else {
+                continue;
+            };
             for (key, cached) in entry.versions.iter().rev() {
                 let position = paging::version_position(&name, key);
                 if after.as_ref().is_some_and(|after| position <= *after) {
@@ -207,13 +242,21 @@ impl Registry {
     }
 
     /// Every prompt with its active version, labels and version count, by name.
-    pub fn list_prompts(&self, page_size: i32, page_token: &str) -> Result<Page<PromptSummary>, RegistryError> {
+    pub fn list_prompts(
+        &self,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<Page<PromptSummary>, RegistryError> {
         let page_size = paging::page_size(page_size)?;
         let after = paging::decode_token(page_token)?;
         let items = self
             .sorted_names()
             .into_iter()
-            .filter(|name| after.as_ref().is_none_or(|after| paging::prompt_position(name) > *after))
+            .filter(|name| {
+                after
+                    .as_ref()
+                    .is_none_or(|after| paging::prompt_position(name) > *after)
+            })
             .filter_map(|name| {
                 let entry = self.entry(&name).ok()?;
                 Some((paging::prompt_position(&name), entry.summary(&name)))
@@ -224,30 +267,68 @@ impl Registry {
     }
 
     /// Makes `version` the prompt's active version.
-    pub async fn activate(&self, name: &str, version: &str) -> Result<PromptVersionView, RegistryError> {
+    pub async fn activate(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<PromptVersionView, RegistryError> {
         let _guard = self.write_lock.lock().await;
         let entry = self.entry(name)?;
         let cached = self.select(&entry, name, &VersionSelector::Version(version.to_owned()))?;
-        let at = Utc::now();
+        let at = now();
         let (entry, cached) = entry.with_active(&cached, at);
         let view = entry.view(&cached);
-        let change = PromptChange::Activate { name: name.to_owned(), version_id: cached.record.id, at };
-        self.commit(change, PromptEventKind::VersionActivated, name, Some(view.clone()), None, entry).await?;
+        let change = PromptChange::Activate {
+            name: name.to_owned(),
+            version_id: cached.record.id,
+            at,
+        };
+        self.commit(
+            change,
+            PromptEventKind::VersionActivated,
+            name,
+            Some(view.clone()),
+            None,
+            entry,
+        )
+        .await?;
         Ok(view)
     }
 
     /// Points `label` at `version`; returns the version and where the label pointed before.
-    pub async fn set_label(&self, name: &str, label: &str, version: &str) -> Result<(PromptVersionView, Option<Version>), RegistryError> {
+    pub async fn set_label(
+        &self,
+        name: &str,
+        label: &str,
+        version: &str,
+    ) -> Result<(PromptVersionView, Option<Version>), RegistryError> {
         validate_label("label", label).map_err(invalid)?;
         let _guard = self.write_lock.lock().await;
         let entry = self.entry(name)?;
         let cached = self.select(&entry, name, &VersionSelector::Version(version.to_owned()))?;
-        let previous = entry.labels.get(label).and_then(|key| entry.versions.get(key)).map(|v| v.record.version.clone());
-        let at = Utc::now();
+        let previous = entry
+            .labels
+            .get(label)
+            .and_then(|key| entry.versions.get(key))
+            .map(|v| v.record.version.clone());
+        let at = now();
         let (entry, cached) = entry.with_label(label, &cached, at);
         let view = entry.view(&cached);
-        let change = PromptChange::SetLabel { name: name.to_owned(), label: label.to_owned(), version_id: cached.record.id, at };
-        self.commit(change, PromptEventKind::LabelMoved, name, Some(view.clone()), Some(label), entry).await?;
+        let change = PromptChange::SetLabel {
+            name: name.to_owned(),
+            label: label.to_owned(),
+            version_id: cached.record.id,
+            at,
+        };
+        self.commit(
+            change,
+            PromptEventKind::LabelMoved,
+            name,
+            Some(view.clone()),
+            Some(label),
+            entry,
+        )
+        .await?;
         Ok((view, previous))
     }
 
@@ -257,13 +338,26 @@ impl Registry {
         let _guard = self.write_lock.lock().await;
         let entry = self.entry(name)?;
         let Some(key) = entry.labels.get(label).cloned() else {
-            return Err(RegistryError::NotFound(format!("prompt {name:?} has no label {label:?}")));
+            return Err(RegistryError::NotFound(format!(
+                "prompt {name:?} has no label {label:?}"
+            )));
         };
         let entry = entry.without_label(label);
         let cached = entry.versions[&key].clone();
         let view = entry.view(&cached);
-        let change = PromptChange::DeleteLabel { name: name.to_owned(), label: label.to_owned() };
-        self.commit(change, PromptEventKind::LabelDeleted, name, Some(view), Some(label), entry).await?;
+        let change = PromptChange::DeleteLabel {
+            name: name.to_owned(),
+            label: label.to_owned(),
+        };
+        self.commit(
+            change,
+            PromptEventKind::LabelDeleted,
+            name,
+            Some(view),
+            Some(label),
+            entry,
+        )
+        .await?;
         Ok(cached.record.version.clone())
     }
 
@@ -289,8 +383,19 @@ impl Registry {
         }
         let view = entry.view(&cached);
         let entry = entry.without_version(&key);
-        let change = PromptChange::DeleteVersion { name: name.to_owned(), version_id: cached.record.id };
-        self.commit(change, PromptEventKind::VersionDeleted, name, Some(view), None, entry).await
+        let change = PromptChange::DeleteVersion {
+            name: name.to_owned(),
+            version_id: cached.record.id,
+        };
+        self.commit(
+            change,
+            PromptEventKind::VersionDeleted,
+            name,
+            Some(view),
+            None,
+            entry,
+        )
+        .await
     }
 
     /// Deletes a prompt with every version and label; returns how many versions went.
@@ -298,9 +403,15 @@ impl Registry {
         let _guard = self.write_lock.lock().await;
         let entry = self.entry(name)?;
         let count = entry.versions.len();
-        let change = PromptChange::DeletePrompt { name: name.to_owned() };
+        let change = PromptChange::DeletePrompt {
+            name: name.to_owned(),
+        };
         let event = self.event(PromptEventKind::PromptDeleted, name, None, None);
-        let sequence = self.store.commit_prompt_change(&change, &event).await.map_err(storage_error)?;
+        let sequence = self
+            .store
+            .commit_prompt_change(&change, &event)
+            .await
+            .map_err(storage_error)?;
         self.prompts.remove(name);
         self.publish(event, sequence);
         Ok(count)
@@ -329,7 +440,11 @@ impl Registry {
 
     /// Subscribes to changes: after `after_sequence` when given (replayed from storage,
     /// then live), else starting with a snapshot of the current state.
-    pub async fn watch(&self, prompt_name: Option<String>, after_sequence: Option<u64>) -> Result<WatchSubscription, RegistryError> {
+    pub async fn watch(
+        &self,
+        prompt_name: Option<String>,
+        after_sequence: Option<u64>,
+    ) -> Result<WatchSubscription, RegistryError> {
         if let Some(name) = &prompt_name {
             validate_prompt_name("name", name).map_err(invalid)?;
         }
@@ -358,7 +473,13 @@ impl Registry {
         names
             .iter()
             .filter_map(|name| self.entry(name).ok())
-            .flat_map(|entry| entry.versions.values().map(|cached| entry.view(cached)).collect::<Vec<_>>())
+            .flat_map(|entry| {
+                entry
+                    .versions
+                    .values()
+                    .map(|cached| entry.view(cached))
+                    .collect::<Vec<_>>()
+            })
             .collect()
     }
 
@@ -372,14 +493,31 @@ impl Registry {
         entry: PromptEntry,
     ) -> Result<(), RegistryError> {
         let event = self.event(kind, name, view, label);
-        let sequence = self.store.commit_prompt_change(&change, &event).await.map_err(storage_error)?;
+        let sequence = self
+            .store
+            .commit_prompt_change(&change, &event)
+            .await
+            .map_err(storage_error)?;
         self.prompts.insert(name.to_owned(), Arc::new(entry));
         self.publish(event, sequence);
         Ok(())
     }
 
-    fn event(&self, kind: PromptEventKind, name: &str, version: Option<PromptVersionView>, label: Option<&str>) -> PromptEvent {
-        PromptEvent { sequence: 0, kind, prompt_name: name.to_owned(), version, label: label.map(str::to_owned), time: Utc::now() }
+    fn event(
+        &self,
+        kind: PromptEventKind,
+        name: &str,
+        version: Option<PromptVersionView>,
+        label: Option<&str>,
+    ) -> PromptEvent {
+        PromptEvent {
+            sequence: 0,
+            kind,
+            prompt_name: name.to_owned(),
+            version,
+            label: label.map(str::to_owned),
+            time: now(),
+        }
     }
 
     fn publish(&self, mut event: PromptEvent, sequence: u64) {
@@ -394,28 +532,47 @@ impl Registry {
             return Ok(entry.clone());
         }
         validate_prompt_name("name", name).map_err(invalid)?;
-        Err(RegistryError::NotFound(format!("prompt {name:?} not found")))
+        Err(RegistryError::NotFound(format!(
+            "prompt {name:?} not found"
+        )))
     }
 
-    fn select(&self, entry: &PromptEntry, name: &str, selector: &VersionSelector) -> Result<Arc<CachedVersion>, RegistryError> {
+    fn select(
+        &self,
+        entry: &PromptEntry,
+        name: &str,
+        selector: &VersionSelector,
+    ) -> Result<Arc<CachedVersion>, RegistryError> {
         match selector {
             VersionSelector::Active => Ok(entry.versions[&entry.active].clone()),
-            VersionSelector::Label(label) if label == RESERVED_ACTIVE_LABEL => Ok(entry.versions[&entry.active].clone()),
+            VersionSelector::Label(label) if label == RESERVED_ACTIVE_LABEL => {
+                Ok(entry.versions[&entry.active].clone())
+            }
             VersionSelector::Label(label) => match entry.labels.get(label) {
                 Some(key) => Ok(entry.versions[key].clone()),
-                None => Err(RegistryError::NotFound(format!("prompt {name:?} has no label {label:?}"))),
+                None => Err(RegistryError::NotFound(format!(
+                    "prompt {name:?} has no label {label:?}"
+                ))),
             },
             VersionSelector::Version(version) => self.select_field(entry, name, version, "version"),
         }
     }
 
-    fn select_field(&self, entry: &PromptEntry, name: &str, version: &str, field: &str) -> Result<Arc<CachedVersion>, RegistryError> {
+    fn select_field(
+        &self,
+        entry: &PromptEntry,
+        name: &str,
+        version: &str,
+        field: &str,
+    ) -> Result<Arc<CachedVersion>, RegistryError> {
         let parsed = parse_version(field, version).map_err(invalid)?;
         entry
             .versions
             .get(&precedence_key(&parsed))
             .cloned()
-            .ok_or_else(|| RegistryError::NotFound(format!("prompt {name:?} has no version {version}")))
+            .ok_or_else(|| {
+                RegistryError::NotFound(format!("prompt {name:?} has no version {version}"))
+            })
     }
 
     fn sorted_names(&self) -> Vec<String> {
@@ -429,31 +586,64 @@ impl Registry {
         if let Err(v) = validate_prompt_name("name", &new.name) {
             violations.push(v);
         }
-        let version = parse_version("version", &new.version).map_err(|v| violations.push(v)).ok();
+        let version = parse_version("version", &new.version)
+            .map_err(|v| violations.push(v))
+            .ok();
         let limits = &self.limits;
         if new.tags.len() > limits.max_tags {
-            violations.push(FieldViolation::new("tags", format!("{} tags, over the limit of {}", new.tags.len(), limits.max_tags)));
+            violations.push(FieldViolation::new(
+                "tags",
+                format!(
+                    "{} tags, over the limit of {}",
+                    new.tags.len(),
+                    limits.max_tags
+                ),
+            ));
         }
-        if let Some(tag) = new.tags.iter().find(|t| t.is_empty() || t.len() > MAX_TAG_BYTES) {
-            violations.push(FieldViolation::new("tags", format!("tag {tag:?} must be 1-{MAX_TAG_BYTES} bytes")));
+        if let Some(tag) = new
+            .tags
+            .iter()
+            .find(|t| t.is_empty() || t.len() > MAX_TAG_BYTES)
+        {
+            violations.push(FieldViolation::new(
+                "tags",
+                format!("tag {tag:?} must be 1-{MAX_TAG_BYTES} bytes"),
+            ));
         }
         if new.metadata.len() > limits.max_tags {
             violations.push(FieldViolation::new(
                 "metadata",
-                format!("{} entries, over the limit of {}", new.metadata.len(), limits.max_tags),
+                format!(
+                    "{} entries, over the limit of {}",
+                    new.metadata.len(),
+                    limits.max_tags
+                ),
             ));
         }
         for (key, value) in &new.metadata {
             if key.is_empty() || key.len() > MAX_METADATA_KEY_BYTES {
-                violations.push(FieldViolation::new("metadata", format!("key {key:?} must be 1-{MAX_METADATA_KEY_BYTES} bytes")));
+                violations.push(FieldViolation::new(
+                    "metadata",
+                    format!("key {key:?} must be 1-{MAX_METADATA_KEY_BYTES} bytes"),
+                ));
             }
             if value.len() > limits.max_text_bytes {
-                violations.push(FieldViolation::new(format!("metadata.{key}"), format!("over the limit of {} bytes", limits.max_text_bytes)));
+                violations.push(FieldViolation::new(
+                    format!("metadata.{key}"),
+                    format!("over the limit of {} bytes", limits.max_text_bytes),
+                ));
             }
         }
-        for (field, text) in [("author", &new.author), ("description", &new.description), ("commit_message", &new.commit_message)] {
+        for (field, text) in [
+            ("author", &new.author),
+            ("description", &new.description),
+            ("commit_message", &new.commit_message),
+        ] {
             if text.len() > limits.max_text_bytes {
-                violations.push(FieldViolation::new(field, format!("over the limit of {} bytes", limits.max_text_bytes)));
+                violations.push(FieldViolation::new(
+                    field,
+                    format!("over the limit of {} bytes", limits.max_text_bytes),
+                ));
             }
         }
         match version {
@@ -461,6 +651,14 @@ impl Registry {
             _ => Err(RegistryError::InvalidArgument(violations)),
         }
     }
+}
+
+/// The current time at the microsecond precision storage keeps, so a client sees the
+/// same timestamps before and after a restart.
+fn now() -> DateTime<Utc> {
+    let now = Utc::now();
+    now.duration_trunc(TimeDelta::microseconds(1))
+        .unwrap_or(now)
 }
 
 fn invalid(violation: FieldViolation) -> RegistryError {

@@ -94,7 +94,11 @@ pub trait PromptStore: Send + Sync + 'static {
     /// Applies `change` and appends `event` in one transaction. The event's sequence is
     /// assigned by the store's sequencer in commit order and returned; the `sequence`
     /// field of `event` is ignored.
-    async fn commit_prompt_change(&self, change: &PromptChange, event: &PromptEvent) -> Result<u64, StoreError>;
+    async fn commit_prompt_change(
+        &self,
+        change: &PromptChange,
+        event: &PromptEvent,
+    ) -> Result<u64, StoreError>;
 
     /// Up to `limit` events with a sequence greater than `after`, oldest first, only for
     /// `prompt_name` when given.

@@ -66,17 +66,33 @@ impl CompiledPrompt {
         let mut env = sandboxed_environment(limits);
         let has_text = !template.is_empty();
         if has_text {
-            add_template(&mut env, TEXT_TEMPLATE, template, "template", &mut violations);
+            add_template(
+                &mut env,
+                TEXT_TEMPLATE,
+                template,
+                "template",
+                &mut violations,
+            );
         }
         for (index, message) in messages.iter().enumerate() {
             if !ALLOWED_ROLES.contains(&message.role.as_str()) {
                 violations.push(FieldViolation::new(
                     format!("messages[{index}].role"),
-                    format!("role {:?} is not one of {}", message.role, ALLOWED_ROLES.join(", ")),
+                    format!(
+                        "role {:?} is not one of {}",
+                        message.role,
+                        ALLOWED_ROLES.join(", ")
+                    ),
                 ));
             }
             let field = format!("messages[{index}].template");
-            add_template(&mut env, &message_template_name(index), &message.template, &field, &mut violations);
+            add_template(
+                &mut env,
+                &message_template_name(index),
+                &message.template,
+                &field,
+                &mut violations,
+            );
         }
         if !violations.is_empty() {
             return Err(violations);
@@ -126,7 +142,10 @@ impl CompiledPrompt {
     /// Renders with the given values. Checks every value first and reports every problem
     /// at once (fields `variables.<name>`). Each value is substituted once: a value that
     /// contains `{{ x }}` stays literal.
-    pub fn render(&self, values: &BTreeMap<String, JsonValue>) -> Result<RenderedPrompt, RegistryError> {
+    pub fn render(
+        &self,
+        values: &BTreeMap<String, JsonValue>,
+    ) -> Result<RenderedPrompt, RegistryError> {
         let context = self.context(values)?;
         let mut budget = OutputBudget::new(self.max_render_bytes);
         let text = if self.has_text {
@@ -140,17 +159,31 @@ impl CompiledPrompt {
             .enumerate()
             .map(|(index, role)| {
                 let field = format!("messages[{index}].template");
-                let content = self.render_one(&message_template_name(index), &field, &context, &mut budget)?;
-                Ok(RenderedMessage { role: role.clone(), content })
+                let content =
+                    self.render_one(&message_template_name(index), &field, &context, &mut budget)?;
+                Ok(RenderedMessage {
+                    role: role.clone(),
+                    content,
+                })
             })
             .collect::<Result<_, RegistryError>>()?;
         Ok(RenderedPrompt { text, messages })
     }
 
-    fn context(&self, values: &BTreeMap<String, JsonValue>) -> Result<BTreeMap<String, JsonValue>, RegistryError> {
+    fn context(
+        &self,
+        values: &BTreeMap<String, JsonValue>,
+    ) -> Result<BTreeMap<String, JsonValue>, RegistryError> {
         let mut violations = Vec::new();
-        let declared: BTreeSet<&str> = self.variables.iter().map(|v| v.declaration.name.as_str()).collect();
-        for name in values.keys().filter(|name| !declared.contains(name.as_str())) {
+        let declared: BTreeSet<&str> = self
+            .variables
+            .iter()
+            .map(|v| v.declaration.name.as_str())
+            .collect();
+        for name in values
+            .keys()
+            .filter(|name| !declared.contains(name.as_str()))
+        {
             let known = declared.iter().copied().collect::<Vec<_>>().join(", ");
             violations.push(FieldViolation::new(
                 format!("variables.{name}"),
@@ -166,7 +199,10 @@ impl CompiledPrompt {
                 (Some(value), _) => match variable.check_value(value) {
                     Ok(()) => variable.normalise(value),
                     Err(problem) => {
-                        violations.push(FieldViolation::new(format!("variables.{name}"), format!("the value {problem}")));
+                        violations.push(FieldViolation::new(
+                            format!("variables.{name}"),
+                            format!("the value {problem}"),
+                        ));
                         continue;
                     }
                 },
@@ -208,10 +244,15 @@ impl CompiledPrompt {
                 "the rendered prompt is larger than the limit of {} bytes",
                 budget.limit
             ))),
-            Err(err) if err.kind() == ErrorKind::OutOfFuel => Err(RegistryError::ResourceExhausted(
-                "rendering took more steps than the template fuel limit allows".to_owned(),
+            Err(err) if err.kind() == ErrorKind::OutOfFuel => {
+                Err(RegistryError::ResourceExhausted(
+                    "rendering took more steps than the template fuel limit allows".to_owned(),
+                ))
+            }
+            Err(err) => Err(RegistryError::invalid(
+                field,
+                format!("rendering failed: {}", describe_error(&err)),
             )),
-            Err(err) => Err(RegistryError::invalid(field, format!("rendering failed: {}", describe_error(&err)))),
         }
     }
 }
@@ -225,12 +266,21 @@ fn sandboxed_environment(limits: &RegistryLimits) -> Environment<'static> {
     env
 }
 
-fn add_template(env: &mut Environment<'static>, name: &str, source: &str, field: &str, violations: &mut Vec<FieldViolation>) {
+fn add_template(
+    env: &mut Environment<'static>,
+    name: &str,
+    source: &str,
+    field: &str,
+    violations: &mut Vec<FieldViolation>,
+) {
     if let Err(err) = env.add_template_owned(name.to_owned(), source.to_owned()) {
         let (line, column) = error_position(source, &err);
         violations.push(FieldViolation::new(
             field,
-            format!("syntax error at line {line}, column {column}: {}", describe_error(&err)),
+            format!(
+                "syntax error at line {line}, column {column}: {}",
+                describe_error(&err)
+            ),
         ));
     }
 }
@@ -273,25 +323,39 @@ fn check_sizes(
     violations: &mut Vec<FieldViolation>,
 ) {
     if template.is_empty() && messages.is_empty() {
-        violations.push(FieldViolation::new("template", "a template or at least one message is required"));
+        violations.push(FieldViolation::new(
+            "template",
+            "a template or at least one message is required",
+        ));
     }
     let total: usize = template.len() + messages.iter().map(|m| m.template.len()).sum::<usize>();
     if total > limits.max_template_bytes {
         violations.push(FieldViolation::new(
             "template",
-            format!("the templates total {total} bytes, over the limit of {} bytes", limits.max_template_bytes),
+            format!(
+                "the templates total {total} bytes, over the limit of {} bytes",
+                limits.max_template_bytes
+            ),
         ));
     }
     if messages.len() > limits.max_messages {
         violations.push(FieldViolation::new(
             "messages",
-            format!("{} messages, over the limit of {}", messages.len(), limits.max_messages),
+            format!(
+                "{} messages, over the limit of {}",
+                messages.len(),
+                limits.max_messages
+            ),
         ));
     }
     if declared.len() > limits.max_variables {
         violations.push(FieldViolation::new(
             "variables",
-            format!("{} variables, over the limit of {}", declared.len(), limits.max_variables),
+            format!(
+                "{} variables, over the limit of {}",
+                declared.len(),
+                limits.max_variables
+            ),
         ));
     }
 }
@@ -309,7 +373,11 @@ struct OutputBudget {
 
 impl OutputBudget {
     fn new(limit: usize) -> Self {
-        Self { output: Vec::new(), limit, exceeded: false }
+        Self {
+            output: Vec::new(),
+            limit,
+            exceeded: false,
+        }
     }
 }
 

@@ -93,7 +93,10 @@ pub(crate) struct CheckedVariable {
 impl CheckedVariable {
     /// Checks a declaration (`field` names it in errors): a valid identifier, a
     /// compilable regex on a scalar type, and a default that passes its own checks.
-    pub(crate) fn new(field: &str, declaration: PromptVariable) -> Result<Self, Vec<FieldViolation>> {
+    pub(crate) fn new(
+        field: &str,
+        declaration: PromptVariable,
+    ) -> Result<Self, Vec<FieldViolation>> {
         let mut violations = Vec::new();
         if !is_identifier(&declaration.name) {
             violations.push(FieldViolation::new(
@@ -109,7 +112,10 @@ impl CheckedVariable {
         } else if !declaration.var_type.is_scalar() {
             violations.push(FieldViolation::new(
                 format!("{field}.validation"),
-                format!("validation applies to string, int, float and bool variables, not {}", declaration.var_type.as_str()),
+                format!(
+                    "validation applies to string, int, float and bool variables, not {}",
+                    declaration.var_type.as_str()
+                ),
             ));
             None
         } else {
@@ -125,7 +131,10 @@ impl CheckedVariable {
                 }
             }
         };
-        let checked = Self { declaration, validation };
+        let checked = Self {
+            declaration,
+            validation,
+        };
         if let Some(default) = &checked.declaration.default_value {
             if let Err(problem) = checked.check_value(default) {
                 violations.push(FieldViolation::new(
@@ -145,7 +154,12 @@ impl CheckedVariable {
     pub(crate) fn check_value(&self, value: &JsonValue) -> Result<(), String> {
         let expected = self.declaration.var_type;
         if !has_type(value, expected) {
-            return Err(format!("must be {} {}, got {}", article(expected), expected.as_str(), describe(value)));
+            return Err(format!(
+                "must be {} {}, got {}",
+                article(expected),
+                expected.as_str(),
+                describe(value)
+            ));
         }
         if let Some(regex) = &self.validation {
             let text = scalar_text(value);
@@ -175,7 +189,9 @@ fn has_type(value: &JsonValue, expected: VariableType) -> bool {
         (VariableType::Bool, JsonValue::Bool(_)) => true,
         (VariableType::Float, JsonValue::Number(n)) => n.as_f64().is_some_and(f64::is_finite),
         (VariableType::Int, JsonValue::Number(n)) => {
-            n.is_i64() || n.is_u64() && n.as_u64().is_some_and(|u| u as f64 <= MAX_SAFE_INTEGER) || n.as_f64().is_some_and(is_safe_integer)
+            n.is_i64()
+                || n.is_u64() && n.as_u64().is_some_and(|u| u as f64 <= MAX_SAFE_INTEGER)
+                || n.as_f64().is_some_and(is_safe_integer)
         }
         (VariableType::List, JsonValue::Array(_)) => true,
         (VariableType::Object, JsonValue::Object(_)) => true,
@@ -195,7 +211,11 @@ fn integralise(value: &JsonValue) -> JsonValue {
             _ => value.clone(),
         },
         JsonValue::Array(items) => JsonValue::Array(items.iter().map(integralise).collect()),
-        JsonValue::Object(map) => JsonValue::Object(map.iter().map(|(k, v)| (k.clone(), integralise(v))).collect()),
+        JsonValue::Object(map) => JsonValue::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), integralise(v)))
+                .collect(),
+        ),
         _ => value.clone(),
     }
 }
@@ -298,7 +318,8 @@ mod tests {
 
     #[test]
     fn a_bad_regex_or_a_bad_default_is_refused_with_the_field() {
-        let errs = CheckedVariable::new("variables[0]", var(VariableType::String, "(")).unwrap_err();
+        let errs =
+            CheckedVariable::new("variables[0]", var(VariableType::String, "(")).unwrap_err();
         assert_eq!(errs[0].field, "variables[0].validation");
 
         let mut declared = var(VariableType::Int, "");
@@ -318,7 +339,8 @@ mod tests {
 
     #[test]
     fn array_is_accepted_as_a_synonym_for_list() {
-        let parsed: PromptVariable = serde_json::from_value(json!({"name": "x", "type": "array"})).unwrap();
+        let parsed: PromptVariable =
+            serde_json::from_value(json!({"name": "x", "type": "array"})).unwrap();
         assert_eq!(parsed.var_type, VariableType::List);
     }
 

@@ -25,7 +25,9 @@ pub enum StoreOpenError {
 /// concurrent writer got there first; anything else is the database being unavailable.
 pub(crate) fn store_error(err: sqlx::Error) -> StoreError {
     match &err {
-        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Duplicate(format!("already exists: {}", db.message())),
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Duplicate(format!("already exists: {}", db.message()))
+        }
         sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
             StoreError::Conflict(format!("still referenced: {}", db.message()))
         }

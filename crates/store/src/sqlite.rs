@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 use crate::error::StoreOpenError;
 
@@ -35,7 +37,9 @@ impl FromStr for Durability {
         match text {
             "full" => Ok(Self::Full),
             "normal" => Ok(Self::Normal),
-            other => Err(format!("{other:?} is not a durability; use \"full\" or \"normal\"")),
+            other => Err(format!(
+                "{other:?} is not a durability; use \"full\" or \"normal\""
+            )),
         }
     }
 }
@@ -51,7 +55,10 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database under `data_dir` and migrates it.
     pub async fn open(data_dir: &Path, durability: Durability) -> Result<Self, StoreOpenError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreOpenError::DataDir { path: data_dir.display().to_string(), source })?;
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreOpenError::DataDir {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
         let path = data_dir.join(DATABASE_FILE);
         let synchronous = match durability {
             Durability::Full => SqliteSynchronous::Full,
@@ -78,7 +85,11 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(StoreOpenError::Connect)?;
-        Ok(Self { writer, reader, path })
+        Ok(Self {
+            writer,
+            reader,
+            path,
+        })
     }
 
     /// The database file.

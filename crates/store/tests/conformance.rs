@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use llmops_registry::{PromptChange, PromptEvent, PromptEventKind, PromptStore, PromptVersion, StoreError};
+use llmops_registry::{
+    PromptChange, PromptEvent, PromptEventKind, PromptStore, PromptVersion, StoreError,
+};
 use llmops_store::{Durability, SqliteStore};
 use uuid::Uuid;
 
@@ -28,12 +30,22 @@ fn version(name: &str, version: &str) -> PromptVersion {
 }
 
 fn event(kind: PromptEventKind, name: &str) -> PromptEvent {
-    PromptEvent { sequence: 0, kind, prompt_name: name.into(), version: None, label: None, time: Utc::now() }
+    PromptEvent {
+        sequence: 0,
+        kind,
+        prompt_name: name.into(),
+        version: None,
+        label: None,
+        time: Utc::now(),
+    }
 }
 
 async fn create(store: &dyn PromptStore, record: &PromptVersion) -> Result<u64, StoreError> {
     store
-        .commit_prompt_change(&PromptChange::CreateVersion(record.clone()), &event(PromptEventKind::VersionCreated, &record.name))
+        .commit_prompt_change(
+            &PromptChange::CreateVersion(record.clone()),
+            &event(PromptEventKind::VersionCreated, &record.name),
+        )
         .await
 }
 
@@ -45,8 +57,15 @@ async fn versions_round_trip_and_the_first_is_active(store: Arc<dyn PromptStore>
     let state = store.load_registry().await.unwrap();
     assert_eq!(state.versions.len(), 2);
     let loaded = state.versions.iter().find(|v| v.id == a.id).unwrap();
-    assert_eq!(loaded.version.to_string(), "1.0.0+b.1", "build metadata is kept");
-    assert_eq!((&loaded.tags, &loaded.metadata, &loaded.template), (&a.tags, &a.metadata, &a.template));
+    assert_eq!(
+        loaded.version.to_string(),
+        "1.0.0+b.1",
+        "build metadata is kept"
+    );
+    assert_eq!(
+        (&loaded.tags, &loaded.metadata, &loaded.template),
+        (&a.tags, &a.metadata, &a.template)
+    );
     assert_eq!(state.active, [("p".to_owned(), a.id)]);
     assert_eq!(state.head_sequence, 2);
 }
@@ -56,7 +75,11 @@ async fn duplicates_in_precedence_are_refused(store: Arc<dyn PromptStore>) {
     let err = create(&*store, &version("p", "1.0.0+b")).await.unwrap_err();
     assert!(matches!(err, StoreError::Duplicate(_)), "{err:?}");
     let state = store.load_registry().await.unwrap();
-    assert_eq!((state.versions.len(), state.head_sequence), (1, 1), "a refused change appends no event");
+    assert_eq!(
+        (state.versions.len(), state.head_sequence),
+        (1, 1),
+        "a refused change appends no event"
+    );
 }
 
 async fn active_and_labelled_versions_cannot_be_deleted(store: Arc<dyn PromptStore>) {
@@ -64,19 +87,48 @@ async fn active_and_labelled_versions_cannot_be_deleted(store: Arc<dyn PromptSto
     let b = version("p", "2.0.0");
     create(&*store, &a).await.unwrap();
     create(&*store, &b).await.unwrap();
-    let delete = |id| PromptChange::DeleteVersion { name: "p".into(), version_id: id };
-    let err = store.commit_prompt_change(&delete(a.id), &event(PromptEventKind::VersionDeleted, "p")).await.unwrap_err();
+    let delete = |id| PromptChange::DeleteVersion {
+        name: "p".into(),
+        version_id: id,
+    };
+    let err = store
+        .commit_prompt_change(&delete(a.id), &event(PromptEventKind::VersionDeleted, "p"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
 
-    let label = PromptChange::SetLabel { name: "p".into(), label: "prod".into(), version_id: b.id, at: Utc::now() };
-    store.commit_prompt_change(&label, &event(PromptEventKind::LabelMoved, "p")).await.unwrap();
-    let err = store.commit_prompt_change(&delete(b.id), &event(PromptEventKind::VersionDeleted, "p")).await.unwrap_err();
+    let label = PromptChange::SetLabel {
+        name: "p".into(),
+        label: "prod".into(),
+        version_id: b.id,
+        at: Utc::now(),
+    };
+    store
+        .commit_prompt_change(&label, &event(PromptEventKind::LabelMoved, "p"))
+        .await
+        .unwrap();
+    let err = store
+        .commit_prompt_change(&delete(b.id), &event(PromptEventKind::VersionDeleted, "p"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
 
-    let unlabel = PromptChange::DeleteLabel { name: "p".into(), label: "prod".into() };
-    store.commit_prompt_change(&unlabel, &event(PromptEventKind::LabelDeleted, "p")).await.unwrap();
-    store.commit_prompt_change(&delete(b.id), &event(PromptEventKind::VersionDeleted, "p")).await.unwrap();
-    let err = store.commit_prompt_change(&delete(b.id), &event(PromptEventKind::VersionDeleted, "p")).await.unwrap_err();
+    let unlabel = PromptChange::DeleteLabel {
+        name: "p".into(),
+        label: "prod".into(),
+    };
+    store
+        .commit_prompt_change(&unlabel, &event(PromptEventKind::LabelDeleted, "p"))
+        .await
+        .unwrap();
+    store
+        .commit_prompt_change(&delete(b.id), &event(PromptEventKind::VersionDeleted, "p"))
+        .await
+        .unwrap();
+    let err = store
+        .commit_prompt_change(&delete(b.id), &event(PromptEventKind::VersionDeleted, "p"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
     assert_eq!(store.load_registry().await.unwrap().versions.len(), 1);
 }
@@ -87,27 +139,59 @@ async fn activation_and_labels_persist(store: Arc<dyn PromptStore>) {
     create(&*store, &a).await.unwrap();
     create(&*store, &b).await.unwrap();
     let at = Utc::now();
-    let activate = PromptChange::Activate { name: "p".into(), version_id: b.id, at };
-    store.commit_prompt_change(&activate, &event(PromptEventKind::VersionActivated, "p")).await.unwrap();
+    let activate = PromptChange::Activate {
+        name: "p".into(),
+        version_id: b.id,
+        at,
+    };
+    store
+        .commit_prompt_change(&activate, &event(PromptEventKind::VersionActivated, "p"))
+        .await
+        .unwrap();
     for (label, id) in [("prod", a.id), ("prod", b.id), ("staging", a.id)] {
-        let change = PromptChange::SetLabel { name: "p".into(), label: label.into(), version_id: id, at };
-        store.commit_prompt_change(&change, &event(PromptEventKind::LabelMoved, "p")).await.unwrap();
+        let change = PromptChange::SetLabel {
+            name: "p".into(),
+            label: label.into(),
+            version_id: id,
+            at,
+        };
+        store
+            .commit_prompt_change(&change, &event(PromptEventKind::LabelMoved, "p"))
+            .await
+            .unwrap();
     }
     let state = store.load_registry().await.unwrap();
     assert_eq!(state.active, [("p".to_owned(), b.id)]);
     let mut labels = state.labels.clone();
     labels.sort();
-    assert_eq!(labels, [("p".into(), "prod".into(), b.id), ("p".into(), "staging".into(), a.id)]);
+    assert_eq!(
+        labels,
+        [
+            ("p".into(), "prod".into(), b.id),
+            ("p".into(), "staging".into(), a.id)
+        ]
+    );
     let loaded_b = state.versions.iter().find(|v| v.id == b.id).unwrap();
-    assert_eq!(loaded_b.updated_at.timestamp_micros(), at.timestamp_micros());
+    assert_eq!(
+        loaded_b.updated_at.timestamp_micros(),
+        at.timestamp_micros()
+    );
 }
 
 async fn events_are_sequenced_and_filtered(store: Arc<dyn PromptStore>) {
-    for (name, v) in [("a", "1.0.0"), ("b", "1.0.0"), ("a", "2.0.0"), ("b", "2.0.0")] {
+    for (name, v) in [
+        ("a", "1.0.0"),
+        ("b", "1.0.0"),
+        ("a", "2.0.0"),
+        ("b", "2.0.0"),
+    ] {
         create(&*store, &version(name, v)).await.unwrap();
     }
     let all = store.prompt_events_after(0, None, 100).await.unwrap();
-    assert_eq!(all.iter().map(|e| e.sequence).collect::<Vec<_>>(), [1, 2, 3, 4]);
+    assert_eq!(
+        all.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
     let only_a = store.prompt_events_after(1, Some("a"), 100).await.unwrap();
     assert_eq!(only_a.iter().map(|e| e.sequence).collect::<Vec<_>>(), [3]);
     let limited = store.prompt_events_after(0, None, 2).await.unwrap();
@@ -118,7 +202,11 @@ async fn concurrent_commits_get_distinct_gapless_sequences(store: Arc<dyn Prompt
     let tasks: Vec<_> = (0..20)
         .map(|i| {
             let store = store.clone();
-            tokio::spawn(async move { create(&*store, &version(&format!("p{i}"), "1.0.0")).await.unwrap() })
+            tokio::spawn(async move {
+                create(&*store, &version(&format!("p{i}"), "1.0.0"))
+                    .await
+                    .unwrap()
+            })
         })
         .collect();
     let mut sequences = Vec::new();
@@ -136,14 +224,32 @@ async fn deleting_a_prompt_removes_everything(store: Arc<dyn PromptStore>) {
     create(&*store, &a).await.unwrap();
     create(&*store, &version("p", "2.0.0")).await.unwrap();
     create(&*store, &version("keep", "1.0.0")).await.unwrap();
-    let label = PromptChange::SetLabel { name: "p".into(), label: "prod".into(), version_id: a.id, at: Utc::now() };
-    store.commit_prompt_change(&label, &event(PromptEventKind::LabelMoved, "p")).await.unwrap();
+    let label = PromptChange::SetLabel {
+        name: "p".into(),
+        label: "prod".into(),
+        version_id: a.id,
+        at: Utc::now(),
+    };
     store
-        .commit_prompt_change(&PromptChange::DeletePrompt { name: "p".into() }, &event(PromptEventKind::PromptDeleted, "p"))
+        .commit_prompt_change(&label, &event(PromptEventKind::LabelMoved, "p"))
+        .await
+        .unwrap();
+    store
+        .commit_prompt_change(
+            &PromptChange::DeletePrompt { name: "p".into() },
+            &event(PromptEventKind::PromptDeleted, "p"),
+        )
         .await
         .unwrap();
     let state = store.load_registry().await.unwrap();
-    assert_eq!(state.versions.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), ["keep"]);
+    assert_eq!(
+        state
+            .versions
+            .iter()
+            .map(|v| v.name.as_str())
+            .collect::<Vec<_>>(),
+        ["keep"]
+    );
     assert!(state.labels.is_empty());
     assert_eq!(state.active.len(), 1);
 }
@@ -177,7 +283,9 @@ macro_rules! prompt_store_conformance {
 
 async fn open_sqlite() -> (Arc<dyn PromptStore>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path(), Durability::Full).await.unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Full)
+        .await
+        .unwrap();
     (Arc::new(store), dir)
 }
 
@@ -188,11 +296,15 @@ async fn sqlite_keeps_everything_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let a = version("p", "1.0.0");
     {
-        let store = SqliteStore::open(dir.path(), Durability::Full).await.unwrap();
+        let store = SqliteStore::open(dir.path(), Durability::Full)
+            .await
+            .unwrap();
         create(&store, &a).await.unwrap();
         store.close().await;
     }
-    let store = SqliteStore::open(dir.path(), Durability::Full).await.unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Full)
+        .await
+        .unwrap();
     let state = store.load_registry().await.unwrap();
     assert_eq!((state.versions.len(), state.head_sequence), (1, 1));
     assert_eq!(state.versions[0].id, a.id);

@@ -28,7 +28,10 @@ impl<T> Page<T> {
             (true, Some((position, _))) => encode_token(position),
             _ => String::new(),
         };
-        Self { items: items.into_iter().map(|(_, item)| item).collect(), next_page_token }
+        Self {
+            items: items.into_iter().map(|(_, item)| item).collect(),
+            next_page_token,
+        }
     }
 }
 
@@ -41,17 +44,26 @@ pub(crate) struct Position {
 }
 
 pub(crate) fn version_position(name: &str, key: &Version) -> Position {
-    Position { name: name.to_owned(), version: std::cmp::Reverse(Some(key.clone())) }
+    Position {
+        name: name.to_owned(),
+        version: std::cmp::Reverse(Some(key.clone())),
+    }
 }
 
 pub(crate) fn prompt_position(name: &str) -> Position {
-    Position { name: name.to_owned(), version: std::cmp::Reverse(None) }
+    Position {
+        name: name.to_owned(),
+        version: std::cmp::Reverse(None),
+    }
 }
 
 pub(crate) fn page_size(requested: i32) -> Result<usize, RegistryError> {
     match requested {
         0 => Ok(DEFAULT_PAGE_SIZE),
-        n if n < 0 => Err(RegistryError::invalid("page_size", "page_size must not be negative")),
+        n if n < 0 => Err(RegistryError::invalid(
+            "page_size",
+            "page_size must not be negative",
+        )),
         n => Ok((n as usize).min(MAX_PAGE_SIZE)),
     }
 }
@@ -78,7 +90,9 @@ pub(crate) fn decode_token(token: &str) -> Result<Option<Position>, RegistryErro
         .collect::<Result<Vec<u8>, _>>()?;
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
     Ok(Some(match text.split_once('\n') {
-        Some((name, version)) => version_position(name, &Version::parse(version).map_err(|_| bad())?),
+        Some((name, version)) => {
+            version_position(name, &Version::parse(version).map_err(|_| bad())?)
+        }
         None => prompt_position(&text),
     }))
 }

@@ -46,7 +46,10 @@ pub struct WatchSubscription {
 
 impl std::fmt::Debug for WatchSubscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WatchSubscription").field("prompt_name", &self.prompt_name).field("cursor", &self.cursor).finish_non_exhaustive()
+        f.debug_struct("WatchSubscription")
+            .field("prompt_name", &self.prompt_name)
+            .field("cursor", &self.cursor)
+            .finish_non_exhaustive()
     }
 }
 
@@ -61,10 +64,20 @@ impl WatchSubscription {
         let mut pending = VecDeque::new();
         let catching_up = snapshot.is_none();
         if let Some(versions) = snapshot {
-            pending.extend(versions.into_iter().map(|version| WatchItem::Snapshot { sequence: cursor, version }));
+            pending.extend(versions.into_iter().map(|version| WatchItem::Snapshot {
+                sequence: cursor,
+                version,
+            }));
             pending.push_back(WatchItem::SnapshotEnd { sequence: cursor });
         }
-        Self { store, live, prompt_name, cursor, pending, catching_up }
+        Self {
+            store,
+            live,
+            prompt_name,
+            cursor,
+            pending,
+            catching_up,
+        }
     }
 
     /// The next item; `None` when the registry is gone.
@@ -89,7 +102,11 @@ impl WatchSubscription {
                     }
                 }
                 Err(RecvError::Lagged(missed)) => {
-                    tracing::debug!(missed, cursor = self.cursor, "prompt watcher fell behind; catching up from storage");
+                    tracing::debug!(
+                        missed,
+                        cursor = self.cursor,
+                        "prompt watcher fell behind; catching up from storage"
+                    );
                     self.catching_up = true;
                 }
                 Err(RecvError::Closed) => return Ok(None),
@@ -116,6 +133,8 @@ impl WatchSubscription {
     }
 
     fn matches(&self, event: &PromptEvent) -> bool {
-        self.prompt_name.as_deref().is_none_or(|name| name == event.prompt_name)
+        self.prompt_name
+            .as_deref()
+            .is_none_or(|name| name == event.prompt_name)
     }
 }

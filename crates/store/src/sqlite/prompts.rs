@@ -1,7 +1,10 @@
 //! [`PromptStore`] on SQLite.
 
 use async_trait::async_trait;
-use llmops_registry::{precedence_key, PromptChange, PromptEvent, PromptStore, PromptVersion, RegistryState, StoreError};
+use llmops_registry::{
+    precedence_key, PromptChange, PromptEvent, PromptStore, PromptVersion, RegistryState,
+    StoreError,
+};
 use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
@@ -13,13 +16,16 @@ const PROMPT_EVENTS: &str = "prompts";
 #[async_trait]
 impl PromptStore for SqliteStore {
     async fn load_registry(&self) -> Result<RegistryState, StoreError> {
-        let rows = sqlx::query("SELECT record, updated_at_us FROM prompt_versions ORDER BY name, created_at_us")
-            .fetch_all(&self.reader)
-            .await
-            .map_err(store_error)?;
+        let rows = sqlx::query(
+            "SELECT record, updated_at_us FROM prompt_versions ORDER BY name, created_at_us",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(store_error)?;
         let mut versions = Vec::with_capacity(rows.len());
         for row in rows {
-            let mut record: PromptVersion = serde_json::from_str(row.get::<&str, _>(0)).map_err(|e| corrupt("prompt version", e))?;
+            let mut record: PromptVersion = serde_json::from_str(row.get::<&str, _>(0))
+                .map_err(|e| corrupt("prompt version", e))?;
             record.updated_at = from_micros(row.get(1));
             versions.push(record);
         }
@@ -35,17 +41,32 @@ impl PromptStore for SqliteStore {
             .await
             .map_err(store_error)?
             .into_iter()
-            .map(|row| Ok((row.get::<String, _>(0), row.get::<String, _>(1), parse_id(row.get(2))?)))
+            .map(|row| {
+                Ok((
+                    row.get::<String, _>(0),
+                    row.get::<String, _>(1),
+                    parse_id(row.get(2))?,
+                ))
+            })
             .collect::<Result<_, StoreError>>()?;
         let head: i64 = sqlx::query_scalar("SELECT value FROM event_sequences WHERE stream = $1")
             .bind(PROMPT_EVENTS)
             .fetch_one(&self.reader)
             .await
             .map_err(store_error)?;
-        Ok(RegistryState { versions, active, labels, head_sequence: head as u64 })
+        Ok(RegistryState {
+            versions,
+            active,
+            labels,
+            head_sequence: head as u64,
+        })
     }
 
-    async fn commit_prompt_change(&self, change: &PromptChange, event: &PromptEvent) -> Result<u64, StoreError> {
+    async fn commit_prompt_change(
+        &self,
+        change: &PromptChange,
+        event: &PromptEvent,
+    ) -> Result<u64, StoreError> {
         let mut tx = self.writer.begin().await.map_err(store_error)?;
         apply_change(&mut tx, change).await?;
         let sequence = append_event(&mut tx, event).await?;
@@ -53,7 +74,12 @@ impl PromptStore for SqliteStore {
         Ok(sequence)
     }
 
-    async fn prompt_events_after(&self, after: u64, prompt_name: Option<&str>, limit: usize) -> Result<Vec<PromptEvent>, StoreError> {
+    async fn prompt_events_after(
+        &self,
+        after: u64,
+        prompt_name: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<PromptEvent>, StoreError> {
         let rows = match prompt_name {
             Some(name) => {
                 sqlx::query("SELECT sequence, payload FROM prompt_events WHERE prompt_name = $1 AND sequence > $2 ORDER BY sequence LIMIT $3")
@@ -74,7 +100,8 @@ impl PromptStore for SqliteStore {
         .map_err(store_error)?;
         rows.into_iter()
             .map(|row| {
-                let mut event: PromptEvent = serde_json::from_str(row.get::<&str, _>(1)).map_err(|e| corrupt("prompt event", e))?;
+                let mut event: PromptEvent = serde_json::from_str(row.get::<&str, _>(1))
+                    .map_err(|e| corrupt("prompt event", e))?;
                 event.sequence = row.get::<i64, _>(0) as u64;
                 Ok(event)
             })
@@ -82,7 +109,10 @@ impl PromptStore for SqliteStore {
     }
 }
 
-async fn apply_change(tx: &mut Transaction<'_, Sqlite>, change: &PromptChange) -> Result<(), StoreError> {
+async fn apply_change(
+    tx: &mut Transaction<'_, Sqlite>,
+    change: &PromptChange,
+) -> Result<(), StoreError> {
     match change {
         PromptChange::CreateVersion(record) => {
             let json = serde_json::to_string(record).map_err(|e| corrupt("prompt version", e))?;
@@ -109,7 +139,11 @@ async fn apply_change(tx: &mut Transaction<'_, Sqlite>, change: &PromptChange) -
                 .await
                 .map_err(store_error)?;
         }
-        PromptChange::Activate { name, version_id, at } => {
+        PromptChange::Activate {
+            name,
+            version_id,
+            at,
+        } => {
             let updated = sqlx::query(
                 "UPDATE prompts SET active_version_id = $2, updated_at_us = $3
                  WHERE name = $1 AND EXISTS (SELECT 1 FROM prompt_versions WHERE id = $2 AND name = $1)",
@@ -121,11 +155,18 @@ async fn apply_change(tx: &mut Transaction<'_, Sqlite>, change: &PromptChange) -
             .await
             .map_err(store_error)?;
             if updated.rows_affected() == 0 {
-                return Err(StoreError::NotFound(format!("prompt {name:?} has no such version")));
+                return Err(StoreError::NotFound(format!(
+                    "prompt {name:?} has no such version"
+                )));
             }
             touch_version(tx, *version_id, *at).await?;
         }
-        PromptChange::SetLabel { name, label, version_id, at } => {
+        PromptChange::SetLabel {
+            name,
+            label,
+            version_id,
+            at,
+        } => {
             sqlx::query(
                 "INSERT INTO prompt_labels (name, label, version_id, updated_at_us) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (name, label) DO UPDATE SET version_id = excluded.version_id, updated_at_us = excluded.updated_at_us",
@@ -147,7 +188,9 @@ async fn apply_change(tx: &mut Transaction<'_, Sqlite>, change: &PromptChange) -
                 .await
                 .map_err(store_error)?;
             if deleted.rows_affected() == 0 {
-                return Err(StoreError::NotFound(format!("prompt {name:?} has no label {label:?}")));
+                return Err(StoreError::NotFound(format!(
+                    "prompt {name:?} has no label {label:?}"
+                )));
             }
         }
         PromptChange::DeleteVersion { name, version_id } => {
@@ -164,13 +207,16 @@ async fn apply_change(tx: &mut Transaction<'_, Sqlite>, change: &PromptChange) -
             .await
             .map_err(store_error)?;
             if deleted.rows_affected() == 0 {
-                let exists: Option<String> = sqlx::query_scalar("SELECT id FROM prompt_versions WHERE id = $1")
-                    .bind(version_id.to_string())
-                    .fetch_optional(&mut **tx)
-                    .await
-                    .map_err(store_error)?;
+                let exists: Option<String> =
+                    sqlx::query_scalar("SELECT id FROM prompt_versions WHERE id = $1")
+                        .bind(version_id.to_string())
+                        .fetch_optional(&mut **tx)
+                        .await
+                        .map_err(store_error)?;
                 return Err(match exists {
-                    Some(_) => StoreError::Conflict(format!("the version of {name:?} is active or labelled")),
+                    Some(_) => StoreError::Conflict(format!(
+                        "the version of {name:?} is active or labelled"
+                    )),
                     None => StoreError::NotFound(format!("prompt {name:?} has no such version")),
                 });
             }
@@ -181,14 +227,22 @@ async fn apply_change(tx: &mut Transaction<'_, Sqlite>, change: &PromptChange) -
                 "DELETE FROM prompts WHERE name = $1",
                 "DELETE FROM prompt_versions WHERE name = $1",
             ] {
-                sqlx::query(statement).bind(name).execute(&mut **tx).await.map_err(store_error)?;
+                sqlx::query(statement)
+                    .bind(name)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(store_error)?;
             }
         }
     }
     Ok(())
 }
 
-async fn touch_version(tx: &mut Transaction<'_, Sqlite>, version_id: Uuid, at: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
+async fn touch_version(
+    tx: &mut Transaction<'_, Sqlite>,
+    version_id: Uuid,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StoreError> {
     sqlx::query("UPDATE prompt_versions SET updated_at_us = $2 WHERE id = $1")
         .bind(version_id.to_string())
         .bind(to_micros(at))
@@ -199,14 +253,22 @@ async fn touch_version(tx: &mut Transaction<'_, Sqlite>, version_id: Uuid, at: c
 }
 
 /// Assigns the next sequence (in commit order, see the migration) and stores the event.
-async fn append_event(tx: &mut Transaction<'_, Sqlite>, event: &PromptEvent) -> Result<u64, StoreError> {
-    let sequence: i64 = sqlx::query_scalar("UPDATE event_sequences SET value = value + 1 WHERE stream = $1 RETURNING value")
-        .bind(PROMPT_EVENTS)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(store_error)?;
+async fn append_event(
+    tx: &mut Transaction<'_, Sqlite>,
+    event: &PromptEvent,
+) -> Result<u64, StoreError> {
+    let sequence: i64 = sqlx::query_scalar(
+        "UPDATE event_sequences SET value = value + 1 WHERE stream = $1 RETURNING value",
+    )
+    .bind(PROMPT_EVENTS)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(store_error)?;
     let payload = serde_json::to_string(event).map_err(|e| corrupt("prompt event", e))?;
-    let kind = serde_json::to_value(event.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    let kind = serde_json::to_value(event.kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
     sqlx::query("INSERT INTO prompt_events (sequence, prompt_name, kind, payload, created_at_us) VALUES ($1, $2, $3, $4, $5)")
         .bind(sequence)
         .bind(&event.prompt_name)

@@ -1,0 +1,219 @@
+//! Configuration: built-in defaults < TOML file < `LLMOPS_*` environment < command-line
+//! flags. Every key's effective value and where it came from can be printed
+//! (`llmops config show`), and a bad value stops start-up with a message naming the key.
+
+mod layers;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use llmops_registry::RegistryLimits;
+use llmops_store::Durability;
+use serde::{Deserialize, Serialize};
+
+pub use layers::{ConfigError, ConfigSource, LoadedConfig};
+
+/// The server's configuration. Field names are the TOML keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The gRPC listen address.
+    pub listen: SocketAddr,
+    /// Where the embedded database lives.
+    pub data_dir: PathBuf,
+    /// The Prometheus `/metrics` listen address.
+    pub metrics_listen: SocketAddr,
+    /// `full` (SQLite synchronous=FULL: a commit survives power loss) or `normal`.
+    pub durability: DurabilitySetting,
+    /// Largest request or response message, in bytes; larger is OUT_OF_RANGE.
+    pub max_message_bytes: usize,
+    /// `human` or `json` logs.
+    pub log_format: LogFormat,
+    /// How long shutdown waits for in-flight calls before closing them.
+    #[serde(with = "humantime_serde_compat")]
+    pub shutdown_grace: Duration,
+    /// Experiment settings.
+    pub experiments: ExperimentsConfig,
+    /// Evaluation settings.
+    pub evaluation: EvaluationConfig,
+    /// Alert thresholds by metric: `pass_rate` (minimum), `latency_p99` (maximum, ms),
+    /// any other metric name (minimum mean score).
+    pub alert_thresholds: BTreeMap<String, f64>,
+    /// Prompt registry limits.
+    pub prompts: PromptsConfig,
+}
+
+/// `durability`: how hard a commit works to survive power loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilitySetting {
+    /// Every commit is on disk before it is acknowledged.
+    Full,
+    /// Survives a process crash; a power loss may lose the last commits.
+    Normal,
+}
+
+impl From<DurabilitySetting> for Durability {
+    fn from(setting: DurabilitySetting) -> Self {
+        match setting {
+            DurabilitySetting::Full => Durability::Full,
+            DurabilitySetting::Normal => Durability::Normal,
+        }
+    }
+}
+
+/// `log_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[experiments]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentsConfig {
+    /// Samples per variant before a winner may be declared.
+    pub min_samples_for_significance: u64,
+}
+
+/// `[evaluation]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluationConfig {
+    /// Whether schedules without a cron expression run every `interval`.
+    pub auto_evaluation: bool,
+    /// The default schedule interval.
+    #[serde(with = "humantime_serde_compat")]
+    pub interval: Duration,
+    /// Whether `panel` metrics (several judges) are allowed.
+    pub panel_evaluation: bool,
+}
+
+/// `[prompts]`: limits that protect the server from oversized or runaway prompts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptsConfig {
+    /// Largest template (text plus message templates), in bytes.
+    pub max_template_bytes: usize,
+    /// Most variables per version.
+    pub max_variables: usize,
+    /// Template engine fuel per render (bounds loops).
+    pub render_fuel: u64,
+    /// Largest rendered output, in bytes.
+    pub max_render_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let limits = RegistryLimits::default();
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            data_dir: PathBuf::from("./llmops-data"),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            durability: DurabilitySetting::Full,
+            max_message_bytes: 4 * 1024 * 1024,
+            log_format: LogFormat::Human,
+            shutdown_grace: Duration::from_secs(10),
+            experiments: ExperimentsConfig {
+                min_samples_for_significance: 100,
+            },
+            evaluation: EvaluationConfig {
+                auto_evaluation: true,
+                interval: Duration::from_secs(24 * 60 * 60),
+                panel_evaluation: true,
+            },
+            alert_thresholds: BTreeMap::from([
+                ("pass_rate".to_owned(), 0.85),
+                ("latency_p99".to_owned(), 5000.0),
+            ]),
+            prompts: PromptsConfig {
+                max_template_bytes: limits.max_template_bytes,
+                max_variables: limits.max_variables,
+                render_fuel: limits.render_fuel,
+                max_render_bytes: limits.max_render_bytes,
+            },
+        }
+    }
+}
+
+impl Config {
+    /// The registry limits this configuration sets.
+    pub fn registry_limits(&self) -> RegistryLimits {
+        RegistryLimits {
+            max_template_bytes: self.prompts.max_template_bytes,
+            max_variables: self.prompts.max_variables,
+            render_fuel: self.prompts.render_fuel,
+            max_render_bytes: self.prompts.max_render_bytes,
+            ..RegistryLimits::default()
+        }
+    }
+
+    /// Range checks that types alone do not express; each error names its key.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |key: &str, why: &str| Err((key.to_owned(), why.to_owned()));
+        if !(1024..=256 * 1024 * 1024).contains(&self.max_message_bytes) {
+            return bad("max_message_bytes", "must be between 1024 and 268435456");
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return bad("data_dir", "must not be empty");
+        }
+        if self.experiments.min_samples_for_significance < 2 {
+            return bad(
+                "experiments.min_samples_for_significance",
+                "must be at least 2",
+            );
+        }
+        if self.evaluation.interval < Duration::from_secs(1) {
+            return bad("evaluation.interval", "must be at least 1s");
+        }
+        for (metric, value) in &self.alert_thresholds {
+            if !value.is_finite() {
+                return Err((
+                    format!("alert_thresholds.{metric}"),
+                    "must be a finite number".to_owned(),
+                ));
+            }
+        }
+        if self.prompts.max_template_bytes == 0
+            || self.prompts.max_render_bytes == 0
+            || self.prompts.render_fuel == 0
+        {
+            return bad("prompts", "limits must be greater than zero");
+        }
+        Ok(())
+    }
+}
+
+/// Durations as humantime strings (`"24h"`, `"90s"`) in TOML.
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        duration: &Duration,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&humantime::format_duration(*duration).to_string())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text).map_err(|err| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a duration such as \"90s\" or \"24h\": {err}"
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

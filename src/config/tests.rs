@@ -1,0 +1,121 @@
+use std::io::Write;
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn toml_file(text: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+    file
+}
+
+#[test]
+fn defaults_match_the_documented_values() {
+    let loaded = LoadedConfig::load(None, [], vec![]).unwrap();
+    let config = loaded.config;
+    assert_eq!(config.listen.to_string(), "127.0.0.1:50051");
+    assert_eq!(config.metrics_listen.to_string(), "127.0.0.1:9464");
+    assert_eq!(config.durability, DurabilitySetting::Full);
+    assert_eq!(config.max_message_bytes, 4_194_304);
+    assert_eq!(config.experiments.min_samples_for_significance, 100);
+    assert_eq!(config.evaluation.interval, Duration::from_secs(86_400));
+    assert!(config.evaluation.auto_evaluation && config.evaluation.panel_evaluation);
+    assert_eq!(config.alert_thresholds["pass_rate"], 0.85);
+    assert_eq!(config.alert_thresholds["latency_p99"], 5000.0);
+}
+
+#[test]
+fn layers_override_in_order_and_sources_are_reported() {
+    let file = toml_file("listen = \"127.0.0.1:6000\"\ndurability = \"normal\"\n[experiments]\nmin_samples_for_significance = 50\n[alert_thresholds]\nfaithfulness = 0.9\n");
+    let loaded = LoadedConfig::load(
+        Some(file.path()),
+        env(&[
+            ("LLMOPS_LISTEN", "127.0.0.1:7000"),
+            ("LLMOPS_EXPERIMENTS__MIN_SAMPLES_FOR_SIGNIFICANCE", "200"),
+            ("LLMOPS_SERVER", "x"),
+        ]),
+        vec![(
+            "listen",
+            toml::Value::String("127.0.0.1:8000".into()),
+            "--listen",
+        )],
+    )
+    .unwrap();
+    assert_eq!(loaded.config.listen.to_string(), "127.0.0.1:8000");
+    assert_eq!(loaded.config.durability, DurabilitySetting::Normal);
+    assert_eq!(loaded.config.experiments.min_samples_for_significance, 200);
+    assert_eq!(loaded.config.alert_thresholds["faithfulness"], 0.9);
+    assert_eq!(
+        loaded.config.alert_thresholds["pass_rate"], 0.85,
+        "a file's map adds to the defaults"
+    );
+    let described: BTreeMap<String, (String, String)> = loaded
+        .describe()
+        .into_iter()
+        .map(|(k, v, s)| (k, (v, s.to_string())))
+        .collect();
+    assert_eq!(described["listen"].1, "flag --listen");
+    assert_eq!(
+        described["experiments.min_samples_for_significance"].1,
+        "env LLMOPS_EXPERIMENTS__MIN_SAMPLES_FOR_SIGNIFICANCE"
+    );
+    assert!(described["durability"].1.starts_with("file "));
+    assert_eq!(
+        described["max_message_bytes"],
+        ("4194304".into(), "default".into())
+    );
+}
+
+#[test]
+fn a_bad_value_names_the_key_and_its_source() {
+    let err = LoadedConfig::load(
+        None,
+        env(&[("LLMOPS_EXPERIMENTS__MIN_SAMPLES_FOR_SIGNIFICANCE", "lots")]),
+        vec![],
+    )
+    .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("experiments.min_samples_for_significance"),
+        "{message}"
+    );
+    assert!(
+        message.contains("LLMOPS_EXPERIMENTS__MIN_SAMPLES_FOR_SIGNIFICANCE"),
+        "{message}"
+    );
+
+    let file = toml_file("durability = \"sometimes\"\n");
+    let message = LoadedConfig::load(Some(file.path()), [], vec![])
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("`durability`"), "{message}");
+
+    let file = toml_file("[evaluation]\ninterval = \"often\"\n");
+    let message = LoadedConfig::load(Some(file.path()), [], vec![])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("evaluation.interval") && message.contains("\"often\""),
+        "{message}"
+    );
+
+    let message = LoadedConfig::load(None, env(&[("LLMOPS_MAX_MESSAGE_BYTES", "10")]), vec![])
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("`max_message_bytes`"), "{message}");
+}
+
+#[test]
+fn unknown_keys_in_the_file_are_refused() {
+    let file = toml_file("listn = \"127.0.0.1:1\"\n");
+    let message = LoadedConfig::load(Some(file.path()), [], vec![])
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("listn"), "{message}");
+}

@@ -1,0 +1,335 @@
+//! `llmops.v1.PromptService` on top of the registry.
+
+mod messages;
+
+use std::sync::Arc;
+
+use llmops_registry::{Registry, VersionSelector, WatchItem};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use self::messages::{
+    event_to_pb, new_prompt_version, prompt_version_to_pb, render_values, summary_to_pb,
+    variable_change_to_pb,
+};
+use crate::grpc::convert::timestamp;
+use crate::grpc::status::{invalid_field, registry_status};
+use crate::grpc::ServiceState;
+use crate::pb;
+use crate::pb::prompt_service_server::PromptService;
+
+/// How many events a watch stream buffers for a slow client before the producer waits.
+const WATCH_BUFFER: usize = 64;
+
+/// The PromptService adapter.
+#[derive(Debug, Clone)]
+pub struct PromptApi {
+    state: Arc<ServiceState>,
+}
+
+impl PromptApi {
+    /// An adapter over the shared service state.
+    pub fn new(state: Arc<ServiceState>) -> Self {
+        Self { state }
+    }
+
+    fn registry(&self) -> Result<&Registry, Status> {
+        self.state.registry()
+    }
+}
+
+fn selector(version: &str, label: &str) -> Result<VersionSelector, Status> {
+    VersionSelector::from_fields(version, label).map_err(|e| registry_status(e, ""))
+}
+
+/// The stream type of WatchPrompts.
+pub(crate) type WatchPromptsStream = ReceiverStream<Result<pb::PromptEvent, Status>>;
+
+#[tonic::async_trait]
+impl PromptService for PromptApi {
+    async fn create_prompt_version(
+        &self,
+        request: Request<pb::CreatePromptVersionRequest>,
+    ) -> Result<Response<pb::CreatePromptVersionResponse>, Status> {
+        let pb::CreatePromptVersionRequest { prompt_version } = request.into_inner();
+        let Some(prompt_version) = prompt_version else {
+            return Err(invalid_field(
+                "prompt_version",
+                "prompt_version is required",
+            ));
+        };
+        let new = new_prompt_version(prompt_version)?;
+        let view = self
+            .registry()?
+            .create_version(new)
+            .await
+            .map_err(|e| registry_status(e, "prompt_version"))?;
+        Ok(Response::new(pb::CreatePromptVersionResponse {
+            prompt_version: Some(prompt_version_to_pb(&view)),
+        }))
+    }
+
+    async fn get_prompt_version(
+        &self,
+        request: Request<pb::GetPromptVersionRequest>,
+    ) -> Result<Response<pb::GetPromptVersionResponse>, Status> {
+        let pb::GetPromptVersionRequest {
+            name,
+            version,
+            label,
+        } = request.into_inner();
+        let view = self
+            .registry()?
+            .get_version(&name, &selector(&version, &label)?)
+            .map_err(|e| registry_status(e, ""))?;
+        Ok(Response::new(pb::GetPromptVersionResponse {
+            prompt_version: Some(prompt_version_to_pb(&view)),
+        }))
+    }
+
+    async fn get_latest_prompt_version(
+        &self,
+        request: Request<pb::GetLatestPromptVersionRequest>,
+    ) -> Result<Response<pb::GetLatestPromptVersionResponse>, Status> {
+        let pb::GetLatestPromptVersionRequest { name } = request.into_inner();
+        let view = self
+            .registry()?
+            .latest_version(&name)
+            .map_err(|e| registry_status(e, ""))?;
+        Ok(Response::new(pb::GetLatestPromptVersionResponse {
+            prompt_version: Some(prompt_version_to_pb(&view)),
+        }))
+    }
+
+    async fn list_prompt_versions(
+        &self,
+        request: Request<pb::ListPromptVersionsRequest>,
+    ) -> Result<Response<pb::ListPromptVersionsResponse>, Status> {
+        let pb::ListPromptVersionsRequest {
+            name,
+            page_size,
+            page_token,
+        } = request.into_inner();
+        let name = (!name.is_empty()).then_some(name.as_str());
+        let page = self
+            .registry()?
+            .list_versions(name, page_size, &page_token)
+            .map_err(|e| registry_status(e, ""))?;
+        Ok(Response::new(pb::ListPromptVersionsResponse {
+            prompt_versions: page.items.iter().map(prompt_version_to_pb).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn list_prompts(
+        &self,
+        request: Request<pb::ListPromptsRequest>,
+    ) -> Result<Response<pb::ListPromptsResponse>, Status> {
+        let pb::ListPromptsRequest {
+            page_size,
+            page_token,
+        } = request.into_inner();
+        let page = self
+            .registry()?
+            .list_prompts(page_size, &page_token)
+            .map_err(|e| registry_status(e, ""))?;
+        Ok(Response::new(pb::ListPromptsResponse {
+            prompts: page.items.iter().map(summary_to_pb).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn activate_prompt_version(
+        &self,
+        request: Request<pb::ActivatePromptVersionRequest>,
+    ) -> Result<Response<pb::ActivatePromptVersionResponse>, Status> {
+        let pb::ActivatePromptVersionRequest { name, version } = request.into_inner();
+        let view = self
+            .registry()?
+            .activate(&name, &version)
+            .await
+            .map_err(|e| registry_status(e, ""))?;
+        Ok(Response::new(pb::ActivatePromptVersionResponse {
+            prompt_version: Some(prompt_version_to_pb(&view)),
+        }))
+    }
+
+    async fn set_prompt_label(
+        &self,
+        request: Request<pb::SetPromptLabelRequest>,
+    ) -> Result<Response<pb::SetPromptLabelResponse>, Status> {
+        let pb::SetPromptLabelRequest {
+            name,
+            label,
+            version,
+        } = request.into_inner();
+        let (view, previous) = self
+            .registry()?
+            .set_label(&name, &label, &version)
+            .await
+            .map_err(|e| registry_status(e, ""))?;
+        Ok(Response::new(pb::SetPromptLabelResponse {
+            prompt_version: Some(prompt_version_to_pb(&view)),
+            previous_version: previous.map(|v| v.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    async fn delete_prompt_label(
+        &self,
+        request: Request<pb::DeletePromptLabelRequest>,
+    ) -> Result<Response<pb::DeletePromptLabelResponse>, Status> {
+        let pb::DeletePromptLabelRequest { name, label } = request.into_inner();
+        let previous = self
+            .registry()?
+            .delete_label(&name, &label)
+            .await
+            .map_err(|e| registry_status(e, ""))?;
+        Ok(Response::new(pb::DeletePromptLabelResponse {
+            previous_version: previous.to_string(),
+        }))
+    }
+
+    async fn delete_prompt_version(
+        &self,
+        request: Request<pb::DeletePromptVersionRequest>,
+    ) -> Result<Response<pb::DeletePromptVersionResponse>, Status> {
+        let pb::DeletePromptVersionRequest { name, version } = request.into_inner();
+        self.registry()?
+            .delete_version(&name, &version)
+            .await
+            .map_err(|e| registry_status(e, ""))?;
+        Ok(Response::new(pb::DeletePromptVersionResponse {}))
+    }
+
+    async fn render_prompt(
+        &self,
+        request: Request<pb::RenderPromptRequest>,
+    ) -> Result<Response<pb::RenderPromptResponse>, Status> {
+        let pb::RenderPromptRequest {
+            name,
+            version,
+            label,
+            variables,
+        } = request.into_inner();
+        let values = render_values(variables);
+        let (rendered, version) = self
+            .registry()?
+            .render(&name, &selector(&version, &label)?, &values)
+            .map_err(|e| registry_status(e, ""))?;
+        Ok(Response::new(pb::RenderPromptResponse {
+            text: rendered.text,
+            messages: rendered
+                .messages
+                .into_iter()
+                .map(|m| pb::RenderedMessage {
+                    role: m.role,
+                    content: m.content,
+                })
+                .collect(),
+            name,
+            version: version.to_string(),
+        }))
+    }
+
+    async fn diff_prompt_versions(
+        &self,
+        request: Request<pb::DiffPromptVersionsRequest>,
+    ) -> Result<Response<pb::DiffPromptVersionsResponse>, Status> {
+        let pb::DiffPromptVersionsRequest {
+            name,
+            from_version,
+            to_version,
+        } = request.into_inner();
+        let diff = self
+            .registry()?
+            .diff(&name, &from_version, &to_version)
+            .map_err(|e| registry_status(e, ""))?;
+        Ok(Response::new(pb::DiffPromptVersionsResponse {
+            unified_diff: diff.unified_diff,
+            variable_changes: diff
+                .variable_changes
+                .iter()
+                .map(variable_change_to_pb)
+                .collect(),
+            lines_added: diff.lines_added as u32,
+            lines_removed: diff.lines_removed as u32,
+        }))
+    }
+
+    async fn delete_prompt(
+        &self,
+        request: Request<pb::DeletePromptRequest>,
+    ) -> Result<Response<pb::DeletePromptResponse>, Status> {
+        let pb::DeletePromptRequest { name } = request.into_inner();
+        let deleted = self
+            .registry()?
+            .delete_prompt(&name)
+            .await
+            .map_err(|e| registry_status(e, ""))?;
+        Ok(Response::new(pb::DeletePromptResponse {
+            deleted_versions: deleted as u32,
+        }))
+    }
+
+    type WatchPromptsStream = WatchPromptsStream;
+
+    async fn watch_prompts(
+        &self,
+        request: Request<pb::WatchPromptsRequest>,
+    ) -> Result<Response<Self::WatchPromptsStream>, Status> {
+        let pb::WatchPromptsRequest {
+            name,
+            after_sequence,
+        } = request.into_inner();
+        let name = (!name.is_empty()).then_some(name);
+        let mut subscription = self
+            .registry()?
+            .watch(name, after_sequence)
+            .await
+            .map_err(|e| registry_status(e, ""))?;
+        let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
+        let shutdown = self.state.shutdown().clone();
+        // The producer ends when the client goes away (the receiver is dropped), when the
+        // server shuts down, or when the registry fails; dropping it unsubscribes.
+        tokio::spawn(async move {
+            loop {
+                let item = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = sender.closed() => return,
+                    item = subscription.next() => item,
+                };
+                let message = match item {
+                    Ok(Some(item)) => Ok(watch_item_to_pb(item)),
+                    Ok(None) => return,
+                    Err(err) => Err(registry_status(err, "")),
+                };
+                let failed = message.is_err();
+                if sender.send(message).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+}
+
+fn watch_item_to_pb(item: WatchItem) -> pb::PromptEvent {
+    match item {
+        WatchItem::Event(event) => event_to_pb(&event),
+        WatchItem::Snapshot { sequence, version } => pb::PromptEvent {
+            sequence,
+            kind: pb::PromptEventKind::Snapshot.into(),
+            prompt_version: Some(prompt_version_to_pb(&version)),
+            label: String::new(),
+            time: Some(timestamp(version.version.updated_at)),
+        },
+        WatchItem::SnapshotEnd { sequence } => pb::PromptEvent {
+            sequence,
+            kind: pb::PromptEventKind::SnapshotEnd.into(),
+            prompt_version: None,
+            label: String::new(),
+            time: Some(timestamp(chrono::Utc::now())),
+        },
+    }
+}

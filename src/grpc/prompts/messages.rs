@@ -1,0 +1,229 @@
+//! Conversions between the PromptService messages and the registry's types. Incoming
+//! messages are destructured field by field, so a field added to the proto cannot be
+//! ignored by accident: the compiler points here.
+
+use std::collections::BTreeMap;
+
+use llmops_registry::{
+    ChatMessage, FieldViolation, ModelConfig, NewPromptVersion, PromptEvent, PromptEventKind,
+    PromptSummary, PromptVariable, PromptVersionView, VariableChange, VariableChangeKind,
+    VariableType,
+};
+use tonic::Status;
+
+use crate::grpc::convert::{
+    json_from_struct, json_from_value, struct_from_json, timestamp, value_from_json,
+};
+use crate::grpc::status::invalid_argument;
+use crate::pb;
+
+/// A client's version, as the registry takes it. Output-only fields are ignored.
+pub(crate) fn new_prompt_version(version: pb::PromptVersion) -> Result<NewPromptVersion, Status> {
+    let pb::PromptVersion {
+        id: _,
+        name,
+        version,
+        template,
+        messages,
+        variables,
+        model_config,
+        tags,
+        metadata,
+        author,
+        description,
+        commit_message,
+        is_active: _,
+        labels: _,
+        created_at: _,
+        updated_at: _,
+    } = version;
+    let mut violations = Vec::new();
+    let variables = variables
+        .into_iter()
+        .enumerate()
+        .filter_map(|(index, variable)| {
+            variable_from_pb(index, variable)
+                .map_err(|v| violations.push(v))
+                .ok()
+        })
+        .collect();
+    if !violations.is_empty() {
+        return Err(invalid_argument(violations, "prompt_version"));
+    }
+    Ok(NewPromptVersion {
+        name,
+        version,
+        template,
+        messages: messages
+            .into_iter()
+            .map(|pb::ChatMessage { role, template }| ChatMessage { role, template })
+            .collect(),
+        variables,
+        model_config: model_config.map(|pb::ModelConfig { model, parameters }| ModelConfig {
+            model,
+            parameters: parameters.map(json_from_struct).unwrap_or_default(),
+        }),
+        tags,
+        metadata: metadata.into_iter().collect(),
+        author,
+        description,
+        commit_message,
+    })
+}
+
+fn variable_from_pb(
+    index: usize,
+    variable: pb::PromptVariable,
+) -> Result<PromptVariable, FieldViolation> {
+    let pb::PromptVariable {
+        name,
+        r#type,
+        required,
+        default_value,
+        description,
+        validation,
+    } = variable;
+    let var_type = match pb::VariableType::try_from(r#type) {
+        Ok(pb::VariableType::Unspecified | pb::VariableType::String) => VariableType::String,
+        Ok(pb::VariableType::Int) => VariableType::Int,
+        Ok(pb::VariableType::Float) => VariableType::Float,
+        Ok(pb::VariableType::Bool) => VariableType::Bool,
+        Ok(pb::VariableType::List) => VariableType::List,
+        Ok(pb::VariableType::Object) => VariableType::Object,
+        Err(_) => {
+            return Err(FieldViolation::new(
+                format!("variables[{index}].type"),
+                format!("{type} is not a VariableType", type = r#type),
+            ))
+        }
+    };
+    Ok(PromptVariable {
+        name,
+        var_type,
+        required,
+        default_value: default_value.map(json_from_value).filter(|v| !v.is_null()),
+        description,
+        validation,
+    })
+}
+
+fn variable_to_pb(variable: &PromptVariable) -> pb::PromptVariable {
+    let r#type = match variable.var_type {
+        VariableType::String => pb::VariableType::String,
+        VariableType::Int => pb::VariableType::Int,
+        VariableType::Float => pb::VariableType::Float,
+        VariableType::Bool => pb::VariableType::Bool,
+        VariableType::List => pb::VariableType::List,
+        VariableType::Object => pb::VariableType::Object,
+    };
+    pb::PromptVariable {
+        name: variable.name.clone(),
+        r#type: r#type.into(),
+        required: variable.required,
+        default_value: variable.default_value.as_ref().map(value_from_json),
+        description: variable.description.clone(),
+        validation: variable.validation.clone(),
+    }
+}
+
+/// A stored version as clients see it.
+pub(crate) fn prompt_version_to_pb(view: &PromptVersionView) -> pb::PromptVersion {
+    let version = &view.version;
+    pb::PromptVersion {
+        id: version.id.to_string(),
+        name: version.name.clone(),
+        version: version.version.to_string(),
+        template: version.template.clone(),
+        messages: version
+            .messages
+            .iter()
+            .map(|m| pb::ChatMessage {
+                role: m.role.clone(),
+                template: m.template.clone(),
+            })
+            .collect(),
+        variables: version.variables.iter().map(variable_to_pb).collect(),
+        model_config: version.model_config.as_ref().map(|c| pb::ModelConfig {
+            model: c.model.clone(),
+            parameters: Some(struct_from_json(&c.parameters)),
+        }),
+        tags: version.tags.clone(),
+        metadata: version.metadata.clone().into_iter().collect(),
+        author: version.author.clone(),
+        description: version.description.clone(),
+        commit_message: version.commit_message.clone(),
+        is_active: view.is_active,
+        labels: view.labels.clone(),
+        created_at: Some(timestamp(version.created_at)),
+        updated_at: Some(timestamp(version.updated_at)),
+    }
+}
+
+pub(crate) fn summary_to_pb(summary: &PromptSummary) -> pb::PromptSummary {
+    pb::PromptSummary {
+        name: summary.name.clone(),
+        active_version: summary.active_version.to_string(),
+        labels: summary
+            .labels
+            .iter()
+            .map(|(label, version)| (label.clone(), version.to_string()))
+            .collect(),
+        version_count: summary.version_count as u32,
+        latest_version: summary.latest_version.to_string(),
+        updated_at: Some(timestamp(summary.updated_at)),
+    }
+}
+
+pub(crate) fn variable_change_to_pb(change: &VariableChange) -> pb::VariableChange {
+    let kind = match change.kind {
+        VariableChangeKind::Added => pb::VariableChangeKind::Added,
+        VariableChangeKind::Removed => pb::VariableChangeKind::Removed,
+        VariableChangeKind::Changed => pb::VariableChangeKind::Changed,
+    };
+    pb::VariableChange {
+        name: change.name.clone(),
+        kind: kind.into(),
+        before: change.before.as_ref().map(variable_to_pb),
+        after: change.after.as_ref().map(variable_to_pb),
+        changed_fields: change
+            .changed_fields
+            .iter()
+            .map(|f| (*f).to_owned())
+            .collect(),
+    }
+}
+
+pub(crate) fn event_to_pb(event: &PromptEvent) -> pb::PromptEvent {
+    let kind = match event.kind {
+        PromptEventKind::VersionCreated => pb::PromptEventKind::VersionCreated,
+        PromptEventKind::VersionActivated => pb::PromptEventKind::VersionActivated,
+        PromptEventKind::LabelMoved => pb::PromptEventKind::LabelMoved,
+        PromptEventKind::LabelDeleted => pb::PromptEventKind::LabelDeleted,
+        PromptEventKind::VersionDeleted => pb::PromptEventKind::VersionDeleted,
+        PromptEventKind::PromptDeleted => pb::PromptEventKind::PromptDeleted,
+    };
+    let prompt_version = match &event.version {
+        Some(view) => prompt_version_to_pb(view),
+        None => pb::PromptVersion {
+            name: event.prompt_name.clone(),
+            ..Default::default()
+        },
+    };
+    pb::PromptEvent {
+        sequence: event.sequence,
+        kind: kind.into(),
+        prompt_version: Some(prompt_version),
+        label: event.label.clone().unwrap_or_default(),
+        time: Some(timestamp(event.time)),
+    }
+}
+
+/// Render variables as JSON values.
+pub(crate) fn render_values(
+    variables: std::collections::HashMap<String, prost_types::Value>,
+) -> BTreeMap<String, serde_json::Value> {
+    variables
+        .into_iter()
+        .map(|(name, value)| (name, json_from_value(value)))
+        .collect()
+}

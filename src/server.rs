@@ -1,0 +1,156 @@
+//! Server assembly: storage, the gRPC services, health, reflection, metrics, and a
+//! graceful shutdown.
+//!
+//! Start-up order matters to operators: the listeners are bound and health answers
+//! NOT_SERVING first; storage is opened and migrated; only then does health say
+//! SERVING. On shutdown health says NOT_SERVING at once, open streams are ended, new
+//! connections are refused, in-flight calls get `shutdown_grace` to finish, and the
+//! store is closed last.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use llmops_registry::Registry;
+use llmops_store::SqliteStore;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+
+use crate::config::Config;
+use crate::grpc::{PromptApi, ServiceState};
+use crate::pb;
+use crate::pb::prompt_service_server::PromptServiceServer;
+use crate::telemetry::{self, GrpcMetricsLayer};
+
+/// The services health reports on, besides the overall status ("").
+const SERVICE_NAMES: &[&str] = &["llmops.v1.PromptService"];
+
+/// Runs the server on already-bound listeners until `shutdown` resolves.
+pub async fn serve(
+    config: Config,
+    grpc_listener: TcpListener,
+    metrics_listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    telemetry::prometheus();
+    let stop = CancellationToken::new();
+    let (health, health_service) = tonic_health::server::health_reporter();
+    set_health(&health, ServingStatus::NotServing).await;
+
+    let state = Arc::new(ServiceState::new(stop.clone()));
+    let grpc_address = grpc_listener.local_addr()?;
+    let grpc = tokio::spawn(grpc_server(
+        &config,
+        state.clone(),
+        health_service,
+        grpc_listener,
+        stop.clone(),
+    )?);
+    let metrics_address = metrics_listener.local_addr()?;
+    let metrics = tokio::spawn(telemetry::serve_metrics(metrics_listener, stop.clone()));
+
+    let store = match open_storage(&config, &state).await {
+        Ok(store) => store,
+        Err(err) => {
+            stop.cancel();
+            return Err(err);
+        }
+    };
+    set_health(&health, ServingStatus::Serving).await;
+    tracing::info!(%grpc_address, %metrics_address, data_dir = %config.data_dir.display(), "llmops is serving");
+
+    shutdown.await;
+    tracing::info!("shutting down: refusing new calls, draining in-flight ones");
+    set_health(&health, ServingStatus::NotServing).await;
+    stop.cancel();
+    match tokio::time::timeout(config.shutdown_grace, grpc).await {
+        Ok(joined) => joined
+            .context("the gRPC server task failed")?
+            .context("the gRPC server failed")?,
+        Err(_) => {
+            tracing::warn!(grace = ?config.shutdown_grace, "in-flight calls did not finish in time; closing them")
+        }
+    }
+    let _ = metrics.await;
+    store.close().await;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+fn grpc_server(
+    config: &Config,
+    state: Arc<ServiceState>,
+    health_service: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+    listener: TcpListener,
+    stop: CancellationToken,
+) -> anyhow::Result<impl Future<Output = Result<(), tonic::transport::Error>>> {
+    // Reflection advertises only the public services (and itself).
+    let reflection = || {
+        let mut builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("grpc.health.v1.Health");
+        for name in SERVICE_NAMES {
+            builder = builder.with_service_name(*name);
+        }
+        builder
+    };
+    let reflection_v1 = reflection().build_v1().context("building reflection v1")?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .context("building reflection v1alpha")?;
+    let limit = config.max_message_bytes;
+    let prompts = PromptServiceServer::new(PromptApi::new(state))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    // Small gRPC frames must not wait for Nagle's algorithm.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    Ok(Server::builder()
+        .layer(GrpcMetricsLayer)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(prompts)
+        .serve_with_incoming_shutdown(incoming, stop.cancelled_owned()))
+}
+
+async fn open_storage(config: &Config, state: &ServiceState) -> anyhow::Result<SqliteStore> {
+    let store = SqliteStore::open(&config.data_dir, config.durability.into())
+        .await
+        .with_context(|| format!("opening storage in {}", config.data_dir.display()))?;
+    let registry = Registry::open(Arc::new(store.clone()), config.registry_limits())
+        .await
+        .context("loading the prompt registry")?;
+    state.set_registry(Arc::new(registry));
+    Ok(store)
+}
+
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    for name in SERVICE_NAMES {
+        health.set_service_status(*name, status).await;
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn termination_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

@@ -1,0 +1,149 @@
+//! Starts the real server in-process on 127.0.0.1:0 (gRPC and metrics), the way a user
+//! would run it, and connects real gRPC clients to it.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use llmops::config::Config;
+use llmops::pb::prompt_service_client::PromptServiceClient;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+pub struct TestServer {
+    pub address: SocketAddr,
+    pub metrics_address: SocketAddr,
+    pub channel: Channel,
+    pub data_dir: PathBuf,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    /// A server on a fresh temporary data directory.
+    pub async fn start() -> Self {
+        let temp = tempfile::tempdir().unwrap();
+        let mut server = Self::start_in(temp.path(), |_| {}).await;
+        server._temp = Some(temp);
+        server
+    }
+
+    /// A server with a tweaked configuration on a fresh data directory.
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let temp = tempfile::tempdir().unwrap();
+        let mut server = Self::start_in(temp.path(), tweak).await;
+        server._temp = Some(temp);
+        server
+    }
+
+    /// A server on `data_dir` (which outlives it, for restart tests).
+    pub async fn start_in(data_dir: &Path, tweak: impl FnOnce(&mut Config)) -> Self {
+        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = grpc.local_addr().unwrap();
+        let metrics_address = metrics.local_addr().unwrap();
+        let mut config = Config {
+            data_dir: data_dir.to_owned(),
+            listen: address,
+            metrics_listen: metrics_address,
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(llmops::server::serve(config, grpc, metrics, async move {
+            let _ = rx.await;
+        }));
+        let channel = Channel::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let server = Self {
+            address,
+            metrics_address,
+            channel,
+            data_dir: data_dir.to_owned(),
+            shutdown: Some(tx),
+            task: Some(task),
+            _temp: None,
+        };
+        server.wait_until_serving().await;
+        server
+    }
+
+    async fn wait_until_serving(&self) {
+        let mut health = HealthClient::new(self.channel.clone());
+        for _ in 0..500 {
+            let status = health
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .map(|r| r.into_inner().status);
+            if matches!(status, Ok(s) if s == ServingStatus::Serving as i32) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the server never became SERVING");
+    }
+
+    pub fn prompts(&self) -> PromptServiceClient<Channel> {
+        PromptServiceClient::new(self.channel.clone())
+    }
+
+    /// Begins shutdown and waits for the server to finish.
+    pub async fn stop(mut self) {
+        self.shutdown.take().unwrap().send(()).unwrap();
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+
+    /// Begins shutdown without waiting.
+    pub fn begin_shutdown(&mut self) -> JoinHandle<anyhow::Result<()>> {
+        self.shutdown.take().unwrap().send(()).unwrap();
+        self.task.take().unwrap()
+    }
+
+    /// GET /metrics as text.
+    pub async fn metrics_text(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.metrics_address)
+            .await
+            .unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub fn string_value(s: &str) -> prost_types::Value {
+    prost_types::Value {
+        kind: Some(prost_types::value::Kind::StringValue(s.to_owned())),
+    }
+}
+
+pub fn number_value(n: f64) -> prost_types::Value {
+    prost_types::Value {
+        kind: Some(prost_types::value::Kind::NumberValue(n)),
+    }
+}
