@@ -200,7 +200,18 @@ mod humantime_serde_compat {
         duration: &Duration,
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&humantime::format_duration(*duration).to_string())
+        serializer.serialize_str(&format_duration(*duration))
+    }
+
+    /// The largest whole unit: `24h`, `90s`, `1500ms`, as people write them.
+    fn format_duration(duration: Duration) -> String {
+        let millis = duration.as_millis();
+        for (unit, size) in [("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+            if millis >= size && millis % size == 0 {
+                return format!("{}{unit}", millis / size);
+            }
+        }
+        format!("{millis}ms")
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(

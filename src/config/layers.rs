@@ -133,7 +133,14 @@ impl LoadedConfig {
                 ConfigError::Invalid {
                     origin: source_of(&key),
                     key,
-                    message: err.into_inner().to_string(),
+                    // The deserialiser's message may repeat the key on a second line.
+                    message: err
+                        .inner()
+                        .to_string()
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
                 }
             })?;
         config
