@@ -11,18 +11,19 @@ mod state;
 mod watch;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use dashmap::DashMap;
+use llmops_feed::LiveFeed;
 use semver::Version;
 use serde_json::Value as JsonValue;
-use tokio::sync::{broadcast, Mutex};
+use tokio::sync::Mutex;
 use uuid::Uuid;
 
 pub use paging::Page;
 use state::{CachedVersion, PromptEntry};
+use watch::PromptReplay;
 pub use watch::{WatchItem, WatchSubscription};
 
 use crate::diff::{diff_versions, VersionDiff};
@@ -72,8 +73,7 @@ pub struct Registry {
     limits: RegistryLimits,
     prompts: DashMap<String, Arc<PromptEntry>>,
     write_lock: Mutex<()>,
-    live: broadcast::Sender<Arc<PromptEvent>>,
-    head_sequence: AtomicU64,
+    feed: LiveFeed<PromptEvent>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -90,14 +90,12 @@ impl Registry {
         store: Arc<dyn PromptStore>,
         limits: RegistryLimits,
     ) -> Result<Self, RegistryError> {
-        let (live, _) = broadcast::channel(LIVE_FEED_CAPACITY);
         let registry = Self {
             store,
             limits,
             prompts: DashMap::new(),
             write_lock: Mutex::new(()),
-            live,
-            head_sequence: AtomicU64::new(0),
+            feed: LiveFeed::new(LIVE_FEED_CAPACITY, 0),
         };
         registry.reload().await?;
         Ok(registry)
@@ -114,8 +112,7 @@ impl Registry {
         for (name, entry) in entries {
             self.prompts.insert(name, Arc::new(entry));
         }
-        self.head_sequence
-            .store(state.head_sequence, Ordering::SeqCst);
+        self.feed.set_head(state.head_sequence);
         Ok(())
     }
 
@@ -126,7 +123,7 @@ impl Registry {
 
     /// The sequence of the last committed event.
     pub fn head_sequence(&self) -> u64 {
-        self.head_sequence.load(Ordering::SeqCst)
+        self.feed.head()
     }
 
     /// Creates a version. The first version of a prompt becomes its active version.
@@ -174,7 +171,7 @@ impl Registry {
             None => PromptEntry::first(key, cached.clone()),
         };
         let view = entry.view(&cached);
-        let change = PromptChange::CreateVersion(cached.record.clone());
+        let change = PromptChange::CreateVersion(Box::new(cached.record.clone()));
         self.commit(
             change,
             PromptEventKind::VersionCreated,
@@ -451,18 +448,26 @@ impl Registry {
         // Subscribing to the live feed before reading storage (under the write lock, so
         // no commit is half-published) is what makes the hand-over gap-free.
         let _guard = self.write_lock.lock().await;
-        let live = self.live.subscribe();
         let snapshot = match after_sequence {
             Some(_) => None,
             None => Some(self.snapshot(prompt_name.as_deref())),
         };
-        Ok(WatchSubscription::new(
-            self.store.clone(),
-            live,
-            prompt_name,
-            after_sequence.unwrap_or_else(|| self.head_sequence()),
-            snapshot,
-        ))
+        let source = Arc::new(PromptReplay {
+            store: self.store.clone(),
+            prompt_name: prompt_name.clone(),
+        });
+        let cursor = after_sequence.unwrap_or_else(|| self.head_sequence());
+        let events = self.feed.subscribe(
+            source,
+            cursor,
+            after_sequence.is_some(),
+            move |event: &PromptEvent| {
+                prompt_name
+                    .as_deref()
+                    .is_none_or(|name| name == event.prompt_name)
+            },
+        );
+        Ok(WatchSubscription::new(events, snapshot))
     }
 
     fn snapshot(&self, prompt_name: Option<&str>) -> Vec<PromptVersionView> {
@@ -522,9 +527,7 @@ impl Registry {
 
     fn publish(&self, mut event: PromptEvent, sequence: u64) {
         event.sequence = sequence;
-        self.head_sequence.store(sequence, Ordering::SeqCst);
-        // No receivers is normal: nobody is watching.
-        let _ = self.live.send(Arc::new(event));
+        self.feed.publish(Arc::new(event));
     }
 
     fn entry(&self, name: &str) -> Result<Arc<PromptEntry>, RegistryError> {

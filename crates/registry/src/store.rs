@@ -13,7 +13,7 @@ use crate::model::PromptVersion;
 #[derive(Debug, Clone)]
 pub enum PromptChange {
     /// Insert a version; it becomes the active one if the prompt has none.
-    CreateVersion(PromptVersion),
+    CreateVersion(Box<PromptVersion>),
     /// Point the prompt's active pointer at a version.
     Activate {
         /// The prompt.

@@ -1,5 +1,6 @@
 //! Errors of opening a store, and the mapping of database errors to the domain's terms.
 
+use llmops_alerts::AlertStoreError;
 use llmops_registry::StoreError;
 
 /// Why a store could not be opened.
@@ -36,6 +37,21 @@ pub(crate) fn store_error(err: sqlx::Error) -> StoreError {
             StoreError::Unavailable("the database failed; the change was not made".to_owned())
         }
     }
+}
+
+/// Maps a database error onto the alert service's storage errors.
+pub(crate) fn alert_store_error(err: sqlx::Error) -> AlertStoreError {
+    match store_error(err) {
+        StoreError::Duplicate(message) => AlertStoreError::Duplicate(message),
+        StoreError::NotFound(message)
+        | StoreError::Conflict(message)
+        | StoreError::Unavailable(message) => AlertStoreError::Unavailable(message),
+    }
+}
+
+pub(crate) fn corrupt_alert(what: &str, err: impl std::fmt::Display) -> AlertStoreError {
+    tracing::error!(error = %err, what, "unreadable stored data");
+    AlertStoreError::Unavailable(format!("stored {what} is unreadable"))
 }
 
 pub(crate) fn corrupt(what: &str, err: impl std::fmt::Display) -> StoreError {

@@ -4,7 +4,9 @@
 //! time anyway; queuing in the pool beats retrying on SQLITE_BUSY). Reads use a separate
 //! pool, which WAL lets run beside the writer.
 
+mod alerts;
 mod prompts;
+mod sequencer;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

@@ -43,7 +43,7 @@ fn event(kind: PromptEventKind, name: &str) -> PromptEvent {
 async fn create(store: &dyn PromptStore, record: &PromptVersion) -> Result<u64, StoreError> {
     store
         .commit_prompt_change(
-            &PromptChange::CreateVersion(record.clone()),
+            &PromptChange::CreateVersion(Box::new(record.clone())),
             &event(PromptEventKind::VersionCreated, &record.name),
         )
         .await

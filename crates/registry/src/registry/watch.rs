@@ -1,18 +1,16 @@
-//! A subscription to the registry's change feed that loses nothing: it replays stored
-//! events after the client's cursor, then follows the live feed, and whenever it falls
-//! too far behind the live feed it catches up from storage again.
+//! Watching the registry: an optional snapshot of the current state, then the change
+//! feed (see `llmops-feed` for why it loses nothing).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use tokio::sync::broadcast::{self, error::RecvError};
+use async_trait::async_trait;
+use llmops_feed::{ReplaySource, Sequenced, Subscription};
 
 use crate::error::RegistryError;
 use crate::event::PromptEvent;
 use crate::model::PromptVersionView;
 use crate::store::PromptStore;
-
-const REPLAY_BATCH: usize = 500;
 
 /// One item of a watch stream.
 #[derive(Debug, Clone)]
@@ -24,7 +22,7 @@ pub enum WatchItem {
         /// The sequence the snapshot is consistent with.
         sequence: u64,
         /// The version, with its labels and activity.
-        version: PromptVersionView,
+        version: Box<PromptVersionView>,
     },
     /// The end of the initial snapshot.
     SnapshotEnd {
@@ -33,108 +31,63 @@ pub enum WatchItem {
     },
 }
 
-/// A live subscription. Dropping it unsubscribes.
-pub struct WatchSubscription {
-    store: Arc<dyn PromptStore>,
-    live: broadcast::Receiver<Arc<PromptEvent>>,
-    prompt_name: Option<String>,
-    /// The sequence of the last event delivered (or skipped as not matching).
-    cursor: u64,
-    pending: VecDeque<WatchItem>,
-    catching_up: bool,
+impl Sequenced for PromptEvent {
+    fn sequence(&self) -> u64 {
+        self.sequence
+    }
 }
 
-impl std::fmt::Debug for WatchSubscription {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WatchSubscription")
-            .field("prompt_name", &self.prompt_name)
-            .field("cursor", &self.cursor)
-            .finish_non_exhaustive()
+/// Replays stored prompt events, filtered by prompt name in storage.
+pub(crate) struct PromptReplay {
+    pub(crate) store: Arc<dyn PromptStore>,
+    pub(crate) prompt_name: Option<String>,
+}
+
+#[async_trait]
+impl ReplaySource<PromptEvent> for PromptReplay {
+    async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<PromptEvent>, String> {
+        self.store
+            .prompt_events_after(after, self.prompt_name.as_deref(), limit)
+            .await
+            .map_err(|err| err.to_string())
     }
+}
+
+/// A live subscription. Dropping it unsubscribes.
+#[derive(Debug)]
+pub struct WatchSubscription {
+    snapshot: VecDeque<WatchItem>,
+    events: Subscription<PromptEvent>,
 }
 
 impl WatchSubscription {
     pub(crate) fn new(
-        store: Arc<dyn PromptStore>,
-        live: broadcast::Receiver<Arc<PromptEvent>>,
-        prompt_name: Option<String>,
-        cursor: u64,
+        events: Subscription<PromptEvent>,
         snapshot: Option<Vec<PromptVersionView>>,
     ) -> Self {
-        let mut pending = VecDeque::new();
-        let catching_up = snapshot.is_none();
+        let mut queue = VecDeque::new();
         if let Some(versions) = snapshot {
-            pending.extend(versions.into_iter().map(|version| WatchItem::Snapshot {
-                sequence: cursor,
-                version,
+            let sequence = events.cursor();
+            queue.extend(versions.into_iter().map(|version| WatchItem::Snapshot {
+                sequence,
+                version: Box::new(version),
             }));
-            pending.push_back(WatchItem::SnapshotEnd { sequence: cursor });
+            queue.push_back(WatchItem::SnapshotEnd { sequence });
         }
         Self {
-            store,
-            live,
-            prompt_name,
-            cursor,
-            pending,
-            catching_up,
+            snapshot: queue,
+            events,
         }
     }
 
     /// The next item; `None` when the registry is gone.
     pub async fn next(&mut self) -> Result<Option<WatchItem>, RegistryError> {
-        loop {
-            if let Some(item) = self.pending.pop_front() {
-                return Ok(Some(item));
-            }
-            if self.catching_up {
-                self.replay_from_store().await?;
-                continue;
-            }
-            match self.live.recv().await {
-                Ok(event) => {
-                    // Already delivered by a replay, or not for this watcher.
-                    if event.sequence <= self.cursor {
-                        continue;
-                    }
-                    self.cursor = event.sequence;
-                    if self.matches(&event) {
-                        return Ok(Some(WatchItem::Event(event)));
-                    }
-                }
-                Err(RecvError::Lagged(missed)) => {
-                    tracing::debug!(
-                        missed,
-                        cursor = self.cursor,
-                        "prompt watcher fell behind; catching up from storage"
-                    );
-                    self.catching_up = true;
-                }
-                Err(RecvError::Closed) => return Ok(None),
-            }
+        if let Some(item) = self.snapshot.pop_front() {
+            return Ok(Some(item));
         }
-    }
-
-    async fn replay_from_store(&mut self) -> Result<(), RegistryError> {
-        let batch = self
-            .store
-            .prompt_events_after(self.cursor, self.prompt_name.as_deref(), REPLAY_BATCH)
-            .await
-            .map_err(|err| RegistryError::Storage(err.to_string()))?;
-        if batch.len() < REPLAY_BATCH {
-            // Everything committed before this read is now queued; newer events are on
-            // the live feed, which was subscribed before the first replay.
-            self.catching_up = false;
+        match self.events.next().await {
+            Ok(event) => Ok(event.map(WatchItem::Event)),
+            Err(message) => Err(RegistryError::Storage(message)),
         }
-        for event in batch {
-            self.cursor = event.sequence;
-            self.pending.push_back(WatchItem::Event(Arc::new(event)));
-        }
-        Ok(())
-    }
-
-    fn matches(&self, event: &PromptEvent) -> bool {
-        self.prompt_name
-            .as_deref()
-            .is_none_or(|name| name == event.prompt_name)
     }
 }

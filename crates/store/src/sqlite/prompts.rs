@@ -8,7 +8,7 @@ use llmops_registry::{
 use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
-use super::{from_micros, to_micros, SqliteStore};
+use super::{from_micros, sequencer, to_micros, SqliteStore};
 use crate::error::{corrupt, store_error};
 
 const PROMPT_EVENTS: &str = "prompts";
@@ -49,9 +49,7 @@ impl PromptStore for SqliteStore {
                 ))
             })
             .collect::<Result<_, StoreError>>()?;
-        let head: i64 = sqlx::query_scalar("SELECT value FROM event_sequences WHERE stream = $1")
-            .bind(PROMPT_EVENTS)
-            .fetch_one(&self.reader)
+        let head = sequencer::current(&self.reader, PROMPT_EVENTS)
             .await
             .map_err(store_error)?;
         Ok(RegistryState {
@@ -252,18 +250,14 @@ async fn touch_version(
     Ok(())
 }
 
-/// Assigns the next sequence (in commit order, see the migration) and stores the event.
+/// Assigns the next sequence (in commit order) and stores the event.
 async fn append_event(
     tx: &mut Transaction<'_, Sqlite>,
     event: &PromptEvent,
 ) -> Result<u64, StoreError> {
-    let sequence: i64 = sqlx::query_scalar(
-        "UPDATE event_sequences SET value = value + 1 WHERE stream = $1 RETURNING value",
-    )
-    .bind(PROMPT_EVENTS)
-    .fetch_one(&mut **tx)
-    .await
-    .map_err(store_error)?;
+    let sequence = sequencer::next_sequence(tx, PROMPT_EVENTS)
+        .await
+        .map_err(store_error)?;
     let payload = serde_json::to_string(event).map_err(|e| corrupt("prompt event", e))?;
     let kind = serde_json::to_value(event.kind)
         .ok()

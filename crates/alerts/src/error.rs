@@ -1,0 +1,51 @@
+//! The alert service's one error type.
+
+use crate::store::AlertStoreError;
+
+/// Everything that can go wrong in the alert service.
+#[derive(Debug, thiserror::Error)]
+pub enum AlertError {
+    /// The request is malformed: (field, problem).
+    #[error("{field}: {message}")]
+    InvalidArgument {
+        /// The field at fault.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The alert does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The alert's state forbids the change.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A subscription asked for events retention no longer holds.
+    #[error("{0}")]
+    OutOfRange(String),
+    /// Storage failed; nothing was changed.
+    #[error("storage unavailable: {0}")]
+    Storage(String),
+}
+
+impl AlertError {
+    /// An invalid-argument error about one field.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::InvalidArgument {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<AlertStoreError> for AlertError {
+    fn from(err: AlertStoreError) -> Self {
+        match err {
+            // The open-alert index prevents duplicates; a unique violation means another
+            // writer shares the database and won the race.
+            AlertStoreError::Duplicate(message) => Self::FailedPrecondition(format!(
+                "a concurrent writer changed the alert: {message}"
+            )),
+            AlertStoreError::Unavailable(message) => Self::Storage(message),
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! The alert service: dedup, acknowledgement, resolution, listing and subscriptions.
+//!
+//! Writes are serialised by one lock: each decides against the in-memory index of open
+//! alerts, commits (alert, event and webhook deliveries in one transaction), and only
+//! then updates the index and publishes the event, so subscribers see events in
+//! sequence order and never one that is not durable.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use llmops_feed::{LiveFeed, ReplaySource, Sequenced, Subscription};
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use crate::error::AlertError;
+use crate::filter::{AlertFilter, SubscriptionFilter};
+use crate::fingerprint::fingerprint;
+use crate::model::{Alert, AlertEvent, AlertEventKind, AlertStatus, NewAlert};
+use crate::store::{AlertCursor, AlertStore};
+use crate::validate::validate_new_alert;
+use crate::webhook::{alertmanager_body, WebhookDelivery, WebhookReceiver};
+
+/// How many events a subscriber may fall behind before catching up from storage.
+const LIVE_FEED_CAPACITY: usize = 4096;
+
+/// The outcome of raising an alert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RaisedAlert {
+    /// The alert as stored.
+    pub alert: Alert,
+    /// Whether an open alert with the same fingerprint absorbed this occurrence.
+    pub deduplicated: bool,
+}
+
+/// Raising and resolving alerts from inside the process (the evaluator, experiments).
+#[async_trait]
+pub trait AlertSink: Send + Sync {
+    /// Raises an alert, deduplicated by fingerprint.
+    async fn raise(&self, alert: NewAlert) -> Result<RaisedAlert, AlertError>;
+    /// Resolves the open alert with this fingerprint, if there is one.
+    async fn resolve_fingerprint(&self, fingerprint: &str) -> Result<Option<Alert>, AlertError>;
+}
+
+/// The alert service.
+pub struct AlertService {
+    store: Arc<dyn AlertStore>,
+    receivers: Vec<WebhookReceiver>,
+    external_url: String,
+    /// Open (not resolved) alerts by fingerprint.
+    open: Mutex<HashMap<String, Alert>>,
+    feed: LiveFeed<AlertEvent>,
+}
+
+impl std::fmt::Debug for AlertService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlertService")
+            .field("receivers", &self.receivers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sequenced for AlertEvent {
+    fn sequence(&self) -> u64 {
+        self.sequence
+    }
+}
+
+struct AlertReplay(Arc<dyn AlertStore>);
+
+#[async_trait]
+impl ReplaySource<AlertEvent> for AlertReplay {
+    async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<AlertEvent>, String> {
+        self.0
+            .alert_events_after(after, limit)
+            .await
+            .map_err(|err| err.to_string())
+    }
+}
+
+impl AlertService {
+    /// Opens the service: loads open alerts and the event head from storage.
+    pub async fn open(
+        store: Arc<dyn AlertStore>,
+        receivers: Vec<WebhookReceiver>,
+        external_url: String,
+    ) -> Result<Self, AlertError> {
+        let open = store
+            .open_alerts()
+            .await?
+            .into_iter()
+            .map(|a| (a.fingerprint.clone(), a))
+            .collect();
+        let head = store.alert_head_sequence().await?;
+        Ok(Self {
+            store,
+            receivers,
+            external_url,
+            open: Mutex::new(open),
+            feed: LiveFeed::new(LIVE_FEED_CAPACITY, head),
+        })
+    }
+
+    /// The configured webhook receivers.
+    pub fn receivers(&self) -> &[WebhookReceiver] {
+        &self.receivers
+    }
+
+    /// The storage behind the service.
+    pub fn store(&self) -> &Arc<dyn AlertStore> {
+        &self.store
+    }
+
+    /// The sequence of the last committed event.
+    pub fn head_sequence(&self) -> u64 {
+        self.feed.head()
+    }
+
+    /// How many subscriptions are open.
+    pub fn subscriber_count(&self) -> usize {
+        self.feed.subscriber_count()
+    }
+
+    /// Raises an alert. An open alert with the same fingerprint is updated instead
+    /// (occurrences + 1, last seen, value, message; severity only ever raised).
+    pub async fn create(&self, new: NewAlert) -> Result<RaisedAlert, AlertError> {
+        validate_new_alert(&new)?;
+        let fingerprint = if new.fingerprint.is_empty() {
+            fingerprint(
+                new.alert_type,
+                &new.source,
+                &new.source_id,
+                &new.metric,
+                &new.labels,
+            )
+        } else {
+            new.fingerprint.clone()
+        };
+        let mut open = self.open.lock().await;
+        let now = now();
+        let (alert, kind) = match open.get(&fingerprint) {
+            Some(existing) => {
+                let mut alert = existing.clone();
+                alert.occurrences += 1;
+                alert.last_seen_at = now;
+                alert.message = new.message;
+                alert.actual_value = new.actual_value.or(alert.actual_value);
+                alert.threshold = new.threshold.or(alert.threshold);
+                alert.severity = alert.severity.max(new.severity);
+                alert.metadata.extend(new.metadata);
+                (alert, AlertEventKind::Updated)
+            }
+            None => (
+                Alert {
+                    id: Uuid::now_v7(),
+                    alert_type: new.alert_type,
+                    severity: new.severity,
+                    status: AlertStatus::Firing,
+                    message: new.message,
+                    source: new.source,
+                    source_id: new.source_id,
+                    metric: new.metric,
+                    threshold: new.threshold,
+                    actual_value: new.actual_value,
+                    labels: new.labels,
+                    metadata: new.metadata,
+                    fingerprint: fingerprint.clone(),
+                    occurrences: 1,
+                    first_seen_at: now,
+                    last_seen_at: now,
+                    created_at: now,
+                    acknowledged_at: None,
+                    acknowledged_by: String::new(),
+                    ack_comment: String::new(),
+                    resolved_at: None,
+                },
+                AlertEventKind::Created,
+            ),
+        };
+        self.commit(&alert, kind, now).await?;
+        open.insert(fingerprint, alert.clone());
+        Ok(RaisedAlert {
+            alert,
+            deduplicated: kind == AlertEventKind::Updated,
+        })
+    }
+
+    /// One alert.
+    pub async fn get(&self, id: Uuid) -> Result<Alert, AlertError> {
+        self.store
+            .get_alert(id)
+            .await?
+            .ok_or_else(|| AlertError::NotFound(format!("alert {id} not found")))
+    }
+
+    /// Acknowledges an open alert. Idempotent: a second acknowledgement keeps the first
+    /// one's time, author and comment. A resolved alert cannot be acknowledged.
+    pub async fn acknowledge(
+        &self,
+        id: Uuid,
+        by: &str,
+        comment: &str,
+    ) -> Result<Alert, AlertError> {
+        let mut open = self.open.lock().await;
+        let Some(mut alert) = open.values().find(|a| a.id == id).cloned() else {
+            let alert = self.get(id).await?;
+            return Err(AlertError::FailedPrecondition(format!(
+                "alert {} is {}; only open alerts can be acknowledged",
+                alert.id,
+                alert.status.as_str()
+            )));
+        };
+        if alert.acknowledged_at.is_some() {
+            return Ok(alert);
+        }
+        let now = now();
+        alert.status = AlertStatus::Acknowledged;
+        alert.acknowledged_at = Some(now);
+        alert.acknowledged_by = by.to_owned();
+        alert.ack_comment = comment.to_owned();
+        self.commit(&alert, AlertEventKind::Acknowledged, now)
+            .await?;
+        open.insert(alert.fingerprint.clone(), alert.clone());
+        Ok(alert)
+    }
+
+    /// Resolves an alert. Idempotent: resolving a resolved alert returns it unchanged.
+    pub async fn resolve(&self, id: Uuid) -> Result<Alert, AlertError> {
+        let mut open = self.open.lock().await;
+        let Some(alert) = open.values().find(|a| a.id == id).cloned() else {
+            return self.get(id).await;
+        };
+        self.resolve_open(&mut open, alert).await
+    }
+
+    async fn resolve_open(
+        &self,
+        open: &mut HashMap<String, Alert>,
+        mut alert: Alert,
+    ) -> Result<Alert, AlertError> {
+        let now = now();
+        alert.status = AlertStatus::Resolved;
+        alert.resolved_at = Some(now);
+        self.commit(&alert, AlertEventKind::Resolved, now).await?;
+        open.remove(&alert.fingerprint);
+        Ok(alert)
+    }
+
+    /// Alerts matching `filter`, newest first.
+    pub async fn list(
+        &self,
+        filter: &AlertFilter,
+        cursor: Option<AlertCursor>,
+        limit: usize,
+    ) -> Result<Vec<Alert>, AlertError> {
+        Ok(self.store.list_alerts(filter, cursor, limit).await?)
+    }
+
+    /// Subscribes to events matching `filter`: after `after_sequence` (replayed from
+    /// storage, then live), or live from now. A sequence older than retention keeps is
+    /// refused, never answered with a silent gap.
+    pub async fn subscribe(
+        &self,
+        filter: SubscriptionFilter,
+        after_sequence: Option<u64>,
+    ) -> Result<Subscription<AlertEvent>, AlertError> {
+        if let Some(after) = after_sequence {
+            let floor = self.store.alert_event_floor().await?;
+            if after < floor {
+                return Err(AlertError::OutOfRange(format!(
+                    "events up to sequence {floor} were removed by retention; list the alerts again and subscribe from {}",
+                    self.head_sequence()
+                )));
+            }
+        }
+        // Under the writers' lock, so the head is not moving while we read it.
+        let _open = self.open.lock().await;
+        let cursor = after_sequence.unwrap_or_else(|| self.head_sequence());
+        let source = Arc::new(AlertReplay(self.store.clone()));
+        Ok(self.feed.subscribe(
+            source,
+            cursor,
+            after_sequence.is_some(),
+            move |event: &AlertEvent| filter.matches(&event.alert),
+        ))
+    }
+
+    /// Removes alerts resolved before `cutoff`, and events older than it.
+    pub async fn prune(&self, cutoff: DateTime<Utc>) -> Result<u64, AlertError> {
+        Ok(self.store.prune_alerts(cutoff).await?)
+    }
+
+    async fn commit(
+        &self,
+        alert: &Alert,
+        kind: AlertEventKind,
+        time: DateTime<Utc>,
+    ) -> Result<(), AlertError> {
+        let mut event = AlertEvent {
+            sequence: 0,
+            kind,
+            alert: alert.clone(),
+            time,
+        };
+        // The sequence is assigned by storage; the webhook bodies carry it, so they are
+        // built with the sequence the event is about to get. One writer holds the lock,
+        // so the head cannot move in between.
+        event.sequence = self.head_sequence() + 1;
+        let deliveries: Vec<WebhookDelivery> = self
+            .receivers
+            .iter()
+            .filter(|receiver| receiver.filter.matches(alert))
+            .map(|receiver| WebhookDelivery {
+                id: Uuid::now_v7(),
+                receiver: receiver.name.clone(),
+                sequence: event.sequence,
+                body: alertmanager_body(&receiver.name, &event, &self.external_url),
+            })
+            .collect();
+        let sequence = self
+            .store
+            .commit_alert(alert, kind == AlertEventKind::Created, &event, &deliveries)
+            .await?;
+        if sequence != event.sequence {
+            // Another writer shares the database; the bodies name a neighbouring sequence.
+            tracing::warn!(
+                expected = event.sequence,
+                sequence,
+                "alert event sequence moved under a concurrent writer"
+            );
+        }
+        event.sequence = sequence;
+        self.feed.publish(Arc::new(event));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl AlertSink for AlertService {
+    async fn raise(&self, alert: NewAlert) -> Result<RaisedAlert, AlertError> {
+        self.create(alert).await
+    }
+
+    async fn resolve_fingerprint(&self, fingerprint: &str) -> Result<Option<Alert>, AlertError> {
+        let mut open = self.open.lock().await;
+        match open.get(fingerprint).cloned() {
+            Some(alert) => self.resolve_open(&mut open, alert).await.map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The current time at the microsecond precision storage keeps.
+fn now() -> DateTime<Utc> {
+    let now = Utc::now();
+    now.duration_trunc(TimeDelta::microseconds(1))
+        .unwrap_or(now)
+}

@@ -1,0 +1,175 @@
+//! A durable event feed that loses nothing.
+//!
+//! Writers commit an event to storage (which assigns its sequence in commit order) and
+//! then [`LiveFeed::publish`] it, in sequence order. A [`Subscription`] subscribes to the
+//! live feed *before* it reads storage, replays every stored event after its cursor, then
+//! follows the live feed, skipping what the replay already delivered. When it falls so
+//! far behind that the live feed drops events for it, it goes back to storage and catches
+//! up. So a subscriber sees every matching event after its cursor exactly once, in order,
+//! whatever is committed during the hand-over, and a slow subscriber never slows writers.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::broadcast::{self, error::RecvError};
+
+/// An event with a durable sequence.
+pub trait Sequenced {
+    /// Strictly increasing in commit order.
+    fn sequence(&self) -> u64;
+}
+
+/// Where a subscription replays committed events from.
+#[async_trait]
+pub trait ReplaySource<E>: Send + Sync {
+    /// Up to `limit` events with a sequence greater than `after`, oldest first. A source
+    /// may leave out events its subscriber would not match anyway.
+    async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<E>, String>;
+}
+
+/// The in-memory side of a feed: fans committed events out to subscribers.
+#[derive(Debug)]
+pub struct LiveFeed<E> {
+    sender: broadcast::Sender<Arc<E>>,
+    head: AtomicU64,
+}
+
+impl<E: Sequenced + Send + Sync + 'static> LiveFeed<E> {
+    /// A feed whose subscribers may fall `capacity` events behind before catching up
+    /// from storage; `head` is the sequence of the last committed event.
+    pub fn new(capacity: usize, head: u64) -> Self {
+        let (sender, _) = broadcast::channel(capacity);
+        Self {
+            sender,
+            head: AtomicU64::new(head),
+        }
+    }
+
+    /// Publishes a committed event. Callers publish in sequence order (they hold the
+    /// lock under which they committed).
+    pub fn publish(&self, event: Arc<E>) {
+        self.head.store(event.sequence(), Ordering::SeqCst);
+        // No subscribers is normal.
+        let _ = self.sender.send(event);
+    }
+
+    /// The sequence of the last published event.
+    pub fn head(&self) -> u64 {
+        self.head.load(Ordering::SeqCst)
+    }
+
+    /// Moves the head without an event (after reloading state from storage).
+    pub fn set_head(&self, head: u64) {
+        self.head.store(head, Ordering::SeqCst);
+    }
+
+    /// A subscription delivering matching events after `cursor`. Call it while no event
+    /// is half-published (under the writers' lock) when `cursor` is the current head.
+    pub fn subscribe(
+        &self,
+        source: Arc<dyn ReplaySource<E>>,
+        cursor: u64,
+        replay_first: bool,
+        matches: impl Fn(&E) -> bool + Send + Sync + 'static,
+    ) -> Subscription<E> {
+        Subscription {
+            source,
+            live: self.sender.subscribe(),
+            cursor,
+            pending: VecDeque::new(),
+            catching_up: replay_first,
+            matches: Box::new(matches),
+        }
+    }
+
+    /// How many subscriptions are open.
+    pub fn subscriber_count(&self) -> usize {
+        self.sender.receiver_count()
+    }
+}
+
+const REPLAY_BATCH: usize = 500;
+
+type Matcher<E> = Box<dyn Fn(&E) -> bool + Send + Sync>;
+
+/// One subscriber's position in a feed. Dropping it unsubscribes.
+pub struct Subscription<E> {
+    source: Arc<dyn ReplaySource<E>>,
+    live: broadcast::Receiver<Arc<E>>,
+    /// The sequence of the last event delivered or passed over.
+    cursor: u64,
+    pending: VecDeque<Arc<E>>,
+    catching_up: bool,
+    matches: Matcher<E>,
+}
+
+impl<E> std::fmt::Debug for Subscription<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("cursor", &self.cursor)
+            .field("catching_up", &self.catching_up)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E: Sequenced + Send + Sync + 'static> Subscription<E> {
+    /// The next matching event; `None` when the feed is gone; an error when storage
+    /// failed during a replay (the subscriber should reconnect from its last sequence).
+    pub async fn next(&mut self) -> Result<Option<Arc<E>>, String> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Ok(Some(event));
+            }
+            if self.catching_up {
+                self.replay().await?;
+                continue;
+            }
+            match self.live.recv().await {
+                Ok(event) => {
+                    if event.sequence() <= self.cursor {
+                        continue;
+                    }
+                    self.cursor = event.sequence();
+                    if (self.matches)(&event) {
+                        return Ok(Some(event));
+                    }
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::debug!(
+                        missed,
+                        cursor = self.cursor,
+                        "subscriber fell behind the live feed; catching up from storage"
+                    );
+                    self.catching_up = true;
+                }
+                Err(RecvError::Closed) => return Ok(None),
+            }
+        }
+    }
+
+    /// The sequence of the last event delivered or passed over.
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    async fn replay(&mut self) -> Result<(), String> {
+        let batch = self.source.events_after(self.cursor, REPLAY_BATCH).await?;
+        if batch.len() < REPLAY_BATCH {
+            // Everything committed before this read is queued now; later events are on
+            // the live feed, which this subscription joined before its first replay.
+            self.catching_up = false;
+        }
+        for event in batch {
+            self.cursor = event.sequence();
+            if (self.matches)(&event) {
+                self.pending.push_back(Arc::new(event));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
