@@ -7,7 +7,10 @@ use prost::Message as _;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
-    let protos = ["proto/llmops/v1/prompts.proto"];
+    let protos = [
+        "proto/llmops/v1/prompts.proto",
+        "proto/llmops/v1/alerts.proto",
+    ];
     let file_descriptors = protox::compile(protos, ["proto"])?;
 
     // `compile_fds` does not write the descriptor set; reflection needs it, so write it here.

@@ -1,1 +1,357 @@
-//! bench
+//! `llmops bench`: a load tool that measures what the server costs per request.
+//!
+//! Each [`Scenario`] is run in turn against one server: a setup step (creating the data
+//! it reads), then `--connections` separate HTTP/2 connections, each carrying `--streams`
+//! concurrent requests in a closed loop, for `--warmup` (not recorded) plus `--duration`.
+//! The `health` scenario (`grpc.health.v1.Health/Check`) runs first: it is the floor set
+//! by the transport and framework, and every other scenario's throughput is reported as a
+//! ratio of it, measured in the same run on the same machine.
+//!
+//! Without `--server` the tool starts its own server (this same executable, `serve`, on a
+//! free port with a temporary data directory) and stops it when it is done.
+//!
+//! The pieces: [`Scenario`] and its requests live in `scenario`, the closed-loop driver
+//! and latency histograms in `load`, the spawned server in `server`, output in `report`.
+
+mod load;
+mod report;
+mod scenario;
+mod server;
+
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use tonic::transport::Endpoint;
+
+use self::load::{Call as _, LoadShape};
+use self::report::Row;
+pub use self::scenario::Scenario;
+use self::server::SpawnedServer;
+
+/// How long a single request may take before it counts as an error.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Measure request throughput and latency of a server, scenario by scenario.
+///
+/// Prints, for every scenario, the requests completed, requests per second, p50 and p99
+/// latency, errors, and throughput as a fraction of the `health` scenario (the floor
+/// set by gRPC itself). Runs against `--server`, or starts a temporary server.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// The server to load, e.g. `http://127.0.0.1:50051` or `host:port`. Without it, a
+    /// server is started on a free port with a temporary data directory and stopped at the
+    /// end. `LLMOPS_SERVER` and the global `--server` count as given.
+    //
+    // The binary's global `--server` has a default, and clap fills a subcommand's
+    // same-named argument with a parent's value unless the subcommand's own value ranks
+    // at least as high (command line > environment > default). This empty default ranks
+    // level with the global default, so only an explicit server is loaded; None and
+    // empty both mean "start one".
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub server: Option<String>,
+    /// The scenarios to run, comma-separated. `health` always runs first.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "health,get-prompt,render"
+    )]
+    pub scenarios: Vec<Scenario>,
+    /// Separate HTTP/2 connections to open.
+    #[arg(long, value_name = "C", default_value_t = 4)]
+    pub connections: usize,
+    /// Concurrent in-flight requests per connection.
+    #[arg(long, value_name = "S", default_value_t = 16)]
+    pub streams: usize,
+    /// How long each scenario is measured, e.g. `10s`, `1m`.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// How long each scenario runs before measuring starts (not recorded).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    /// Print the results as a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the benchmark described by `args` and prints its results to stdout (progress
+/// goes to stderr). A server started by the tool is stopped before this returns, also
+/// on error.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.connections == 0 || args.streams == 0 {
+        bail!("--connections and --streams must be at least 1");
+    }
+    if args.duration.is_zero() {
+        bail!("--duration must be longer than zero");
+    }
+    let scenarios = scenario::run_order(&args.scenarios);
+    let shape = LoadShape {
+        connections: args.connections,
+        streams: args.streams,
+        warmup: args.warmup,
+        duration: args.duration,
+    };
+
+    // Declared first so that it is dropped (the server killed) last, also on error.
+    let mut spawned: Option<SpawnedServer> = None;
+    let url = match args.target() {
+        Some(url) => url,
+        None => {
+            eprintln!("starting a server...");
+            let server = SpawnedServer::start().await?;
+            let url = server.url().to_owned();
+            eprintln!("server listening on {url}");
+            spawned = Some(server);
+            url
+        }
+    };
+    let endpoint = Endpoint::from_shared(url.clone())
+        .with_context(|| format!("invalid server URL {url:?}"))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT);
+
+    let rows = tokio::select! {
+        rows = run_all(&endpoint, &scenarios, shape) => rows?,
+        // Returning (rather than dying of the signal) stops and removes a spawned server.
+        _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+    };
+    if args.json {
+        report::print_json(&rows)?;
+    } else {
+        report::print_table(&rows, shape, &url);
+    }
+    drop(spawned);
+    Ok(())
+}
+
+/// Runs `scenarios` in order, each compared with the health floor if it ran before.
+async fn run_all(
+    endpoint: &Endpoint,
+    scenarios: &[Scenario],
+    shape: LoadShape,
+) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::with_capacity(scenarios.len());
+    let mut health_rps = None;
+    for &scenario in scenarios {
+        let row = run_scenario(endpoint, scenario, shape, health_rps).await?;
+        if scenario == Scenario::Health {
+            health_rps = Some(row.rps);
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// Sets up, probes and loads one scenario.
+async fn run_scenario(
+    endpoint: &Endpoint,
+    scenario: Scenario,
+    shape: LoadShape,
+    health_rps: Option<f64>,
+) -> anyhow::Result<Row> {
+    let name = scenario.name();
+    let setup_channel = endpoint
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {}", endpoint.uri()))?;
+    scenario
+        .setup(setup_channel.clone())
+        .await
+        .with_context(|| format!("setting up scenario {name}"))?;
+    // One request before the load, so that a scenario that cannot work fails with its
+    // reason instead of a table full of errors.
+    scenario
+        .caller(setup_channel)
+        .call()
+        .await
+        .map_err(|status| anyhow::anyhow!("scenario {name}: the first request failed: {status}"))?;
+
+    eprintln!(
+        "running {name}: {} connections x {} streams, {} warm-up + {}",
+        shape.connections,
+        shape.streams,
+        humantime::format_duration(shape.warmup),
+        humantime::format_duration(shape.duration),
+    );
+    let outcome = load::drive(endpoint, shape, |channel| scenario.caller(channel))
+        .await
+        .with_context(|| format!("running scenario {name}"))?;
+    if let Some(status) = &outcome.first_error {
+        eprintln!("{name}: {} errors; the first: {status}", outcome.errors);
+    }
+    Ok(Row::new(name, &outcome, health_rps))
+}
+
+impl BenchArgs {
+    /// The URL of the server to load, `None` to start one.
+    fn target(&self) -> Option<String> {
+        self.server
+            .as_deref()
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .map(normalise_url)
+    }
+}
+
+/// Accepts `host:port` as well as a full URL.
+fn normalise_url(url: &str) -> String {
+    if url.contains("://") {
+        url.to_owned()
+    } else {
+        format!("http://{url}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    #[test]
+    fn defaults_run_every_scenario() {
+        let args = Cli::parse_from(["bench"]).bench;
+        assert_eq!(args.scenarios, Scenario::ALL);
+        assert_eq!((args.connections, args.streams), (4, 16));
+        assert_eq!(args.duration, Duration::from_secs(10));
+        assert_eq!(args.warmup, Duration::from_secs(2));
+        assert!(args.target().is_none() && !args.json);
+    }
+
+    #[test]
+    fn scenarios_and_durations_parse_and_health_runs_first() {
+        let args = Cli::parse_from([
+            "bench",
+            "--scenarios",
+            "render,health,render",
+            "--duration",
+            "1m 30s",
+            "--warmup",
+            "500ms",
+        ])
+        .bench;
+        assert_eq!(
+            scenario::run_order(&args.scenarios),
+            [Scenario::Health, Scenario::Render]
+        );
+        assert_eq!(args.duration, Duration::from_secs(90));
+        assert_eq!(args.warmup, Duration::from_millis(500));
+    }
+
+    /// The binary's shape: a global `--server` (with a default and `LLMOPS_SERVER`) and
+    /// `--json` for the client subcommands, and `bench` as a subcommand.
+    #[derive(Parser)]
+    struct Binary {
+        #[command(subcommand)]
+        command: Sub,
+        #[command(flatten)]
+        client: crate::cli::ClientOptions,
+    }
+
+    #[derive(clap::Subcommand)]
+    enum Sub {
+        Bench(BenchArgs),
+    }
+
+    fn bench_args(argv: &[&str]) -> BenchArgs {
+        let Sub::Bench(args) = Binary::try_parse_from(argv).unwrap().command;
+        args
+    }
+
+    #[test]
+    fn the_global_server_default_does_not_stop_bench_from_starting_its_own() {
+        assert_eq!(bench_args(&["llmops", "bench"]).target(), None);
+        let explicit = ["llmops", "bench", "--server", "127.0.0.1:1"];
+        assert_eq!(
+            bench_args(&explicit).target().as_deref(),
+            Some("http://127.0.0.1:1")
+        );
+        let global = ["llmops", "--server", "127.0.0.1:2", "bench"];
+        assert_eq!(
+            bench_args(&global).target().as_deref(),
+            Some("http://127.0.0.1:2")
+        );
+        assert!(bench_args(&["llmops", "bench", "--json"]).json);
+        assert!(bench_args(&["llmops", "--json", "bench"]).json);
+        assert!(!bench_args(&["llmops", "bench"]).json);
+    }
+
+    #[test]
+    fn unknown_scenarios_are_rejected() {
+        assert!(Cli::try_parse_from(["bench", "--scenarios", "nope"]).is_err());
+    }
+
+    /// The whole tool against the real server, in-process (the `serve` subprocess path
+    /// needs the `llmops` binary and is covered by running `llmops bench`). Runs twice
+    /// against one server: the second setup finds the bench prompt already there.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_scenario_runs_against_a_live_server_twice() {
+        let temp = tempfile::tempdir().unwrap();
+        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let config = crate::config::Config {
+            data_dir: temp.path().to_owned(),
+            listen: grpc.local_addr().unwrap(),
+            metrics_listen: metrics.local_addr().unwrap(),
+            ..crate::config::Config::default()
+        };
+        let url = format!("http://{}", config.listen);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(crate::server::serve(config, grpc, metrics, async move {
+            let _ = stopped.await;
+        }));
+
+        let endpoint = Endpoint::from_shared(url).unwrap();
+        let shape = LoadShape {
+            connections: 2,
+            streams: 2,
+            warmup: Duration::from_millis(50),
+            duration: Duration::from_millis(200),
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while Scenario::Health
+            .caller(endpoint.connect_lazy())
+            .call()
+            .await
+            .is_err()
+        {
+            assert!(std::time::Instant::now() < deadline, "server never served");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for _ in 0..2 {
+            let rows = run_all(&endpoint, &Scenario::ALL, shape).await.unwrap();
+            let names: Vec<_> = rows.iter().map(|row| row.scenario).collect();
+            assert_eq!(names, ["health", "get-prompt", "render"]);
+            for row in &rows {
+                assert_eq!(row.errors, 0, "{row:?}");
+                assert!(
+                    row.requests > 0 && row.rps > 0.0 && row.p99_ms > 0.0,
+                    "{row:?}"
+                );
+                assert!(row.vs_health.is_some_and(|ratio| ratio > 0.0), "{row:?}");
+            }
+        }
+
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
+
+    #[test]
+    fn bare_addresses_get_a_scheme() {
+        assert_eq!(normalise_url("127.0.0.1:1"), "http://127.0.0.1:1");
+        assert_eq!(normalise_url("https://x:1"), "https://x:1");
+    }
+}

@@ -1,1 +1,184 @@
-//! cli
+//! Client subcommands: each connects to a running server, makes its calls and prints the
+//! answer as a readable table or, with `--json`, as JSON.
+//!
+//! The pieces: [`ClientOptions`] (the flags every client subcommand shares), [`connect`],
+//! the `llmops prompt ...` commands in [`prompt`], protobuf/JSON value conversions in
+//! `values` and JSON/YAML file reading in `files`.
+
+mod files;
+pub mod prompt;
+mod values;
+
+use std::time::Duration;
+
+use anyhow::anyhow;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+use tonic_types::StatusExt as _;
+
+/// How long connecting to the server may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Options shared by every client subcommand.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClientOptions {
+    /// The server to talk to: a URL (`http://host:port`) or `host:port`.
+    #[arg(
+        long,
+        global = true,
+        env = "LLMOPS_SERVER",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub server: String,
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// Connects to `options.server` (`host:port` without a scheme means `http://host:port`).
+///
+/// Fails with a one-line error naming the address when the address is not valid or the
+/// server cannot be reached.
+pub async fn connect(options: &ClientOptions) -> anyhow::Result<Channel> {
+    let address = server_url(&options.server);
+    let endpoint = Endpoint::from_shared(address.clone())
+        .map_err(|err| {
+            anyhow!(
+                "{address:?} is not a valid server address: {}",
+                root_cause(&err)
+            )
+        })?
+        .connect_timeout(CONNECT_TIMEOUT);
+    endpoint.connect().await.map_err(|err| {
+        anyhow!(
+            "cannot connect to the server at {address}: {}",
+            root_cause(&err)
+        )
+    })
+}
+
+/// The server address as a URL: `host:port` gets an `http://` prefix.
+fn server_url(server: &str) -> String {
+    let server = server.trim();
+    if server.contains("://") {
+        server.to_owned()
+    } else {
+        format!("http://{server}")
+    }
+}
+
+/// The innermost error of a chain: for transport errors, the one that says what went
+/// wrong (`Connection refused`) rather than `transport error`.
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = err;
+    while let Some(source) = current.source() {
+        current = source;
+    }
+    current.to_string()
+}
+
+/// A gRPC status as a clear error: `<CODE>: <message>`, then one indented
+/// `  <field>: <description>` line per `google.rpc.BadRequest` field violation.
+pub(crate) fn status_error(status: Status) -> anyhow::Error {
+    anyhow::Error::msg(describe_status(&status))
+}
+
+fn describe_status(status: &Status) -> String {
+    let mut text = code_name(status.code()).to_owned();
+    if !status.message().is_empty() {
+        text.push_str(": ");
+        text.push_str(status.message());
+    }
+    if let Some(bad_request) = status.get_details_bad_request() {
+        for violation in bad_request.field_violations {
+            text.push_str(&format!(
+                "\n  {}: {}",
+                violation.field, violation.description
+            ));
+        }
+    }
+    text
+}
+
+/// The canonical names of the codes, as gRPC libraries print them.
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic_types::{ErrorDetails, FieldViolation};
+
+    use super::*;
+
+    #[test]
+    fn host_and_port_get_a_scheme() {
+        assert_eq!(server_url("127.0.0.1:50051"), "http://127.0.0.1:50051");
+        assert_eq!(server_url("localhost:1"), "http://localhost:1");
+        assert_eq!(server_url("https://example.com"), "https://example.com");
+    }
+
+    #[test]
+    fn a_status_reads_as_code_and_message() {
+        let status = Status::not_found("prompt \"x\" does not exist");
+        assert_eq!(
+            describe_status(&status),
+            "NOT_FOUND: prompt \"x\" does not exist"
+        );
+        assert_eq!(describe_status(&Status::unavailable("")), "UNAVAILABLE");
+    }
+
+    #[test]
+    fn field_violations_get_a_line_each() {
+        let details = ErrorDetails::with_bad_request(vec![
+            FieldViolation::new("variables.n", "must be an int, got a string"),
+            FieldViolation::new("variables.x", "is required"),
+        ]);
+        let status = Status::with_error_details(Code::InvalidArgument, "bad variables", details);
+        assert_eq!(
+            describe_status(&status),
+            "INVALID_ARGUMENT: bad variables\n  variables.n: must be an int, got a string\n  variables.x: is required"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_named_in_the_error() {
+        // Bind then drop a listener to get a port nothing listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let options = ClientOptions {
+            server: format!("127.0.0.1:{port}"),
+            json: false,
+        };
+        let err = connect(&options).await.unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "cannot connect to the server at http://127.0.0.1:{port}: "
+            )),
+            "{err}"
+        );
+        assert!(!err.contains('\n'), "{err}");
+    }
+}

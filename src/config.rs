@@ -3,6 +3,7 @@
 //! (`llmops config show`), and a bad value stops start-up with a message naming the key.
 
 mod layers;
+mod webhooks;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use llmops_store::Durability;
 use serde::{Deserialize, Serialize};
 
 pub use layers::{ConfigError, ConfigSource, LoadedConfig};
+pub use webhooks::WebhookConfig;
 
 /// The server's configuration. Field names are the TOML keys.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +45,28 @@ pub struct Config {
     pub alert_thresholds: BTreeMap<String, f64>,
     /// Prompt registry limits.
     pub prompts: PromptsConfig,
+    /// Alert retention and streaming.
+    pub alerts: AlertsConfig,
+    /// Webhook receivers of alert events.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// `[alerts]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Resolved alerts, and alert events, older than this are pruned.
+    #[serde(with = "humantime_serde_compat")]
+    pub retention: Duration,
+    /// How often pruning runs.
+    #[serde(with = "humantime_serde_compat")]
+    pub prune_interval: Duration,
+    /// How often an idle subscription gets a HEARTBEAT event.
+    #[serde(with = "humantime_serde_compat")]
+    pub heartbeat_interval: Duration,
+    /// Sent as `externalURL` in webhook bodies.
+    pub external_url: String,
 }
 
 /// `durability`: how hard a commit works to survive power loss.
@@ -138,6 +162,13 @@ impl Default for Config {
                 render_fuel: limits.render_fuel,
                 max_render_bytes: limits.max_render_bytes,
             },
+            alerts: AlertsConfig {
+                retention: Duration::from_secs(30 * 24 * 60 * 60),
+                prune_interval: Duration::from_secs(60 * 60),
+                heartbeat_interval: Duration::from_secs(30),
+                external_url: String::new(),
+            },
+            webhooks: Vec::new(),
         }
     }
 }
@@ -152,6 +183,23 @@ impl Config {
             max_render_bytes: self.prompts.max_render_bytes,
             ..RegistryLimits::default()
         }
+    }
+
+    /// The webhook receivers, with their secrets read from the environment.
+    pub fn webhook_receivers(
+        &self,
+    ) -> Result<Vec<llmops_alerts::webhook::WebhookReceiver>, ConfigError> {
+        self.webhooks
+            .iter()
+            .enumerate()
+            .map(|(index, webhook)| {
+                webhook
+                    .receiver(&format!("webhooks[{index}]"), |name| {
+                        std::env::var(name).ok()
+                    })
+                    .map_err(|(key, message)| ConfigError::Unusable { key, message })
+            })
+            .collect()
     }
 
     /// Range checks that types alone do not express; each error names its key.
@@ -179,6 +227,23 @@ impl Config {
                     "must be a finite number".to_owned(),
                 ));
             }
+        }
+        if self.alerts.heartbeat_interval < Duration::from_millis(10) {
+            return bad("alerts.heartbeat_interval", "must be at least 10ms");
+        }
+        if self.alerts.prune_interval < Duration::from_secs(1) {
+            return bad("alerts.prune_interval", "must be at least 1s");
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (index, webhook) in self.webhooks.iter().enumerate() {
+            if !names.insert(webhook.name.as_str()) {
+                return Err((
+                    format!("webhooks[{index}].name"),
+                    format!("{:?} is used by two receivers", webhook.name),
+                ));
+            }
+            // Checked again, with the secret, at start-up; here for the shape.
+            webhook.receiver(&format!("webhooks[{index}]"), |_| Some(String::new()))?;
         }
         if self.prompts.max_template_bytes == 0
             || self.prompts.max_render_bytes == 0

@@ -1,6 +1,7 @@
 //! The gRPC adapters: each validates and converts a request, calls its domain crate and
 //! converts the answer back. Domain crates know nothing of protobuf.
 
+mod alerts;
 mod convert;
 mod prompts;
 mod status;
@@ -10,6 +11,7 @@ use std::sync::{Arc, OnceLock};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+pub use alerts::AlertApi;
 pub use prompts::PromptApi;
 
 /// What the adapters share: the domain services (set once storage is open) and the
@@ -17,6 +19,7 @@ pub use prompts::PromptApi;
 #[derive(Debug, Default)]
 pub struct ServiceState {
     registry: OnceLock<Arc<llmops_registry::Registry>>,
+    alerts: OnceLock<Arc<llmops_alerts::AlertService>>,
     shutdown: CancellationToken,
 }
 
@@ -25,6 +28,7 @@ impl ServiceState {
     pub fn new(shutdown: CancellationToken) -> Self {
         Self {
             registry: OnceLock::new(),
+            alerts: OnceLock::new(),
             shutdown,
         }
     }
@@ -37,6 +41,21 @@ impl ServiceState {
             self.registry.set(registry).is_ok(),
             "the registry is set once"
         );
+    }
+
+    /// Makes the alert service available to the adapters.
+    pub fn set_alerts(&self, alerts: Arc<llmops_alerts::AlertService>) {
+        assert!(
+            self.alerts.set(alerts).is_ok(),
+            "the alert service is set once"
+        );
+    }
+
+    pub(crate) fn alerts(&self) -> Result<&llmops_alerts::AlertService, Status> {
+        self.alerts
+            .get()
+            .map(Arc::as_ref)
+            .ok_or_else(|| Status::unavailable("the server is starting: storage is not open yet"))
     }
 
     pub(crate) fn registry(&self) -> Result<&llmops_registry::Registry, Status> {

@@ -7,14 +7,16 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use llmops::config::{LoadedConfig, LogFormat};
-use llmops::{server, telemetry};
+use llmops::{bench, cli, server, telemetry};
 
 /// llmops: prompt registry, experiments, evaluation and alerting for LLM applications.
 #[derive(Debug, Parser)]
-#[command(name = "llmops", version, about, propagate_version = true)]
+#[command(name = "llmops", version, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    client: cli::ClientOptions,
 }
 
 #[derive(Debug, Subcommand)]
@@ -26,6 +28,10 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Manage prompt versions, labels, renders and diffs.
+    Prompt(cli::prompt::PromptArgs),
+    /// Drive load against a server and report throughput and latency.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,6 +136,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Prompt(args) => cli::prompt::run(args, &cli.client).await,
+        Command::Bench(args) => bench::run(args).await,
     }
 }
 

@@ -11,6 +11,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use llmops_alerts::webhook::sender::WebhookSender;
+use llmops_alerts::AlertService;
 use llmops_registry::Registry;
 use llmops_store::SqliteStore;
 use tokio::net::TcpListener;
@@ -21,13 +23,14 @@ use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
 use crate::config::Config;
-use crate::grpc::{PromptApi, ServiceState};
+use crate::grpc::{AlertApi, PromptApi, ServiceState};
 use crate::pb;
+use crate::pb::alert_service_server::AlertServiceServer;
 use crate::pb::prompt_service_server::PromptServiceServer;
 use crate::telemetry::{self, GrpcMetricsLayer};
 
 /// The services health reports on, besides the overall status ("").
-const SERVICE_NAMES: &[&str] = &["llmops.v1.PromptService"];
+const SERVICE_NAMES: &[&str] = &["llmops.v1.PromptService", "llmops.v1.AlertService"];
 
 /// Runs the server on already-bound listeners until `shutdown` resolves.
 pub async fn serve(
@@ -53,8 +56,8 @@ pub async fn serve(
     let metrics_address = metrics_listener.local_addr()?;
     let metrics = tokio::spawn(telemetry::serve_metrics(metrics_listener, stop.clone()));
 
-    let store = match open_storage(&config, &state).await {
-        Ok(store) => store,
+    let (store, background) = match open_storage(&config, &state, &stop).await {
+        Ok(opened) => opened,
         Err(err) => {
             stop.cancel();
             return Err(err);
@@ -76,6 +79,9 @@ pub async fn serve(
         }
     }
     let _ = metrics.await;
+    for task in background {
+        let _ = task.await;
+    }
     store.close().await;
     tracing::info!("shut down cleanly");
     Ok(())
@@ -106,7 +112,10 @@ fn grpc_server(
         .build_v1alpha()
         .context("building reflection v1alpha")?;
     let limit = config.max_message_bytes;
-    let prompts = PromptServiceServer::new(PromptApi::new(state))
+    let prompts = PromptServiceServer::new(PromptApi::new(state.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let alerts = AlertServiceServer::new(AlertApi::new(state, config.alerts.heartbeat_interval))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
     // Small gRPC frames must not wait for Nagle's algorithm.
@@ -117,18 +126,69 @@ fn grpc_server(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(prompts)
+        .add_service(alerts)
         .serve_with_incoming_shutdown(incoming, stop.cancelled_owned()))
 }
 
-async fn open_storage(config: &Config, state: &ServiceState) -> anyhow::Result<SqliteStore> {
+/// Opens storage, loads the domain services into `state`, and starts their background
+/// work (webhook delivery, alert retention), which ends when `stop` is cancelled.
+async fn open_storage(
+    config: &Config,
+    state: &ServiceState,
+    stop: &CancellationToken,
+) -> anyhow::Result<(SqliteStore, Vec<tokio::task::JoinHandle<()>>)> {
+    let receivers = config.webhook_receivers()?;
     let store = SqliteStore::open(&config.data_dir, config.durability.into())
         .await
         .with_context(|| format!("opening storage in {}", config.data_dir.display()))?;
-    let registry = Registry::open(Arc::new(store.clone()), config.registry_limits())
+    let shared = Arc::new(store.clone());
+    let registry = Registry::open(shared.clone(), config.registry_limits())
         .await
         .context("loading the prompt registry")?;
     state.set_registry(Arc::new(registry));
-    Ok(store)
+    let alerts = AlertService::open(
+        shared.clone(),
+        receivers.clone(),
+        config.alerts.external_url.clone(),
+    )
+    .await
+    .context("loading alerts")?;
+    let alerts = Arc::new(alerts);
+    state.set_alerts(alerts.clone());
+
+    let sender = WebhookSender::new(shared, &receivers);
+    let sender_stop = stop.clone();
+    let webhooks = tokio::spawn(async move { sender.run(sender_stop.cancelled_owned()).await });
+    let retention = tokio::spawn(prune_alerts(
+        alerts,
+        config.alerts.retention,
+        config.alerts.prune_interval,
+        stop.clone(),
+    ));
+    Ok((store, vec![webhooks, retention]))
+}
+
+/// Prunes resolved alerts and old alert events every `interval` until `stop`.
+async fn prune_alerts(
+    alerts: Arc<AlertService>,
+    retention: std::time::Duration,
+    interval: std::time::Duration,
+    stop: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let cutoff = chrono::Utc::now()
+            - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+        match alerts.prune(cutoff).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, %cutoff, "pruned resolved alerts"),
+            Err(err) => tracing::warn!(error = %err, "pruning alerts failed; will retry"),
+        }
+    }
 }
 
 async fn set_health(health: &HealthReporter, status: ServingStatus) {

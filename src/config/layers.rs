@@ -65,6 +65,14 @@ pub enum ConfigError {
         /// Where the bad value came from.
         origin: ConfigSource,
     },
+    /// A value is well-formed but unusable at start-up (a secret's variable is unset).
+    #[error("config key `{key}`: {message}")]
+    Unusable {
+        /// The key, dotted.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// The effective configuration with the source of every key.

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use llmops::config::Config;
+use llmops::pb::alert_service_client::AlertServiceClient;
 use llmops::pb::prompt_service_client::PromptServiceClient;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -98,6 +99,10 @@ impl TestServer {
 
     pub fn prompts(&self) -> PromptServiceClient<Channel> {
         PromptServiceClient::new(self.channel.clone())
+    }
+
+    pub fn alerts(&self) -> AlertServiceClient<Channel> {
+        AlertServiceClient::new(self.channel.clone())
     }
 
     /// Begins shutdown and waits for the server to finish.

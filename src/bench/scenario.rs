@@ -1,0 +1,211 @@
+//! The scenarios: what each one sets up and which request it sends.
+//!
+//! Adding a scenario: add a [`Scenario`] variant (its doc comment is its `--help` text),
+//! its name, its setup (if it reads data) and a [`Caller`] variant that sends its request.
+
+use std::collections::HashMap;
+
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+use super::load::Call;
+use crate::pb;
+use crate::pb::prompt_service_client::PromptServiceClient;
+
+/// The prompt the prompt scenarios read.
+const PROMPT_NAME: &str = "bench-prompt";
+/// Its only version.
+const PROMPT_VERSION: &str = "1.0.0";
+/// A typical small review prompt with three variables.
+const PROMPT_TEMPLATE: &str = "Review this {{ language }} code for {{ focus_area }}: {{ code }}";
+/// The variables of [`PROMPT_TEMPLATE`] and the values rendered with.
+const PROMPT_VARIABLES: [(&str, &str, &str); 3] = [
+    ("language", "The programming language", "rust"),
+    ("focus_area", "What to look for", "error handling"),
+    (
+        "code",
+        "The code to review",
+        "fn main() {\n    let n: u32 = std::env::args().count().try_into().unwrap();\n    println!(\"{n}\");\n}",
+    ),
+];
+
+/// One kind of request the load tool can measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum Scenario {
+    /// grpc.health.v1.Health/Check: the floor set by the transport and framework.
+    Health,
+    /// GetPromptVersion of one prompt version by name and version.
+    GetPrompt,
+    /// RenderPrompt of a three-variable template.
+    Render,
+}
+
+impl Scenario {
+    /// Every scenario, in the order they run.
+    pub(crate) const ALL: [Self; 3] = [Self::Health, Self::GetPrompt, Self::Render];
+
+    /// The name used on the command line and in reports.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Health => "health",
+            Self::GetPrompt => "get-prompt",
+            Self::Render => "render",
+        }
+    }
+
+    /// Creates what the scenario reads. Safe to run again against the same server.
+    pub(crate) async fn setup(self, channel: Channel) -> anyhow::Result<()> {
+        match self {
+            Self::Health => Ok(()),
+            Self::GetPrompt | Self::Render => create_bench_prompt(channel).await,
+        }
+    }
+
+    /// A caller sending this scenario's request over `channel`.
+    pub(crate) fn caller(self, channel: Channel) -> Caller {
+        match self {
+            Self::Health => Caller::Health(HealthClient::new(channel)),
+            Self::GetPrompt => Caller::GetPrompt(
+                PromptServiceClient::new(channel),
+                pb::GetPromptVersionRequest {
+                    name: PROMPT_NAME.into(),
+                    version: PROMPT_VERSION.into(),
+                    label: String::new(),
+                },
+            ),
+            Self::Render => Caller::Render(
+                PromptServiceClient::new(channel),
+                pb::RenderPromptRequest {
+                    name: PROMPT_NAME.into(),
+                    version: PROMPT_VERSION.into(),
+                    label: String::new(),
+                    variables: render_values(),
+                },
+            ),
+        }
+    }
+}
+
+/// The selected scenarios without repeats, in [`Scenario::ALL`] order (health first, so
+/// the others can be compared with it).
+pub(crate) fn run_order(selected: &[Scenario]) -> Vec<Scenario> {
+    Scenario::ALL
+        .into_iter()
+        .filter(|scenario| selected.contains(scenario))
+        .collect()
+}
+
+/// A client with its prepared request, for one in-flight stream.
+#[derive(Debug)]
+pub(crate) enum Caller {
+    /// Health/Check of the overall status.
+    Health(HealthClient<Channel>),
+    /// GetPromptVersion.
+    GetPrompt(PromptServiceClient<Channel>, pb::GetPromptVersionRequest),
+    /// RenderPrompt.
+    Render(PromptServiceClient<Channel>, pb::RenderPromptRequest),
+}
+
+impl Call for Caller {
+    async fn call(&mut self) -> Result<(), Status> {
+        match self {
+            Self::Health(client) => {
+                let request = HealthCheckRequest {
+                    service: String::new(),
+                };
+                let status = client.check(request).await?.into_inner().status();
+                if status == ServingStatus::Serving {
+                    Ok(())
+                } else {
+                    Err(Status::unavailable(format!(
+                        "health status is {}",
+                        status.as_str_name()
+                    )))
+                }
+            }
+            Self::GetPrompt(client, request) => {
+                client.get_prompt_version(request.clone()).await?;
+                Ok(())
+            }
+            Self::Render(client, request) => {
+                client.render_prompt(request.clone()).await?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Creates `bench-prompt` 1.0.0; a version left by an earlier run is fine.
+async fn create_bench_prompt(channel: Channel) -> anyhow::Result<()> {
+    let variables = PROMPT_VARIABLES
+        .iter()
+        .map(|(name, description, _)| pb::PromptVariable {
+            name: (*name).into(),
+            r#type: pb::VariableType::String.into(),
+            required: true,
+            description: (*description).into(),
+            ..Default::default()
+        })
+        .collect();
+    let request = pb::CreatePromptVersionRequest {
+        prompt_version: Some(pb::PromptVersion {
+            name: PROMPT_NAME.into(),
+            version: PROMPT_VERSION.into(),
+            template: PROMPT_TEMPLATE.into(),
+            variables,
+            description: "Created by llmops bench.".into(),
+            commit_message: "llmops bench".into(),
+            ..Default::default()
+        }),
+    };
+    match PromptServiceClient::new(channel)
+        .create_prompt_version(request)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(status) if status.code() == Code::AlreadyExists => Ok(()),
+        Err(status) => Err(anyhow::anyhow!(
+            "cannot create {PROMPT_NAME} {PROMPT_VERSION}: {status}"
+        )),
+    }
+}
+
+/// The values [`Scenario::Render`] renders with.
+fn render_values() -> HashMap<String, prost_types::Value> {
+    PROMPT_VARIABLES
+        .iter()
+        .map(|(name, _, value)| {
+            let value = prost_types::Value {
+                kind: Some(prost_types::value::Kind::StringValue((*value).into())),
+            };
+            ((*name).to_owned(), value)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_names_match_report_names() {
+        use clap::ValueEnum as _;
+        for scenario in Scenario::ALL {
+            let value = scenario.to_possible_value().unwrap();
+            assert_eq!(value.get_name(), scenario.name());
+        }
+        assert_eq!(Scenario::value_variants(), Scenario::ALL);
+    }
+
+    #[test]
+    fn the_render_values_cover_the_template() {
+        let values = render_values();
+        for (name, _, _) in PROMPT_VARIABLES {
+            assert!(PROMPT_TEMPLATE.contains(&format!("{{{{ {name} }}}}")));
+            assert!(values.contains_key(name));
+        }
+    }
+}

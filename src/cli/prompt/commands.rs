@@ -1,0 +1,480 @@
+//! The calls each `llmops prompt` subcommand makes, and what it prints.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+
+use anyhow::{bail, Context as _};
+use llmops_registry::NewPromptVersion;
+use serde_json::{json, Map, Value as JsonValue};
+use tokio_stream::StreamExt as _;
+use tonic::transport::Channel;
+
+use super::{convert, json, output, vars, LabelCommand, PromptCommand, Selector};
+use crate::cli::files::read_document;
+use crate::cli::values::value_from_json;
+use crate::cli::{connect, status_error, ClientOptions};
+use crate::pb;
+use crate::pb::prompt_service_client::PromptServiceClient;
+
+type Client = PromptServiceClient<Channel>;
+
+/// The most a list request may ask for in one page.
+const MAX_PAGE_SIZE: u32 = 1000;
+
+/// Runs one subcommand. Local inputs (files, `--var`) are read before connecting, so
+/// their errors do not depend on the server.
+pub(crate) async fn run(command: PromptCommand, options: &ClientOptions) -> anyhow::Result<()> {
+    let json = options.json;
+    match command {
+        PromptCommand::Create { file } => {
+            let new: NewPromptVersion = read_document(&file)?;
+            let mut client = client(options).await?;
+            let created = client
+                .create_prompt_version(pb::CreatePromptVersionRequest {
+                    prompt_version: Some(convert::version_to_pb(new)),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print_version(json, created.prompt_version)
+        }
+        PromptCommand::Get { name, selector } => {
+            let mut client = client(options).await?;
+            let version = get_version(&mut client, &name, &selector).await?;
+            print_version(json, Some(version))
+        }
+        PromptCommand::Latest { name } => {
+            let mut client = client(options).await?;
+            let latest = client
+                .get_latest_prompt_version(pb::GetLatestPromptVersionRequest { name })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print_version(json, latest.prompt_version)
+        }
+        PromptCommand::List { limit } => {
+            let client = client(options).await?;
+            let prompts = list_prompts(&client, limit).await?;
+            if json {
+                let items: Vec<_> = prompts.iter().map(json::summary).collect();
+                emit(|out| output::json(out, &JsonValue::Array(items)))
+            } else {
+                emit(|out| output::summaries(out, &prompts))
+            }
+        }
+        PromptCommand::Versions { name, limit } => {
+            let client = client(options).await?;
+            let versions = list_versions(&client, name.unwrap_or_default(), limit).await?;
+            if json {
+                let items: Vec<_> = versions.iter().map(json::version).collect();
+                emit(|out| output::json(out, &JsonValue::Array(items)))
+            } else {
+                emit(|out| output::versions(out, &versions))
+            }
+        }
+        PromptCommand::Activate { name, version } => {
+            let mut client = client(options).await?;
+            let activated = client
+                .activate_prompt_version(pb::ActivatePromptVersionRequest { name, version })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .prompt_version
+                .unwrap_or_default();
+            if json {
+                emit(|out| output::json(out, &json::version(&activated)))
+            } else {
+                emit(|out| writeln!(out, "activated {}@{}", activated.name, activated.version))
+            }
+        }
+        PromptCommand::Label { command } => label(command, options).await,
+        PromptCommand::Delete { name, version, all } => {
+            let mut client = client(options).await?;
+            delete(&mut client, json, name, version, all).await
+        }
+        PromptCommand::Render {
+            name,
+            selector,
+            vars,
+            vars_file,
+        } => {
+            let file_values: Map<String, JsonValue> = match &vars_file {
+                Some(path) => read_document(path)
+                    .with_context(|| format!("--vars-file {}", path.display()))?,
+                None => Map::new(),
+            };
+            let mut client = client(options).await?;
+            render(&mut client, json, name, selector, file_values, &vars).await
+        }
+        PromptCommand::Diff { name, from, to } => {
+            let mut client = client(options).await?;
+            let diff = client
+                .diff_prompt_versions(pb::DiffPromptVersionsRequest {
+                    name,
+                    from_version: from,
+                    to_version: to,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if json {
+                emit(|out| output::json(out, &json::diff(&diff)))
+            } else {
+                emit(|out| output::diff(out, &diff))
+            }
+        }
+        PromptCommand::Watch { name, after } => {
+            let mut client = client(options).await?;
+            watch(&mut client, json, name.unwrap_or_default(), after).await
+        }
+    }
+}
+
+async fn client(options: &ClientOptions) -> anyhow::Result<Client> {
+    Ok(PromptServiceClient::new(connect(options).await?))
+}
+
+/// Writes to stdout (locked for the one answer) and flushes.
+fn emit(write: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> anyhow::Result<()> {
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    write(&mut out)?;
+    out.flush()?;
+    Ok(())
+}
+
+fn print_version(json: bool, version: Option<pb::PromptVersion>) -> anyhow::Result<()> {
+    let version = version.context("the server sent no prompt version")?;
+    if json {
+        emit(|out| output::json(out, &json::version(&version)))
+    } else {
+        emit(|out| output::version(out, &version))
+    }
+}
+
+async fn get_version(
+    client: &mut Client,
+    name: &str,
+    selector: &Selector,
+) -> anyhow::Result<pb::PromptVersion> {
+    client
+        .get_prompt_version(pb::GetPromptVersionRequest {
+            name: name.to_owned(),
+            version: selector.version.clone().unwrap_or_default(),
+            label: selector.label.clone().unwrap_or_default(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .prompt_version
+        .context("the server sent no prompt version")
+}
+
+/// The page size to ask for when `have` items are in hand and at most `limit` are wanted.
+fn page_size(limit: Option<u32>, have: usize) -> i32 {
+    let wanted = limit.map_or(MAX_PAGE_SIZE, |limit| {
+        limit.saturating_sub(u32::try_from(have).unwrap_or(u32::MAX))
+    });
+    // At most MAX_PAGE_SIZE, so the cast cannot truncate.
+    wanted.min(MAX_PAGE_SIZE) as i32
+}
+
+/// Follows `next_page_token` until the last page or until `limit` items are in hand.
+/// `fetch` gets a page size and a token and returns the page's items and next token.
+async fn collect_pages<T, F, Fut>(limit: Option<u32>, mut fetch: F) -> anyhow::Result<Vec<T>>
+where
+    F: FnMut(i32, String) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, String), tonic::Status>>,
+{
+    let mut items = Vec::new();
+    let mut token = String::new();
+    loop {
+        let (page, next) = fetch(page_size(limit, items.len()), token.clone())
+            .await
+            .map_err(status_error)?;
+        items.extend(page);
+        if let Some(limit) = limit {
+            let limit = limit as usize;
+            if items.len() >= limit {
+                items.truncate(limit);
+                break;
+            }
+        }
+        if next.is_empty() {
+            break;
+        }
+        if next == token {
+            bail!("the server returned the same page token twice; stopping");
+        }
+        token = next;
+    }
+    Ok(items)
+}
+
+async fn list_prompts(
+    client: &Client,
+    limit: Option<u32>,
+) -> anyhow::Result<Vec<pb::PromptSummary>> {
+    collect_pages(limit, |page_size, page_token| {
+        let mut client = client.clone();
+        async move {
+            let page = client
+                .list_prompts(pb::ListPromptsRequest {
+                    page_size,
+                    page_token,
+                })
+                .await?
+                .into_inner();
+            Ok((page.prompts, page.next_page_token))
+        }
+    })
+    .await
+}
+
+async fn list_versions(
+    client: &Client,
+    name: String,
+    limit: Option<u32>,
+) -> anyhow::Result<Vec<pb::PromptVersion>> {
+    collect_pages(limit, |page_size, page_token| {
+        let mut client = client.clone();
+        let name = name.clone();
+        async move {
+            let page = client
+                .list_prompt_versions(pb::ListPromptVersionsRequest {
+                    name,
+                    page_size,
+                    page_token,
+                })
+                .await?
+                .into_inner();
+            Ok((page.prompt_versions, page.next_page_token))
+        }
+    })
+    .await
+}
+
+async fn label(command: LabelCommand, options: &ClientOptions) -> anyhow::Result<()> {
+    let json = options.json;
+    let mut client = client(options).await?;
+    match command {
+        LabelCommand::Set {
+            name,
+            label,
+            version,
+        } => {
+            let set = client
+                .set_prompt_label(pb::SetPromptLabelRequest {
+                    name,
+                    label: label.clone(),
+                    version,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let target = set.prompt_version.unwrap_or_default();
+            if json {
+                let value = json!({
+                    "label": label,
+                    "previous_version": set.previous_version,
+                    "prompt_version": json::version(&target),
+                });
+                emit(|out| output::json(out, &value))
+            } else if set.previous_version.is_empty() {
+                emit(|out| writeln!(out, "label {label} set: {}@{}", target.name, target.version))
+            } else {
+                emit(|out| {
+                    writeln!(
+                        out,
+                        "label {label} moved: {}@{} (was {})",
+                        target.name, target.version, set.previous_version
+                    )
+                })
+            }
+        }
+        LabelCommand::Delete { name, label } => {
+            let deleted = client
+                .delete_prompt_label(pb::DeletePromptLabelRequest {
+                    name: name.clone(),
+                    label: label.clone(),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if json {
+                let value = json!({
+                    "name": name,
+                    "label": label,
+                    "previous_version": deleted.previous_version,
+                });
+                emit(|out| output::json(out, &value))
+            } else {
+                emit(|out| {
+                    writeln!(
+                        out,
+                        "label {label} deleted from {name} (was {})",
+                        deleted.previous_version
+                    )
+                })
+            }
+        }
+    }
+}
+
+async fn delete(
+    client: &mut Client,
+    json: bool,
+    name: String,
+    version: Option<String>,
+    all: bool,
+) -> anyhow::Result<()> {
+    match version {
+        Some(version) => {
+            client
+                .delete_prompt_version(pb::DeletePromptVersionRequest {
+                    name: name.clone(),
+                    version: version.clone(),
+                })
+                .await
+                .map_err(status_error)?;
+            if json {
+                emit(|out| output::json(out, &json!({"name": name, "version": version})))
+            } else {
+                emit(|out| writeln!(out, "deleted {name}@{version}"))
+            }
+        }
+        None => {
+            // clap requires one of the two; checked again so a caller building
+            // PromptCommand by hand cannot delete a whole prompt by accident.
+            if !all {
+                bail!("give a version to delete, or --all to delete the whole prompt");
+            }
+            let deleted = client
+                .delete_prompt(pb::DeletePromptRequest { name: name.clone() })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let count = deleted.deleted_versions;
+            if json {
+                emit(|out| output::json(out, &json!({"name": name, "deleted_versions": count})))
+            } else {
+                let plural = if count == 1 { "" } else { "s" };
+                emit(|out| writeln!(out, "deleted prompt {name} ({count} version{plural})"))
+            }
+        }
+    }
+}
+
+async fn render(
+    client: &mut Client,
+    json: bool,
+    name: String,
+    mut selector: Selector,
+    file_values: Map<String, JsonValue>,
+    var_args: &[(String, String)],
+) -> anyhow::Result<()> {
+    let mut declared = BTreeMap::new();
+    if !var_args.is_empty() {
+        // `--var` values are strings: look up the declared types to convert them, and
+        // render exactly the version looked up, so a label moving in between cannot
+        // pair these values with another version's types.
+        let version = get_version(client, &name, &selector).await?;
+        for variable in &version.variables {
+            if let Some(var_type) = convert::type_from_pb(variable.r#type) {
+                declared.insert(variable.name.clone(), var_type);
+            }
+        }
+        selector = Selector {
+            version: Some(version.version),
+            label: None,
+        };
+    }
+    let values = vars::merge(file_values, var_args, &declared)?;
+    let rendered = client
+        .render_prompt(pb::RenderPromptRequest {
+            name,
+            version: selector.version.unwrap_or_default(),
+            label: selector.label.unwrap_or_default(),
+            variables: values
+                .iter()
+                .map(|(k, v)| (k.clone(), value_from_json(v)))
+                .collect(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if json {
+        emit(|out| output::json(out, &json::rendered(&rendered)))
+    } else {
+        emit(|out| output::rendered(out, &rendered))
+    }
+}
+
+async fn watch(
+    client: &mut Client,
+    json: bool,
+    name: String,
+    after: Option<u64>,
+) -> anyhow::Result<()> {
+    let mut events = client
+        .watch_prompts(pb::WatchPromptsRequest {
+            name,
+            after_sequence: after,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    while let Some(event) = events.next().await {
+        let event = event.map_err(status_error)?;
+        if json {
+            emit(|out| output::json_line(out, &json::event(&event)))?;
+        } else {
+            emit(|out| writeln!(out, "{}", output::event_line(&event)))?;
+        }
+    }
+    // The server ends the stream when it shuts down.
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_sizes_respect_the_limit() {
+        assert_eq!(page_size(None, 0), 1000);
+        assert_eq!(page_size(None, 5000), 1000);
+        assert_eq!(page_size(Some(10), 0), 10);
+        assert_eq!(page_size(Some(10), 4), 6);
+        assert_eq!(page_size(Some(5000), 0), 1000);
+    }
+
+    #[tokio::test]
+    async fn pages_are_followed_until_the_last_or_the_limit() {
+        let pages = |page_size: i32, token: String| async move {
+            let start: usize = token.parse().unwrap_or(0);
+            // The server may return fewer than asked: at most 10 here.
+            let end = (start + (page_size as usize).min(10)).min(25);
+            let next = if end < 25 {
+                end.to_string()
+            } else {
+                String::new()
+            };
+            Ok::<_, tonic::Status>(((start..end).collect::<Vec<_>>(), next))
+        };
+        assert_eq!(collect_pages(None, pages).await.unwrap().len(), 25);
+        assert_eq!(
+            collect_pages(Some(7), pages).await.unwrap(),
+            (0..7).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            collect_pages(Some(13), pages).await.unwrap(),
+            (0..13).collect::<Vec<_>>()
+        );
+        let err = collect_pages(None, |_, _| async {
+            Ok::<_, tonic::Status>((vec![1], "same".to_owned()))
+        })
+        .await;
+        assert!(err.is_err());
+    }
+}
