@@ -79,24 +79,34 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// A gRPC status as a clear error: `<CODE>: <message>`, then one indented
-/// `  <field>: <description>` line per `google.rpc.BadRequest` field violation.
+/// `  <field>: <description>` line per `google.rpc.BadRequest` field violation (the
+/// message is left out when it only restates the violations).
 pub(crate) fn status_error(status: Status) -> anyhow::Error {
     anyhow::Error::msg(describe_status(&status))
 }
 
 fn describe_status(status: &Status) -> String {
+    let violations: Vec<String> = status
+        .get_details_bad_request()
+        .map(|bad_request| {
+            bad_request
+                .field_violations
+                .into_iter()
+                .map(|v| format!("{}: {}", v.field, v.description))
+                .collect()
+        })
+        .unwrap_or_default();
     let mut text = code_name(status.code()).to_owned();
-    if !status.message().is_empty() {
+    // This server's message restates the violations on one line (for clients that do
+    // not read details); they follow one per line, so do not print them twice.
+    let restated = !violations.is_empty() && status.message() == violations.join("; ");
+    if !status.message().is_empty() && !restated {
         text.push_str(": ");
         text.push_str(status.message());
     }
-    if let Some(bad_request) = status.get_details_bad_request() {
-        for violation in bad_request.field_violations {
-            text.push_str(&format!(
-                "\n  {}: {}",
-                violation.field, violation.description
-            ));
-        }
+    for violation in violations {
+        text.push_str("\n  ");
+        text.push_str(&violation);
     }
     text
 }
@@ -157,6 +167,23 @@ mod tests {
         assert_eq!(
             describe_status(&status),
             "INVALID_ARGUMENT: bad variables\n  variables.n: must be an int, got a string\n  variables.x: is required"
+        );
+    }
+
+    #[test]
+    fn a_message_that_restates_the_violations_is_not_repeated() {
+        let details = ErrorDetails::with_bad_request(vec![
+            FieldViolation::new("variables.n", "bad"),
+            FieldViolation::new("variables.x", "is required"),
+        ]);
+        let status = Status::with_error_details(
+            Code::InvalidArgument,
+            "variables.n: bad; variables.x: is required",
+            details,
+        );
+        assert_eq!(
+            describe_status(&status),
+            "INVALID_ARGUMENT\n  variables.n: bad\n  variables.x: is required"
         );
     }
 

@@ -280,26 +280,4 @@ mod tests {
         assert!(cli.client.json);
         assert_eq!(cli.client.server, "h:1");
     }
-
-    #[tokio::test]
-    #[ignore]
-    async fn zz_smoke() {
-        let script = std::fs::read_to_string("/tmp/cli-smoke/script").unwrap();
-        for line in script.lines().filter(|l| !l.trim().is_empty()) {
-            println!("\n$ {line}");
-            let mut argv = vec!["llmops".to_owned()];
-            argv.extend(line.split_whitespace().map(|s| s.replace('~', " ")));
-            let cli = match Cli::try_parse_from(argv) {
-                Ok(cli) => cli,
-                Err(err) => {
-                    println!("PARSE: {err}");
-                    continue;
-                }
-            };
-            let Top::Prompt(args) = cli.command;
-            if let Err(err) = run(args, &cli.client).await {
-                println!("error: {err:#}");
-            }
-        }
-    }
 }

@@ -99,8 +99,7 @@ pub(crate) async fn run(command: PromptCommand, options: &ClientOptions) -> anyh
             vars_file,
         } => {
             let file_values: Map<String, JsonValue> = match &vars_file {
-                Some(path) => read_document(path)
-                    .with_context(|| format!("--vars-file {}", path.display()))?,
+                Some(path) => read_document(path)?,
                 None => Map::new(),
             };
             let mut client = client(options).await?;
