@@ -2,7 +2,7 @@
 //! converts the answer back. Domain crates know nothing of protobuf.
 
 mod alerts;
-mod convert;
+pub(crate) mod convert;
 mod prompts;
 mod status;
 

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+pub(crate) use grpc_metrics::code_name;
 pub use grpc_metrics::{GrpcMetricsLayer, HANDLING_SECONDS, REQUESTS_TOTAL};
 
 use crate::config::LogFormat;

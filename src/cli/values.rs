@@ -3,36 +3,13 @@
 
 use chrono::{DateTime, SecondsFormat};
 use prost_types::value::Kind;
-use prost_types::{ListValue, Struct, Timestamp, Value};
+use prost_types::{Struct, Timestamp, Value};
 use serde_json::{Map, Number, Value as JsonValue};
 
 /// The largest integer a double holds exactly.
 const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_992.0;
 
-/// JSON as a protobuf `Value` (every number becomes a double, as protobuf requires).
-pub(crate) fn value_from_json(value: &JsonValue) -> Value {
-    let kind = match value {
-        JsonValue::Null => Kind::NullValue(0),
-        JsonValue::Bool(b) => Kind::BoolValue(*b),
-        JsonValue::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(f64::NAN)),
-        JsonValue::String(s) => Kind::StringValue(s.clone()),
-        JsonValue::Array(items) => Kind::ListValue(ListValue {
-            values: items.iter().map(value_from_json).collect(),
-        }),
-        JsonValue::Object(map) => Kind::StructValue(struct_from_json(map)),
-    };
-    Value { kind: Some(kind) }
-}
-
-/// A JSON object as a protobuf `Struct`.
-pub(crate) fn struct_from_json(map: &Map<String, JsonValue>) -> Struct {
-    Struct {
-        fields: map
-            .iter()
-            .map(|(k, v)| (k.clone(), value_from_json(v)))
-            .collect(),
-    }
-}
+pub(crate) use crate::grpc::convert::{struct_from_json, value_from_json};
 
 /// A protobuf `Value` as JSON, for printing. Whole numbers print as integers (`3`, not
 /// `3.0`); non-finite numbers, which JSON cannot hold, become null.

@@ -100,7 +100,7 @@ where
 }
 
 /// The canonical names of the codes, as gRPC libraries print them.
-fn code_name(code: Code) -> &'static str {
+pub(crate) fn code_name(code: Code) -> &'static str {
     match code {
         Code::Ok => "OK",
         Code::Cancelled => "CANCELLED",
