@@ -5,7 +5,9 @@
 //! the `llmops prompt ...` commands in [`prompt`], protobuf/JSON value conversions in
 //! `values` and JSON/YAML file reading in `files`.
 
+pub mod alerts;
 mod files;
+mod output;
 pub mod prompt;
 mod values;
 

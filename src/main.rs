@@ -30,6 +30,8 @@ enum Command {
     },
     /// Manage prompt versions, labels, renders and diffs.
     Prompt(cli::prompt::PromptArgs),
+    /// List, acknowledge and resolve alerts; follow the alert stream.
+    Alerts(cli::alerts::AlertsArgs),
     /// Drive load against a server and report throughput and latency.
     Bench(bench::BenchArgs),
 }
@@ -137,6 +139,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Prompt(args) => cli::prompt::run(args, &cli.client).await,
+        Command::Alerts(args) => cli::alerts::run(args, &cli.client).await,
         Command::Bench(args) => bench::run(args).await,
     }
 }

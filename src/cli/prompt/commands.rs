@@ -1,7 +1,6 @@
 //! The calls each `llmops prompt` subcommand makes, and what it prints.
 
 use std::collections::BTreeMap;
-use std::io::{self, Write};
 
 use anyhow::{bail, Context as _};
 use llmops_registry::NewPromptVersion;
@@ -11,6 +10,7 @@ use tonic::transport::Channel;
 
 use super::{convert, json, output, vars, LabelCommand, PromptCommand, Selector};
 use crate::cli::files::read_document;
+use crate::cli::output::emit;
 use crate::cli::values::value_from_json;
 use crate::cli::{connect, status_error, ClientOptions};
 use crate::pb;
@@ -131,15 +131,6 @@ pub(crate) async fn run(command: PromptCommand, options: &ClientOptions) -> anyh
 
 async fn client(options: &ClientOptions) -> anyhow::Result<Client> {
     Ok(PromptServiceClient::new(connect(options).await?))
-}
-
-/// Writes to stdout (locked for the one answer) and flushes.
-fn emit(write: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> anyhow::Result<()> {
-    let stdout = io::stdout();
-    let mut out = stdout.lock();
-    write(&mut out)?;
-    out.flush()?;
-    Ok(())
 }
 
 fn print_version(json: bool, version: Option<pb::PromptVersion>) -> anyhow::Result<()> {

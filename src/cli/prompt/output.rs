@@ -2,44 +2,13 @@
 
 use std::io::{self, Write};
 
-use comfy_table::{presets, Table};
 use serde_json::Value as JsonValue;
 
 use super::convert::{change_kind_name, event_kind_name, type_name};
+pub(crate) use crate::cli::output::{json, json_line};
+use crate::cli::output::{table, write_table};
 use crate::cli::values::{json_from_struct, json_from_value, rfc3339};
 use crate::pb;
-
-/// Writes `value` as pretty JSON and a newline.
-pub(crate) fn json(out: &mut dyn Write, value: &JsonValue) -> io::Result<()> {
-    serde_json::to_writer_pretty(&mut *out, value)?;
-    writeln!(out)
-}
-
-/// Writes `value` as JSON on one line (for streams: one object per line).
-pub(crate) fn json_line(out: &mut dyn Write, value: &JsonValue) -> io::Result<()> {
-    serde_json::to_writer(&mut *out, value)?;
-    writeln!(out)
-}
-
-/// A table with no borders and two spaces between columns.
-fn table(header: &[&str]) -> Table {
-    let mut table = Table::new();
-    table.load_preset(presets::NOTHING);
-    if !header.is_empty() {
-        table.set_header(header.to_vec());
-    }
-    table
-}
-
-fn write_table(out: &mut dyn Write, mut table: Table) -> io::Result<()> {
-    for column in table.column_iter_mut() {
-        column.set_padding((0, 2));
-    }
-    for line in table.lines() {
-        writeln!(out, "{}", line.trim_end())?;
-    }
-    Ok(())
-}
 
 fn yes_no(b: bool) -> &'static str {
     if b {
