@@ -10,9 +10,15 @@
 //! Without `--server` the tool starts its own server (this same executable, `serve`, on a
 //! free port with a temporary data directory) and stops it when it is done.
 //!
+//! The `fanout` scenario is different, and runs only when named: thousands of alert
+//! subscribers while alerts are created at a fixed rate, reporting delivery latency and
+//! the server's memory per subscriber (see `fanout`). It runs after the others.
+//!
 //! The pieces: [`Scenario`] and its requests live in `scenario`, the closed-loop driver
-//! and latency histograms in `load`, the spawned server in `server`, output in `report`.
+//! and latency histograms in `load`, the fan-out scenario in `fanout`, the spawned server
+//! in `server`, output in `report`.
 
+mod fanout;
 mod load;
 mod report;
 mod scenario;
@@ -23,8 +29,9 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use tonic::transport::Endpoint;
 
+use self::fanout::FanoutShape;
 use self::load::{Call as _, LoadShape};
-use self::report::Row;
+use self::report::{FanoutRow, Row};
 pub use self::scenario::Scenario;
 use self::server::SpawnedServer;
 
@@ -56,7 +63,9 @@ pub struct BenchArgs {
         hide_default_value = true
     )]
     pub server: Option<String>,
-    /// The scenarios to run, comma-separated. `health` always runs first.
+    /// The scenarios to run, comma-separated. `health` always runs first. `fanout` is
+    /// not in the default list (it opens 10,000 subscriptions): ask for it by name, e.g.
+    /// `--scenarios fanout`.
     #[arg(
         long,
         value_enum,
@@ -76,6 +85,18 @@ pub struct BenchArgs {
     /// How long each scenario runs before measuring starts (not recorded).
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub warmup: Duration,
+    /// `fanout`: concurrent Subscribe streams, each matching every alert.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub subscribers: usize,
+    /// `fanout`: separate HTTP/2 connections the subscribers are spread over.
+    #[arg(long, value_name = "C", default_value_t = 100)]
+    pub subscriber_connections: usize,
+    /// `fanout`: alerts created per second.
+    #[arg(long, value_name = "PER_SECOND", default_value_t = 5.0)]
+    pub alert_rate: f64,
+    /// `fanout`: how long alerts are created for, e.g. `30s`.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub fanout_duration: Duration,
     /// Print the results as a JSON array instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -92,6 +113,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         bail!("--duration must be longer than zero");
     }
     let scenarios = scenario::run_order(&args.scenarios);
+    let fanout = args.fanout_shape()?;
+    let closed_loop: Vec<_> = scenarios
+        .into_iter()
+        .filter(|scenario| scenario.is_closed_loop())
+        .collect();
     let shape = LoadShape {
         connections: args.connections,
         streams: args.streams,
@@ -117,18 +143,50 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT);
 
-    let rows = tokio::select! {
-        rows = run_all(&endpoint, &scenarios, shape) => rows?,
+    let server_pid = spawned.as_ref().map(SpawnedServer::pid);
+    let (rows, fanout) = tokio::select! {
+        results = async {
+            let rows = run_all(&endpoint, &closed_loop, shape).await?;
+            let fanout = match fanout {
+                Some(fanout) => Some(run_fanout(&endpoint, fanout, server_pid).await?),
+                None => None,
+            };
+            anyhow::Ok((rows, fanout))
+        } => results?,
         // Returning (rather than dying of the signal) stops and removes a spawned server.
         _ = tokio::signal::ctrl_c() => bail!("interrupted"),
     };
     if args.json {
-        report::print_json(&rows)?;
+        report::print_json(&rows, fanout.as_ref())?;
     } else {
-        report::print_table(&rows, shape, &url);
+        if !rows.is_empty() {
+            report::print_table(&rows, shape, &url);
+        }
+        if let Some(fanout) = &fanout {
+            report::print_fanout(fanout, &url);
+        }
     }
     drop(spawned);
     Ok(())
+}
+
+/// Runs the fanout scenario; `server_pid` is the server's process when the tool started
+/// it (for its memory).
+async fn run_fanout(
+    endpoint: &Endpoint,
+    shape: FanoutShape,
+    server_pid: Option<u32>,
+) -> anyhow::Result<FanoutRow> {
+    let outcome = fanout::run(endpoint, shape, server_pid)
+        .await
+        .context("running scenario fanout")?;
+    if let Some(error) = &outcome.first_error {
+        eprintln!(
+            "fanout: {} stream errors; the first: {error}",
+            outcome.stream_errors
+        );
+    }
+    Ok(FanoutRow::new(&outcome))
 }
 
 /// Runs `scenarios` in order, each compared with the health floor if it ran before.
@@ -190,6 +248,28 @@ async fn run_scenario(
 }
 
 impl BenchArgs {
+    /// The fanout scenario's shape, when it was asked for.
+    fn fanout_shape(&self) -> anyhow::Result<Option<FanoutShape>> {
+        if !self.scenarios.contains(&Scenario::Fanout) {
+            return Ok(None);
+        }
+        if self.subscribers == 0 || self.subscriber_connections == 0 {
+            bail!("--subscribers and --subscriber-connections must be at least 1");
+        }
+        if !(self.alert_rate.is_finite() && self.alert_rate > 0.0) {
+            bail!("--alert-rate must be a number above zero");
+        }
+        if self.fanout_duration.is_zero() {
+            bail!("--fanout-duration must be longer than zero");
+        }
+        Ok(Some(FanoutShape {
+            subscribers: self.subscribers,
+            connections: self.subscriber_connections,
+            alert_rate: self.alert_rate,
+            duration: self.fanout_duration,
+        }))
+    }
+
     /// The URL of the server to load, `None` to start one.
     fn target(&self) -> Option<String> {
         self.server
@@ -222,13 +302,55 @@ mod tests {
     }
 
     #[test]
-    fn defaults_run_every_scenario() {
+    fn defaults_run_every_closed_loop_scenario_but_not_fanout() {
         let args = Cli::parse_from(["bench"]).bench;
-        assert_eq!(args.scenarios, Scenario::ALL);
+        assert_eq!(args.scenarios, Scenario::CLOSED_LOOP);
         assert_eq!((args.connections, args.streams), (4, 16));
         assert_eq!(args.duration, Duration::from_secs(10));
         assert_eq!(args.warmup, Duration::from_secs(2));
         assert!(args.target().is_none() && !args.json);
+        assert_eq!(args.fanout_shape().unwrap(), None);
+    }
+
+    #[test]
+    fn fanout_flags_parse_with_the_issues_defaults() {
+        let args = Cli::parse_from(["bench", "--scenarios", "fanout"]).bench;
+        let shape = args.fanout_shape().unwrap().unwrap();
+        assert_eq!((shape.subscribers, shape.connections), (10_000, 100));
+        assert_eq!(shape.alert_rate, 5.0);
+        assert_eq!(shape.duration, Duration::from_secs(30));
+
+        let small = [
+            "bench",
+            "--scenarios",
+            "health,fanout",
+            "--subscribers",
+            "1000",
+            "--subscriber-connections",
+            "10",
+            "--alert-rate",
+            "2.5",
+            "--fanout-duration",
+            "5s",
+        ];
+        let args = Cli::parse_from(small).bench;
+        assert_eq!(
+            scenario::run_order(&args.scenarios),
+            [Scenario::Health, Scenario::Fanout]
+        );
+        let shape = args.fanout_shape().unwrap().unwrap();
+        assert_eq!((shape.subscribers, shape.connections), (1000, 10));
+        assert_eq!(shape.alerts(), 13);
+
+        for bad in [
+            ["--subscribers", "0"],
+            ["--alert-rate", "0"],
+            ["--alert-rate", "NaN"],
+            ["--fanout-duration", "0s"],
+        ] {
+            let args = Cli::parse_from(["bench", "--scenarios", "fanout", bad[0], bad[1]]).bench;
+            assert!(args.fanout_shape().is_err(), "{bad:?}");
+        }
     }
 
     #[test]
@@ -332,7 +454,9 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         for _ in 0..2 {
-            let rows = run_all(&endpoint, &Scenario::ALL, shape).await.unwrap();
+            let rows = run_all(&endpoint, &Scenario::CLOSED_LOOP, shape)
+                .await
+                .unwrap();
             let names: Vec<_> = rows.iter().map(|row| row.scenario).collect();
             assert_eq!(names, ["health", "get-prompt", "render"]);
             for row in &rows {

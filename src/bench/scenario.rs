@@ -2,6 +2,8 @@
 //!
 //! Adding a scenario: add a [`Scenario`] variant (its doc comment is its `--help` text),
 //! its name, its setup (if it reads data) and a [`Caller`] variant that sends its request.
+//! `fanout` is the exception: it is not a closed loop of one request, and runs its own
+//! course in `fanout`.
 
 use std::collections::HashMap;
 
@@ -41,11 +43,16 @@ pub enum Scenario {
     GetPrompt,
     /// RenderPrompt of a three-variable template.
     Render,
+    /// Alert Subscribe fan-out: many subscribers, alerts created at a fixed rate;
+    /// delivery latency and server memory per subscriber. Only run when named.
+    Fanout,
 }
 
 impl Scenario {
     /// Every scenario, in the order they run.
-    pub(crate) const ALL: [Self; 3] = [Self::Health, Self::GetPrompt, Self::Render];
+    pub(crate) const ALL: [Self; 4] = [Self::Health, Self::GetPrompt, Self::Render, Self::Fanout];
+    /// The closed-loop request scenarios, run by `load`; the default selection.
+    pub(crate) const CLOSED_LOOP: [Self; 3] = [Self::Health, Self::GetPrompt, Self::Render];
 
     /// The name used on the command line and in reports.
     pub(crate) fn name(self) -> &'static str {
@@ -53,18 +60,30 @@ impl Scenario {
             Self::Health => "health",
             Self::GetPrompt => "get-prompt",
             Self::Render => "render",
+            Self::Fanout => "fanout",
         }
+    }
+
+    /// Whether this is a closed loop of one request (see `load`), with a [`Caller`].
+    pub(crate) fn is_closed_loop(self) -> bool {
+        Self::CLOSED_LOOP.contains(&self)
     }
 
     /// Creates what the scenario reads. Safe to run again against the same server.
     pub(crate) async fn setup(self, channel: Channel) -> anyhow::Result<()> {
         match self {
-            Self::Health => Ok(()),
+            // Fanout creates its alerts as it runs.
+            Self::Health | Self::Fanout => Ok(()),
             Self::GetPrompt | Self::Render => create_bench_prompt(channel).await,
         }
     }
 
     /// A caller sending this scenario's request over `channel`.
+    ///
+    /// # Panics
+    ///
+    /// For a scenario that is not [closed-loop](Self::is_closed_loop); `bench::run`
+    /// sends those elsewhere.
     pub(crate) fn caller(self, channel: Channel) -> Caller {
         match self {
             Self::Health => Caller::Health(HealthClient::new(channel)),
@@ -85,6 +104,7 @@ impl Scenario {
                     variables: render_values(),
                 },
             ),
+            Self::Fanout => unreachable!("fanout is not a closed-loop scenario"),
         }
     }
 }
@@ -198,6 +218,15 @@ mod tests {
             assert_eq!(value.get_name(), scenario.name());
         }
         assert_eq!(Scenario::value_variants(), Scenario::ALL);
+    }
+
+    #[test]
+    fn only_fanout_is_not_a_closed_loop() {
+        let open: Vec<_> = Scenario::ALL
+            .into_iter()
+            .filter(|scenario| !scenario.is_closed_loop())
+            .collect();
+        assert_eq!(open, [Scenario::Fanout]);
     }
 
     #[test]

@@ -73,6 +73,11 @@ impl SpawnedServer {
         &self.url
     }
 
+    /// The server's process id, for reading its memory from `/proc`.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     async fn wait_until_serving(&mut self) -> anyhow::Result<()> {
         let endpoint = Endpoint::from_shared(self.url.clone())?
             .connect_timeout(POLL_INTERVAL * 10)
