@@ -5,8 +5,6 @@ mod messages;
 use std::time::Duration;
 
 use llmops_alerts::{AlertError, AlertFilter, AlertService, SubscriptionFilter};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use self::messages::{
@@ -14,13 +12,10 @@ use self::messages::{
     time,
 };
 use crate::grpc::status::invalid_field;
-use crate::grpc::ServiceState;
+use crate::grpc::{response_stream, ResponseStream, ServiceState};
 use crate::pb;
 use crate::pb::alert_service_server::AlertService as AlertServiceRpc;
 
-/// Events a subscription buffers for a slow client; past that its producer waits and
-/// the subscription falls behind the live feed, then catches up from storage.
-const SUBSCRIBE_BUFFER: usize = 32;
 const DEFAULT_PAGE_SIZE: usize = 50;
 const MAX_PAGE_SIZE: usize = 1000;
 const MAX_ACK_BY_BYTES: usize = 256;
@@ -74,8 +69,30 @@ impl Drop for SubscriberGauge {
     }
 }
 
-/// The stream type of Subscribe.
-pub(crate) type SubscribeStream = ReceiverStream<Result<pb::AlertEvent, Status>>;
+/// One subscriber's state; dropping it (the client went away) unsubscribes.
+struct Subscriber {
+    subscription: llmops_alerts::Subscription<llmops_alerts::AlertEvent>,
+    heartbeats: tokio::time::Interval,
+    _counted: SubscriberGauge,
+}
+
+impl Subscriber {
+    /// The next event or heartbeat. A slow client simply polls later: the subscription
+    /// falls behind the live feed and catches up from storage, losing nothing.
+    async fn next(mut self) -> Option<(Result<pb::AlertEvent, Status>, Self)> {
+        let item = tokio::select! {
+            // The subscriber's own cursor is the sequence it may safely resume from:
+            // everything up to it has been delivered or did not match.
+            _ = self.heartbeats.tick() => Ok(heartbeat(self.subscription.cursor())),
+            event = self.subscription.next() => match event {
+                Ok(Some(event)) => Ok(event_to_pb(&event)),
+                Ok(None) => return None,
+                Err(message) => Err(Status::unavailable(message)),
+            },
+        };
+        Some((item, self))
+    }
+}
 
 #[tonic::async_trait]
 impl AlertServiceRpc for AlertApi {
@@ -204,7 +221,7 @@ impl AlertServiceRpc for AlertApi {
         }))
     }
 
-    type SubscribeStream = SubscribeStream;
+    type SubscribeStream = ResponseStream<pb::AlertEvent>;
 
     async fn subscribe(
         &self,
@@ -227,39 +244,23 @@ impl AlertServiceRpc for AlertApi {
             },
             sources,
         };
-        let mut subscription = self
+        let subscription = self
             .alerts()?
             .subscribe(filter, after_sequence)
             .await
             .map_err(alert_status)?;
-        let (sender, receiver) = mpsc::channel(SUBSCRIBE_BUFFER);
-        let shutdown = self.state.shutdown().clone();
         let mut heartbeats = tokio::time::interval(self.heartbeat);
         heartbeats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         heartbeats.reset();
-        // Ends when the client goes away, the server shuts down or storage fails; the
-        // subscription is dropped with it, which unsubscribes.
-        tokio::spawn(async move {
-            let _counted = SubscriberGauge::enter();
-            loop {
-                let message = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = sender.closed() => return,
-                    // The subscriber's own cursor is the sequence it may safely resume
-                    // from: everything up to it has been delivered or did not match.
-                    _ = heartbeats.tick() => Ok(heartbeat(subscription.cursor())),
-                    event = subscription.next() => match event {
-                        Ok(Some(event)) => Ok(event_to_pb(&event)),
-                        Ok(None) => return,
-                        Err(message) => Err(Status::unavailable(message)),
-                    },
-                };
-                let failed = message.is_err();
-                if sender.send(message).await.is_err() || failed {
-                    return;
-                }
-            }
-        });
-        Ok(Response::new(ReceiverStream::new(receiver)))
+        let subscriber = Subscriber {
+            subscription,
+            heartbeats,
+            _counted: SubscriberGauge::enter(),
+        };
+        Ok(Response::new(response_stream(
+            self.state.shutdown(),
+            subscriber,
+            Subscriber::next,
+        )))
     }
 }

@@ -5,8 +5,6 @@ mod messages;
 use std::sync::Arc;
 
 use llmops_registry::{Registry, VersionSelector, WatchItem};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use self::messages::{
@@ -15,12 +13,9 @@ use self::messages::{
 };
 use crate::grpc::convert::timestamp;
 use crate::grpc::status::{invalid_field, registry_status};
-use crate::grpc::ServiceState;
+use crate::grpc::{response_stream, ResponseStream, ServiceState};
 use crate::pb;
 use crate::pb::prompt_service_server::PromptService;
-
-/// How many events a watch stream buffers for a slow client before the producer waits.
-const WATCH_BUFFER: usize = 64;
 
 /// The PromptService adapter.
 #[derive(Debug, Clone)]
@@ -42,9 +37,6 @@ impl PromptApi {
 fn selector(version: &str, label: &str) -> Result<VersionSelector, Status> {
     VersionSelector::from_fields(version, label).map_err(|e| registry_status(e, ""))
 }
-
-/// The stream type of WatchPrompts.
-pub(crate) type WatchPromptsStream = ReceiverStream<Result<pb::PromptEvent, Status>>;
 
 #[tonic::async_trait]
 impl PromptService for PromptApi {
@@ -272,7 +264,7 @@ impl PromptService for PromptApi {
         }))
     }
 
-    type WatchPromptsStream = WatchPromptsStream;
+    type WatchPromptsStream = ResponseStream<pb::PromptEvent>;
 
     async fn watch_prompts(
         &self,
@@ -283,34 +275,24 @@ impl PromptService for PromptApi {
             after_sequence,
         } = request.into_inner();
         let name = (!name.is_empty()).then_some(name);
-        let mut subscription = self
+        let subscription = self
             .registry()?
             .watch(name, after_sequence)
             .await
             .map_err(|e| registry_status(e, ""))?;
-        let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
-        let shutdown = self.state.shutdown().clone();
-        // The producer ends when the client goes away (the receiver is dropped), when the
-        // server shuts down, or when the registry fails; dropping it unsubscribes.
-        tokio::spawn(async move {
-            loop {
-                let item = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = sender.closed() => return,
-                    item = subscription.next() => item,
-                };
-                let message = match item {
+        let stream = response_stream(
+            self.state.shutdown(),
+            subscription,
+            |mut subscription| async move {
+                let item = match subscription.next().await {
                     Ok(Some(item)) => Ok(watch_item_to_pb(item)),
-                    Ok(None) => return,
+                    Ok(None) => return None,
                     Err(err) => Err(registry_status(err, "")),
                 };
-                let failed = message.is_err();
-                if sender.send(message).await.is_err() || failed {
-                    return;
-                }
-            }
-        });
-        Ok(Response::new(ReceiverStream::new(receiver)))
+                Some((item, subscription))
+            },
+        );
+        Ok(Response::new(stream))
     }
 }
 
