@@ -7,6 +7,8 @@
 //! connections are refused, in-flight calls get `shutdown_grace` to finish, and the
 //! store is closed last.
 
+mod connection;
+
 use std::future::Future;
 use std::sync::Arc;
 
@@ -17,7 +19,6 @@ use llmops_registry::Registry;
 use llmops_store::SqliteStore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
@@ -118,8 +119,7 @@ fn grpc_server(
     let alerts = AlertServiceServer::new(AlertApi::new(state, config.alerts.heartbeat_interval))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
-    // Small gRPC frames must not wait for Nagle's algorithm.
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = connection::BatchedWrites::incoming(listener);
     Ok(Server::builder()
         .layer(GrpcMetricsLayer)
         .add_service(health_service)
