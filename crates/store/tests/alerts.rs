@@ -448,3 +448,50 @@ async fn bad_alerts_are_refused_with_the_field() {
         .unwrap()
         .is_empty());
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 12, ..Default::default() })]
+
+    /// A subscriber resuming from any sequence sees every later event exactly once, in
+    /// order, while other tasks keep creating, updating and resolving alerts.
+    #[test]
+    fn resuming_from_any_sequence_sees_every_later_event_once(before in 1u64..15, writers in 1usize..4, per_writer in 1u64..8, cursor_seed in 0u64..100) {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Arc::new(SqliteStore::open(dir.path(), Durability::Normal).await.unwrap());
+            let service = Arc::new(AlertService::open(store, vec![], String::new()).await.unwrap());
+            for i in 0..before {
+                // Every third repeats a fingerprint: a mix of CREATED and UPDATED events.
+                service.create(new_alert(&format!("b{}", i / 3), AlertSeverity::Warning)).await.unwrap();
+            }
+            let cursor = cursor_seed % (before + 1);
+            let mut subscription = service.subscribe(SubscriptionFilter::default(), Some(cursor)).await.unwrap();
+            let tasks: Vec<_> = (0..writers)
+                .map(|w| {
+                    let service = service.clone();
+                    tokio::spawn(async move {
+                        for i in 0..per_writer {
+                            let raised = service.create(new_alert(&format!("w{w}-{i}"), AlertSeverity::Info)).await.unwrap();
+                            if i % 2 == 1 {
+                                service.resolve(raised.alert.id).await.unwrap();
+                            }
+                        }
+                    })
+                })
+                .collect();
+            // Read while the writers write: each writer creates `per_writer` alerts and
+            // resolves every second one.
+            let expected = before - cursor + writers as u64 * (per_writer + per_writer / 2);
+            let mut seen = Vec::new();
+            while (seen.len() as u64) < expected {
+                seen.push(subscription.next().await.unwrap().unwrap().sequence);
+            }
+            for task in tasks {
+                task.await.unwrap();
+            }
+            let head = service.head_sequence();
+            assert_eq!(seen, (cursor + 1..=head).collect::<Vec<u64>>());
+        });
+    }
+}
