@@ -146,17 +146,14 @@ async fn open_storage(
         .await
         .context("loading the prompt registry")?;
     state.set_registry(Arc::new(registry));
-    let alerts = AlertService::open(
-        shared.clone(),
-        receivers.clone(),
-        config.alerts.external_url.clone(),
-    )
-    .await
-    .context("loading alerts")?;
+    let sender = WebhookSender::new(shared.clone(), &receivers);
+    let alerts = AlertService::open(shared, receivers, config.alerts.external_url.clone())
+        .await
+        .context("loading alerts")?
+        .with_delivery_waker(sender.waker());
     let alerts = Arc::new(alerts);
     state.set_alerts(alerts.clone());
 
-    let sender = WebhookSender::new(shared, &receivers);
     let sender_stop = stop.clone();
     let webhooks = tokio::spawn(async move { sender.run(sender_stop.cancelled_owned()).await });
     let retention = tokio::spawn(prune_alerts(

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use llmops_feed::{LiveFeed, ReplaySource, Sequenced, Subscription};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 use uuid::Uuid;
 
 use crate::error::AlertError;
@@ -51,6 +51,8 @@ pub struct AlertService {
     /// Open (not resolved) alerts by fingerprint.
     open: Mutex<HashMap<String, Alert>>,
     feed: LiveFeed<AlertEvent>,
+    /// Wakes the webhook sender after a commit that queued deliveries.
+    delivery_waker: Option<Arc<Notify>>,
 }
 
 impl std::fmt::Debug for AlertService {
@@ -99,7 +101,15 @@ impl AlertService {
             external_url,
             open: Mutex::new(open),
             feed: LiveFeed::new(LIVE_FEED_CAPACITY, head),
+            delivery_waker: None,
         })
+    }
+
+    /// Wakes `waker` (the webhook sender's) whenever a commit queues deliveries, so they
+    /// go out at once rather than at the sender's next poll.
+    pub fn with_delivery_waker(mut self, waker: Arc<Notify>) -> Self {
+        self.delivery_waker = Some(waker);
+        self
     }
 
     /// The configured webhook receivers.
@@ -332,6 +342,9 @@ impl AlertService {
         }
         event.sequence = sequence;
         self.feed.publish(Arc::new(event));
+        if let (false, Some(waker)) = (deliveries.is_empty(), &self.delivery_waker) {
+            waker.notify_one();
+        }
         Ok(())
     }
 }
