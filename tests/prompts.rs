@@ -275,54 +275,25 @@ async fn duplicates_and_missing_things_get_their_codes() {
         version: version.into(),
         label: label.into(),
     };
-    assert_eq!(
-        client
-            .get_prompt_version(get("nope", "", ""))
+    let cases = [
+        (("nope", "", ""), Code::NotFound),
+        (("p", "9.9.9", ""), Code::NotFound),
+        (("p", "", "prod"), Code::NotFound),
+        (("p", "x", ""), Code::InvalidArgument),
+        (("p", "1.0.0", "prod"), Code::InvalidArgument),
+        (("", "", ""), Code::InvalidArgument),
+    ];
+    for ((name, version, label), code) in cases {
+        let status = client
+            .get_prompt_version(get(name, version, label))
             .await
-            .unwrap_err()
-            .code(),
-        Code::NotFound
-    );
-    assert_eq!(
-        client
-            .get_prompt_version(get("p", "9.9.9", ""))
-            .await
-            .unwrap_err()
-            .code(),
-        Code::NotFound
-    );
-    assert_eq!(
-        client
-            .get_prompt_version(get("p", "", "prod"))
-            .await
-            .unwrap_err()
-            .code(),
-        Code::NotFound
-    );
-    assert_eq!(
-        client
-            .get_prompt_version(get("p", "x", ""))
-            .await
-            .unwrap_err()
-            .code(),
-        Code::InvalidArgument
-    );
-    assert_eq!(
-        client
-            .get_prompt_version(get("p", "1.0.0", "prod"))
-            .await
-            .unwrap_err()
-            .code(),
-        Code::InvalidArgument
-    );
-    assert_eq!(
-        client
-            .get_prompt_version(get("", "", ""))
-            .await
-            .unwrap_err()
-            .code(),
-        Code::InvalidArgument
-    );
+            .unwrap_err();
+        assert_eq!(
+            status.code(),
+            code,
+            "{name:?} {version:?} {label:?}: {status:?}"
+        );
+    }
     let by_build = client
         .get_prompt_version(get("p", "1.0.0", ""))
         .await
