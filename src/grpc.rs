@@ -19,7 +19,7 @@ pub use prompts::PromptApi;
 
 /// What the adapters share: the domain services (set once storage is open) and the
 /// shutdown signal that ends open streams.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ServiceState {
     registry: OnceLock<Arc<llmops_registry::Registry>>,
     alerts: OnceLock<Arc<llmops_alerts::AlertService>>,

@@ -58,7 +58,7 @@ impl PromptService for PromptApi {
             .await
             .map_err(|e| registry_status(e, "prompt_version"))?;
         Ok(Response::new(pb::CreatePromptVersionResponse {
-            prompt_version: Some(prompt_version_to_pb(&view)),
+            prompt_version: Some(prompt_version_to_pb(view)),
         }))
     }
 
@@ -76,7 +76,7 @@ impl PromptService for PromptApi {
             .get_version(&name, &selector(&version, &label)?)
             .map_err(|e| registry_status(e, ""))?;
         Ok(Response::new(pb::GetPromptVersionResponse {
-            prompt_version: Some(prompt_version_to_pb(&view)),
+            prompt_version: Some(prompt_version_to_pb(view)),
         }))
     }
 
@@ -90,7 +90,7 @@ impl PromptService for PromptApi {
             .latest_version(&name)
             .map_err(|e| registry_status(e, ""))?;
         Ok(Response::new(pb::GetLatestPromptVersionResponse {
-            prompt_version: Some(prompt_version_to_pb(&view)),
+            prompt_version: Some(prompt_version_to_pb(view)),
         }))
     }
 
@@ -109,7 +109,7 @@ impl PromptService for PromptApi {
             .list_versions(name, page_size, &page_token)
             .map_err(|e| registry_status(e, ""))?;
         Ok(Response::new(pb::ListPromptVersionsResponse {
-            prompt_versions: page.items.iter().map(prompt_version_to_pb).collect(),
+            prompt_versions: page.items.into_iter().map(prompt_version_to_pb).collect(),
             next_page_token: page.next_page_token,
         }))
     }
@@ -143,7 +143,7 @@ impl PromptService for PromptApi {
             .await
             .map_err(|e| registry_status(e, ""))?;
         Ok(Response::new(pb::ActivatePromptVersionResponse {
-            prompt_version: Some(prompt_version_to_pb(&view)),
+            prompt_version: Some(prompt_version_to_pb(view)),
         }))
     }
 
@@ -162,7 +162,7 @@ impl PromptService for PromptApi {
             .await
             .map_err(|e| registry_status(e, ""))?;
         Ok(Response::new(pb::SetPromptLabelResponse {
-            prompt_version: Some(prompt_version_to_pb(&view)),
+            prompt_version: Some(prompt_version_to_pb(view)),
             previous_version: previous.map(|v| v.to_string()).unwrap_or_default(),
         }))
     }
@@ -302,9 +302,9 @@ fn watch_item_to_pb(item: WatchItem) -> pb::PromptEvent {
         WatchItem::Snapshot { sequence, version } => pb::PromptEvent {
             sequence,
             kind: pb::PromptEventKind::Snapshot.into(),
-            prompt_version: Some(prompt_version_to_pb(&version)),
-            label: String::new(),
             time: Some(timestamp(version.version.updated_at)),
+            prompt_version: Some(prompt_version_to_pb(*version)),
+            label: String::new(),
         },
         WatchItem::SnapshotEnd { sequence } => pb::PromptEvent {
             sequence,

@@ -112,24 +112,9 @@ impl AlertService {
         self
     }
 
-    /// The configured webhook receivers.
-    pub fn receivers(&self) -> &[WebhookReceiver] {
-        &self.receivers
-    }
-
-    /// The storage behind the service.
-    pub fn store(&self) -> &Arc<dyn AlertStore> {
-        &self.store
-    }
-
     /// The sequence of the last committed event.
     pub fn head_sequence(&self) -> u64 {
         self.feed.head()
-    }
-
-    /// How many subscriptions are open.
-    pub fn subscriber_count(&self) -> usize {
-        self.feed.subscriber_count()
     }
 
     /// Raises an alert. An open alert with the same fingerprint is updated instead

@@ -116,11 +116,6 @@ impl Registry {
         Ok(())
     }
 
-    /// The limits in force.
-    pub fn limits(&self) -> &RegistryLimits {
-        &self.limits
-    }
-
     /// The sequence of the last committed event.
     pub fn head_sequence(&self) -> u64 {
         self.feed.head()

@@ -6,4 +6,4 @@ mod error;
 mod sqlite;
 
 pub use error::StoreOpenError;
-pub use sqlite::{Durability, SqliteStore, DATABASE_FILE};
+pub use sqlite::{Durability, SqliteStore};

@@ -8,7 +8,7 @@ mod alerts;
 mod prompts;
 mod sequencer;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ use sqlx::sqlite::{
 use crate::error::StoreOpenError;
 
 /// The file the database lives in, inside the data directory.
-pub const DATABASE_FILE: &str = "llmops.db";
+const DATABASE_FILE: &str = "llmops.db";
 
 /// How hard a commit works to survive power loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -51,7 +51,6 @@ impl FromStr for Durability {
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
-    path: PathBuf,
 }
 
 impl SqliteStore {
@@ -87,16 +86,7 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(StoreOpenError::Connect)?;
-        Ok(Self {
-            writer,
-            reader,
-            path,
-        })
-    }
-
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(Self { writer, reader })
     }
 
     /// Waits for queries in flight, then closes every connection.

@@ -107,8 +107,16 @@ fn variable_from_pb(
     })
 }
 
-fn variable_to_pb(variable: &PromptVariable) -> pb::PromptVariable {
-    let r#type = match variable.var_type {
+fn variable_to_pb(variable: PromptVariable) -> pb::PromptVariable {
+    let PromptVariable {
+        name,
+        var_type,
+        required,
+        default_value,
+        description,
+        validation,
+    } = variable;
+    let r#type = match var_type {
         VariableType::String => pb::VariableType::String,
         VariableType::Int => pb::VariableType::Int,
         VariableType::Float => pb::VariableType::Float,
@@ -117,43 +125,49 @@ fn variable_to_pb(variable: &PromptVariable) -> pb::PromptVariable {
         VariableType::Object => pb::VariableType::Object,
     };
     pb::PromptVariable {
-        name: variable.name.clone(),
+        name,
         r#type: r#type.into(),
-        required: variable.required,
-        default_value: variable.default_value.as_ref().map(value_from_json),
-        description: variable.description.clone(),
-        validation: variable.validation.clone(),
+        required,
+        default_value: default_value.as_ref().map(value_from_json),
+        description,
+        validation,
     }
 }
 
-/// A stored version as clients see it.
-pub(crate) fn prompt_version_to_pb(view: &PromptVersionView) -> pb::PromptVersion {
-    let version = &view.version;
+/// A stored version as clients see it. Takes the view by value: the registry already
+/// handed out an owned copy, so its fields move into the message instead of being
+/// copied a second time on the read path.
+pub(crate) fn prompt_version_to_pb(view: PromptVersionView) -> pb::PromptVersion {
+    let PromptVersionView {
+        version,
+        is_active,
+        labels,
+    } = view;
     pb::PromptVersion {
         id: version.id.to_string(),
-        name: version.name.clone(),
         version: version.version.to_string(),
-        template: version.template.clone(),
+        name: version.name,
+        template: version.template,
         messages: version
             .messages
-            .iter()
+            .into_iter()
             .map(|m| pb::ChatMessage {
-                role: m.role.clone(),
-                template: m.template.clone(),
+                role: m.role,
+                template: m.template,
             })
             .collect(),
-        variables: version.variables.iter().map(variable_to_pb).collect(),
-        model_config: version.model_config.as_ref().map(|c| pb::ModelConfig {
-            model: c.model.clone(),
+        variables: version.variables.into_iter().map(variable_to_pb).collect(),
+        model_config: version.model_config.map(|c| pb::ModelConfig {
+            model: c.model,
             parameters: Some(struct_from_json(&c.parameters)),
         }),
-        tags: version.tags.clone(),
-        metadata: version.metadata.clone().into_iter().collect(),
-        author: version.author.clone(),
-        description: version.description.clone(),
-        commit_message: version.commit_message.clone(),
-        is_active: view.is_active,
-        labels: view.labels.clone(),
+        tags: version.tags,
+        metadata: version.metadata.into_iter().collect(),
+        author: version.author,
+        description: version.description,
+        commit_message: version.commit_message,
+        is_active,
+        labels,
         created_at: Some(timestamp(version.created_at)),
         updated_at: Some(timestamp(version.updated_at)),
     }
@@ -183,8 +197,8 @@ pub(crate) fn variable_change_to_pb(change: &VariableChange) -> pb::VariableChan
     pb::VariableChange {
         name: change.name.clone(),
         kind: kind.into(),
-        before: change.before.as_ref().map(variable_to_pb),
-        after: change.after.as_ref().map(variable_to_pb),
+        before: change.before.clone().map(variable_to_pb),
+        after: change.after.clone().map(variable_to_pb),
         changed_fields: change
             .changed_fields
             .iter()
@@ -203,7 +217,7 @@ pub(crate) fn event_to_pb(event: &PromptEvent) -> pb::PromptEvent {
         PromptEventKind::PromptDeleted => pb::PromptEventKind::PromptDeleted,
     };
     let prompt_version = match &event.version {
-        Some(view) => prompt_version_to_pb(view),
+        Some(view) => prompt_version_to_pb(view.clone()),
         None => pb::PromptVersion {
             name: event.prompt_name.clone(),
             ..Default::default()

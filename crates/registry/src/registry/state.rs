@@ -49,10 +49,7 @@ impl PromptEntry {
         version: &CachedVersion,
         at: DateTime<Utc>,
     ) -> (Self, Arc<CachedVersion>) {
-        let mut next = self.clone();
-        let key = precedence_key(&version.record.version);
-        let touched = touch(version, at);
-        next.versions.insert(key.clone(), touched.clone());
+        let (mut next, key, touched) = self.with_touched(version, at);
         next.active = key;
         (next, touched)
     }
@@ -63,12 +60,23 @@ impl PromptEntry {
         version: &CachedVersion,
         at: DateTime<Utc>,
     ) -> (Self, Arc<CachedVersion>) {
+        let (mut next, key, touched) = self.with_touched(version, at);
+        next.labels.insert(label.to_owned(), key);
+        (next, touched)
+    }
+
+    /// A copy holding `version` with `updated_at` set to `at` (its activation or labels
+    /// are about to change), with the version's key and new record.
+    fn with_touched(
+        &self,
+        version: &CachedVersion,
+        at: DateTime<Utc>,
+    ) -> (Self, Version, Arc<CachedVersion>) {
         let mut next = self.clone();
         let key = precedence_key(&version.record.version);
         let touched = touch(version, at);
         next.versions.insert(key.clone(), touched.clone());
-        next.labels.insert(label.to_owned(), key);
-        (next, touched)
+        (next, key, touched)
     }
 
     pub(crate) fn without_label(&self, label: &str) -> Self {
