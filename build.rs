@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/llmops/v1/prompts.proto",
         "proto/llmops/v1/alerts.proto",
+        "proto/llmops/v1/experiments.proto",
     ];
     let file_descriptors = protox::compile(protos, ["proto"])?;
 

@@ -104,6 +104,10 @@ pub enum LogFormat {
 pub struct ExperimentsConfig {
     /// Samples per variant before a winner may be declared.
     pub min_samples_for_significance: u64,
+    /// How often running experiments are checked for alerts (sample ratio mismatch,
+    /// guardrails, winners).
+    #[serde(with = "humantime_serde_compat")]
+    pub alert_check_interval: Duration,
 }
 
 /// `[evaluation]`.
@@ -146,6 +150,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(10),
             experiments: ExperimentsConfig {
                 min_samples_for_significance: 100,
+                alert_check_interval: Duration::from_secs(60),
             },
             evaluation: EvaluationConfig {
                 auto_evaluation: true,
@@ -216,6 +221,9 @@ impl Config {
                 "experiments.min_samples_for_significance",
                 "must be at least 2",
             );
+        }
+        if self.experiments.alert_check_interval < Duration::from_secs(1) {
+            return bad("experiments.alert_check_interval", "must be at least 1s");
         }
         if self.evaluation.interval < Duration::from_secs(1) {
             return bad("evaluation.interval", "must be at least 1s");

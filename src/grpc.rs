@@ -3,6 +3,7 @@
 
 mod alerts;
 pub(crate) mod convert;
+mod experiments;
 mod prompts;
 mod status;
 
@@ -15,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 pub use alerts::AlertApi;
+pub use experiments::ExperimentApi;
 pub use prompts::PromptApi;
 
 /// What the adapters share: the domain services (set once storage is open) and the
@@ -23,6 +25,7 @@ pub use prompts::PromptApi;
 pub struct ServiceState {
     registry: OnceLock<Arc<llmops_registry::Registry>>,
     alerts: OnceLock<Arc<llmops_alerts::AlertService>>,
+    experiments: OnceLock<Arc<llmops_experiments::ExperimentService>>,
     shutdown: CancellationToken,
 }
 
@@ -32,6 +35,7 @@ impl ServiceState {
         Self {
             registry: OnceLock::new(),
             alerts: OnceLock::new(),
+            experiments: OnceLock::new(),
             shutdown,
         }
     }
@@ -52,6 +56,21 @@ impl ServiceState {
             self.alerts.set(alerts).is_ok(),
             "the alert service is set once"
         );
+    }
+
+    /// Makes the experiment service available to the adapters.
+    pub fn set_experiments(&self, experiments: Arc<llmops_experiments::ExperimentService>) {
+        assert!(
+            self.experiments.set(experiments).is_ok(),
+            "the experiment service is set once"
+        );
+    }
+
+    pub(crate) fn experiments(&self) -> Result<&llmops_experiments::ExperimentService, Status> {
+        self.experiments
+            .get()
+            .map(Arc::as_ref)
+            .ok_or_else(|| Status::unavailable("the server is starting: storage is not open yet"))
     }
 
     pub(crate) fn alerts(&self) -> Result<&llmops_alerts::AlertService, Status> {

@@ -15,6 +15,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use llmops_alerts::webhook::sender::WebhookSender;
 use llmops_alerts::AlertService;
+use llmops_experiments::monitor::AlertMonitor;
+use llmops_experiments::ExperimentService;
 use llmops_registry::Registry;
 use llmops_store::SqliteStore;
 use tokio::net::TcpListener;
@@ -24,14 +26,19 @@ use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
 use crate::config::Config;
-use crate::grpc::{AlertApi, PromptApi, ServiceState};
+use crate::grpc::{AlertApi, ExperimentApi, PromptApi, ServiceState};
 use crate::pb;
 use crate::pb::alert_service_server::AlertServiceServer;
+use crate::pb::experiment_service_server::ExperimentServiceServer;
 use crate::pb::prompt_service_server::PromptServiceServer;
 use crate::telemetry::{self, GrpcMetricsLayer};
 
 /// The services health reports on, besides the overall status ("").
-const SERVICE_NAMES: &[&str] = &["llmops.v1.PromptService", "llmops.v1.AlertService"];
+const SERVICE_NAMES: &[&str] = &[
+    "llmops.v1.PromptService",
+    "llmops.v1.AlertService",
+    "llmops.v1.ExperimentService",
+];
 
 /// Runs the server on already-bound listeners until `shutdown` resolves.
 pub async fn serve(
@@ -57,7 +64,7 @@ pub async fn serve(
     let metrics_address = metrics_listener.local_addr()?;
     let metrics = tokio::spawn(telemetry::serve_metrics(metrics_listener, stop.clone()));
 
-    let (store, background) = match open_storage(&config, &state, &stop).await {
+    let (store, experiments, background) = match open_storage(&config, &state, &stop).await {
         Ok(opened) => opened,
         Err(err) => {
             stop.cancel();
@@ -83,6 +90,8 @@ pub async fn serve(
     for task in background {
         let _ = task.await;
     }
+    // Commit what the group-commit writer still holds before the store closes.
+    experiments.close().await;
     store.close().await;
     tracing::info!("shut down cleanly");
     Ok(())
@@ -116,7 +125,13 @@ fn grpc_server(
     let prompts = PromptServiceServer::new(PromptApi::new(state.clone()))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
-    let alerts = AlertServiceServer::new(AlertApi::new(state, config.alerts.heartbeat_interval))
+    let alerts = AlertServiceServer::new(AlertApi::new(
+        state.clone(),
+        config.alerts.heartbeat_interval,
+    ))
+    .max_decoding_message_size(limit)
+    .max_encoding_message_size(limit);
+    let experiments = ExperimentServiceServer::new(ExperimentApi::new(state))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
     let incoming = connection::BatchedWrites::incoming(listener);
@@ -127,6 +142,7 @@ fn grpc_server(
         .add_service(reflection_v1alpha)
         .add_service(prompts)
         .add_service(alerts)
+        .add_service(experiments)
         .serve_with_incoming_shutdown(incoming, stop.cancelled_owned()))
 }
 
@@ -136,7 +152,11 @@ async fn open_storage(
     config: &Config,
     state: &ServiceState,
     stop: &CancellationToken,
-) -> anyhow::Result<(SqliteStore, Vec<tokio::task::JoinHandle<()>>)> {
+) -> anyhow::Result<(
+    SqliteStore,
+    Arc<ExperimentService>,
+    Vec<tokio::task::JoinHandle<()>>,
+)> {
     let receivers = config.webhook_receivers()?;
     let store = SqliteStore::open(&config.data_dir, config.durability.into())
         .await
@@ -147,22 +167,67 @@ async fn open_storage(
         .context("loading the prompt registry")?;
     state.set_registry(Arc::new(registry));
     let sender = WebhookSender::new(shared.clone(), &receivers);
-    let alerts = AlertService::open(shared, receivers, config.alerts.external_url.clone())
-        .await
-        .context("loading alerts")?
-        .with_delivery_waker(sender.waker());
+    let alerts = AlertService::open(
+        shared.clone(),
+        receivers,
+        config.alerts.external_url.clone(),
+    )
+    .await
+    .context("loading alerts")?
+    .with_delivery_waker(sender.waker());
     let alerts = Arc::new(alerts);
     state.set_alerts(alerts.clone());
+
+    let experiments = ExperimentService::open(
+        shared.clone(),
+        llmops_experiments::Defaults {
+            min_samples: config.experiments.min_samples_for_significance,
+        },
+    )
+    .await
+    .context("loading experiments")?;
+    let experiments = Arc::new(experiments);
+    state.set_experiments(experiments.clone());
 
     let sender_stop = stop.clone();
     let webhooks = tokio::spawn(async move { sender.run(sender_stop.cancelled_owned()).await });
     let retention = tokio::spawn(prune_alerts(
-        alerts,
+        alerts.clone(),
         config.alerts.retention,
         config.alerts.prune_interval,
         stop.clone(),
     ));
-    Ok((store, vec![webhooks, retention]))
+    let monitor = tokio::spawn(monitor_experiments(
+        experiments.clone(),
+        alerts,
+        config.experiments.alert_check_interval,
+        stop.clone(),
+    ));
+    Ok((store, experiments, vec![webhooks, retention, monitor]))
+}
+
+/// Checks running experiments for alerts every `interval` until `stop`.
+async fn monitor_experiments(
+    experiments: Arc<ExperimentService>,
+    alerts: Arc<AlertService>,
+    interval: std::time::Duration,
+    stop: CancellationToken,
+) {
+    let monitor = AlertMonitor::new();
+    let mut ticks = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        match monitor.check(&experiments, alerts.as_ref()).await {
+            Ok(0) => {}
+            Ok(changes) => tracing::info!(changes, "experiment alerts raised or resolved"),
+            Err(err) => {
+                tracing::warn!(error = %err, "checking experiment alerts failed; will retry")
+            }
+        }
+    }
 }
 
 /// Prunes resolved alerts and old alert events every `interval` until `stop`.

@@ -2,14 +2,15 @@
 
 mod messages;
 
+pub(crate) use self::messages::new_prompt_version;
+
 use std::sync::Arc;
 
 use llmops_registry::{Registry, VersionSelector, WatchItem};
 use tonic::{Request, Response, Status};
 
 use self::messages::{
-    event_to_pb, new_prompt_version, prompt_version_to_pb, render_values, summary_to_pb,
-    variable_change_to_pb,
+    event_to_pb, prompt_version_to_pb, render_values, summary_to_pb, variable_change_to_pb,
 };
 use crate::grpc::convert::timestamp;
 use crate::grpc::status::{invalid_field, registry_status};

@@ -27,7 +27,8 @@ pub use model::{
     MetricKind, MetricRecord, MetricRole, Variant,
 };
 pub use service::{
-    Assignment, Defaults, ExperimentService, ExperimentUpdate, RecordInput, RecordOutcome,
+    Assignment, Defaults, ExperimentService, ExperimentUpdate, RecordInput, RecordNaming,
+    RecordOutcome,
 };
 pub use store::{Committed, ExperimentStore, RecordVisitor};
 pub use tally::Tally;

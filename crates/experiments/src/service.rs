@@ -133,6 +133,18 @@ pub struct RecordInput {
     pub time: Option<DateTime<Utc>>,
 }
 
+/// How errors name the records of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordNaming {
+    /// One record: fields are named bare (`value`).
+    Single,
+    /// A batch, or a chunk of a stream starting at `first_index`: `records[7].value`.
+    Batch {
+        /// The index of the chunk's first record in the whole call.
+        first_index: usize,
+    },
+}
+
 /// What a batch of records did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RecordOutcome {
@@ -327,6 +339,43 @@ impl ExperimentService {
             Arc::new(Live::new(experiment.clone())),
         );
         Ok(experiment)
+    }
+
+    /// Checks `spec` as `create` would, without storing anything (for callers that must
+    /// not write elsewhere before knowing the experiment will be accepted).
+    pub fn check(&self, spec: &ExperimentSpec) -> Result<(), ExperimentError> {
+        let mut probe = spec.clone();
+        if probe.id.is_empty() {
+            probe.id = "probe".to_owned();
+        } else if self.experiments.contains_key(&probe.id) {
+            return Err(already_exists(&probe.id));
+        }
+        let now = Utc::now();
+        validate(&Experiment {
+            seed: if probe.seed.is_empty() {
+                probe.id.clone()
+            } else {
+                probe.seed
+            },
+            id: probe.id,
+            name: probe.name,
+            description: probe.description,
+            coverage: probe.coverage.unwrap_or(1.0),
+            variants: probe.variants,
+            metrics: probe.metrics,
+            alpha: probe.alpha.unwrap_or(DEFAULT_ALPHA),
+            min_samples: probe.min_samples.unwrap_or(self.defaults.min_samples),
+            sequential: probe.sequential,
+            sequential_tuning: probe.sequential_tuning.unwrap_or(DEFAULT_SEQUENTIAL_TUNING),
+            analysis_unit: probe.analysis_unit,
+            status: ExperimentStatus::Draft,
+            start_time: None,
+            end_time: None,
+            winner_variant_id: String::new(),
+            metadata: probe.metadata,
+            created_at: now,
+            updated_at: now,
+        })
     }
 
     /// One experiment.
@@ -641,6 +690,7 @@ impl ExperimentService {
     pub async fn record_metrics(
         &self,
         inputs: Vec<RecordInput>,
+        naming: RecordNaming,
     ) -> Result<RecordOutcome, ExperimentError> {
         if inputs.len() > MAX_RECORDS_PER_CALL {
             return Err(ExperimentError::invalid(
@@ -648,15 +698,13 @@ impl ExperimentService {
                 format!("at most {MAX_RECORDS_PER_CALL} records per call"),
             ));
         }
-        let single = inputs.len() == 1;
         let mut violations = Violations::default();
         let mut records = Vec::with_capacity(inputs.len());
         let now = Utc::now();
         for (i, input) in inputs.into_iter().enumerate() {
-            let prefix = if single {
-                String::new()
-            } else {
-                format!("records[{i}].")
+            let prefix = match naming {
+                RecordNaming::Single => String::new(),
+                RecordNaming::Batch { first_index } => format!("records[{}].", first_index + i),
             };
             match self.check_record(&prefix, &input) {
                 Ok(()) => records.push(MetricRecord {

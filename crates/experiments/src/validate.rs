@@ -91,7 +91,7 @@ impl Violations {
 }
 
 /// Whether `id` is usable as an identifier: 1..=128 bytes of letters, digits, `.`, `_`,
-/// `-`, `:`, starting with a letter or digit.
+/// `-`, `:`, `/`, starting with a letter or digit.
 pub(crate) fn check_identifier(violations: &mut Violations, field: &str, id: &str) {
     if id.is_empty() {
         violations.add(field, "is required");
@@ -100,11 +100,11 @@ pub(crate) fn check_identifier(violations: &mut Violations, field: &str, id: &st
     } else if !id.starts_with(|c: char| c.is_ascii_alphanumeric())
         || !id
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'))
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '/'))
     {
         violations.add(
             field,
-            format!("{id:?} must start with a letter or digit and use only letters, digits, '.', '_', '-', ':'"),
+            format!("{id:?} must start with a letter or digit and use only letters, digits, '.', '_', '-', ':', '/'"),
         );
     }
 }

@@ -126,6 +126,25 @@ impl Registry {
         &self,
         new: NewPromptVersion,
     ) -> Result<PromptVersionView, RegistryError> {
+        self.create_or_reuse(new, false).await.map(|(view, _)| view)
+    }
+
+    /// Creates a version, or returns the existing one of equal precedence when its
+    /// content (template, messages, variables, model configuration) is identical; an
+    /// existing version with different content is `AlreadyExists`. Returns whether the
+    /// version was created.
+    pub async fn ensure_version(
+        &self,
+        new: NewPromptVersion,
+    ) -> Result<(PromptVersionView, bool), RegistryError> {
+        self.create_or_reuse(new, true).await
+    }
+
+    async fn create_or_reuse(
+        &self,
+        new: NewPromptVersion,
+        reuse_identical: bool,
+    ) -> Result<(PromptVersionView, bool), RegistryError> {
         let version = self.validate_new_version(&new)?;
         let (compiled, variables) =
             CompiledPrompt::compile(&new.template, &new.messages, &new.variables, &self.limits)
@@ -152,6 +171,28 @@ impl Registry {
         let existing = self.entry(&record.name).ok();
         let key = precedence_key(&record.version);
         if let Some(found) = existing.as_ref().and_then(|e| e.versions.get(&key)) {
+            if reuse_identical {
+                let stored = &found.record;
+                let differs = [
+                    ("template", stored.template != record.template),
+                    ("messages", stored.messages != record.messages),
+                    ("variables", stored.variables != record.variables),
+                    ("model_config", stored.model_config != record.model_config),
+                ]
+                .into_iter()
+                .filter_map(|(field, differs)| differs.then_some(field))
+                .collect::<Vec<_>>();
+                if differs.is_empty() {
+                    let entry = existing.as_ref().expect("found in it");
+                    return Ok((entry.view(found), false));
+                }
+                return Err(RegistryError::AlreadyExists(format!(
+                    "prompt {:?} version {} exists with a different {}",
+                    record.name,
+                    stored.version,
+                    differs.join(", ")
+                )));
+            }
             return Err(RegistryError::AlreadyExists(format!(
                 "prompt {:?} already has version {} (versions differing only in build metadata are the same version)",
                 record.name, found.record.version
@@ -176,7 +217,7 @@ impl Registry {
             entry,
         )
         .await?;
-        Ok(view)
+        Ok((view, true))
     }
 
     /// One version, chosen by `selector`.

@@ -1,6 +1,7 @@
 //! Errors of opening a store, and the mapping of database errors to the domain's terms.
 
 use llmops_alerts::AlertStoreError;
+use llmops_experiments::ExperimentStoreError;
 use llmops_registry::StoreError;
 
 /// Why a store could not be opened.
@@ -57,4 +58,19 @@ pub(crate) fn corrupt_alert(what: &str, err: impl std::fmt::Display) -> AlertSto
 pub(crate) fn corrupt(what: &str, err: impl std::fmt::Display) -> StoreError {
     tracing::error!(error = %err, what, "unreadable stored data");
     StoreError::Unavailable(format!("stored {what} is unreadable"))
+}
+
+/// Maps a database error onto the experiment service's storage errors.
+pub(crate) fn experiment_store_error(err: sqlx::Error) -> ExperimentStoreError {
+    match store_error(err) {
+        StoreError::Duplicate(message) => ExperimentStoreError::Duplicate(message),
+        StoreError::NotFound(message)
+        | StoreError::Conflict(message)
+        | StoreError::Unavailable(message) => ExperimentStoreError::Unavailable(message),
+    }
+}
+
+pub(crate) fn corrupt_experiment(what: &str, err: impl std::fmt::Display) -> ExperimentStoreError {
+    tracing::error!(error = %err, what, "unreadable stored data");
+    ExperimentStoreError::Unavailable(format!("stored {what} is unreadable"))
 }

@@ -5,6 +5,7 @@
 //! pool, which WAL lets run beside the writer.
 
 mod alerts;
+mod experiments;
 mod prompts;
 mod sequencer;
 

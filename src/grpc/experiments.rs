@@ -1,0 +1,503 @@
+//! `llmops.v1.ExperimentService` on top of the experiments crate.
+
+mod messages;
+
+use std::sync::Arc;
+
+use llmops_experiments::{
+    ExperimentError, ExperimentService, ExperimentSpec, MetricDefinition, MetricDirection,
+    MetricKind, MetricRole, RecordNaming, Variant,
+};
+use llmops_registry::FieldViolation;
+use tonic::{Request, Response, Status, Streaming};
+
+use self::messages::{
+    experiment_to_pb, record_from_pb, results_to_pb, spec_from_pb, status_filter, update_from_pb,
+    variant_to_pb,
+};
+use crate::grpc::prompts::new_prompt_version;
+use crate::grpc::status::{invalid_argument, invalid_field, registry_status};
+use crate::grpc::ServiceState;
+use crate::pb;
+use crate::pb::experiment_service_server::ExperimentService as ExperimentServiceRpc;
+
+const DEFAULT_PAGE_SIZE: usize = 50;
+/// Stream records are committed in chunks of at most this many.
+const INGEST_CHUNK: usize = 1000;
+/// The treatment's share in a prompt experiment when none is given.
+const DEFAULT_TREATMENT_SHARE: f64 = 0.5;
+
+/// The ExperimentService adapter.
+#[derive(Debug, Clone)]
+pub struct ExperimentApi {
+    state: Arc<ServiceState>,
+}
+
+impl ExperimentApi {
+    /// An adapter over the shared state.
+    pub fn new(state: Arc<ServiceState>) -> Self {
+        Self { state }
+    }
+
+    fn experiments(&self) -> Result<&ExperimentService, Status> {
+        self.state.experiments()
+    }
+}
+
+/// The one mapping from experiment errors to status codes; field violations are
+/// prefixed with `field_prefix` (the request field that holds them).
+pub(crate) fn experiment_status(err: ExperimentError, field_prefix: &str) -> Status {
+    match err {
+        ExperimentError::InvalidArgument(violations) => invalid_argument(
+            violations
+                .into_iter()
+                .map(|v| FieldViolation::new(v.field, v.description))
+                .collect(),
+            field_prefix,
+        ),
+        ExperimentError::NotFound(message) => Status::not_found(message),
+        ExperimentError::AlreadyExists(message) => Status::already_exists(message),
+        ExperimentError::FailedPrecondition(message) => Status::failed_precondition(message),
+        ExperimentError::Storage(message) => Status::unavailable(message),
+    }
+}
+
+fn required_id(id: &str) -> Result<(), Status> {
+    if id.is_empty() {
+        return Err(invalid_field("experiment_id", "is required"));
+    }
+    Ok(())
+}
+
+fn metric(name: &str, direction: MetricDirection, role: MetricRole) -> MetricDefinition {
+    MetricDefinition {
+        name: name.to_owned(),
+        kind: MetricKind::Mean,
+        direction,
+        role,
+    }
+}
+
+fn variant(id: &str, control: bool) -> Variant {
+    Variant {
+        id: id.to_owned(),
+        name: id.to_owned(),
+        description: String::new(),
+        is_control: control,
+        prompt_name: String::new(),
+        prompt_version: String::new(),
+        model: String::new(),
+        parameters: Default::default(),
+        weight: None,
+    }
+}
+
+#[tonic::async_trait]
+impl ExperimentServiceRpc for ExperimentApi {
+    async fn create_experiment(
+        &self,
+        request: Request<pb::CreateExperimentRequest>,
+    ) -> Result<Response<pb::CreateExperimentResponse>, Status> {
+        let Some(experiment) = request.into_inner().experiment else {
+            return Err(invalid_field("experiment", "is required"));
+        };
+        let spec = spec_from_pb(experiment, "experiment")?;
+        let created = self
+            .experiments()?
+            .create(spec)
+            .await
+            .map_err(|e| experiment_status(e, "experiment"))?;
+        Ok(Response::new(pb::CreateExperimentResponse {
+            experiment: Some(experiment_to_pb(created)),
+        }))
+    }
+
+    async fn get_experiment(
+        &self,
+        request: Request<pb::GetExperimentRequest>,
+    ) -> Result<Response<pb::GetExperimentResponse>, Status> {
+        let id = request.into_inner().experiment_id;
+        required_id(&id)?;
+        let experiment = self
+            .experiments()?
+            .get(&id)
+            .map_err(|e| experiment_status(e, ""))?;
+        Ok(Response::new(pb::GetExperimentResponse {
+            experiment: Some(experiment_to_pb(experiment)),
+        }))
+    }
+
+    async fn list_experiments(
+        &self,
+        request: Request<pb::ListExperimentsRequest>,
+    ) -> Result<Response<pb::ListExperimentsResponse>, Status> {
+        let request = request.into_inner();
+        if request.page_size < 0 {
+            return Err(invalid_field("page_size", "must not be negative"));
+        }
+        let size = match request.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n as usize,
+        };
+        let (experiments, next_page_token) = self
+            .experiments()?
+            .list(status_filter(request.status)?, size, &request.page_token)
+            .map_err(|e| experiment_status(e, ""))?;
+        Ok(Response::new(pb::ListExperimentsResponse {
+            experiments: experiments.into_iter().map(experiment_to_pb).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn update_experiment(
+        &self,
+        request: Request<pb::UpdateExperimentRequest>,
+    ) -> Result<Response<pb::UpdateExperimentResponse>, Status> {
+        let request = request.into_inner();
+        required_id(&request.experiment_id)?;
+        let update = update_from_pb(request.experiment.unwrap_or_default(), &request.update_mask)?;
+        let updated = self
+            .experiments()?
+            .update(&request.experiment_id, update)
+            .await
+            .map_err(|e| experiment_status(e, "experiment"))?;
+        Ok(Response::new(pb::UpdateExperimentResponse {
+            experiment: Some(experiment_to_pb(updated)),
+        }))
+    }
+
+    async fn start_experiment(
+        &self,
+        request: Request<pb::StartExperimentRequest>,
+    ) -> Result<Response<pb::StartExperimentResponse>, Status> {
+        let id = request.into_inner().experiment_id;
+        required_id(&id)?;
+        let experiment = self
+            .experiments()?
+            .start(&id)
+            .await
+            .map_err(|e| experiment_status(e, ""))?;
+        Ok(Response::new(pb::StartExperimentResponse {
+            experiment: Some(experiment_to_pb(experiment)),
+        }))
+    }
+
+    async fn pause_experiment(
+        &self,
+        request: Request<pb::PauseExperimentRequest>,
+    ) -> Result<Response<pb::PauseExperimentResponse>, Status> {
+        let id = request.into_inner().experiment_id;
+        required_id(&id)?;
+        let experiment = self
+            .experiments()?
+            .pause(&id)
+            .await
+            .map_err(|e| experiment_status(e, ""))?;
+        Ok(Response::new(pb::PauseExperimentResponse {
+            experiment: Some(experiment_to_pb(experiment)),
+        }))
+    }
+
+    async fn complete_experiment(
+        &self,
+        request: Request<pb::CompleteExperimentRequest>,
+    ) -> Result<Response<pb::CompleteExperimentResponse>, Status> {
+        let request = request.into_inner();
+        required_id(&request.experiment_id)?;
+        let experiment = self
+            .experiments()?
+            .complete(&request.experiment_id, &request.winner_variant_id)
+            .await
+            .map_err(|e| experiment_status(e, ""))?;
+        Ok(Response::new(pb::CompleteExperimentResponse {
+            experiment: Some(experiment_to_pb(experiment)),
+        }))
+    }
+
+    async fn cancel_experiment(
+        &self,
+        request: Request<pb::CancelExperimentRequest>,
+    ) -> Result<Response<pb::CancelExperimentResponse>, Status> {
+        let id = request.into_inner().experiment_id;
+        required_id(&id)?;
+        let experiment = self
+            .experiments()?
+            .cancel(&id)
+            .await
+            .map_err(|e| experiment_status(e, ""))?;
+        Ok(Response::new(pb::CancelExperimentResponse {
+            experiment: Some(experiment_to_pb(experiment)),
+        }))
+    }
+
+    async fn assign_variant(
+        &self,
+        request: Request<pb::AssignVariantRequest>,
+    ) -> Result<Response<pb::AssignVariantResponse>, Status> {
+        let request = request.into_inner();
+        required_id(&request.experiment_id)?;
+        let assignment = self
+            .experiments()?
+            .assign(&request.experiment_id, &request.user_id)
+            .await
+            .map_err(|e| experiment_status(e, ""))?;
+        Ok(Response::new(pb::AssignVariantResponse {
+            in_experiment: assignment.in_experiment,
+            variant: Some(variant_to_pb(assignment.variant)),
+            bucket: assignment.bucket,
+        }))
+    }
+
+    async fn record_exposures(
+        &self,
+        request: Request<pb::RecordExposuresRequest>,
+    ) -> Result<Response<pb::RecordExposuresResponse>, Status> {
+        let request = request.into_inner();
+        required_id(&request.experiment_id)?;
+        let total = request.exposures.len() as u64;
+        let exposures = request
+            .exposures
+            .into_iter()
+            .map(|e| (e.user_id, e.variant_id))
+            .collect();
+        let recorded = self
+            .experiments()?
+            .record_exposures(&request.experiment_id, exposures)
+            .await
+            .map_err(|e| experiment_status(e, ""))?;
+        Ok(Response::new(pb::RecordExposuresResponse {
+            recorded,
+            already_exposed: total - recorded,
+        }))
+    }
+
+    async fn record_metric(
+        &self,
+        request: Request<pb::RecordMetricRequest>,
+    ) -> Result<Response<pb::RecordMetricResponse>, Status> {
+        let record = record_from_pb(request.into_inner())?;
+        let outcome = self
+            .experiments()?
+            .record_metrics(vec![record], RecordNaming::Single)
+            .await
+            .map_err(|e| experiment_status(e, ""))?;
+        Ok(Response::new(pb::RecordMetricResponse {
+            recorded: outcome.accepted == 1,
+        }))
+    }
+
+    async fn record_metrics(
+        &self,
+        request: Request<pb::RecordMetricsRequest>,
+    ) -> Result<Response<pb::RecordMetricsResponse>, Status> {
+        let records = request
+            .into_inner()
+            .records
+            .into_iter()
+            .map(record_from_pb)
+            .collect::<Result<Vec<_>, _>>()?;
+        let outcome = self
+            .experiments()?
+            .record_metrics(records, RecordNaming::Batch { first_index: 0 })
+            .await
+            .map_err(|e| experiment_status(e, ""))?;
+        Ok(Response::new(pb::RecordMetricsResponse {
+            recorded: outcome.accepted,
+            duplicates: outcome.duplicates,
+        }))
+    }
+
+    async fn ingest_metrics(
+        &self,
+        request: Request<Streaming<pb::RecordMetricRequest>>,
+    ) -> Result<Response<pb::IngestMetricsResponse>, Status> {
+        let experiments = self.experiments()?;
+        let mut stream = request.into_inner();
+        let mut response = pb::IngestMetricsResponse::default();
+        let mut chunk = Vec::with_capacity(INGEST_CHUNK);
+        let mut first_index = 0;
+        loop {
+            let next = stream.message().await?;
+            let done = next.is_none();
+            if let Some(record) = next {
+                chunk.push(record_from_pb(record)?);
+            }
+            if chunk.len() == INGEST_CHUNK || (done && !chunk.is_empty()) {
+                let records = std::mem::take(&mut chunk);
+                let count = records.len();
+                let outcome = experiments
+                    .record_metrics(records, RecordNaming::Batch { first_index })
+                    .await
+                    .map_err(|e| {
+                        let status = experiment_status(e, "");
+                        if response.recorded + response.duplicates > 0 {
+                            tracing::info!(
+                                recorded = response.recorded,
+                                "an ingest stream failed after recording some records"
+                            );
+                        }
+                        status
+                    })?;
+                first_index += count;
+                response.recorded += outcome.accepted;
+                response.duplicates += outcome.duplicates;
+            }
+            if done {
+                return Ok(Response::new(response));
+            }
+        }
+    }
+
+    async fn get_experiment_results(
+        &self,
+        request: Request<pb::GetExperimentResultsRequest>,
+    ) -> Result<Response<pb::GetExperimentResultsResponse>, Status> {
+        let id = request.into_inner().experiment_id;
+        required_id(&id)?;
+        let (experiment, results) = self
+            .experiments()?
+            .results(&id)
+            .map_err(|e| experiment_status(e, ""))?;
+        Ok(Response::new(results_to_pb(experiment, results)))
+    }
+
+    async fn create_prompt_experiment(
+        &self,
+        request: Request<pb::CreatePromptExperimentRequest>,
+    ) -> Result<Response<pb::CreatePromptExperimentResponse>, Status> {
+        let request = request.into_inner();
+        let share = request.treatment_share.unwrap_or(DEFAULT_TREATMENT_SHARE);
+        if !(share > 0.0 && share < 1.0) {
+            return Err(invalid_field(
+                "treatment_share",
+                format!("{share} is not between 0 and 1 (exclusive)"),
+            ));
+        }
+        let (Some(control), Some(treatment)) = (request.control, request.treatment) else {
+            return Err(invalid_field(
+                "control",
+                "control and treatment prompt versions are required",
+            ));
+        };
+        let control = new_prompt_version(control)?;
+        let treatment = new_prompt_version(treatment)?;
+        let mut variants = vec![variant("control", true), variant("treatment", false)];
+        for (variant, (prompt, weight)) in variants
+            .iter_mut()
+            .zip([(&control, 1.0 - share), (&treatment, share)])
+        {
+            variant.prompt_name = prompt.name.clone();
+            variant.prompt_version = prompt.version.clone();
+            variant.weight = Some(weight);
+        }
+        let spec = ExperimentSpec {
+            id: request.experiment_id,
+            name: request.name,
+            description: request.description,
+            variants,
+            metrics: vec![
+                metric(
+                    "quality",
+                    MetricDirection::HigherIsBetter,
+                    MetricRole::Primary,
+                ),
+                metric(
+                    "latency",
+                    MetricDirection::LowerIsBetter,
+                    MetricRole::Secondary,
+                ),
+                metric(
+                    "satisfaction",
+                    MetricDirection::HigherIsBetter,
+                    MetricRole::Secondary,
+                ),
+            ],
+            ..ExperimentSpec::default()
+        };
+        let experiments = self.experiments()?;
+        // Check the experiment before registering prompts, so a bad request writes nothing.
+        experiments
+            .check(&spec)
+            .map_err(|e| experiment_status(e, ""))?;
+        let registry = self.state.registry()?;
+        let mut spec = spec;
+        for (index, (field, prompt)) in [("control", control), ("treatment", treatment)]
+            .into_iter()
+            .enumerate()
+        {
+            let (view, _created) = registry
+                .ensure_version(prompt)
+                .await
+                .map_err(|e| registry_status(e, field))?;
+            // The stored version string (build metadata included) is what clients fetch.
+            spec.variants[index].prompt_version = view.version.version.to_string();
+        }
+        let created = experiments
+            .create(spec)
+            .await
+            .map_err(|e| experiment_status(e, ""))?;
+        Ok(Response::new(pb::CreatePromptExperimentResponse {
+            experiment: Some(experiment_to_pb(created)),
+        }))
+    }
+
+    async fn create_model_experiment(
+        &self,
+        request: Request<pb::CreateModelExperimentRequest>,
+    ) -> Result<Response<pb::CreateModelExperimentResponse>, Status> {
+        let request = request.into_inner();
+        if request.models.len() < 2 {
+            return Err(invalid_field(
+                "models",
+                "a model experiment needs at least 2 models",
+            ));
+        }
+        let parameters = request
+            .parameters
+            .map(crate::grpc::convert::json_from_struct)
+            .unwrap_or_default();
+        let variants = request
+            .models
+            .iter()
+            .enumerate()
+            .map(|(i, model)| {
+                let mut v = variant(model, i == 0);
+                v.model = model.clone();
+                v.parameters = parameters.clone();
+                v
+            })
+            .collect();
+        let spec = ExperimentSpec {
+            id: request.experiment_id,
+            name: request.name,
+            description: request.description,
+            variants,
+            metrics: vec![
+                metric(
+                    "quality",
+                    MetricDirection::HigherIsBetter,
+                    MetricRole::Primary,
+                ),
+                metric(
+                    "latency",
+                    MetricDirection::LowerIsBetter,
+                    MetricRole::Secondary,
+                ),
+                metric(
+                    "cost",
+                    MetricDirection::LowerIsBetter,
+                    MetricRole::Secondary,
+                ),
+            ],
+            ..ExperimentSpec::default()
+        };
+        let created = self
+            .experiments()?
+            .create(spec)
+            .await
+            .map_err(|e| experiment_status(e, ""))?;
+        Ok(Response::new(pb::CreateModelExperimentResponse {
+            experiment: Some(experiment_to_pb(created)),
+        }))
+    }
+}
