@@ -1,0 +1,926 @@
+//! ExperimentService end to end over real gRPC: lifecycle and error codes, assignment
+//! that matches the documented hash, exposures, durable metrics, results, restarts and
+//! concurrent recording.
+
+mod common;
+
+use common::TestServer;
+use llmops::pb;
+use llmops_experiments::assignment::{assign, bucket_ranges};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+fn fields(status: &tonic::Status) -> Vec<String> {
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+fn variant(id: &str, weight: Option<f64>) -> pb::Variant {
+    pb::Variant {
+        id: id.into(),
+        name: id.into(),
+        weight,
+        ..Default::default()
+    }
+}
+
+fn metric(
+    name: &str,
+    kind: pb::MetricKind,
+    direction: pb::MetricDirection,
+    role: pb::MetricRole,
+) -> pb::MetricDefinition {
+    pb::MetricDefinition {
+        name: name.into(),
+        kind: kind.into(),
+        direction: direction.into(),
+        role: role.into(),
+    }
+}
+
+/// A two-arm experiment: quality (mean, primary), converted (proportion, secondary),
+/// latency (mean, lower is better, guardrail).
+fn experiment(id: &str) -> pb::Experiment {
+    pb::Experiment {
+        id: id.into(),
+        name: format!("experiment {id}"),
+        variants: vec![variant("control", None), variant("treatment", None)],
+        metrics: vec![
+            metric(
+                "quality",
+                pb::MetricKind::Mean,
+                pb::MetricDirection::HigherIsBetter,
+                pb::MetricRole::Primary,
+            ),
+            metric(
+                "converted",
+                pb::MetricKind::Proportion,
+                pb::MetricDirection::HigherIsBetter,
+                pb::MetricRole::Secondary,
+            ),
+            metric(
+                "latency",
+                pb::MetricKind::Mean,
+                pb::MetricDirection::LowerIsBetter,
+                pb::MetricRole::Guardrail,
+            ),
+        ],
+        min_samples: Some(20),
+        ..Default::default()
+    }
+}
+
+async fn create(
+    server: &TestServer,
+    experiment: pb::Experiment,
+) -> Result<pb::Experiment, tonic::Status> {
+    server
+        .experiments()
+        .create_experiment(pb::CreateExperimentRequest {
+            experiment: Some(experiment),
+        })
+        .await
+        .map(|r| r.into_inner().experiment.unwrap())
+}
+
+async fn start(server: &TestServer, id: &str) -> Result<pb::Experiment, tonic::Status> {
+    server
+        .experiments()
+        .start_experiment(pb::StartExperimentRequest {
+            experiment_id: id.into(),
+        })
+        .await
+        .map(|r| r.into_inner().experiment.unwrap())
+}
+
+fn record(id: &str, variant: &str, metric: &str, value: f64) -> pb::RecordMetricRequest {
+    pb::RecordMetricRequest {
+        experiment_id: id.into(),
+        variant_id: variant.into(),
+        metric: metric.into(),
+        value,
+        ..Default::default()
+    }
+}
+
+async fn results(server: &TestServer, id: &str) -> pb::GetExperimentResultsResponse {
+    server
+        .experiments()
+        .get_experiment_results(pb::GetExperimentResultsRequest {
+            experiment_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+fn stats<'a>(
+    results: &'a pb::GetExperimentResultsResponse,
+    variant: &str,
+    metric: &str,
+) -> &'a pb::VariantMetricStats {
+    results
+        .stats
+        .iter()
+        .find(|s| s.variant_id == variant && s.metric == metric)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn creation_fills_defaults_and_refuses_bad_or_duplicate_definitions() {
+    let server = TestServer::start().await;
+    let created = create(&server, experiment("exp-1")).await.unwrap();
+    assert_eq!(created.status, pb::ExperimentStatus::Draft as i32);
+    assert_eq!(created.seed, "exp-1", "the seed defaults to the id");
+    assert_eq!(created.coverage, Some(1.0));
+    assert_eq!(created.alpha, Some(0.05));
+    assert_eq!(created.sequential_tuning, Some(5000.0));
+    assert!(
+        created.variants[0].is_control,
+        "the first variant is control when none is marked"
+    );
+
+    let duplicate = create(&server, experiment("exp-1")).await.unwrap_err();
+    assert_eq!(duplicate.code(), Code::AlreadyExists);
+
+    let mut bad = experiment("exp-2");
+    bad.name = String::new();
+    bad.variants = vec![
+        variant("a", Some(0.7)),
+        variant("b", Some(0.2)),
+        variant("b", Some(0.1)),
+    ];
+    bad.metrics[1].direction = 0;
+    let status = create(&server, bad).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let found = fields(&status);
+    assert!(
+        found.contains(&"experiment.metrics[1].direction".to_owned()),
+        "{found:?}"
+    );
+
+    let mut bad = experiment("exp-3");
+    bad.variants = vec![variant("a", Some(0.7)), variant("b", Some(0.2))];
+    let status = create(&server, bad).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("sum to"), "{}", status.message());
+
+    let mut bad = experiment("exp-4");
+    bad.variants = vec![variant("a", None), variant("a", None)];
+    let status = create(&server, bad).await.unwrap_err();
+    assert!(fields(&status).contains(&"experiment.variants[1].id".to_owned()));
+
+    let missing = server
+        .experiments()
+        .get_experiment(pb::GetExperimentRequest {
+            experiment_id: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    // Nothing of the refused experiments was stored.
+    let listed = server
+        .experiments()
+        .list_experiments(pb::ListExperimentsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.experiments.len(), 1);
+}
+
+#[tokio::test]
+async fn the_lifecycle_allows_only_its_moves() {
+    let server = TestServer::start().await;
+    let mut client = server.experiments();
+    create(&server, experiment("life")).await.unwrap();
+    let id = || "life".to_owned();
+
+    let early = client
+        .assign_variant(pb::AssignVariantRequest {
+            experiment_id: id(),
+            user_id: "u".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        early.code(),
+        Code::FailedPrecondition,
+        "no assignment in draft"
+    );
+    let early = client
+        .record_metric(record("life", "control", "quality", 1.0))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        early.code(),
+        Code::FailedPrecondition,
+        "no metrics in draft"
+    );
+
+    let running = start(&server, "life").await.unwrap();
+    assert!(running.start_time.is_some());
+    client
+        .pause_experiment(pb::PauseExperimentRequest {
+            experiment_id: id(),
+        })
+        .await
+        .unwrap();
+    let paused = client
+        .assign_variant(pb::AssignVariantRequest {
+            experiment_id: id(),
+            user_id: "u".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(paused.code(), Code::FailedPrecondition);
+    client
+        .record_metric(record("life", "control", "quality", 1.0))
+        .await
+        .expect("late metrics are recorded while paused");
+    start(&server, "life").await.expect("paused -> running");
+
+    let bad_winner = client
+        .complete_experiment(pb::CompleteExperimentRequest {
+            experiment_id: id(),
+            winner_variant_id: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_winner.code(), Code::InvalidArgument);
+    let completed = client
+        .complete_experiment(pb::CompleteExperimentRequest {
+            experiment_id: id(),
+            winner_variant_id: "treatment".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .experiment
+        .unwrap();
+    assert_eq!(completed.winner_variant_id, "treatment");
+    assert!(completed.end_time.is_some());
+
+    let restart = start(&server, "life").await.unwrap_err();
+    assert_eq!(restart.code(), Code::FailedPrecondition);
+    assert!(
+        restart.message().contains("completed") && restart.message().contains("running"),
+        "{}",
+        restart.message()
+    );
+    let cancel = client
+        .cancel_experiment(pb::CancelExperimentRequest {
+            experiment_id: id(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(cancel.code(), Code::FailedPrecondition);
+    let late = client
+        .record_metric(record("life", "control", "quality", 1.0))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        late.code(),
+        Code::FailedPrecondition,
+        "no metrics once completed"
+    );
+}
+
+#[tokio::test]
+async fn started_experiments_change_only_coverage_description_and_metadata() {
+    let server = TestServer::start().await;
+    let mut client = server.experiments();
+    let mut definition = experiment("upd");
+    definition.coverage = Some(0.5);
+    create(&server, definition).await.unwrap();
+    let update = |experiment: pb::Experiment, mask: &[&str]| pb::UpdateExperimentRequest {
+        experiment_id: "upd".into(),
+        experiment: Some(experiment),
+        update_mask: mask.iter().map(|m| m.to_string()).collect(),
+    };
+    let draft = client
+        .update_experiment(update(
+            pb::Experiment {
+                variants: vec![variant("a", Some(0.5)), variant("b", Some(0.5))],
+                ..Default::default()
+            },
+            &["variants"],
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .experiment
+        .unwrap();
+    assert_eq!(draft.variants[1].id, "b");
+
+    start(&server, "upd").await.unwrap();
+    let frozen = client
+        .update_experiment(update(
+            pb::Experiment {
+                variants: vec![variant("x", None), variant("y", None)],
+                ..Default::default()
+            },
+            &["variants"],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(frozen.code(), Code::FailedPrecondition);
+    let lower = client
+        .update_experiment(update(
+            pb::Experiment {
+                coverage: Some(0.2),
+                ..Default::default()
+            },
+            &["coverage"],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(lower.code(), Code::FailedPrecondition);
+
+    // Users in at 50% coverage keep their variant when coverage rises.
+    let mut before = Vec::new();
+    for i in 0..200 {
+        let user = format!("user-{i}");
+        let answer = client
+            .assign_variant(pb::AssignVariantRequest {
+                experiment_id: "upd".into(),
+                user_id: user.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        before.push((user, answer.in_experiment, answer.variant.unwrap().id));
+    }
+    let raised = client
+        .update_experiment(update(
+            pb::Experiment {
+                coverage: Some(1.0),
+                description: "all in".into(),
+                ..Default::default()
+            },
+            &["coverage", "description"],
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .experiment
+        .unwrap();
+    assert_eq!(
+        (raised.coverage, raised.description.as_str()),
+        (Some(1.0), "all in")
+    );
+    for (user, was_in, was) in before {
+        let answer = client
+            .assign_variant(pb::AssignVariantRequest {
+                experiment_id: "upd".into(),
+                user_id: user.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(answer.in_experiment, "everyone is in at full coverage");
+        if was_in {
+            assert_eq!(answer.variant.unwrap().id, was, "{user} kept its variant");
+        }
+    }
+}
+
+#[tokio::test]
+async fn assignment_follows_the_documented_hash_and_counts_each_user_once() {
+    let server = TestServer::start().await;
+    let mut client = server.experiments();
+    let mut definition = experiment("hash");
+    definition.seed = "seed-42".into();
+    definition.coverage = Some(0.8);
+    definition.variants = vec![
+        variant("control", Some(0.3)),
+        variant("treatment", Some(0.7)),
+    ];
+    create(&server, definition).await.unwrap();
+    start(&server, "hash").await.unwrap();
+    let ranges = bucket_ranges(2, 0.8, Some(&[0.3, 0.7]));
+    let mut exposed = [0u64; 2];
+    for i in 0..300 {
+        let user = format!("u-{i}-ü");
+        let expected = assign("seed-42", &user, &ranges);
+        for _ in 0..2 {
+            let answer = client
+                .assign_variant(pb::AssignVariantRequest {
+                    experiment_id: "hash".into(),
+                    user_id: user.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(answer.in_experiment, expected.is_some(), "{user}");
+            let variant = answer.variant.unwrap().id;
+            match expected {
+                Some(index) => assert_eq!(variant, ["control", "treatment"][index]),
+                None => assert_eq!(variant, "control", "users outside coverage get control"),
+            }
+        }
+        if let Some(index) = expected {
+            exposed[index] += 1;
+        }
+    }
+    let srm = results(&server, "hash").await.srm.unwrap();
+    assert_eq!(
+        srm.observed, exposed,
+        "each user is one exposure, however often assigned"
+    );
+
+    let empty = client
+        .assign_variant(pb::AssignVariantRequest {
+            experiment_id: "hash".into(),
+            user_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(empty.code(), Code::InvalidArgument);
+    let long = client
+        .assign_variant(pb::AssignVariantRequest {
+            experiment_id: "hash".into(),
+            user_id: "x".repeat(257),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(long.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn locally_assigned_exposures_must_agree_with_the_hash() {
+    let server = TestServer::start().await;
+    let mut client = server.experiments();
+    create(&server, experiment("local")).await.unwrap();
+    start(&server, "local").await.unwrap();
+    let ranges = bucket_ranges(2, 1.0, None);
+    let names = ["control", "treatment"];
+    let right = |user: &str| names[assign("local", user, &ranges).unwrap()].to_owned();
+    let wrong = |user: &str| names[1 - assign("local", user, &ranges).unwrap()].to_owned();
+
+    let refused = client
+        .record_exposures(pb::RecordExposuresRequest {
+            experiment_id: "local".into(),
+            exposures: vec![
+                pb::Exposure {
+                    user_id: "alice".into(),
+                    variant_id: right("alice"),
+                },
+                pb::Exposure {
+                    user_id: "bob".into(),
+                    variant_id: wrong("bob"),
+                },
+            ],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert_eq!(fields(&refused), vec!["exposures[1].variant_id".to_owned()]);
+    assert_eq!(
+        results(&server, "local").await.srm.unwrap().observed,
+        vec![0, 0],
+        "nothing recorded"
+    );
+
+    let exposures = ["alice", "bob", "carol"]
+        .map(|u| pb::Exposure {
+            user_id: u.into(),
+            variant_id: right(u),
+        })
+        .to_vec();
+    let first = client
+        .record_exposures(pb::RecordExposuresRequest {
+            experiment_id: "local".into(),
+            exposures: exposures.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((first.recorded, first.already_exposed), (3, 0));
+    let again = client
+        .record_exposures(pb::RecordExposuresRequest {
+            experiment_id: "local".into(),
+            exposures,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((again.recorded, again.already_exposed), (0, 3));
+}
+
+/// Deterministic values with a clear quality gain for treatment.
+fn quality(variant: &str, i: usize) -> f64 {
+    let base = if variant == "treatment" { 0.8 } else { 0.6 };
+    base + ((i * 7919) % 100) as f64 / 1000.0
+}
+
+#[tokio::test]
+async fn recorded_metrics_drive_results_and_a_justified_recommendation() {
+    let server = TestServer::start().await;
+    let mut client = server.experiments();
+    create(&server, experiment("ab")).await.unwrap();
+    start(&server, "ab").await.unwrap();
+
+    let mut records = Vec::new();
+    for v in ["control", "treatment"] {
+        for i in 0..60 {
+            records.push(record("ab", v, "quality", quality(v, i)));
+            records.push(record(
+                "ab",
+                v,
+                "converted",
+                f64::from(u8::from(i % 3 == 0)),
+            ));
+            records.push(record("ab", v, "latency", 1000.0 + ((i * 31) % 50) as f64));
+        }
+    }
+    let answer = client
+        .record_metrics(pb::RecordMetricsRequest { records })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.recorded, 360);
+
+    let bad = client
+        .record_metrics(pb::RecordMetricsRequest {
+            records: vec![
+                record("ab", "control", "quality", 0.5),
+                record("ab", "control", "converted", 0.5),
+                record("ab", "control", "unknown", 1.0),
+                record("ab", "nope", "quality", f64::NAN),
+            ],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    let bad_fields = fields(&bad);
+    for field in [
+        "records[1].value",
+        "records[2].metric",
+        "records[3].variant_id",
+        "records[3].value",
+    ] {
+        assert!(
+            bad_fields.contains(&field.to_owned()),
+            "{field} in {bad_fields:?}"
+        );
+    }
+
+    let results = results(&server, "ab").await;
+    let control = stats(&results, "control", "quality");
+    assert_eq!(control.n, 60, "the refused batch changed nothing");
+    let expected_mean = (0..60).map(|i| quality("control", i)).sum::<f64>() / 60.0;
+    assert!((control.mean - expected_mean).abs() < 1e-12);
+    assert!((stats(&results, "treatment", "converted").mean - 20.0 / 60.0).abs() < 1e-12);
+
+    let lift = results
+        .comparisons
+        .iter()
+        .find(|c| c.variant_id == "treatment" && c.metric == "quality")
+        .unwrap();
+    let relative = lift.relative.as_ref().unwrap();
+    assert!(relative.computable && relative.estimate > 0.3 && relative.p_value < 1e-6);
+    assert!(
+        lift.adjusted_p_value.unwrap() >= relative.p_value,
+        "Holm never lowers a p-value"
+    );
+    let converted = results
+        .comparisons
+        .iter()
+        .find(|c| c.metric == "converted")
+        .unwrap();
+    assert!(
+        !converted.significant,
+        "equal conversion is not significant"
+    );
+    assert_eq!(results.winner_variant_id, "treatment");
+    assert!(
+        results
+            .recommendation
+            .starts_with("Deploy variant treatment with ")
+            && results.recommendation.ends_with("% confidence"),
+        "{}",
+        results.recommendation
+    );
+    assert!(
+        results.reasons[0].contains("improves quality"),
+        "{:?}",
+        results.reasons
+    );
+}
+
+#[tokio::test]
+async fn too_few_samples_or_a_worse_guardrail_block_the_winner() {
+    let server = TestServer::start().await;
+    let mut client = server.experiments();
+    let mut definition = experiment("guard");
+    definition.min_samples = Some(1000);
+    create(&server, definition).await.unwrap();
+    start(&server, "guard").await.unwrap();
+    let mut records = Vec::new();
+    for v in ["control", "treatment"] {
+        for i in 0..60 {
+            records.push(record("guard", v, "quality", quality(v, i)));
+            let slow = if v == "treatment" { 500.0 } else { 0.0 };
+            records.push(record(
+                "guard",
+                v,
+                "latency",
+                1000.0 + slow + ((i * 31) % 50) as f64,
+            ));
+        }
+    }
+    client
+        .record_metrics(pb::RecordMetricsRequest { records })
+        .await
+        .unwrap();
+    let results = results(&server, "guard").await;
+    assert_eq!(results.winner_variant_id, "");
+    assert_eq!(
+        results.recommendation,
+        "Continue experiment - insufficient confidence"
+    );
+    let reasons = results.reasons.join("\n");
+    assert!(
+        reasons.contains("not enough samples on quality"),
+        "{reasons}"
+    );
+    assert!(
+        reasons.contains("guardrail latency is significantly worse in treatment"),
+        "{reasons}"
+    );
+}
+
+#[tokio::test]
+async fn retried_records_with_an_id_count_once() {
+    let server = TestServer::start().await;
+    let mut client = server.experiments();
+    create(&server, experiment("idem")).await.unwrap();
+    start(&server, "idem").await.unwrap();
+    let mut retried = record("idem", "control", "quality", 0.9);
+    retried.record_id = "req-1".into();
+    assert!(
+        client
+            .record_metric(retried.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .recorded
+    );
+    assert!(
+        !client
+            .record_metric(retried.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .recorded
+    );
+    let batch = client
+        .record_metrics(pb::RecordMetricsRequest {
+            records: vec![retried.clone(), retried],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((batch.recorded, batch.duplicates), (0, 2));
+    assert_eq!(
+        stats(&results(&server, "idem").await, "control", "quality").n,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_stream_of_records_is_ingested_in_full() {
+    let server = TestServer::start().await;
+    let mut client = server.experiments();
+    create(&server, experiment("stream")).await.unwrap();
+    start(&server, "stream").await.unwrap();
+    let records: Vec<_> = (0..2500)
+        .map(|i| {
+            record(
+                "stream",
+                ["control", "treatment"][i % 2],
+                "quality",
+                (i % 10) as f64 / 10.0,
+            )
+        })
+        .collect();
+    let answer = client
+        .ingest_metrics(tokio_stream::iter(records))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.recorded, 2500);
+    let results = results(&server, "stream").await;
+    assert_eq!(stats(&results, "control", "quality").n, 1250);
+    assert_eq!(stats(&results, "treatment", "quality").n, 1250);
+
+    let bad: Vec<_> = (0..1500)
+        .map(|i| {
+            record(
+                "stream",
+                "control",
+                "quality",
+                if i == 1200 { f64::INFINITY } else { 0.5 },
+            )
+        })
+        .collect();
+    let status = client
+        .ingest_metrics(tokio_stream::iter(bad))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        fields(&status),
+        vec!["records[1200].value".to_owned()],
+        "named by its place in the stream"
+    );
+}
+
+#[tokio::test]
+async fn many_clients_recording_at_once_are_counted_exactly() {
+    let server = TestServer::start().await;
+    create(&server, experiment("busy")).await.unwrap();
+    start(&server, "busy").await.unwrap();
+    let mut tasks = Vec::new();
+    for client_index in 0..16 {
+        let mut client = server.experiments();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..100 {
+                let variant = ["control", "treatment"][(client_index + i) % 2];
+                client
+                    .record_metric(record("busy", variant, "quality", 1.0))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let results = results(&server, "busy").await;
+    let total = stats(&results, "control", "quality").n + stats(&results, "treatment", "quality").n;
+    assert_eq!(total, 1600);
+    assert_eq!(stats(&results, "control", "quality").n, 800);
+}
+
+#[tokio::test]
+async fn experiments_exposures_and_statistics_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), |_| {}).await;
+    let mut definition = experiment("durable");
+    definition.analysis_unit = pb::AnalysisUnit::User.into();
+    create(&server, definition).await.unwrap();
+    start(&server, "durable").await.unwrap();
+    let mut client = server.experiments();
+    for i in 0..50 {
+        let user = format!("user-{i}");
+        let variant = client
+            .assign_variant(pb::AssignVariantRequest {
+                experiment_id: "durable".into(),
+                user_id: user.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .variant
+            .unwrap()
+            .id;
+        for value in [0.2, 0.4] {
+            let mut r = record("durable", &variant, "quality", value + i as f64 / 100.0);
+            r.user_id = user.clone();
+            client.record_metric(r).await.unwrap();
+        }
+    }
+    let missing_user = client
+        .record_metric(record("durable", "control", "quality", 1.0))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        fields(&missing_user),
+        vec!["user_id".to_owned()],
+        "per-user analysis needs the user"
+    );
+    let before = results(&server, "durable").await;
+    server.stop().await;
+
+    let server = TestServer::start_in(dir.path(), |_| {}).await;
+    let after = results(&server, "durable").await;
+    assert_eq!(
+        after.experiment.as_ref().unwrap().status,
+        pb::ExperimentStatus::Running as i32
+    );
+    assert_eq!(after.stats, before.stats, "statistics are rebuilt exactly");
+    assert_eq!(after.srm, before.srm);
+    let users: u64 = after.srm.as_ref().unwrap().observed.iter().sum();
+    assert_eq!(users, 50);
+    let control = stats(&after, "control", "quality");
+    assert_eq!(
+        control.n + stats(&after, "treatment", "quality").n,
+        50,
+        "n counts users"
+    );
+
+    // A known user keeps the variant and adds no exposure.
+    let mut client = server.experiments();
+    client
+        .assign_variant(pb::AssignVariantRequest {
+            experiment_id: "durable".into(),
+            user_id: "user-3".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(results(&server, "durable").await.srm, after.srm);
+}
+
+#[tokio::test]
+async fn prompt_experiments_register_prompts_and_model_experiments_split_evenly() {
+    let server = TestServer::start().await;
+    let mut client = server.experiments();
+    let prompt = |version: &str, template: &str| pb::PromptVersion {
+        name: "greeting".into(),
+        version: version.into(),
+        template: template.into(),
+        ..Default::default()
+    };
+    let request = |id: &str, treatment: pb::PromptVersion| pb::CreatePromptExperimentRequest {
+        name: "greeting test".into(),
+        control: Some(prompt("1.0.0", "Hello {{name}}")),
+        treatment: Some(treatment),
+        treatment_share: Some(0.2),
+        experiment_id: id.into(),
+        description: String::new(),
+    };
+    let created = client
+        .create_prompt_experiment(request("p1", prompt("1.1.0", "Hi there, {{name}}!")))
+        .await
+        .unwrap()
+        .into_inner()
+        .experiment
+        .unwrap();
+    let weights: Vec<_> = created.variants.iter().map(|v| v.weight.unwrap()).collect();
+    assert!((weights[0] - 0.8).abs() < 1e-12 && (weights[1] - 0.2).abs() < 1e-12);
+    assert_eq!(created.variants[1].prompt_version, "1.1.0");
+    let primary: Vec<_> = created
+        .metrics
+        .iter()
+        .filter(|m| m.role == pb::MetricRole::Primary as i32)
+        .map(|m| m.name.as_str())
+        .collect();
+    assert_eq!(primary, ["quality"]);
+    let registered = server
+        .prompts()
+        .get_prompt_version(pb::GetPromptVersionRequest {
+            name: "greeting".into(),
+            version: "1.1.0".into(),
+            label: String::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        registered.into_inner().prompt_version.unwrap().template,
+        "Hi there, {{name}}!"
+    );
+
+    // Identical versions are reused; a different template under a taken version is refused.
+    client
+        .create_prompt_experiment(request("p2", prompt("1.1.0", "Hi there, {{name}}!")))
+        .await
+        .expect("identical versions are reused");
+    let clash = client
+        .create_prompt_experiment(request("p3", prompt("1.1.0", "Yo {{name}}")))
+        .await
+        .unwrap_err();
+    assert_eq!(clash.code(), Code::AlreadyExists);
+    assert!(
+        clash.message().contains("different template"),
+        "{}",
+        clash.message()
+    );
+
+    let models = client
+        .create_model_experiment(pb::CreateModelExperimentRequest {
+            name: "models".into(),
+            models: vec!["small".into(), "large".into(), "huge".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .experiment
+        .unwrap();
+    assert_eq!(models.variants.len(), 3);
+    assert!(models.variants[0].is_control && models.variants.iter().all(|v| v.weight.is_none()));
+    let cost = models.metrics.iter().find(|m| m.name == "cost").unwrap();
+    assert_eq!(cost.direction, pb::MetricDirection::LowerIsBetter as i32);
+    let one = client
+        .create_model_experiment(pb::CreateModelExperimentRequest {
+            name: "one".into(),
+            models: vec!["solo".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(one.code(), Code::InvalidArgument);
+}
