@@ -1,0 +1,207 @@
+//! Crash safety of metric recording: the real binary is killed with SIGKILL while
+//! clients record metrics; after a restart every acknowledged record is counted, and
+//! each exactly once.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use llmops::pb;
+use llmops::pb::experiment_service_client::ExperimentServiceClient;
+use tonic::transport::Channel;
+
+fn free_address() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+struct Server {
+    child: Child,
+    address: SocketAddr,
+}
+
+impl Server {
+    fn spawn(data_dir: &std::path::Path) -> Self {
+        let address = free_address();
+        let child = Command::new(env!("CARGO_BIN_EXE_llmops"))
+            .args([
+                "serve",
+                "--listen",
+                &address.to_string(),
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("LLMOPS_DURABILITY", "full")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the llmops binary starts");
+        Self { child, address }
+    }
+
+    async fn client(&self) -> ExperimentServiceClient<Channel> {
+        for _ in 0..500 {
+            if let Ok(channel) = Channel::from_shared(format!("http://{}", self.address))
+                .unwrap()
+                .connect()
+                .await
+            {
+                let mut client = ExperimentServiceClient::new(channel);
+                let ready = client
+                    .list_experiments(pb::ListExperimentsRequest::default())
+                    .await;
+                if ready.is_ok() {
+                    return client;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the server did not come up");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn record(index: u64) -> pb::RecordMetricRequest {
+    pb::RecordMetricRequest {
+        experiment_id: "crash".into(),
+        variant_id: ["control", "treatment"][(index % 2) as usize].into(),
+        metric: "quality".into(),
+        value: (index % 10) as f64 / 10.0,
+        record_id: format!("record-{index}"),
+        ..Default::default()
+    }
+}
+
+async fn count(client: &mut ExperimentServiceClient<Channel>) -> u64 {
+    client
+        .get_experiment_results(pb::GetExperimentResultsRequest {
+            experiment_id: "crash".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .iter()
+        .map(|s| s.n)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_record_survives_kill_9_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::spawn(dir.path());
+    let mut client = server.client().await;
+    client
+        .create_experiment(pb::CreateExperimentRequest {
+            experiment: Some(pb::Experiment {
+                id: "crash".into(),
+                name: "crash test".into(),
+                variants: ["control", "treatment"]
+                    .map(|id| pb::Variant {
+                        id: id.into(),
+                        ..Default::default()
+                    })
+                    .to_vec(),
+                metrics: vec![pb::MetricDefinition {
+                    name: "quality".into(),
+                    kind: pb::MetricKind::Mean.into(),
+                    direction: pb::MetricDirection::HigherIsBetter.into(),
+                    role: pb::MetricRole::Primary.into(),
+                }],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    client
+        .start_experiment(pb::StartExperimentRequest {
+            experiment_id: "crash".into(),
+        })
+        .await
+        .unwrap();
+
+    // Eight writers record until the server dies under them.
+    let acknowledged = Arc::new(Mutex::new(HashSet::new()));
+    let attempted = Arc::new(Mutex::new(0u64));
+    let mut writers = Vec::new();
+    for writer in 0..8u64 {
+        let mut client = client.clone();
+        let acknowledged = acknowledged.clone();
+        let attempted = attempted.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0.. {
+                let index = i * 8 + writer;
+                {
+                    let mut attempted = attempted.lock().unwrap();
+                    *attempted = (*attempted).max(index + 1);
+                }
+                match client.record_metric(record(index)).await {
+                    Ok(_) => {
+                        acknowledged.lock().unwrap().insert(index);
+                    }
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.child.kill().expect("SIGKILL");
+    server.child.wait().unwrap();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    drop(server);
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    let attempted = *attempted.lock().unwrap();
+    assert!(
+        acknowledged.len() > 100,
+        "the load ran: {} acknowledged",
+        acknowledged.len()
+    );
+
+    let server = Server::spawn(dir.path());
+    let mut client = server.client().await;
+    let counted = count(&mut client).await;
+    assert!(
+        counted >= acknowledged.len() as u64,
+        "{counted} counted but {} were acknowledged",
+        acknowledged.len()
+    );
+    assert!(
+        counted <= attempted,
+        "{counted} counted, only {attempted} sent"
+    );
+    // Every acknowledged record is stored: a retry is a duplicate, and counts nothing.
+    let retry = client
+        .record_metrics(pb::RecordMetricsRequest {
+            records: acknowledged.iter().map(|&i| record(i)).collect(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(retry.recorded, 0, "an acknowledged record was lost");
+    assert_eq!(retry.duplicates, acknowledged.len() as u64);
+    // Re-sending everything attempted leaves each record counted exactly once.
+    let all: Vec<_> = (0..attempted).map(record).collect();
+    for chunk in all.chunks(5000) {
+        client
+            .record_metrics(pb::RecordMetricsRequest {
+                records: chunk.to_vec(),
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(count(&mut client).await, attempted);
+}
