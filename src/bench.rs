@@ -458,7 +458,10 @@ mod tests {
                 .await
                 .unwrap();
             let names: Vec<_> = rows.iter().map(|row| row.scenario).collect();
-            assert_eq!(names, ["health", "get-prompt", "render"]);
+            assert_eq!(
+                names,
+                ["health", "get-prompt", "render", "assign", "record-metric"]
+            );
             for row in &rows {
                 assert_eq!(row.errors, 0, "{row:?}");
                 assert!(

@@ -924,3 +924,96 @@ async fn prompt_experiments_register_prompts_and_model_experiments_split_evenly(
         .unwrap_err();
     assert_eq!(one.code(), Code::InvalidArgument);
 }
+
+#[tokio::test]
+async fn a_sample_ratio_mismatch_blocks_the_winner_and_raises_one_warning() {
+    let server = TestServer::start_with(|config| {
+        config.experiments.alert_check_interval = std::time::Duration::from_millis(200);
+    })
+    .await;
+    let mut client = server.experiments();
+    create(&server, experiment("srm")).await.unwrap();
+    start(&server, "srm").await.unwrap();
+    // 300 users, all of whom hash to control: a broken 50/50 split.
+    let ranges = bucket_ranges(2, 1.0, None);
+    let exposures: Vec<_> = (0..)
+        .map(|i| format!("user-{i}"))
+        .filter(|u| assign("srm", u, &ranges) == Some(0))
+        .take(300)
+        .map(|u| pb::Exposure {
+            user_id: u,
+            variant_id: "control".into(),
+        })
+        .collect();
+    client
+        .record_exposures(pb::RecordExposuresRequest {
+            experiment_id: "srm".into(),
+            exposures,
+        })
+        .await
+        .unwrap();
+    let mut records = Vec::new();
+    for v in ["control", "treatment"] {
+        for i in 0..60 {
+            records.push(record("srm", v, "quality", quality(v, i)));
+        }
+    }
+    client
+        .record_metrics(pb::RecordMetricsRequest { records })
+        .await
+        .unwrap();
+
+    let results = results(&server, "srm").await;
+    let srm = results.srm.unwrap();
+    assert!(srm.detected && srm.p_value < 1e-10, "{srm:?}");
+    assert_eq!(srm.observed, vec![300, 0]);
+    assert_eq!(
+        results.winner_variant_id, "",
+        "no winner while the split is broken"
+    );
+    assert!(
+        results.reasons[0].starts_with("sample ratio mismatch"),
+        "{:?}",
+        results.reasons
+    );
+
+    // The monitor raises it once (checked several times meanwhile).
+    let list = || pb::ListAlertsRequest {
+        source: "experiments".into(),
+        source_id: "srm".into(),
+        ..Default::default()
+    };
+    let mut alerts = Vec::new();
+    for _ in 0..100 {
+        alerts = server
+            .alerts()
+            .list_alerts(list())
+            .await
+            .unwrap()
+            .into_inner()
+            .alerts;
+        if !alerts.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let alerts = {
+        let again = server
+            .alerts()
+            .list_alerts(list())
+            .await
+            .unwrap()
+            .into_inner()
+            .alerts;
+        assert_eq!(again.len(), alerts.len());
+        again
+    };
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].severity, pb::AlertSeverity::Warning as i32);
+    assert_eq!(
+        alerts[0].occurrences, 1,
+        "a persisting condition is not raised again"
+    );
+    assert!(alerts[0].message.contains("sample ratio mismatch"));
+}

@@ -15,6 +15,7 @@ use tonic_health::pb::HealthCheckRequest;
 
 use super::load::Call;
 use crate::pb;
+use crate::pb::experiment_service_client::ExperimentServiceClient;
 use crate::pb::prompt_service_client::PromptServiceClient;
 
 /// The prompt the prompt scenarios read.
@@ -34,6 +35,13 @@ const PROMPT_VARIABLES: [(&str, &str, &str); 3] = [
     ),
 ];
 
+/// The experiment the experiment scenarios use.
+const EXPERIMENT_ID: &str = "bench-experiment";
+/// Of the users `assign` sends, one in this many is new (never assigned before).
+const ASSIGN_NEW_USER_EVERY: u64 = 2;
+/// The returning users `assign` cycles through.
+const ASSIGN_RETURNING_USERS: u64 = 1000;
+
 /// One kind of request the load tool can measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Scenario {
@@ -43,6 +51,10 @@ pub enum Scenario {
     GetPrompt,
     /// RenderPrompt of a three-variable template.
     Render,
+    /// AssignVariant; every other user is new, so half the calls store an exposure.
+    Assign,
+    /// RecordMetric, durable before the answer (group commit).
+    RecordMetric,
     /// Alert Subscribe fan-out: many subscribers, alerts created at a fixed rate;
     /// delivery latency and server memory per subscriber. Only run when named.
     Fanout,
@@ -50,9 +62,22 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in the order they run.
-    pub(crate) const ALL: [Self; 4] = [Self::Health, Self::GetPrompt, Self::Render, Self::Fanout];
+    pub(crate) const ALL: [Self; 6] = [
+        Self::Health,
+        Self::GetPrompt,
+        Self::Render,
+        Self::Assign,
+        Self::RecordMetric,
+        Self::Fanout,
+    ];
     /// The closed-loop request scenarios, run by `load`; the default selection.
-    pub(crate) const CLOSED_LOOP: [Self; 3] = [Self::Health, Self::GetPrompt, Self::Render];
+    pub(crate) const CLOSED_LOOP: [Self; 5] = [
+        Self::Health,
+        Self::GetPrompt,
+        Self::Render,
+        Self::Assign,
+        Self::RecordMetric,
+    ];
 
     /// The name used on the command line and in reports.
     pub(crate) fn name(self) -> &'static str {
@@ -60,6 +85,8 @@ impl Scenario {
             Self::Health => "health",
             Self::GetPrompt => "get-prompt",
             Self::Render => "render",
+            Self::Assign => "assign",
+            Self::RecordMetric => "record-metric",
             Self::Fanout => "fanout",
         }
     }
@@ -75,6 +102,7 @@ impl Scenario {
             // Fanout creates its alerts as it runs.
             Self::Health | Self::Fanout => Ok(()),
             Self::GetPrompt | Self::Render => create_bench_prompt(channel).await,
+            Self::Assign | Self::RecordMetric => start_bench_experiment(channel).await,
         }
     }
 
@@ -104,7 +132,44 @@ impl Scenario {
                     variables: render_values(),
                 },
             ),
+            Self::Assign => Caller::Assign(ExperimentServiceClient::new(channel), UserIds::new()),
+            Self::RecordMetric => Caller::RecordMetric(
+                ExperimentServiceClient::new(channel),
+                pb::RecordMetricRequest {
+                    experiment_id: EXPERIMENT_ID.into(),
+                    variant_id: "control".into(),
+                    metric: "quality".into(),
+                    value: 0.87,
+                    ..Default::default()
+                },
+            ),
             Self::Fanout => unreachable!("fanout is not a closed-loop scenario"),
+        }
+    }
+}
+
+/// The users one `assign` stream sends: every [`ASSIGN_NEW_USER_EVERY`]th is new (a
+/// per-stream random prefix keeps them new across streams and runs), the rest return.
+#[derive(Debug)]
+pub(crate) struct UserIds {
+    prefix: u64,
+    sent: u64,
+}
+
+impl UserIds {
+    fn new() -> Self {
+        Self {
+            prefix: fastrand::u64(..),
+            sent: 0,
+        }
+    }
+
+    fn next(&mut self) -> String {
+        self.sent += 1;
+        if self.sent % ASSIGN_NEW_USER_EVERY == 0 {
+            format!("new-{:016x}-{}", self.prefix, self.sent)
+        } else {
+            format!("returning-{}", self.sent % ASSIGN_RETURNING_USERS)
         }
     }
 }
@@ -127,6 +192,10 @@ pub(crate) enum Caller {
     GetPrompt(PromptServiceClient<Channel>, pb::GetPromptVersionRequest),
     /// RenderPrompt.
     Render(PromptServiceClient<Channel>, pb::RenderPromptRequest),
+    /// AssignVariant, with the users to send.
+    Assign(ExperimentServiceClient<Channel>, UserIds),
+    /// RecordMetric.
+    RecordMetric(ExperimentServiceClient<Channel>, pb::RecordMetricRequest),
 }
 
 impl Call for Caller {
@@ -152,6 +221,18 @@ impl Call for Caller {
             }
             Self::Render(client, request) => {
                 client.render_prompt(request.clone()).await?;
+                Ok(())
+            }
+            Self::Assign(client, users) => {
+                let request = pb::AssignVariantRequest {
+                    experiment_id: EXPERIMENT_ID.into(),
+                    user_id: users.next(),
+                };
+                client.assign_variant(request).await?;
+                Ok(())
+            }
+            Self::RecordMetric(client, request) => {
+                client.record_metric(request.clone()).await?;
                 Ok(())
             }
         }
@@ -191,6 +272,57 @@ async fn create_bench_prompt(channel: Channel) -> anyhow::Result<()> {
             "cannot create {PROMPT_NAME} {PROMPT_VERSION}: {status}"
         )),
     }
+}
+
+/// Creates and starts `bench-experiment` (two variants, one metric); an experiment left
+/// running by an earlier run is reused.
+async fn start_bench_experiment(channel: Channel) -> anyhow::Result<()> {
+    let mut client = ExperimentServiceClient::new(channel);
+    let experiment = pb::Experiment {
+        id: EXPERIMENT_ID.into(),
+        name: "llmops bench".into(),
+        variants: ["control", "treatment"]
+            .map(|id| pb::Variant {
+                id: id.into(),
+                ..Default::default()
+            })
+            .to_vec(),
+        metrics: vec![pb::MetricDefinition {
+            name: "quality".into(),
+            kind: pb::MetricKind::Mean.into(),
+            direction: pb::MetricDirection::HigherIsBetter.into(),
+            role: pb::MetricRole::Primary.into(),
+        }],
+        ..Default::default()
+    };
+    let created = client
+        .create_experiment(pb::CreateExperimentRequest {
+            experiment: Some(experiment),
+        })
+        .await;
+    match created {
+        Ok(_) => {}
+        Err(status) if status.code() == Code::AlreadyExists => {}
+        Err(status) => anyhow::bail!("cannot create {EXPERIMENT_ID}: {status}"),
+    }
+    let current = client
+        .get_experiment(pb::GetExperimentRequest {
+            experiment_id: EXPERIMENT_ID.into(),
+        })
+        .await
+        .map_err(|status| anyhow::anyhow!("cannot read {EXPERIMENT_ID}: {status}"))?
+        .into_inner()
+        .experiment
+        .unwrap_or_default();
+    if current.status() != pb::ExperimentStatus::Running {
+        client
+            .start_experiment(pb::StartExperimentRequest {
+                experiment_id: EXPERIMENT_ID.into(),
+            })
+            .await
+            .map_err(|status| anyhow::anyhow!("cannot start {EXPERIMENT_ID}: {status}"))?;
+    }
+    Ok(())
 }
 
 /// The values [`Scenario::Render`] renders with.
