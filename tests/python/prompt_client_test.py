@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""End-to-end test of llmops.v1.PromptService through Python grpcio stubs.
+"""End-to-end test of llmops.v1.PromptService and ExperimentService through Python
+grpcio stubs.
 
-The stubs are generated at run time from proto/llmops/v1/prompts.proto, so this
-test checks the wire contract (field names, enums, status codes) as a non-Rust
-client sees it.
+The stubs are generated at run time from proto/llmops/v1/{prompts,experiments}.proto,
+so this test checks the wire contract (field names, enums, status codes) as a non-Rust
+client sees it. The experiment checks also assign users locally with GrowthBook's own
+Python SDK and require the server to agree: the assignment hash is reproducible in
+another language.
 
 Usage (from anywhere; paths are resolved against the repo root):
 
@@ -30,7 +33,7 @@ import time
 
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 PROTO_DIR = os.path.join(REPO_ROOT, "proto")
-PROTO_FILE = "llmops/v1/prompts.proto"
+PROTO_FILES = ["llmops/v1/prompts.proto", "llmops/v1/experiments.proto"]
 
 RPC_TIMEOUT = 10.0
 STARTUP_TIMEOUT = 30.0
@@ -39,14 +42,16 @@ PROMPT = "py-review"
 # Set by generate_stubs().
 pb2 = None
 pb2_grpc = None
+exp_pb2 = None
+exp_pb2_grpc = None
 
 
 # --------------------------------------------------------------------------- stubs
 
 
 def generate_stubs(out_dir):
-    """Runs grpc_tools.protoc on prompts.proto into out_dir and imports the result."""
-    global pb2, pb2_grpc
+    """Runs grpc_tools.protoc on the protos into out_dir and imports the result."""
+    global pb2, pb2_grpc, exp_pb2, exp_pb2_grpc
     os.makedirs(out_dir, exist_ok=True)
     wkt_include = str(importlib.resources.files("grpc_tools") / "_proto")
     cmd = [
@@ -59,8 +64,7 @@ def generate_stubs(out_dir):
         wkt_include,
         "--python_out=" + out_dir,
         "--grpc_python_out=" + out_dir,
-        "proto/" + PROTO_FILE,
-    ]
+    ] + ["proto/" + f for f in PROTO_FILES]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(
@@ -76,6 +80,8 @@ def generate_stubs(out_dir):
     importlib.invalidate_caches()
     pb2 = importlib.import_module("llmops.v1.prompts_pb2")
     pb2_grpc = importlib.import_module("llmops.v1.prompts_pb2_grpc")
+    exp_pb2 = importlib.import_module("llmops.v1.experiments_pb2")
+    exp_pb2_grpc = importlib.import_module("llmops.v1.experiments_pb2_grpc")
 
 
 # --------------------------------------------------------------------------- server
@@ -379,6 +385,98 @@ def make_checks(stub):
 # --------------------------------------------------------------------------- runner
 
 
+def make_experiment_checks(stub):
+    """Checks of ExperimentService; assignment is compared with GrowthBook's SDK."""
+    import grpc
+    from growthbook.core import chooseVariation, gbhash, getBucketRanges
+
+    experiment_id = "py-ab"
+    weights = [0.3, 0.7]
+    coverage = 0.8
+    seed = "py-seed"
+
+    def create_and_start():
+        experiment = exp_pb2.Experiment(
+            id=experiment_id,
+            name="python client",
+            seed=seed,
+            coverage=coverage,
+            variants=[
+                exp_pb2.Variant(id="control", weight=weights[0]),
+                exp_pb2.Variant(id="treatment", weight=weights[1]),
+            ],
+            metrics=[
+                exp_pb2.MetricDefinition(
+                    name="converted",
+                    kind=exp_pb2.METRIC_KIND_PROPORTION,
+                    direction=exp_pb2.METRIC_DIRECTION_HIGHER_IS_BETTER,
+                    role=exp_pb2.METRIC_ROLE_PRIMARY,
+                )
+            ],
+        )
+        created = stub.CreateExperiment(
+            exp_pb2.CreateExperimentRequest(experiment=experiment), timeout=RPC_TIMEOUT
+        ).experiment
+        assert created.status == exp_pb2.EXPERIMENT_STATUS_DRAFT, created.status
+        started = stub.StartExperiment(
+            exp_pb2.StartExperimentRequest(experiment_id=experiment_id), timeout=RPC_TIMEOUT
+        ).experiment
+        assert started.status == exp_pb2.EXPERIMENT_STATUS_RUNNING, started.status
+
+    def assignment_matches_growthbook_sdk():
+        ranges = getBucketRanges(2, coverage, weights)
+        users = ["user-%d" % i for i in range(150)] + ["ünïcødé-%d-€" % i for i in range(50)]
+        for user in users:
+            n = gbhash(seed, user, 2)
+            expected = chooseVariation(n, ranges)
+            answer = stub.AssignVariant(
+                exp_pb2.AssignVariantRequest(experiment_id=experiment_id, user_id=user),
+                timeout=RPC_TIMEOUT,
+            )
+            assert abs(answer.bucket - n) < 1e-12, "%s: bucket %r vs SDK %r" % (user, answer.bucket, n)
+            assert answer.in_experiment == (expected >= 0), user
+            if expected >= 0:
+                want = ["control", "treatment"][expected]
+                assert answer.variant.id == want, "%s: %s vs SDK %s" % (user, answer.variant.id, want)
+
+    def proportion_values_are_zero_or_one():
+        expect_status(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            lambda: stub.RecordMetric(
+                exp_pb2.RecordMetricRequest(
+                    experiment_id=experiment_id, variant_id="control", metric="converted", value=0.5
+                ),
+                timeout=RPC_TIMEOUT,
+            ),
+        )
+
+    def results_report_srm_and_a_recommendation():
+        records = [
+            exp_pb2.RecordMetricRequest(
+                experiment_id=experiment_id,
+                variant_id=["control", "treatment"][i % 2],
+                metric="converted",
+                value=float(i % 3 == 0),
+            )
+            for i in range(40)
+        ]
+        recorded = stub.RecordMetrics(exp_pb2.RecordMetricsRequest(records=records), timeout=RPC_TIMEOUT)
+        assert recorded.recorded == 40, recorded
+        results = stub.GetExperimentResults(
+            exp_pb2.GetExperimentResultsRequest(experiment_id=experiment_id), timeout=RPC_TIMEOUT
+        )
+        assert results.HasField("srm"), results
+        assert results.recommendation == "Continue experiment - insufficient confidence", results.recommendation
+        assert len(results.comparisons) == 1 and results.comparisons[0].metric == "converted"
+
+    return [
+        ("experiment: create and start", create_and_start),
+        ("experiment: assignment equals the growthbook SDK", assignment_matches_growthbook_sdk),
+        ("experiment: proportions take 0 or 1", proportion_values_are_zero_or_one),
+        ("experiment: results carry SRM and a recommendation", results_report_srm_and_a_recommendation),
+    ]
+
+
 def describe(exc):
     import grpc
 
@@ -439,7 +537,8 @@ def main(argv):
             return 1
 
         stub = pb2_grpc.PromptServiceStub(channel)
-        for name, check in make_checks(stub):
+        experiments = exp_pb2_grpc.ExperimentServiceStub(channel)
+        for name, check in make_checks(stub) + make_experiment_checks(experiments):
             try:
                 check()
             except Exception as e:  # noqa: BLE001
