@@ -253,8 +253,22 @@ fn decide(experiment: &Experiment, tally: &Tally, results: &mut ExperimentResult
             .map(|(id, n)| format!("{id} has {n}"))
             .collect::<Vec<_>>()
             .join(", ");
+        // The most any variant needs to show its observed effect with 80% power.
+        let power_hint = experiment
+            .variants
+            .iter()
+            .enumerate()
+            .filter(|(v, _)| *v != control)
+            .filter_map(|(_, variant)| {
+                needed_for_power(experiment, tally, control, primary_index, &variant.id, primary)
+            })
+            .max()
+            .map(|more| {
+                format!("; roughly {more} more per variant would detect the observed effect with 80% power")
+            })
+            .unwrap_or_default();
         results.reasons.push(format!(
-            "not enough samples on {}: {listed}; each variant needs {}",
+            "not enough samples on {}: {listed}; each variant needs {}{power_hint}",
             primary.name, experiment.min_samples
         ));
     }
@@ -354,18 +368,18 @@ fn add_guardrail_reasons(results: &mut ExperimentResults) {
     }
 }
 
-/// ", roughly N more per variant are needed ..." when the observed effect is nonzero.
-fn more_samples_hint(
+/// How many more observations per variant a test of `variant_id`
+/// against control would need to detect the effect observed so far with 80% power;
+/// `None` when the effect is zero or already detectable with what there is.
+fn needed_for_power(
     experiment: &Experiment,
     tally: &Tally,
     control: usize,
     metric_index: usize,
     variant_id: &str,
     metric: &MetricDefinition,
-) -> String {
-    let Some(v) = experiment.variant_index(variant_id) else {
-        return String::new();
-    };
+) -> Option<u64> {
+    let v = experiment.variant_index(variant_id)?;
     let (a, b) = (
         tally.summary(control, metric_index),
         tally.summary(v, metric_index),
@@ -374,20 +388,30 @@ fn more_samples_hint(
         crate::model::MetricKind::Mean => s.variance(),
         crate::model::MetricKind::Proportion => s.mean() * (1.0 - s.mean()),
     };
-    let Some(needed) = samples_per_variant(
+    let needed = samples_per_variant(
         b.mean() - a.mean(),
         variance(&a),
         variance(&b),
         experiment.alpha,
-    ) else {
-        return String::new();
-    };
+    )?;
     let have = a.n().min(b.n());
-    if needed <= have {
-        return String::new();
-    }
-    format!(
-        "; roughly {} more per variant would detect the observed effect with 80% power",
-        needed - have
-    )
+    (needed > have).then(|| needed - have)
+}
+
+/// "; roughly N more per variant ..." when the observed effect is nonzero.
+fn more_samples_hint(
+    experiment: &Experiment,
+    tally: &Tally,
+    control: usize,
+    metric_index: usize,
+    variant_id: &str,
+    metric: &MetricDefinition,
+) -> String {
+    needed_for_power(experiment, tally, control, metric_index, variant_id, metric)
+        .map(|more| {
+            format!(
+                "; roughly {more} more per variant would detect the observed effect with 80% power"
+            )
+        })
+        .unwrap_or_default()
 }
