@@ -70,7 +70,7 @@ pub struct BenchArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "health,get-prompt,render"
+        default_value = "health,get-prompt,render,assign,record-metric"
     )]
     pub scenarios: Vec<Scenario>,
     /// Separate HTTP/2 connections to open.

@@ -5,10 +5,15 @@ use llmops_experiments::{
     Committed, Experiment, ExperimentStore, ExperimentStoreError, Exposure, MetricRecord,
     RecordVisitor,
 };
-use sqlx::Row;
+use std::collections::HashMap;
+
+use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{to_micros, SqliteStore};
 use crate::error::{corrupt_experiment, experiment_store_error as db_error};
+
+/// Rows per multi-row INSERT (7 parameters each, well under SQLite's 32,766).
+const ROWS_PER_STATEMENT: usize = 1000;
 
 /// Records read per query while rebuilding statistics.
 const VISIT_PAGE: i64 = 10_000;
@@ -74,40 +79,67 @@ impl ExperimentStore for SqliteStore {
     ) -> Result<Committed, ExperimentStoreError> {
         let mut tx = self.writer.begin().await.map_err(db_error)?;
         let mut committed = Committed {
-            exposures: Vec::with_capacity(exposures.len()),
-            records: Vec::with_capacity(records.len()),
+            exposures: vec![false; exposures.len()],
+            records: vec![false; records.len()],
         };
-        for exposure in exposures {
-            let inserted = sqlx::query(
-                "INSERT INTO experiment_exposures (experiment_id, user_id, variant_id, exposed_at_us)
-                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-            )
-            .bind(&exposure.experiment_id)
-            .bind(&exposure.user_id)
-            .bind(&exposure.variant_id)
-            .bind(to_micros(exposure.time))
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-            committed.exposures.push(inserted.rows_affected() == 1);
+        // One multi-row statement per chunk: per-statement overhead, not row count,
+        // dominates small inserts. `RETURNING` lists the rows actually inserted (a
+        // conflict skips the row), which tells new writes from repeats.
+        for (chunk_index, chunk) in exposures.chunks(ROWS_PER_STATEMENT).enumerate() {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO experiment_exposures (experiment_id, user_id, variant_id, exposed_at_us) ",
+            );
+            insert.push_values(chunk, |mut row, exposure| {
+                row.push_bind(&exposure.experiment_id)
+                    .push_bind(&exposure.user_id)
+                    .push_bind(&exposure.variant_id)
+                    .push_bind(to_micros(exposure.time));
+            });
+            insert.push(" ON CONFLICT DO NOTHING RETURNING experiment_id, user_id");
+            let inserted = insert.build().fetch_all(&mut *tx).await.map_err(db_error)?;
+            let keys = inserted
+                .iter()
+                .map(|row| (row.get::<String, _>(0), row.get::<String, _>(1)));
+            let offset = chunk_index * ROWS_PER_STATEMENT;
+            mark_inserted(
+                &mut committed.exposures[offset..offset + chunk.len()],
+                keys,
+                |i| (chunk[i].experiment_id.clone(), chunk[i].user_id.clone()),
+            );
         }
-        for record in records {
-            let record_id = (!record.record_id.is_empty()).then_some(record.record_id.as_str());
-            let inserted = sqlx::query(
-                "INSERT INTO experiment_metric_records (experiment_id, variant_id, metric, value, user_id, record_id, recorded_at_us)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-            )
-            .bind(&record.experiment_id)
-            .bind(&record.variant_id)
-            .bind(&record.metric)
-            .bind(record.value)
-            .bind(&record.user_id)
-            .bind(record_id)
-            .bind(to_micros(record.time))
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-            committed.records.push(inserted.rows_affected() == 1);
+        for (chunk_index, chunk) in records.chunks(ROWS_PER_STATEMENT).enumerate() {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO experiment_metric_records (experiment_id, variant_id, metric, value, user_id, record_id, recorded_at_us) ",
+            );
+            insert.push_values(chunk, |mut row, record| {
+                row.push_bind(&record.experiment_id)
+                    .push_bind(&record.variant_id)
+                    .push_bind(&record.metric)
+                    .push_bind(record.value)
+                    .push_bind(&record.user_id)
+                    .push_bind((!record.record_id.is_empty()).then_some(record.record_id.as_str()))
+                    .push_bind(to_micros(record.time));
+            });
+            insert.push(" ON CONFLICT DO NOTHING RETURNING experiment_id, record_id");
+            let inserted = insert.build().fetch_all(&mut *tx).await.map_err(db_error)?;
+            let offset = chunk_index * ROWS_PER_STATEMENT;
+            let marks = &mut committed.records[offset..offset + chunk.len()];
+            // Records without an id cannot conflict: every one is new.
+            for (mark, record) in marks.iter_mut().zip(chunk) {
+                *mark = record.record_id.is_empty();
+            }
+            let keys = inserted.iter().filter_map(|row| {
+                let record_id: Option<String> = row.get(1);
+                record_id.map(|id| (row.get::<String, _>(0), id))
+            });
+            mark_inserted(marks, keys, |i| {
+                if chunk[i].record_id.is_empty() {
+                    // Never matches a returned key.
+                    (String::new(), String::new())
+                } else {
+                    (chunk[i].experiment_id.clone(), chunk[i].record_id.clone())
+                }
+            });
         }
         tx.commit().await.map_err(db_error)?;
         Ok(committed)
@@ -154,6 +186,30 @@ impl ExperimentStore for SqliteStore {
             after = last.get(0);
             for row in &rows {
                 visit(row.get(1), row.get(2), row.get(3), row.get(4));
+            }
+        }
+    }
+}
+
+/// Marks as inserted, for each returned key, the first row of the chunk with that key
+/// (a key repeated within one statement is inserted once, by its first row).
+fn mark_inserted(
+    marks: &mut [bool],
+    returned: impl Iterator<Item = (String, String)>,
+    key_of: impl Fn(usize) -> (String, String),
+) {
+    let mut returned_keys: HashMap<(String, String), usize> = HashMap::new();
+    for key in returned {
+        *returned_keys.entry(key).or_default() += 1;
+    }
+    if returned_keys.is_empty() {
+        return;
+    }
+    for (i, mark) in marks.iter_mut().enumerate() {
+        if let Some(count) = returned_keys.get_mut(&key_of(i)) {
+            if *count > 0 {
+                *count -= 1;
+                *mark = true;
             }
         }
     }
