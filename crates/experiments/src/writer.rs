@@ -125,6 +125,7 @@ async fn commit_batch(store: &dyn ExperimentStore, batch: Vec<Pending>, on_commi
         replies.push(pending.reply);
     }
     metrics::histogram!("llmops_experiment_commit_batch_writes").record(all.len() as f64);
+    let started = std::time::Instant::now();
     let result = store
         .commit_writes(&all.exposures, &all.records)
         .await
@@ -138,6 +139,7 @@ async fn commit_batch(store: &dyn ExperimentStore, batch: Vec<Pending>, on_commi
                 )
             })
         });
+    metrics::histogram!("llmops_experiment_commit_seconds").record(started.elapsed().as_secs_f64());
     match result {
         Ok(committed) => {
             on_commit(&all, &committed);
