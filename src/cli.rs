@@ -2,10 +2,12 @@
 //! answer as a readable table or, with `--json`, as JSON.
 //!
 //! The pieces: [`ClientOptions`] (the flags every client subcommand shares), [`connect`],
-//! the `llmops prompt ...` commands in [`prompt`], protobuf/JSON value conversions in
-//! `values` and JSON/YAML file reading in `files`.
+//! the `llmops prompt ...` commands in [`prompt`], the `llmops experiment ...` commands in
+//! [`experiment`], protobuf/JSON value conversions in `values` and JSON/YAML file
+//! reading in `files`.
 
 pub mod alerts;
+pub mod experiment;
 mod files;
 mod output;
 pub mod prompt;

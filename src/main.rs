@@ -32,6 +32,8 @@ enum Command {
     Prompt(cli::prompt::PromptArgs),
     /// List, acknowledge and resolve alerts; follow the alert stream.
     Alerts(cli::alerts::AlertsArgs),
+    /// Create and run A/B experiments: assign users, record metrics, read the results.
+    Experiment(cli::experiment::ExperimentArgs),
     /// Drive load against a server and report throughput and latency.
     Bench(bench::BenchArgs),
 }
@@ -140,6 +142,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Prompt(args) => cli::prompt::run(args, &cli.client).await,
         Command::Alerts(args) => cli::alerts::run(args, &cli.client).await,
+        Command::Experiment(args) => cli::experiment::run(args, &cli.client).await,
         Command::Bench(args) => bench::run(args).await,
     }
 }

@@ -108,14 +108,15 @@ pub fn test(
     difference: DifferenceType,
     settings: TestSettings,
 ) -> Outcome {
-    // gbstats' order: a zero control mean first (for both difference types), then a
-    // variance that is not positive (which covers n < 2 and 0% or 100% proportions).
+    // gbstats refuses a zero control mean, then a variance that is not positive (which
+    // covers n < 2). Every such input is refused here too; too few observations is
+    // checked first because it is the most useful reason to report.
+    if control.n() < 2 || treatment.n() < 2 {
+        return Err(NotComputable::TooFewObservations);
+    }
     let (mean_a, mean_b) = (control.mean(), treatment.mean());
     if mean_a == 0.0 {
         return Err(NotComputable::ZeroControlMean);
-    }
-    if control.n() < 2 || treatment.n() < 2 {
-        return Err(NotComputable::TooFewObservations);
     }
     let (var_a, var_b) = (variance(kind, control), variance(kind, treatment));
     if var_a <= 0.0 || var_b <= 0.0 {

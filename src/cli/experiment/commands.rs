@@ -1,0 +1,255 @@
+//! The calls each `llmops experiment` subcommand makes, and what it prints.
+
+use anyhow::{bail, Context as _};
+use serde_json::{json, Value as JsonValue};
+use tonic::transport::Channel;
+
+use super::{format, json, spec, ExperimentCommand, StatusArg};
+use crate::cli::output::{self, emit};
+use crate::cli::{connect, status_error, ClientOptions};
+use crate::pb;
+use crate::pb::experiment_service_client::ExperimentServiceClient;
+
+type Client = ExperimentServiceClient<Channel>;
+
+/// The most a list request may ask for in one page.
+const MAX_PAGE_SIZE: u32 = 1000;
+
+/// Runs one subcommand. The experiment file is read before connecting, so its errors do
+/// not depend on the server.
+pub(crate) async fn run(command: ExperimentCommand, options: &ClientOptions) -> anyhow::Result<()> {
+    let as_json = options.json;
+    match command {
+        ExperimentCommand::Create { file } => {
+            let experiment = spec::read(&file)?;
+            let mut client = client(options).await?;
+            let created = client
+                .create_experiment(pb::CreateExperimentRequest {
+                    experiment: Some(experiment),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print_experiment(as_json, created.experiment)
+        }
+        ExperimentCommand::List { status, limit } => {
+            let mut client = client(options).await?;
+            let experiments = list_experiments(&mut client, status, limit).await?;
+            if as_json {
+                let items: Vec<_> = experiments.iter().map(json::experiment).collect();
+                emit(|out| output::json(out, &JsonValue::Array(items)))
+            } else {
+                emit(|out| format::experiment_table(out, &experiments))
+            }
+        }
+        ExperimentCommand::Get { experiment_id } => {
+            let mut client = client(options).await?;
+            let got = client
+                .get_experiment(pb::GetExperimentRequest { experiment_id })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print_experiment(as_json, got.experiment)
+        }
+        ExperimentCommand::Start { experiment_id } => {
+            let mut client = client(options).await?;
+            let started = client
+                .start_experiment(pb::StartExperimentRequest { experiment_id })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print_transition(as_json, "started", started.experiment)
+        }
+        ExperimentCommand::Pause { experiment_id } => {
+            let mut client = client(options).await?;
+            let paused = client
+                .pause_experiment(pb::PauseExperimentRequest { experiment_id })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print_transition(as_json, "paused", paused.experiment)
+        }
+        ExperimentCommand::Complete {
+            experiment_id,
+            winner,
+        } => {
+            let mut client = client(options).await?;
+            let completed = client
+                .complete_experiment(pb::CompleteExperimentRequest {
+                    experiment_id,
+                    winner_variant_id: winner.unwrap_or_default(),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print_transition(as_json, "completed", completed.experiment)
+        }
+        ExperimentCommand::Cancel { experiment_id } => {
+            let mut client = client(options).await?;
+            let cancelled = client
+                .cancel_experiment(pb::CancelExperimentRequest { experiment_id })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print_transition(as_json, "cancelled", cancelled.experiment)
+        }
+        ExperimentCommand::Assign {
+            experiment_id,
+            user_id,
+        } => {
+            let mut client = client(options).await?;
+            let assigned = client
+                .assign_variant(pb::AssignVariantRequest {
+                    experiment_id,
+                    user_id,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if as_json {
+                emit(|out| output::json(out, &json::assignment(&assigned)))
+            } else {
+                emit(|out| format::assignment(out, &assigned))
+            }
+        }
+        ExperimentCommand::Record {
+            experiment_id,
+            variant_id,
+            metric,
+            value,
+            user_id,
+            record_id,
+        } => {
+            let mut client = client(options).await?;
+            let request = pb::RecordMetricRequest {
+                experiment_id,
+                variant_id,
+                metric,
+                value,
+                user_id: user_id.unwrap_or_default(),
+                record_id: record_id.unwrap_or_default(),
+                time: None,
+            };
+            let recorded = client
+                .record_metric(request.clone())
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .recorded;
+            if as_json {
+                emit(|out| output::json(out, &json!({"recorded": recorded})))
+            } else if recorded {
+                emit(|out| {
+                    writeln!(
+                        out,
+                        "recorded {}={} for variant {} of {}",
+                        request.metric, request.value, request.variant_id, request.experiment_id
+                    )
+                })
+            } else {
+                emit(|out| {
+                    writeln!(
+                        out,
+                        "already recorded (record id {} seen before): not counted again",
+                        request.record_id
+                    )
+                })
+            }
+        }
+        ExperimentCommand::Results { experiment_id } => {
+            let mut client = client(options).await?;
+            let results = client
+                .get_experiment_results(pb::GetExperimentResultsRequest { experiment_id })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if as_json {
+                emit(|out| output::json(out, &json::results(&results)))
+            } else {
+                emit(|out| format::results(out, &results))
+            }
+        }
+    }
+}
+
+async fn client(options: &ClientOptions) -> anyhow::Result<Client> {
+    Ok(ExperimentServiceClient::new(connect(options).await?))
+}
+
+fn print_experiment(as_json: bool, experiment: Option<pb::Experiment>) -> anyhow::Result<()> {
+    let experiment = experiment.context("the server sent no experiment")?;
+    if as_json {
+        emit(|out| output::json(out, &json::experiment(&experiment)))
+    } else {
+        emit(|out| format::experiment_details(out, &experiment))
+    }
+}
+
+/// After a lifecycle change: `started e1 (running)`, with the winner on completion.
+fn print_transition(
+    as_json: bool,
+    done: &str,
+    experiment: Option<pb::Experiment>,
+) -> anyhow::Result<()> {
+    let experiment = experiment.context("the server sent no experiment")?;
+    if as_json {
+        return emit(|out| output::json(out, &json::experiment(&experiment)));
+    }
+    let status = format::status_name(experiment.status);
+    emit(|out| {
+        if experiment.winner_variant_id.is_empty() {
+            writeln!(out, "{done} {} ({status})", experiment.id)
+        } else {
+            writeln!(
+                out,
+                "{done} {} ({status}), winner: {}",
+                experiment.id, experiment.winner_variant_id
+            )
+        }
+    })
+}
+
+/// Follows `next_page_token` until the last page or until `limit` experiments are in
+/// hand.
+async fn list_experiments(
+    client: &mut Client,
+    status: Option<StatusArg>,
+    limit: Option<u32>,
+) -> anyhow::Result<Vec<pb::Experiment>> {
+    let status = status.map_or(
+        pb::ExperimentStatus::Unspecified,
+        pb::ExperimentStatus::from,
+    );
+    let mut experiments = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let have = u32::try_from(experiments.len()).unwrap_or(u32::MAX);
+        let wanted = limit.map_or(MAX_PAGE_SIZE, |limit| limit.saturating_sub(have));
+        let page = client
+            .list_experiments(pb::ListExperimentsRequest {
+                status: status as i32,
+                // At most MAX_PAGE_SIZE, so the cast cannot truncate.
+                page_size: wanted.min(MAX_PAGE_SIZE) as i32,
+                page_token: page_token.clone(),
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        experiments.extend(page.experiments);
+        if let Some(limit) = limit {
+            let limit = limit as usize;
+            if experiments.len() >= limit {
+                experiments.truncate(limit);
+                break;
+            }
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        if page.next_page_token == page_token {
+            bail!("the server returned the same page token twice; stopping");
+        }
+        page_token = page.next_page_token;
+    }
+    Ok(experiments)
+}
