@@ -1,0 +1,11 @@
+//! Evaluation of model outputs.
+//!
+//! So far this crate holds the [`scorers`]: each turns a model's output (and the sample's
+//! expected output) into a score in [0, 1], configured by name and parameters as a run's
+//! metric configs name them, and [`mcnemar`], the exact test on paired pass/fail
+//! outcomes that run comparisons use. Datasets, runs, providers and judges build on them.
+
+pub mod mcnemar;
+pub mod scorers;
+
+pub use scorers::{Scorer, ScorerError};
