@@ -3,6 +3,7 @@
 
 mod alerts;
 pub(crate) mod convert;
+mod evaluation;
 mod experiments;
 mod prompts;
 mod status;
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 pub use alerts::AlertApi;
+pub use evaluation::EvaluationApi;
 pub use experiments::ExperimentApi;
 pub use prompts::PromptApi;
 
@@ -26,6 +28,7 @@ pub struct ServiceState {
     registry: OnceLock<Arc<llmops_registry::Registry>>,
     alerts: OnceLock<Arc<llmops_alerts::AlertService>>,
     experiments: OnceLock<Arc<llmops_experiments::ExperimentService>>,
+    datasets: OnceLock<Arc<llmops_evaluator::datasets::DatasetService>>,
     shutdown: CancellationToken,
 }
 
@@ -36,6 +39,7 @@ impl ServiceState {
             registry: OnceLock::new(),
             alerts: OnceLock::new(),
             experiments: OnceLock::new(),
+            datasets: OnceLock::new(),
             shutdown,
         }
     }
@@ -68,6 +72,21 @@ impl ServiceState {
 
     pub(crate) fn experiments(&self) -> Result<&llmops_experiments::ExperimentService, Status> {
         self.experiments
+            .get()
+            .map(Arc::as_ref)
+            .ok_or_else(|| Status::unavailable("the server is starting: storage is not open yet"))
+    }
+
+    /// Makes the dataset service available to the adapters.
+    pub fn set_datasets(&self, datasets: Arc<llmops_evaluator::datasets::DatasetService>) {
+        assert!(
+            self.datasets.set(datasets).is_ok(),
+            "the dataset service is set once"
+        );
+    }
+
+    pub(crate) fn datasets(&self) -> Result<&llmops_evaluator::datasets::DatasetService, Status> {
+        self.datasets
             .get()
             .map(Arc::as_ref)
             .ok_or_else(|| Status::unavailable("the server is starting: storage is not open yet"))

@@ -26,9 +26,10 @@ use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
 use crate::config::Config;
-use crate::grpc::{AlertApi, ExperimentApi, PromptApi, ServiceState};
+use crate::grpc::{AlertApi, EvaluationApi, ExperimentApi, PromptApi, ServiceState};
 use crate::pb;
 use crate::pb::alert_service_server::AlertServiceServer;
+use crate::pb::evaluation_service_server::EvaluationServiceServer;
 use crate::pb::experiment_service_server::ExperimentServiceServer;
 use crate::pb::prompt_service_server::PromptServiceServer;
 use crate::telemetry::{self, GrpcMetricsLayer};
@@ -38,6 +39,7 @@ const SERVICE_NAMES: &[&str] = &[
     "llmops.v1.PromptService",
     "llmops.v1.AlertService",
     "llmops.v1.ExperimentService",
+    "llmops.v1.EvaluationService",
 ];
 
 /// Runs the server on already-bound listeners until `shutdown` resolves.
@@ -131,7 +133,10 @@ fn grpc_server(
     ))
     .max_decoding_message_size(limit)
     .max_encoding_message_size(limit);
-    let experiments = ExperimentServiceServer::new(ExperimentApi::new(state))
+    let experiments = ExperimentServiceServer::new(ExperimentApi::new(state.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let evaluation = EvaluationServiceServer::new(EvaluationApi::new(state))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
     let incoming = connection::BatchedWrites::incoming(listener);
@@ -143,6 +148,7 @@ fn grpc_server(
         .add_service(prompts)
         .add_service(alerts)
         .add_service(experiments)
+        .add_service(evaluation)
         .serve_with_incoming_shutdown(incoming, stop.cancelled_owned()))
 }
 
@@ -188,6 +194,10 @@ async fn open_storage(
     .context("loading experiments")?;
     let experiments = Arc::new(experiments);
     state.set_experiments(experiments.clone());
+    let datasets = llmops_evaluator::datasets::DatasetService::open(shared.clone())
+        .await
+        .context("loading datasets")?;
+    state.set_datasets(Arc::new(datasets));
 
     let sender_stop = stop.clone();
     let webhooks = tokio::spawn(async move { sender.run(sender_stop.cancelled_owned()).await });

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use llmops::config::Config;
 use llmops::pb::alert_service_client::AlertServiceClient;
+use llmops::pb::evaluation_service_client::EvaluationServiceClient;
 use llmops::pb::experiment_service_client::ExperimentServiceClient;
 use llmops::pb::prompt_service_client::PromptServiceClient;
 use tokio::net::TcpListener;
@@ -100,6 +101,10 @@ impl TestServer {
 
     pub fn prompts(&self) -> PromptServiceClient<Channel> {
         PromptServiceClient::new(self.channel.clone())
+    }
+
+    pub fn evaluation(&self) -> EvaluationServiceClient<Channel> {
+        EvaluationServiceClient::new(self.channel.clone())
     }
 
     pub fn experiments(&self) -> ExperimentServiceClient<Channel> {

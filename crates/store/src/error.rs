@@ -1,6 +1,7 @@
 //! Errors of opening a store, and the mapping of database errors to the domain's terms.
 
 use llmops_alerts::AlertStoreError;
+use llmops_evaluator::EvaluationStoreError;
 use llmops_experiments::ExperimentStoreError;
 use llmops_registry::StoreError;
 
@@ -73,4 +74,19 @@ pub(crate) fn experiment_store_error(err: sqlx::Error) -> ExperimentStoreError {
 pub(crate) fn corrupt_experiment(what: &str, err: impl std::fmt::Display) -> ExperimentStoreError {
     tracing::error!(error = %err, what, "unreadable stored data");
     ExperimentStoreError::Unavailable(format!("stored {what} is unreadable"))
+}
+
+/// Maps a database error onto the evaluator's storage errors.
+pub(crate) fn evaluation_store_error(err: sqlx::Error) -> EvaluationStoreError {
+    match store_error(err) {
+        StoreError::Duplicate(message) => EvaluationStoreError::Duplicate(message),
+        StoreError::NotFound(message)
+        | StoreError::Conflict(message)
+        | StoreError::Unavailable(message) => EvaluationStoreError::Unavailable(message),
+    }
+}
+
+pub(crate) fn corrupt_evaluation(what: &str, err: impl std::fmt::Display) -> EvaluationStoreError {
+    tracing::error!(error = %err, what, "unreadable stored data");
+    EvaluationStoreError::Unavailable(format!("stored {what} is unreadable"))
 }

@@ -5,6 +5,7 @@
 //! pool, which WAL lets run beside the writer.
 
 mod alerts;
+mod datasets;
 mod experiments;
 mod prompts;
 mod sequencer;

@@ -1,0 +1,331 @@
+//! The dataset service: definitions in memory, samples in storage, every change one new
+//! version with an updated content hash, made under one lock so versions never race.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use dashmap::DashMap;
+use uuid::Uuid;
+
+use super::hash::ContentHash;
+use super::model::{Dataset, DatasetSpec, DatasetType, Sample};
+use super::store::{DatasetStore, StoredSample};
+use super::validate::{check_dataset, check_samples};
+use crate::error::EvaluationError;
+
+/// The most samples one AddSamples call may carry.
+pub const MAX_SAMPLES_PER_CALL: usize = 10_000;
+/// The most samples one ImportSamples stream may carry (it is committed at once).
+pub const MAX_IMPORT_SAMPLES: usize = 1_000_000;
+/// The most datasets one list page holds.
+const MAX_PAGE_SIZE: usize = 1000;
+
+/// One page of samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplePage {
+    /// The samples.
+    pub samples: Vec<Sample>,
+    /// Where the next page starts; empty at the end.
+    pub next_page_token: String,
+}
+
+/// The dataset service.
+pub struct DatasetService {
+    store: Arc<dyn DatasetStore>,
+    datasets: DashMap<String, Dataset>,
+    /// Serialises changes, so each gets the next version.
+    changes: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for DatasetService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatasetService")
+            .field("datasets", &self.datasets.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn not_found(id: &str) -> EvaluationError {
+    EvaluationError::NotFound(format!("dataset {id:?} not found"))
+}
+
+impl DatasetService {
+    /// Loads every dataset's definition from `store`.
+    pub async fn open(store: Arc<dyn DatasetStore>) -> Result<Self, EvaluationError> {
+        let datasets = DashMap::new();
+        for dataset in store.load_datasets().await? {
+            datasets.insert(dataset.id.clone(), dataset);
+        }
+        Ok(Self {
+            store,
+            datasets,
+            changes: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Creates an empty dataset at version 1.
+    pub async fn create(&self, mut spec: DatasetSpec) -> Result<Dataset, EvaluationError> {
+        if spec.id.is_empty() {
+            spec.id = Uuid::now_v7().to_string();
+        }
+        check_dataset(&spec)?;
+        let _guard = self.changes.lock().await;
+        if self.datasets.contains_key(&spec.id) {
+            return Err(EvaluationError::AlreadyExists(format!(
+                "dataset {:?} already exists",
+                spec.id
+            )));
+        }
+        if self.datasets.iter().any(|d| d.name == spec.name) {
+            return Err(EvaluationError::AlreadyExists(format!(
+                "a dataset named {:?} already exists",
+                spec.name
+            )));
+        }
+        let now = Utc::now();
+        let dataset = Dataset {
+            id: spec.id,
+            name: spec.name,
+            description: spec.description,
+            dataset_type: spec.dataset_type,
+            metadata: spec.metadata,
+            sample_count: 0,
+            version: 1,
+            content_hash: ContentHash::empty().to_hex(),
+            created_at: now,
+            updated_at: now,
+        };
+        self.store.insert_dataset(&dataset).await?;
+        self.datasets.insert(dataset.id.clone(), dataset.clone());
+        Ok(dataset)
+    }
+
+    /// One dataset.
+    pub fn get(&self, id: &str) -> Result<Dataset, EvaluationError> {
+        self.datasets
+            .get(id)
+            .map(|d| d.clone())
+            .ok_or_else(|| not_found(id))
+    }
+
+    /// Datasets newest first, optionally of one type, after `page_token`.
+    pub fn list(
+        &self,
+        dataset_type: Option<DatasetType>,
+        page_size: usize,
+        page_token: &str,
+    ) -> Result<(Vec<Dataset>, String), EvaluationError> {
+        let key = |d: &Dataset| (d.created_at.timestamp_micros(), d.id.clone());
+        let after = if page_token.is_empty() {
+            None
+        } else {
+            let parsed = page_token
+                .split_once(':')
+                .and_then(|(micros, id)| Some((micros.parse::<i64>().ok()?, id.to_owned())));
+            Some(parsed.ok_or_else(|| {
+                EvaluationError::invalid("page_token", "is not a token this server issued")
+            })?)
+        };
+        let mut all: Vec<Dataset> = self
+            .datasets
+            .iter()
+            .map(|d| d.clone())
+            .filter(|d| dataset_type.is_none_or(|t| d.dataset_type == t))
+            .filter(|d| after.as_ref().is_none_or(|after| key(d) < *after))
+            .collect();
+        all.sort_by_key(|d| std::cmp::Reverse(key(d)));
+        let size = page_size.clamp(1, MAX_PAGE_SIZE);
+        let next = if all.len() > size {
+            all.truncate(size);
+            all.last()
+                .map(|d| format!("{}:{}", d.created_at.timestamp_micros(), d.id))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok((all, next))
+    }
+
+    /// Deletes a dataset and its samples.
+    pub async fn delete(&self, id: &str) -> Result<(), EvaluationError> {
+        let _guard = self.changes.lock().await;
+        if !self.datasets.contains_key(id) {
+            return Err(not_found(id));
+        }
+        self.store.delete_dataset(id).await?;
+        self.datasets.remove(id);
+        Ok(())
+    }
+
+    /// Adds samples as one new version, all or none. Empty ids are generated. Returns
+    /// the dataset after the change and the samples' ids.
+    pub async fn add_samples(
+        &self,
+        dataset_id: &str,
+        mut samples: Vec<Sample>,
+        limit: usize,
+    ) -> Result<(Dataset, Vec<String>), EvaluationError> {
+        if samples.is_empty() {
+            return Err(EvaluationError::invalid(
+                "samples",
+                "at least one sample is required",
+            ));
+        }
+        if samples.len() > limit {
+            return Err(EvaluationError::invalid(
+                "samples",
+                format!("at most {limit} samples per call"),
+            ));
+        }
+        for sample in &mut samples {
+            if sample.id.is_empty() {
+                sample.id = Uuid::now_v7().to_string();
+            }
+        }
+        check_samples(&samples, 0)?;
+        let _guard = self.changes.lock().await;
+        let current = self.get(dataset_id)?;
+        let ids: Vec<String> = samples.iter().map(|s| s.id.clone()).collect();
+        let taken = self.store.current_samples(dataset_id, &ids).await?;
+        if let Some(first) = taken.first() {
+            let index = ids.iter().position(|id| *id == first.id).unwrap_or(0);
+            return Err(EvaluationError::AlreadyExists(format!(
+                "samples[{index}].id: dataset {dataset_id} already has a sample {:?} ({} of the ids are taken)",
+                first.id,
+                taken.len()
+            )));
+        }
+        let mut hash = ContentHash::from_hex(&current.content_hash).unwrap_or_default();
+        for sample in &samples {
+            hash.add(sample);
+        }
+        let next = Dataset {
+            sample_count: current.sample_count + samples.len() as u64,
+            version: current.version + 1,
+            content_hash: hash.to_hex(),
+            updated_at: Utc::now(),
+            ..current
+        };
+        self.store.change_samples(&next, &samples, &[]).await?;
+        self.datasets.insert(next.id.clone(), next.clone());
+        Ok((next, ids))
+    }
+
+    /// Deletes samples by id as one new version; any unknown id refuses the whole call.
+    pub async fn delete_samples(
+        &self,
+        dataset_id: &str,
+        ids: Vec<String>,
+    ) -> Result<Dataset, EvaluationError> {
+        if ids.is_empty() {
+            return Err(EvaluationError::invalid(
+                "sample_ids",
+                "name at least one sample",
+            ));
+        }
+        if ids.len() > MAX_SAMPLES_PER_CALL {
+            return Err(EvaluationError::invalid(
+                "sample_ids",
+                format!("at most {MAX_SAMPLES_PER_CALL} per call"),
+            ));
+        }
+        let mut unique = ids.clone();
+        unique.sort();
+        unique.dedup();
+        let _guard = self.changes.lock().await;
+        let current = self.get(dataset_id)?;
+        let found = self.store.current_samples(dataset_id, &unique).await?;
+        if found.len() != unique.len() {
+            let missing: Vec<&String> = unique
+                .iter()
+                .filter(|id| !found.iter().any(|s| s.id == **id))
+                .collect();
+            return Err(EvaluationError::NotFound(format!(
+                "dataset {dataset_id} has no sample {:?}{}",
+                missing[0],
+                if missing.len() > 1 {
+                    format!(" (and {} more)", missing.len() - 1)
+                } else {
+                    String::new()
+                }
+            )));
+        }
+        let mut hash = ContentHash::from_hex(&current.content_hash).unwrap_or_default();
+        for sample in &found {
+            hash.remove(sample);
+        }
+        let next = Dataset {
+            sample_count: current.sample_count - found.len() as u64,
+            version: current.version + 1,
+            content_hash: hash.to_hex(),
+            updated_at: Utc::now(),
+            ..current
+        };
+        self.store.change_samples(&next, &[], &unique).await?;
+        self.datasets.insert(next.id.clone(), next.clone());
+        Ok(next)
+    }
+
+    /// A page of the current samples.
+    pub async fn list_samples(
+        &self,
+        dataset_id: &str,
+        page_size: usize,
+        page_token: &str,
+    ) -> Result<SamplePage, EvaluationError> {
+        let dataset = self.get(dataset_id)?;
+        let after = if page_token.is_empty() {
+            0
+        } else {
+            page_token.parse::<i64>().map_err(|_| {
+                EvaluationError::invalid("page_token", "is not a token this server issued")
+            })?
+        };
+        let size = page_size.clamp(1, 1000);
+        let mut page = self
+            .store
+            .samples_at(dataset_id, dataset.version, after, size + 1)
+            .await?;
+        let next_page_token = if page.len() > size {
+            page.truncate(size);
+            page.last()
+                .map(|s| s.position.to_string())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(SamplePage {
+            samples: page.into_iter().map(|s| s.sample).collect(),
+            next_page_token,
+        })
+    }
+
+    /// Samples of `version` (0: the current one) after `after`, for export.
+    pub async fn export_page(
+        &self,
+        dataset_id: &str,
+        version: u64,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredSample>, EvaluationError> {
+        let dataset = self.get(dataset_id)?;
+        let version = if version == 0 {
+            dataset.version
+        } else {
+            version
+        };
+        if version > dataset.version {
+            return Err(EvaluationError::invalid(
+                "version",
+                format!(
+                    "dataset {dataset_id} is at version {}; {version} does not exist yet",
+                    dataset.version
+                ),
+            ));
+        }
+        Ok(self
+            .store
+            .samples_at(dataset_id, version, after, limit)
+            .await?)
+    }
+}

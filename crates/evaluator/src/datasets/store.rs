@@ -1,0 +1,55 @@
+//! What datasets need from storage.
+
+use async_trait::async_trait;
+
+use super::model::{Dataset, Sample};
+use crate::error::EvaluationStoreError;
+
+/// A stored sample with its position (the order samples were added in).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSample {
+    /// Increases with every sample stored; pages resume after it.
+    pub position: i64,
+    /// The sample.
+    pub sample: Sample,
+}
+
+/// Durable storage of datasets and their versioned samples. A sample belongs to the
+/// versions from the one that added it up to (not including) the one that deleted it.
+#[async_trait]
+pub trait DatasetStore: Send + Sync + 'static {
+    /// Stores a new dataset; `Duplicate` if the id or name is taken.
+    async fn insert_dataset(&self, dataset: &Dataset) -> Result<(), EvaluationStoreError>;
+
+    /// Every dataset.
+    async fn load_datasets(&self) -> Result<Vec<Dataset>, EvaluationStoreError>;
+
+    /// Deletes a dataset and all its samples.
+    async fn delete_dataset(&self, id: &str) -> Result<(), EvaluationStoreError>;
+
+    /// Of `ids`, those of samples in the dataset's current version.
+    async fn current_samples(
+        &self,
+        dataset_id: &str,
+        ids: &[String],
+    ) -> Result<Vec<Sample>, EvaluationStoreError>;
+
+    /// In one transaction: adds `added` and deletes `deleted` (by id) as of
+    /// `dataset.version`, and stores `dataset` (its new version, count and hash).
+    async fn change_samples(
+        &self,
+        dataset: &Dataset,
+        added: &[Sample],
+        deleted: &[String],
+    ) -> Result<(), EvaluationStoreError>;
+
+    /// Up to `limit` samples of the dataset as of `version`, after `after` (a position),
+    /// in the order they were added.
+    async fn samples_at(
+        &self,
+        dataset_id: &str,
+        version: u64,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredSample>, EvaluationStoreError>;
+}

@@ -1,0 +1,182 @@
+//! [`DatasetStore`] on SQLite.
+
+use async_trait::async_trait;
+use llmops_evaluator::datasets::{Dataset, DatasetStore, Sample, StoredSample};
+use llmops_evaluator::EvaluationStoreError;
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+
+use super::{to_micros, SqliteStore};
+use crate::error::{corrupt_evaluation, evaluation_store_error as db_error};
+
+/// Rows per multi-row statement (4 parameters each).
+const ROWS_PER_STATEMENT: usize = 2000;
+
+fn record_of<T: serde::Serialize>(what: &str, value: &T) -> Result<String, EvaluationStoreError> {
+    serde_json::to_string(value).map_err(|e| corrupt_evaluation(what, e))
+}
+
+fn parse<T: serde::de::DeserializeOwned>(
+    what: &str,
+    text: &str,
+) -> Result<T, EvaluationStoreError> {
+    serde_json::from_str(text).map_err(|e| corrupt_evaluation(what, e))
+}
+
+#[async_trait]
+impl DatasetStore for SqliteStore {
+    async fn insert_dataset(&self, dataset: &Dataset) -> Result<(), EvaluationStoreError> {
+        sqlx::query(
+            "INSERT INTO datasets (id, name, record, created_at_us) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&dataset.id)
+        .bind(&dataset.name)
+        .bind(record_of("dataset", dataset)?)
+        .bind(to_micros(dataset.created_at))
+        .execute(&self.writer)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn load_datasets(&self) -> Result<Vec<Dataset>, EvaluationStoreError> {
+        let rows = sqlx::query("SELECT record FROM datasets ORDER BY created_at_us, id")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_error)?;
+        rows.iter()
+            .map(|row| parse("dataset", row.get(0)))
+            .collect()
+    }
+
+    async fn delete_dataset(&self, id: &str) -> Result<(), EvaluationStoreError> {
+        sqlx::query("DELETE FROM datasets WHERE id = $1")
+            .bind(id)
+            .execute(&self.writer)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn current_samples(
+        &self,
+        dataset_id: &str,
+        ids: &[String],
+    ) -> Result<Vec<Sample>, EvaluationStoreError> {
+        let mut found = Vec::new();
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "SELECT record FROM dataset_samples WHERE dataset_id = ",
+            );
+            query.push_bind(dataset_id);
+            query.push(" AND removed_version IS NULL AND sample_id IN (");
+            let mut list = query.separated(", ");
+            for id in chunk {
+                list.push_bind(id);
+            }
+            query.push(")");
+            for row in query
+                .build()
+                .fetch_all(&self.reader)
+                .await
+                .map_err(db_error)?
+            {
+                found.push(parse("sample", row.get(0))?);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn change_samples(
+        &self,
+        dataset: &Dataset,
+        added: &[Sample],
+        deleted: &[String],
+    ) -> Result<(), EvaluationStoreError> {
+        let mut tx = self.writer.begin().await.map_err(db_error)?;
+        let version = dataset.version as i64;
+        for chunk in deleted.chunks(ROWS_PER_STATEMENT) {
+            retire(&mut tx, &dataset.id, version, chunk).await?;
+        }
+        for chunk in added.chunks(ROWS_PER_STATEMENT) {
+            let records = chunk
+                .iter()
+                .map(|sample| Ok((sample, record_of("sample", sample)?)))
+                .collect::<Result<Vec<_>, EvaluationStoreError>>()?;
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO dataset_samples (dataset_id, sample_id, added_version, record) ",
+            );
+            insert.push_values(&records, |mut row, (sample, record)| {
+                row.push_bind(&dataset.id)
+                    .push_bind(&sample.id)
+                    .push_bind(version)
+                    .push_bind(record);
+            });
+            insert.build().execute(&mut *tx).await.map_err(db_error)?;
+        }
+        let updated = sqlx::query("UPDATE datasets SET record = $2 WHERE id = $1")
+            .bind(&dataset.id)
+            .bind(record_of("dataset", dataset)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        if updated.rows_affected() != 1 {
+            return Err(EvaluationStoreError::Unavailable(format!(
+                "dataset {} is missing from storage",
+                dataset.id
+            )));
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn samples_at(
+        &self,
+        dataset_id: &str,
+        version: u64,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredSample>, EvaluationStoreError> {
+        let rows = sqlx::query(
+            "SELECT position, record FROM dataset_samples
+             WHERE dataset_id = $1 AND added_version <= $2 AND (removed_version IS NULL OR removed_version > $2)
+               AND position > $3
+             ORDER BY position LIMIT $4",
+        )
+        .bind(dataset_id)
+        .bind(version as i64)
+        .bind(after)
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredSample {
+                    position: row.get(0),
+                    sample: parse("sample", row.get(1))?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Marks the current samples with these ids as removed as of `version`.
+async fn retire(
+    conn: &mut SqliteConnection,
+    dataset_id: &str,
+    version: i64,
+    ids: &[String],
+) -> Result<(), EvaluationStoreError> {
+    let mut update = QueryBuilder::<Sqlite>::new("UPDATE dataset_samples SET removed_version = ");
+    update.push_bind(version);
+    update.push(" WHERE dataset_id = ");
+    update.push_bind(dataset_id);
+    update.push(" AND removed_version IS NULL AND sample_id IN (");
+    let mut list = update.separated(", ");
+    for id in ids {
+        list.push_bind(id);
+    }
+    update.push(")");
+    update.build().execute(conn).await.map_err(db_error)?;
+    Ok(())
+}
