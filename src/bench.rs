@@ -19,6 +19,7 @@
 //! in `server`, output in `report`.
 
 mod fanout;
+mod import;
 mod load;
 mod report;
 mod scenario;
@@ -30,6 +31,7 @@ use anyhow::{bail, Context as _};
 use tonic::transport::Endpoint;
 
 use self::fanout::FanoutShape;
+use self::import::ImportRow;
 use self::load::{Call as _, LoadShape};
 use self::report::{FanoutRow, Row};
 pub use self::scenario::Scenario;
@@ -94,6 +96,9 @@ pub struct BenchArgs {
     /// `fanout`: alerts created per second.
     #[arg(long, value_name = "PER_SECOND", default_value_t = 5.0)]
     pub alert_rate: f64,
+    /// `import`: samples to import in one stream.
+    #[arg(long, value_name = "N", default_value_t = 200_000)]
+    pub import_samples: usize,
     /// `fanout`: how long alerts are created for, e.g. `30s`.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub fanout_duration: Duration,
@@ -144,23 +149,34 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .timeout(REQUEST_TIMEOUT);
 
     let server_pid = spawned.as_ref().map(SpawnedServer::pid);
-    let (rows, fanout) = tokio::select! {
+    let import_samples = args
+        .scenarios
+        .contains(&Scenario::Import)
+        .then_some(args.import_samples);
+    let (rows, fanout, import) = tokio::select! {
         results = async {
             let rows = run_all(&endpoint, &closed_loop, shape).await?;
+            let import = match import_samples {
+                Some(samples) => Some(import::run(&endpoint, samples).await.context("running scenario import")?),
+                None => None,
+            };
             let fanout = match fanout {
                 Some(fanout) => Some(run_fanout(&endpoint, fanout, server_pid).await?),
                 None => None,
             };
-            anyhow::Ok((rows, fanout))
+            anyhow::Ok((rows, fanout, import))
         } => results?,
         // Returning (rather than dying of the signal) stops and removes a spawned server.
         _ = tokio::signal::ctrl_c() => bail!("interrupted"),
     };
     if args.json {
-        report::print_json(&rows, fanout.as_ref())?;
+        report::print_json(&rows, fanout.as_ref(), import.as_ref())?;
     } else {
         if !rows.is_empty() {
             report::print_table(&rows, shape, &url);
+        }
+        if let Some(import) = &import {
+            print_import(import, &url);
         }
         if let Some(fanout) = &fanout {
             report::print_fanout(fanout, &url);
@@ -168,6 +184,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     drop(spawned);
     Ok(())
+}
+
+fn print_import(row: &ImportRow, url: &str) {
+    println!(
+        "{url}: import: {} samples in {:.2} s = {:.0} samples/s",
+        row.samples, row.seconds, row.samples_per_second
+    );
 }
 
 /// Runs the fanout scenario; `server_pid` is the server's process when the tool started

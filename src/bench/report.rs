@@ -85,11 +85,18 @@ pub(crate) fn print_table(rows: &[Row], shape: LoadShape, url: &str) {
 }
 
 /// Prints the rows, then the fanout row if there is one, as one JSON array.
-pub(crate) fn print_json(rows: &[Row], fanout: Option<&FanoutRow>) -> anyhow::Result<()> {
+pub(crate) fn print_json(
+    rows: &[Row],
+    fanout: Option<&FanoutRow>,
+    import: Option<&super::import::ImportRow>,
+) -> anyhow::Result<()> {
     let mut values = rows
         .iter()
         .map(serde_json::to_value)
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(import) = import {
+        values.push(serde_json::to_value(import)?);
+    }
     if let Some(fanout) = fanout {
         values.push(serde_json::to_value(fanout)?);
     }

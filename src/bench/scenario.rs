@@ -55,6 +55,9 @@ pub enum Scenario {
     Assign,
     /// RecordMetric, durable before the answer (group commit).
     RecordMetric,
+    /// ImportSamples of a new dataset, streamed in batches: samples per second. Only
+    /// run when named.
+    Import,
     /// Alert Subscribe fan-out: many subscribers, alerts created at a fixed rate;
     /// delivery latency and server memory per subscriber. Only run when named.
     Fanout,
@@ -62,12 +65,13 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in the order they run.
-    pub(crate) const ALL: [Self; 6] = [
+    pub(crate) const ALL: [Self; 7] = [
         Self::Health,
         Self::GetPrompt,
         Self::Render,
         Self::Assign,
         Self::RecordMetric,
+        Self::Import,
         Self::Fanout,
     ];
     /// The closed-loop request scenarios, run by `load`; the default selection.
@@ -87,6 +91,7 @@ impl Scenario {
             Self::Render => "render",
             Self::Assign => "assign",
             Self::RecordMetric => "record-metric",
+            Self::Import => "import",
             Self::Fanout => "fanout",
         }
     }
@@ -99,8 +104,8 @@ impl Scenario {
     /// Creates what the scenario reads. Safe to run again against the same server.
     pub(crate) async fn setup(self, channel: Channel) -> anyhow::Result<()> {
         match self {
-            // Fanout creates its alerts as it runs.
-            Self::Health | Self::Fanout => Ok(()),
+            // Fanout creates its alerts, and import its dataset, as they run.
+            Self::Health | Self::Fanout | Self::Import => Ok(()),
             Self::GetPrompt | Self::Render => create_bench_prompt(channel).await,
             Self::Assign | Self::RecordMetric => start_bench_experiment(channel).await,
         }
@@ -143,7 +148,9 @@ impl Scenario {
                     ..Default::default()
                 },
             ),
-            Self::Fanout => unreachable!("fanout is not a closed-loop scenario"),
+            Self::Fanout | Self::Import => {
+                unreachable!("{} is not a closed-loop scenario", self.name())
+            }
         }
     }
 }
@@ -353,12 +360,12 @@ mod tests {
     }
 
     #[test]
-    fn only_fanout_is_not_a_closed_loop() {
+    fn only_import_and_fanout_are_not_closed_loops() {
         let open: Vec<_> = Scenario::ALL
             .into_iter()
             .filter(|scenario| !scenario.is_closed_loop())
             .collect();
-        assert_eq!(open, [Scenario::Fanout]);
+        assert_eq!(open, [Scenario::Import, Scenario::Fanout]);
     }
 
     #[test]

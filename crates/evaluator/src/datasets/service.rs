@@ -11,7 +11,7 @@ use super::hash::ContentHash;
 use super::model::{Dataset, DatasetSpec, DatasetType, Sample};
 use super::store::{DatasetStore, StoredSample};
 use super::validate::{check_dataset, check_samples};
-use crate::error::EvaluationError;
+use crate::error::{EvaluationError, EvaluationStoreError};
 
 /// The most samples one AddSamples call may carry.
 pub const MAX_SAMPLES_PER_CALL: usize = 10_000;
@@ -186,15 +186,6 @@ impl DatasetService {
         let _guard = self.changes.lock().await;
         let current = self.get(dataset_id)?;
         let ids: Vec<String> = samples.iter().map(|s| s.id.clone()).collect();
-        let taken = self.store.current_samples(dataset_id, &ids).await?;
-        if let Some(first) = taken.first() {
-            let index = ids.iter().position(|id| *id == first.id).unwrap_or(0);
-            return Err(EvaluationError::AlreadyExists(format!(
-                "samples[{index}].id: dataset {dataset_id} already has a sample {:?} ({} of the ids are taken)",
-                first.id,
-                taken.len()
-            )));
-        }
         let mut hash = ContentHash::from_hex(&current.content_hash).unwrap_or_default();
         for sample in &samples {
             hash.add(sample);
@@ -206,7 +197,26 @@ impl DatasetService {
             updated_at: Utc::now(),
             ..current
         };
-        self.store.change_samples(&next, &samples, &[]).await?;
+        // The unique index refuses an id the dataset already has (and the transaction
+        // rolls back); only then is it worth finding which one, for the error.
+        match self.store.change_samples(&next, &samples, &[]).await {
+            Ok(()) => {}
+            Err(EvaluationStoreError::Duplicate(_)) => {
+                let taken = self.store.current_samples(dataset_id, &ids).await?;
+                let Some(first) = taken.first() else {
+                    return Err(EvaluationError::Storage(
+                        "a concurrent change conflicted; retry".to_owned(),
+                    ));
+                };
+                let index = ids.iter().position(|id| *id == first.id).unwrap_or(0);
+                return Err(EvaluationError::AlreadyExists(format!(
+                    "samples[{index}].id: dataset {dataset_id} already has a sample {:?} ({} of the ids are taken)",
+                    first.id,
+                    taken.len()
+                )));
+            }
+            Err(other) => return Err(other.into()),
+        }
         self.datasets.insert(next.id.clone(), next.clone());
         Ok((next, ids))
     }
