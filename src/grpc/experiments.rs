@@ -70,25 +70,13 @@ fn required_id(id: &str) -> Result<(), Status> {
 }
 
 fn metric(name: &str, direction: MetricDirection, role: MetricRole) -> MetricDefinition {
-    MetricDefinition {
-        name: name.to_owned(),
-        kind: MetricKind::Mean,
-        direction,
-        role,
-    }
+    MetricDefinition::new(name, MetricKind::Mean, direction, role)
 }
 
 fn variant(id: &str, control: bool) -> Variant {
     Variant {
-        id: id.to_owned(),
-        name: id.to_owned(),
-        description: String::new(),
         is_control: control,
-        prompt_name: String::new(),
-        prompt_version: String::new(),
-        model: String::new(),
-        parameters: Default::default(),
-        weight: None,
+        ..Variant::new(id)
     }
 }
 

@@ -7,68 +7,39 @@ use chrono::Utc;
 use criterion::{black_box, criterion_main, BenchmarkId, Criterion};
 use llmops_experiments::results::analyse;
 use llmops_experiments::{
-    AnalysisUnit, Experiment, ExperimentStatus, MetricDefinition, MetricDirection, MetricKind,
-    MetricRole, Tally, Variant,
+    Experiment, ExperimentSpec, MetricDefinition, MetricDirection, MetricKind, MetricRole, Tally,
+    Variant,
 };
 
 fn experiment() -> Experiment {
-    let variant = |id: &str| Variant {
-        id: id.into(),
-        name: id.into(),
-        description: String::new(),
-        is_control: id == "a",
-        prompt_name: String::new(),
-        prompt_version: String::new(),
-        model: String::new(),
-        parameters: Default::default(),
-        weight: None,
-    };
-    let metric = |name: &str, kind, direction, role| MetricDefinition {
-        name: name.into(),
-        kind,
-        direction,
-        role,
-    };
-    Experiment {
-        id: "bench".into(),
+    let mut control = Variant::new("a");
+    control.is_control = true;
+    let spec = ExperimentSpec {
         name: "bench".into(),
-        description: String::new(),
-        seed: "bench".into(),
-        coverage: 1.0,
-        variants: vec![variant("a"), variant("b"), variant("c")],
+        variants: vec![control, Variant::new("b"), Variant::new("c")],
         metrics: vec![
-            metric(
+            MetricDefinition::new(
                 "quality",
                 MetricKind::Mean,
                 MetricDirection::HigherIsBetter,
                 MetricRole::Primary,
             ),
-            metric(
+            MetricDefinition::new(
                 "converted",
                 MetricKind::Proportion,
                 MetricDirection::HigherIsBetter,
                 MetricRole::Secondary,
             ),
-            metric(
+            MetricDefinition::new(
                 "latency",
                 MetricKind::Mean,
                 MetricDirection::LowerIsBetter,
                 MetricRole::Guardrail,
             ),
         ],
-        alpha: 0.05,
-        min_samples: 100,
-        sequential: false,
-        sequential_tuning: 5000.0,
-        analysis_unit: AnalysisUnit::Record,
-        status: ExperimentStatus::Running,
-        start_time: None,
-        end_time: None,
-        winner_variant_id: String::new(),
-        metadata: Default::default(),
-        created_at: Utc::now(),
-        updated_at: Utc::now(),
-    }
+        ..ExperimentSpec::default()
+    };
+    Experiment::draft(spec, "bench".into(), 100, Utc::now())
 }
 
 fn filled(experiment: &Experiment, per_cell: usize) -> Tally {

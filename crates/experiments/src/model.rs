@@ -6,6 +6,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::validate::ExperimentSpec;
+
+/// The significance level when none is given.
+pub const DEFAULT_ALPHA: f64 = 0.05;
+/// The sequential test's tuning parameter when none is given (gbstats' default).
+pub const DEFAULT_SEQUENTIAL_TUNING: f64 = 5000.0;
+
 /// Where an experiment is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -103,8 +110,25 @@ pub struct MetricDefinition {
     pub role: MetricRole,
 }
 
+impl MetricDefinition {
+    /// A metric definition.
+    pub fn new(
+        name: impl Into<String>,
+        kind: MetricKind,
+        direction: MetricDirection,
+        role: MetricRole,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            direction,
+            role,
+        }
+    }
+}
+
 /// One arm of an experiment.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Variant {
     /// Unique within the experiment.
     pub id: String,
@@ -170,6 +194,41 @@ pub struct Experiment {
 }
 
 impl Experiment {
+    /// A draft made from `spec` with id `id`, defaults filled in (seed: the id; coverage
+    /// 1; alpha 0.05; tuning 5000; min samples `default_min_samples`). Not validated.
+    pub fn draft(
+        spec: ExperimentSpec,
+        id: String,
+        default_min_samples: u64,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            seed: if spec.seed.is_empty() {
+                id.clone()
+            } else {
+                spec.seed
+            },
+            id,
+            name: spec.name,
+            description: spec.description,
+            coverage: spec.coverage.unwrap_or(1.0),
+            variants: spec.variants,
+            metrics: spec.metrics,
+            alpha: spec.alpha.unwrap_or(DEFAULT_ALPHA),
+            min_samples: spec.min_samples.unwrap_or(default_min_samples),
+            sequential: spec.sequential,
+            sequential_tuning: spec.sequential_tuning.unwrap_or(DEFAULT_SEQUENTIAL_TUNING),
+            analysis_unit: spec.analysis_unit,
+            status: ExperimentStatus::Draft,
+            start_time: None,
+            end_time: None,
+            winner_variant_id: String::new(),
+            metadata: spec.metadata,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
     /// The control variant's index (validation guarantees there is exactly one).
     pub fn control_index(&self) -> usize {
         self.variants.iter().position(|v| v.is_control).unwrap_or(0)
@@ -230,4 +289,17 @@ pub struct MetricRecord {
     pub record_id: String,
     /// When it was observed.
     pub time: DateTime<Utc>,
+}
+
+impl Variant {
+    /// A variant with this id (also its name) and nothing else set: not control, no
+    /// prompt or model, no weight.
+    pub fn new(id: impl Into<String>) -> Self {
+        let id = id.into();
+        Self {
+            name: id.clone(),
+            id,
+            ..Self::default()
+        }
+    }
 }

@@ -29,10 +29,7 @@ use crate::validate::{
 };
 use crate::writer::{GroupCommit, OnCommit, Writes};
 
-/// The significance level when none is given.
-pub const DEFAULT_ALPHA: f64 = 0.05;
-/// The sequential test's tuning parameter when none is given (gbstats' default).
-pub const DEFAULT_SEQUENTIAL_TUNING: f64 = 5000.0;
+pub use crate::model::{DEFAULT_ALPHA, DEFAULT_SEQUENTIAL_TUNING};
 /// The most records one `RecordMetrics` call may carry.
 pub const MAX_RECORDS_PER_CALL: usize = 10_000;
 /// The most exposures one `RecordExposures` call may carry.
@@ -296,31 +293,7 @@ impl ExperimentService {
         } else {
             spec.id.clone()
         };
-        let mut experiment = Experiment {
-            seed: if spec.seed.is_empty() {
-                id.clone()
-            } else {
-                spec.seed
-            },
-            id,
-            name: spec.name,
-            description: spec.description,
-            coverage: spec.coverage.unwrap_or(1.0),
-            variants: spec.variants,
-            metrics: spec.metrics,
-            alpha: spec.alpha.unwrap_or(DEFAULT_ALPHA),
-            min_samples: spec.min_samples.unwrap_or(self.defaults.min_samples),
-            sequential: spec.sequential,
-            sequential_tuning: spec.sequential_tuning.unwrap_or(DEFAULT_SEQUENTIAL_TUNING),
-            analysis_unit: spec.analysis_unit,
-            status: ExperimentStatus::Draft,
-            start_time: None,
-            end_time: None,
-            winner_variant_id: String::new(),
-            metadata: spec.metadata,
-            created_at: now,
-            updated_at: now,
-        };
+        let mut experiment = Experiment::draft(spec, id, self.defaults.min_samples, now);
         validate(&experiment)?;
         mark_control(&mut experiment.variants);
 
@@ -350,32 +323,13 @@ impl ExperimentService {
         } else if self.experiments.contains_key(&probe.id) {
             return Err(already_exists(&probe.id));
         }
-        let now = Utc::now();
-        validate(&Experiment {
-            seed: if probe.seed.is_empty() {
-                probe.id.clone()
-            } else {
-                probe.seed
-            },
-            id: probe.id,
-            name: probe.name,
-            description: probe.description,
-            coverage: probe.coverage.unwrap_or(1.0),
-            variants: probe.variants,
-            metrics: probe.metrics,
-            alpha: probe.alpha.unwrap_or(DEFAULT_ALPHA),
-            min_samples: probe.min_samples.unwrap_or(self.defaults.min_samples),
-            sequential: probe.sequential,
-            sequential_tuning: probe.sequential_tuning.unwrap_or(DEFAULT_SEQUENTIAL_TUNING),
-            analysis_unit: probe.analysis_unit,
-            status: ExperimentStatus::Draft,
-            start_time: None,
-            end_time: None,
-            winner_variant_id: String::new(),
-            metadata: probe.metadata,
-            created_at: now,
-            updated_at: now,
-        })
+        let id = probe.id.clone();
+        validate(&Experiment::draft(
+            probe,
+            id,
+            self.defaults.min_samples,
+            Utc::now(),
+        ))
     }
 
     /// One experiment.

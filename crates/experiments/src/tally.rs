@@ -157,49 +157,28 @@ mod tests {
 
     use super::*;
     use crate::model::*;
+    use crate::validate::ExperimentSpec;
 
     fn experiment(unit: AnalysisUnit) -> Experiment {
-        let variant = |id: &str| Variant {
-            id: id.into(),
-            name: String::new(),
-            description: String::new(),
-            is_control: id == "a",
-            prompt_name: String::new(),
-            prompt_version: String::new(),
-            model: String::new(),
-            parameters: Default::default(),
-            weight: None,
+        let metric = |name: &str, kind| {
+            MetricDefinition::new(
+                name,
+                kind,
+                MetricDirection::HigherIsBetter,
+                MetricRole::Secondary,
+            )
         };
-        let metric = |name: &str, kind| MetricDefinition {
-            name: name.into(),
-            kind,
-            direction: MetricDirection::HigherIsBetter,
-            role: MetricRole::Secondary,
-        };
-        Experiment {
-            id: "e".into(),
+        let spec = ExperimentSpec {
             name: "e".into(),
-            description: String::new(),
-            seed: "e".into(),
-            coverage: 1.0,
-            variants: vec![variant("a"), variant("b")],
+            variants: vec![Variant::new("a"), Variant::new("b")],
             metrics: vec![
                 metric("score", MetricKind::Mean),
                 metric("converted", MetricKind::Proportion),
             ],
-            alpha: 0.05,
-            min_samples: 100,
-            sequential: false,
-            sequential_tuning: 5000.0,
             analysis_unit: unit,
-            status: ExperimentStatus::Running,
-            start_time: None,
-            end_time: None,
-            winner_variant_id: String::new(),
-            metadata: Default::default(),
-            created_at: Utc::now(),
-            updated_at: Utc::now(),
-        }
+            ..ExperimentSpec::default()
+        };
+        Experiment::draft(spec, "e".into(), 100, Utc::now())
     }
 
     #[test]

@@ -4,52 +4,27 @@
 use chrono::Utc;
 use llmops_experiments::results::{analyse, CONTINUE};
 use llmops_experiments::{
-    AnalysisUnit, Experiment, ExperimentStatus, MetricDefinition, MetricDirection, MetricKind,
+    Experiment, ExperimentSpec, ExperimentStatus, MetricDefinition, MetricDirection, MetricKind,
     MetricRole, Tally, Variant,
 };
 
 fn experiment(metrics: Vec<MetricDefinition>) -> Experiment {
-    let variant = |id: &str| Variant {
-        id: id.into(),
-        name: id.into(),
-        description: String::new(),
-        is_control: id == "a",
-        prompt_name: String::new(),
-        prompt_version: String::new(),
-        model: String::new(),
-        parameters: Default::default(),
-        weight: None,
-    };
-    Experiment {
-        id: "e".into(),
+    let mut control = Variant::new("a");
+    control.is_control = true;
+    let spec = ExperimentSpec {
         name: "e".into(),
-        description: String::new(),
-        seed: "e".into(),
-        coverage: 1.0,
-        variants: vec![variant("a"), variant("b")],
+        variants: vec![control, Variant::new("b")],
         metrics,
-        alpha: 0.05,
-        min_samples: 50,
-        sequential: false,
-        sequential_tuning: 5000.0,
-        analysis_unit: AnalysisUnit::Record,
-        status: ExperimentStatus::Running,
-        start_time: None,
-        end_time: None,
-        winner_variant_id: String::new(),
-        metadata: Default::default(),
-        created_at: Utc::now(),
-        updated_at: Utc::now(),
-    }
+        min_samples: Some(50),
+        ..ExperimentSpec::default()
+    };
+    let mut experiment = Experiment::draft(spec, "e".into(), 100, Utc::now());
+    experiment.status = ExperimentStatus::Running;
+    experiment
 }
 
 fn metric(name: &str, direction: MetricDirection, role: MetricRole) -> MetricDefinition {
-    MetricDefinition {
-        name: name.into(),
-        kind: MetricKind::Mean,
-        direction,
-        role,
-    }
+    MetricDefinition::new(name, MetricKind::Mean, direction, role)
 }
 
 /// `n` values around `center` with a fixed spread.

@@ -3,44 +3,18 @@
 
 use chrono::Utc;
 use llmops_experiments::{
-    AnalysisUnit, Experiment, ExperimentStatus, ExperimentStore, ExperimentStoreError, Exposure,
-    MetricRecord, Variant,
+    Experiment, ExperimentSpec, ExperimentStore, ExperimentStoreError, Exposure, MetricRecord,
+    Variant,
 };
 use llmops_store::{Durability, SqliteStore};
 
 fn experiment(id: &str) -> Experiment {
-    let variant = |id: &str| Variant {
-        id: id.into(),
-        name: String::new(),
-        description: String::new(),
-        is_control: id == "a",
-        prompt_name: String::new(),
-        prompt_version: String::new(),
-        model: String::new(),
-        parameters: Default::default(),
-        weight: None,
-    };
-    Experiment {
-        id: id.into(),
+    let spec = ExperimentSpec {
         name: id.into(),
-        description: String::new(),
-        seed: id.into(),
-        coverage: 1.0,
-        variants: vec![variant("a"), variant("b")],
-        metrics: Vec::new(),
-        alpha: 0.05,
-        min_samples: 100,
-        sequential: false,
-        sequential_tuning: 5000.0,
-        analysis_unit: AnalysisUnit::Record,
-        status: ExperimentStatus::Running,
-        start_time: None,
-        end_time: None,
-        winner_variant_id: String::new(),
-        metadata: Default::default(),
-        created_at: Utc::now(),
-        updated_at: Utc::now(),
-    }
+        variants: vec![Variant::new("a"), Variant::new("b")],
+        ..ExperimentSpec::default()
+    };
+    Experiment::draft(spec, id.into(), 100, Utc::now())
 }
 
 fn exposure(experiment: &str, user: &str) -> Exposure {
