@@ -9,6 +9,7 @@
 pub mod datasets;
 mod error;
 pub mod mcnemar;
+pub mod providers;
 pub mod scorers;
 
 pub use error::{EvaluationError, EvaluationStoreError, Violation};
