@@ -3,6 +3,7 @@
 //! (`llmops config show`), and a bad value stops start-up with a message naming the key.
 
 mod layers;
+mod providers;
 mod webhooks;
 
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ use llmops_store::Durability;
 use serde::{Deserialize, Serialize};
 
 pub use layers::{ConfigError, ConfigSource, LoadedConfig};
+pub use providers::ProviderConfig;
 pub use webhooks::WebhookConfig;
 
 /// The server's configuration. Field names are the TOML keys.
@@ -50,6 +52,9 @@ pub struct Config {
     /// Webhook receivers of alert events.
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+    /// `[[providers]]`: model endpoints for evaluation runs and model experiments.
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
 }
 
 /// `[alerts]`.
@@ -174,6 +179,7 @@ impl Default for Config {
                 external_url: String::new(),
             },
             webhooks: Vec::new(),
+            providers: Vec::new(),
         }
     }
 }
@@ -200,6 +206,23 @@ impl Config {
             .map(|(index, webhook)| {
                 webhook
                     .receiver(&format!("webhooks[{index}]"), |name| {
+                        std::env::var(name).ok()
+                    })
+                    .map_err(|(key, message)| ConfigError::Unusable { key, message })
+            })
+            .collect()
+    }
+
+    /// The model providers' client settings, with API keys read from the environment.
+    pub fn provider_settings(
+        &self,
+    ) -> Result<Vec<llmops_evaluator::providers::openai::OpenAiSettings>, ConfigError> {
+        self.providers
+            .iter()
+            .enumerate()
+            .map(|(index, provider)| {
+                provider
+                    .settings(&format!("providers[{index}]"), |name| {
                         std::env::var(name).ok()
                     })
                     .map_err(|(key, message)| ConfigError::Unusable { key, message })
@@ -252,6 +275,17 @@ impl Config {
             }
             // Checked again, with the secret, at start-up; here for the shape.
             webhook.receiver(&format!("webhooks[{index}]"), |_| Some(String::new()))?;
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (index, provider) in self.providers.iter().enumerate() {
+            if !names.insert(provider.name.as_str()) {
+                return Err((
+                    format!("providers[{index}].name"),
+                    format!("{:?} is used by two providers", provider.name),
+                ));
+            }
+            // Checked again, with the API key, at start-up; here for the shape.
+            provider.settings(&format!("providers[{index}]"), |_| Some(String::new()))?;
         }
         if self.prompts.max_template_bytes == 0
             || self.prompts.max_render_bytes == 0

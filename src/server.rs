@@ -164,6 +164,9 @@ async fn open_storage(
     Vec<tokio::task::JoinHandle<()>>,
 )> {
     let receivers = config.webhook_receivers()?;
+    // Read the providers' API keys now, so that a missing one stops start-up instead of
+    // failing the first evaluation that uses the provider.
+    let _providers = config.provider_settings()?;
     let store = SqliteStore::open(&config.data_dir, config.durability.into())
         .await
         .with_context(|| format!("opening storage in {}", config.data_dir.display()))?;

@@ -119,3 +119,77 @@ fn unknown_keys_in_the_file_are_refused() {
         .to_string();
     assert!(message.contains("listn"), "{message}");
 }
+
+const MOCK_PROVIDER: &str = r#"
+[[providers]]
+name = "mock"
+kind = "openai"
+base_url = "http://127.0.0.1:8080/v1"
+model = "mock-model"
+api_key_env = "LLMOPS_TEST_MOCK_KEY_THAT_IS_NOT_SET"
+max_concurrency = 64
+requests_per_minute = 6000
+input_price_per_1k = 0.5
+"#;
+
+#[test]
+fn providers_take_the_documented_shape() {
+    let file = toml_file(MOCK_PROVIDER);
+    let loaded = LoadedConfig::load(Some(file.path()), [], vec![]).unwrap();
+    let provider = &loaded.config.providers[0];
+    assert_eq!(
+        (provider.name.as_str(), provider.model.as_str()),
+        ("mock", "mock-model")
+    );
+    assert_eq!(
+        (provider.max_concurrency, provider.requests_per_minute),
+        (Some(64), Some(6000))
+    );
+    let settings = provider
+        .settings("providers[0]", |name| {
+            (name == "LLMOPS_TEST_MOCK_KEY_THAT_IS_NOT_SET").then(|| "k".to_owned())
+        })
+        .unwrap();
+    assert_eq!(settings.api_key.as_deref(), Some("k"));
+    assert_eq!(settings.input_price_per_1k, Some(0.5));
+    // With the key's variable unset, start-up stops naming it.
+    let err = loaded.config.provider_settings().unwrap_err().to_string();
+    assert!(
+        err.contains("providers[0].api_key_env")
+            && err.contains("LLMOPS_TEST_MOCK_KEY_THAT_IS_NOT_SET"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_providers_are_refused_naming_the_key() {
+    for (text, key) in [
+        (
+            MOCK_PROVIDER.replace("\"openai\"", "\"anthropic\""),
+            "providers[0].kind",
+        ),
+        (
+            MOCK_PROVIDER.replace("name = \"mock\"", "name = \"echo\""),
+            "providers[0].name",
+        ),
+        (
+            MOCK_PROVIDER.replace("http://127", "ftp://127"),
+            "providers[0].base_url",
+        ),
+        (
+            MOCK_PROVIDER.replace("requests_per_minute = 6000", "requests_per_minute = 0"),
+            "providers[0].requests_per_minute",
+        ),
+        (
+            format!("{MOCK_PROVIDER}{MOCK_PROVIDER}"),
+            "providers[1].name",
+        ),
+        (MOCK_PROVIDER.replace("model = ", "modle = "), "providers"),
+    ] {
+        let file = toml_file(&text);
+        let err = LoadedConfig::load(Some(file.path()), [], vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{key}: {err}");
+    }
+}
