@@ -166,7 +166,13 @@ async fn open_storage(
     let receivers = config.webhook_receivers()?;
     // Read the providers' API keys now, so that a missing one stops start-up instead of
     // failing the first evaluation that uses the provider.
-    let _providers = config.provider_settings()?;
+    let providers = config.provider_settings()?;
+    // Variants may name a configured provider, the built-in echo, or `auto`.
+    let models = providers
+        .iter()
+        .map(|p| p.name.clone())
+        .chain(["echo".to_owned(), "auto".to_owned()])
+        .collect();
     let store = SqliteStore::open(&config.data_dir, config.durability.into())
         .await
         .with_context(|| format!("opening storage in {}", config.data_dir.display()))?;
@@ -191,6 +197,7 @@ async fn open_storage(
         shared.clone(),
         llmops_experiments::Defaults {
             min_samples: config.experiments.min_samples_for_significance,
+            models: Some(models),
         },
     )
     .await

@@ -836,7 +836,26 @@ async fn experiments_exposures_and_statistics_survive_a_restart() {
 
 #[tokio::test]
 async fn prompt_experiments_register_prompts_and_model_experiments_split_evenly() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with(|config| {
+        for name in ["small", "large"] {
+            config.providers.push(llmops::config::ProviderConfig {
+                name: name.into(),
+                kind: "openai".into(),
+                base_url: "http://127.0.0.1:9/v1".into(),
+                model: format!("{name}-model"),
+                api_key_env: None,
+                max_concurrency: None,
+                requests_per_minute: None,
+                input_price_per_1k: None,
+                output_price_per_1k: None,
+                parameters: Default::default(),
+                timeout: std::time::Duration::from_secs(5),
+                max_retries: 0,
+                score: None,
+            });
+        }
+    })
+    .await;
     let mut client = server.experiments();
     let prompt = |version: &str, template: &str| pb::PromptVersion {
         name: "greeting".into(),
@@ -902,7 +921,7 @@ async fn prompt_experiments_register_prompts_and_model_experiments_split_evenly(
     let models = client
         .create_model_experiment(pb::CreateModelExperimentRequest {
             name: "models".into(),
-            models: vec!["small".into(), "large".into(), "huge".into()],
+            models: vec!["small".into(), "large".into(), "echo".into()],
             ..Default::default()
         })
         .await
@@ -923,6 +942,16 @@ async fn prompt_experiments_register_prompts_and_model_experiments_split_evenly(
         .await
         .unwrap_err();
     assert_eq!(one.code(), Code::InvalidArgument);
+    let unknown = client
+        .create_model_experiment(pb::CreateModelExperimentRequest {
+            name: "unknown".into(),
+            models: vec!["small".into(), "gpt-9".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::InvalidArgument);
+    assert_eq!(fields(&unknown), vec!["variants[1].model".to_owned()]);
 }
 
 #[tokio::test]

@@ -38,15 +38,20 @@ pub const MAX_EXPOSURES_PER_CALL: usize = 10_000;
 pub const MAX_PAGE_SIZE: usize = 1000;
 
 /// Settings that come from configuration.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Defaults {
     /// Min samples per variant when an experiment does not say.
     pub min_samples: u64,
+    /// The model names a variant may use (the configured providers); `None` accepts any.
+    pub models: Option<std::collections::BTreeSet<String>>,
 }
 
 impl Default for Defaults {
     fn default() -> Self {
-        Self { min_samples: 100 }
+        Self {
+            min_samples: 100,
+            models: None,
+        }
     }
 }
 
@@ -294,7 +299,7 @@ impl ExperimentService {
             spec.id.clone()
         };
         let mut experiment = Experiment::draft(spec, id, self.defaults.min_samples, now);
-        validate(&experiment)?;
+        self.validate(&experiment)?;
         mark_control(&mut experiment.variants);
 
         let _guard = self.changes.lock().await;
@@ -324,12 +329,47 @@ impl ExperimentService {
             return Err(already_exists(&probe.id));
         }
         let id = probe.id.clone();
-        validate(&Experiment::draft(
+        self.validate(&Experiment::draft(
             probe,
             id,
             self.defaults.min_samples,
             Utc::now(),
         ))
+    }
+
+    /// Checks a whole definition: its own rules, and that every variant's model is a
+    /// configured provider.
+    fn validate(&self, experiment: &Experiment) -> Result<(), ExperimentError> {
+        let own = validate(experiment);
+        let Some(models) = &self.defaults.models else {
+            return own;
+        };
+        let mut violations = match own {
+            Ok(()) => Vec::new(),
+            Err(ExperimentError::InvalidArgument(found)) => found,
+            Err(other) => return Err(other),
+        };
+        for (i, variant) in experiment.variants.iter().enumerate() {
+            if !variant.model.is_empty() && !models.contains(&variant.model) {
+                violations.push(crate::error::Violation::new(
+                    format!("variants[{i}].model"),
+                    format!(
+                        "{:?} is not a configured provider (known: {})",
+                        variant.model,
+                        models
+                            .iter()
+                            .map(String::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+        }
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(ExperimentError::InvalidArgument(violations))
+        }
     }
 
     /// One experiment.
@@ -456,7 +496,7 @@ impl ExperimentService {
         if let Some(v) = metadata {
             next.metadata = v;
         }
-        validate(&next)?;
+        self.validate(&next)?;
         mark_control(&mut next.variants);
         next.updated_at = Utc::now();
         self.store.update_experiment(&next).await?;
