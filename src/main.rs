@@ -34,6 +34,8 @@ enum Command {
     Alerts(cli::alerts::AlertsArgs),
     /// Create and run A/B experiments: assign users, record metrics, read the results.
     Experiment(cli::experiment::ExperimentArgs),
+    /// Manage evaluation datasets: create, import and export samples (JSONL or CSV), inspect.
+    Dataset(cli::dataset::DatasetArgs),
     /// Drive load against a server and report throughput and latency.
     Bench(bench::BenchArgs),
 }
@@ -143,6 +145,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Prompt(args) => cli::prompt::run(args, &cli.client).await,
         Command::Alerts(args) => cli::alerts::run(args, &cli.client).await,
         Command::Experiment(args) => cli::experiment::run(args, &cli.client).await,
+        Command::Dataset(args) => cli::dataset::run(args, &cli.client).await,
         Command::Bench(args) => bench::run(args).await,
     }
 }
