@@ -30,6 +30,7 @@ CREATE TABLE experiment_metric_records (
     recorded_at_us INTEGER NOT NULL
 );
 CREATE INDEX experiment_metric_records_by_experiment ON experiment_metric_records (experiment_id, id);
--- A retried record with the same id is not stored twice.
+-- A retried record with the same id is not stored twice. Records without an id have a
+-- NULL record_id, and NULLs never conflict in a unique index (SQLite and PostgreSQL).
 CREATE UNIQUE INDEX experiment_metric_records_idempotency
-    ON experiment_metric_records (experiment_id, record_id) WHERE record_id IS NOT NULL;
+    ON experiment_metric_records (experiment_id, record_id);

@@ -91,12 +91,18 @@ impl ExperimentStore for SqliteStore {
                 .await
                 .map_err(db_error)?;
         }
-        let result = insert_writes(&mut conn, exposures, records).await;
+        let mut result = insert_writes(&mut conn, exposures, records).await;
         if explicit {
-            let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-            let ended = sqlx::query(end).execute(&mut *conn).await.map_err(db_error);
             if result.is_ok() {
-                ended?;
+                if let Err(err) = sqlx::query("COMMIT").execute(&mut *conn).await {
+                    result = Err(db_error(err));
+                }
+            }
+            // After any failure the transaction must not outlive this batch: a writer
+            // connection left inside it would make later batches part of it. If even
+            // the rollback fails, the connection is closed instead of reused.
+            if result.is_err() && sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+                conn.close_on_drop();
             }
         }
         result
@@ -234,9 +240,10 @@ async fn stored_keys(
     column: &str,
     keys: &[(&str, &str)],
 ) -> Result<HashSet<(String, String)>, ExperimentStoreError> {
-    let mut query = QueryBuilder::<Sqlite>::new(format!(
-        "SELECT experiment_id, {column} FROM {table} WHERE (experiment_id, {column}) IN (VALUES "
-    ));
+    // A join with the VALUES list lets SQLite search the (experiment_id, key) index for
+    // each key; a row-value `IN (VALUES ...)` made it scan the whole table.
+    let mut query =
+        QueryBuilder::<Sqlite>::new(format!("SELECT t.experiment_id, t.{column} FROM (VALUES "));
     let mut values = query.separated(", ");
     for (experiment, key) in keys {
         values.push("(");
@@ -245,7 +252,9 @@ async fn stored_keys(
         values.push_bind_unseparated(*key);
         values.push_unseparated(")");
     }
-    query.push(")");
+    query.push(format!(
+        ") AS k JOIN {table} AS t ON t.experiment_id = k.column1 AND t.{column} = k.column2"
+    ));
     let rows = query
         .build()
         .fetch_all(&mut **conn)
