@@ -140,19 +140,28 @@ pub fn analyse(experiment: &Experiment, tally: &Tally) -> ExperimentResults {
         }
     }
 
-    // Holm across (non-control variants x primary and secondary metrics).
+    // Holm across (non-control variants x primary and secondary metrics). A test that
+    // cannot be computed yet still counts in the family (as p = 1), so a winner is never
+    // named with less correction than the experiment's design calls for.
     let family: Vec<usize> = comparisons
         .iter()
         .enumerate()
-        .filter(|(_, c)| c.role != MetricRole::Guardrail && c.comparison.relative.is_ok())
+        .filter(|(_, c)| c.role != MetricRole::Guardrail)
         .map(|(i, _)| i)
         .collect();
     let raw: Vec<f64> = family
         .iter()
-        .filter_map(|&i| comparisons[i].comparison.relative.ok().map(|e| e.p_value))
+        .map(|&i| {
+            comparisons[i]
+                .comparison
+                .relative
+                .map_or(1.0, |e| e.p_value)
+        })
         .collect();
     for (&i, adjusted) in family.iter().zip(holm(&raw)) {
-        comparisons[i].adjusted_p_value = Some(adjusted);
+        if comparisons[i].comparison.relative.is_ok() {
+            comparisons[i].adjusted_p_value = Some(adjusted);
+        }
     }
 
     let srm = sample_ratio(experiment, tally);
@@ -296,7 +305,9 @@ fn decide(experiment: &Experiment, tally: &Tally, results: &mut ExperimentResult
             ));
             continue;
         };
-        let better = improves(primary.direction, relative.estimate);
+        // Better or worse by the difference of means: the relative lift's sign flips
+        // when the control mean is negative.
+        let better = comparison.improves.unwrap_or(false);
         if adjusted >= alpha {
             reasons.push(format!(
                 "{} vs control on {}: {:+.1}% (adjusted p = {:.4}) is not significant at alpha {}{}",

@@ -30,6 +30,9 @@ use crate::validate::{
 use crate::writer::{GroupCommit, OnCommit, Writes};
 
 pub use crate::model::{DEFAULT_ALPHA, DEFAULT_SEQUENTIAL_TUNING};
+/// The largest magnitude a metric value may have: squares and sums of values this size
+/// stay far from overflow, so statistics never turn into infinities or NaN.
+pub const MAX_ABS_VALUE: f64 = 1e15;
 /// The most records one `RecordMetrics` call may carry.
 pub const MAX_RECORDS_PER_CALL: usize = 10_000;
 /// The most exposures one `RecordExposures` call may carry.
@@ -163,6 +166,10 @@ struct Live {
     /// no storage.
     known_users: DashMap<String, usize>,
     tally: Mutex<Tally>,
+    /// Writes (exposures, records) hold it shared from their status check until they
+    /// are committed; status changes hold it exclusively. So once `CompleteExperiment`
+    /// answers, no write accepted before it can still land and change the results.
+    gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 struct Snapshot {
@@ -187,6 +194,7 @@ impl Live {
             tally: Mutex::new(Tally::new(&experiment)),
             snapshot: RwLock::new(Snapshot::new(experiment)),
             known_users: DashMap::new(),
+            gate: Arc::new(tokio::sync::RwLock::new(())),
         }
     }
 
@@ -537,6 +545,8 @@ impl ExperimentService {
     ) -> Result<Experiment, ExperimentError> {
         let _guard = self.changes.lock().await;
         let live = self.live(id)?;
+        // Waits for writes in flight to commit, and holds new ones until the change is made.
+        let _writes = live.gate.write().await;
         let mut next = live.snapshot().experiment.clone();
         lifecycle::check(id, next.status, to)?;
         if let Some(winner) = winner.filter(|w| !w.is_empty()) {
@@ -594,6 +604,16 @@ impl ExperimentService {
             });
         };
         let variant = experiment.variants[index].clone();
+        // The status is checked again under the gate, which is held until the exposure
+        // is committed (variants and ranges are frozen while running).
+        let _writes = live.gate.read().await;
+        let status = live.snapshot().experiment.status;
+        if status != ExperimentStatus::Running {
+            return Err(ExperimentError::FailedPrecondition(format!(
+                "experiment {id} is {}; users are assigned only while it is running",
+                status.as_str()
+            )));
+        }
         let exposure = Exposure {
             experiment_id: id.to_owned(),
             user_id: user_id.to_owned(),
@@ -622,6 +642,7 @@ impl ExperimentService {
         exposures: Vec<(String, String)>,
     ) -> Result<u64, ExperimentError> {
         let live = self.live(id)?;
+        let _writes = live.gate.read().await;
         let snapshot = live.snapshot();
         let experiment = &snapshot.experiment;
         if !experiment.status.accepts_metrics() {
@@ -692,6 +713,17 @@ impl ExperimentService {
                 format!("at most {MAX_RECORDS_PER_CALL} records per call"),
             ));
         }
+        // Hold every involved experiment's gate (in id order, so two batches cannot wait
+        // on each other) from the status checks until the commit.
+        let mut involved: Vec<&str> = inputs.iter().map(|r| r.experiment_id.as_str()).collect();
+        involved.sort_unstable();
+        involved.dedup();
+        let mut _writes = Vec::with_capacity(involved.len());
+        for id in involved {
+            if let Ok(live) = self.live(id) {
+                _writes.push(live.gate.clone().read_owned().await);
+            }
+        }
         let mut violations = Violations::default();
         let mut records = Vec::with_capacity(inputs.len());
         let now = Utc::now();
@@ -711,6 +743,20 @@ impl ExperimentService {
                     time: input.time.unwrap_or(now),
                 }),
                 Err(ExperimentError::InvalidArgument(found)) => violations.extend(found),
+                // Name the record in a batch, as field violations do.
+                Err(other) if prefix.is_empty() => return Err(other),
+                Err(ExperimentError::NotFound(message)) => {
+                    return Err(ExperimentError::NotFound(format!(
+                        "{}: {message}",
+                        prefix.trim_end_matches('.')
+                    )))
+                }
+                Err(ExperimentError::FailedPrecondition(message)) => {
+                    return Err(ExperimentError::FailedPrecondition(format!(
+                        "{}: {message}",
+                        prefix.trim_end_matches('.')
+                    )))
+                }
                 Err(other) => return Err(other),
             }
         }
@@ -776,10 +822,13 @@ impl ExperimentService {
                 ),
             ),
             Some(metric) => {
-                if !input.value.is_finite() {
+                if !(input.value.is_finite() && input.value.abs() <= MAX_ABS_VALUE) {
                     violations.add(
                         field("value"),
-                        format!("{} is not a finite number", input.value),
+                        format!(
+                            "{} is not a finite number within +-{MAX_ABS_VALUE:e}",
+                            input.value
+                        ),
                     );
                 } else if metric.kind == MetricKind::Proportion
                     && input.value != 0.0

@@ -91,12 +91,13 @@ async fn run(
     loop {
         let first = tokio::select! {
             biased;
-            request = requests.recv() => request,
+            // Stop first: under steady load a request is always ready.
             () = stop.notified() => {
                 // Refuse new requests, then commit everything already queued.
                 requests.close();
                 requests.recv().await
             }
+            request = requests.recv() => request,
         };
         let Some(first) = first else { return };
         let mut batch = vec![first];

@@ -201,3 +201,57 @@ fn degenerate_statistics_are_reported_not_computable_never_nan() {
         results.reasons
     );
 }
+
+#[test]
+fn a_negative_control_mean_does_not_flip_better_and_worse() {
+    // A log-probability: higher (closer to 0) is better; control -2, treatment -1.
+    let experiment = experiment(vec![metric(
+        "logprob",
+        MetricDirection::HigherIsBetter,
+        MetricRole::Primary,
+    )]);
+    let mut tally = Tally::new(&experiment);
+    fill(&mut tally, "a", "logprob", -2.0, 100);
+    fill(&mut tally, "b", "logprob", -1.0, 100);
+    let results = analyse(&experiment, &tally);
+    assert_eq!(
+        results.winner_variant_id.as_deref(),
+        Some("b"),
+        "{:?}",
+        results.reasons
+    );
+}
+
+#[test]
+fn uncomputable_tests_still_count_in_the_holm_family() {
+    let experiment = experiment(vec![
+        metric(
+            "quality",
+            MetricDirection::HigherIsBetter,
+            MetricRole::Primary,
+        ),
+        metric(
+            "converted",
+            MetricDirection::HigherIsBetter,
+            MetricRole::Secondary,
+        ),
+    ]);
+    let mut tally = Tally::new(&experiment);
+    fill(&mut tally, "a", "quality", 1.0, 100);
+    fill(&mut tally, "b", "quality", 1.05, 100);
+    // No conversions yet in control: its mean is 0, so that test is not computable.
+    for _ in 0..100 {
+        tally.add_record("a", "converted", 0.0, "");
+        tally.add_record("b", "converted", 0.0, "");
+    }
+    let results = analyse(&experiment, &tally);
+    let quality = results
+        .comparisons
+        .iter()
+        .find(|c| c.metric == "quality")
+        .unwrap();
+    let raw = quality.comparison.relative.unwrap().p_value;
+    let expected = llmops_experiments::stats::holm::holm(&[raw, 1.0])[0];
+    assert_eq!(quality.adjusted_p_value, Some(expected));
+    assert_eq!(expected, (2.0 * raw).min(1.0), "the family has two tests");
+}

@@ -48,6 +48,8 @@ pub enum NotComputable {
     ZeroVariance,
     /// The control mean is zero, so a relative lift is undefined.
     ZeroControlMean,
+    /// A variant's mean or variance is not a finite number.
+    NotFinite,
 }
 
 impl NotComputable {
@@ -56,6 +58,7 @@ impl NotComputable {
         match self {
             Self::TooFewObservations => "not computable: a variant has fewer than 2 observations",
             Self::ZeroVariance => "not computable: a variant's values do not vary",
+            Self::NotFinite => "not computable: a variant's statistics are not finite",
             Self::ZeroControlMean => {
                 "not computable: the control mean is 0, so there is no baseline to compare with"
             }
@@ -113,6 +116,12 @@ pub fn test(
     // checked first because it is the most useful reason to report.
     if control.n() < 2 || treatment.n() < 2 {
         return Err(NotComputable::TooFewObservations);
+    }
+    if ![control, treatment]
+        .iter()
+        .all(|s| s.mean().is_finite() && s.variance().is_finite())
+    {
+        return Err(NotComputable::NotFinite);
     }
     let (mean_a, mean_b) = (control.mean(), treatment.mean());
     if mean_a == 0.0 {
