@@ -11,6 +11,7 @@ pub mod dataset;
 pub mod experiment;
 mod files;
 mod output;
+mod paging;
 pub mod prompt;
 mod values;
 
@@ -83,6 +84,21 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
         current = source;
     }
     current.to_string()
+}
+
+/// A command's result, with a closed stdout counted as success: `llmops ... | head`
+/// stops reading, which is not an error of the command.
+pub(crate) fn ignoring_closed_stdout(result: anyhow::Result<()>) -> anyhow::Result<()> {
+    match result {
+        Err(err)
+            if err
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// A gRPC status as a clear error: `<CODE>: <message>`, then one indented

@@ -181,18 +181,7 @@ fn parse_meta(text: &str) -> Result<(String, String), String> {
 
 /// Runs a `llmops dataset` subcommand against the server in `options`.
 pub async fn run(args: DatasetArgs, options: &ClientOptions) -> anyhow::Result<()> {
-    let result = commands::run(args.command, options).await;
-    match result {
-        // `llmops dataset export ds | head`: the reader is gone, which is not an error.
-        Err(err)
-            if err
-                .downcast_ref::<std::io::Error>()
-                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
-        {
-            Ok(())
-        }
-        other => other,
-    }
+    crate::cli::ignoring_closed_stdout(commands::run(args.command, options).await)
 }
 
 #[cfg(test)]

@@ -157,19 +157,7 @@ impl From<StatusArg> for pb::ExperimentStatus {
 
 /// Runs a `llmops experiment` subcommand against the server in `options`.
 pub async fn run(args: ExperimentArgs, options: &ClientOptions) -> anyhow::Result<()> {
-    let result = commands::run(args.command, options).await;
-    match result {
-        // `llmops experiment results ... | head`: the reader is gone, which is not an
-        // error.
-        Err(err)
-            if err
-                .downcast_ref::<std::io::Error>()
-                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
-        {
-            Ok(())
-        }
-        other => other,
-    }
+    crate::cli::ignoring_closed_stdout(commands::run(args.command, options).await)
 }
 
 #[cfg(test)]

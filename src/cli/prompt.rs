@@ -176,18 +176,7 @@ pub struct Selector {
 
 /// Runs a `llmops prompt` subcommand against the server in `options`.
 pub async fn run(args: PromptArgs, options: &ClientOptions) -> anyhow::Result<()> {
-    let result = commands::run(args.command, options).await;
-    match result {
-        // `llmops prompt watch | head`: the reader is gone, which is not an error.
-        Err(err)
-            if err
-                .downcast_ref::<std::io::Error>()
-                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
-        {
-            Ok(())
-        }
-        other => other,
-    }
+    crate::cli::ignoring_closed_stdout(commands::run(args.command, options).await)
 }
 
 #[cfg(test)]

@@ -11,14 +11,13 @@ use tonic::transport::Channel;
 
 use super::{csv_file, format, json, jsonl, samples, DatasetCommand, FormatArg, TypeArg};
 use crate::cli::output::{self, emit};
+use crate::cli::paging::collect_pages;
 use crate::cli::{connect, status_error, ClientOptions};
 use crate::pb;
 use crate::pb::evaluation_service_client::EvaluationServiceClient;
 
 type Client = EvaluationServiceClient<Channel>;
 
-/// The most a list request may ask for in one page.
-const MAX_PAGE_SIZE: u32 = 1000;
 /// The largest answer accepted: the server's own limit is at most this, and an export
 /// batch of large samples can pass the 4 MiB default.
 const MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
@@ -59,8 +58,8 @@ pub(crate) async fn run(command: DatasetCommand, options: &ClientOptions) -> any
             dataset_type,
             limit,
         } => {
-            let mut client = client(options).await?;
-            let datasets = list_datasets(&mut client, dataset_type, limit).await?;
+            let client = client(options).await?;
+            let datasets = list_datasets(&client, dataset_type, limit).await?;
             if as_json {
                 let items: Vec<_> = datasets.iter().map(json::dataset).collect();
                 emit(|out| output::json(out, &serde_json::Value::Array(items)))
@@ -165,8 +164,8 @@ pub(crate) async fn run(command: DatasetCommand, options: &ClientOptions) -> any
             }
         }
         DatasetCommand::Samples { dataset_id, limit } => {
-            let mut client = client(options).await?;
-            let samples = list_samples(&mut client, dataset_id, limit).await?;
+            let client = client(options).await?;
+            let samples = list_samples(&client, dataset_id, limit).await?;
             if as_json {
                 emit(|out| output::json(out, &json::samples(&samples)))
             } else {
@@ -367,85 +366,52 @@ impl Target {
     }
 }
 
-/// Follows `next_page_token` until the last page or until `limit` datasets are in hand.
+/// Up to `limit` datasets (all without one), newest first.
 async fn list_datasets(
-    client: &mut Client,
+    client: &Client,
     dataset_type: Option<TypeArg>,
     limit: Option<u32>,
 ) -> anyhow::Result<Vec<pb::Dataset>> {
     let dataset_type = dataset_type.map_or(pb::DatasetType::Unspecified, pb::DatasetType::from);
-    let mut datasets = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let have = u32::try_from(datasets.len()).unwrap_or(u32::MAX);
-        let wanted = limit.map_or(MAX_PAGE_SIZE, |limit| limit.saturating_sub(have));
-        let page = client
-            .list_datasets(pb::ListDatasetsRequest {
-                r#type: dataset_type as i32,
-                // At most MAX_PAGE_SIZE, so the cast cannot truncate.
-                page_size: wanted.min(MAX_PAGE_SIZE) as i32,
-                page_token: page_token.clone(),
-            })
-            .await
-            .map_err(status_error)?
-            .into_inner();
-        datasets.extend(page.datasets);
-        if let Some(limit) = limit {
-            let limit = limit as usize;
-            if datasets.len() >= limit {
-                datasets.truncate(limit);
-                break;
-            }
+    collect_pages(limit, |page_size, page_token| {
+        let mut client = client.clone();
+        async move {
+            let page = client
+                .list_datasets(pb::ListDatasetsRequest {
+                    r#type: dataset_type as i32,
+                    page_size,
+                    page_token,
+                })
+                .await?
+                .into_inner();
+            Ok((page.datasets, page.next_page_token))
         }
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        if page.next_page_token == page_token {
-            bail!("the server returned the same page token twice; stopping");
-        }
-        page_token = page.next_page_token;
-    }
-    Ok(datasets)
+    })
+    .await
 }
 
-/// Follows `next_page_token` until the last page or until `limit` samples are in hand.
+/// Up to `limit` samples (all without one), in the order they were added.
 async fn list_samples(
-    client: &mut Client,
+    client: &Client,
     dataset_id: String,
     limit: Option<u32>,
 ) -> anyhow::Result<Vec<pb::Sample>> {
-    let mut samples = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let have = u32::try_from(samples.len()).unwrap_or(u32::MAX);
-        let wanted = limit.map_or(MAX_PAGE_SIZE, |limit| limit.saturating_sub(have));
-        let page = client
-            .list_samples(pb::ListSamplesRequest {
-                dataset_id: dataset_id.clone(),
-                // At most MAX_PAGE_SIZE, so the cast cannot truncate.
-                page_size: wanted.min(MAX_PAGE_SIZE) as i32,
-                page_token: page_token.clone(),
-            })
-            .await
-            .map_err(status_error)?
-            .into_inner();
-        samples.extend(page.samples);
-        if let Some(limit) = limit {
-            let limit = limit as usize;
-            if samples.len() >= limit {
-                samples.truncate(limit);
-                break;
-            }
+    collect_pages(limit, |page_size, page_token| {
+        let mut client = client.clone();
+        let dataset_id = dataset_id.clone();
+        async move {
+            let page = client
+                .list_samples(pb::ListSamplesRequest {
+                    dataset_id,
+                    page_size,
+                    page_token,
+                })
+                .await?
+                .into_inner();
+            Ok((page.samples, page.next_page_token))
         }
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        if page.next_page_token == page_token {
-            bail!("the server returned the same page token twice; stopping");
-        }
-        page_token = page.next_page_token;
-    }
-    Ok(samples)
+    })
+    .await
 }
 
 #[cfg(test)]

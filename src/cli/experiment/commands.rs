@@ -1,19 +1,17 @@
 //! The calls each `llmops experiment` subcommand makes, and what it prints.
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use serde_json::{json, Value as JsonValue};
 use tonic::transport::Channel;
 
 use super::{format, json, spec, ExperimentCommand, StatusArg};
 use crate::cli::output::{self, emit};
+use crate::cli::paging::collect_pages;
 use crate::cli::{connect, status_error, ClientOptions};
 use crate::pb;
 use crate::pb::experiment_service_client::ExperimentServiceClient;
 
 type Client = ExperimentServiceClient<Channel>;
-
-/// The most a list request may ask for in one page.
-const MAX_PAGE_SIZE: u32 = 1000;
 
 /// Runs one subcommand. The experiment file is read before connecting, so its errors do
 /// not depend on the server.
@@ -33,8 +31,8 @@ pub(crate) async fn run(command: ExperimentCommand, options: &ClientOptions) -> 
             print_experiment(as_json, created.experiment)
         }
         ExperimentCommand::List { status, limit } => {
-            let mut client = client(options).await?;
-            let experiments = list_experiments(&mut client, status, limit).await?;
+            let client = client(options).await?;
+            let experiments = list_experiments(&client, status, limit).await?;
             if as_json {
                 let items: Vec<_> = experiments.iter().map(json::experiment).collect();
                 emit(|out| output::json(out, &JsonValue::Array(items)))
@@ -209,10 +207,9 @@ fn print_transition(
     })
 }
 
-/// Follows `next_page_token` until the last page or until `limit` experiments are in
-/// hand.
+/// Up to `limit` experiments (all without one), newest first.
 async fn list_experiments(
-    client: &mut Client,
+    client: &Client,
     status: Option<StatusArg>,
     limit: Option<u32>,
 ) -> anyhow::Result<Vec<pb::Experiment>> {
@@ -220,36 +217,19 @@ async fn list_experiments(
         pb::ExperimentStatus::Unspecified,
         pb::ExperimentStatus::from,
     );
-    let mut experiments = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let have = u32::try_from(experiments.len()).unwrap_or(u32::MAX);
-        let wanted = limit.map_or(MAX_PAGE_SIZE, |limit| limit.saturating_sub(have));
-        let page = client
-            .list_experiments(pb::ListExperimentsRequest {
-                status: status as i32,
-                // At most MAX_PAGE_SIZE, so the cast cannot truncate.
-                page_size: wanted.min(MAX_PAGE_SIZE) as i32,
-                page_token: page_token.clone(),
-            })
-            .await
-            .map_err(status_error)?
-            .into_inner();
-        experiments.extend(page.experiments);
-        if let Some(limit) = limit {
-            let limit = limit as usize;
-            if experiments.len() >= limit {
-                experiments.truncate(limit);
-                break;
-            }
+    collect_pages(limit, |page_size, page_token| {
+        let mut client = client.clone();
+        async move {
+            let page = client
+                .list_experiments(pb::ListExperimentsRequest {
+                    status: status as i32,
+                    page_size,
+                    page_token,
+                })
+                .await?
+                .into_inner();
+            Ok((page.experiments, page.next_page_token))
         }
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        if page.next_page_token == page_token {
-            bail!("the server returned the same page token twice; stopping");
-        }
-        page_token = page.next_page_token;
-    }
-    Ok(experiments)
+    })
+    .await
 }
