@@ -21,6 +21,7 @@
 mod fanout;
 mod import;
 mod load;
+pub mod mock_provider;
 mod report;
 mod scenario;
 mod server;

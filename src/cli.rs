@@ -3,11 +3,13 @@
 //!
 //! The pieces: [`ClientOptions`] (the flags every client subcommand shares), [`connect`],
 //! the `llmops prompt ...` commands in [`prompt`], the `llmops experiment ...` commands in
-//! [`experiment`], the `llmops dataset ...` commands in [`dataset`], protobuf/JSON value
-//! conversions in `values` and JSON/YAML file reading in `files`.
+//! [`experiment`], the `llmops dataset ...` commands in [`dataset`], the `llmops eval ...`
+//! commands in [`eval`], protobuf/JSON value conversions in `values` and JSON/YAML file
+//! reading in `files`.
 
 pub mod alerts;
 pub mod dataset;
+pub mod eval;
 pub mod experiment;
 mod files;
 mod output;

@@ -29,6 +29,7 @@ pub struct ServiceState {
     alerts: OnceLock<Arc<llmops_alerts::AlertService>>,
     experiments: OnceLock<Arc<llmops_experiments::ExperimentService>>,
     datasets: OnceLock<Arc<llmops_evaluator::datasets::DatasetService>>,
+    runs: OnceLock<Arc<llmops_evaluator::runs::RunService>>,
     shutdown: CancellationToken,
 }
 
@@ -40,6 +41,7 @@ impl ServiceState {
             alerts: OnceLock::new(),
             experiments: OnceLock::new(),
             datasets: OnceLock::new(),
+            runs: OnceLock::new(),
             shutdown,
         }
     }
@@ -87,6 +89,18 @@ impl ServiceState {
 
     pub(crate) fn datasets(&self) -> Result<&llmops_evaluator::datasets::DatasetService, Status> {
         self.datasets
+            .get()
+            .map(Arc::as_ref)
+            .ok_or_else(|| Status::unavailable("the server is starting: storage is not open yet"))
+    }
+
+    /// Makes the run service available to the adapters.
+    pub fn set_runs(&self, runs: Arc<llmops_evaluator::runs::RunService>) {
+        assert!(self.runs.set(runs).is_ok(), "the run service is set once");
+    }
+
+    pub(crate) fn runs(&self) -> Result<&llmops_evaluator::runs::RunService, Status> {
+        self.runs
             .get()
             .map(Arc::as_ref)
             .ok_or_else(|| Status::unavailable("the server is starting: storage is not open yet"))

@@ -36,6 +36,8 @@ enum Command {
     Experiment(cli::experiment::ExperimentArgs),
     /// Manage evaluation datasets: create, import and export samples (JSONL or CSV), inspect.
     Dataset(cli::dataset::DatasetArgs),
+    /// Run prompts over datasets and score them: start, follow, inspect and compare runs.
+    Eval(cli::eval::EvalArgs),
     /// Drive load against a server and report throughput and latency.
     Bench(bench::BenchArgs),
 }
@@ -146,6 +148,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Alerts(args) => cli::alerts::run(args, &cli.client).await,
         Command::Experiment(args) => cli::experiment::run(args, &cli.client).await,
         Command::Dataset(args) => cli::dataset::run(args, &cli.client).await,
+        Command::Eval(args) => cli::eval::run(args, &cli.client).await,
         Command::Bench(args) => bench::run(args).await,
     }
 }

@@ -15,6 +15,9 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use llmops_alerts::webhook::sender::WebhookSender;
 use llmops_alerts::AlertService;
+use llmops_evaluator::providers::openai::OpenAiProvider;
+use llmops_evaluator::providers::{Provider, ProviderSet};
+use llmops_evaluator::runs::{RunService, RunSettings};
 use llmops_experiments::monitor::AlertMonitor;
 use llmops_experiments::ExperimentService;
 use llmops_registry::Registry;
@@ -66,7 +69,7 @@ pub async fn serve(
     let metrics_address = metrics_listener.local_addr()?;
     let metrics = tokio::spawn(telemetry::serve_metrics(metrics_listener, stop.clone()));
 
-    let (store, experiments, background) = match open_storage(&config, &state, &stop).await {
+    let (store, services, background) = match open_storage(&config, &state, &stop).await {
         Ok(opened) => opened,
         Err(err) => {
             stop.cancel();
@@ -92,8 +95,10 @@ pub async fn serve(
     for task in background {
         let _ = task.await;
     }
-    // Commit what the group-commit writer still holds before the store closes.
-    experiments.close().await;
+    // Stop evaluation runs (they resume at the next start) and commit what the
+    // group-commit writer still holds before the store closes.
+    services.runs.close().await;
+    services.experiments.close().await;
     store.close().await;
     tracing::info!("shut down cleanly");
     Ok(())
@@ -152,17 +157,20 @@ fn grpc_server(
         .serve_with_incoming_shutdown(incoming, stop.cancelled_owned()))
 }
 
+/// The services that hold work to finish at shutdown.
+struct Services {
+    experiments: Arc<ExperimentService>,
+    runs: Arc<RunService>,
+}
+
 /// Opens storage, loads the domain services into `state`, and starts their background
-/// work (webhook delivery, alert retention), which ends when `stop` is cancelled.
+/// work (webhook delivery, alert retention, resumed evaluation runs), which ends when
+/// `stop` is cancelled.
 async fn open_storage(
     config: &Config,
     state: &ServiceState,
     stop: &CancellationToken,
-) -> anyhow::Result<(
-    SqliteStore,
-    Arc<ExperimentService>,
-    Vec<tokio::task::JoinHandle<()>>,
-)> {
+) -> anyhow::Result<(SqliteStore, Services, Vec<tokio::task::JoinHandle<()>>)> {
     let receivers = config.webhook_receivers()?;
     // Read the providers' API keys now, so that a missing one stops start-up instead of
     // failing the first evaluation that uses the provider.
@@ -180,7 +188,8 @@ async fn open_storage(
     let registry = Registry::open(shared.clone(), config.registry_limits())
         .await
         .context("loading the prompt registry")?;
-    state.set_registry(Arc::new(registry));
+    let registry = Arc::new(registry);
+    state.set_registry(registry.clone());
     let sender = WebhookSender::new(shared.clone(), &receivers);
     let alerts = AlertService::open(
         shared.clone(),
@@ -207,7 +216,32 @@ async fn open_storage(
     let datasets = llmops_evaluator::datasets::DatasetService::open(shared.clone())
         .await
         .context("loading datasets")?;
-    state.set_datasets(Arc::new(datasets));
+    let datasets = Arc::new(datasets);
+    state.set_datasets(datasets.clone());
+    let providers = providers
+        .into_iter()
+        .map(|settings| {
+            let name = settings.name.clone();
+            OpenAiProvider::new(settings)
+                .map(|provider| Arc::new(provider) as Arc<dyn Provider>)
+                .with_context(|| format!("setting up provider {name}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let runs = RunService::open(
+        shared.clone(),
+        datasets,
+        registry,
+        ProviderSet::new(providers),
+        alerts.clone(),
+        RunSettings {
+            panel_evaluation: config.evaluation.panel_evaluation,
+            alert_thresholds: config.alert_thresholds.clone(),
+        },
+    )
+    .await
+    .context("loading evaluation runs")?;
+    let runs = Arc::new(runs);
+    state.set_runs(runs.clone());
 
     let sender_stop = stop.clone();
     let webhooks = tokio::spawn(async move { sender.run(sender_stop.cancelled_owned()).await });
@@ -223,7 +257,11 @@ async fn open_storage(
         config.experiments.alert_check_interval,
         stop.clone(),
     ));
-    Ok((store, experiments, vec![webhooks, retention, monitor]))
+    Ok((
+        store,
+        Services { experiments, runs },
+        vec![webhooks, retention, monitor],
+    ))
 }
 
 /// Checks running experiments for alerts every `interval` until `stop`.

@@ -64,6 +64,30 @@ pub(crate) fn timestamp(time: DateTime<Utc>) -> Timestamp {
     }
 }
 
+/// A protobuf `Timestamp` as a UTC time; None when out of range.
+pub(crate) fn time_from_timestamp(stamp: &Timestamp) -> Option<DateTime<Utc>> {
+    u32::try_from(stamp.nanos)
+        .ok()
+        .and_then(|nanos| DateTime::from_timestamp(stamp.seconds, nanos))
+}
+
+/// A duration as a protobuf `Duration`.
+pub(crate) fn duration_to_pb(duration: std::time::Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: duration.as_secs().min(i64::MAX as u64) as i64,
+        nanos: duration.subsec_nanos() as i32,
+    }
+}
+
+/// A protobuf `Duration` as a duration; None when negative or malformed.
+pub(crate) fn duration_from_pb(duration: &prost_types::Duration) -> Option<std::time::Duration> {
+    let seconds = u64::try_from(duration.seconds).ok()?;
+    let nanos = u32::try_from(duration.nanos)
+        .ok()
+        .filter(|n| *n < 1_000_000_000)?;
+    Some(std::time::Duration::new(seconds, nanos))
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

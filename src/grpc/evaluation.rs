@@ -1,6 +1,7 @@
-//! `llmops.v1.EvaluationService` on top of the evaluator crate (datasets so far).
+//! `llmops.v1.EvaluationService` on top of the evaluator crate: datasets and runs.
 
 mod messages;
+mod run_messages;
 
 use std::sync::Arc;
 
@@ -9,7 +10,13 @@ use llmops_evaluator::EvaluationError;
 use llmops_registry::FieldViolation;
 use tonic::{Request, Response, Status, Streaming};
 
+use llmops_evaluator::runs::RunService;
+
 use self::messages::{dataset_to_pb, sample_from_pb, sample_to_pb, spec_from_pb, type_from_pb};
+use self::run_messages::{
+    comparison_to_pb, filter_from_pb, output_from_pb, result_to_pb, run_to_pb,
+    spec_from_pb as run_spec_from_pb,
+};
 use crate::grpc::status::{invalid_argument, invalid_field};
 use crate::grpc::{response_stream, ResponseStream, ServiceState};
 use crate::pb;
@@ -17,6 +24,8 @@ use crate::pb::evaluation_service_server::EvaluationService as EvaluationService
 
 const DEFAULT_DATASET_PAGE: usize = 50;
 const DEFAULT_SAMPLE_PAGE: usize = 100;
+const DEFAULT_RUN_PAGE: usize = 50;
+const DEFAULT_RESULT_PAGE: usize = 100;
 /// Samples per ExportSamples message.
 const EXPORT_BATCH: usize = 500;
 
@@ -35,6 +44,10 @@ impl EvaluationApi {
     fn datasets(&self) -> Result<&DatasetService, Status> {
         self.state.datasets()
     }
+
+    fn runs(&self) -> Result<&RunService, Status> {
+        self.state.runs()
+    }
 }
 
 /// The one mapping from evaluation errors to status codes.
@@ -49,6 +62,7 @@ pub(crate) fn evaluation_status(err: EvaluationError, field_prefix: &str) -> Sta
         ),
         EvaluationError::NotFound(message) => Status::not_found(message),
         EvaluationError::AlreadyExists(message) => Status::already_exists(message),
+        EvaluationError::FailedPrecondition(message) => Status::failed_precondition(message),
         EvaluationError::Storage(message) => Status::unavailable(message),
     }
 }
@@ -294,5 +308,180 @@ impl EvaluationServiceRpc for EvaluationApi {
         Ok(Response::new(pb::DeleteSamplesResponse {
             dataset: Some(dataset_to_pb(dataset)),
         }))
+    }
+
+    async fn create_run(
+        &self,
+        request: Request<pb::CreateRunRequest>,
+    ) -> Result<Response<pb::CreateRunResponse>, Status> {
+        let Some(run) = request.into_inner().run else {
+            return Err(invalid_field("run", "is required"));
+        };
+        let spec = run_spec_from_pb(run)?;
+        let run = self
+            .runs()?
+            .create(spec)
+            .await
+            .map_err(|e| evaluation_status(e, "run"))?;
+        Ok(Response::new(pb::CreateRunResponse {
+            run: Some(run_to_pb(run)),
+        }))
+    }
+
+    async fn start_run(
+        &self,
+        request: Request<pb::StartRunRequest>,
+    ) -> Result<Response<pb::StartRunResponse>, Status> {
+        let request = request.into_inner();
+        required("run_id", &request.run_id)?;
+        let run = self
+            .runs()?
+            .start(&request.run_id)
+            .await
+            .map_err(|e| evaluation_status(e, ""))?;
+        Ok(Response::new(pb::StartRunResponse {
+            run: Some(run_to_pb(run)),
+        }))
+    }
+
+    async fn get_run(
+        &self,
+        request: Request<pb::GetRunRequest>,
+    ) -> Result<Response<pb::GetRunResponse>, Status> {
+        let request = request.into_inner();
+        required("run_id", &request.run_id)?;
+        let run = self
+            .runs()?
+            .get(&request.run_id)
+            .map_err(|e| evaluation_status(e, ""))?;
+        Ok(Response::new(pb::GetRunResponse {
+            run: Some(run_to_pb(run)),
+        }))
+    }
+
+    async fn list_runs(
+        &self,
+        request: Request<pb::ListRunsRequest>,
+    ) -> Result<Response<pb::ListRunsResponse>, Status> {
+        let request = request.into_inner();
+        let filter = filter_from_pb(&request)?;
+        let size = page_size(request.page_size, DEFAULT_RUN_PAGE)?;
+        let (runs, next_page_token) = self
+            .runs()?
+            .list(&filter, size, &request.page_token)
+            .map_err(|e| evaluation_status(e, ""))?;
+        Ok(Response::new(pb::ListRunsResponse {
+            runs: runs.into_iter().map(run_to_pb).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn cancel_run(
+        &self,
+        request: Request<pb::CancelRunRequest>,
+    ) -> Result<Response<pb::CancelRunResponse>, Status> {
+        let request = request.into_inner();
+        required("run_id", &request.run_id)?;
+        let run = self
+            .runs()?
+            .cancel(&request.run_id)
+            .await
+            .map_err(|e| evaluation_status(e, ""))?;
+        Ok(Response::new(pb::CancelRunResponse {
+            run: Some(run_to_pb(run)),
+        }))
+    }
+
+    type WatchRunStream = ResponseStream<pb::WatchRunResponse>;
+
+    async fn watch_run(
+        &self,
+        request: Request<pb::WatchRunRequest>,
+    ) -> Result<Response<Self::WatchRunStream>, Status> {
+        let request = request.into_inner();
+        required("run_id", &request.run_id)?;
+        let receiver = self
+            .runs()?
+            .watch(&request.run_id)
+            .map_err(|e| evaluation_status(e, ""))?;
+        // The first item is the state now; then each change, until the final state.
+        let stream = response_stream(
+            self.state.shutdown(),
+            (Some(receiver), true),
+            |(receiver, first)| async move {
+                let mut receiver = receiver?;
+                if !first && receiver.changed().await.is_err() {
+                    return None;
+                }
+                let run = receiver.borrow_and_update().clone();
+                let next = (!run.status.is_terminal()).then_some(receiver);
+                let item = Ok(pb::WatchRunResponse {
+                    run: Some(run_to_pb(run)),
+                });
+                Some((item, (next, false)))
+            },
+        );
+        Ok(Response::new(stream))
+    }
+
+    async fn list_run_results(
+        &self,
+        request: Request<pb::ListRunResultsRequest>,
+    ) -> Result<Response<pb::ListRunResultsResponse>, Status> {
+        let request = request.into_inner();
+        required("run_id", &request.run_id)?;
+        let size = page_size(request.page_size, DEFAULT_RESULT_PAGE)?;
+        let page = self
+            .runs()?
+            .results(
+                &request.run_id,
+                request.failed_only,
+                size,
+                &request.page_token,
+            )
+            .await
+            .map_err(|e| evaluation_status(e, ""))?;
+        Ok(Response::new(pb::ListRunResultsResponse {
+            results: page.results.into_iter().map(result_to_pb).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn submit_run_outputs(
+        &self,
+        request: Request<pb::SubmitRunOutputsRequest>,
+    ) -> Result<Response<pb::SubmitRunOutputsResponse>, Status> {
+        let request = request.into_inner();
+        required("run_id", &request.run_id)?;
+        let outputs = request
+            .outputs
+            .into_iter()
+            .enumerate()
+            .map(|(index, output)| output_from_pb(index, output))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (run, results) = self
+            .runs()?
+            .submit_outputs(&request.run_id, outputs)
+            .await
+            .map_err(|e| evaluation_status(e, ""))?;
+        Ok(Response::new(pb::SubmitRunOutputsResponse {
+            run: Some(run_to_pb(run)),
+            results: results.into_iter().map(result_to_pb).collect(),
+        }))
+    }
+
+    async fn compare_runs(
+        &self,
+        request: Request<pb::CompareRunsRequest>,
+    ) -> Result<Response<pb::CompareRunsResponse>, Status> {
+        let request = request.into_inner();
+        required("baseline_run_id", &request.baseline_run_id)?;
+        required("candidate_run_id", &request.candidate_run_id)?;
+        let comparison = self
+            .runs()?
+            .compare(&request.baseline_run_id, &request.candidate_run_id)
+            .await
+            .map_err(|e| evaluation_status(e, ""))?;
+        Ok(Response::new(comparison_to_pb(comparison)))
     }
 }

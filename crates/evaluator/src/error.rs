@@ -25,7 +25,7 @@ impl std::fmt::Display for Violation {
     }
 }
 
-/// Everything that can go wrong with datasets (and, later, runs).
+/// Everything that can go wrong with datasets and runs.
 #[derive(Debug, thiserror::Error)]
 pub enum EvaluationError {
     /// The request is malformed; every problem found is listed.
@@ -37,6 +37,10 @@ pub enum EvaluationError {
     /// A dataset or sample with the id (or name) exists already.
     #[error("{0}")]
     AlreadyExists(String),
+    /// The request is well formed but the resource is not in a state that allows it
+    /// (starting an empty dataset's run, cancelling an ended run).
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// Storage failed; nothing was changed.
     #[error("storage unavailable: {0}")]
     Storage(String),

@@ -1,15 +1,16 @@
 //! Evaluation of model outputs.
 //!
-//! So far this crate holds [`datasets`] (versioned, content-hashed samples) and the
-//! [`scorers`]: each turns a model's output (and the sample's
-//! expected output) into a score in [0, 1], configured by name and parameters as a run's
-//! metric configs name them, and [`mcnemar`], the exact test on paired pass/fail
-//! outcomes that run comparisons use. Datasets, runs, providers and judges build on them.
+//! [`datasets`] hold versioned, content-hashed samples; [`runs`] render a prompt version
+//! for each sample, call a model from [`providers`], and score the output with
+//! [`scorers`] (local) or [`judges`] (models), then compare runs and raise regression
+//! alerts, using [`mcnemar`]'s exact test on paired pass/fail outcomes.
 
 pub mod datasets;
 mod error;
+pub mod judges;
 pub mod mcnemar;
 pub mod providers;
+pub mod runs;
 pub mod scorers;
 
 pub use error::{EvaluationError, EvaluationStoreError, Violation};

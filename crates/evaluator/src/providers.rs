@@ -87,3 +87,36 @@ pub trait Provider: Send + Sync {
     /// Sends one completion request.
     async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ProviderError>;
 }
+
+/// The providers runs may name, in configured order (the built-in `echo` last).
+#[derive(Clone, Default)]
+pub struct ProviderSet {
+    providers: Vec<std::sync::Arc<dyn Provider>>,
+}
+
+impl std::fmt::Debug for ProviderSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.names()).finish()
+    }
+}
+
+impl ProviderSet {
+    /// The given providers, then `echo` unless one of them is named so.
+    pub fn new(configured: Vec<std::sync::Arc<dyn Provider>>) -> Self {
+        let mut providers = configured;
+        if !providers.iter().any(|p| p.name() == echo::ECHO) {
+            providers.push(std::sync::Arc::new(echo::EchoProvider));
+        }
+        Self { providers }
+    }
+
+    /// The provider with this name.
+    pub fn get(&self, name: &str) -> Option<std::sync::Arc<dyn Provider>> {
+        self.providers.iter().find(|p| p.name() == name).cloned()
+    }
+
+    /// Every name, in order.
+    pub fn names(&self) -> Vec<&str> {
+        self.providers.iter().map(|p| p.name()).collect()
+    }
+}

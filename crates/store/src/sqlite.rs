@@ -8,6 +8,7 @@ mod alerts;
 mod datasets;
 mod experiments;
 mod prompts;
+mod runs;
 mod sequencer;
 
 use std::path::Path;

@@ -338,4 +338,18 @@ impl DatasetService {
             .samples_at(dataset_id, version, after, limit)
             .await?)
     }
+
+    /// Of `ids`, the samples of the dataset as of `version`, with their positions.
+    pub async fn samples_by_id_at(
+        &self,
+        dataset_id: &str,
+        version: u64,
+        ids: &[String],
+    ) -> Result<Vec<StoredSample>, EvaluationError> {
+        self.get(dataset_id)?;
+        Ok(self
+            .store
+            .samples_by_id_at(dataset_id, version, ids)
+            .await?)
+    }
 }

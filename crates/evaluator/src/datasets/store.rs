@@ -52,4 +52,12 @@ pub trait DatasetStore: Send + Sync + 'static {
         after: i64,
         limit: usize,
     ) -> Result<Vec<StoredSample>, EvaluationStoreError>;
+
+    /// Of `ids`, the samples in the dataset as of `version`, with their positions.
+    async fn samples_by_id_at(
+        &self,
+        dataset_id: &str,
+        version: u64,
+        ids: &[String],
+    ) -> Result<Vec<StoredSample>, EvaluationStoreError>;
 }

@@ -11,11 +11,14 @@ use crate::error::{corrupt_evaluation, evaluation_store_error as db_error};
 /// Rows per multi-row statement (4 parameters each).
 const ROWS_PER_STATEMENT: usize = 2000;
 
-fn record_of<T: serde::Serialize>(what: &str, value: &T) -> Result<String, EvaluationStoreError> {
+pub(super) fn record_of<T: serde::Serialize>(
+    what: &str,
+    value: &T,
+) -> Result<String, EvaluationStoreError> {
     serde_json::to_string(value).map_err(|e| corrupt_evaluation(what, e))
 }
 
-fn parse<T: serde::de::DeserializeOwned>(
+pub(super) fn parse<T: serde::de::DeserializeOwned>(
     what: &str,
     text: &str,
 ) -> Result<T, EvaluationStoreError> {
@@ -157,6 +160,43 @@ impl DatasetStore for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn samples_by_id_at(
+        &self,
+        dataset_id: &str,
+        version: u64,
+        ids: &[String],
+    ) -> Result<Vec<StoredSample>, EvaluationStoreError> {
+        let mut found = Vec::new();
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "SELECT position, record FROM dataset_samples WHERE dataset_id = ",
+            );
+            query.push_bind(dataset_id);
+            query.push(" AND added_version <= ");
+            query.push_bind(version as i64);
+            query.push(" AND (removed_version IS NULL OR removed_version > ");
+            query.push_bind(version as i64);
+            query.push(") AND sample_id IN (");
+            let mut list = query.separated(", ");
+            for id in chunk {
+                list.push_bind(id);
+            }
+            query.push(")");
+            for row in query
+                .build()
+                .fetch_all(&self.reader)
+                .await
+                .map_err(db_error)?
+            {
+                found.push(StoredSample {
+                    position: row.get(0),
+                    sample: parse("sample", row.get(1))?,
+                });
+            }
+        }
+        Ok(found)
     }
 }
 

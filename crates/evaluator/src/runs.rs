@@ -1,0 +1,24 @@
+//! Evaluation runs: a prompt version run against a model over a dataset snapshot, every
+//! output scored by the run's metrics, results persisted per sample, regressions and
+//! threshold breaches raised as alerts.
+
+pub mod compare;
+mod executor;
+mod metric;
+mod model;
+mod service;
+mod store;
+mod summary;
+mod validate;
+
+pub use compare::{Comparison, MetricChange, PairedOutcomes};
+pub use metric::JUDGE_SCORERS;
+pub use model::{
+    JudgeScore, LatencySummary, MetricConfig, MetricSummary, Outcome, Run, RunProgress, RunResults,
+    RunSpec, RunStatus, SampleResult, DEFAULT_CONCURRENCY, DEFAULT_SAMPLE_TIMEOUT,
+    DEFAULT_THRESHOLD,
+};
+pub use service::{ResultPage, RunFilter, RunService, RunSettings, SubmittedOutput};
+pub use store::RunStore;
+pub use summary::{quantile, summarise};
+pub use validate::limits;

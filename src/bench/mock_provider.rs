@@ -1,0 +1,169 @@
+//! A mock OpenAI-compatible `/v1/chat/completions` server on loopback, for the `eval`
+//! bench scenario and the end-to-end tests.
+//!
+//! By default it answers each request, after a fixed latency, with the last message's
+//! text (like the built-in `echo`), and counts tokens as whitespace-separated words.
+//! Directives inside the last message script the answer, so a dataset's samples can
+//! exercise every path of a run:
+//! - `[[sleep:MS]]` waits MS milliseconds more;
+//! - `[[status:CODE]]` answers with that HTTP status (a `Retry-After: 0` comes with 429);
+//! - `[[malformed]]` answers 200 with a body that is not a chat completion;
+//! - `[[answer:TEXT]]` answers TEXT instead of the message.
+//!
+//! A judge prompt (one that asks for a `SCORE_<criterion>: <number>` line) is answered
+//! with `SCORE_<criterion>: S`, where S comes from `[[score:MODEL=S]]` for the request's
+//! model, else `[[score:S]]`, else 1.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use regex::Regex;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+static DIRECTIVE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\[\[(sleep|status|malformed|answer|score)(?::([^\]]*))?\]\]")
+        .expect("the directive pattern compiles")
+});
+static CRITERION: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"SCORE_([A-Za-z0-9_.\-]+): <number>").expect("the criterion pattern compiles")
+});
+
+#[derive(Debug, Default)]
+struct Counters {
+    requests: AtomicU64,
+    latency_ms: AtomicU64,
+}
+
+/// A running mock provider; stops when dropped.
+#[derive(Debug)]
+pub struct MockProvider {
+    address: SocketAddr,
+    counters: Arc<Counters>,
+    stop: CancellationToken,
+}
+
+impl MockProvider {
+    /// Starts a mock on a free loopback port that answers after `latency`.
+    pub async fn start(latency: Duration) -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let counters = Arc::new(Counters::default());
+        counters
+            .latency_ms
+            .store(latency.as_millis() as u64, Ordering::Relaxed);
+        let app = Router::new()
+            .route("/v1/chat/completions", post(complete))
+            .with_state(counters.clone());
+        let stop = CancellationToken::new();
+        let shutdown = stop.clone().cancelled_owned();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await;
+        });
+        Ok(Self {
+            address,
+            counters,
+            stop,
+        })
+    }
+
+    /// The base URL a provider entry points at (`http://127.0.0.1:PORT/v1`).
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.address)
+    }
+
+    /// Requests answered (or refused) so far.
+    pub fn requests(&self) -> u64 {
+        self.counters.requests.load(Ordering::Relaxed)
+    }
+
+    /// Changes the fixed latency of later requests.
+    pub fn set_latency(&self, latency: Duration) {
+        self.counters
+            .latency_ms
+            .store(latency.as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+impl Drop for MockProvider {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn complete(State(counters): State<Arc<Counters>>, body: String) -> Response {
+    counters.requests.fetch_add(1, Ordering::Relaxed);
+    let request: Value = match serde_json::from_str(&body) {
+        Ok(request) => request,
+        Err(err) => return (StatusCode::BAD_REQUEST, err.to_string()).into_response(),
+    };
+    let model = request["model"].as_str().unwrap_or_default().to_owned();
+    let messages = request["messages"].as_array().cloned().unwrap_or_default();
+    let text = messages
+        .last()
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let mut delay = Duration::from_millis(counters.latency_ms.load(Ordering::Relaxed));
+    let mut answer = text.clone();
+    let mut scores: Vec<(Option<String>, String)> = Vec::new();
+    for captures in DIRECTIVE.captures_iter(&text) {
+        let argument = captures.get(2).map_or("", |m| m.as_str());
+        match &captures[1] {
+            "sleep" => delay += Duration::from_millis(argument.parse().unwrap_or(0)),
+            "status" => {
+                let code = StatusCode::from_u16(argument.parse().unwrap_or(500))
+                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                tokio::time::sleep(delay).await;
+                let mut response = (code, "scripted failure").into_response();
+                if code == StatusCode::TOO_MANY_REQUESTS {
+                    response
+                        .headers_mut()
+                        .insert("retry-after", "0".parse().expect("a valid header"));
+                }
+                return response;
+            }
+            "malformed" => {
+                tokio::time::sleep(delay).await;
+                return (StatusCode::OK, "{\"choices\": \"nope\"}").into_response();
+            }
+            "answer" => answer = argument.to_owned(),
+            _ => match argument.split_once('=') {
+                Some((judge, score)) => scores.push((Some(judge.to_owned()), score.to_owned())),
+                None => scores.push((None, argument.to_owned())),
+            },
+        }
+    }
+    if let Some(criterion) = CRITERION.captures(&text) {
+        let score = scores
+            .iter()
+            .find(|(judge, _)| judge.as_deref() == Some(model.as_str()))
+            .or_else(|| scores.iter().find(|(judge, _)| judge.is_none()))
+            .map_or("1", |(_, score)| score.as_str());
+        answer = format!("Judged.\nSCORE_{}: {score}", &criterion[1]);
+    }
+    tokio::time::sleep(delay).await;
+    let prompt_tokens: usize = messages
+        .iter()
+        .filter_map(|m| m["content"].as_str())
+        .map(|c| c.split_whitespace().count())
+        .sum();
+    let body = json!({
+        "id": "mock",
+        "object": "chat.completion",
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": answer.split_whitespace().count()},
+    });
+    axum::Json(body).into_response()
+}
