@@ -14,10 +14,15 @@
 //! subscribers while alerts are created at a fixed rate, reporting delivery latency and
 //! the server's memory per subscriber (see `fanout`). It runs after the others.
 //!
+//! The `eval` scenario, also only when named, runs one evaluation run against a mock
+//! OpenAI-compatible provider with a fixed latency and reports its wall time as a ratio
+//! of the ideal (see `eval`).
+//!
 //! The pieces: [`Scenario`] and its requests live in `scenario`, the closed-loop driver
 //! and latency histograms in `load`, the fan-out scenario in `fanout`, the spawned server
 //! in `server`, output in `report`.
 
+mod eval;
 mod fanout;
 mod import;
 mod load;
@@ -31,9 +36,11 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use tonic::transport::Endpoint;
 
+use self::eval::{EvalRow, EvalShape};
 use self::fanout::FanoutShape;
 use self::import::ImportRow;
 use self::load::{Call as _, LoadShape};
+use self::mock_provider::MockProvider;
 use self::report::{FanoutRow, Row};
 pub use self::scenario::Scenario;
 use self::server::SpawnedServer;
@@ -66,9 +73,10 @@ pub struct BenchArgs {
         hide_default_value = true
     )]
     pub server: Option<String>,
-    /// The scenarios to run, comma-separated. `health` always runs first. `fanout` is
-    /// not in the default list (it opens 10,000 subscriptions): ask for it by name, e.g.
-    /// `--scenarios fanout`.
+    /// The scenarios to run, comma-separated. `health` always runs first. `import`,
+    /// `fanout` (10,000 subscriptions) and `eval` (an evaluation run against a mock
+    /// provider) are not in the default list: ask for them by name, e.g.
+    /// `--scenarios eval`.
     #[arg(
         long,
         value_enum,
@@ -97,6 +105,20 @@ pub struct BenchArgs {
     /// `fanout`: alerts created per second.
     #[arg(long, value_name = "PER_SECOND", default_value_t = 5.0)]
     pub alert_rate: f64,
+    /// `eval`: samples in the evaluation run's dataset (at most 10,000).
+    #[arg(long, value_name = "N", default_value_t = 2000)]
+    pub eval_samples: usize,
+    /// `eval`: the run's concurrency.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub eval_concurrency: u32,
+    /// `eval`: the mock provider's latency per request, e.g. `50ms`.
+    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+    pub eval_latency: Duration,
+    /// `eval` against `--server`: the configured provider to run (it should answer
+    /// after `--eval-latency`). Without `--server`, the started server gets a provider
+    /// pointing at a mock in this process.
+    #[arg(long, value_name = "NAME")]
+    pub eval_provider: Option<String>,
     /// `import`: samples to import in one stream.
     #[arg(long, value_name = "N", default_value_t = 200_000)]
     pub import_samples: usize,
@@ -131,13 +153,29 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         duration: args.duration,
     };
 
-    // Declared first so that it is dropped (the server killed) last, also on error.
+    // Declared first so that they are dropped (the server killed) last, also on error.
+    let wants_eval = args.scenarios.contains(&Scenario::Eval);
+    let mock = if wants_eval && args.eval_provider.is_none() {
+        Some(
+            MockProvider::start(args.eval_latency)
+                .await
+                .context("starting the mock provider")?,
+        )
+    } else {
+        None
+    };
     let mut spawned: Option<SpawnedServer> = None;
     let url = match args.target() {
-        Some(url) => url,
+        Some(url) => {
+            if wants_eval && args.eval_provider.is_none() {
+                bail!("eval against --server needs --eval-provider: a provider the server has configured");
+            }
+            url
+        }
         None => {
             eprintln!("starting a server...");
-            let server = SpawnedServer::start().await?;
+            let config = mock.as_ref().map(eval::provider_config);
+            let server = SpawnedServer::start(config.as_deref()).await?;
             let url = server.url().to_owned();
             eprintln!("server listening on {url}");
             spawned = Some(server);
@@ -154,24 +192,40 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .scenarios
         .contains(&Scenario::Import)
         .then_some(args.import_samples);
-    let (rows, fanout, import) = tokio::select! {
+    let eval_model = args
+        .eval_provider
+        .clone()
+        .unwrap_or_else(|| eval::MOCK_PROVIDER.to_owned());
+    let eval_shape = wants_eval.then_some(EvalShape {
+        samples: args.eval_samples,
+        concurrency: args.eval_concurrency,
+        latency: args.eval_latency,
+    });
+    let (rows, fanout, import, evaluation) = tokio::select! {
         results = async {
             let rows = run_all(&endpoint, &closed_loop, shape).await?;
             let import = match import_samples {
                 Some(samples) => Some(import::run(&endpoint, samples).await.context("running scenario import")?),
                 None => None,
             };
+            let evaluation = match eval_shape {
+                Some(shape) => {
+                    eprintln!("running scenario eval...");
+                    Some(eval::run(&endpoint, &eval_model, shape).await.context("running scenario eval")?)
+                }
+                None => None,
+            };
             let fanout = match fanout {
                 Some(fanout) => Some(run_fanout(&endpoint, fanout, server_pid).await?),
                 None => None,
             };
-            anyhow::Ok((rows, fanout, import))
+            anyhow::Ok((rows, fanout, import, evaluation))
         } => results?,
         // Returning (rather than dying of the signal) stops and removes a spawned server.
         _ = tokio::signal::ctrl_c() => bail!("interrupted"),
     };
     if args.json {
-        report::print_json(&rows, fanout.as_ref(), import.as_ref())?;
+        report::print_json(&rows, fanout.as_ref(), import.as_ref(), evaluation.as_ref())?;
     } else {
         if !rows.is_empty() {
             report::print_table(&rows, shape, &url);
@@ -179,12 +233,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         if let Some(import) = &import {
             print_import(import, &url);
         }
+        if let Some(evaluation) = &evaluation {
+            print_eval(evaluation, &url);
+        }
         if let Some(fanout) = &fanout {
             report::print_fanout(fanout, &url);
         }
     }
     drop(spawned);
     Ok(())
+}
+
+fn print_eval(row: &EvalRow, url: &str) {
+    println!(
+        "{url}: eval: {} samples at concurrency {} with {:.0} ms provider latency in {:.2} s; ideal {:.2} s; ratio {:.3} (pass rate {:.3})",
+        row.samples, row.concurrency, row.latency_ms, row.seconds, row.ideal_seconds, row.ratio, row.pass_rate
+    );
 }
 
 fn print_import(row: &ImportRow, url: &str) {

@@ -89,6 +89,7 @@ pub(crate) fn print_json(
     rows: &[Row],
     fanout: Option<&FanoutRow>,
     import: Option<&super::import::ImportRow>,
+    evaluation: Option<&super::eval::EvalRow>,
 ) -> anyhow::Result<()> {
     let mut values = rows
         .iter()
@@ -99,6 +100,9 @@ pub(crate) fn print_json(
     }
     if let Some(fanout) = fanout {
         values.push(serde_json::to_value(fanout)?);
+    }
+    if let Some(evaluation) = evaluation {
+        values.push(serde_json::to_value(evaluation)?);
     }
     println!("{}", serde_json::to_string_pretty(&values)?);
     Ok(())

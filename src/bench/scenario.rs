@@ -61,11 +61,14 @@ pub enum Scenario {
     /// Alert Subscribe fan-out: many subscribers, alerts created at a fixed rate;
     /// delivery latency and server memory per subscriber. Only run when named.
     Fanout,
+    /// An evaluation run against a mock provider with a fixed latency: wall time as a
+    /// ratio of the ideal. Only run when named.
+    Eval,
 }
 
 impl Scenario {
     /// Every scenario, in the order they run.
-    pub(crate) const ALL: [Self; 7] = [
+    pub(crate) const ALL: [Self; 8] = [
         Self::Health,
         Self::GetPrompt,
         Self::Render,
@@ -73,6 +76,7 @@ impl Scenario {
         Self::RecordMetric,
         Self::Import,
         Self::Fanout,
+        Self::Eval,
     ];
     /// The closed-loop request scenarios, run by `load`; the default selection.
     pub(crate) const CLOSED_LOOP: [Self; 5] = [
@@ -93,6 +97,7 @@ impl Scenario {
             Self::RecordMetric => "record-metric",
             Self::Import => "import",
             Self::Fanout => "fanout",
+            Self::Eval => "eval",
         }
     }
 
@@ -105,7 +110,7 @@ impl Scenario {
     pub(crate) async fn setup(self, channel: Channel) -> anyhow::Result<()> {
         match self {
             // Fanout creates its alerts, and import its dataset, as they run.
-            Self::Health | Self::Fanout | Self::Import => Ok(()),
+            Self::Health | Self::Fanout | Self::Import | Self::Eval => Ok(()),
             Self::GetPrompt | Self::Render => create_bench_prompt(channel).await,
             Self::Assign | Self::RecordMetric => start_bench_experiment(channel).await,
         }
@@ -148,7 +153,7 @@ impl Scenario {
                     ..Default::default()
                 },
             ),
-            Self::Fanout | Self::Import => {
+            Self::Fanout | Self::Import | Self::Eval => {
                 unreachable!("{} is not a closed-loop scenario", self.name())
             }
         }

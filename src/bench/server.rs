@@ -32,8 +32,9 @@ pub(crate) struct SpawnedServer {
 }
 
 impl SpawnedServer {
-    /// Starts `<this executable> serve` and waits until its health check says SERVING.
-    pub(crate) async fn start() -> anyhow::Result<Self> {
+    /// Starts `<this executable> serve`, with `config` (TOML) as its configuration file
+    /// when given, and waits until its health check says SERVING.
+    pub(crate) async fn start(config: Option<&str>) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("llmops-bench-")
             .tempdir()
@@ -47,8 +48,14 @@ impl SpawnedServer {
         let port = free_port()?;
         let listen = format!("127.0.0.1:{port}");
         let exe = std::env::current_exe().context("finding the llmops executable")?;
-        let child = Command::new(&exe)
-            .arg("serve")
+        let mut command = Command::new(&exe);
+        command.arg("serve");
+        if let Some(config) = config {
+            let path = dir.path().join("llmops.toml");
+            std::fs::write(&path, config).with_context(|| format!("writing {}", path.display()))?;
+            command.arg("--config").arg(path);
+        }
+        let child = command
             .args(["--listen", &listen])
             .arg("--data-dir")
             .arg(&data_dir)
