@@ -551,7 +551,7 @@ async fn regressions_and_threshold_breaches_reach_subscribers_and_resolve_when_f
     assert_eq!(bad.results.as_ref().unwrap().pass_rate, 0.0);
     assert_eq!(bad.compared_with_run_id, good.id);
 
-    let mut raised = vec![
+    let mut raised = [
         next_alert(&mut regressions, pb::AlertEventKind::Created).await,
         next_alert(&mut regressions, pb::AlertEventKind::Created).await,
     ];

@@ -365,12 +365,12 @@ mod tests {
     }
 
     #[test]
-    fn only_import_and_fanout_are_not_closed_loops() {
+    fn only_import_fanout_and_eval_are_not_closed_loops() {
         let open: Vec<_> = Scenario::ALL
             .into_iter()
             .filter(|scenario| !scenario.is_closed_loop())
             .collect();
-        assert_eq!(open, [Scenario::Import, Scenario::Fanout]);
+        assert_eq!(open, [Scenario::Import, Scenario::Fanout, Scenario::Eval]);
     }
 
     #[test]
