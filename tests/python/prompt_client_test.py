@@ -33,7 +33,11 @@ import time
 
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 PROTO_DIR = os.path.join(REPO_ROOT, "proto")
-PROTO_FILES = ["llmops/v1/prompts.proto", "llmops/v1/experiments.proto"]
+PROTO_FILES = [
+    "llmops/v1/prompts.proto",
+    "llmops/v1/experiments.proto",
+    "llmops/v1/evaluation.proto",
+]
 
 RPC_TIMEOUT = 10.0
 STARTUP_TIMEOUT = 30.0
@@ -51,7 +55,7 @@ exp_pb2_grpc = None
 
 def generate_stubs(out_dir):
     """Runs grpc_tools.protoc on the protos into out_dir and imports the result."""
-    global pb2, pb2_grpc, exp_pb2, exp_pb2_grpc
+    global pb2, pb2_grpc, exp_pb2, exp_pb2_grpc, eval_pb2, eval_pb2_grpc
     os.makedirs(out_dir, exist_ok=True)
     wkt_include = str(importlib.resources.files("grpc_tools") / "_proto")
     cmd = [
@@ -82,6 +86,8 @@ def generate_stubs(out_dir):
     pb2_grpc = importlib.import_module("llmops.v1.prompts_pb2_grpc")
     exp_pb2 = importlib.import_module("llmops.v1.experiments_pb2")
     exp_pb2_grpc = importlib.import_module("llmops.v1.experiments_pb2_grpc")
+    eval_pb2 = importlib.import_module("llmops.v1.evaluation_pb2")
+    eval_pb2_grpc = importlib.import_module("llmops.v1.evaluation_pb2_grpc")
 
 
 # --------------------------------------------------------------------------- server
@@ -477,6 +483,93 @@ def make_experiment_checks(stub):
     ]
 
 
+def make_evaluation_checks(stub, prompts):
+    """Checks of EvaluationService runs: an offline run with the built-in echo model,
+    followed live with WatchRun, its results, and the error codes a client relies on."""
+    import grpc
+    from google.protobuf import struct_pb2
+
+    state = {}
+
+    def run_with_echo_and_watch_it():
+        prompts.CreatePromptVersion(
+            pb2.CreatePromptVersionRequest(
+                prompt_version=pb2.PromptVersion(
+                    name="py-echo", version="1.0.0", template="Answer: {{ input }}"
+                )
+            ),
+            timeout=RPC_TIMEOUT,
+        )
+        dataset = stub.CreateDataset(
+            eval_pb2.CreateDatasetRequest(dataset=eval_pb2.Dataset(name="py-golden")),
+            timeout=RPC_TIMEOUT,
+        ).dataset
+        samples = [
+            eval_pb2.Sample(id="s%d" % i, input=struct_pb2.Value(string_value=str(i)),
+                            expected_output="Answer: %d" % (i if i % 4 else i + 1))
+            for i in range(20)
+        ]
+        stub.AddSamples(eval_pb2.AddSamplesRequest(dataset_id=dataset.id, samples=samples),
+                        timeout=RPC_TIMEOUT)
+        run = stub.CreateRun(
+            eval_pb2.CreateRunRequest(run=eval_pb2.Run(
+                dataset_id=dataset.id, prompt_name="py-echo", model="echo",
+                metrics=[eval_pb2.MetricConfig(name="exact", scorer="exact_match")],
+            )),
+            timeout=RPC_TIMEOUT,
+        ).run
+        assert run.status == eval_pb2.RUN_STATUS_PENDING, run.status
+        assert run.metrics[0].threshold == 0.7, run.metrics[0].threshold
+        stub.StartRun(eval_pb2.StartRunRequest(run_id=run.id), timeout=RPC_TIMEOUT)
+        states = list(stub.WatchRun(eval_pb2.WatchRunRequest(run_id=run.id), timeout=60))
+        final = states[-1].run
+        assert final.status == eval_pb2.RUN_STATUS_COMPLETED, final.status
+        assert final.prompt_version == "1.0.0", final.prompt_version
+        results = final.results
+        # Samples 0, 4, 8, 12, 16 expect the wrong answer.
+        assert (results.total, results.passed, results.failed) == (20, 15, 5), results
+        assert abs(results.pass_rate - 0.75) < 1e-12, results.pass_rate
+        assert results.failure_reasons["exact below 0.7"] == 5, dict(results.failure_reasons)
+        state["run"] = final
+
+    def failed_results_page_in_dataset_order():
+        run = state["run"]
+        page = stub.ListRunResults(
+            eval_pb2.ListRunResultsRequest(run_id=run.id, failed_only=True, page_size=3),
+            timeout=RPC_TIMEOUT,
+        )
+        ids = [r.sample_id for r in page.results]
+        assert ids == ["s0", "s4", "s8"], ids
+        assert page.next_page_token != ""
+        rest = stub.ListRunResults(
+            eval_pb2.ListRunResultsRequest(run_id=run.id, failed_only=True, page_size=3,
+                                           page_token=page.next_page_token),
+            timeout=RPC_TIMEOUT,
+        )
+        assert [r.sample_id for r in rest.results] == ["s12", "s16"]
+        assert rest.results[0].output == "Answer: 12", rest.results[0].output
+
+    def error_codes():
+        cases = [
+            (grpc.StatusCode.NOT_FOUND,
+             lambda: stub.GetRun(eval_pb2.GetRunRequest(run_id="missing"), timeout=RPC_TIMEOUT)),
+            (grpc.StatusCode.FAILED_PRECONDITION,
+             lambda: stub.StartRun(eval_pb2.StartRunRequest(run_id=state["run"].id),
+                                   timeout=RPC_TIMEOUT)),
+            (grpc.StatusCode.INVALID_ARGUMENT,
+             lambda: stub.CreateRun(eval_pb2.CreateRunRequest(run=eval_pb2.Run()),
+                                    timeout=RPC_TIMEOUT)),
+        ]
+        for code, call in cases:
+            expect_status(code, call)
+
+    return [
+        ("evaluation run with echo, followed by WatchRun", run_with_echo_and_watch_it),
+        ("failed results paged in dataset order", failed_results_page_in_dataset_order),
+        ("evaluation error codes", error_codes),
+    ]
+
+
 def describe(exc):
     import grpc
 
@@ -538,7 +631,13 @@ def main(argv):
 
         stub = pb2_grpc.PromptServiceStub(channel)
         experiments = exp_pb2_grpc.ExperimentServiceStub(channel)
-        for name, check in make_checks(stub) + make_experiment_checks(experiments):
+        evaluation = eval_pb2_grpc.EvaluationServiceStub(channel)
+        checks = (
+            make_checks(stub)
+            + make_experiment_checks(experiments)
+            + make_evaluation_checks(evaluation, stub)
+        )
+        for name, check in checks:
             try:
                 check()
             except Exception as e:  # noqa: BLE001
