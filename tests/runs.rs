@@ -381,6 +381,12 @@ async fn model_failures_and_timeouts_are_errors_of_their_samples_not_of_the_run(
     }
     let failed = results(&server, &done.id, true).await;
     assert!(failed.iter().all(|r| !r.error.is_empty() && !r.passed));
+    // The timed-out sample counts in the latency figures with its time limit.
+    assert!(
+        summary.latency.unwrap().max_ms >= 2000.0,
+        "{:?}",
+        summary.latency
+    );
 }
 
 #[tokio::test]

@@ -166,6 +166,16 @@ pub(crate) async fn run(
     if last.status != pb::RunStatus::Completed as i32 {
         bail!("the bench run ended {:?}: {}", last.status, last.error);
     }
+    let results = last.results.clone().unwrap_or_default();
+    if results.total != shape.samples as u64
+        || results.errored > 0
+        || results.passed != results.total
+    {
+        bail!(
+            "the bench run did not evaluate every sample cleanly: {} of {} done, {} errored, {} passed ({:?})",
+            results.total, shape.samples, results.errored, results.passed, results.failure_reasons
+        );
+    }
     let ideal_seconds =
         shape.samples as f64 * shape.latency.as_secs_f64() / f64::from(shape.concurrency);
     Ok(EvalRow {

@@ -266,20 +266,21 @@ pub fn regression_checks(
             format!("{:.4}", baseline_results.pass_rate),
         ),
     ]);
-    if let Some(paired) = paired {
-        metadata.insert(
-            "mcnemar_p_value".to_owned(),
+    // Always written, so a later occurrence never keeps an earlier pair's test.
+    let (p_value, newly_failing, newly_passing) = match paired {
+        Some(paired) => (
             format!("{:.6}", paired.mcnemar_p_value()),
-        );
-        metadata.insert(
-            "newly_failing".to_owned(),
             paired.newly_failing.len().to_string(),
-        );
-        metadata.insert(
-            "newly_passing".to_owned(),
             paired.newly_passing.len().to_string(),
-        );
-    }
+        ),
+        None => {
+            let absent = "n/a (the runs used different dataset versions)".to_owned();
+            (absent.clone(), absent.clone(), absent)
+        }
+    };
+    metadata.insert("mcnemar_p_value".to_owned(), p_value);
+    metadata.insert("newly_failing".to_owned(), newly_failing);
+    metadata.insert("newly_passing".to_owned(), newly_passing);
     let versions = format!(
         "prompt {} {} (baseline {}), model {}",
         candidate.prompt_name, candidate.prompt_version, baseline.prompt_version, candidate.model

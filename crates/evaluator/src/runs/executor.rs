@@ -126,6 +126,9 @@ pub(super) async fn evaluate(
                 "timeout",
                 format!("the sample took longer than its {timeout:?} limit"),
             );
+            // The slowest samples count in the latency figures (and the latency_p99
+            // threshold) at least as long as they were given.
+            result.latency = Some(timeout);
             result
         }
     }
@@ -148,6 +151,7 @@ async fn evaluate_untimed(context: &SampleContext, sample: &StoredSample) -> Sam
         messages,
         parameters: context.prompt.parameters.clone(),
     };
+    let started = std::time::Instant::now();
     match context.model.complete(&request).await {
         Ok(completion) => {
             result.output = completion.text;
@@ -162,6 +166,8 @@ async fn evaluate_untimed(context: &SampleContext, sample: &StoredSample) -> Sam
                 provider_reason(&err),
                 format!("model {}: {err}", context.model.name()),
             );
+            // Failed calls count in the latency figures with the time they took.
+            result.latency = Some(started.elapsed());
             return result;
         }
     }

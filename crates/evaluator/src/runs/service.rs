@@ -19,7 +19,7 @@ use futures_util::stream::{self, StreamExt};
 use llmops_alerts::{fingerprint, AlertSink};
 use llmops_registry::{Registry, VersionSelector};
 use tokio::sync::{mpsc, watch, Semaphore};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -125,9 +125,20 @@ pub struct ResultPage {
     pub next_page_token: String,
 }
 
+/// A running executor. It removes itself from the map when it exits, then signals
+/// `stopped`, so an entry in the map is always a live executor.
+#[derive(Clone)]
 struct Executor {
     cancel: CancellationToken,
-    handle: JoinHandle<()>,
+    stopped: watch::Receiver<bool>,
+}
+
+impl Executor {
+    /// Cancels the executor and waits until it has exited.
+    async fn stop(mut self) {
+        self.cancel.cancel();
+        let _ = self.stopped.wait_for(|stopped| *stopped).await;
+    }
 }
 
 struct Inner {
@@ -140,6 +151,8 @@ struct Inner {
     runs: DashMap<String, watch::Sender<Run>>,
     /// Serialises status changes, so each is stored before the next is decided.
     transitions: tokio::sync::Mutex<()>,
+    /// Serialises alert checks, so raises and resolves of one problem never interleave.
+    alert_checks: tokio::sync::Mutex<()>,
     executors: SyncMutex<HashMap<String, Executor>>,
     shutdown: CancellationToken,
 }
@@ -191,10 +204,12 @@ impl RunService {
             settings,
             runs: DashMap::new(),
             transitions: tokio::sync::Mutex::new(()),
+            alert_checks: tokio::sync::Mutex::new(()),
             executors: SyncMutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
         });
         let mut resume = Vec::new();
+        let mut complete = Vec::new();
         for mut run in inner.store.load_runs().await? {
             if run.status == RunStatus::Running {
                 // Progress is not stored with each result; count what was stored.
@@ -208,9 +223,16 @@ impl RunService {
                 }
                 if !run.submitted_outputs {
                     resume.push(run.clone());
+                } else if run.progress.done >= run.progress.total {
+                    // Every output was stored but the end was not: finish it now.
+                    complete.push(run.id.clone());
                 }
             }
             inner.runs.insert(run.id.clone(), watch::Sender::new(run));
+        }
+        for id in complete {
+            let ended = inner.complete_submitted(&id).await?;
+            inner.raise_alerts(&ended).await;
         }
         for run in resume {
             tracing::info!(run_id = %run.id, done = run.progress.done, total = run.progress.total, "resuming an evaluation run");
@@ -228,11 +250,11 @@ impl RunService {
             .executors
             .lock()
             .expect("executors lock")
-            .drain()
-            .map(|(_, executor)| executor)
+            .values()
+            .cloned()
             .collect();
         for executor in executors {
-            let _ = executor.handle.await;
+            executor.stop().await;
         }
     }
 
@@ -419,11 +441,18 @@ impl RunService {
         let inner = &self.inner;
         inner.get(id)?;
         loop {
-            let executor = inner.executors.lock().expect("executors lock").remove(id);
+            let executor = inner
+                .executors
+                .lock()
+                .expect("executors lock")
+                .get(id)
+                .cloned();
             if let Some(executor) = executor {
-                executor.cancel.cancel();
-                let _ = executor.handle.await;
+                executor.stop().await;
             }
+            // The executor has exited, so the stored results are final: summarise them
+            // before taking the lock every run's changes share.
+            let results = inner.all_results(id).await?;
             let _guard = inner.transitions.lock().await;
             // A StartRun that got the lock first has just spawned an executor: stop it too.
             if inner
@@ -441,7 +470,9 @@ impl RunService {
                     run.status.as_str()
                 )));
             }
-            return inner.end(run, RunStatus::Cancelled, String::new()).await;
+            return inner
+                .end(run, RunStatus::Cancelled, String::new(), &results)
+                .await;
         }
     }
 
@@ -491,25 +522,32 @@ impl RunService {
     ) -> Result<(Run, Vec<SampleResult>), EvaluationError> {
         let inner = &self.inner;
         check_outputs(&outputs)?;
-        let run = {
-            let _guard = inner.transitions.lock().await;
-            let run = inner.get(id)?;
-            if !run.submitted_outputs {
+        let mut run = inner.get(id)?;
+        if !run.submitted_outputs {
+            return Err(EvaluationError::FailedPrecondition(format!(
+                "run {id} runs its model on the server; outputs can only be submitted to a run created with submitted_outputs"
+            )));
+        }
+        // A first call is checked against the dataset as it is now; the run only starts
+        // (pinning that version) once the call is accepted.
+        match run.status {
+            RunStatus::Pending => {
+                let dataset = inner.datasets.get(&run.dataset_id)?;
+                run.dataset_version = dataset.version;
+                run.prompt_version = inner.resolve_prompt(
+                    &run.prompt_name,
+                    &run.prompt_version,
+                    &run.prompt_label,
+                )?;
+            }
+            RunStatus::Running => {}
+            other => {
                 return Err(EvaluationError::FailedPrecondition(format!(
-                    "run {id} runs its model on the server; outputs can only be submitted to a run created with submitted_outputs"
-                )));
+                    "run {id} is already {}",
+                    other.as_str()
+                )))
             }
-            match run.status {
-                RunStatus::Pending => inner.begin(run).await?,
-                RunStatus::Running => run,
-                other => {
-                    return Err(EvaluationError::FailedPrecondition(format!(
-                        "run {id} is already {}",
-                        other.as_str()
-                    )))
-                }
-            }
-        };
+        }
         let ids: Vec<String> = outputs.iter().map(|o| o.sample_id.clone()).collect();
         let samples = inner
             .datasets
@@ -564,13 +602,25 @@ impl RunService {
             .buffered(SUBMIT_CONCURRENCY)
             .collect()
             .await;
-        let _guard = inner.transitions.lock().await;
+        let guard = inner.transitions.lock().await;
         let current = inner.get(id)?;
-        if current.status != RunStatus::Running {
-            return Err(EvaluationError::FailedPrecondition(format!(
-                "run {id} was {} while these outputs were scored",
-                current.status.as_str()
-            )));
+        match current.status {
+            RunStatus::Running if current.dataset_version == run.dataset_version => {}
+            RunStatus::Pending => {
+                let started = inner.begin(current).await?;
+                if started.dataset_version != run.dataset_version {
+                    return Err(EvaluationError::FailedPrecondition(format!(
+                        "dataset {} changed while these outputs were scored; submit them again",
+                        run.dataset_id
+                    )));
+                }
+            }
+            other => {
+                return Err(EvaluationError::FailedPrecondition(format!(
+                    "run {id} was {} while these outputs were scored",
+                    other.as_str()
+                )))
+            }
         }
         match inner.store.insert_results(id, &results).await {
             Ok(()) => {}
@@ -583,10 +633,8 @@ impl RunService {
         }
         let progress = inner.count(id, &results);
         let run = if progress.done >= progress.total {
-            let ended = inner
-                .end(inner.get(id)?, RunStatus::Completed, String::new())
-                .await?;
-            drop(_guard);
+            let ended = inner.complete_submitted(id).await?;
+            drop(guard);
             inner.raise_alerts(&ended).await;
             ended
         } else {
@@ -745,10 +793,15 @@ impl Inner {
         let Some(sender) = self.runs.get(id) else {
             return RunProgress::default();
         };
-        sender.send_modify(|run| {
+        sender.send_if_modified(|run| {
+            // An ended run's progress is its results; nothing is counted after the end.
+            if run.status != RunStatus::Running {
+                return false;
+            }
             for result in results {
                 run.progress.count(result);
             }
+            true
         });
         let progress = sender.borrow().progress;
         progress
@@ -761,9 +814,9 @@ impl Inner {
         mut run: Run,
         status: RunStatus,
         error: String,
+        results: &[SampleResult],
     ) -> Result<Run, EvaluationError> {
-        let results = self.all_results(&run.id).await?;
-        let summary = summarise(&results, &thresholds(&run));
+        let summary = summarise(results, &thresholds(&run));
         run.progress.done = summary.total;
         run.progress.passed = summary.passed;
         run.progress.failed = summary.failed;
@@ -776,12 +829,16 @@ impl Inner {
             run.compared_with_run_id = self.baseline_of(&run).map(|b| b.id).unwrap_or_default();
         }
         self.store.update_run(&run).await?;
-        self.executors
-            .lock()
-            .expect("executors lock")
-            .remove(&run.id);
         self.publish(run.clone());
         Ok(run)
+    }
+
+    /// Completes a submitted-outputs run whose every sample has a result. Called under
+    /// the transitions lock.
+    async fn complete_submitted(&self, id: &str) -> Result<Run, EvaluationError> {
+        let results = self.all_results(id).await?;
+        self.end(self.get(id)?, RunStatus::Completed, String::new(), &results)
+            .await
     }
 
     /// Every stored result of a run.
@@ -832,7 +889,7 @@ impl Inner {
             return self
                 .get(&run.baseline_run_id)
                 .ok()
-                .filter(|b| b.results.is_some());
+                .filter(|b| b.status == RunStatus::Completed);
         }
         self.runs
             .iter()
@@ -853,8 +910,26 @@ impl Inner {
         let Some(results) = &run.results else {
             return;
         };
+        let _serial = self.alert_checks.lock().await;
+        // Alerts speak for the latest run of a dataset, prompt and model: a run that
+        // completes after a newer one must not reopen what the newer one resolved.
+        let newer = self.runs.iter().any(|entry| {
+            let other = entry.borrow();
+            other.id != run.id
+                && other.status == RunStatus::Completed
+                && other.dataset_id == run.dataset_id
+                && other.prompt_name == run.prompt_name
+                && other.model == run.model
+                && (other.created_at, &other.id) > (run.created_at, &run.id)
+        });
+        if newer {
+            return;
+        }
         let mut checks: Vec<AlertCheck> = Vec::new();
-        if let Some(baseline) = self.baseline_of(run) {
+        let baseline = (!run.compared_with_run_id.is_empty())
+            .then(|| self.get(&run.compared_with_run_id).ok())
+            .flatten();
+        if let Some(baseline) = baseline {
             let baseline_results = baseline.results.clone().unwrap_or_default();
             // McNemar needs the same samples: the same dataset at the same version.
             let paired = if baseline.dataset_id == run.dataset_id
@@ -927,15 +1002,24 @@ impl Inner {
     /// Starts (or resumes) a RUNNING run's executor.
     fn spawn_executor(self: &Arc<Self>, run: Run) {
         let cancel = self.shutdown.child_token();
-        let id = run.id.clone();
-        let handle = tokio::spawn(self.clone().execute(run, cancel.clone()));
-        self.executors
-            .lock()
-            .expect("executors lock")
-            .insert(id, Executor { cancel, handle });
+        let (stopped_sender, stopped) = watch::channel(false);
+        self.executors.lock().expect("executors lock").insert(
+            run.id.clone(),
+            Executor {
+                cancel: cancel.clone(),
+                stopped,
+            },
+        );
+        let inner = self.clone();
+        tokio::spawn(async move {
+            let id = run.id.clone();
+            inner.execute(run, cancel).await;
+            inner.executors.lock().expect("executors lock").remove(&id);
+            stopped_sender.send_replace(true);
+        });
     }
 
-    async fn execute(self: Arc<Self>, run: Run, cancel: CancellationToken) {
+    async fn execute(self: &Arc<Self>, run: Run, cancel: CancellationToken) {
         let outcome = self.run_samples(&run, &cancel).await;
         let (status, error) = match outcome {
             // Cancelled or shutting down: CancelRun ends the run, or the next start
@@ -944,11 +1028,20 @@ impl Inner {
             Ok(true) => (RunStatus::Completed, String::new()),
             Err(error) => (RunStatus::Failed, error),
         };
+        // The samples are done, so the stored results are final: summarise them before
+        // taking the lock every run's changes share.
+        let results = match self.all_results(&run.id).await {
+            Ok(results) => results,
+            Err(err) => {
+                tracing::error!(run_id = %run.id, error = %err, "reading a finished run's results failed; it resumes at the next start");
+                return;
+            }
+        };
         let ended = {
             let _guard = self.transitions.lock().await;
             match self.get(&run.id) {
                 Ok(current) if current.status == RunStatus::Running => {
-                    self.end(current, status, error).await
+                    self.end(current, status, error, &results).await
                 }
                 _ => return,
             }
@@ -1054,7 +1147,13 @@ impl Inner {
                 aborted = true;
             }
             tokio::select! {
-                joined = tasks.join_next() => if joined.is_none() { break },
+                joined = tasks.join_next() => match joined {
+                    None => break,
+                    Some(Err(err)) if err.is_panic() && failure.is_none() => {
+                        failure = Some("evaluating a sample panicked; this is a bug, please report it".to_owned());
+                    }
+                    Some(_) => {}
+                },
                 _ = cancel.cancelled(), if !aborted => {}
                 _ = writer_failed.cancelled(), if !aborted => {}
             }
