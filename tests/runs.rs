@@ -963,3 +963,44 @@ async fn runs_list_newest_first_with_filters_and_pages() {
     .await;
     assert_eq!(none.runs.len(), 4, "created before the last run");
 }
+
+#[tokio::test]
+async fn samples_do_not_queue_past_their_time_limit_behind_a_capped_provider() {
+    let mock = MockProvider::start(Duration::from_millis(250))
+        .await
+        .unwrap();
+    let server = TestServer::start_with(|config| {
+        let mut capped = provider("capped", &mock.base_url(), "m");
+        capped.max_concurrency = Some(2);
+        config.providers = vec![capped];
+    })
+    .await;
+    prompt(&server, "p", "1.0.0", "{{input}}").await;
+    let samples: Vec<(String, String)> = (0..8)
+        .map(|i| (format!("s{i}"), format!("text {i}")))
+        .collect();
+    let dataset_id = dataset(
+        &server,
+        "capped",
+        samples
+            .iter()
+            .map(|(id, text)| (id.as_str(), text.as_str(), text.as_str()))
+            .collect(),
+    )
+    .await;
+    let mut spec = run(&dataset_id, "p", "1.0.0", "capped");
+    // Eight samples at once behind a cap of two would wait up to 750 ms for a slot.
+    spec.concurrency = 8;
+    spec.sample_timeout = Some(prost_types::Duration {
+        seconds: 0,
+        nanos: 600_000_000,
+    });
+    let done = run_to_end(&server, spec).await;
+    let summary = done.results.unwrap();
+    assert_eq!(
+        (summary.total, summary.passed, summary.errored),
+        (8, 8, 0),
+        "{:?}",
+        summary.failure_reasons
+    );
+}

@@ -84,6 +84,10 @@ pub enum ProviderError {
 pub trait Provider: Send + Sync {
     /// The configured name runs refer to.
     fn name(&self) -> &str;
+    /// Requests in flight at most, when capped.
+    fn max_concurrency(&self) -> Option<usize> {
+        None
+    }
     /// Sends one completion request.
     async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ProviderError>;
 }

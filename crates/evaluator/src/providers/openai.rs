@@ -257,6 +257,10 @@ impl Provider for OpenAiProvider {
         &self.settings.name
     }
 
+    fn max_concurrency(&self) -> Option<usize> {
+        self.settings.max_concurrency
+    }
+
     async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ProviderError> {
         let _permit = match &self.in_flight {
             Some(semaphore) => Some(

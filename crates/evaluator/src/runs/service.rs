@@ -1085,7 +1085,10 @@ impl Inner {
             .into_iter()
             .map(|r| r.sample_id)
             .collect();
-        let concurrency = run.concurrency.max(1) as usize;
+        // No more samples in flight than the model takes at once: the rest would wait
+        // for the provider inside their time limit and could time out unsent.
+        let concurrency = (run.concurrency.max(1) as usize)
+            .min(context.model.max_concurrency().unwrap_or(usize::MAX).max(1));
         let (sender, receiver) = mpsc::channel(concurrency * 2);
         let writer_failed = CancellationToken::new();
         let writer = tokio::spawn(self.clone().write_results(
