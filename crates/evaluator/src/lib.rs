@@ -11,6 +11,7 @@ pub mod judges;
 pub mod mcnemar;
 pub mod providers;
 pub mod runs;
+pub mod schedules;
 pub mod scorers;
 
 pub use error::{EvaluationError, EvaluationStoreError, Violation};
