@@ -9,6 +9,7 @@ pub mod datasets;
 mod error;
 pub mod judges;
 pub mod mcnemar;
+mod paging;
 pub mod providers;
 pub mod runs;
 pub mod schedules;

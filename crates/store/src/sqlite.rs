@@ -99,6 +99,20 @@ impl SqliteStore {
     }
 }
 
+/// Appends ` AND sample_id IN (...)` with `ids` bound: the shared tail of the queries
+/// that look samples or results up by id.
+pub(crate) fn push_sample_ids<'a>(
+    query: &mut sqlx::QueryBuilder<'a, sqlx::Sqlite>,
+    ids: &'a [String],
+) {
+    query.push(" AND sample_id IN (");
+    let mut list = query.separated(", ");
+    for id in ids {
+        list.push_bind(id);
+    }
+    query.push(")");
+}
+
 /// Microseconds since the Unix epoch: portable across SQLite and PostgreSQL.
 pub(crate) fn to_micros(time: chrono::DateTime<chrono::Utc>) -> i64 {
     time.timestamp_micros()

@@ -12,6 +12,7 @@ use super::model::{Dataset, DatasetSpec, DatasetType, Sample};
 use super::store::{DatasetStore, StoredSample};
 use super::validate::{check_dataset, check_samples};
 use crate::error::{EvaluationError, EvaluationStoreError};
+use crate::paging::newest_first;
 
 /// The most samples one AddSamples call may carry.
 pub const MAX_SAMPLES_PER_CALL: usize = 10_000;
@@ -115,35 +116,19 @@ impl DatasetService {
         page_size: usize,
         page_token: &str,
     ) -> Result<(Vec<Dataset>, String), EvaluationError> {
-        let key = |d: &Dataset| (d.created_at.timestamp_micros(), d.id.clone());
-        let after = if page_token.is_empty() {
-            None
-        } else {
-            let parsed = page_token
-                .split_once(':')
-                .and_then(|(micros, id)| Some((micros.parse::<i64>().ok()?, id.to_owned())));
-            Some(parsed.ok_or_else(|| {
-                EvaluationError::invalid("page_token", "is not a token this server issued")
-            })?)
-        };
-        let mut all: Vec<Dataset> = self
+        let all: Vec<Dataset> = self
             .datasets
             .iter()
             .map(|d| d.clone())
             .filter(|d| dataset_type.is_none_or(|t| d.dataset_type == t))
-            .filter(|d| after.as_ref().is_none_or(|after| key(d) < *after))
             .collect();
-        all.sort_by_key(|d| std::cmp::Reverse(key(d)));
-        let size = page_size.clamp(1, MAX_PAGE_SIZE);
-        let next = if all.len() > size {
-            all.truncate(size);
-            all.last()
-                .map(|d| format!("{}:{}", d.created_at.timestamp_micros(), d.id))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
-        Ok((all, next))
+        newest_first(
+            all,
+            |d| (d.created_at.timestamp_micros(), d.id.clone()),
+            page_size,
+            page_token,
+            MAX_PAGE_SIZE,
+        )
     }
 
     /// Deletes a dataset and its samples.

@@ -30,12 +30,15 @@ use super::executor::{
     self, blank_result, evaluate, set_error, PreparedPrompt, SampleContext, Scoring,
 };
 use super::metric::{compile_metric, CompiledMetric};
-use super::model::{Run, RunProgress, RunSpec, RunStatus, SampleResult, DEFAULT_CONCURRENCY};
+use super::model::{
+    Run, RunProgress, RunSpec, RunStatus, SampleResult, DEFAULT_CONCURRENCY, DEFAULT_SAMPLE_TIMEOUT,
+};
 use super::store::RunStore;
 use super::summary::summarise;
-use super::validate::{check_spec, check_submitted_score, limits, sample_timeout_or_default};
+use super::validate::{check_spec, check_submitted_score, limits};
 use crate::datasets::DatasetService;
 use crate::error::{EvaluationError, EvaluationStoreError, Violation};
+use crate::paging::newest_first;
 use crate::providers::ProviderSet;
 
 /// Samples read from the dataset per page while a run goes.
@@ -54,18 +57,6 @@ pub struct RunSettings {
     pub panel_evaluation: bool,
     /// `[alert_thresholds]`: `pass_rate` (min), `latency_p99` (max, ms), else metric mins.
     pub alert_thresholds: BTreeMap<String, f64>,
-}
-
-impl Default for RunSettings {
-    fn default() -> Self {
-        Self {
-            panel_evaluation: true,
-            alert_thresholds: BTreeMap::from([
-                ("pass_rate".to_owned(), 0.85),
-                ("latency_p99".to_owned(), 5000.0),
-            ]),
-        }
-    }
 }
 
 /// Which runs `list` returns; unset fields match everything.
@@ -172,17 +163,6 @@ impl std::fmt::Debug for RunService {
 
 fn not_found(id: &str) -> EvaluationError {
     EvaluationError::NotFound(format!("run {id:?} not found"))
-}
-
-fn parse_token(token: &str) -> Result<Option<(i64, String)>, EvaluationError> {
-    if token.is_empty() {
-        return Ok(None);
-    }
-    token
-        .split_once(':')
-        .and_then(|(micros, id)| Some((micros.parse::<i64>().ok()?, id.to_owned())))
-        .map(Some)
-        .ok_or_else(|| EvaluationError::invalid("page_token", "is not a token this server issued"))
 }
 
 impl RunService {
@@ -336,7 +316,7 @@ impl RunService {
             } else {
                 spec.concurrency
             },
-            sample_timeout: sample_timeout_or_default(spec.sample_timeout),
+            sample_timeout: spec.sample_timeout.unwrap_or(DEFAULT_SAMPLE_TIMEOUT),
             baseline_run_id: spec.baseline_run_id,
             submitted_outputs: spec.submitted_outputs,
             status: RunStatus::Pending,
@@ -413,27 +393,20 @@ impl RunService {
         page_size: usize,
         page_token: &str,
     ) -> Result<(Vec<Run>, String), EvaluationError> {
-        let after = parse_token(page_token)?;
-        let key = |run: &Run| (run.created_at.timestamp_micros(), run.id.clone());
-        let mut runs: Vec<Run> = self
+        let runs: Vec<Run> = self
             .inner
             .runs
             .iter()
             .map(|entry| entry.borrow().clone())
             .filter(|run| filter.matches(run))
-            .filter(|run| after.as_ref().is_none_or(|after| key(run) < *after))
             .collect();
-        runs.sort_by_key(|run| std::cmp::Reverse(key(run)));
-        let size = page_size.clamp(1, MAX_PAGE_SIZE);
-        let next = if runs.len() > size {
-            runs.truncate(size);
-            runs.last()
-                .map(|run| format!("{}:{}", run.created_at.timestamp_micros(), run.id))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
-        Ok((runs, next))
+        newest_first(
+            runs,
+            |run| (run.created_at.timestamp_micros(), run.id.clone()),
+            page_size,
+            page_token,
+            MAX_PAGE_SIZE,
+        )
     }
 
     /// Cancels a PENDING or RUNNING run, keeping the results stored so far.

@@ -1,12 +1,10 @@
 //! Checks of a run's own fields; every problem is reported at once. Checks against
 //! other resources (the dataset, the prompt, providers) are the service's.
 
-use std::collections::HashSet;
-use std::time::Duration;
-
 use super::model::{MetricConfig, RunSpec};
 use crate::datasets::limits::{DESCRIPTION_BYTES, ID_BYTES, NAME_BYTES};
 use crate::Violation;
+use std::collections::HashSet;
 
 /// Run limits.
 pub mod limits {
@@ -159,9 +157,4 @@ pub(super) fn check_submitted_score(field: &str, name: &str, score: f64) -> Opti
         ));
     }
     None
-}
-
-/// A default sample timeout when none is given.
-pub(super) fn sample_timeout_or_default(timeout: Option<Duration>) -> Duration {
-    timeout.unwrap_or(super::model::DEFAULT_SAMPLE_TIMEOUT)
 }

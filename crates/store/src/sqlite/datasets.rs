@@ -5,7 +5,7 @@ use llmops_evaluator::datasets::{Dataset, DatasetStore, Sample, StoredSample};
 use llmops_evaluator::EvaluationStoreError;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
-use super::{to_micros, SqliteStore};
+use super::{push_sample_ids, to_micros, SqliteStore};
 use crate::error::{corrupt_evaluation, evaluation_store_error as db_error};
 
 /// Rows per multi-row statement (4 parameters each).
@@ -71,12 +71,8 @@ impl DatasetStore for SqliteStore {
                 "SELECT record FROM dataset_samples WHERE dataset_id = ",
             );
             query.push_bind(dataset_id);
-            query.push(" AND removed_version IS NULL AND sample_id IN (");
-            let mut list = query.separated(", ");
-            for id in chunk {
-                list.push_bind(id);
-            }
-            query.push(")");
+            query.push(" AND removed_version IS NULL");
+            push_sample_ids(&mut query, chunk);
             for row in query
                 .build()
                 .fetch_all(&self.reader)
@@ -178,12 +174,8 @@ impl DatasetStore for SqliteStore {
             query.push_bind(version as i64);
             query.push(" AND (removed_version IS NULL OR removed_version > ");
             query.push_bind(version as i64);
-            query.push(") AND sample_id IN (");
-            let mut list = query.separated(", ");
-            for id in chunk {
-                list.push_bind(id);
-            }
             query.push(")");
+            push_sample_ids(&mut query, chunk);
             for row in query
                 .build()
                 .fetch_all(&self.reader)
@@ -211,12 +203,8 @@ async fn retire(
     update.push_bind(version);
     update.push(" WHERE dataset_id = ");
     update.push_bind(dataset_id);
-    update.push(" AND removed_version IS NULL AND sample_id IN (");
-    let mut list = update.separated(", ");
-    for id in ids {
-        list.push_bind(id);
-    }
-    update.push(")");
+    update.push(" AND removed_version IS NULL");
+    push_sample_ids(&mut update, ids);
     update.build().execute(conn).await.map_err(db_error)?;
     Ok(())
 }

@@ -6,7 +6,7 @@ use llmops_evaluator::EvaluationStoreError;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::datasets::{parse, record_of};
-use super::{to_micros, SqliteStore};
+use super::{push_sample_ids, to_micros, SqliteStore};
 use crate::error::evaluation_store_error as db_error;
 
 /// Rows per multi-row statement (5 parameters each).
@@ -119,12 +119,7 @@ impl RunStore for SqliteStore {
                 "SELECT sample_id FROM eval_run_results WHERE run_id = ",
             );
             query.push_bind(run_id);
-            query.push(" AND sample_id IN (");
-            let mut list = query.separated(", ");
-            for id in chunk {
-                list.push_bind(id);
-            }
-            query.push(")");
+            push_sample_ids(&mut query, chunk);
             for row in query
                 .build()
                 .fetch_all(&self.reader)
