@@ -352,6 +352,7 @@ async fn activation_labels_and_deletion_rules() {
         .activate_prompt_version(pb::ActivatePromptVersionRequest {
             name: "p".into(),
             version: "1.1.0".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -382,6 +383,7 @@ async fn activation_labels_and_deletion_rules() {
             name: "p".into(),
             label: "production".into(),
             version: "1.0.0".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -398,6 +400,7 @@ async fn activation_labels_and_deletion_rules() {
             name: "p".into(),
             label: "production".into(),
             version: "2.0.0-rc.1".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -408,6 +411,7 @@ async fn activation_labels_and_deletion_rules() {
             name: "p".into(),
             label: "active".into(),
             version: "1.0.0".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

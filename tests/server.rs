@@ -120,6 +120,7 @@ async fn everything_survives_a_restart() {
         .activate_prompt_version(pb::ActivatePromptVersionRequest {
             name: "p".into(),
             version: "1.1.0".into(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -128,6 +129,7 @@ async fn everything_survives_a_restart() {
             name: "p".into(),
             label: "production".into(),
             version: "2.0.0".into(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -214,6 +216,7 @@ async fn watch_starts_with_a_snapshot_then_follows_changes() {
             name: "w".into(),
             label: "prod".into(),
             version: "2.0.0".into(),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -78,6 +78,10 @@ pub enum PromptCommand {
         name: String,
         /// The version to make active.
         version: String,
+        /// Bypass the release gate on `active`, saying why (recorded in the label
+        /// history).
+        #[arg(long)]
+        override_reason: Option<String>,
     },
     /// Set, move or delete labels (named pointers to versions).
     Label {
@@ -153,6 +157,9 @@ pub enum LabelCommand {
         label: String,
         /// The version the label should point at.
         version: String,
+        /// Bypass the label's release gate, saying why (recorded in the label history).
+        #[arg(long)]
+        override_reason: Option<String>,
     },
     /// Remove a label.
     Delete {

@@ -35,6 +35,11 @@ impl PromptApi {
     }
 }
 
+/// An optional string field: empty means unset.
+fn non_empty(text: &str) -> Option<&str> {
+    (!text.is_empty()).then_some(text)
+}
+
 fn selector(version: &str, label: &str) -> Result<VersionSelector, Status> {
     VersionSelector::from_fields(version, label).map_err(|e| registry_status(e, ""))
 }
@@ -137,10 +142,14 @@ impl PromptService for PromptApi {
         &self,
         request: Request<pb::ActivatePromptVersionRequest>,
     ) -> Result<Response<pb::ActivatePromptVersionResponse>, Status> {
-        let pb::ActivatePromptVersionRequest { name, version } = request.into_inner();
+        let pb::ActivatePromptVersionRequest {
+            name,
+            version,
+            override_reason,
+        } = request.into_inner();
         let view = self
             .registry()?
-            .activate(&name, &version)
+            .activate(&name, &version, non_empty(&override_reason))
             .await
             .map_err(|e| registry_status(e, ""))?;
         Ok(Response::new(pb::ActivatePromptVersionResponse {
@@ -156,10 +165,11 @@ impl PromptService for PromptApi {
             name,
             label,
             version,
+            override_reason,
         } = request.into_inner();
         let (view, previous) = self
             .registry()?
-            .set_label(&name, &label, &version)
+            .set_label(&name, &label, &version, non_empty(&override_reason))
             .await
             .map_err(|e| registry_status(e, ""))?;
         Ok(Response::new(pb::SetPromptLabelResponse {
@@ -295,6 +305,45 @@ impl PromptService for PromptApi {
         );
         Ok(Response::new(stream))
     }
+
+    async fn list_label_history(
+        &self,
+        request: Request<pb::ListLabelHistoryRequest>,
+    ) -> Result<Response<pb::ListLabelHistoryResponse>, Status> {
+        const DEFAULT_PAGE: usize = 100;
+        const MAX_PAGE: usize = 1000;
+        let request = request.into_inner();
+        let after = if request.page_token.is_empty() {
+            0
+        } else {
+            request
+                .page_token
+                .parse::<u64>()
+                .map_err(|_| invalid_field("page_token", "is not a token this server issued"))?
+        };
+        let size = match request.page_size {
+            0 => DEFAULT_PAGE,
+            n if n < 0 => return Err(invalid_field("page_size", "must not be negative")),
+            n => (n as usize).min(MAX_PAGE),
+        };
+        let registry = self.registry()?;
+        // The history of a prompt that never existed is an error, not an empty list.
+        registry
+            .get_version(&request.name, &VersionSelector::Active)
+            .map_err(|e| registry_status(e, ""))?;
+        let (events, more) = registry
+            .pointer_history(&request.name, non_empty(&request.label), after, size)
+            .await
+            .map_err(|e| registry_status(e, ""))?;
+        let next_page_token = match events.last() {
+            Some(last) if more => last.sequence.to_string(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListLabelHistoryResponse {
+            events: events.iter().map(event_to_pb).collect(),
+            next_page_token,
+        }))
+    }
 }
 
 fn watch_item_to_pb(item: WatchItem) -> pb::PromptEvent {
@@ -305,14 +354,13 @@ fn watch_item_to_pb(item: WatchItem) -> pb::PromptEvent {
             kind: pb::PromptEventKind::Snapshot.into(),
             time: Some(timestamp(version.version.updated_at)),
             prompt_version: Some(prompt_version_to_pb(*version)),
-            label: String::new(),
+            ..pb::PromptEvent::default()
         },
         WatchItem::SnapshotEnd { sequence } => pb::PromptEvent {
             sequence,
             kind: pb::PromptEventKind::SnapshotEnd.into(),
-            prompt_version: None,
-            label: String::new(),
             time: Some(timestamp(chrono::Utc::now())),
+            ..pb::PromptEvent::default()
         },
     }
 }

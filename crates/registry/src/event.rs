@@ -38,4 +38,10 @@ pub struct PromptEvent {
     pub label: Option<String>,
     /// When the change was made.
     pub time: DateTime<Utc>,
+    /// For pointer moves (activation, label set or deleted), the version it held before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_version: Option<String>,
+    /// Why a release gate was bypassed, when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub override_reason: Option<String>,
 }

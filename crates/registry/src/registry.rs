@@ -29,6 +29,7 @@ pub use watch::{WatchItem, WatchSubscription};
 use crate::diff::{diff_versions, VersionDiff};
 use crate::error::{FieldViolation, RegistryError};
 use crate::event::{PromptEvent, PromptEventKind};
+use crate::gate::{ReleaseGuard, ACTIVE_POINTER};
 use crate::limits::RegistryLimits;
 use crate::model::{NewPromptVersion, PromptSummary, PromptVersion, PromptVersionView};
 use crate::naming::{validate_label, validate_prompt_name, RESERVED_ACTIVE_LABEL};
@@ -74,7 +75,19 @@ pub struct Registry {
     prompts: DashMap<String, Arc<PromptEntry>>,
     write_lock: Mutex<()>,
     feed: LiveFeed<PromptEvent>,
+    /// Asked before the active pointer or a label moves; set once by the server.
+    guard: std::sync::OnceLock<Arc<dyn ReleaseGuard>>,
 }
+
+/// What a pointer move's event records besides the change itself.
+#[derive(Debug, Default)]
+struct PointerMove {
+    previous_version: Option<String>,
+    override_reason: Option<String>,
+}
+
+/// The longest override reason kept.
+const MAX_OVERRIDE_REASON_BYTES: usize = 1024;
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -96,6 +109,7 @@ impl Registry {
             prompts: DashMap::new(),
             write_lock: Mutex::new(()),
             feed: LiveFeed::new(LIVE_FEED_CAPACITY, 0),
+            guard: std::sync::OnceLock::new(),
         };
         registry.reload().await?;
         Ok(registry)
@@ -215,6 +229,7 @@ impl Registry {
             Some(view.clone()),
             None,
             entry,
+            PointerMove::default(),
         )
         .await?;
         Ok((view, true))
@@ -299,15 +314,77 @@ impl Registry {
         Ok(Page::from_overfetched(items, page_size))
     }
 
-    /// Makes `version` the prompt's active version.
+    /// Installs the release guard asked before pointer moves. Set once, at start-up.
+    pub fn set_release_guard(&self, guard: Arc<dyn ReleaseGuard>) {
+        if self.guard.set(guard).is_err() {
+            tracing::warn!("a release guard was already installed; keeping the first");
+        }
+    }
+
+    /// Asks the release guard whether `version` may become `pointer`, unless the call
+    /// overrides it with a reason (which is logged and recorded in the event).
+    async fn check_release(
+        &self,
+        name: &str,
+        pointer: &str,
+        version: &str,
+        current: Option<&str>,
+        override_reason: Option<&str>,
+    ) -> Result<Option<String>, RegistryError> {
+        if let Some(reason) = override_reason {
+            let reason = reason.trim();
+            if reason.is_empty() || reason.len() > MAX_OVERRIDE_REASON_BYTES {
+                return Err(RegistryError::invalid(
+                    "override_reason",
+                    format!("when given, 1 to {MAX_OVERRIDE_REASON_BYTES} bytes saying why"),
+                ));
+            }
+            tracing::warn!(
+                prompt = name,
+                pointer,
+                version,
+                reason,
+                "release gate overridden"
+            );
+            return Ok(Some(reason.to_owned()));
+        }
+        if let Some(guard) = self.guard.get() {
+            guard
+                .check(name, pointer, version, current)
+                .await
+                .map_err(|reason| {
+                    RegistryError::FailedPrecondition(format!(
+                        "release gate of {name:?} {pointer:?}: {reason}; pass override_reason to release anyway"
+                    ))
+                })?;
+        }
+        Ok(None)
+    }
+
+    /// Makes `version` the prompt's active version, if its release gate allows (or
+    /// `override_reason` says why not to ask).
     pub async fn activate(
         &self,
         name: &str,
         version: &str,
+        override_reason: Option<&str>,
     ) -> Result<PromptVersionView, RegistryError> {
         let _guard = self.write_lock.lock().await;
         let entry = self.entry(name)?;
         let cached = self.select(&entry, name, &VersionSelector::Version(version.to_owned()))?;
+        let previous = entry
+            .versions
+            .get(&entry.active)
+            .map(|v| v.record.version.to_string());
+        let override_reason = self
+            .check_release(
+                name,
+                ACTIVE_POINTER,
+                &cached.record.version.to_string(),
+                previous.as_deref(),
+                override_reason,
+            )
+            .await?;
         let at = now();
         let (entry, cached) = entry.with_active(&cached, at);
         let view = entry.view(&cached);
@@ -323,17 +400,23 @@ impl Registry {
             Some(view.clone()),
             None,
             entry,
+            PointerMove {
+                previous_version: previous,
+                override_reason,
+            },
         )
         .await?;
         Ok(view)
     }
 
-    /// Points `label` at `version`; returns the version and where the label pointed before.
+    /// Points `label` at `version`, if its release gate allows (or `override_reason`
+    /// says why not to ask); returns the version and where the label pointed before.
     pub async fn set_label(
         &self,
         name: &str,
         label: &str,
         version: &str,
+        override_reason: Option<&str>,
     ) -> Result<(PromptVersionView, Option<Version>), RegistryError> {
         validate_label("label", label).map_err(invalid)?;
         let _guard = self.write_lock.lock().await;
@@ -344,6 +427,15 @@ impl Registry {
             .get(label)
             .and_then(|key| entry.versions.get(key))
             .map(|v| v.record.version.clone());
+        let override_reason = self
+            .check_release(
+                name,
+                label,
+                &cached.record.version.to_string(),
+                previous.as_ref().map(ToString::to_string).as_deref(),
+                override_reason,
+            )
+            .await?;
         let at = now();
         let (entry, cached) = entry.with_label(label, &cached, at);
         let view = entry.view(&cached);
@@ -360,6 +452,10 @@ impl Registry {
             Some(view.clone()),
             Some(label),
             entry,
+            PointerMove {
+                previous_version: previous.as_ref().map(ToString::to_string),
+                override_reason,
+            },
         )
         .await?;
         Ok((view, previous))
@@ -389,6 +485,10 @@ impl Registry {
             Some(view),
             Some(label),
             entry,
+            PointerMove {
+                previous_version: Some(cached.record.version.to_string()),
+                override_reason: None,
+            },
         )
         .await?;
         Ok(cached.record.version.clone())
@@ -427,6 +527,7 @@ impl Registry {
             Some(view),
             None,
             entry,
+            PointerMove::default(),
         )
         .await
     }
@@ -469,6 +570,50 @@ impl Registry {
         let from = self.select_field(&entry, name, from, "from_version")?;
         let to = self.select_field(&entry, name, to, "to_version")?;
         Ok(diff_versions(&from.record, &to.record))
+    }
+
+    /// The moves of a prompt's pointers, oldest first: activations, label sets and label
+    /// deletions after `after_sequence`, each with the version before and any gate
+    /// override's reason. `pointer` keeps one label (`active`: activations). Returns at
+    /// most `limit` events and whether more follow.
+    pub async fn pointer_history(
+        &self,
+        name: &str,
+        pointer: Option<&str>,
+        after_sequence: u64,
+        limit: usize,
+    ) -> Result<(Vec<PromptEvent>, bool), RegistryError> {
+        const SCAN_BATCH: usize = 500;
+        validate_prompt_name("name", name).map_err(invalid)?;
+        let matches = |event: &PromptEvent| match event.kind {
+            PromptEventKind::VersionActivated => pointer.is_none_or(|p| p == ACTIVE_POINTER),
+            PromptEventKind::LabelMoved | PromptEventKind::LabelDeleted => {
+                pointer.is_none_or(|p| event.label.as_deref() == Some(p))
+            }
+            _ => false,
+        };
+        let mut found = Vec::new();
+        let mut after = after_sequence;
+        loop {
+            let batch = self
+                .store
+                .prompt_events_after(after, Some(name), SCAN_BATCH)
+                .await
+                .map_err(storage_error)?;
+            let exhausted = batch.len() < SCAN_BATCH;
+            for event in batch {
+                after = event.sequence;
+                if matches(&event) {
+                    if found.len() == limit {
+                        return Ok((found, true));
+                    }
+                    found.push(event);
+                }
+            }
+            if exhausted {
+                return Ok((found, false));
+            }
+        }
     }
 
     /// Subscribes to changes: after `after_sequence` when given (replayed from storage,
@@ -532,8 +677,11 @@ impl Registry {
         view: Option<PromptVersionView>,
         label: Option<&str>,
         entry: PromptEntry,
+        pointer: PointerMove,
     ) -> Result<(), RegistryError> {
-        let event = self.event(kind, name, view, label);
+        let mut event = self.event(kind, name, view, label);
+        event.previous_version = pointer.previous_version;
+        event.override_reason = pointer.override_reason;
         let sequence = self
             .store
             .commit_prompt_change(&change, &event)
@@ -558,6 +706,8 @@ impl Registry {
             version,
             label: label.map(str::to_owned),
             time: now(),
+            previous_version: None,
+            override_reason: None,
         }
     }
 

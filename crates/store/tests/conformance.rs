@@ -37,6 +37,8 @@ fn event(kind: PromptEventKind, name: &str) -> PromptEvent {
         version: None,
         label: None,
         time: Utc::now(),
+        previous_version: None,
+        override_reason: None,
     }
 }
 

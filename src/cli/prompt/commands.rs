@@ -70,10 +70,18 @@ pub(crate) async fn run(command: PromptCommand, options: &ClientOptions) -> anyh
                 emit(|out| output::versions(out, &versions))
             }
         }
-        PromptCommand::Activate { name, version } => {
+        PromptCommand::Activate {
+            name,
+            version,
+            override_reason,
+        } => {
             let mut client = client(options).await?;
             let activated = client
-                .activate_prompt_version(pb::ActivatePromptVersionRequest { name, version })
+                .activate_prompt_version(pb::ActivatePromptVersionRequest {
+                    name,
+                    version,
+                    override_reason: override_reason.unwrap_or_default(),
+                })
                 .await
                 .map_err(status_error)?
                 .into_inner()
@@ -209,12 +217,14 @@ async fn label(command: LabelCommand, options: &ClientOptions) -> anyhow::Result
             name,
             label,
             version,
+            override_reason,
         } => {
             let set = client
                 .set_prompt_label(pb::SetPromptLabelRequest {
                     name,
                     label: label.clone(),
                     version,
+                    override_reason: override_reason.unwrap_or_default(),
                 })
                 .await
                 .map_err(status_error)?

@@ -103,6 +103,8 @@ pub(crate) fn event(e: &pb::PromptEvent) -> JsonValue {
         "label": e.label,
         "time": json_time(e.time.as_ref()),
         "prompt_version": e.prompt_version.as_ref().map(self::version),
+        "previous_version": e.previous_version,
+        "override_reason": e.override_reason,
     })
 }
 
@@ -159,9 +161,11 @@ mod tests {
                 ..Default::default()
             }),
             label: "production".into(),
-            time: None,
+            override_reason: "hotfix".into(),
+            ..Default::default()
         };
         let value = event(&e);
+        assert_eq!(value["override_reason"], "hotfix");
         assert_eq!(value["kind"], "label-moved");
         assert_eq!(value["name"], "greet");
         assert_eq!(value["version"], "1.1.0");

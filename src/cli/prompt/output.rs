@@ -194,14 +194,21 @@ pub(crate) fn event_line(e: &pb::PromptEvent) -> String {
         Some(v) => v.name.clone(),
         None => String::new(),
     };
-    let line = format!(
+    let mut line = format!(
         "{:<6} {:<14} {} {}",
         e.sequence,
         event_kind_name(e.kind),
         target,
         e.label
     );
-    line.trim_end().to_owned()
+    line.truncate(line.trim_end().len());
+    if !e.previous_version.is_empty() {
+        line.push_str(&format!(" (was {})", e.previous_version));
+    }
+    if !e.override_reason.is_empty() {
+        line.push_str(&format!(" [gate overridden: {}]", e.override_reason));
+    }
+    line
 }
 
 #[cfg(test)]
@@ -300,11 +307,20 @@ mod tests {
                 ..Default::default()
             }),
             label: "production".into(),
-            time: None,
+            ..Default::default()
         };
         assert_eq!(
             event_line(&e),
             "12     label-moved    greet@1.1.0 production"
+        );
+        let overridden = pb::PromptEvent {
+            previous_version: "1.0.0".into(),
+            override_reason: "hotfix".into(),
+            ..e
+        };
+        assert_eq!(
+            event_line(&overridden),
+            "12     label-moved    greet@1.1.0 production (was 1.0.0) [gate overridden: hotfix]"
         );
         let end = pb::PromptEvent {
             sequence: 12,

@@ -229,6 +229,8 @@ pub(crate) fn event_to_pb(event: &PromptEvent) -> pb::PromptEvent {
         prompt_version: Some(prompt_version),
         label: event.label.clone().unwrap_or_default(),
         time: Some(timestamp(event.time)),
+        previous_version: event.previous_version.clone().unwrap_or_default(),
+        override_reason: event.override_reason.clone().unwrap_or_default(),
     }
 }
 

@@ -93,7 +93,7 @@ async fn the_first_version_is_active_and_activation_moves_the_single_pointer() {
         .unwrap();
     assert!(!second.is_active, "creating a version does not activate it");
 
-    registry.activate("p", "1.1.0").await.unwrap();
+    registry.activate("p", "1.1.0", None).await.unwrap();
     let page = registry.list_versions(Some("p"), 0, "").unwrap();
     let active: Vec<_> = page
         .items
@@ -230,7 +230,7 @@ async fn active_and_labelled_versions_cannot_be_deleted() {
         .await
         .unwrap();
     registry
-        .set_label("p", "production", "2.0.0")
+        .set_label("p", "production", "2.0.0", None)
         .await
         .unwrap();
     assert!(matches!(
@@ -261,9 +261,15 @@ async fn labels_move_and_resolve() {
         .create_version(new_version("p", "2.0.0", "b"))
         .await
         .unwrap();
-    let (_, previous) = registry.set_label("p", "prod", "1.0.0").await.unwrap();
+    let (_, previous) = registry
+        .set_label("p", "prod", "1.0.0", None)
+        .await
+        .unwrap();
     assert_eq!(previous, None);
-    let (view, previous) = registry.set_label("p", "prod", "2.0.0").await.unwrap();
+    let (view, previous) = registry
+        .set_label("p", "prod", "2.0.0", None)
+        .await
+        .unwrap();
     assert_eq!(previous.unwrap().to_string(), "1.0.0");
     assert_eq!(view.labels, ["prod"]);
     let by_label = registry
@@ -275,7 +281,7 @@ async fn labels_move_and_resolve() {
         .unwrap();
     assert_eq!(active.version.version.to_string(), "1.0.0");
     assert!(matches!(
-        registry.set_label("p", "active", "2.0.0").await,
+        registry.set_label("p", "active", "2.0.0", None).await,
         Err(RegistryError::InvalidArgument(_))
     ));
 }
@@ -293,7 +299,7 @@ async fn a_failed_commit_changes_nothing() {
         .unwrap();
     *store.fail_next.lock().unwrap() = true;
     assert!(matches!(
-        registry.activate("p", "2.0.0").await,
+        registry.activate("p", "2.0.0", None).await,
         Err(RegistryError::Storage(_))
     ));
     assert_eq!(
@@ -431,7 +437,7 @@ async fn a_watch_without_a_cursor_starts_with_a_snapshot() {
         .create_version(new_version("other", "2.0.0", "x"))
         .await
         .unwrap();
-    registry.activate("p", "1.0.0").await.unwrap();
+    registry.activate("p", "1.0.0", None).await.unwrap();
     match watch.next().await.unwrap().unwrap() {
         WatchItem::Event(event) => assert_eq!(
             (event.sequence, event.kind),
