@@ -492,6 +492,7 @@ async fn concurrent_activations_leave_exactly_one_active_version() {
                     .activate_prompt_version(pb::ActivatePromptVersionRequest {
                         name: "p".into(),
                         version: format!("1.{i}.0"),
+                        ..Default::default()
                     })
                     .await
             })
