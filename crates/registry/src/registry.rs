@@ -79,13 +79,6 @@ pub struct Registry {
     guard: std::sync::OnceLock<Arc<dyn ReleaseGuard>>,
 }
 
-/// What a pointer move's event records besides the change itself.
-#[derive(Debug, Default)]
-struct PointerMove {
-    previous_version: Option<String>,
-    override_reason: Option<String>,
-}
-
 /// The longest override reason kept.
 const MAX_OVERRIDE_REASON_BYTES: usize = 1024;
 
@@ -224,12 +217,13 @@ impl Registry {
         let change = PromptChange::CreateVersion(Box::new(cached.record.clone()));
         self.commit(
             change,
-            PromptEventKind::VersionCreated,
-            &view.version.name,
-            Some(view.clone()),
-            None,
+            self.event(
+                PromptEventKind::VersionCreated,
+                &view.version.name,
+                Some(view.clone()),
+                None,
+            ),
             entry,
-            PointerMove::default(),
         )
         .await?;
         Ok((view, true))
@@ -393,19 +387,15 @@ impl Registry {
             version_id: cached.record.id,
             at,
         };
-        self.commit(
-            change,
+        let mut event = self.event(
             PromptEventKind::VersionActivated,
             name,
             Some(view.clone()),
             None,
-            entry,
-            PointerMove {
-                previous_version: previous,
-                override_reason,
-            },
-        )
-        .await?;
+        );
+        event.previous_version = previous;
+        event.override_reason = override_reason;
+        self.commit(change, event, entry).await?;
         Ok(view)
     }
 
@@ -445,19 +435,15 @@ impl Registry {
             version_id: cached.record.id,
             at,
         };
-        self.commit(
-            change,
+        let mut event = self.event(
             PromptEventKind::LabelMoved,
             name,
             Some(view.clone()),
             Some(label),
-            entry,
-            PointerMove {
-                previous_version: previous.as_ref().map(ToString::to_string),
-                override_reason,
-            },
-        )
-        .await?;
+        );
+        event.previous_version = previous.as_ref().map(ToString::to_string);
+        event.override_reason = override_reason;
+        self.commit(change, event, entry).await?;
         Ok((view, previous))
     }
 
@@ -478,19 +464,9 @@ impl Registry {
             name: name.to_owned(),
             label: label.to_owned(),
         };
-        self.commit(
-            change,
-            PromptEventKind::LabelDeleted,
-            name,
-            Some(view),
-            Some(label),
-            entry,
-            PointerMove {
-                previous_version: Some(cached.record.version.to_string()),
-                override_reason: None,
-            },
-        )
-        .await?;
+        let mut event = self.event(PromptEventKind::LabelDeleted, name, Some(view), Some(label));
+        event.previous_version = Some(cached.record.version.to_string());
+        self.commit(change, event, entry).await?;
         Ok(cached.record.version.clone())
     }
 
@@ -522,12 +498,8 @@ impl Registry {
         };
         self.commit(
             change,
-            PromptEventKind::VersionDeleted,
-            name,
-            Some(view),
-            None,
+            self.event(PromptEventKind::VersionDeleted, name, Some(view), None),
             entry,
-            PointerMove::default(),
         )
         .await
     }
@@ -672,22 +644,16 @@ impl Registry {
     async fn commit(
         &self,
         change: PromptChange,
-        kind: PromptEventKind,
-        name: &str,
-        view: Option<PromptVersionView>,
-        label: Option<&str>,
+        event: PromptEvent,
         entry: PromptEntry,
-        pointer: PointerMove,
     ) -> Result<(), RegistryError> {
-        let mut event = self.event(kind, name, view, label);
-        event.previous_version = pointer.previous_version;
-        event.override_reason = pointer.override_reason;
+        let name = event.prompt_name.clone();
         let sequence = self
             .store
             .commit_prompt_change(&change, &event)
             .await
             .map_err(storage_error)?;
-        self.prompts.insert(name.to_owned(), Arc::new(entry));
+        self.prompts.insert(name, Arc::new(entry));
         self.publish(event, sequence);
         Ok(())
     }
