@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/llmops/v1/alerts.proto",
         "proto/llmops/v1/experiments.proto",
         "proto/llmops/v1/evaluation.proto",
+        "proto/llmops/v1/providers.proto",
     ];
     let file_descriptors = protox::compile(protos, ["proto"])?;
 

@@ -4,17 +4,24 @@
 //! The pieces: [`ClientOptions`] (the flags every client subcommand shares), [`connect`],
 //! the `llmops prompt ...` commands in [`prompt`], the `llmops experiment ...` commands in
 //! [`experiment`], the `llmops dataset ...` commands in [`dataset`], the `llmops eval ...`
-//! commands in [`eval`], protobuf/JSON value conversions in `values` and JSON/YAML file
-//! reading in `files`.
+//! commands in [`eval`], the `llmops schedule ...` commands in [`schedule`], the
+//! `llmops gate ...` commands in [`gate`], the `llmops providers ...` commands in
+//! [`providers`], protobuf/JSON value conversions in `values`, JSON/YAML file reading in
+//! `files` and, for tests, a stand-in for the binary's parser in `testing`.
 
 pub mod alerts;
 pub mod dataset;
 pub mod eval;
 pub mod experiment;
 mod files;
+pub mod gate;
 mod output;
 mod paging;
 pub mod prompt;
+pub mod providers;
+pub mod schedule;
+#[cfg(test)]
+mod testing;
 mod values;
 
 use std::time::Duration;

@@ -16,7 +16,7 @@ use llmops_store::Durability;
 use serde::{Deserialize, Serialize};
 
 pub use layers::{ConfigError, ConfigSource, LoadedConfig};
-pub use providers::ProviderConfig;
+pub use providers::{ProviderConfig, ProvidersHealthConfig};
 pub use webhooks::WebhookConfig;
 
 /// The server's configuration. Field names are the TOML keys.
@@ -55,6 +55,8 @@ pub struct Config {
     /// `[[providers]]`: model endpoints for evaluation runs and model experiments.
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
+    /// `[providers_health]`: how the providers are probed for provider selection.
+    pub providers_health: ProvidersHealthConfig,
 }
 
 /// `[alerts]`.
@@ -180,6 +182,7 @@ impl Default for Config {
             },
             webhooks: Vec::new(),
             providers: Vec::new(),
+            providers_health: ProvidersHealthConfig::default(),
         }
     }
 }
@@ -287,6 +290,7 @@ impl Config {
             // Checked again, with the API key, at start-up; here for the shape.
             provider.settings(&format!("providers[{index}]"), |_| Some(String::new()))?;
         }
+        self.providers_health.validate()?;
         if self.prompts.max_template_bytes == 0
             || self.prompts.max_render_bytes == 0
             || self.prompts.render_fuel == 0

@@ -6,6 +6,7 @@ pub(crate) mod convert;
 mod evaluation;
 mod experiments;
 mod prompts;
+mod providers;
 mod status;
 
 use std::pin::Pin;
@@ -20,6 +21,7 @@ pub use alerts::AlertApi;
 pub use evaluation::EvaluationApi;
 pub use experiments::ExperimentApi;
 pub use prompts::PromptApi;
+pub use providers::ProviderApi;
 
 /// What the adapters share: the domain services (set once storage is open) and the
 /// shutdown signal that ends open streams.
@@ -30,6 +32,8 @@ pub struct ServiceState {
     experiments: OnceLock<Arc<llmops_experiments::ExperimentService>>,
     datasets: OnceLock<Arc<llmops_evaluator::datasets::DatasetService>>,
     runs: OnceLock<Arc<llmops_evaluator::runs::RunService>>,
+    schedules: OnceLock<Arc<llmops_evaluator::schedules::ScheduleService>>,
+    gates: OnceLock<Arc<llmops_evaluator::gates::GateService>>,
     shutdown: CancellationToken,
 }
 
@@ -42,6 +46,8 @@ impl ServiceState {
             experiments: OnceLock::new(),
             datasets: OnceLock::new(),
             runs: OnceLock::new(),
+            schedules: OnceLock::new(),
+            gates: OnceLock::new(),
             shutdown,
         }
     }
@@ -101,6 +107,38 @@ impl ServiceState {
 
     pub(crate) fn runs(&self) -> Result<&llmops_evaluator::runs::RunService, Status> {
         self.runs
+            .get()
+            .map(Arc::as_ref)
+            .ok_or_else(|| Status::unavailable("the server is starting: storage is not open yet"))
+    }
+
+    /// Makes the schedule service available to the adapters.
+    pub fn set_schedules(&self, schedules: Arc<llmops_evaluator::schedules::ScheduleService>) {
+        assert!(
+            self.schedules.set(schedules).is_ok(),
+            "the schedule service is set once"
+        );
+    }
+
+    pub(crate) fn schedules(
+        &self,
+    ) -> Result<&llmops_evaluator::schedules::ScheduleService, Status> {
+        self.schedules
+            .get()
+            .map(Arc::as_ref)
+            .ok_or_else(|| Status::unavailable("the server is starting: storage is not open yet"))
+    }
+
+    /// Makes the release gates available to the adapters.
+    pub fn set_gates(&self, gates: Arc<llmops_evaluator::gates::GateService>) {
+        assert!(
+            self.gates.set(gates).is_ok(),
+            "the gate service is set once"
+        );
+    }
+
+    pub(crate) fn gates(&self) -> Result<&llmops_evaluator::gates::GateService, Status> {
+        self.gates
             .get()
             .map(Arc::as_ref)
             .ok_or_else(|| Status::unavailable("the server is starting: storage is not open yet"))

@@ -38,6 +38,12 @@ enum Command {
     Dataset(cli::dataset::DatasetArgs),
     /// Run prompts over datasets and score them: start, follow, inspect and compare runs.
     Eval(cli::eval::EvalArgs),
+    /// Evaluate continuously: start runs on a schedule and when a prompt changes.
+    Schedule(cli::schedule::ScheduleArgs),
+    /// Guard prompt labels: a gated label only moves to a version that passed its evaluation.
+    Gate(cli::gate::GateArgs),
+    /// Show the model providers' health and scores, and the one `auto` would use.
+    Providers(cli::providers::ProvidersArgs),
     /// Drive load against a server and report throughput and latency.
     Bench(bench::BenchArgs),
 }
@@ -149,6 +155,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Experiment(args) => cli::experiment::run(args, &cli.client).await,
         Command::Dataset(args) => cli::dataset::run(args, &cli.client).await,
         Command::Eval(args) => cli::eval::run(args, &cli.client).await,
+        Command::Schedule(args) => cli::schedule::run(args, &cli.client).await,
+        Command::Gate(args) => cli::gate::run(args, &cli.client).await,
+        Command::Providers(args) => cli::providers::run(args, &cli.client).await,
         Command::Bench(args) => bench::run(args).await,
     }
 }

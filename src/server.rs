@@ -15,9 +15,11 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use llmops_alerts::webhook::sender::WebhookSender;
 use llmops_alerts::AlertService;
+use llmops_evaluator::gates::GateService;
 use llmops_evaluator::providers::openai::OpenAiProvider;
-use llmops_evaluator::providers::{Provider, ProviderSet};
+use llmops_evaluator::providers::{ConfiguredProvider, Provider, ProviderSet};
 use llmops_evaluator::runs::{RunService, RunSettings};
+use llmops_evaluator::schedules::{ScheduleService, ScheduleSettings};
 use llmops_experiments::monitor::AlertMonitor;
 use llmops_experiments::ExperimentService;
 use llmops_registry::Registry;
@@ -35,6 +37,7 @@ use crate::pb::alert_service_server::AlertServiceServer;
 use crate::pb::evaluation_service_server::EvaluationServiceServer;
 use crate::pb::experiment_service_server::ExperimentServiceServer;
 use crate::pb::prompt_service_server::PromptServiceServer;
+use crate::release_guard::EvaluationGuard;
 use crate::telemetry::{self, GrpcMetricsLayer};
 
 /// The services health reports on, besides the overall status ("").
@@ -43,6 +46,7 @@ const SERVICE_NAMES: &[&str] = &[
     "llmops.v1.AlertService",
     "llmops.v1.ExperimentService",
     "llmops.v1.EvaluationService",
+    "llmops.v1.ProviderService",
 ];
 
 /// Runs the server on already-bound listeners until `shutdown` resolves.
@@ -97,6 +101,8 @@ pub async fn serve(
     }
     // Stop evaluation runs (they resume at the next start) and commit what the
     // group-commit writer still holds before the store closes.
+    // Schedules first: they start runs.
+    services.schedules.close().await;
     services.runs.close().await;
     services.experiments.close().await;
     store.close().await;
@@ -141,6 +147,11 @@ fn grpc_server(
     let experiments = ExperimentServiceServer::new(ExperimentApi::new(state.clone()))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
+    let providers = crate::pb::provider_service_server::ProviderServiceServer::new(
+        crate::grpc::ProviderApi::new(state.clone()),
+    )
+    .max_decoding_message_size(limit)
+    .max_encoding_message_size(limit);
     let evaluation = EvaluationServiceServer::new(EvaluationApi::new(state))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
@@ -154,6 +165,7 @@ fn grpc_server(
         .add_service(alerts)
         .add_service(experiments)
         .add_service(evaluation)
+        .add_service(providers)
         .serve_with_incoming_shutdown(incoming, stop.cancelled_owned()))
 }
 
@@ -161,6 +173,7 @@ fn grpc_server(
 struct Services {
     experiments: Arc<ExperimentService>,
     runs: Arc<RunService>,
+    schedules: Arc<ScheduleService>,
 }
 
 /// Opens storage, loads the domain services into `state`, and starts their background
@@ -227,11 +240,24 @@ async fn open_storage(
                 .with_context(|| format!("setting up provider {name}"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    // The entries' scores, in the same order as `providers`; the probes end at `stop`.
+    let provider_set = ProviderSet::with_health(
+        providers
+            .into_iter()
+            .zip(&config.providers)
+            .map(|(provider, entry)| ConfiguredProvider {
+                provider,
+                score: entry.score,
+            })
+            .collect(),
+        config.providers_health.settings(),
+    );
+    let probes = tokio::spawn(provider_set.health().clone().run(stop.clone()));
     let runs = RunService::open(
         shared.clone(),
-        datasets,
-        registry,
-        ProviderSet::new(providers),
+        datasets.clone(),
+        registry.clone(),
+        provider_set,
         alerts.clone(),
         RunSettings {
             panel_evaluation: config.evaluation.panel_evaluation,
@@ -242,6 +268,25 @@ async fn open_storage(
     .context("loading evaluation runs")?;
     let runs = Arc::new(runs);
     state.set_runs(runs.clone());
+    let gates = GateService::open(shared.clone(), runs.clone(), datasets)
+        .await
+        .context("loading release gates")?;
+    let gates = Arc::new(gates);
+    registry.set_release_guard(Arc::new(EvaluationGuard::new(gates.clone())));
+    state.set_gates(gates);
+    let schedules = ScheduleService::open(
+        shared.clone(),
+        runs.clone(),
+        registry,
+        ScheduleSettings {
+            auto_evaluation: config.evaluation.auto_evaluation,
+            interval: config.evaluation.interval,
+        },
+    )
+    .await
+    .context("loading evaluation schedules")?;
+    let schedules = Arc::new(schedules);
+    state.set_schedules(schedules.clone());
 
     let sender_stop = stop.clone();
     let webhooks = tokio::spawn(async move { sender.run(sender_stop.cancelled_owned()).await });
@@ -259,8 +304,12 @@ async fn open_storage(
     ));
     Ok((
         store,
-        Services { experiments, runs },
-        vec![webhooks, retention, monitor],
+        Services {
+            experiments,
+            runs,
+            schedules,
+        },
+        vec![webhooks, retention, monitor, probes],
     ))
 }
 

@@ -852,6 +852,7 @@ async fn prompt_experiments_register_prompts_and_model_experiments_split_evenly(
                 timeout: std::time::Duration::from_secs(5),
                 max_retries: 0,
                 score: None,
+                health_url: None,
             });
         }
     })

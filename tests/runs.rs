@@ -7,164 +7,15 @@ mod common;
 
 use std::time::Duration;
 
+use common::eval::{
+    create_run, dataset, fields, metric, next_alert, prompt, provider, run, start, subscribe,
+    watch, with_mock,
+};
 use common::{string_value, TestServer};
 use llmops::bench::mock_provider::MockProvider;
-use llmops::config::{Config, ProviderConfig};
 use llmops::pb;
 use prost_types::value::Kind;
-use tokio_stream::StreamExt as _;
 use tonic::Code;
-use tonic_types::StatusExt;
-
-fn fields(status: &tonic::Status) -> Vec<String> {
-    status
-        .get_details_bad_request()
-        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default()
-}
-
-fn provider(name: &str, base_url: &str, model: &str) -> ProviderConfig {
-    toml::from_str(&format!(
-        "name = {name:?}\nkind = \"openai\"\nbase_url = {base_url:?}\nmodel = {model:?}\ntimeout = \"5s\"\nmax_retries = 1\n"
-    ))
-    .unwrap()
-}
-
-fn with_mock(mock: &MockProvider) -> impl FnOnce(&mut Config) + '_ {
-    move |config| {
-        config.providers = vec![
-            provider("mock", &mock.base_url(), "mock-model"),
-            provider("judge-a", &mock.base_url(), "a"),
-            provider("judge-b", &mock.base_url(), "b"),
-        ];
-    }
-}
-
-async fn prompt(server: &TestServer, name: &str, version: &str, template: &str) {
-    server
-        .prompts()
-        .create_prompt_version(pb::CreatePromptVersionRequest {
-            prompt_version: Some(pb::PromptVersion {
-                name: name.into(),
-                version: version.into(),
-                template: template.into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap();
-}
-
-async fn dataset(server: &TestServer, name: &str, samples: Vec<(&str, &str, &str)>) -> String {
-    let dataset = server
-        .evaluation()
-        .create_dataset(pb::CreateDatasetRequest {
-            dataset: Some(pb::Dataset {
-                name: name.into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .dataset
-        .unwrap();
-    if !samples.is_empty() {
-        server
-            .evaluation()
-            .add_samples(pb::AddSamplesRequest {
-                dataset_id: dataset.id.clone(),
-                samples: samples
-                    .into_iter()
-                    .map(|(id, input, expected)| pb::Sample {
-                        id: id.into(),
-                        input: Some(string_value(input)),
-                        expected_output: expected.into(),
-                        ..Default::default()
-                    })
-                    .collect(),
-            })
-            .await
-            .unwrap();
-    }
-    dataset.id
-}
-
-fn metric(name: &str, scorer: &str, params: serde_json::Value) -> pb::MetricConfig {
-    let serde_json::Value::Object(params) = params else {
-        panic!("params are an object")
-    };
-    pb::MetricConfig {
-        name: name.into(),
-        scorer: scorer.into(),
-        params: Some(prost_types::Struct {
-            fields: params
-                .into_iter()
-                .map(|(key, value)| (key, json_to_value(value)))
-                .collect(),
-        }),
-        threshold: None,
-    }
-}
-
-fn json_to_value(value: serde_json::Value) -> prost_types::Value {
-    let kind = match value {
-        serde_json::Value::String(s) => Kind::StringValue(s),
-        serde_json::Value::Bool(b) => Kind::BoolValue(b),
-        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap()),
-        serde_json::Value::Array(items) => Kind::ListValue(prost_types::ListValue {
-            values: items.into_iter().map(json_to_value).collect(),
-        }),
-        _ => Kind::NullValue(0),
-    };
-    prost_types::Value { kind: Some(kind) }
-}
-
-fn run(dataset_id: &str, prompt: &str, version: &str, model: &str) -> pb::Run {
-    pb::Run {
-        dataset_id: dataset_id.into(),
-        prompt_name: prompt.into(),
-        prompt_version: version.into(),
-        model: model.into(),
-        metrics: vec![metric("exact", "exact_match", serde_json::json!({}))],
-        ..Default::default()
-    }
-}
-
-async fn create_run(server: &TestServer, run: pb::Run) -> Result<pb::Run, tonic::Status> {
-    server
-        .evaluation()
-        .create_run(pb::CreateRunRequest { run: Some(run) })
-        .await
-        .map(|r| r.into_inner().run.unwrap())
-}
-
-async fn start(server: &TestServer, id: &str) -> Result<pb::Run, tonic::Status> {
-    server
-        .evaluation()
-        .start_run(pb::StartRunRequest { run_id: id.into() })
-        .await
-        .map(|r| r.into_inner().run.unwrap())
-}
-
-/// Follows WatchRun to the end; returns every state seen.
-async fn watch(server: &TestServer, id: &str) -> Vec<pb::Run> {
-    let mut stream = server
-        .evaluation()
-        .watch_run(pb::WatchRunRequest { run_id: id.into() })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut seen = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while let Some(event) = tokio::time::timeout_at(deadline, stream.next())
-        .await
-        .expect("the run ends within a minute")
-    {
-        seen.push(event.unwrap().run.unwrap());
-    }
-    seen
-}
 
 async fn run_to_end(server: &TestServer, run: pb::Run) -> pb::Run {
     let created = create_run(server, run).await.unwrap();
@@ -493,22 +344,6 @@ async fn a_run_that_was_running_at_shutdown_resumes_its_remaining_samples() {
     );
 }
 
-async fn next_alert(
-    stream: &mut tonic::Streaming<pb::AlertEvent>,
-    kind: pb::AlertEventKind,
-) -> pb::Alert {
-    loop {
-        let event = tokio::time::timeout(Duration::from_secs(20), stream.next())
-            .await
-            .expect("an alert event arrives")
-            .unwrap()
-            .unwrap();
-        if event.kind == kind as i32 {
-            return event.alert.unwrap();
-        }
-    }
-}
-
 #[tokio::test]
 async fn regressions_and_threshold_breaches_reach_subscribers_and_resolve_when_fixed() {
     let server = TestServer::start().await;
@@ -525,26 +360,8 @@ async fn regressions_and_threshold_breaches_reach_subscribers_and_resolve_when_f
         ],
     )
     .await;
-    let mut regressions = server
-        .alerts()
-        .subscribe(pb::SubscribeRequest {
-            sources: vec!["evaluation".into()],
-            types: vec![pb::AlertType::Regression.into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut thresholds = server
-        .alerts()
-        .subscribe(pb::SubscribeRequest {
-            sources: vec!["evaluation".into()],
-            types: vec![pb::AlertType::Threshold.into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut regressions = subscribe(&server, pb::AlertType::Regression).await;
+    let mut thresholds = subscribe(&server, pb::AlertType::Threshold).await;
 
     let good = run_to_end(&server, run(&dataset_id, "answer", "1.0.0", "echo")).await;
     assert_eq!(good.results.as_ref().unwrap().pass_rate, 1.0);

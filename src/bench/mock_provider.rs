@@ -13,16 +13,20 @@
 //! A judge prompt (one that asks for a `SCORE_<criterion>: <number>` line) is answered
 //! with `SCORE_<criterion>: S`, where S comes from `[[score:MODEL=S]]` for the request's
 //! model, else `[[score:S]]`, else 1.
+//!
+//! `GET /v1/models` answers an empty model list (a health URL for probes).
+//! [`MockProvider::set_down`] makes every request answer 503 until it is cleared, for
+//! tests of provider health.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 use regex::Regex;
 use serde_json::{json, Value};
@@ -41,6 +45,8 @@ static CRITERION: LazyLock<Regex> = LazyLock::new(|| {
 struct Counters {
     requests: AtomicU64,
     latency_ms: AtomicU64,
+    /// While set, every request answers 503.
+    down: AtomicBool,
 }
 
 /// A running mock provider; stops when dropped.
@@ -62,6 +68,7 @@ impl MockProvider {
             .store(latency.as_millis() as u64, Ordering::Relaxed);
         let app = Router::new()
             .route("/v1/chat/completions", post(complete))
+            .route("/v1/models", get(models))
             .with_state(counters.clone());
         let stop = CancellationToken::new();
         let shutdown = stop.clone().cancelled_owned();
@@ -87,6 +94,11 @@ impl MockProvider {
         self.counters.requests.load(Ordering::Relaxed)
     }
 
+    /// Takes the mock down (every request answers 503) or brings it back.
+    pub fn set_down(&self, down: bool) {
+        self.counters.down.store(down, Ordering::SeqCst);
+    }
+
     /// Changes the fixed latency of later requests.
     pub fn set_latency(&self, latency: Duration) {
         self.counters
@@ -101,8 +113,23 @@ impl Drop for MockProvider {
     }
 }
 
+fn unavailable() -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, "the mock provider is down").into_response()
+}
+
+async fn models(State(counters): State<Arc<Counters>>) -> Response {
+    counters.requests.fetch_add(1, Ordering::Relaxed);
+    if counters.down.load(Ordering::SeqCst) {
+        return unavailable();
+    }
+    axum::Json(json!({"object": "list", "data": []})).into_response()
+}
+
 async fn complete(State(counters): State<Arc<Counters>>, body: String) -> Response {
     counters.requests.fetch_add(1, Ordering::Relaxed);
+    if counters.down.load(Ordering::SeqCst) {
+        return unavailable();
+    }
     let request: Value = match serde_json::from_str(&body) {
         Ok(request) => request,
         Err(err) => return (StatusCode::BAD_REQUEST, err.to_string()).into_response(),

@@ -5,13 +5,15 @@
 //! summaries) and `json` (JSON).
 
 mod commands;
-mod format;
-mod json;
-mod metric;
+pub(crate) mod format;
+pub(crate) mod json;
+pub(crate) mod metric;
 mod progress;
 
+use std::collections::HashSet;
 use std::time::Duration;
 
+use anyhow::{bail, Context as _};
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::ClientOptions;
@@ -41,51 +43,8 @@ enum EvalCommand {
     /// then prints its results. The exit status is non-zero if the run failed.
     #[command(disable_version_flag = true)]
     Run {
-        /// The dataset's id.
-        #[arg(long = "dataset", value_name = "ID")]
-        dataset_id: String,
-        /// The prompt's name in the registry.
-        #[arg(long = "prompt", value_name = "NAME")]
-        prompt_name: String,
-        /// An exact prompt version (default: the active version).
-        #[arg(long, value_name = "V", conflicts_with = "label")]
-        version: Option<String>,
-        /// A prompt label (`production`), resolved when the run starts.
-        #[arg(long, value_name = "L")]
-        label: Option<String>,
-        /// The model: a configured provider entry, or `echo` (answers with the prompt).
-        #[arg(long, value_name = "NAME")]
-        model: String,
-        /// A metric to score every output with (repeatable, at least one).
-        ///
-        /// SPEC is `NAME=SCORER[:THRESHOLD][@PARAMS]`: the metric's name (the key of its
-        /// scores), a scorer (exact_match, contains, contains_any, contains_all, regex,
-        /// json_valid, json_match, levenshtein, token_f1, bleu, rouge_l, heuristic,
-        /// llm_judge, panel), optionally the pass threshold (default 0.7) and optionally
-        /// the scorer's parameters as a JSON object, last. Quote a SPEC with JSON in
-        /// it. Examples: `exact=exact_match`, `f1=token_f1:0.5`,
-        /// `'judge=llm_judge:0.8@{"judge":"gpt"}'`.
-        #[arg(
-            long = "metric",
-            value_name = "SPEC",
-            required = true,
-            value_parser = metric::parse
-        )]
-        metrics: Vec<pb::MetricConfig>,
-        /// The run's display name (default: "<prompt> on <dataset>").
-        #[arg(long, value_name = "N")]
-        name: Option<String>,
-        /// Samples in flight at most (server default 8, at most 256).
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-        concurrency: Option<u32>,
-        /// How long one sample (render, model call, scoring) may take, e.g. `30s`,
-        /// `2m` (server default 120s).
-        #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
-        sample_timeout: Option<Duration>,
-        /// The run to compare with for regressions (default: the latest completed run
-        /// with the same dataset, prompt and model).
-        #[arg(long = "baseline", value_name = "RUN")]
-        baseline_run_id: Option<String>,
+        #[command(flatten)]
+        template: RunTemplateArgs,
         /// Follow the run until it ends, then print its results.
         #[arg(long)]
         watch: bool,
@@ -154,6 +113,95 @@ enum EvalCommand {
         #[arg(value_name = "RUN")]
         run_id: String,
     },
+}
+
+/// The flags that say what a run evaluates and how: `eval run` starts one such run,
+/// and every run a schedule starts (`schedule create`) is one.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct RunTemplateArgs {
+    /// The dataset's id.
+    #[arg(long = "dataset", value_name = "ID")]
+    dataset_id: String,
+    /// The prompt's name in the registry.
+    #[arg(long = "prompt", value_name = "NAME")]
+    prompt_name: String,
+    /// An exact prompt version (default: the active version).
+    #[arg(long, value_name = "V", conflicts_with = "label")]
+    version: Option<String>,
+    /// A prompt label (`production`), resolved when the run starts.
+    #[arg(long, value_name = "L")]
+    label: Option<String>,
+    /// The model: a configured provider entry, `echo` (answers with the prompt), or
+    /// `auto` (the best healthy provider now; see `llmops providers list`).
+    #[arg(long, value_name = "NAME")]
+    model: String,
+    /// A metric to score every output with (repeatable, at least one).
+    ///
+    /// SPEC is `NAME=SCORER[:THRESHOLD][@PARAMS]`: the metric's name (the key of its
+    /// scores), a scorer (exact_match, contains, contains_any, contains_all, regex,
+    /// json_valid, json_match, levenshtein, token_f1, bleu, rouge_l, heuristic,
+    /// llm_judge, panel), optionally the pass threshold (default 0.7) and optionally
+    /// the scorer's parameters as a JSON object, last. Quote a SPEC with JSON in
+    /// it. Examples: `exact=exact_match`, `f1=token_f1:0.5`,
+    /// `'judge=llm_judge:0.8@{"judge":"gpt"}'`.
+    #[arg(
+        long = "metric",
+        value_name = "SPEC",
+        required = true,
+        value_parser = metric::parse
+    )]
+    metrics: Vec<pb::MetricConfig>,
+    /// The run's display name (default: "<prompt> on <dataset>").
+    #[arg(long, value_name = "N")]
+    name: Option<String>,
+    /// Samples in flight at most (server default 8, at most 256).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    concurrency: Option<u32>,
+    /// How long one sample (render, model call, scoring) may take, e.g. `30s`,
+    /// `2m` (server default 120s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    sample_timeout: Option<Duration>,
+    /// The run to compare with for regressions (default: the latest completed run
+    /// with the same dataset, prompt and model).
+    #[arg(long = "baseline", value_name = "RUN")]
+    baseline_run_id: Option<String>,
+}
+
+impl RunTemplateArgs {
+    /// The run these flags describe, as `CreateRun` and `ScheduleRun` take it. A metric
+    /// name given twice is refused before anything is sent.
+    pub(crate) fn into_run(self) -> anyhow::Result<pb::Run> {
+        check_metric_names(&self.metrics)?;
+        let sample_timeout = self
+            .sample_timeout
+            .map(prost_types::Duration::try_from)
+            .transpose()
+            .context("--sample-timeout is too long")?;
+        Ok(pb::Run {
+            name: self.name.unwrap_or_default(),
+            dataset_id: self.dataset_id,
+            prompt_name: self.prompt_name,
+            prompt_version: self.version.unwrap_or_default(),
+            prompt_label: self.label.unwrap_or_default(),
+            model: self.model,
+            metrics: self.metrics,
+            concurrency: self.concurrency.unwrap_or_default(),
+            sample_timeout,
+            baseline_run_id: self.baseline_run_id.unwrap_or_default(),
+            ..Default::default()
+        })
+    }
+}
+
+/// Metric names are the keys of the scores: one given twice is refused.
+fn check_metric_names(metrics: &[pb::MetricConfig]) -> anyhow::Result<()> {
+    let mut seen = HashSet::new();
+    for metric in metrics {
+        if !seen.insert(metric.name.as_str()) {
+            bail!("--metric {} is given twice", metric.name);
+        }
+    }
+    Ok(())
 }
 
 /// Run states as command-line values.
@@ -235,19 +283,7 @@ mod tests {
 
     #[test]
     fn run_takes_metrics_and_options() {
-        let EvalCommand::Run {
-            dataset_id,
-            prompt_name,
-            version,
-            label,
-            model,
-            metrics,
-            name,
-            concurrency,
-            sample_timeout,
-            baseline_run_id,
-            watch,
-        } = parse(&[
+        let EvalCommand::Run { template, watch } = parse(&[
             "run",
             "--dataset",
             "ds",
@@ -273,24 +309,78 @@ mod tests {
             "r0",
             "--watch",
         ])
-        .unwrap()
-        else {
+        .unwrap() else {
             panic!("not run")
         };
+        assert!(watch);
+        let run = template.into_run().unwrap();
         assert_eq!(
-            (dataset_id.as_str(), prompt_name.as_str(), model.as_str()),
+            (
+                run.dataset_id.as_str(),
+                run.prompt_name.as_str(),
+                run.model.as_str()
+            ),
             ("ds", "greet", "echo")
         );
-        assert_eq!((version.as_deref(), label), (Some("1.2.0"), None));
-        let names: Vec<_> = metrics.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(
+            (run.prompt_version.as_str(), run.prompt_label.as_str()),
+            ("1.2.0", "")
+        );
+        let names: Vec<_> = run.metrics.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["exact", "f1", "judge"]);
-        assert_eq!(metrics[1].threshold, Some(0.5));
-        assert!(metrics[2].params.is_some());
-        assert_eq!(name.as_deref(), Some("nightly"));
-        assert_eq!(concurrency, Some(4));
-        assert_eq!(sample_timeout, Some(Duration::from_secs(30)));
-        assert_eq!(baseline_run_id.as_deref(), Some("r0"));
-        assert!(watch);
+        assert_eq!(run.metrics[1].threshold, Some(0.5));
+        assert!(run.metrics[2].params.is_some());
+        assert_eq!(run.name, "nightly");
+        assert_eq!(run.concurrency, 4);
+        assert_eq!(
+            run.sample_timeout,
+            Some(prost_types::Duration {
+                seconds: 30,
+                nanos: 0
+            })
+        );
+        assert_eq!(run.baseline_run_id, "r0");
+        assert!(run.id.is_empty());
+    }
+
+    #[test]
+    fn unset_run_options_are_left_to_the_server() {
+        let EvalCommand::Run { template, watch } = parse(&[
+            "run",
+            "--dataset",
+            "ds",
+            "--prompt",
+            "p",
+            "--label",
+            "prod",
+            "--model",
+            "m",
+            "--metric",
+            "a=b",
+        ])
+        .unwrap() else {
+            panic!("not run")
+        };
+        assert!(!watch);
+        let run = template.into_run().unwrap();
+        assert_eq!(run.prompt_label, "prod");
+        assert_eq!((run.name.as_str(), run.concurrency), ("", 0));
+        assert_eq!(run.sample_timeout, None);
+        assert_eq!(run.baseline_run_id, "");
+    }
+
+    #[test]
+    fn a_metric_name_given_twice_is_refused() {
+        let metric = |name: &str| pb::MetricConfig {
+            name: name.into(),
+            scorer: "exact_match".into(),
+            ..Default::default()
+        };
+        assert!(check_metric_names(&[metric("a"), metric("b")]).is_ok());
+        let err = check_metric_names(&[metric("a"), metric("a")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "--metric a is given twice");
     }
 
     #[test]

@@ -27,6 +27,15 @@ pub(crate) fn json_line(out: &mut dyn Write, value: &JsonValue) -> io::Result<()
     writeln!(out)
 }
 
+/// `yes` or `no`.
+pub(crate) fn yes_no(value: bool) -> &'static str {
+    if value {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
 /// A table with no borders and two spaces between columns.
 pub(crate) fn table(header: &[&str]) -> Table {
     let mut table = Table::new();

@@ -1,12 +1,16 @@
 //! `[[providers]]`: model endpoints evaluation runs and model experiments name. The shape
 //! is fixed (scripts and checks rely on it): `name`, `kind` (`"openai"`), `base_url`,
 //! `model`, optional `api_key_env`, `max_concurrency`, `requests_per_minute`; plus
-//! optional prices, `parameters`, `timeout`, `max_retries` and `score`.
+//! optional prices, `parameters`, `timeout`, `max_retries`, `score` and `health_url`.
+//!
+//! `[providers_health]` says how the entries are probed for provider selection.
 
 use std::time::Duration;
 
 use llmops_evaluator::providers::echo::ECHO;
 use llmops_evaluator::providers::openai::OpenAiSettings;
+use llmops_evaluator::providers::selection::AUTO;
+use llmops_evaluator::providers::HealthSettings;
 use serde::{Deserialize, Serialize};
 
 /// One `[[providers]]` entry.
@@ -45,9 +49,71 @@ pub struct ProviderConfig {
     /// Retries of 429, 5xx and failed connections.
     #[serde(default = "default_max_retries")]
     pub max_retries: u32,
-    /// A fixed quality score for provider selection.
+    /// A fixed quality score for provider selection (higher is better); without it the
+    /// provider's recent evaluation pass rate is its score.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score: Option<f64>,
+    /// A URL whose GET answers 2xx while the endpoint serves: health probes use it
+    /// instead of `<base_url>/models`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_url: Option<String>,
+}
+
+/// `[providers_health]`: how the `[[providers]]` entries are probed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvidersHealthConfig {
+    /// Whether providers are probed; without probes every provider counts as healthy.
+    pub enabled: bool,
+    /// Time between probe rounds.
+    #[serde(with = "super::humantime_serde_compat")]
+    pub interval: Duration,
+    /// Failed probes in a row that make a provider unhealthy.
+    pub failure_threshold: u32,
+    /// How long one probe may take before it counts as failed.
+    #[serde(with = "super::humantime_serde_compat")]
+    pub timeout: Duration,
+}
+
+impl Default for ProvidersHealthConfig {
+    fn default() -> Self {
+        let defaults = HealthSettings::default();
+        Self {
+            enabled: defaults.enabled,
+            interval: defaults.interval,
+            failure_threshold: defaults.failure_threshold,
+            timeout: defaults.timeout,
+        }
+    }
+}
+
+impl ProvidersHealthConfig {
+    /// The probe loop's settings.
+    pub fn settings(&self) -> HealthSettings {
+        HealthSettings {
+            enabled: self.enabled,
+            interval: self.interval,
+            failure_threshold: self.failure_threshold,
+            timeout: self.timeout,
+        }
+    }
+
+    /// Range checks; an error names its key.
+    pub(super) fn validate(&self) -> Result<(), (String, String)> {
+        let bad =
+            |field: &str, why: &str| Err((format!("providers_health.{field}"), why.to_owned()));
+        // Probing faster than this would be load on the providers, not health checking.
+        if self.interval < Duration::from_millis(100) {
+            return bad("interval", "must be at least 100ms");
+        }
+        if self.failure_threshold == 0 {
+            return bad("failure_threshold", "must be at least 1");
+        }
+        if self.timeout < Duration::from_millis(10) {
+            return bad("timeout", "must be at least 10ms");
+        }
+        Ok(())
+    }
 }
 
 fn default_timeout() -> Duration {
@@ -70,7 +136,7 @@ impl ProviderConfig {
         if self.name.is_empty() {
             return bad("name", "must not be empty".into());
         }
-        if self.name == ECHO || self.name == "auto" {
+        if self.name == ECHO || self.name == AUTO {
             return bad("name", format!("{:?} is reserved", self.name));
         }
         if self.kind != "openai" {
@@ -108,6 +174,11 @@ impl ProviderConfig {
         if self.score.is_some_and(|s| !s.is_finite()) {
             return bad("score", "must be a finite number".into());
         }
+        if let Some(url) = &self.health_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return bad("health_url", format!("{url:?} is not an http or https URL"));
+            }
+        }
         let api_key = match &self.api_key_env {
             Some(variable) => Some(env(variable).ok_or_else(|| {
                 (
@@ -130,6 +201,7 @@ impl ProviderConfig {
             output_price_per_1k: self.output_price_per_1k,
             timeout: self.timeout,
             max_retries: self.max_retries,
+            health_url: self.health_url.clone(),
             ..OpenAiSettings::new(&self.name, &self.base_url, &self.model)
         })
     }

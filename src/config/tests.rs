@@ -193,3 +193,54 @@ fn bad_providers_are_refused_naming_the_key() {
         assert!(err.contains(key), "{key}: {err}");
     }
 }
+
+#[test]
+fn provider_health_has_defaults_and_its_keys_are_checked() {
+    let defaults = LoadedConfig::load(None, [], vec![]).unwrap().config;
+    assert_eq!(
+        defaults.providers_health.settings(),
+        llmops_evaluator::providers::HealthSettings::default()
+    );
+    let file = toml_file(&format!(
+        "{MOCK_PROVIDER}health_url = \"http://127.0.0.1:8080/v1/models\"\n[providers_health]\ninterval = \"5s\"\nfailure_threshold = 2\n"
+    ));
+    let loaded = LoadedConfig::load(
+        Some(file.path()),
+        env(&[("LLMOPS_PROVIDERS_HEALTH__TIMEOUT", "2s")]),
+        vec![],
+    )
+    .unwrap();
+    let health = loaded.config.providers_health.settings();
+    assert_eq!(
+        (health.interval, health.failure_threshold, health.timeout),
+        (Duration::from_secs(5), 2, Duration::from_secs(2))
+    );
+    assert_eq!(
+        loaded.config.providers[0].health_url.as_deref(),
+        Some("http://127.0.0.1:8080/v1/models")
+    );
+    for (text, key) in [
+        (
+            "[providers_health]\nfailure_threshold = 0\n".to_owned(),
+            "providers_health.failure_threshold",
+        ),
+        (
+            "[providers_health]\ninterval = \"1ms\"\n".to_owned(),
+            "providers_health.interval",
+        ),
+        (
+            "[providers_health]\nintervl = \"1s\"\n".to_owned(),
+            "providers_health",
+        ),
+        (
+            format!("{MOCK_PROVIDER}health_url = \"localhost/health\"\n"),
+            "providers[0].health_url",
+        ),
+    ] {
+        let file = toml_file(&text);
+        let err = LoadedConfig::load(Some(file.path()), [], vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{key}: {err}");
+    }
+}

@@ -1,7 +1,9 @@
 //! `llmops.v1.EvaluationService` on top of the evaluator crate: datasets and runs.
 
+mod gate_messages;
 mod messages;
 mod run_messages;
+mod schedule_messages;
 
 use std::sync::Arc;
 
@@ -10,13 +12,17 @@ use llmops_evaluator::EvaluationError;
 use llmops_registry::FieldViolation;
 use tonic::{Request, Response, Status, Streaming};
 
+use llmops_evaluator::gates::GateService;
 use llmops_evaluator::runs::RunService;
+use llmops_evaluator::schedules::ScheduleService;
 
+use self::gate_messages::{gate_from_pb, gate_to_pb};
 use self::messages::{dataset_to_pb, sample_from_pb, sample_to_pb, spec_from_pb, type_from_pb};
 use self::run_messages::{
     comparison_to_pb, filter_from_pb, output_from_pb, result_to_pb, run_to_pb,
     spec_from_pb as run_spec_from_pb,
 };
+use self::schedule_messages::{new_schedule_from_pb, schedule_to_pb};
 use crate::grpc::status::{invalid_argument, invalid_field};
 use crate::grpc::{response_stream, ResponseStream, ServiceState};
 use crate::pb;
@@ -26,6 +32,8 @@ const DEFAULT_DATASET_PAGE: usize = 50;
 const DEFAULT_SAMPLE_PAGE: usize = 100;
 const DEFAULT_RUN_PAGE: usize = 50;
 const DEFAULT_RESULT_PAGE: usize = 100;
+const DEFAULT_SCHEDULE_PAGE: usize = 100;
+const DEFAULT_GATE_PAGE: usize = 100;
 /// Samples per ExportSamples message.
 const EXPORT_BATCH: usize = 500;
 
@@ -47,6 +55,14 @@ impl EvaluationApi {
 
     fn runs(&self) -> Result<&RunService, Status> {
         self.state.runs()
+    }
+
+    fn schedules(&self) -> Result<&ScheduleService, Status> {
+        self.state.schedules()
+    }
+
+    fn gates(&self) -> Result<&GateService, Status> {
+        self.state.gates()
     }
 }
 
@@ -317,7 +333,7 @@ impl EvaluationServiceRpc for EvaluationApi {
         let Some(run) = request.into_inner().run else {
             return Err(invalid_field("run", "is required"));
         };
-        let spec = run_spec_from_pb(run)?;
+        let spec = run_spec_from_pb(run, "run")?;
         let run = self
             .runs()?
             .create(spec)
@@ -483,5 +499,169 @@ impl EvaluationServiceRpc for EvaluationApi {
             .await
             .map_err(|e| evaluation_status(e, ""))?;
         Ok(Response::new(comparison_to_pb(comparison)))
+    }
+
+    async fn schedule_run(
+        &self,
+        request: Request<pb::ScheduleRunRequest>,
+    ) -> Result<Response<pb::ScheduleRunResponse>, Status> {
+        let new = new_schedule_from_pb(request.into_inner())?;
+        let schedule = self
+            .schedules()?
+            .create(new)
+            .await
+            .map_err(|e| evaluation_status(e, ""))?;
+        Ok(Response::new(pb::ScheduleRunResponse {
+            schedule: Some(schedule_to_pb(schedule)),
+        }))
+    }
+
+    async fn get_schedule(
+        &self,
+        request: Request<pb::GetScheduleRequest>,
+    ) -> Result<Response<pb::GetScheduleResponse>, Status> {
+        let id = request.into_inner().schedule_id;
+        required("schedule_id", &id)?;
+        let schedule = self
+            .schedules()?
+            .get(&id)
+            .await
+            .map_err(|e| evaluation_status(e, ""))?;
+        Ok(Response::new(pb::GetScheduleResponse {
+            schedule: Some(schedule_to_pb(schedule)),
+        }))
+    }
+
+    async fn list_schedules(
+        &self,
+        request: Request<pb::ListSchedulesRequest>,
+    ) -> Result<Response<pb::ListSchedulesResponse>, Status> {
+        let request = request.into_inner();
+        let (schedules, next_page_token) = self
+            .schedules()?
+            .list(
+                page_size(request.page_size, DEFAULT_SCHEDULE_PAGE)?,
+                &request.page_token,
+            )
+            .await
+            .map_err(|e| evaluation_status(e, ""))?;
+        Ok(Response::new(pb::ListSchedulesResponse {
+            schedules: schedules.into_iter().map(schedule_to_pb).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn pause_schedule(
+        &self,
+        request: Request<pb::PauseScheduleRequest>,
+    ) -> Result<Response<pb::PauseScheduleResponse>, Status> {
+        let id = request.into_inner().schedule_id;
+        required("schedule_id", &id)?;
+        let schedule = self
+            .schedules()?
+            .pause(&id)
+            .await
+            .map_err(|e| evaluation_status(e, ""))?;
+        Ok(Response::new(pb::PauseScheduleResponse {
+            schedule: Some(schedule_to_pb(schedule)),
+        }))
+    }
+
+    async fn resume_schedule(
+        &self,
+        request: Request<pb::ResumeScheduleRequest>,
+    ) -> Result<Response<pb::ResumeScheduleResponse>, Status> {
+        let id = request.into_inner().schedule_id;
+        required("schedule_id", &id)?;
+        let schedule = self
+            .schedules()?
+            .resume(&id)
+            .await
+            .map_err(|e| evaluation_status(e, ""))?;
+        Ok(Response::new(pb::ResumeScheduleResponse {
+            schedule: Some(schedule_to_pb(schedule)),
+        }))
+    }
+
+    async fn delete_schedule(
+        &self,
+        request: Request<pb::DeleteScheduleRequest>,
+    ) -> Result<Response<pb::DeleteScheduleResponse>, Status> {
+        let id = request.into_inner().schedule_id;
+        required("schedule_id", &id)?;
+        self.schedules()?
+            .delete(&id)
+            .await
+            .map_err(|e| evaluation_status(e, ""))?;
+        Ok(Response::new(pb::DeleteScheduleResponse {}))
+    }
+
+    async fn set_release_gate(
+        &self,
+        request: Request<pb::SetReleaseGateRequest>,
+    ) -> Result<Response<pb::SetReleaseGateResponse>, Status> {
+        let Some(gate) = request.into_inner().gate else {
+            return Err(invalid_field("gate", "is required"));
+        };
+        let gate = self
+            .gates()?
+            .set(gate_from_pb(gate))
+            .await
+            .map_err(|e| evaluation_status(e, "gate"))?;
+        Ok(Response::new(pb::SetReleaseGateResponse {
+            gate: Some(gate_to_pb(gate)),
+        }))
+    }
+
+    async fn get_release_gate(
+        &self,
+        request: Request<pb::GetReleaseGateRequest>,
+    ) -> Result<Response<pb::GetReleaseGateResponse>, Status> {
+        let request = request.into_inner();
+        required("prompt_name", &request.prompt_name)?;
+        required("label", &request.label)?;
+        let gate = self
+            .gates()?
+            .get(&request.prompt_name, &request.label)
+            .await
+            .map_err(|e| evaluation_status(e, ""))?;
+        Ok(Response::new(pb::GetReleaseGateResponse {
+            gate: Some(gate_to_pb(gate)),
+        }))
+    }
+
+    async fn list_release_gates(
+        &self,
+        request: Request<pb::ListReleaseGatesRequest>,
+    ) -> Result<Response<pb::ListReleaseGatesResponse>, Status> {
+        let request = request.into_inner();
+        let prompt = (!request.prompt_name.is_empty()).then_some(request.prompt_name.as_str());
+        let (gates, next_page_token) = self
+            .gates()?
+            .list(
+                prompt,
+                page_size(request.page_size, DEFAULT_GATE_PAGE)?,
+                &request.page_token,
+            )
+            .await
+            .map_err(|e| evaluation_status(e, ""))?;
+        Ok(Response::new(pb::ListReleaseGatesResponse {
+            gates: gates.into_iter().map(gate_to_pb).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn delete_release_gate(
+        &self,
+        request: Request<pb::DeleteReleaseGateRequest>,
+    ) -> Result<Response<pb::DeleteReleaseGateResponse>, Status> {
+        let request = request.into_inner();
+        required("prompt_name", &request.prompt_name)?;
+        required("label", &request.label)?;
+        self.gates()?
+            .delete(&request.prompt_name, &request.label)
+            .await
+            .map_err(|e| evaluation_status(e, ""))?;
+        Ok(Response::new(pb::DeleteReleaseGateResponse {}))
     }
 }

@@ -4,6 +4,7 @@ mod messages;
 
 use std::sync::Arc;
 
+use llmops_evaluator::providers::selection::AUTO;
 use llmops_experiments::{
     ExperimentError, ExperimentService, ExperimentSpec, MetricDefinition, MetricDirection,
     MetricKind, MetricRole, RecordNaming, Variant,
@@ -15,6 +16,7 @@ use self::messages::{
     experiment_to_pb, record_from_pb, results_to_pb, spec_from_pb, status_filter, update_from_pb,
     variant_to_pb,
 };
+use crate::grpc::evaluation::evaluation_status;
 use crate::grpc::prompts::new_prompt_version;
 use crate::grpc::status::{invalid_argument, invalid_field, registry_status};
 use crate::grpc::ServiceState;
@@ -229,9 +231,20 @@ impl ExperimentServiceRpc for ExperimentApi {
             .assign(&request.experiment_id, &request.user_id)
             .await
             .map_err(|e| experiment_status(e, ""))?;
+        let mut variant = assignment.variant;
+        // The client serves the model it is handed, so `auto` becomes the provider that
+        // selection picks now (the hot path pays for this only on `auto` variants).
+        if variant.model == AUTO {
+            variant.model = self
+                .state
+                .runs()?
+                .select_provider(&[])
+                .map_err(|e| evaluation_status(e, ""))?
+                .name;
+        }
         Ok(Response::new(pb::AssignVariantResponse {
             in_experiment: assignment.in_experiment,
-            variant: Some(variant_to_pb(assignment.variant)),
+            variant: Some(variant_to_pb(variant)),
             bucket: assignment.bucket,
         }))
     }

@@ -7,6 +7,7 @@
 
 pub mod datasets;
 mod error;
+pub mod gates;
 pub mod judges;
 pub mod mcnemar;
 mod paging;

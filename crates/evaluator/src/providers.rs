@@ -4,15 +4,22 @@
 //! Ollama, llama.cpp, LiteLLM), with a concurrency cap, a requests-per-minute cap, and
 //! retries of 429 and 5xx answers with exponential backoff that honours `Retry-After`.
 //! [`echo`] answers with the prompt itself, so evaluations run offline for demos and tests.
+//! [`health`] probes the providers and keeps their recent call statistics; [`selection`]
+//! picks the best healthy one (what the model `auto` means).
 
 pub mod echo;
+pub mod health;
 pub mod openai;
+pub mod selection;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+pub use health::{ConfiguredProvider, HealthSettings, ProviderHealth, ProviderStatus, ScoreSource};
 
 /// One chat message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,14 +95,39 @@ pub trait Provider: Send + Sync {
     fn max_concurrency(&self) -> Option<usize> {
         None
     }
+    /// The API it speaks (`openai`, `echo`), as listings show it.
+    fn kind(&self) -> &str {
+        "custom"
+    }
+    /// The model it sends requests to, as listings show it.
+    fn model(&self) -> &str {
+        self.name()
+    }
     /// Sends one completion request.
     async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ProviderError>;
+    /// Asks, as cheaply as it can, whether the provider serves; the error says why not,
+    /// for operators. By default a one-token completion.
+    async fn probe(&self) -> Result<(), String> {
+        let request = CompletionRequest {
+            messages: vec![ChatMessage {
+                role: "user".to_owned(),
+                content: "ping".to_owned(),
+            }],
+            parameters: Map::from_iter([("max_tokens".to_owned(), Value::from(1))]),
+        };
+        self.complete(&request)
+            .await
+            .map(drop)
+            .map_err(|err| err.to_string())
+    }
 }
 
-/// The providers runs may name, in configured order (the built-in `echo` last).
-#[derive(Clone, Default)]
+/// The providers runs may name, in configured order (the built-in `echo` last), each
+/// wrapped so that its calls are counted in their [`ProviderHealth`].
+#[derive(Clone)]
 pub struct ProviderSet {
-    providers: Vec<std::sync::Arc<dyn Provider>>,
+    providers: Vec<Arc<dyn Provider>>,
+    health: Arc<ProviderHealth>,
 }
 
 impl std::fmt::Debug for ProviderSet {
@@ -104,23 +136,59 @@ impl std::fmt::Debug for ProviderSet {
     }
 }
 
+impl Default for ProviderSet {
+    fn default() -> Self {
+        Self::new(Vec::new())
+    }
+}
+
 impl ProviderSet {
-    /// The given providers, then `echo` unless one of them is named so.
-    pub fn new(configured: Vec<std::sync::Arc<dyn Provider>>) -> Self {
-        let mut providers = configured;
-        if !providers.iter().any(|p| p.name() == echo::ECHO) {
-            providers.push(std::sync::Arc::new(echo::EchoProvider));
+    /// The given providers, then `echo` unless one of them is named so; none has a
+    /// configured score and health has the default settings.
+    pub fn new(configured: Vec<Arc<dyn Provider>>) -> Self {
+        Self::with_health(
+            configured
+                .into_iter()
+                .map(|provider| ConfiguredProvider {
+                    provider,
+                    score: None,
+                })
+                .collect(),
+            HealthSettings::default(),
+        )
+    }
+
+    /// The given providers (with their configured scores), then `echo` unless one of
+    /// them is named so, tracked by one [`ProviderHealth`] with `settings`. Its probe
+    /// loop ([`ProviderHealth::run`]) is the caller's to start.
+    pub fn with_health(mut configured: Vec<ConfiguredProvider>, settings: HealthSettings) -> Self {
+        if !configured.iter().any(|c| c.provider.name() == echo::ECHO) {
+            configured.push(ConfiguredProvider {
+                provider: Arc::new(echo::EchoProvider),
+                score: None,
+            });
         }
-        Self { providers }
+        let health = Arc::new(ProviderHealth::new(&configured, settings));
+        let providers = configured
+            .into_iter()
+            .enumerate()
+            .map(|(index, c)| health::monitored(c.provider, health.clone(), index))
+            .collect();
+        Self { providers, health }
     }
 
     /// The provider with this name.
-    pub fn get(&self, name: &str) -> Option<std::sync::Arc<dyn Provider>> {
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Provider>> {
         self.providers.iter().find(|p| p.name() == name).cloned()
     }
 
     /// Every name, in order.
     pub fn names(&self) -> Vec<&str> {
         self.providers.iter().map(|p| p.name()).collect()
+    }
+
+    /// The providers' health and call statistics.
+    pub fn health(&self) -> &Arc<ProviderHealth> {
+        &self.health
     }
 }

@@ -1,6 +1,12 @@
-//! Continuous evaluation schedules. So far: the schedule expression and when it next
-//! fires (the scheduler, its storage and the RPCs come next; see issue 6).
+//! Continuous evaluation: schedules that start runs by themselves, on a cron expression
+//! or interval and whenever their prompt changes.
 
 mod expression;
+mod model;
+mod service;
+mod store;
 
 pub use expression::{ScheduleExpression, MAX_EVERY, MIN_EVERY};
+pub use model::{PendingRun, Schedule, Trigger};
+pub use service::{NewSchedule, ScheduleService, ScheduleSettings, MAX_SCHEDULES};
+pub use store::ScheduleStore;

@@ -1,6 +1,6 @@
 //! The OpenAI-compatible provider against a real HTTP server on loopback that answers
 //! as a scripted model endpoint: successes, 429s with Retry-After, 500s, refusals,
-//! malformed bodies, slow answers; plus the concurrency and rate caps.
+//! malformed bodies, slow answers; plus the concurrency and rate caps, and health probes.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 use llmops_evaluator::providers::echo::EchoProvider;
 use llmops_evaluator::providers::openai::{OpenAiProvider, OpenAiSettings};
@@ -65,6 +65,8 @@ async fn serve(mock: Arc<Mock>) -> String {
     let address = listener.local_addr().unwrap();
     let app = Router::new()
         .route("/v1/chat/completions", post(chat))
+        // A health URL for probes; answers as scripted, like the chat route.
+        .route("/v1/models", get(chat))
         .with_state(mock);
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     format!("http://{address}/v1")
@@ -258,4 +260,78 @@ async fn echo_answers_with_the_prompt() {
     let completion = EchoProvider.complete(&ask("say this back")).await.unwrap();
     assert_eq!(completion.text, "say this back");
     assert_eq!((completion.input_tokens, completion.output_tokens), (3, 3));
+}
+
+#[tokio::test]
+async fn a_probe_is_one_get_of_the_model_list_and_a_429_counts_as_up() {
+    let mock = Arc::new(Mock::default());
+    let mut settings = settings(&serve(mock.clone()).await);
+    settings.max_retries = 4;
+    settings.api_key = Some("secret".into());
+    let provider = OpenAiProvider::new(settings).unwrap();
+    provider.probe().await.unwrap();
+    {
+        let requests = mock.requests.lock().unwrap();
+        assert_eq!(
+            requests[0].1,
+            Value::Null,
+            "a GET of /models, which generates nothing"
+        );
+        assert_eq!(requests[0].0["authorization"], "Bearer secret");
+    }
+
+    mock.script
+        .lock()
+        .unwrap()
+        .push_back((503, None, "down for maintenance".to_owned()));
+    assert_eq!(
+        provider.probe().await.unwrap_err(),
+        "HTTP 503: down for maintenance"
+    );
+    assert_eq!(
+        mock.requests.lock().unwrap().len(),
+        2,
+        "a probe is not retried"
+    );
+
+    mock.script
+        .lock()
+        .unwrap()
+        .push_back((429, Some("30"), "slow down".to_owned()));
+    provider.probe().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_probe_with_a_health_url_gets_that_url() {
+    let mock = Arc::new(Mock::default());
+    let url = serve(mock.clone()).await;
+    let mut by_url = settings(&url);
+    by_url.health_url = Some(format!("{url}/models"));
+    let provider = OpenAiProvider::new(by_url).unwrap();
+    provider.probe().await.unwrap();
+    assert_eq!(
+        mock.requests.lock().unwrap()[0].1,
+        Value::Null,
+        "a GET, with no chat body"
+    );
+    mock.script
+        .lock()
+        .unwrap()
+        .push_back((500, None, "boom".to_owned()));
+    assert_eq!(provider.probe().await.unwrap_err(), "HTTP 500: boom");
+
+    // Nothing listens on a port just released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut unreachable = settings(&url);
+    unreachable.health_url = Some(format!("http://127.0.0.1:{port}/v1/models"));
+    let err = OpenAiProvider::new(unreachable)
+        .unwrap()
+        .probe()
+        .await
+        .unwrap_err();
+    assert!(err.starts_with("connection failed: "), "{err}");
 }

@@ -7,8 +7,10 @@
 mod alerts;
 mod datasets;
 mod experiments;
+mod gates;
 mod prompts;
 mod runs;
+mod schedules;
 mod sequencer;
 
 use std::path::Path;

@@ -1,7 +1,5 @@
 //! The calls each `llmops eval` subcommand makes, and what it prints.
 
-use std::collections::HashSet;
-
 use anyhow::{bail, Context as _};
 use serde_json::Value as JsonValue;
 use tonic::transport::Channel;
@@ -23,41 +21,11 @@ const MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
 pub(crate) async fn run(command: EvalCommand, options: &ClientOptions) -> anyhow::Result<()> {
     let as_json = options.json;
     match command {
-        EvalCommand::Run {
-            dataset_id,
-            prompt_name,
-            version,
-            label,
-            model,
-            metrics,
-            name,
-            concurrency,
-            sample_timeout,
-            baseline_run_id,
-            watch,
-        } => {
-            check_metric_names(&metrics)?;
-            let sample_timeout = sample_timeout
-                .map(prost_types::Duration::try_from)
-                .transpose()
-                .context("--sample-timeout is too long")?;
+        EvalCommand::Run { template, watch } => {
+            let run = template.into_run()?;
             let mut client = client(options).await?;
             let created = client
-                .create_run(pb::CreateRunRequest {
-                    run: Some(pb::Run {
-                        name: name.unwrap_or_default(),
-                        dataset_id,
-                        prompt_name,
-                        prompt_version: version.unwrap_or_default(),
-                        prompt_label: label.unwrap_or_default(),
-                        model,
-                        metrics,
-                        concurrency: concurrency.unwrap_or_default(),
-                        sample_timeout,
-                        baseline_run_id: baseline_run_id.unwrap_or_default(),
-                        ..Default::default()
-                    }),
-                })
+                .create_run(pb::CreateRunRequest { run: Some(run) })
                 .await
                 .map_err(status_error)?
                 .into_inner()
@@ -200,18 +168,6 @@ async fn client(options: &ClientOptions) -> anyhow::Result<Client> {
         .max_decoding_message_size(MAX_ANSWER_BYTES))
 }
 
-/// Metric names are the keys of the scores: one given twice is refused before anything
-/// is sent.
-fn check_metric_names(metrics: &[pb::MetricConfig]) -> anyhow::Result<()> {
-    let mut seen = HashSet::new();
-    for metric in metrics {
-        if !seen.insert(metric.name.as_str()) {
-            bail!("--metric {} is given twice", metric.name);
-        }
-    }
-    Ok(())
-}
-
 /// After `run` without `--watch`: the id alone on stdout (for scripts), what was
 /// started on stderr; or the run as JSON.
 fn print_started(as_json: bool, run: &pb::Run) -> anyhow::Result<()> {
@@ -294,20 +250,6 @@ async fn list_results(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_metric_name_given_twice_is_refused() {
-        let metric = |name: &str| pb::MetricConfig {
-            name: name.into(),
-            scorer: "exact_match".into(),
-            ..Default::default()
-        };
-        assert!(check_metric_names(&[metric("a"), metric("b")]).is_ok());
-        let err = check_metric_names(&[metric("a"), metric("a")])
-            .unwrap_err()
-            .to_string();
-        assert_eq!(err, "--metric a is given twice");
-    }
 
     #[test]
     fn only_a_failed_run_is_an_error() {

@@ -258,6 +258,8 @@ pub(crate) fn run_details(out: &mut dyn Write, run: &pb::Run) -> io::Result<()> 
     field("dataset", dataset, true);
     let model = if run.submitted_outputs {
         format!("{} (outputs submitted by the client)", run.model)
+    } else if !run.requested_model.is_empty() && run.requested_model != run.model {
+        format!("{} (selected for {})", run.model, run.requested_model)
     } else {
         run.model.clone()
     };
@@ -493,7 +495,7 @@ fn sorted<V>(map: &HashMap<String, V>) -> Vec<(&String, &V)> {
 
 /// `text` on one line (runs of whitespace, newlines included, become one space), cut to
 /// `width` characters with `…` when longer.
-fn clip(text: &str, width: usize) -> String {
+pub(crate) fn clip(text: &str, width: usize) -> String {
     let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if line.chars().count() <= width {
         return line;

@@ -25,6 +25,7 @@ pub(crate) fn run(r: &pb::Run) -> JsonValue {
         "prompt_version": r.prompt_version,
         "prompt_label": r.prompt_label,
         "model": r.model,
+        "requested_model": r.requested_model,
         "metrics": r.metrics.iter().map(metric).collect::<Vec<_>>(),
         "concurrency": r.concurrency,
         "sample_timeout_ms": r.sample_timeout.as_ref().map(duration_ms),

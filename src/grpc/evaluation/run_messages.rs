@@ -40,11 +40,15 @@ pub(crate) fn status_from_pb(value: i32, field: &str) -> Result<Option<RunStatus
     }
 }
 
-pub(crate) fn spec_from_pb(run: pb::Run) -> Result<RunSpec, Status> {
+/// The run fields of `run`; `field` names it in errors (`run`, `run_template`).
+pub(crate) fn spec_from_pb(run: pb::Run, field: &str) -> Result<RunSpec, Status> {
     let sample_timeout = match &run.sample_timeout {
         None => None,
         Some(duration) => Some(duration_from_pb(duration).ok_or_else(|| {
-            invalid_field("run.sample_timeout", "must be a non-negative duration")
+            invalid_field(
+                &format!("{field}.sample_timeout"),
+                "must be a non-negative duration",
+            )
         })?),
     };
     let metrics = run
@@ -127,6 +131,38 @@ pub(crate) fn results_to_pb(results: RunResults) -> pb::RunResults {
     }
 }
 
+fn metrics_to_pb(metrics: Vec<MetricConfig>) -> Vec<pb::MetricConfig> {
+    metrics
+        .into_iter()
+        .map(|metric| pb::MetricConfig {
+            name: metric.name,
+            scorer: metric.scorer,
+            params: Some(struct_from_json(&metric.params)),
+            threshold: Some(metric.threshold),
+        })
+        .collect()
+}
+
+/// A run template (a schedule's) as a `Run` message with only the input fields set.
+pub(crate) fn spec_to_pb(spec: RunSpec) -> pb::Run {
+    pb::Run {
+        id: spec.id,
+        name: spec.name,
+        description: spec.description,
+        dataset_id: spec.dataset_id,
+        prompt_name: spec.prompt_name,
+        prompt_version: spec.prompt_version,
+        prompt_label: spec.prompt_label,
+        model: spec.model,
+        metrics: metrics_to_pb(spec.metrics),
+        concurrency: spec.concurrency,
+        sample_timeout: spec.sample_timeout.map(duration_to_pb),
+        baseline_run_id: spec.baseline_run_id,
+        submitted_outputs: spec.submitted_outputs,
+        ..pb::Run::default()
+    }
+}
+
 pub(crate) fn run_to_pb(run: Run) -> pb::Run {
     pb::Run {
         id: run.id,
@@ -137,16 +173,7 @@ pub(crate) fn run_to_pb(run: Run) -> pb::Run {
         prompt_version: run.prompt_version,
         prompt_label: run.prompt_label,
         model: run.model,
-        metrics: run
-            .metrics
-            .into_iter()
-            .map(|metric| pb::MetricConfig {
-                name: metric.name,
-                scorer: metric.scorer,
-                params: Some(struct_from_json(&metric.params)),
-                threshold: Some(metric.threshold),
-            })
-            .collect(),
+        metrics: metrics_to_pb(run.metrics),
         concurrency: run.concurrency,
         sample_timeout: Some(duration_to_pb(run.sample_timeout)),
         baseline_run_id: run.baseline_run_id,
@@ -161,6 +188,7 @@ pub(crate) fn run_to_pb(run: Run) -> pb::Run {
         error: run.error,
         submitted_outputs: run.submitted_outputs,
         compared_with_run_id: run.compared_with_run_id,
+        requested_model: run.requested_model,
     }
 }
 

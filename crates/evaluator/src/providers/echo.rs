@@ -20,6 +20,19 @@ impl Provider for EchoProvider {
         ECHO
     }
 
+    fn kind(&self) -> &str {
+        ECHO
+    }
+
+    fn model(&self) -> &str {
+        ECHO
+    }
+
+    /// Echo depends on nothing that can fail.
+    async fn probe(&self) -> Result<(), String> {
+        Ok(())
+    }
+
     async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ProviderError> {
         let started = Instant::now();
         let text = request

@@ -45,6 +45,9 @@ pub struct OpenAiSettings {
     pub max_retries: u32,
     /// The first backoff; it doubles with each retry.
     pub initial_backoff: Duration,
+    /// A URL whose GET answers 2xx while the endpoint serves; probes use
+    /// `<base_url>/models` without it.
+    pub health_url: Option<String>,
 }
 
 impl OpenAiSettings {
@@ -63,6 +66,7 @@ impl OpenAiSettings {
             timeout: Duration::from_secs(60),
             max_retries: 4,
             initial_backoff: Duration::from_millis(500),
+            health_url: None,
         }
     }
 }
@@ -196,6 +200,9 @@ impl OpenAiProvider {
         }
     }
 
+    /// The cheapest chat completion: one token of answer to a one-word prompt. A model
+    /// configured with `max_completion_tokens` (some refuse `max_tokens` beside it) gets
+    /// that key instead.
     fn cost(&self, input_tokens: u64, output_tokens: u64) -> Option<f64> {
         let (input, output) = (
             self.settings.input_price_per_1k,
@@ -218,6 +225,18 @@ impl OpenAiProvider {
         // +-20% jitter, so clients that failed together do not retry together.
         base.mul_f64(0.8 + 0.4 * fastrand::f64())
     }
+}
+
+/// An HTTP client error with its causes: reqwest's own message only names the URL.
+fn error_chain(err: &reqwest::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn excerpt(text: &str) -> String {
@@ -259,6 +278,53 @@ impl Provider for OpenAiProvider {
 
     fn max_concurrency(&self) -> Option<usize> {
         self.settings.max_concurrency
+    }
+
+    fn kind(&self) -> &str {
+        "openai"
+    }
+
+    fn model(&self) -> &str {
+        &self.settings.model
+    }
+
+    /// One attempt, no retries (a probe that retried would hide the failures it is
+    /// there to count), outside the concurrency and rate caps (a probe queued behind a
+    /// busy run would time out and report a working provider as down).
+    /// The default is `GET <base_url>/models`, which every OpenAI-compatible server
+    /// answers without generating anything, so probing costs no tokens: nothing calls
+    /// a paid model on its own.
+    async fn probe(&self) -> Result<(), String> {
+        let url = match &self.settings.health_url {
+            Some(url) => url.clone(),
+            None => format!("{}/models", self.settings.base_url.trim_end_matches('/')),
+        };
+        let call = self.http.get(&url);
+        let call = match &self.settings.api_key {
+            Some(key) => call.bearer_auth(key),
+            None => call,
+        };
+        let response = call.send().await.map_err(|err| {
+            if err.is_timeout() {
+                format!("timed out after {:?}", self.settings.timeout)
+            } else {
+                format!("connection failed: {}", error_chain(&err))
+            }
+        })?;
+        let status = response.status();
+        // Rate limited means up: real calls back off and get through, so a busy
+        // provider is not taken out of selection.
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Ok(());
+        }
+        let text = response
+            .text()
+            .await
+            .map_err(|err| format!("reading the answer failed: {}", error_chain(&err)))?;
+        if !status.is_success() {
+            return Err(format!("HTTP {}: {}", status.as_u16(), excerpt(&text)));
+        }
+        Ok(())
     }
 
     async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ProviderError> {

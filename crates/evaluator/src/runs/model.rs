@@ -61,8 +61,9 @@ pub struct MetricConfig {
     pub threshold: f64,
 }
 
-/// What a client gives to create a run.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// What a client gives to create a run (and what a schedule keeps as its template).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RunSpec {
     /// Generated when empty.
     pub id: String,
@@ -138,6 +139,10 @@ pub struct Run {
     pub prompt_label: String,
     /// The provider's name.
     pub model: String,
+    /// The model as the request named it: `auto` when `model` was selected for it;
+    /// empty for runs stored before it existed.
+    #[serde(default)]
+    pub requested_model: String,
     /// The metrics.
     pub metrics: Vec<MetricConfig>,
     /// Samples in flight at most.

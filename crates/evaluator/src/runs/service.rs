@@ -39,7 +39,8 @@ use super::validate::{check_spec, check_submitted_score, limits};
 use crate::datasets::DatasetService;
 use crate::error::{EvaluationError, EvaluationStoreError, Violation};
 use crate::paging::newest_first;
-use crate::providers::ProviderSet;
+use crate::providers::selection::{self, AUTO, PASS_RATE_RUNS};
+use crate::providers::{ProviderSet, ProviderStatus};
 
 /// Samples read from the dataset per page while a run goes.
 const SAMPLE_PAGE: usize = 500;
@@ -245,21 +246,76 @@ impl RunService {
         if spec.id.is_empty() {
             spec.id = Uuid::now_v7().to_string();
         }
-        let mut violations = check_spec(&spec);
+        let dataset_name = self.check(&spec)?;
+        // `auto` becomes the provider selection picks now; the run keeps both names.
+        let requested_model = spec.model.clone();
+        if spec.model == AUTO && !spec.submitted_outputs {
+            spec.model = self.select_provider(&[])?.name;
+        }
+        let name = if spec.name.is_empty() {
+            format!("{} on {}", spec.prompt_name, dataset_name)
+        } else {
+            spec.name
+        };
+        let run = Run {
+            id: spec.id,
+            name,
+            description: spec.description,
+            dataset_id: spec.dataset_id,
+            prompt_name: spec.prompt_name,
+            prompt_version: spec.prompt_version,
+            prompt_label: spec.prompt_label,
+            model: spec.model,
+            requested_model,
+            metrics: spec.metrics,
+            concurrency: if spec.concurrency == 0 {
+                DEFAULT_CONCURRENCY
+            } else {
+                spec.concurrency
+            },
+            sample_timeout: spec.sample_timeout.unwrap_or(DEFAULT_SAMPLE_TIMEOUT),
+            baseline_run_id: spec.baseline_run_id,
+            submitted_outputs: spec.submitted_outputs,
+            status: RunStatus::Pending,
+            results: None,
+            dataset_version: 0,
+            dataset_hash: String::new(),
+            progress: RunProgress::default(),
+            error: String::new(),
+            compared_with_run_id: String::new(),
+            created_at: Utc::now(),
+            started_at: None,
+            finished_at: None,
+        };
+        let _guard = inner.transitions.lock().await;
+        if inner.runs.contains_key(&run.id) {
+            return Err(EvaluationError::AlreadyExists(format!(
+                "run {:?} already exists",
+                run.id
+            )));
+        }
+        inner.store.insert_run(&run).await?;
+        inner
+            .runs
+            .insert(run.id.clone(), watch::Sender::new(run.clone()));
+        Ok(run)
+    }
+
+    /// Checks a run spec as `create` would, against the dataset, the registry and the
+    /// providers, without storing anything; returns the dataset's name.
+    pub fn check(&self, spec: &RunSpec) -> Result<String, EvaluationError> {
+        let inner = &self.inner;
+        let mut violations = check_spec(spec);
         if !spec.model.is_empty()
             && !spec.submitted_outputs
+            && spec.model != AUTO
             && inner.providers.get(&spec.model).is_none()
         {
             let known = inner.providers.names().join(", ");
-            let hint = if spec.model == "auto" {
-                " (`auto` provider selection is not available for runs yet)"
-            } else {
-                ""
-            };
             violations.push(Violation::new(
                 "model",
                 format!(
-                    "{:?} is not a configured provider{hint}; known: {known}",
+                    "{:?} is not a configured provider; known: {known}, and {AUTO:?} for the best healthy one",
                     spec.model
                 ),
             ));
@@ -296,52 +352,7 @@ impl RunService {
         }
         let dataset = inner.datasets.get(&spec.dataset_id)?;
         inner.resolve_prompt(&spec.prompt_name, &spec.prompt_version, &spec.prompt_label)?;
-        let name = if spec.name.is_empty() {
-            format!("{} on {}", spec.prompt_name, dataset.name)
-        } else {
-            spec.name
-        };
-        let run = Run {
-            id: spec.id,
-            name,
-            description: spec.description,
-            dataset_id: spec.dataset_id,
-            prompt_name: spec.prompt_name,
-            prompt_version: spec.prompt_version,
-            prompt_label: spec.prompt_label,
-            model: spec.model,
-            metrics: spec.metrics,
-            concurrency: if spec.concurrency == 0 {
-                DEFAULT_CONCURRENCY
-            } else {
-                spec.concurrency
-            },
-            sample_timeout: spec.sample_timeout.unwrap_or(DEFAULT_SAMPLE_TIMEOUT),
-            baseline_run_id: spec.baseline_run_id,
-            submitted_outputs: spec.submitted_outputs,
-            status: RunStatus::Pending,
-            results: None,
-            dataset_version: 0,
-            dataset_hash: String::new(),
-            progress: RunProgress::default(),
-            error: String::new(),
-            compared_with_run_id: String::new(),
-            created_at: Utc::now(),
-            started_at: None,
-            finished_at: None,
-        };
-        let _guard = inner.transitions.lock().await;
-        if inner.runs.contains_key(&run.id) {
-            return Err(EvaluationError::AlreadyExists(format!(
-                "run {:?} already exists",
-                run.id
-            )));
-        }
-        inner.store.insert_run(&run).await?;
-        inner
-            .runs
-            .insert(run.id.clone(), watch::Sender::new(run.clone()));
-        Ok(run)
+        Ok(dataset.name)
     }
 
     /// Starts a PENDING run in the background and returns it RUNNING.
@@ -369,6 +380,90 @@ impl RunService {
         let started = inner.begin(run).await?;
         inner.spawn_executor(started.clone());
         Ok(started)
+    }
+
+    /// Ends a PENDING run as FAILED with `reason`: for a run its creator could not start
+    /// (a schedule's run whose dataset became empty), so it does not sit pending forever.
+    pub async fn abandon(&self, id: &str, reason: String) -> Result<Run, EvaluationError> {
+        let inner = &self.inner;
+        let _guard = inner.transitions.lock().await;
+        let run = inner.get(id)?;
+        if run.status != RunStatus::Pending {
+            return Err(EvaluationError::FailedPrecondition(format!(
+                "run {id} is {}; only a pending run can be abandoned",
+                run.status.as_str()
+            )));
+        }
+        inner.end(run, RunStatus::Failed, reason, &[]).await
+    }
+
+    /// The most recently created run that `matches`.
+    pub fn find_latest(&self, matches: impl Fn(&Run) -> bool) -> Option<Run> {
+        self.inner
+            .runs
+            .iter()
+            .map(|entry| entry.borrow().clone())
+            .filter(|run| matches(run))
+            .max_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)))
+    }
+
+    /// The mean pass rate of the `last` most recently finished completed runs of `model`
+    /// that scored at least one sample; None without any.
+    pub fn recent_pass_rate(&self, model: &str, last: usize) -> Option<f64> {
+        let mut recent: Vec<(DateTime<Utc>, f64)> = self
+            .inner
+            .runs
+            .iter()
+            .filter_map(|entry| {
+                let run = entry.borrow();
+                let results = run.results.as_ref()?;
+                (run.status == RunStatus::Completed && run.model == model && results.total > 0)
+                    .then(|| (run.finished_at.unwrap_or(run.created_at), results.pass_rate))
+            })
+            .collect();
+        recent.sort_by_key(|(finished, _)| std::cmp::Reverse(*finished));
+        recent.truncate(last);
+        (!recent.is_empty())
+            .then(|| recent.iter().map(|(_, rate)| rate).sum::<f64>() / recent.len() as f64)
+    }
+
+    /// The providers runs may name.
+    pub fn providers(&self) -> &ProviderSet {
+        &self.inner.providers
+    }
+
+    /// Every provider's health and score (a configured score, else its recent pass rate).
+    pub fn provider_statuses(&self) -> Vec<ProviderStatus> {
+        self.inner
+            .providers
+            .health()
+            .statuses(|model| self.recent_pass_rate(model, PASS_RATE_RUNS))
+    }
+
+    /// The provider `candidates` should use (see [`selection::select`]).
+    pub fn select_provider(
+        &self,
+        candidates: &[String],
+    ) -> Result<ProviderStatus, EvaluationError> {
+        selection::select(&self.provider_statuses(), candidates).cloned()
+    }
+
+    /// The most recently created completed run of this dataset, prompt and model, of
+    /// `prompt_version` when given.
+    pub fn latest_completed(
+        &self,
+        dataset_id: &str,
+        prompt_name: &str,
+        model: &str,
+        prompt_version: Option<&str>,
+    ) -> Option<Run> {
+        self.find_latest(|run| {
+            run.status == RunStatus::Completed
+                && run.dataset_id == dataset_id
+                && run.prompt_name == prompt_name
+                && run.model == model
+                && prompt_version.is_none_or(|v| run.prompt_version == v)
+        })
     }
 
     /// One run.

@@ -1,0 +1,653 @@
+//! The scheduler: schedules start evaluation runs when they fall due and when their
+//! prompt changes, exactly once each time.
+//!
+//! Schedules live in memory behind one lock and in storage; every change is stored
+//! before it is visible. Starting a run is two-phase: the schedule first stores the run
+//! it decided on (`pending`, with the run's id) together with its advanced due time or
+//! watched version, then creates and starts the run, then clears `pending`. A crash
+//! after the first step finishes the pending run at the next start (creating a run
+//! whose id exists, or starting one that runs, counts as done), so a due time is
+//! neither lost nor repeated. A schedule due while the server was down fires once at
+//! start-up, and its next due time is computed from then, not from every missed tick.
+//!
+//! Prompt-change triggers follow the registry's change feed, which starts with a
+//! snapshot: comparing each schedule's watched version with the registry's after the
+//! snapshot also catches changes made while the server was down.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex as SyncMutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use llmops_registry::{PromptEventKind, Registry, VersionSelector, WatchItem};
+use tokio::sync::{Mutex, Notify};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::expression::ScheduleExpression;
+use super::model::{PendingRun, Schedule, Trigger};
+use super::store::ScheduleStore;
+use crate::error::{EvaluationError, Violation};
+use crate::paging::newest_first;
+use crate::runs::{RunService, RunSpec};
+
+/// The most schedules one server keeps.
+pub const MAX_SCHEDULES: usize = 1000;
+/// The longest schedule id.
+const ID_BYTES: usize = 128;
+/// Schedules per list page by default, and at most.
+const DEFAULT_PAGE_SIZE: usize = 100;
+const MAX_PAGE_SIZE: usize = 1000;
+/// The longest the tick loop sleeps before looking again (so a wall-clock jump delays a
+/// due run by at most this much).
+const MAX_SLEEP: Duration = Duration::from_secs(30);
+/// The pause before retrying after storage failed.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Settings that come from configuration (`[evaluation]`).
+#[derive(Debug, Clone, Copy)]
+pub struct ScheduleSettings {
+    /// Whether schedules with an empty expression run every `interval`.
+    pub auto_evaluation: bool,
+    /// The interval of schedules with an empty expression.
+    pub interval: Duration,
+}
+
+/// What a client gives to create a schedule.
+#[derive(Debug, Clone, Default)]
+pub struct NewSchedule {
+    /// Generated when empty.
+    pub id: String,
+    /// The run each trigger starts (its id must be empty).
+    pub template: RunSpec,
+    /// The schedule expression.
+    pub schedule: String,
+    /// Start a run when the prompt's active version (or `watch_label`) changes.
+    pub on_prompt_change: bool,
+    /// The label to watch instead of the active version.
+    pub watch_label: String,
+}
+
+struct Inner {
+    store: Arc<dyn ScheduleStore>,
+    runs: Arc<RunService>,
+    registry: Arc<Registry>,
+    settings: ScheduleSettings,
+    /// Held across storage writes and run starts: schedules change one at a time.
+    schedules: Mutex<BTreeMap<String, Schedule>>,
+    /// Wakes the tick loop when due times change.
+    wake: Notify,
+    shutdown: CancellationToken,
+}
+
+/// The schedule service and its background loops.
+pub struct ScheduleService {
+    inner: Arc<Inner>,
+    tasks: SyncMutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for ScheduleService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScheduleService").finish_non_exhaustive()
+    }
+}
+
+/// Whether a registry event may have moved a prompt's active version or a label.
+fn is_pointer_change(kind: PromptEventKind) -> bool {
+    matches!(
+        kind,
+        // A prompt's first version becomes its active version.
+        PromptEventKind::VersionCreated
+            | PromptEventKind::VersionActivated
+            | PromptEventKind::LabelMoved
+    )
+}
+
+fn not_found(id: &str) -> EvaluationError {
+    EvaluationError::NotFound(format!("schedule {id:?} not found"))
+}
+
+impl ScheduleService {
+    /// Loads every schedule, finishes runs a crash left half-started, and starts the
+    /// tick loop and the prompt-change watcher.
+    pub async fn open(
+        store: Arc<dyn ScheduleStore>,
+        runs: Arc<RunService>,
+        registry: Arc<Registry>,
+        settings: ScheduleSettings,
+    ) -> Result<Self, EvaluationError> {
+        let inner = Arc::new(Inner {
+            store,
+            runs,
+            registry,
+            settings,
+            schedules: Mutex::new(BTreeMap::new()),
+            wake: Notify::new(),
+            shutdown: CancellationToken::new(),
+        });
+        {
+            let mut schedules = inner.schedules.lock().await;
+            let now = Utc::now();
+            for mut schedule in inner.store.load_schedules().await? {
+                if let Some(pending) = schedule.pending.clone() {
+                    tracing::info!(schedule_id = %schedule.id, run_id = %pending.spec.id, "finishing a run a restart interrupted");
+                    inner.launch(&mut schedule, pending).await?;
+                }
+                // The configured interval may have changed since the due time was stored.
+                if !schedule.paused
+                    && schedule.schedule.trim().is_empty()
+                    && inner.next_due(&schedule, now).is_none() != schedule.next_run_at.is_none()
+                {
+                    schedule.next_run_at = inner.next_due(&schedule, now);
+                    inner.store.update_schedule(&schedule).await?;
+                }
+                schedules.insert(schedule.id.clone(), schedule);
+            }
+        }
+        let ticks = tokio::spawn(inner.clone().tick_loop());
+        let watcher = tokio::spawn(inner.clone().watch_prompts());
+        Ok(Self {
+            inner,
+            tasks: SyncMutex::new(vec![ticks, watcher]),
+        })
+    }
+
+    /// Stops the loops and waits for them; a run being started finishes starting.
+    pub async fn close(&self) {
+        self.inner.shutdown.cancel();
+        let tasks: Vec<JoinHandle<()>> =
+            std::mem::take(&mut *self.tasks.lock().expect("tasks lock"));
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+
+    /// Creates a schedule after checking its template as `CreateRun` would.
+    pub async fn create(&self, new: NewSchedule) -> Result<Schedule, EvaluationError> {
+        let inner = &self.inner;
+        let mut new = new;
+        if new.id.is_empty() {
+            new.id = Uuid::now_v7().to_string();
+        }
+        let expression = inner.check(&mut new)?;
+        let now = Utc::now();
+        let mut schedule = Schedule {
+            id: new.id,
+            template: new.template,
+            schedule: new.schedule.trim().to_owned(),
+            on_prompt_change: new.on_prompt_change,
+            watch_label: new.watch_label,
+            paused: false,
+            next_run_at: None,
+            last_run_id: String::new(),
+            skipped_ticks: 0,
+            runs_started: 0,
+            last_error: String::new(),
+            watched_version: String::new(),
+            pending: None,
+            created_at: now,
+            updated_at: now,
+        };
+        schedule.next_run_at = expression.next_after(now, inner.default_interval());
+        schedule.watched_version = inner.watched_version(&schedule).unwrap_or_default();
+        let mut schedules = inner.schedules.lock().await;
+        if schedules.contains_key(&schedule.id) {
+            return Err(EvaluationError::AlreadyExists(format!(
+                "schedule {:?} already exists",
+                schedule.id
+            )));
+        }
+        if schedules.len() >= MAX_SCHEDULES {
+            return Err(EvaluationError::FailedPrecondition(format!(
+                "this server already has {MAX_SCHEDULES} schedules; delete one first"
+            )));
+        }
+        inner.store.insert_schedule(&schedule).await?;
+        schedules.insert(schedule.id.clone(), schedule.clone());
+        inner.wake.notify_one();
+        tracing::info!(schedule_id = %schedule.id, schedule = %schedule.schedule, next_run_at = ?schedule.next_run_at, "schedule created");
+        Ok(schedule)
+    }
+
+    /// One schedule.
+    pub async fn get(&self, id: &str) -> Result<Schedule, EvaluationError> {
+        self.inner
+            .schedules
+            .lock()
+            .await
+            .get(id)
+            .cloned()
+            .ok_or_else(|| not_found(id))
+    }
+
+    /// Schedules newest first.
+    pub async fn list(
+        &self,
+        page_size: usize,
+        page_token: &str,
+    ) -> Result<(Vec<Schedule>, String), EvaluationError> {
+        let schedules: Vec<Schedule> = self
+            .inner
+            .schedules
+            .lock()
+            .await
+            .values()
+            .cloned()
+            .collect();
+        let page_size = if page_size == 0 {
+            DEFAULT_PAGE_SIZE
+        } else {
+            page_size
+        };
+        newest_first(
+            schedules,
+            |s| (s.created_at.timestamp_micros(), s.id.clone()),
+            page_size,
+            page_token,
+            MAX_PAGE_SIZE,
+        )
+    }
+
+    /// Pauses a schedule: it starts nothing until resumed. Pausing a paused schedule
+    /// changes nothing.
+    pub async fn pause(&self, id: &str) -> Result<Schedule, EvaluationError> {
+        self.inner
+            .change(id, |schedule, _| {
+                schedule.paused = true;
+                schedule.next_run_at = None;
+            })
+            .await
+    }
+
+    /// Resumes a schedule. Ticks that fell due while it was paused are not made up, and
+    /// prompt changes made meanwhile do not start a run: it carries on from now.
+    pub async fn resume(&self, id: &str) -> Result<Schedule, EvaluationError> {
+        self.inner
+            .change(id, |schedule, inner| {
+                if !schedule.paused {
+                    return;
+                }
+                schedule.paused = false;
+                schedule.next_run_at = inner.next_due(schedule, Utc::now());
+                if let Some(version) = inner.watched_version(schedule) {
+                    schedule.watched_version = version;
+                }
+            })
+            .await
+    }
+
+    /// Deletes a schedule; the runs it started stay.
+    pub async fn delete(&self, id: &str) -> Result<(), EvaluationError> {
+        let inner = &self.inner;
+        let mut schedules = inner.schedules.lock().await;
+        if !schedules.contains_key(id) {
+            return Err(not_found(id));
+        }
+        inner.store.delete_schedule(id).await?;
+        schedules.remove(id);
+        inner.wake.notify_one();
+        tracing::info!(schedule_id = %id, "schedule deleted");
+        Ok(())
+    }
+}
+
+impl Inner {
+    fn default_interval(&self) -> Option<Duration> {
+        self.settings
+            .auto_evaluation
+            .then_some(self.settings.interval)
+    }
+
+    /// When `schedule` is next due by time after `after` (None: never by time).
+    fn next_due(&self, schedule: &Schedule, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        // Stored expressions were checked when the schedule was created.
+        ScheduleExpression::parse(&schedule.schedule)
+            .ok()?
+            .next_after(after, self.default_interval())
+    }
+
+    /// The version the prompt trigger watches now (None when the label is not set).
+    fn watched_version(&self, schedule: &Schedule) -> Option<String> {
+        let selector = if schedule.watch_label.is_empty() {
+            VersionSelector::Active
+        } else {
+            VersionSelector::Label(schedule.watch_label.clone())
+        };
+        self.registry
+            .get_version(&schedule.template.prompt_name, &selector)
+            .ok()
+            .map(|view| view.version.version.to_string())
+    }
+
+    /// Checks a new schedule, filling in what the template leaves to the schedule, and
+    /// returns its parsed expression.
+    fn check(&self, new: &mut NewSchedule) -> Result<ScheduleExpression, EvaluationError> {
+        let mut violations = Vec::new();
+        if new.id.len() > ID_BYTES || new.id.chars().any(char::is_control) {
+            violations.push(Violation::new(
+                "id",
+                format!("at most {ID_BYTES} bytes, without control characters"),
+            ));
+        }
+        let expression = match ScheduleExpression::parse(&new.schedule) {
+            Ok(expression) => Some(expression),
+            Err(reason) => {
+                violations.push(Violation::new("schedule", reason));
+                None
+            }
+        };
+        let template = &mut new.template;
+        if !template.id.is_empty() {
+            violations.push(Violation::new(
+                "run_template.id",
+                "each run gets a new id; leave it empty",
+            ));
+        }
+        if template.submitted_outputs {
+            violations.push(Violation::new(
+                "run_template.submitted_outputs",
+                "a schedule runs its model on the server; submitted outputs cannot be scheduled",
+            ));
+        }
+        if !new.watch_label.is_empty() {
+            if !new.on_prompt_change {
+                violations.push(Violation::new(
+                    "watch_label",
+                    "only applies with on_prompt_change = true",
+                ));
+            }
+            if let Err(violation) = llmops_registry::validate_label("watch_label", &new.watch_label)
+            {
+                violations.push(Violation::new(violation.field, violation.description));
+            }
+        }
+        if new.on_prompt_change && !template.prompt_version.is_empty() {
+            violations.push(Violation::new(
+                "run_template.prompt_version",
+                "a schedule with on_prompt_change evaluates each new version; leave the version empty",
+            ));
+        }
+        if let Some(expression) = &expression {
+            if !new.on_prompt_change
+                && expression
+                    .next_after(Utc::now(), self.default_interval())
+                    .is_none()
+            {
+                violations.push(Violation::new(
+                    "schedule",
+                    "would never fire: it is empty, automatic evaluation is off on this server ([evaluation] auto_evaluation = false), and on_prompt_change is false",
+                ));
+            }
+        }
+        // The template is checked only once the schedule's own fields are right: its
+        // checks look up the dataset and the prompt (the watched label may not be set
+        // yet, so it is not looked up).
+        if violations.is_empty() {
+            if let Err(err) = self.runs.check(template) {
+                return Err(match err {
+                    EvaluationError::InvalidArgument(inner) => EvaluationError::InvalidArgument(
+                        inner
+                            .into_iter()
+                            .map(|v| {
+                                Violation::new(format!("run_template.{}", v.field), v.description)
+                            })
+                            .collect(),
+                    ),
+                    other => other,
+                });
+            }
+        }
+        // A schedule watching a label evaluates that label on its timed runs too, unless
+        // the template chose a version or label itself.
+        if !new.watch_label.is_empty()
+            && template.prompt_version.is_empty()
+            && template.prompt_label.is_empty()
+        {
+            template.prompt_label = new.watch_label.clone();
+        }
+        match expression {
+            Some(expression) if violations.is_empty() => Ok(expression),
+            _ => Err(EvaluationError::InvalidArgument(violations)),
+        }
+    }
+
+    /// Applies `edit` to a schedule and stores it.
+    async fn change(
+        &self,
+        id: &str,
+        edit: impl FnOnce(&mut Schedule, &Inner),
+    ) -> Result<Schedule, EvaluationError> {
+        let mut schedules = self.schedules.lock().await;
+        let current = schedules.get(id).ok_or_else(|| not_found(id))?;
+        let mut schedule = current.clone();
+        edit(&mut schedule, self);
+        if schedule == *current {
+            return Ok(schedule);
+        }
+        schedule.updated_at = Utc::now();
+        self.store.update_schedule(&schedule).await?;
+        schedules.insert(id.to_owned(), schedule.clone());
+        self.wake.notify_one();
+        Ok(schedule)
+    }
+
+    /// Fires every schedule that is due, until shutdown.
+    async fn tick_loop(self: Arc<Self>) {
+        loop {
+            let next = {
+                let schedules = self.schedules.lock().await;
+                schedules
+                    .values()
+                    .filter(|s| !s.paused)
+                    .filter_map(|s| s.next_run_at)
+                    .min()
+            };
+            let wait = next
+                .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+                .unwrap_or(MAX_SLEEP)
+                .min(MAX_SLEEP);
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = self.wake.notified() => continue,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            if let Err(err) = self.fire_due().await {
+                tracing::warn!(error = %err, "starting scheduled runs failed; will retry");
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(RETRY_AFTER) => {}
+                }
+            }
+        }
+    }
+
+    /// Fires each schedule whose due time has come, once.
+    async fn fire_due(&self) -> Result<(), EvaluationError> {
+        let mut schedules = self.schedules.lock().await;
+        let now = Utc::now();
+        let due: Vec<(String, DateTime<Utc>)> = schedules
+            .values()
+            .filter(|s| !s.paused)
+            .filter_map(|s| Some((s.id.clone(), s.next_run_at.filter(|at| *at <= now)?)))
+            .collect();
+        for (id, due) in due {
+            if self.shutdown.is_cancelled() {
+                break;
+            }
+            let schedule = schedules.get_mut(&id).expect("a due schedule exists");
+            self.fire(schedule, Trigger::Tick { due }).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts a run of `schedule` for `trigger`, or counts a skipped tick when its last
+    /// run is still going. Called under the schedules lock.
+    async fn fire(&self, schedule: &mut Schedule, trigger: Trigger) -> Result<(), EvaluationError> {
+        let now = Utc::now();
+        let mut next = schedule.clone();
+        next.updated_at = now;
+        if let Trigger::Tick { due } = &trigger {
+            next.next_run_at = self.next_due(schedule, now.max(*due));
+            let previous = self.runs.get(&schedule.last_run_id).ok();
+            if let Some(previous) = previous.filter(|run| !run.status.is_terminal()) {
+                next.skipped_ticks += 1;
+                self.store.update_schedule(&next).await?;
+                *schedule = next;
+                tracing::info!(schedule_id = %schedule.id, run_id = %previous.id, skipped_ticks = schedule.skipped_ticks, "skipped a tick: the previous run is still going");
+                return Ok(());
+            }
+        }
+        let mut spec = schedule.template.clone();
+        spec.id = Uuid::now_v7().to_string();
+        if spec.description.is_empty() {
+            spec.description = format!("{} (schedule {})", trigger.describe(), schedule.id);
+        }
+        if let Trigger::PromptChange { from, to } = &trigger {
+            next.watched_version = to.clone();
+            // The new version's run is checked against the previous version's latest run.
+            spec.prompt_version = to.clone();
+            spec.prompt_label.clear();
+            if spec.baseline_run_id.is_empty() && !from.is_empty() {
+                if let Some(baseline) = self.runs.latest_completed(
+                    &spec.dataset_id,
+                    &spec.prompt_name,
+                    &spec.model,
+                    Some(from),
+                ) {
+                    spec.baseline_run_id = baseline.id;
+                }
+            }
+        }
+        let pending = PendingRun { spec, trigger };
+        next.pending = Some(pending.clone());
+        self.store.update_schedule(&next).await?;
+        *schedule = next;
+        self.launch(schedule, pending).await
+    }
+
+    /// Creates and starts a pending run, then records the outcome. Idempotent: a run
+    /// that already exists or already started (before a crash) counts as launched.
+    async fn launch(
+        &self,
+        schedule: &mut Schedule,
+        pending: PendingRun,
+    ) -> Result<(), EvaluationError> {
+        let id = pending.spec.id.clone();
+        let outcome = self.create_and_start(pending.spec).await;
+        let mut next = schedule.clone();
+        next.pending = None;
+        next.updated_at = Utc::now();
+        match outcome {
+            Ok(()) => {
+                tracing::info!(schedule_id = %schedule.id, run_id = %id, trigger = %pending.trigger.describe(), "scheduled run started");
+                next.last_run_id = id;
+                next.runs_started += 1;
+                next.last_error.clear();
+            }
+            Err(err) => {
+                tracing::warn!(schedule_id = %schedule.id, run_id = %id, trigger = %pending.trigger.describe(), error = %err, "a scheduled run could not start");
+                if self.runs.get(&id).is_ok() {
+                    next.last_run_id = id;
+                }
+                next.last_error = format!("{}: {err}", pending.trigger.describe());
+            }
+        }
+        self.store.update_schedule(&next).await?;
+        *schedule = next;
+        Ok(())
+    }
+
+    async fn create_and_start(&self, spec: RunSpec) -> Result<(), EvaluationError> {
+        let id = spec.id.clone();
+        match self.runs.create(spec).await {
+            Ok(_) | Err(EvaluationError::AlreadyExists(_)) => {}
+            Err(err) => return Err(err),
+        }
+        let Err(err) = self.runs.start(&id).await else {
+            return Ok(());
+        };
+        match self.runs.get(&id) {
+            // Started before a crash: it resumed on its own.
+            Ok(run) if run.status != crate::runs::RunStatus::Pending => Ok(()),
+            _ => {
+                // Leave no pending run behind for overlap checks to wait on.
+                if let Err(abandon) = self
+                    .runs
+                    .abandon(&id, format!("the schedule could not start it: {err}"))
+                    .await
+                {
+                    tracing::warn!(run_id = %id, error = %abandon, "marking an unstartable run failed");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Follows the registry and starts runs of schedules whose watched version changed.
+    async fn watch_prompts(self: Arc<Self>) {
+        loop {
+            let mut subscription = match self.registry.watch(None, None).await {
+                Ok(subscription) => subscription,
+                Err(err) => {
+                    tracing::warn!(error = %err, "watching the registry failed; will retry");
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(RETRY_AFTER) => continue,
+                    }
+                }
+            };
+            loop {
+                let item = tokio::select! {
+                    _ = self.shutdown.cancelled() => return,
+                    item = subscription.next() => item,
+                };
+                let prompt = match item {
+                    Ok(Some(WatchItem::Snapshot { .. })) => continue,
+                    // After the snapshot, every schedule is compared with the registry:
+                    // this catches what changed while the server was down.
+                    Ok(Some(WatchItem::SnapshotEnd { .. })) => None,
+                    Ok(Some(WatchItem::Event(event))) if is_pointer_change(event.kind) => {
+                        Some(event.prompt_name.clone())
+                    }
+                    Ok(Some(WatchItem::Event(_))) => continue,
+                    Ok(None) => return,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "the registry feed failed; resubscribing");
+                        break;
+                    }
+                };
+                if let Err(err) = self.check_prompt_changes(prompt.as_deref()).await {
+                    tracing::warn!(error = %err, "starting runs for a prompt change failed");
+                }
+            }
+        }
+    }
+
+    /// Fires the prompt trigger of each schedule (of `prompt`, or all) whose watched
+    /// version is no longer the registry's.
+    async fn check_prompt_changes(&self, prompt: Option<&str>) -> Result<(), EvaluationError> {
+        let mut schedules = self.schedules.lock().await;
+        let ids: Vec<String> = schedules
+            .values()
+            .filter(|s| s.on_prompt_change && !s.paused)
+            .filter(|s| prompt.is_none_or(|name| name == s.template.prompt_name))
+            .map(|s| s.id.clone())
+            .collect();
+        for id in ids {
+            let schedule = schedules.get_mut(&id).expect("listed schedule exists");
+            let Some(current) = self.watched_version(schedule) else {
+                continue;
+            };
+            if current == schedule.watched_version {
+                continue;
+            }
+            let trigger = Trigger::PromptChange {
+                from: schedule.watched_version.clone(),
+                to: current,
+            };
+            self.fire(schedule, trigger).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,33 @@
+//! The registry's release guard, answered by evaluation's release gates. It lives here,
+//! where both crates are wired, so the registry never depends on the evaluator.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use llmops_evaluator::gates::GateService;
+use llmops_registry::ReleaseGuard;
+
+/// Asks the gate of a prompt's pointer whether a version passed its evaluation.
+pub struct EvaluationGuard {
+    gates: Arc<GateService>,
+}
+
+impl EvaluationGuard {
+    /// A guard over `gates`.
+    pub fn new(gates: Arc<GateService>) -> Self {
+        Self { gates }
+    }
+}
+
+#[async_trait]
+impl ReleaseGuard for EvaluationGuard {
+    async fn check(
+        &self,
+        prompt: &str,
+        label: &str,
+        version: &str,
+        current: Option<&str>,
+    ) -> Result<(), String> {
+        self.gates.evaluate(prompt, label, version, current).await
+    }
+}

@@ -1,0 +1,734 @@
+//! Continuous evaluation end to end: schedules firing by themselves (`@every`), pause,
+//! resume and delete, overlap skipping, catch-up after a restart, prompt-change triggers
+//! with a regression alert naming both versions, and release gates refusing, allowing
+//! and being overridden (with the override in the label history).
+
+mod common;
+
+use std::time::Duration;
+
+use common::eval::{dataset, fields, next_alert, prompt, run, subscribe, watch, with_mock};
+use common::TestServer;
+use llmops::bench::mock_provider::MockProvider;
+use llmops::pb;
+use tonic::Code;
+
+async fn schedule(
+    server: &TestServer,
+    template: pb::Run,
+    expression: &str,
+    on_prompt_change: bool,
+    watch_label: &str,
+) -> Result<pb::Schedule, tonic::Status> {
+    server
+        .evaluation()
+        .schedule_run(pb::ScheduleRunRequest {
+            run_template: Some(template),
+            schedule: expression.into(),
+            on_prompt_change,
+            watch_label: watch_label.into(),
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner().schedule.unwrap())
+}
+
+async fn get_schedule(server: &TestServer, id: &str) -> pb::Schedule {
+    server
+        .evaluation()
+        .get_schedule(pb::GetScheduleRequest {
+            schedule_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .schedule
+        .unwrap()
+}
+
+/// Polls the schedule until `done` holds (30 s at most).
+async fn wait_for(
+    server: &TestServer,
+    id: &str,
+    what: &str,
+    done: impl Fn(&pb::Schedule) -> bool,
+) -> pb::Schedule {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let schedule = get_schedule(server, id).await;
+        if done(&schedule) {
+            return schedule;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "schedule {id} never {what}: {schedule:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn runs_of(server: &TestServer, dataset_id: &str) -> Vec<pb::Run> {
+    server
+        .evaluation()
+        .list_runs(pb::ListRunsRequest {
+            dataset_id: dataset_id.into(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .runs
+}
+
+async fn get_run(server: &TestServer, id: &str) -> pb::Run {
+    server
+        .evaluation()
+        .get_run(pb::GetRunRequest { run_id: id.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap()
+}
+
+fn seconds(timestamp: &Option<prost_types::Timestamp>) -> i64 {
+    timestamp.as_ref().map_or(0, |t| t.seconds)
+}
+
+fn now_seconds() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+#[tokio::test]
+async fn an_every_schedule_runs_by_itself_until_paused_and_resumes_from_now() {
+    let server = TestServer::start().await;
+    prompt(&server, "p", "1.0.0", "{{input}}").await;
+    let dataset_id = dataset(&server, "d", vec![("a", "one", "one")]).await;
+    let created = schedule(
+        &server,
+        run(&dataset_id, "p", "", "echo"),
+        "@every 1s",
+        false,
+        "",
+    )
+    .await
+    .unwrap();
+    assert!(!created.paused);
+    assert_eq!(created.runs_started, 0, "nothing runs at creation");
+    let next = seconds(&created.next_run_at);
+    assert!(
+        (now_seconds()..=now_seconds() + 2).contains(&next),
+        "due in about a second"
+    );
+    assert!(created.run_template.as_ref().unwrap().id.is_empty());
+
+    let fired = wait_for(&server, &created.id, "ran twice", |s| s.runs_started >= 2).await;
+    let last = watch(&server, &fired.last_run_id).await.pop().unwrap();
+    assert_eq!(last.status, pb::RunStatus::Completed as i32);
+    assert_eq!(last.prompt_version, "1.0.0");
+    assert!(
+        last.description.contains("schedule") && last.description.contains(&created.id),
+        "the run says which schedule started it: {:?}",
+        last.description
+    );
+
+    let paused = server
+        .evaluation()
+        .pause_schedule(pb::PauseScheduleRequest {
+            schedule_id: created.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .schedule
+        .unwrap();
+    assert!(paused.paused);
+    assert!(paused.next_run_at.is_none());
+    let started = paused.runs_started;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let still = get_schedule(&server, &created.id).await;
+    assert_eq!(
+        still.runs_started, started,
+        "a paused schedule starts nothing"
+    );
+    assert_eq!(runs_of(&server, &dataset_id).await.len() as u64, started);
+
+    let resumed = server
+        .evaluation()
+        .resume_schedule(pb::ResumeScheduleRequest {
+            schedule_id: created.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .schedule
+        .unwrap();
+    assert!(!resumed.paused);
+    assert!(
+        seconds(&resumed.next_run_at) >= now_seconds(),
+        "missed ticks are not made up"
+    );
+    wait_for(&server, &created.id, "ran after resuming", |s| {
+        s.runs_started > started
+    })
+    .await;
+
+    let listed = server
+        .evaluation()
+        .list_schedules(pb::ListSchedulesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.schedules.len(), 1);
+    assert_eq!(listed.schedules[0].id, created.id);
+
+    server
+        .evaluation()
+        .delete_schedule(pb::DeleteScheduleRequest {
+            schedule_id: created.id.clone(),
+        })
+        .await
+        .unwrap();
+    let gone = server
+        .evaluation()
+        .get_schedule(pb::GetScheduleRequest {
+            schedule_id: created.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+    let count = runs_of(&server, &dataset_id).await.len();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(
+        runs_of(&server, &dataset_id).await.len(),
+        count,
+        "a deleted schedule starts nothing; its runs stay"
+    );
+}
+
+#[tokio::test]
+async fn a_tick_while_the_previous_run_is_still_going_is_skipped_and_counted() {
+    let mock = MockProvider::start(Duration::ZERO).await.unwrap();
+    let server = TestServer::start_with(with_mock(&mock)).await;
+    prompt(&server, "slow", "1.0.0", "{{input}}").await;
+    let dataset_id = dataset(&server, "slow", vec![("a", "[[sleep:4000]] x", "x")]).await;
+    let created = schedule(
+        &server,
+        run(&dataset_id, "slow", "", "mock"),
+        "@every 1s",
+        false,
+        "",
+    )
+    .await
+    .unwrap();
+    let skipping = wait_for(&server, &created.id, "skipped two ticks", |s| {
+        s.skipped_ticks >= 2
+    })
+    .await;
+    assert_eq!(skipping.runs_started, 1, "one run at a time");
+    let running = get_run(&server, &skipping.last_run_id).await;
+    assert_eq!(running.status, pb::RunStatus::Running as i32);
+    assert_eq!(runs_of(&server, &dataset_id).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_schedule_due_while_the_server_was_down_runs_once_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = TestServer::start_in(dir.path(), |_| {}).await;
+    prompt(&server, "p", "1.0.0", "{{input}}").await;
+    let dataset_id = dataset(&server, "d", vec![("a", "one", "one")]).await;
+    let created = schedule(
+        &server,
+        run(&dataset_id, "p", "", "echo"),
+        "@every 2s",
+        false,
+        "",
+    )
+    .await
+    .unwrap();
+    server.begin_shutdown().await.unwrap().unwrap();
+    drop(server);
+    // Three ticks fall due while the server is down.
+    tokio::time::sleep(Duration::from_millis(6500)).await;
+
+    let server = TestServer::start_in(dir.path(), |_| {}).await;
+    let restarted_at = now_seconds();
+    let caught_up = wait_for(&server, &created.id, "caught up", |s| s.runs_started >= 1).await;
+    assert!(
+        seconds(&caught_up.next_run_at) >= restarted_at,
+        "the next due time counts from the restart, not from the missed ticks"
+    );
+    let runs = runs_of(&server, &dataset_id).await;
+    assert_eq!(runs.len(), 1, "one catch-up run, not one per missed tick");
+    assert_eq!(caught_up.runs_started, 1);
+    assert_eq!(caught_up.skipped_ticks, 0);
+}
+
+#[tokio::test]
+async fn a_new_active_version_is_evaluated_and_its_regression_alert_names_both_versions() {
+    let server = TestServer::start().await;
+    prompt(&server, "answer", "1.0.0", "{{input}}").await;
+    prompt(&server, "answer", "1.1.0", "I think {{input}}").await;
+    let dataset_id = dataset(
+        &server,
+        "golden",
+        vec![
+            ("a", "one", "one"),
+            ("b", "two", "two"),
+            ("c", "three", "three"),
+        ],
+    )
+    .await;
+    let mut regressions = subscribe(&server, pb::AlertType::Regression).await;
+    // The schedule only fires on prompt changes (an empty expression with a day's
+    // default interval).
+    let created = schedule(
+        &server,
+        run(&dataset_id, "answer", "", "echo"),
+        "",
+        true,
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(created.watched_version, "1.0.0");
+
+    // The current version's run is the baseline the trigger's run is checked against.
+    let baseline = server
+        .evaluation()
+        .create_run(pb::CreateRunRequest {
+            run: Some(run(&dataset_id, "answer", "1.0.0", "echo")),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap();
+    server
+        .evaluation()
+        .start_run(pb::StartRunRequest {
+            run_id: baseline.id.clone(),
+        })
+        .await
+        .unwrap();
+    watch(&server, &baseline.id).await;
+
+    server
+        .prompts()
+        .activate_prompt_version(pb::ActivatePromptVersionRequest {
+            name: "answer".into(),
+            version: "1.1.0".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let fired = wait_for(&server, &created.id, "fired on the change", |s| {
+        s.runs_started == 1
+    })
+    .await;
+    assert_eq!(fired.watched_version, "1.1.0");
+    let triggered = watch(&server, &fired.last_run_id).await.pop().unwrap();
+    assert_eq!(triggered.prompt_version, "1.1.0");
+    assert_eq!(triggered.status, pb::RunStatus::Completed as i32);
+    assert_eq!(triggered.compared_with_run_id, baseline.id);
+
+    let alert = next_alert(&mut regressions, pb::AlertEventKind::Created).await;
+    assert!(
+        alert.message.contains("1.1.0") && alert.message.contains("1.0.0"),
+        "the alert names both versions: {}",
+        alert.message
+    );
+    assert_eq!(alert.metadata["prompt_version"], "1.1.0");
+    assert_eq!(alert.metadata["baseline_prompt_version"], "1.0.0");
+}
+
+async fn set_label(
+    server: &TestServer,
+    label: &str,
+    version: &str,
+    override_reason: &str,
+) -> Result<pb::SetPromptLabelResponse, tonic::Status> {
+    server
+        .prompts()
+        .set_prompt_label(pb::SetPromptLabelRequest {
+            name: "g".into(),
+            label: label.into(),
+            version: version.into(),
+            override_reason: override_reason.into(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn activate(
+    server: &TestServer,
+    version: &str,
+    override_reason: &str,
+) -> Result<(), tonic::Status> {
+    server
+        .prompts()
+        .activate_prompt_version(pb::ActivatePromptVersionRequest {
+            name: "g".into(),
+            version: version.into(),
+            override_reason: override_reason.into(),
+        })
+        .await
+        .map(|_| ())
+}
+
+fn gate(dataset_id: &str, label: &str, min_pass_rate: f64, no_regression: bool) -> pb::ReleaseGate {
+    pb::ReleaseGate {
+        prompt_name: "g".into(),
+        label: label.into(),
+        dataset_id: dataset_id.into(),
+        model: "echo".into(),
+        min_pass_rate,
+        no_regression,
+        ..Default::default()
+    }
+}
+
+async fn set_gate(
+    server: &TestServer,
+    gate: pb::ReleaseGate,
+) -> Result<pb::ReleaseGate, tonic::Status> {
+    server
+        .evaluation()
+        .set_release_gate(pb::SetReleaseGateRequest { gate: Some(gate) })
+        .await
+        .map(|r| r.into_inner().gate.unwrap())
+}
+
+/// Moves `staging` and waits for the run its schedule starts to finish.
+async fn stage(server: &TestServer, schedule_id: &str, version: &str) -> pb::Run {
+    let before = get_schedule(server, schedule_id).await.runs_started;
+    set_label(server, "staging", version, "").await.unwrap();
+    let fired = wait_for(server, schedule_id, "fired on the label move", |s| {
+        s.runs_started > before
+    })
+    .await;
+    let run = watch(server, &fired.last_run_id).await.pop().unwrap();
+    assert_eq!(run.prompt_version, version);
+    run
+}
+
+#[tokio::test]
+async fn release_gates_refuse_allow_and_record_overrides_in_the_label_history() {
+    let server = TestServer::start().await;
+    prompt(&server, "g", "1.0.0", "{{input}}").await;
+    prompt(&server, "g", "1.1.0", "I think {{input}}").await;
+    prompt(&server, "g", "1.2.0", "{{ input }}").await;
+    let dataset_id = dataset(
+        &server,
+        "gate-set",
+        vec![("a", "one", "one"), ("b", "two", "two")],
+    )
+    .await;
+
+    let production = set_gate(&server, gate(&dataset_id, "production", 0.9, false))
+        .await
+        .unwrap();
+    assert!(production.created_at.is_some());
+    let refused = set_label(&server, "production", "1.0.0", "")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused
+            .message()
+            .contains("no completed run of version 1.0.0"),
+        "{}",
+        refused.message()
+    );
+
+    // A schedule watching `staging` evaluates each version staged.
+    let watcher = schedule(
+        &server,
+        run(&dataset_id, "g", "", "echo"),
+        "",
+        true,
+        "staging",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        watcher.run_template.as_ref().unwrap().prompt_label,
+        "staging"
+    );
+    let bad = stage(&server, &watcher.id, "1.1.0").await;
+    assert_eq!(bad.results.unwrap().pass_rate, 0.0);
+    let refused = set_label(&server, "production", "1.1.0", "")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused.message().contains(&bad.id) && refused.message().contains("0.0%"),
+        "the reason names the run and its figure: {}",
+        refused.message()
+    );
+
+    let good = stage(&server, &watcher.id, "1.2.0").await;
+    assert_eq!(good.results.unwrap().pass_rate, 1.0);
+    let moved = set_label(&server, "production", "1.2.0", "").await.unwrap();
+    assert_eq!(moved.prompt_version.unwrap().version, "1.2.0");
+
+    // The active pointer, gated with no_regression: 1.1.0 regresses against 1.0.0 once
+    // 1.0.0 has a run; without one, the gate says so.
+    set_gate(&server, gate(&dataset_id, "active", 0.0, true))
+        .await
+        .unwrap();
+    let refused = activate(&server, "1.1.0", "").await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("current version 1.0.0"),
+        "{}",
+        refused.message()
+    );
+    stage(&server, &watcher.id, "1.0.0").await;
+    let refused = activate(&server, "1.1.0", "").await.unwrap_err();
+    assert!(
+        refused.message().contains("no_regression"),
+        "{}",
+        refused.message()
+    );
+    activate(&server, "1.2.0", "").await.unwrap();
+
+    // An override moves the pointer anyway and is recorded.
+    activate(&server, "1.1.0", "hotfix for incident 42")
+        .await
+        .unwrap();
+    let history = server
+        .prompts()
+        .list_label_history(pb::ListLabelHistoryRequest {
+            name: "g".into(),
+            label: "active".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let last = history.last().unwrap();
+    assert_eq!(last.prompt_version.as_ref().unwrap().version, "1.1.0");
+    assert_eq!(last.previous_version, "1.2.0");
+    assert_eq!(last.override_reason, "hotfix for incident 42");
+    assert!(last.time.is_some());
+    assert!(history[..history.len() - 1]
+        .iter()
+        .all(|e| e.override_reason.is_empty()));
+    let everything = server
+        .prompts()
+        .list_label_history(pb::ListLabelHistoryRequest {
+            name: "g".into(),
+            page_size: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(everything.events.len(), 2);
+    assert!(!everything.next_page_token.is_empty());
+
+    // Gate management.
+    let listed = server
+        .evaluation()
+        .list_release_gates(pb::ListReleaseGatesRequest {
+            prompt_name: "g".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .gates;
+    let labels: Vec<&str> = listed.iter().map(|g| g.label.as_str()).collect();
+    assert_eq!(labels, ["active", "production"]);
+    let invalid = set_gate(&server, gate(&dataset_id, "production", 1.5, false))
+        .await
+        .unwrap_err();
+    assert_eq!(invalid.code(), Code::InvalidArgument);
+    assert_eq!(fields(&invalid), ["gate.min_pass_rate"]);
+    server
+        .evaluation()
+        .delete_release_gate(pb::DeleteReleaseGateRequest {
+            prompt_name: "g".into(),
+            label: "production".into(),
+        })
+        .await
+        .unwrap();
+    let missing = server
+        .evaluation()
+        .get_release_gate(pb::GetReleaseGateRequest {
+            prompt_name: "g".into(),
+            label: "production".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    set_label(&server, "production", "1.1.0", "")
+        .await
+        .expect("an ungated label moves freely");
+}
+
+#[tokio::test]
+async fn bad_schedules_are_refused_with_the_field_at_fault() {
+    let server = TestServer::start_with(|config| config.evaluation.auto_evaluation = false).await;
+    prompt(&server, "p", "1.0.0", "{{input}}").await;
+    let dataset_id = dataset(&server, "d", vec![("a", "one", "one")]).await;
+    let template = || run(&dataset_id, "p", "", "echo");
+
+    let bad_cron = schedule(&server, template(), "61 * * * *", false, "")
+        .await
+        .unwrap_err();
+    assert_eq!(bad_cron.code(), Code::InvalidArgument);
+    assert_eq!(fields(&bad_cron), ["schedule"]);
+    let never = schedule(&server, template(), "0 0 30 2 *", false, "")
+        .await
+        .unwrap_err();
+    assert!(
+        never.message().contains("never fires"),
+        "{}",
+        never.message()
+    );
+    let silent = schedule(&server, template(), "", false, "")
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&silent), ["schedule"]);
+    assert!(
+        silent.message().contains("auto_evaluation"),
+        "{}",
+        silent.message()
+    );
+
+    let mut with_id = template();
+    with_id.id = "fixed".into();
+    let err = schedule(&server, with_id, "@hourly", false, "")
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["run_template.id"]);
+    let mut bad_model = template();
+    bad_model.model = "nope".into();
+    let err = schedule(&server, bad_model, "@hourly", false, "")
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["run_template.model"]);
+    let err = schedule(&server, template(), "@hourly", false, "staging")
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["watch_label"]);
+    let mut pinned = template();
+    pinned.prompt_version = "1.0.0".into();
+    let err = schedule(&server, pinned, "", true, "").await.unwrap_err();
+    assert_eq!(fields(&err), ["run_template.prompt_version"]);
+    let err = server
+        .evaluation()
+        .schedule_run(pb::ScheduleRunRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["run_template"]);
+
+    // With auto-evaluation off, an empty schedule that watches the prompt is fine and
+    // never due by time.
+    let on_change = schedule(&server, template(), "", true, "").await.unwrap();
+    assert!(on_change.next_run_at.is_none());
+    for call in ["get", "pause", "resume", "delete"] {
+        let id = "missing".to_owned();
+        let evaluation = &mut server.evaluation();
+        let err = match call {
+            "get" => evaluation
+                .get_schedule(pb::GetScheduleRequest { schedule_id: id })
+                .await
+                .map(|_| ()),
+            "pause" => evaluation
+                .pause_schedule(pb::PauseScheduleRequest { schedule_id: id })
+                .await
+                .map(|_| ()),
+            "resume" => evaluation
+                .resume_schedule(pb::ResumeScheduleRequest { schedule_id: id })
+                .await
+                .map(|_| ()),
+            _ => evaluation
+                .delete_schedule(pb::DeleteScheduleRequest { schedule_id: id })
+                .await
+                .map(|_| ()),
+        }
+        .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{call}");
+    }
+}
+
+/// Rewrites a stored schedule while the server is down, as a crash would have left it.
+async fn store_pending_run(dir: &std::path::Path, schedule_id: &str, run_id: &str) {
+    use llmops_evaluator::schedules::{PendingRun, ScheduleStore as _, Trigger};
+    let store = llmops_store::SqliteStore::open(dir, llmops_store::Durability::Full)
+        .await
+        .unwrap();
+    let mut schedule = store
+        .load_schedules()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.id == schedule_id)
+        .unwrap();
+    let mut spec = schedule.template.clone();
+    spec.id = run_id.into();
+    schedule.pending = Some(PendingRun {
+        spec,
+        trigger: Trigger::Tick {
+            due: chrono::Utc::now(),
+        },
+    });
+    store.update_schedule(&schedule).await.unwrap();
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_run_decided_on_before_a_crash_is_started_once_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = TestServer::start_in(dir.path(), |_| {}).await;
+    prompt(&server, "p", "1.0.0", "{{input}}").await;
+    let dataset_id = dataset(&server, "d", vec![("a", "one", "one")]).await;
+    let created = schedule(
+        &server,
+        run(&dataset_id, "p", "", "echo"),
+        "@yearly",
+        false,
+        "",
+    )
+    .await
+    .unwrap();
+    // A crash after the schedule stored its decision, before the run was created.
+    server.begin_shutdown().await.unwrap().unwrap();
+    drop(server);
+    store_pending_run(dir.path(), &created.id, "decided-before-crash").await;
+    let mut server = TestServer::start_in(dir.path(), |_| {}).await;
+    let finished = get_schedule(&server, &created.id).await;
+    assert_eq!(finished.last_run_id, "decided-before-crash");
+    assert_eq!(finished.runs_started, 1);
+    let done = watch(&server, "decided-before-crash").await.pop().unwrap();
+    assert_eq!(done.status, pb::RunStatus::Completed as i32);
+
+    // A crash after the run was created, before the schedule recorded it: the run is
+    // started, not created again.
+    let mut second = run(&dataset_id, "p", "", "echo");
+    second.id = "created-before-crash".into();
+    server
+        .evaluation()
+        .create_run(pb::CreateRunRequest { run: Some(second) })
+        .await
+        .unwrap();
+    server.begin_shutdown().await.unwrap().unwrap();
+    drop(server);
+    store_pending_run(dir.path(), &created.id, "created-before-crash").await;
+    let server = TestServer::start_in(dir.path(), |_| {}).await;
+    let finished = get_schedule(&server, &created.id).await;
+    assert_eq!(finished.last_run_id, "created-before-crash");
+    assert_eq!(finished.runs_started, 2);
+    let done = watch(&server, "created-before-crash").await.pop().unwrap();
+    assert_eq!(done.status, pb::RunStatus::Completed as i32);
+    assert_eq!(
+        runs_of(&server, &dataset_id).await.len(),
+        2,
+        "nothing twice"
+    );
+}
