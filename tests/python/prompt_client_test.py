@@ -37,6 +37,7 @@ PROTO_FILES = [
     "llmops/v1/prompts.proto",
     "llmops/v1/experiments.proto",
     "llmops/v1/evaluation.proto",
+    "llmops/v1/providers.proto",
 ]
 
 RPC_TIMEOUT = 10.0
@@ -55,7 +56,7 @@ exp_pb2_grpc = None
 
 def generate_stubs(out_dir):
     """Runs grpc_tools.protoc on the protos into out_dir and imports the result."""
-    global pb2, pb2_grpc, exp_pb2, exp_pb2_grpc, eval_pb2, eval_pb2_grpc
+    global pb2, pb2_grpc, exp_pb2, exp_pb2_grpc, eval_pb2, eval_pb2_grpc, prov_pb2, prov_pb2_grpc
     os.makedirs(out_dir, exist_ok=True)
     wkt_include = str(importlib.resources.files("grpc_tools") / "_proto")
     cmd = [
@@ -88,6 +89,8 @@ def generate_stubs(out_dir):
     exp_pb2_grpc = importlib.import_module("llmops.v1.experiments_pb2_grpc")
     eval_pb2 = importlib.import_module("llmops.v1.evaluation_pb2")
     eval_pb2_grpc = importlib.import_module("llmops.v1.evaluation_pb2_grpc")
+    prov_pb2 = importlib.import_module("llmops.v1.providers_pb2")
+    prov_pb2_grpc = importlib.import_module("llmops.v1.providers_pb2_grpc")
 
 
 # --------------------------------------------------------------------------- server
@@ -570,6 +573,133 @@ def make_evaluation_checks(stub, prompts):
     ]
 
 
+def make_continuous_checks(stub, prompts, providers):
+    """Checks of continuous evaluation: a schedule that fires by itself, pausing and
+    deleting it, a release gate that refuses, allows and is overridden (with the
+    override in the label history), and provider selection."""
+    import grpc
+    from google.protobuf import struct_pb2
+
+    state = {}
+
+    def setup():
+        for version, template in (("1.0.0", "{{ input }}"), ("1.1.0", "I think {{ input }}")):
+            prompts.CreatePromptVersion(
+                pb2.CreatePromptVersionRequest(
+                    prompt_version=pb2.PromptVersion(
+                        name="py-gated", version=version, template=template
+                    )
+                ),
+                timeout=RPC_TIMEOUT,
+            )
+        dataset = stub.CreateDataset(
+            eval_pb2.CreateDatasetRequest(dataset=eval_pb2.Dataset(name="py-gate-set")),
+            timeout=RPC_TIMEOUT,
+        ).dataset
+        stub.AddSamples(
+            eval_pb2.AddSamplesRequest(
+                dataset_id=dataset.id,
+                samples=[eval_pb2.Sample(id="a", input=struct_pb2.Value(string_value="x"),
+                                         expected_output="x")],
+            ),
+            timeout=RPC_TIMEOUT,
+        )
+        state["dataset"] = dataset.id
+
+    def template():
+        return eval_pb2.Run(
+            dataset_id=state["dataset"], prompt_name="py-gated", model="echo",
+            metrics=[eval_pb2.MetricConfig(name="exact", scorer="exact_match")],
+        )
+
+    def wait_for_runs(schedule_id, count):
+        deadline = time.monotonic() + 30
+        while True:
+            schedule = stub.GetSchedule(
+                eval_pb2.GetScheduleRequest(schedule_id=schedule_id), timeout=RPC_TIMEOUT
+            ).schedule
+            if schedule.runs_started >= count:
+                return schedule
+            assert time.monotonic() < deadline, "schedule never ran: %s" % schedule
+            time.sleep(0.1)
+
+    def schedule_fires_pauses_and_is_deleted():
+        setup()
+        created = stub.ScheduleRun(
+            eval_pb2.ScheduleRunRequest(run_template=template(), schedule="@every 1s"),
+            timeout=RPC_TIMEOUT,
+        ).schedule
+        assert created.HasField("next_run_at"), created
+        fired = wait_for_runs(created.id, 1)
+        assert fired.last_run_id, fired
+        paused = stub.PauseSchedule(
+            eval_pb2.PauseScheduleRequest(schedule_id=created.id), timeout=RPC_TIMEOUT
+        ).schedule
+        assert paused.paused and not paused.HasField("next_run_at"), paused
+        listed = stub.ListSchedules(eval_pb2.ListSchedulesRequest(), timeout=RPC_TIMEOUT)
+        assert created.id in [s.id for s in listed.schedules]
+        stub.DeleteSchedule(eval_pb2.DeleteScheduleRequest(schedule_id=created.id),
+                            timeout=RPC_TIMEOUT)
+        expect_status(grpc.StatusCode.NOT_FOUND, lambda: stub.GetSchedule(
+            eval_pb2.GetScheduleRequest(schedule_id=created.id), timeout=RPC_TIMEOUT))
+        expect_status(grpc.StatusCode.INVALID_ARGUMENT, lambda: stub.ScheduleRun(
+            eval_pb2.ScheduleRunRequest(run_template=template(), schedule="61 * * * *"),
+            timeout=RPC_TIMEOUT))
+
+    def gate_refuses_allows_and_records_an_override():
+        stub.SetReleaseGate(
+            eval_pb2.SetReleaseGateRequest(gate=eval_pb2.ReleaseGate(
+                prompt_name="py-gated", label="production", dataset_id=state["dataset"],
+                model="echo", min_pass_rate=0.9,
+            )),
+            timeout=RPC_TIMEOUT,
+        )
+
+        def label(version, reason=""):
+            return prompts.SetPromptLabel(
+                pb2.SetPromptLabelRequest(name="py-gated", label="production",
+                                          version=version, override_reason=reason),
+                timeout=RPC_TIMEOUT,
+            )
+
+        # 1.1.0 has no run yet (the schedule above evaluated the active 1.0.0).
+        expect_status(grpc.StatusCode.FAILED_PRECONDITION, lambda: label("1.1.0"))
+        for version in ("1.0.0", "1.1.0"):
+            run = template()
+            run.prompt_version = version
+            run = stub.CreateRun(eval_pb2.CreateRunRequest(run=run), timeout=RPC_TIMEOUT).run
+            stub.StartRun(eval_pb2.StartRunRequest(run_id=run.id), timeout=RPC_TIMEOUT)
+            list(stub.WatchRun(eval_pb2.WatchRunRequest(run_id=run.id), timeout=60))
+        label("1.0.0")
+        expect_status(grpc.StatusCode.FAILED_PRECONDITION, lambda: label("1.1.0"))
+        label("1.1.0", reason="py override")
+        history = prompts.ListLabelHistory(
+            pb2.ListLabelHistoryRequest(name="py-gated", label="production"),
+            timeout=RPC_TIMEOUT,
+        ).events
+        last = history[-1]
+        assert last.override_reason == "py override", last
+        assert last.previous_version == "1.0.0", last
+        assert last.prompt_version.version == "1.1.0", last
+
+    def providers_select_echo_when_named():
+        listed = providers.ListProviders(prov_pb2.ListProvidersRequest(), timeout=RPC_TIMEOUT)
+        assert all(p.name for p in listed.providers), listed
+        chosen = providers.SelectProvider(
+            prov_pb2.SelectProviderRequest(candidates=["echo"]), timeout=RPC_TIMEOUT
+        ).provider
+        assert chosen.name == "echo" and chosen.healthy, chosen
+        expect_status(grpc.StatusCode.INVALID_ARGUMENT, lambda: providers.SelectProvider(
+            prov_pb2.SelectProviderRequest(candidates=["nope"]), timeout=RPC_TIMEOUT))
+
+    return [
+        ("a schedule fires by itself, pauses and is deleted", schedule_fires_pauses_and_is_deleted),
+        ("a release gate refuses, allows and records an override",
+         gate_refuses_allows_and_records_an_override),
+        ("provider selection", providers_select_echo_when_named),
+    ]
+
+
 def describe(exc):
     import grpc
 
@@ -632,10 +762,12 @@ def main(argv):
         stub = pb2_grpc.PromptServiceStub(channel)
         experiments = exp_pb2_grpc.ExperimentServiceStub(channel)
         evaluation = eval_pb2_grpc.EvaluationServiceStub(channel)
+        providers = prov_pb2_grpc.ProviderServiceStub(channel)
         checks = (
             make_checks(stub)
             + make_experiment_checks(experiments)
             + make_evaluation_checks(evaluation, stub)
+            + make_continuous_checks(evaluation, stub, providers)
         )
         for name, check in checks:
             try:
