@@ -6,7 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{string_value, TestServer};
+use common::eval::{create_run, dataset, prompt, run, start, watch};
+use common::TestServer;
 use llmops::bench::mock_provider::MockProvider;
 use llmops::config::{Config, ProviderConfig};
 use llmops::pb;
@@ -113,18 +114,18 @@ async fn a_provider_that_goes_down_turns_unhealthy_after_the_threshold_and_recov
         fast_probes(
             config,
             vec![
-                provider("chat-probed", &mock, ""),
+                provider("models-probed", &mock, ""),
                 provider("url-probed", &mock, &health_url),
             ],
         )
     })
     .await;
-    let both = ["chat-probed", "url-probed"];
+    let both = ["models-probed", "url-probed"];
     let providers = until_healthy(&server, &both, true).await;
-    let chat = named(&providers, "chat-probed");
+    let chat = named(&providers, "models-probed");
     assert_eq!(
         (chat.kind.as_str(), chat.model.as_str()),
-        ("openai", "chat-probed-model")
+        ("openai", "models-probed-model")
     );
     assert!(
         chat.latency_p50.is_some() && chat.recent_requests > 0,
@@ -150,7 +151,7 @@ async fn a_provider_that_goes_down_turns_unhealthy_after_the_threshold_and_recov
     assert_eq!(refused.code(), Code::FailedPrecondition);
     assert!(
         refused.message().starts_with("no healthy model provider: ")
-            && refused.message().contains("chat-probed failed its last")
+            && refused.message().contains("models-probed failed its last")
             && refused.message().contains("url-probed failed its last")
             && refused.message().contains("HTTP 503"),
         "{}",
@@ -158,7 +159,7 @@ async fn a_provider_that_goes_down_turns_unhealthy_after_the_threshold_and_recov
     );
     // Named, echo still serves.
     assert_eq!(
-        select(&server, &["chat-probed", "echo"])
+        select(&server, &["models-probed", "echo"])
             .await
             .unwrap()
             .name,
@@ -175,7 +176,7 @@ async fn a_provider_that_goes_down_turns_unhealthy_after_the_threshold_and_recov
             "{p:?}"
         );
     }
-    assert_eq!(select(&server, &[]).await.unwrap().name, "chat-probed");
+    assert_eq!(select(&server, &[]).await.unwrap().name, "models-probed");
 }
 
 #[tokio::test]
@@ -244,96 +245,24 @@ async fn unknown_candidates_are_invalid_and_nothing_configured_is_a_failed_preco
 }
 
 async fn prompt_and_dataset(server: &TestServer) -> String {
-    server
-        .prompts()
-        .create_prompt_version(pb::CreatePromptVersionRequest {
-            prompt_version: Some(pb::PromptVersion {
-                name: "p".into(),
-                version: "1.0.0".into(),
-                template: "{{input}}".into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap();
-    let dataset = server
-        .evaluation()
-        .create_dataset(pb::CreateDatasetRequest {
-            dataset: Some(pb::Dataset {
-                name: "qa".into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .dataset
-        .unwrap();
+    prompt(server, "p", "1.0.0", "{{input}}").await;
     // The mock answers with the prompt: one sample passes exact match, one does not.
-    server
-        .evaluation()
-        .add_samples(pb::AddSamplesRequest {
-            dataset_id: dataset.id.clone(),
-            samples: [("s1", "same", "same"), ("s2", "this", "that")]
-                .into_iter()
-                .map(|(id, input, expected)| pb::Sample {
-                    id: id.into(),
-                    input: Some(string_value(input)),
-                    expected_output: expected.into(),
-                    ..Default::default()
-                })
-                .collect(),
-        })
-        .await
-        .unwrap();
-    dataset.id
+    dataset(
+        server,
+        "qa",
+        vec![("s1", "same", "same"), ("s2", "this", "that")],
+    )
+    .await
 }
 
 fn run_spec(dataset_id: &str, model: &str) -> pb::Run {
-    pb::Run {
-        dataset_id: dataset_id.into(),
-        prompt_name: "p".into(),
-        prompt_version: "1.0.0".into(),
-        model: model.into(),
-        metrics: vec![pb::MetricConfig {
-            name: "exact".into(),
-            scorer: "exact_match".into(),
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
-}
-
-async fn create_run(server: &TestServer, run: pb::Run) -> Result<pb::Run, tonic::Status> {
-    server
-        .evaluation()
-        .create_run(pb::CreateRunRequest { run: Some(run) })
-        .await
-        .map(|r| r.into_inner().run.unwrap())
+    run(dataset_id, "p", "1.0.0", model)
 }
 
 /// Starts the run and follows it to its end.
 async fn run_to_end(server: &TestServer, id: &str) -> pb::Run {
-    server
-        .evaluation()
-        .start_run(pb::StartRunRequest { run_id: id.into() })
-        .await
-        .unwrap();
-    let mut stream = server
-        .evaluation()
-        .watch_run(pb::WatchRunRequest { run_id: id.into() })
-        .await
-        .unwrap()
-        .into_inner();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut last = None;
-    while let Some(event) = tokio::time::timeout_at(deadline, stream.next())
-        .await
-        .expect("the run ends within a minute")
-    {
-        last = event.unwrap().run;
-    }
-    last.unwrap()
+    start(server, id).await.unwrap();
+    watch(server, id).await.pop().unwrap()
 }
 
 #[tokio::test]

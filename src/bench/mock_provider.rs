@@ -44,6 +44,7 @@ static CRITERION: LazyLock<Regex> = LazyLock::new(|| {
 #[derive(Debug, Default)]
 struct Counters {
     requests: AtomicU64,
+    probes: AtomicU64,
     latency_ms: AtomicU64,
     /// While set, every request answers 503.
     down: AtomicBool,
@@ -89,9 +90,14 @@ impl MockProvider {
         format!("http://{}/v1", self.address)
     }
 
-    /// Requests answered (or refused) so far.
+    /// Chat completion requests answered (or refused) so far.
     pub fn requests(&self) -> u64 {
         self.counters.requests.load(Ordering::Relaxed)
+    }
+
+    /// Health probes (`GET /v1/models`) answered (or refused) so far.
+    pub fn probes(&self) -> u64 {
+        self.counters.probes.load(Ordering::Relaxed)
     }
 
     /// Takes the mock down (every request answers 503) or brings it back.
@@ -118,7 +124,7 @@ fn unavailable() -> Response {
 }
 
 async fn models(State(counters): State<Arc<Counters>>) -> Response {
-    counters.requests.fetch_add(1, Ordering::Relaxed);
+    counters.probes.fetch_add(1, Ordering::Relaxed);
     if counters.down.load(Ordering::SeqCst) {
         return unavailable();
     }
