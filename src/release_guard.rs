@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use llmops_evaluator::gates::GateService;
-use llmops_registry::ReleaseGuard;
+use llmops_registry::{ReleaseCheck, ReleaseGuard};
 
 /// Asks the gate of a prompt's pointer whether a version passed its evaluation.
 pub struct EvaluationGuard {
@@ -21,13 +21,7 @@ impl EvaluationGuard {
 
 #[async_trait]
 impl ReleaseGuard for EvaluationGuard {
-    async fn check(
-        &self,
-        prompt: &str,
-        label: &str,
-        version: &str,
-        current: Option<&str>,
-    ) -> Result<(), String> {
-        self.gates.evaluate(prompt, label, version, current).await
+    async fn check(&self, request: &ReleaseCheck<'_>) -> Result<(), String> {
+        self.gates.evaluate(request).await
     }
 }

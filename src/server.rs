@@ -202,7 +202,6 @@ async fn open_storage(
         .await
         .context("loading the prompt registry")?;
     let registry = Arc::new(registry);
-    state.set_registry(registry.clone());
     let sender = WebhookSender::new(shared.clone(), &receivers);
     let alerts = AlertService::open(
         shared.clone(),
@@ -274,6 +273,8 @@ async fn open_storage(
     let gates = Arc::new(gates);
     registry.set_release_guard(Arc::new(EvaluationGuard::new(gates.clone())));
     state.set_gates(gates);
+    // Prompt calls are served only from here on, once release gates are enforced.
+    state.set_registry(registry.clone());
     let schedules = ScheduleService::open(
         shared.clone(),
         runs.clone(),
@@ -282,6 +283,7 @@ async fn open_storage(
             auto_evaluation: config.evaluation.auto_evaluation,
             interval: config.evaluation.interval,
         },
+        stop,
     )
     .await
     .context("loading evaluation schedules")?;

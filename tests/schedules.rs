@@ -105,6 +105,7 @@ async fn an_every_schedule_runs_by_itself_until_paused_and_resumes_from_now() {
     let server = TestServer::start().await;
     prompt(&server, "p", "1.0.0", "{{input}}").await;
     let dataset_id = dataset(&server, "d", vec![("a", "one", "one")]).await;
+    let before = now_seconds();
     let created = schedule(
         &server,
         run(&dataset_id, "p", "", "echo"),
@@ -118,8 +119,8 @@ async fn an_every_schedule_runs_by_itself_until_paused_and_resumes_from_now() {
     assert_eq!(created.runs_started, 0, "nothing runs at creation");
     let next = seconds(&created.next_run_at);
     assert!(
-        (now_seconds()..=now_seconds() + 2).contains(&next),
-        "due in about a second"
+        (before..=now_seconds() + 2).contains(&next),
+        "due about a second after creation"
     );
     assert!(created.run_template.as_ref().unwrap().id.is_empty());
 
@@ -154,6 +155,7 @@ async fn an_every_schedule_runs_by_itself_until_paused_and_resumes_from_now() {
     );
     assert_eq!(runs_of(&server, &dataset_id).await.len() as u64, started);
 
+    let before = now_seconds();
     let resumed = server
         .evaluation()
         .resume_schedule(pb::ResumeScheduleRequest {
@@ -166,7 +168,7 @@ async fn an_every_schedule_runs_by_itself_until_paused_and_resumes_from_now() {
         .unwrap();
     assert!(!resumed.paused);
     assert!(
-        seconds(&resumed.next_run_at) >= now_seconds(),
+        seconds(&resumed.next_run_at) >= before,
         "missed ticks are not made up"
     );
     wait_for(&server, &created.id, "ran after resuming", |s| {
@@ -212,7 +214,8 @@ async fn a_tick_while_the_previous_run_is_still_going_is_skipped_and_counted() {
     let mock = MockProvider::start(Duration::ZERO).await.unwrap();
     let server = TestServer::start_with(with_mock(&mock)).await;
     prompt(&server, "slow", "1.0.0", "{{input}}").await;
-    let dataset_id = dataset(&server, "slow", vec![("a", "[[sleep:4000]] x", "x")]).await;
+    // The one sample takes far longer than the ticks (its run is stopped at shutdown).
+    let dataset_id = dataset(&server, "slow", vec![("a", "[[sleep:30000]] x", "x")]).await;
     let created = schedule(
         &server,
         run(&dataset_id, "slow", "", "mock"),
@@ -241,7 +244,7 @@ async fn a_schedule_due_while_the_server_was_down_runs_once_after_the_restart() 
     let created = schedule(
         &server,
         run(&dataset_id, "p", "", "echo"),
-        "@every 2s",
+        "@every 3s",
         false,
         "",
     )
@@ -249,11 +252,16 @@ async fn a_schedule_due_while_the_server_was_down_runs_once_after_the_restart() 
     .unwrap();
     server.begin_shutdown().await.unwrap().unwrap();
     drop(server);
-    // Three ticks fall due while the server is down.
-    tokio::time::sleep(Duration::from_millis(6500)).await;
+    assert_eq!(
+        stored_runs_started(dir.path(), &created.id).await,
+        0,
+        "the schedule stopped with the server, before its first tick"
+    );
+    // Two ticks fall due while the server is down.
+    tokio::time::sleep(Duration::from_millis(7000)).await;
 
-    let server = TestServer::start_in(dir.path(), |_| {}).await;
     let restarted_at = now_seconds();
+    let server = TestServer::start_in(dir.path(), |_| {}).await;
     let caught_up = wait_for(&server, &created.id, "caught up", |s| s.runs_started >= 1).await;
     assert!(
         seconds(&caught_up.next_run_at) >= restarted_at,
@@ -441,6 +449,43 @@ async fn release_gates_refuse_allow_and_record_overrides_in_the_label_history() 
         "{}",
         refused.message()
     );
+    // Outputs a client submitted, however good, do not vouch for a version.
+    let mut submitted = run(&dataset_id, "g", "1.0.0", "echo");
+    submitted.submitted_outputs = true;
+    let submitted = server
+        .evaluation()
+        .create_run(pb::CreateRunRequest {
+            run: Some(submitted),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap();
+    let outputs = [("a", "one"), ("b", "two")]
+        .into_iter()
+        .map(|(id, text)| pb::SubmittedOutput {
+            sample_id: id.into(),
+            output: text.into(),
+            ..Default::default()
+        })
+        .collect();
+    let graded = server
+        .evaluation()
+        .submit_run_outputs(pb::SubmitRunOutputsRequest {
+            run_id: submitted.id,
+            outputs,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap();
+    assert_eq!(graded.results.unwrap().pass_rate, 1.0);
+    let refused = set_label(&server, "production", "1.0.0", "")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
 
     // A schedule watching `staging` evaluates each version staged.
     let watcher = schedule(
@@ -568,6 +613,69 @@ async fn release_gates_refuse_allow_and_record_overrides_in_the_label_history() 
     set_label(&server, "production", "1.1.0", "")
         .await
         .expect("an ungated label moves freely");
+
+    // A gate on `active` covers a prompt's first version, which becomes active.
+    let fresh = pb::ReleaseGate {
+        prompt_name: "fresh".into(),
+        ..gate(&dataset_id, "active", 0.5, false)
+    };
+    set_gate(&server, fresh).await.unwrap();
+    let refused = server
+        .prompts()
+        .create_prompt_version(pb::CreatePromptVersionRequest {
+            prompt_version: Some(pb::PromptVersion {
+                name: "fresh".into(),
+                version: "1.0.0".into(),
+                template: "{{input}}".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("delete the gate"),
+        "{}",
+        refused.message()
+    );
+    let auto_gate = pb::ReleaseGate {
+        model: "auto".into(),
+        ..gate(&dataset_id, "production", 0.5, false)
+    };
+    let unknown_model = set_gate(&server, auto_gate).await.unwrap_err();
+    assert_eq!(fields(&unknown_model), ["gate.model"]);
+}
+
+#[tokio::test]
+async fn every_move_of_a_watched_label_is_evaluated_even_in_quick_succession() {
+    let server = TestServer::start().await;
+    prompt(&server, "g", "1.0.0", "{{input}}").await;
+    prompt(&server, "g", "1.1.0", "I think {{input}}").await;
+    prompt(&server, "g", "1.2.0", "{{ input }}").await;
+    let dataset_id = dataset(&server, "moves", vec![("a", "one", "one")]).await;
+    let watcher = schedule(
+        &server,
+        run(&dataset_id, "g", "", "echo"),
+        "",
+        true,
+        "staging",
+    )
+    .await
+    .unwrap();
+    for version in ["1.0.0", "1.1.0", "1.2.0"] {
+        set_label(&server, "staging", version, "").await.unwrap();
+    }
+    wait_for(&server, &watcher.id, "evaluated three moves", |s| {
+        s.runs_started == 3
+    })
+    .await;
+    let mut versions: Vec<String> = runs_of(&server, &dataset_id)
+        .await
+        .into_iter()
+        .map(|r| r.prompt_version)
+        .collect();
+    versions.sort();
+    assert_eq!(versions, ["1.0.0", "1.1.0", "1.2.0"]);
 }
 
 #[tokio::test]
@@ -657,19 +765,40 @@ async fn bad_schedules_are_refused_with_the_field_at_fault() {
     }
 }
 
-/// Rewrites a stored schedule while the server is down, as a crash would have left it.
-async fn store_pending_run(dir: &std::path::Path, schedule_id: &str, run_id: &str) {
-    use llmops_evaluator::schedules::{PendingRun, ScheduleStore as _, Trigger};
-    let store = llmops_store::SqliteStore::open(dir, llmops_store::Durability::Full)
+/// Opens a stopped server's store.
+async fn stopped_store(dir: &std::path::Path) -> llmops_store::SqliteStore {
+    llmops_store::SqliteStore::open(dir, llmops_store::Durability::Full)
         .await
-        .unwrap();
-    let mut schedule = store
+        .unwrap()
+}
+
+/// A stopped server's stored schedule.
+async fn stored_schedule(
+    store: &llmops_store::SqliteStore,
+    schedule_id: &str,
+) -> llmops_evaluator::schedules::Schedule {
+    use llmops_evaluator::schedules::ScheduleStore as _;
+    store
         .load_schedules()
         .await
         .unwrap()
         .into_iter()
         .find(|s| s.id == schedule_id)
-        .unwrap();
+        .unwrap()
+}
+
+async fn stored_runs_started(dir: &std::path::Path, schedule_id: &str) -> u64 {
+    let store = stopped_store(dir).await;
+    let started = stored_schedule(&store, schedule_id).await.runs_started;
+    store.close().await;
+    started
+}
+
+/// Rewrites a stored schedule while the server is down, as a crash would have left it.
+async fn store_pending_run(dir: &std::path::Path, schedule_id: &str, run_id: &str) {
+    use llmops_evaluator::schedules::{PendingRun, ScheduleStore as _, Trigger};
+    let store = stopped_store(dir).await;
+    let mut schedule = stored_schedule(&store, schedule_id).await;
     let mut spec = schedule.template.clone();
     spec.id = run_id.into();
     schedule.pending = Some(PendingRun {

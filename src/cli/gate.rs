@@ -33,8 +33,8 @@ enum GateCommand {
     /// Then moving LABEL to a version (`llmops prompt label set`; `llmops prompt
     /// activate` for `active`) is refused unless a completed run of exactly that version,
     /// on the dataset at its current version and with the model, reached the minimum pass
-    /// rate (and, with `--no-regression`, did not fall below the pass rate of the version
-    /// the label points to now). `--override-reason` on those commands bypasses the gate
+    /// rate (and, with `--no-regression`, did not fall more than 5 points below the pass
+    /// rate of the version the label points to now). `--override-reason` on those commands bypasses the gate
     /// and is recorded in the label history.
     Set(SetArgs),
     /// Show the gate of a prompt's label.
@@ -79,8 +79,8 @@ struct SetArgs {
         allow_negative_numbers = true
     )]
     min_pass_rate: f64,
-    /// Also refuse a version whose pass rate is lower than that of the version the label
-    /// points to now (same dataset version and model).
+    /// Also refuse a version whose pass rate is more than 5 points below that of the
+    /// version the label points to now (same dataset version and model).
     #[arg(long)]
     no_regression: bool,
 }

@@ -525,7 +525,6 @@ impl EvaluationServiceRpc for EvaluationApi {
         let schedule = self
             .schedules()?
             .get(&id)
-            .await
             .map_err(|e| evaluation_status(e, ""))?;
         Ok(Response::new(pb::GetScheduleResponse {
             schedule: Some(schedule_to_pb(schedule)),
@@ -543,7 +542,6 @@ impl EvaluationServiceRpc for EvaluationApi {
                 page_size(request.page_size, DEFAULT_SCHEDULE_PAGE)?,
                 &request.page_token,
             )
-            .await
             .map_err(|e| evaluation_status(e, ""))?;
         Ok(Response::new(pb::ListSchedulesResponse {
             schedules: schedules.into_iter().map(schedule_to_pb).collect(),

@@ -18,7 +18,10 @@ use tokio::sync::Mutex;
 
 use crate::datasets::DatasetService;
 use crate::error::{EvaluationError, EvaluationStoreError, Violation};
-use crate::runs::{Run, RunService, RunStatus, PASS_RATE_DROP};
+use llmops_registry::ReleaseCheck;
+
+use crate::providers::selection::AUTO;
+use crate::runs::{pass_rate_regressed, Run, RunService, RunStatus, PASS_RATE_DROP};
 
 /// The most gates one list page holds.
 const MAX_PAGE_SIZE: usize = 1000;
@@ -123,6 +126,20 @@ impl GateService {
         }
         if gate.model.is_empty() {
             violations.push(Violation::new("model", "is required"));
+        } else if gate.model == AUTO {
+            violations.push(Violation::new(
+                "model",
+                "name a provider: runs record the provider `auto` chose, so a gate on `auto` could never pass",
+            ));
+        } else if self.runs.providers().get(&gate.model).is_none() {
+            violations.push(Violation::new(
+                "model",
+                format!(
+                    "{:?} is not a configured provider; known: {}",
+                    gate.model,
+                    self.runs.providers().names().join(", ")
+                ),
+            ));
         }
         if !(0.0..=1.0).contains(&gate.min_pass_rate) {
             violations.push(Violation::new("min_pass_rate", "must be in [0, 1]"));
@@ -209,20 +226,21 @@ impl GateService {
         Ok(())
     }
 
-    /// Whether `version` may become `label` of `prompt_name`, given the version the label
-    /// holds now; the error says which run is missing or which figure fell short.
-    pub async fn evaluate(
-        &self,
-        prompt_name: &str,
-        label: &str,
-        version: &str,
-        current: Option<&str>,
-    ) -> Result<(), String> {
+    /// Whether the move `request` describes may happen; the error says which run is
+    /// missing or which figure fell short.
+    pub async fn evaluate(&self, request: &ReleaseCheck<'_>) -> Result<(), String> {
+        let ReleaseCheck {
+            prompt,
+            pointer,
+            version,
+            version_created_at,
+            current,
+        } = *request;
         let Some(gate) = self
             .gates
             .lock()
             .await
-            .get(&(prompt_name.to_owned(), label.to_owned()))
+            .get(&(prompt.to_owned(), pointer.to_owned()))
             .cloned()
         else {
             return Ok(());
@@ -233,12 +251,15 @@ impl GateService {
                 gate.dataset_id
             )
         })?;
+        // Only the server's own calls of the gate's model count (outputs a client
+        // submitted could say anything), on the dataset as it is now.
         let run_of = |version: &str| {
             self.runs.find_latest(|run: &Run| {
                 run.status == RunStatus::Completed
+                    && !run.submitted_outputs
                     && run.dataset_id == gate.dataset_id
                     && run.dataset_version == dataset.version
-                    && run.prompt_name == prompt_name
+                    && run.prompt_name == prompt
                     && run.prompt_version == version
                     && run.model == gate.model
             })
@@ -247,7 +268,8 @@ impl GateService {
             "on dataset {} at version {} with model {}",
             gate.dataset_id, dataset.version, gate.model
         );
-        let Some(run) = run_of(version) else {
+        // A run older than the version evaluated an earlier version of that number.
+        let Some(run) = run_of(version).filter(|run| run.created_at >= version_created_at) else {
             return Err(format!(
                 "no completed run of version {version} {where_}; run one first"
             ));
@@ -269,7 +291,7 @@ impl GateService {
                     ));
                 };
                 let baseline_rate = baseline.results.as_ref().map_or(0.0, |r| r.pass_rate);
-                if baseline_rate - pass_rate > PASS_RATE_DROP {
+                if pass_rate_regressed(baseline_rate, pass_rate) {
                     return Err(format!(
                         "no_regression: run {} of version {version} passed {}, more than {:.0} points below run {} of the current version {current} ({})",
                         run.id,

@@ -11,7 +11,7 @@ mod store;
 mod summary;
 mod validate;
 
-pub use compare::{Comparison, MetricChange, PairedOutcomes, PASS_RATE_DROP};
+pub use compare::{pass_rate_regressed, Comparison, MetricChange, PairedOutcomes, PASS_RATE_DROP};
 pub use metric::JUDGE_SCORERS;
 pub use model::{
     JudgeScore, LatencySummary, MetricConfig, MetricSummary, Outcome, Run, RunProgress, RunResults,

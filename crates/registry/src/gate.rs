@@ -3,21 +3,31 @@
 //! is evaluation's business, wired in by the server); it only asks and obeys.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 /// The pointer name a gate on the active version uses.
 pub const ACTIVE_POINTER: &str = "active";
 
+/// A pointer move the registry asks about.
+#[derive(Debug, Clone, Copy)]
+pub struct ReleaseCheck<'a> {
+    /// The prompt.
+    pub prompt: &'a str,
+    /// The label, or [`ACTIVE_POINTER`] for the active version.
+    pub pointer: &'a str,
+    /// The version that would move in.
+    pub version: &'a str,
+    /// When that version was created: evidence older than it (a run of an earlier,
+    /// deleted version with the same number) does not count.
+    pub version_created_at: DateTime<Utc>,
+    /// The version the pointer holds now (None for a new label or a new prompt).
+    pub current: Option<&'a str>,
+}
+
 /// Decides whether a version may move into a pointer.
 #[async_trait]
 pub trait ReleaseGuard: Send + Sync + 'static {
-    /// `Ok` when `version` of `prompt` may become `label` ([`ACTIVE_POINTER`] for the
-    /// active version), given the version the pointer holds now; otherwise the reason,
-    /// which the caller sees as FAILED_PRECONDITION.
-    async fn check(
-        &self,
-        prompt: &str,
-        label: &str,
-        version: &str,
-        current: Option<&str>,
-    ) -> Result<(), String>;
+    /// `Ok` when the move may happen; otherwise the reason, which the caller sees as
+    /// FAILED_PRECONDITION.
+    async fn check(&self, request: &ReleaseCheck<'_>) -> Result<(), String>;
 }

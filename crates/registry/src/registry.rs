@@ -29,7 +29,7 @@ pub use watch::{WatchItem, WatchSubscription};
 use crate::diff::{diff_versions, VersionDiff};
 use crate::error::{FieldViolation, RegistryError};
 use crate::event::{PromptEvent, PromptEventKind};
-use crate::gate::{ReleaseGuard, ACTIVE_POINTER};
+use crate::gate::{ReleaseCheck, ReleaseGuard, ACTIVE_POINTER};
 use crate::limits::RegistryLimits;
 use crate::model::{NewPromptVersion, PromptSummary, PromptVersion, PromptVersionView};
 use crate::naming::{validate_label, validate_prompt_name, RESERVED_ACTIVE_LABEL};
@@ -205,6 +205,23 @@ impl Registry {
                 record.name, found.record.version
             )));
         }
+        if let (None, Some(guard)) = (&existing, self.guard.get()) {
+            // A prompt's first version becomes its active version: a gate on `active`
+            // (set ahead, or left from a deleted prompt) is asked like any activation.
+            let request = ReleaseCheck {
+                prompt: &record.name,
+                pointer: ACTIVE_POINTER,
+                version: &record.version.to_string(),
+                version_created_at: record.created_at,
+                current: None,
+            };
+            guard.check(&request).await.map_err(|reason| {
+                RegistryError::FailedPrecondition(format!(
+                    "release gate of {:?} \"active\": {reason}; a prompt's first version becomes active, so delete the gate to create the prompt",
+                    record.name
+                ))
+            })?;
+        }
         let cached = Arc::new(CachedVersion {
             record,
             compiled: Arc::new(compiled),
@@ -315,16 +332,19 @@ impl Registry {
         }
     }
 
-    /// Asks the release guard whether `version` may become `pointer`, unless the call
-    /// overrides it with a reason (which is logged and recorded in the event).
+    /// Asks the release guard whether `request` may happen, unless the call overrides
+    /// it with a reason (which is logged and recorded in the event).
     async fn check_release(
         &self,
-        name: &str,
-        pointer: &str,
-        version: &str,
-        current: Option<&str>,
+        request: ReleaseCheck<'_>,
         override_reason: Option<&str>,
     ) -> Result<Option<String>, RegistryError> {
+        let ReleaseCheck {
+            prompt,
+            pointer,
+            version,
+            ..
+        } = request;
         if let Some(reason) = override_reason {
             let reason = reason.trim();
             if reason.is_empty() || reason.len() > MAX_OVERRIDE_REASON_BYTES {
@@ -333,24 +353,15 @@ impl Registry {
                     format!("when given, 1 to {MAX_OVERRIDE_REASON_BYTES} bytes saying why"),
                 ));
             }
-            tracing::warn!(
-                prompt = name,
-                pointer,
-                version,
-                reason,
-                "release gate overridden"
-            );
+            tracing::warn!(prompt, pointer, version, reason, "release gate overridden");
             return Ok(Some(reason.to_owned()));
         }
         if let Some(guard) = self.guard.get() {
-            guard
-                .check(name, pointer, version, current)
-                .await
-                .map_err(|reason| {
-                    RegistryError::FailedPrecondition(format!(
-                        "release gate of {name:?} {pointer:?}: {reason}; pass override_reason to release anyway"
-                    ))
-                })?;
+            guard.check(&request).await.map_err(|reason| {
+                RegistryError::FailedPrecondition(format!(
+                    "release gate of {prompt:?} {pointer:?}: {reason}; pass override_reason to release anyway"
+                ))
+            })?;
         }
         Ok(None)
     }
@@ -372,10 +383,13 @@ impl Registry {
             .map(|v| v.record.version.to_string());
         let override_reason = self
             .check_release(
-                name,
-                ACTIVE_POINTER,
-                &cached.record.version.to_string(),
-                previous.as_deref(),
+                ReleaseCheck {
+                    prompt: name,
+                    pointer: ACTIVE_POINTER,
+                    version: &cached.record.version.to_string(),
+                    version_created_at: cached.record.created_at,
+                    current: previous.as_deref(),
+                },
                 override_reason,
             )
             .await?;
@@ -419,10 +433,13 @@ impl Registry {
             .map(|v| v.record.version.clone());
         let override_reason = self
             .check_release(
-                name,
-                label,
-                &cached.record.version.to_string(),
-                previous.as_ref().map(ToString::to_string).as_deref(),
+                ReleaseCheck {
+                    prompt: name,
+                    pointer: label,
+                    version: &cached.record.version.to_string(),
+                    version_created_at: cached.record.created_at,
+                    current: previous.as_ref().map(ToString::to_string).as_deref(),
+                },
                 override_reason,
             )
             .await?;

@@ -22,6 +22,12 @@ pub const RELATIVE_CHANGE: f64 = 0.05;
 /// Float noise below this is not a change (0.80 - 0.75 is 0.05000000000000004).
 const EPSILON: f64 = 1e-9;
 
+/// Whether a pass rate fell from `baseline` by more than [`PASS_RATE_DROP`]: the rule of
+/// the regression alert, and of release gates with `no_regression`.
+pub fn pass_rate_regressed(baseline: f64, candidate: f64) -> bool {
+    baseline - candidate > PASS_RATE_DROP + EPSILON
+}
+
 /// How one metric's mean changed.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MetricChange {
@@ -296,7 +302,7 @@ pub fn regression_checks(
         alert_type: AlertType::Regression,
         severity,
         metric: "pass_rate".to_owned(),
-        breaching: drop > PASS_RATE_DROP + EPSILON,
+        breaching: pass_rate_regressed(baseline_results.pass_rate, candidate_results.pass_rate),
         message: format!(
             "run {}: pass rate fell {:.1} points to {:.1}% against run {} ({:.1}%) on dataset {}; {versions}",
             candidate.id,

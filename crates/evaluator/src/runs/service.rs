@@ -417,7 +417,11 @@ impl RunService {
             .filter_map(|entry| {
                 let run = entry.borrow();
                 let results = run.results.as_ref()?;
-                (run.status == RunStatus::Completed && run.model == model && results.total > 0)
+                // Outputs a client submitted say nothing of the provider's answers.
+                (run.status == RunStatus::Completed
+                    && run.model == model
+                    && !run.submitted_outputs
+                    && results.total > 0)
                     .then(|| (run.finished_at.unwrap_or(run.created_at), results.pass_rate))
             })
             .collect();

@@ -15,11 +15,11 @@
 //! snapshot also catches changes made while the server was down.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex as SyncMutex};
+use std::sync::{Arc, Mutex as SyncMutex, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use llmops_registry::{PromptEventKind, Registry, VersionSelector, WatchItem};
+use llmops_registry::{PromptEvent, PromptEventKind, Registry, VersionSelector, WatchItem};
 use tokio::sync::{Mutex, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -30,7 +30,8 @@ use super::model::{PendingRun, Schedule, Trigger};
 use super::store::ScheduleStore;
 use crate::error::{EvaluationError, Violation};
 use crate::paging::newest_first;
-use crate::runs::{RunService, RunSpec};
+use crate::providers::selection::AUTO;
+use crate::runs::{RunService, RunSpec, RunStatus};
 
 /// The most schedules one server keeps.
 pub const MAX_SCHEDULES: usize = 1000;
@@ -76,6 +77,9 @@ struct Inner {
     settings: ScheduleSettings,
     /// Held across storage writes and run starts: schedules change one at a time.
     schedules: Mutex<BTreeMap<String, Schedule>>,
+    /// What reads see: a copy updated after each stored change, so Get and List never
+    /// wait for runs being started.
+    view: RwLock<BTreeMap<String, Schedule>>,
     /// Wakes the tick loop when due times change.
     wake: Notify,
     shutdown: CancellationToken,
@@ -93,29 +97,20 @@ impl std::fmt::Debug for ScheduleService {
     }
 }
 
-/// Whether a registry event may have moved a prompt's active version or a label.
-fn is_pointer_change(kind: PromptEventKind) -> bool {
-    matches!(
-        kind,
-        // A prompt's first version becomes its active version.
-        PromptEventKind::VersionCreated
-            | PromptEventKind::VersionActivated
-            | PromptEventKind::LabelMoved
-    )
-}
-
 fn not_found(id: &str) -> EvaluationError {
     EvaluationError::NotFound(format!("schedule {id:?} not found"))
 }
 
 impl ScheduleService {
     /// Loads every schedule, finishes runs a crash left half-started, and starts the
-    /// tick loop and the prompt-change watcher.
+    /// tick loop and the prompt-change watcher, which stop when `shutdown` is cancelled
+    /// (or at `close`).
     pub async fn open(
         store: Arc<dyn ScheduleStore>,
         runs: Arc<RunService>,
         registry: Arc<Registry>,
         settings: ScheduleSettings,
+        shutdown: &CancellationToken,
     ) -> Result<Self, EvaluationError> {
         let inner = Arc::new(Inner {
             store,
@@ -123,8 +118,9 @@ impl ScheduleService {
             registry,
             settings,
             schedules: Mutex::new(BTreeMap::new()),
+            view: RwLock::new(BTreeMap::new()),
             wake: Notify::new(),
-            shutdown: CancellationToken::new(),
+            shutdown: shutdown.child_token(),
         });
         {
             let mut schedules = inner.schedules.lock().await;
@@ -134,14 +130,19 @@ impl ScheduleService {
                     tracing::info!(schedule_id = %schedule.id, run_id = %pending.spec.id, "finishing a run a restart interrupted");
                     inner.launch(&mut schedule, pending).await?;
                 }
-                // The configured interval may have changed since the due time was stored.
-                if !schedule.paused
-                    && schedule.schedule.trim().is_empty()
-                    && inner.next_due(&schedule, now).is_none() != schedule.next_run_at.is_none()
-                {
-                    schedule.next_run_at = inner.next_due(&schedule, now);
-                    inner.store.update_schedule(&schedule).await?;
+                // The configured default interval may have changed (or been turned on or
+                // off) since the due time was stored: never wait longer than it says now.
+                if !schedule.paused && schedule.schedule.trim().is_empty() {
+                    let due = match (schedule.next_run_at, inner.next_due(&schedule, now)) {
+                        (Some(stored), Some(fresh)) => Some(stored.min(fresh)),
+                        (_, fresh) => fresh,
+                    };
+                    if due != schedule.next_run_at {
+                        schedule.next_run_at = due;
+                        inner.store.update_schedule(&schedule).await?;
+                    }
                 }
+                inner.show(&schedule);
                 schedules.insert(schedule.id.clone(), schedule);
             }
         }
@@ -190,8 +191,10 @@ impl ScheduleService {
             updated_at: now,
         };
         schedule.next_run_at = expression.next_after(now, inner.default_interval());
-        schedule.watched_version = inner.watched_version(&schedule).unwrap_or_default();
         let mut schedules = inner.schedules.lock().await;
+        // Read under the lock the watcher fires under, so a change is either seen here
+        // or fires the new schedule.
+        schedule.watched_version = inner.watched_version(&schedule).unwrap_or_default();
         if schedules.contains_key(&schedule.id) {
             return Err(EvaluationError::AlreadyExists(format!(
                 "schedule {:?} already exists",
@@ -204,6 +207,7 @@ impl ScheduleService {
             )));
         }
         inner.store.insert_schedule(&schedule).await?;
+        inner.show(&schedule);
         schedules.insert(schedule.id.clone(), schedule.clone());
         inner.wake.notify_one();
         tracing::info!(schedule_id = %schedule.id, schedule = %schedule.schedule, next_run_at = ?schedule.next_run_at, "schedule created");
@@ -211,27 +215,27 @@ impl ScheduleService {
     }
 
     /// One schedule.
-    pub async fn get(&self, id: &str) -> Result<Schedule, EvaluationError> {
+    pub fn get(&self, id: &str) -> Result<Schedule, EvaluationError> {
         self.inner
-            .schedules
-            .lock()
-            .await
+            .view
+            .read()
+            .expect("view lock")
             .get(id)
             .cloned()
             .ok_or_else(|| not_found(id))
     }
 
     /// Schedules newest first.
-    pub async fn list(
+    pub fn list(
         &self,
         page_size: usize,
         page_token: &str,
     ) -> Result<(Vec<Schedule>, String), EvaluationError> {
         let schedules: Vec<Schedule> = self
             .inner
-            .schedules
-            .lock()
-            .await
+            .view
+            .read()
+            .expect("view lock")
             .values()
             .cloned()
             .collect();
@@ -286,6 +290,7 @@ impl ScheduleService {
         }
         inner.store.delete_schedule(id).await?;
         schedules.remove(id);
+        inner.view.write().expect("view lock").remove(id);
         inner.wake.notify_one();
         tracing::info!(schedule_id = %id, "schedule deleted");
         Ok(())
@@ -293,6 +298,14 @@ impl ScheduleService {
 }
 
 impl Inner {
+    /// Makes a stored change visible to reads.
+    fn show(&self, schedule: &Schedule) {
+        self.view
+            .write()
+            .expect("view lock")
+            .insert(schedule.id.clone(), schedule.clone());
+    }
+
     fn default_interval(&self) -> Option<Duration> {
         self.settings
             .auto_evaluation
@@ -427,6 +440,7 @@ impl Inner {
         }
         schedule.updated_at = Utc::now();
         self.store.update_schedule(&schedule).await?;
+        self.show(&schedule);
         schedules.insert(id.to_owned(), schedule.clone());
         self.wake.notify_one();
         Ok(schedule)
@@ -493,6 +507,7 @@ impl Inner {
             if let Some(previous) = previous.filter(|run| !run.status.is_terminal()) {
                 next.skipped_ticks += 1;
                 self.store.update_schedule(&next).await?;
+                self.show(&next);
                 *schedule = next;
                 tracing::info!(schedule_id = %schedule.id, run_id = %previous.id, skipped_ticks = schedule.skipped_ticks, "skipped a tick: the previous run is still going");
                 return Ok(());
@@ -509,12 +524,16 @@ impl Inner {
             spec.prompt_version = to.clone();
             spec.prompt_label.clear();
             if spec.baseline_run_id.is_empty() && !from.is_empty() {
-                if let Some(baseline) = self.runs.latest_completed(
-                    &spec.dataset_id,
-                    &spec.prompt_name,
-                    &spec.model,
-                    Some(from),
-                ) {
+                // An `auto` template's runs record the provider they got.
+                let baseline = self.runs.find_latest(|run| {
+                    run.status == RunStatus::Completed
+                        && run.dataset_id == spec.dataset_id
+                        && run.prompt_name == spec.prompt_name
+                        && run.prompt_version == *from
+                        && (run.model == spec.model
+                            || (spec.model == AUTO && run.requested_model == AUTO))
+                });
+                if let Some(baseline) = baseline {
                     spec.baseline_run_id = baseline.id;
                 }
             }
@@ -522,6 +541,7 @@ impl Inner {
         let pending = PendingRun { spec, trigger };
         next.pending = Some(pending.clone());
         self.store.update_schedule(&next).await?;
+        self.show(&next);
         *schedule = next;
         self.launch(schedule, pending).await
     }
@@ -554,22 +574,27 @@ impl Inner {
             }
         }
         self.store.update_schedule(&next).await?;
+        self.show(&next);
         *schedule = next;
         Ok(())
     }
 
     async fn create_and_start(&self, spec: RunSpec) -> Result<(), EvaluationError> {
         let id = spec.id.clone();
-        match self.runs.create(spec).await {
-            Ok(_) | Err(EvaluationError::AlreadyExists(_)) => {}
-            Err(err) => return Err(err),
+        // A run created before a crash is not created again (nor checked again: its
+        // provider may be gone, and then it is abandoned below, not left pending).
+        if self.runs.get(&id).is_err() {
+            match self.runs.create(spec).await {
+                Ok(_) | Err(EvaluationError::AlreadyExists(_)) => {}
+                Err(err) => return Err(err),
+            }
         }
         let Err(err) = self.runs.start(&id).await else {
             return Ok(());
         };
         match self.runs.get(&id) {
             // Started before a crash: it resumed on its own.
-            Ok(run) if run.status != crate::runs::RunStatus::Pending => Ok(()),
+            Ok(run) if run.status != RunStatus::Pending => Ok(()),
             _ => {
                 // Leave no pending run behind for overlap checks to wait on.
                 if let Err(abandon) = self
@@ -597,41 +622,82 @@ impl Inner {
                     }
                 }
             };
+            // Set when starting a run failed: every schedule is compared with the
+            // registry again after a pause, so the change is not lost.
+            let mut recheck = false;
             loop {
                 let item = tokio::select! {
                     _ = self.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(RETRY_AFTER), if recheck => {
+                        recheck = false;
+                        if let Err(err) = self.check_prompt_changes().await {
+                            tracing::warn!(error = %err, "starting runs for a prompt change failed; will retry");
+                            recheck = true;
+                        }
+                        continue;
+                    }
                     item = subscription.next() => item,
                 };
-                let prompt = match item {
+                let outcome = match item {
                     Ok(Some(WatchItem::Snapshot { .. })) => continue,
                     // After the snapshot, every schedule is compared with the registry:
                     // this catches what changed while the server was down.
-                    Ok(Some(WatchItem::SnapshotEnd { .. })) => None,
-                    Ok(Some(WatchItem::Event(event))) if is_pointer_change(event.kind) => {
-                        Some(event.prompt_name.clone())
-                    }
-                    Ok(Some(WatchItem::Event(_))) => continue,
+                    Ok(Some(WatchItem::SnapshotEnd { .. })) => self.check_prompt_changes().await,
+                    Ok(Some(WatchItem::Event(event))) => self.follow(&event).await,
                     Ok(None) => return,
                     Err(err) => {
                         tracing::warn!(error = %err, "the registry feed failed; resubscribing");
                         break;
                     }
                 };
-                if let Err(err) = self.check_prompt_changes(prompt.as_deref()).await {
-                    tracing::warn!(error = %err, "starting runs for a prompt change failed");
+                if let Err(err) = outcome {
+                    tracing::warn!(error = %err, "starting runs for a prompt change failed; will retry");
+                    recheck = true;
                 }
             }
         }
     }
 
-    /// Fires the prompt trigger of each schedule (of `prompt`, or all) whose watched
-    /// version is no longer the registry's.
-    async fn check_prompt_changes(&self, prompt: Option<&str>) -> Result<(), EvaluationError> {
+    /// Fires the prompt trigger of the schedules a registry event moved: each move is
+    /// evaluated, even when the next one follows before the watcher gets here.
+    async fn follow(&self, event: &PromptEvent) -> Result<(), EvaluationError> {
+        let Some(view) = &event.version else {
+            return Ok(());
+        };
+        let watched = match event.kind {
+            PromptEventKind::VersionActivated => String::new(),
+            // A prompt's first version becomes its active version.
+            PromptEventKind::VersionCreated if view.is_active => String::new(),
+            PromptEventKind::LabelMoved => event.label.clone().unwrap_or_default(),
+            _ => return Ok(()),
+        };
+        let version = view.version.version.to_string();
         let mut schedules = self.schedules.lock().await;
         let ids: Vec<String> = schedules
             .values()
             .filter(|s| s.on_prompt_change && !s.paused)
-            .filter(|s| prompt.is_none_or(|name| name == s.template.prompt_name))
+            .filter(|s| s.template.prompt_name == event.prompt_name && s.watch_label == watched)
+            .filter(|s| s.watched_version != version)
+            .map(|s| s.id.clone())
+            .collect();
+        for id in ids {
+            let schedule = schedules.get_mut(&id).expect("listed schedule exists");
+            let trigger = Trigger::PromptChange {
+                from: schedule.watched_version.clone(),
+                to: version.clone(),
+            };
+            self.fire(schedule, trigger).await?;
+        }
+        Ok(())
+    }
+
+    /// Fires the prompt trigger of each schedule whose watched version is no longer the
+    /// registry's.
+    async fn check_prompt_changes(&self) -> Result<(), EvaluationError> {
+        let mut schedules = self.schedules.lock().await;
+        let ids: Vec<String> = schedules
+            .values()
+            .filter(|s| s.on_prompt_change && !s.paused)
             .map(|s| s.id.clone())
             .collect();
         for id in ids {
