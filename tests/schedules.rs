@@ -235,16 +235,16 @@ async fn a_tick_while_the_previous_run_is_still_going_is_skipped_and_counted() {
     assert_eq!(runs_of(&server, &dataset_id).await.len(), 1);
 }
 
-#[tokio::test]
-async fn a_schedule_due_while_the_server_was_down_runs_once_after_the_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = TestServer::start_in(dir.path(), |_| {}).await;
+/// Starts a server in `dir`, schedules an echo evaluation with `expression`, and stops
+/// the server; returns the dataset and the schedule.
+async fn schedule_then_stop(dir: &std::path::Path, expression: &str) -> (String, pb::Schedule) {
+    let mut server = TestServer::start_in(dir, |_| {}).await;
     prompt(&server, "p", "1.0.0", "{{input}}").await;
     let dataset_id = dataset(&server, "d", vec![("a", "one", "one")]).await;
     let created = schedule(
         &server,
         run(&dataset_id, "p", "", "echo"),
-        "@every 3s",
+        expression,
         false,
         "",
     )
@@ -252,6 +252,13 @@ async fn a_schedule_due_while_the_server_was_down_runs_once_after_the_restart() 
     .unwrap();
     server.begin_shutdown().await.unwrap().unwrap();
     drop(server);
+    (dataset_id, created)
+}
+
+#[tokio::test]
+async fn a_schedule_due_while_the_server_was_down_runs_once_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dataset_id, created) = schedule_then_stop(dir.path(), "@every 3s").await;
     assert_eq!(
         stored_runs_started(dir.path(), &created.id).await,
         0,
@@ -814,21 +821,8 @@ async fn store_pending_run(dir: &std::path::Path, schedule_id: &str, run_id: &st
 #[tokio::test]
 async fn a_run_decided_on_before_a_crash_is_started_once_at_the_next_start() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = TestServer::start_in(dir.path(), |_| {}).await;
-    prompt(&server, "p", "1.0.0", "{{input}}").await;
-    let dataset_id = dataset(&server, "d", vec![("a", "one", "one")]).await;
-    let created = schedule(
-        &server,
-        run(&dataset_id, "p", "", "echo"),
-        "@yearly",
-        false,
-        "",
-    )
-    .await
-    .unwrap();
     // A crash after the schedule stored its decision, before the run was created.
-    server.begin_shutdown().await.unwrap().unwrap();
-    drop(server);
+    let (dataset_id, created) = schedule_then_stop(dir.path(), "@yearly").await;
     store_pending_run(dir.path(), &created.id, "decided-before-crash").await;
     let mut server = TestServer::start_in(dir.path(), |_| {}).await;
     let finished = get_schedule(&server, &created.id).await;
