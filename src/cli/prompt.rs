@@ -168,6 +168,15 @@ pub enum LabelCommand {
         /// The label to remove.
         label: String,
     },
+    /// Show every move of a prompt's pointers, oldest first: activations, label moves
+    /// and deletions, with the version before and any release gate override's reason.
+    History {
+        /// The prompt's name.
+        name: String,
+        /// Only this label (`active` for activations).
+        #[arg(long)]
+        label: Option<String>,
+    },
 }
 
 /// Which version of a prompt: an exact version, a label, or (neither) the active one.

@@ -275,6 +275,33 @@ async fn label(command: LabelCommand, options: &ClientOptions) -> anyhow::Result
                 })
             }
         }
+        LabelCommand::History { name, label } => {
+            let mut page_token = String::new();
+            loop {
+                let page = client
+                    .list_label_history(pb::ListLabelHistoryRequest {
+                        name: name.clone(),
+                        label: label.clone().unwrap_or_default(),
+                        page_size: 0,
+                        page_token,
+                    })
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                for event in &page.events {
+                    if json {
+                        emit(|out| output::json_line(out, &json::event(event)))?;
+                    } else {
+                        let time = crate::cli::values::rfc3339(event.time.as_ref());
+                        emit(|out| writeln!(out, "{time}  {}", output::event_line(event)))?;
+                    }
+                }
+                if page.next_page_token.is_empty() {
+                    return Ok(());
+                }
+                page_token = page.next_page_token;
+            }
+        }
     }
 }
 
