@@ -135,6 +135,11 @@ async fn a_provider_that_goes_down_turns_unhealthy_after_the_threshold_and_recov
 
     mock.set_down(true);
     let providers = until_healthy(&server, &both, false).await;
+    let metrics = server.metrics_text().await;
+    assert!(
+        metrics.contains("llmops_provider_healthy{provider=\"models-probed\"} 0"),
+        "{metrics}"
+    );
     for name in both {
         let p = named(&providers, name);
         assert!(p.consecutive_failures >= THRESHOLD, "{p:?}");

@@ -92,6 +92,14 @@ async fn get_run(server: &TestServer, id: &str) -> pb::Run {
         .unwrap()
 }
 
+/// The value of the metric line that starts with `series` (0 when absent).
+fn metric_value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 fn seconds(timestamp: &Option<prost_types::Timestamp>) -> i64 {
     timestamp.as_ref().map_or(0, |t| t.seconds)
 }
@@ -125,6 +133,14 @@ async fn an_every_schedule_runs_by_itself_until_paused_and_resumes_from_now() {
     assert!(created.run_template.as_ref().unwrap().id.is_empty());
 
     let fired = wait_for(&server, &created.id, "ran twice", |s| s.runs_started >= 2).await;
+    let metrics = server.metrics_text().await;
+    assert!(
+        metric_value(
+            &metrics,
+            "llmops_scheduled_runs_total{trigger=\"tick\",outcome=\"started\"}"
+        ) >= 2.0,
+        "{metrics}"
+    );
     let last = watch(&server, &fired.last_run_id).await.pop().unwrap();
     assert_eq!(last.status, pb::RunStatus::Completed as i32);
     assert_eq!(last.prompt_version, "1.0.0");
@@ -230,6 +246,11 @@ async fn a_tick_while_the_previous_run_is_still_going_is_skipped_and_counted() {
     })
     .await;
     assert_eq!(skipping.runs_started, 1, "one run at a time");
+    let metrics = server.metrics_text().await;
+    assert!(
+        metric_value(&metrics, "llmops_schedule_skipped_ticks_total") >= 2.0,
+        "{metrics}"
+    );
     let running = get_run(&server, &skipping.last_run_id).await;
     assert_eq!(running.status, pb::RunStatus::Running as i32);
     assert_eq!(runs_of(&server, &dataset_id).await.len(), 1);

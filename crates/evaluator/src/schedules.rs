@@ -8,5 +8,8 @@ mod store;
 
 pub use expression::{ScheduleExpression, MAX_EVERY, MIN_EVERY};
 pub use model::{PendingRun, Schedule, Trigger};
-pub use service::{NewSchedule, ScheduleService, ScheduleSettings, MAX_SCHEDULES};
+pub use service::{
+    NewSchedule, ScheduleService, ScheduleSettings, MAX_SCHEDULES, SCHEDULED_RUNS_TOTAL,
+    SKIPPED_TICKS_TOTAL,
+};
 pub use store::ScheduleStore;

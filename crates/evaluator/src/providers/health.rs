@@ -30,6 +30,9 @@ use super::echo::ECHO;
 use super::{Completion, CompletionRequest, Provider, ProviderError};
 use crate::runs::quantile;
 
+/// Gauge per provider: 1 while healthy, 0 while not (set after each probe).
+pub const PROVIDER_HEALTHY: &str = "llmops_provider_healthy";
+
 /// Requests per provider that latency and error rate are computed over.
 pub const CALL_WINDOW: usize = 100;
 
@@ -289,6 +292,21 @@ impl ProviderHealth {
     }
 
     fn observe_probe(&self, tracked: &Tracked, latency: Duration, outcome: Result<(), String>) {
+        let healthy = self.apply_probe(tracked, latency, outcome);
+        metrics::gauge!(PROVIDER_HEALTHY, "provider" => tracked.name.clone()).set(if healthy {
+            1.0
+        } else {
+            0.0
+        });
+    }
+
+    /// Counts a probe's outcome; returns whether the provider is healthy after it.
+    fn apply_probe(
+        &self,
+        tracked: &Tracked,
+        latency: Duration,
+        outcome: Result<(), String>,
+    ) -> bool {
         let mut state = tracked.state.lock().expect("provider state lock");
         state.last_probe_at = Some(Utc::now());
         state.record(RequestOutcome {
@@ -313,6 +331,7 @@ impl ProviderHealth {
                 state.last_error = error;
             }
         }
+        state.healthy
     }
 
     fn record_call(&self, index: usize, latency: Duration, ok: bool) {

@@ -33,6 +33,12 @@ use crate::paging::newest_first;
 use crate::providers::selection::AUTO;
 use crate::runs::{RunService, RunSpec, RunStatus};
 
+/// Counter of runs schedules started or failed to start, by `trigger` (`tick`,
+/// `prompt_change`) and `outcome` (`started`, `failed`).
+pub const SCHEDULED_RUNS_TOTAL: &str = "llmops_scheduled_runs_total";
+/// Counter of ticks skipped because the schedule's previous run was still going.
+pub const SKIPPED_TICKS_TOTAL: &str = "llmops_schedule_skipped_ticks_total";
+
 /// The most schedules one server keeps.
 pub const MAX_SCHEDULES: usize = 1000;
 /// The longest schedule id.
@@ -507,6 +513,7 @@ impl Inner {
             if let Some(previous) = previous.filter(|run| !run.status.is_terminal()) {
                 next.skipped_ticks += 1;
                 self.store.update_schedule(&next).await?;
+                metrics::counter!(SKIPPED_TICKS_TOTAL).increment(1);
                 self.show(&next);
                 *schedule = next;
                 tracing::info!(schedule_id = %schedule.id, run_id = %previous.id, skipped_ticks = schedule.skipped_ticks, "skipped a tick: the previous run is still going");
@@ -555,6 +562,13 @@ impl Inner {
     ) -> Result<(), EvaluationError> {
         let id = pending.spec.id.clone();
         let outcome = self.create_and_start(pending.spec).await;
+        let trigger = match pending.trigger {
+            Trigger::Tick { .. } => "tick",
+            Trigger::PromptChange { .. } => "prompt_change",
+        };
+        let counted = if outcome.is_ok() { "started" } else { "failed" };
+        metrics::counter!(SCHEDULED_RUNS_TOTAL, "trigger" => trigger, "outcome" => counted)
+            .increment(1);
         let mut next = schedule.clone();
         next.pending = None;
         next.updated_at = Utc::now();
