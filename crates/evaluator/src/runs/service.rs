@@ -133,6 +133,9 @@ impl Executor {
     }
 }
 
+/// When a run finished, and its pass rate.
+type FinishedPassRate = (DateTime<Utc>, f64);
+
 struct Inner {
     store: Arc<dyn RunStore>,
     datasets: Arc<DatasetService>,
@@ -146,6 +149,9 @@ struct Inner {
     /// Serialises alert checks, so raises and resolves of one problem never interleave.
     alert_checks: tokio::sync::Mutex<()>,
     executors: SyncMutex<HashMap<String, Executor>>,
+    /// Per model, the pass rates of its latest finished runs (newest first, at most
+    /// [`PASS_RATE_RUNS`]): provider selection's scores.
+    recent_pass_rates: SyncMutex<HashMap<String, Vec<FinishedPassRate>>>,
     shutdown: CancellationToken,
 }
 
@@ -187,6 +193,7 @@ impl RunService {
             transitions: tokio::sync::Mutex::new(()),
             alert_checks: tokio::sync::Mutex::new(()),
             executors: SyncMutex::new(HashMap::new()),
+            recent_pass_rates: SyncMutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
         });
         let mut resume = Vec::new();
@@ -209,6 +216,7 @@ impl RunService {
                     complete.push(run.id.clone());
                 }
             }
+            inner.note_pass_rate(&run);
             inner.runs.insert(run.id.clone(), watch::Sender::new(run));
         }
         for id in complete {
@@ -399,36 +407,35 @@ impl RunService {
 
     /// The most recently created run that `matches`.
     pub fn find_latest(&self, matches: impl Fn(&Run) -> bool) -> Option<Run> {
-        self.inner
-            .runs
-            .iter()
-            .map(|entry| entry.borrow().clone())
-            .filter(|run| matches(run))
-            .max_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)))
+        // Only the winner is cloned: this runs under the registry's write lock when a
+        // release gate asks.
+        let mut latest: Option<(DateTime<Utc>, String)> = None;
+        for entry in self.inner.runs.iter() {
+            let run = entry.borrow();
+            if matches(&run)
+                && latest
+                    .as_ref()
+                    .is_none_or(|(at, id)| (run.created_at, &run.id) > (*at, id))
+            {
+                latest = Some((run.created_at, run.id.clone()));
+            }
+        }
+        latest.and_then(|(_, id)| self.inner.get(&id).ok())
     }
 
-    /// The mean pass rate of the `last` most recently finished completed runs of `model`
-    /// that scored at least one sample; None without any.
-    pub fn recent_pass_rate(&self, model: &str, last: usize) -> Option<f64> {
-        let mut recent: Vec<(DateTime<Utc>, f64)> = self
+    /// The mean pass rate of the [`PASS_RATE_RUNS`] most recently finished completed
+    /// runs of `model` that scored at least one sample; None without any. Kept up to
+    /// date as runs end, so provider selection (on every `auto` assignment) reads it in
+    /// constant time.
+    pub fn recent_pass_rate(&self, model: &str) -> Option<f64> {
+        let recent = self
             .inner
-            .runs
-            .iter()
-            .filter_map(|entry| {
-                let run = entry.borrow();
-                let results = run.results.as_ref()?;
-                // Outputs a client submitted say nothing of the provider's answers.
-                (run.status == RunStatus::Completed
-                    && run.model == model
-                    && !run.submitted_outputs
-                    && results.total > 0)
-                    .then(|| (run.finished_at.unwrap_or(run.created_at), results.pass_rate))
-            })
-            .collect();
-        recent.sort_by_key(|(finished, _)| std::cmp::Reverse(*finished));
-        recent.truncate(last);
-        (!recent.is_empty())
-            .then(|| recent.iter().map(|(_, rate)| rate).sum::<f64>() / recent.len() as f64)
+            .recent_pass_rates
+            .lock()
+            .expect("pass rates lock");
+        let rates = recent.get(model)?;
+        (!rates.is_empty())
+            .then(|| rates.iter().map(|(_, rate)| rate).sum::<f64>() / rates.len() as f64)
     }
 
     /// The providers runs may name.
@@ -441,7 +448,7 @@ impl RunService {
         self.inner
             .providers
             .health()
-            .statuses(|model| self.recent_pass_rate(model, PASS_RATE_RUNS))
+            .statuses(|model| self.recent_pass_rate(model))
     }
 
     /// The provider `candidates` should use (see [`selection::select`]).
@@ -901,8 +908,26 @@ impl Inner {
             run.compared_with_run_id = self.baseline_of(&run).map(|b| b.id).unwrap_or_default();
         }
         self.store.update_run(&run).await?;
+        self.note_pass_rate(&run);
         self.publish(run.clone());
         Ok(run)
+    }
+
+    /// Counts a completed run's pass rate into its model's recent ones.
+    fn note_pass_rate(&self, run: &Run) {
+        let Some(results) = &run.results else {
+            return;
+        };
+        // Outputs a client submitted say nothing of the provider's answers.
+        if run.status != RunStatus::Completed || run.submitted_outputs || results.total == 0 {
+            return;
+        }
+        let finished = run.finished_at.unwrap_or(run.created_at);
+        let mut recent = self.recent_pass_rates.lock().expect("pass rates lock");
+        let rates = recent.entry(run.model.clone()).or_default();
+        rates.push((finished, results.pass_rate));
+        rates.sort_by_key(|(finished, _)| std::cmp::Reverse(*finished));
+        rates.truncate(PASS_RATE_RUNS);
     }
 
     /// Completes a submitted-outputs run whose every sample has a result. Called under
