@@ -254,6 +254,21 @@ async fn a_tick_while_the_previous_run_is_still_going_is_skipped_and_counted() {
     let running = get_run(&server, &skipping.last_run_id).await;
     assert_eq!(running.status, pb::RunStatus::Running as i32);
     assert_eq!(runs_of(&server, &dataset_id).await.len(), 1);
+
+    // The dataset cannot be deleted from under the run and the schedule.
+    let refused = server
+        .evaluation()
+        .delete_dataset(pb::DeleteDatasetRequest {
+            dataset_id: dataset_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused.message().contains(&running.id) && refused.message().contains(&created.id),
+        "{}",
+        refused.message()
+    );
 }
 
 /// Starts a server in `dir`, schedules an echo evaluation with `expression`, and stops

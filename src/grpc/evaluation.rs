@@ -13,7 +13,7 @@ use llmops_registry::FieldViolation;
 use tonic::{Request, Response, Status, Streaming};
 
 use llmops_evaluator::gates::GateService;
-use llmops_evaluator::runs::RunService;
+use llmops_evaluator::runs::{RunService, RunStatus};
 use llmops_evaluator::schedules::ScheduleService;
 
 use self::gate_messages::{gate_from_pb, gate_to_pb};
@@ -63,6 +63,34 @@ impl EvaluationApi {
 
     fn gates(&self) -> Result<&GateService, Status> {
         self.state.gates()
+    }
+}
+
+impl EvaluationApi {
+    /// FAILED_PRECONDITION when deleting dataset `id` would break a running run, a
+    /// schedule or a release gate (they would fail later, far from the cause).
+    async fn refuse_if_in_use(&self, id: &str) -> Result<(), Status> {
+        let mut users = Vec::new();
+        if let Some(run) = self.runs()?.find_latest(|run| {
+            run.dataset_id == id && run.status == RunStatus::Running && !run.submitted_outputs
+        }) {
+            users.push(format!("run {} is {}", run.id, run.status.as_str()));
+        }
+        for schedule in self.schedules()?.using_dataset(id) {
+            users.push(format!("schedule {schedule} evaluates it"));
+        }
+        for (prompt, label) in self.gates()?.using_dataset(id).await {
+            users.push(format!(
+                "the release gate of {prompt:?} {label:?} requires it"
+            ));
+        }
+        if users.is_empty() {
+            return Ok(());
+        }
+        Err(Status::failed_precondition(format!(
+            "dataset {id} is in use: {}; cancel, delete or change those first",
+            users.join(", ")
+        )))
     }
 }
 
@@ -157,6 +185,7 @@ impl EvaluationServiceRpc for EvaluationApi {
     ) -> Result<Response<pb::DeleteDatasetResponse>, Status> {
         let id = request.into_inner().dataset_id;
         required("dataset_id", &id)?;
+        self.refuse_if_in_use(&id).await?;
         self.datasets()?
             .delete(&id)
             .await

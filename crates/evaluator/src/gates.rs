@@ -213,6 +213,17 @@ impl GateService {
         Ok((page, next))
     }
 
+    /// The gates (prompt, label) that require runs on `dataset_id`.
+    pub async fn using_dataset(&self, dataset_id: &str) -> Vec<(String, String)> {
+        self.gates
+            .lock()
+            .await
+            .values()
+            .filter(|g| g.dataset_id == dataset_id)
+            .map(|g| (g.prompt_name.clone(), g.label.clone()))
+            .collect()
+    }
+
     /// Removes a gate.
     pub async fn delete(&self, prompt_name: &str, label: &str) -> Result<(), EvaluationError> {
         let mut gates = self.gates.lock().await;

@@ -259,6 +259,18 @@ impl ScheduleService {
         )
     }
 
+    /// The schedules whose runs evaluate `dataset_id`.
+    pub fn using_dataset(&self, dataset_id: &str) -> Vec<String> {
+        self.inner
+            .view
+            .read()
+            .expect("view lock")
+            .values()
+            .filter(|s| s.template.dataset_id == dataset_id)
+            .map(|s| s.id.clone())
+            .collect()
+    }
+
     /// Pauses a schedule: it starts nothing until resumed. Pausing a paused schedule
     /// changes nothing.
     pub async fn pause(&self, id: &str) -> Result<Schedule, EvaluationError> {
