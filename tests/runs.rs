@@ -821,3 +821,44 @@ async fn samples_do_not_queue_past_their_time_limit_behind_a_capped_provider() {
         summary.failure_reasons
     );
 }
+
+#[tokio::test]
+async fn waiting_for_a_rate_limited_turn_does_not_count_against_the_time_limit() {
+    let mock = MockProvider::start(Duration::from_millis(50))
+        .await
+        .unwrap();
+    let server = TestServer::start_with(|config| {
+        let mut paced = provider("paced", &mock.base_url(), "m");
+        // One request every 250 ms: the sixth sample's turn comes after 1.25 s.
+        paced.requests_per_minute = Some(240);
+        config.providers = vec![paced];
+    })
+    .await;
+    prompt(&server, "p", "1.0.0", "{{input}}").await;
+    let samples: Vec<(String, String)> = (0..6)
+        .map(|i| (format!("s{i}"), format!("text {i}")))
+        .collect();
+    let dataset_id = dataset(
+        &server,
+        "paced",
+        samples
+            .iter()
+            .map(|(id, text)| (id.as_str(), text.as_str(), text.as_str()))
+            .collect(),
+    )
+    .await;
+    let mut spec = run(&dataset_id, "p", "1.0.0", "paced");
+    spec.concurrency = 6;
+    spec.sample_timeout = Some(prost_types::Duration {
+        seconds: 0,
+        nanos: 600_000_000,
+    });
+    let done = run_to_end(&server, spec).await;
+    let summary = done.results.unwrap();
+    assert_eq!(
+        (summary.total, summary.passed, summary.errored),
+        (6, 6, 0),
+        "{:?}",
+        summary.failure_reasons
+    );
+}

@@ -13,7 +13,7 @@ pub mod openai;
 pub mod selection;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -30,13 +30,66 @@ pub struct ChatMessage {
     pub content: String,
 }
 
+/// Time requests spent waiting for their provider to admit them (a concurrency slot, or
+/// their turn under a requests-per-minute cap), so a caller's time limit can leave out
+/// the queue: a sample's limit is about the model, not about how busy the provider is.
+/// Clones share one clock; overlapping waits (a panel's judges) count once.
+#[derive(Debug, Clone, Default)]
+pub struct QueueClock(Arc<std::sync::Mutex<QueueState>>);
+
+#[derive(Debug, Default)]
+struct QueueState {
+    /// Finished waits.
+    total: Duration,
+    /// Waits going on now.
+    waiting: usize,
+    /// Since when at least one wait has been going on.
+    since: Option<Instant>,
+}
+
+impl QueueClock {
+    /// Counts the time until the returned guard is dropped as waiting.
+    pub fn wait(&self) -> QueueWait<'_> {
+        let mut state = self.0.lock().expect("queue clock lock");
+        if state.waiting == 0 {
+            state.since = Some(Instant::now());
+        }
+        state.waiting += 1;
+        QueueWait(self)
+    }
+
+    /// The time spent waiting so far, including a wait going on now.
+    pub fn waited(&self) -> Duration {
+        let state = self.0.lock().expect("queue clock lock");
+        state.total + state.since.map_or(Duration::ZERO, |since| since.elapsed())
+    }
+}
+
+/// A wait in progress; see [`QueueClock::wait`].
+#[derive(Debug)]
+pub struct QueueWait<'a>(&'a QueueClock);
+
+impl Drop for QueueWait<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0 .0.lock().expect("queue clock lock");
+        state.waiting -= 1;
+        if state.waiting == 0 {
+            if let Some(since) = state.since.take() {
+                state.total += since.elapsed();
+            }
+        }
+    }
+}
+
 /// What is sent to a model.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct CompletionRequest {
     /// The conversation: a chat prompt's messages, or one user message.
     pub messages: Vec<ChatMessage>,
     /// Parameters (temperature, max_tokens, ...) over the provider's defaults.
     pub parameters: Map<String, Value>,
+    /// Where the provider counts the time the request waits to be admitted.
+    pub queue: QueueClock,
 }
 
 /// What a model answered.
@@ -114,6 +167,7 @@ pub trait Provider: Send + Sync {
                 content: "ping".to_owned(),
             }],
             parameters: Map::from_iter([("max_tokens".to_owned(), Value::from(1))]),
+            ..CompletionRequest::default()
         };
         self.complete(&request)
             .await

@@ -87,7 +87,44 @@ fn ask(text: &str) -> CompletionRequest {
         parameters: [("temperature".to_owned(), json!(0.0))]
             .into_iter()
             .collect(),
+        ..CompletionRequest::default()
     }
+}
+
+#[tokio::test]
+async fn time_waiting_for_a_slot_or_a_rate_turn_is_counted_apart() {
+    let mock = Arc::new(Mock::default());
+    *mock.delay.lock().unwrap() = Duration::from_millis(300);
+    let mut capped = settings(&serve(mock.clone()).await);
+    capped.max_concurrency = Some(1);
+    let provider = OpenAiProvider::new(capped).unwrap();
+    let first = ask("one");
+    let second = ask("two");
+    let (a, b) = tokio::join!(provider.complete(&first), provider.complete(&second));
+    a.unwrap();
+    b.unwrap();
+    let waits = [first.queue.waited(), second.queue.waited()];
+    assert!(
+        waits.iter().any(|w| *w >= Duration::from_millis(250)),
+        "one request waited for the other's slot: {waits:?}"
+    );
+    assert!(
+        waits.iter().any(|w| *w < Duration::from_millis(100)),
+        "the other did not wait: {waits:?}"
+    );
+
+    *mock.delay.lock().unwrap() = Duration::ZERO;
+    let mut paced = settings(&serve(mock.clone()).await);
+    paced.requests_per_minute = Some(120);
+    let provider = OpenAiProvider::new(paced).unwrap();
+    let shared = ask("paced");
+    provider.complete(&shared).await.unwrap();
+    provider.complete(&shared).await.unwrap();
+    assert!(
+        shared.queue.waited() >= Duration::from_millis(400),
+        "the second request waited for its turn: {:?}",
+        shared.queue.waited()
+    );
 }
 
 #[tokio::test]

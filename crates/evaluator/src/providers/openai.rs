@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 use tokio::sync::{Mutex, Semaphore};
 
-use super::{Completion, CompletionRequest, Provider, ProviderError};
+use super::{Completion, CompletionRequest, Provider, ProviderError, QueueClock};
 
 /// The longest `Retry-After` honoured; longer asks are capped.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
@@ -136,8 +136,11 @@ impl OpenAiProvider {
         Value::Object(body)
     }
 
-    async fn attempt(&self, body: &Value) -> Attempt {
-        self.pace().await;
+    async fn attempt(&self, body: &Value, queue: &QueueClock) -> Attempt {
+        {
+            let _waiting = queue.wait();
+            self.pace().await;
+        }
         let started = Instant::now();
         let mut call = self.http.post(&self.url).json(body);
         if let Some(key) = &self.settings.api_key {
@@ -329,18 +332,21 @@ impl Provider for OpenAiProvider {
 
     async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ProviderError> {
         let _permit = match &self.in_flight {
-            Some(semaphore) => Some(
-                semaphore
-                    .acquire()
-                    .await
-                    .map_err(|e| ProviderError::Connection(e.to_string()))?,
-            ),
+            Some(semaphore) => {
+                let _waiting = request.queue.wait();
+                Some(
+                    semaphore
+                        .acquire()
+                        .await
+                        .map_err(|e| ProviderError::Connection(e.to_string()))?,
+                )
+            }
             None => None,
         };
         let body = self.body(request);
         let mut retries = 0;
         loop {
-            match self.attempt(&body).await {
+            match self.attempt(&body, &request.queue).await {
                 Attempt::Done(mut completion) => {
                     completion.attempts = retries + 1;
                     return Ok(completion);

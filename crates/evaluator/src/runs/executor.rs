@@ -14,7 +14,9 @@ use super::metric::{CompiledMetric, MetricScorer};
 use super::model::{JudgeScore, SampleResult, DEFAULT_THRESHOLD};
 use crate::datasets::StoredSample;
 use crate::judges::{built_in_rubric, JudgeConfig, JudgePrompt};
-use crate::providers::{ChatMessage, CompletionRequest, Provider, ProviderError, ProviderSet};
+use crate::providers::{
+    ChatMessage, CompletionRequest, Provider, ProviderError, ProviderSet, QueueClock,
+};
 
 /// The prompt version a run renders, resolved once when the run (re)starts.
 #[derive(Debug, Clone)]
@@ -112,14 +114,32 @@ pub(super) fn set_error(
 }
 
 /// Evaluates one sample within `timeout`; a sample that takes longer errors.
+/// Time spent queued for a provider (a concurrency slot, a requests-per-minute turn)
+/// does not count: the limit is about the model and the scorers.
 pub(super) async fn evaluate(
     context: &SampleContext,
     sample: &StoredSample,
     timeout: Duration,
 ) -> SampleResult {
-    match tokio::time::timeout(timeout, evaluate_untimed(context, sample)).await {
-        Ok(result) => result,
-        Err(_) => {
+    let queue = QueueClock::default();
+    let started = tokio::time::Instant::now();
+    let evaluation = evaluate_untimed(context, sample, &queue);
+    tokio::pin!(evaluation);
+    let timed_out = loop {
+        // While the sample waits in a provider's queue, its deadline moves with it.
+        let deadline = started + timeout + queue.waited();
+        tokio::select! {
+            result = &mut evaluation => break Err(result),
+            _ = tokio::time::sleep_until(deadline) => {
+                if tokio::time::Instant::now() >= started + timeout + queue.waited() {
+                    break Ok(());
+                }
+            }
+        }
+    };
+    match timed_out {
+        Err(result) => result,
+        Ok(()) => {
             let mut result = blank_result(sample);
             set_error(
                 &mut result,
@@ -134,7 +154,11 @@ pub(super) async fn evaluate(
     }
 }
 
-async fn evaluate_untimed(context: &SampleContext, sample: &StoredSample) -> SampleResult {
+async fn evaluate_untimed(
+    context: &SampleContext,
+    sample: &StoredSample,
+    queue: &QueueClock,
+) -> SampleResult {
     let mut result = blank_result(sample);
     let messages = match render(&context.scoring.registry, &context.prompt, sample) {
         Ok(messages) => messages,
@@ -150,6 +174,7 @@ async fn evaluate_untimed(context: &SampleContext, sample: &StoredSample) -> Sam
     let request = CompletionRequest {
         messages,
         parameters: context.prompt.parameters.clone(),
+        queue: queue.clone(),
     };
     let started = std::time::Instant::now();
     match context.model.complete(&request).await {
@@ -177,6 +202,7 @@ async fn evaluate_untimed(context: &SampleContext, sample: &StoredSample) -> Sam
         &prompt_text,
         &sample.sample.context,
         &mut result,
+        queue,
     )
     .await;
     result
@@ -199,11 +225,13 @@ pub(super) fn render(
 
 /// Scores `result.output` with every metric that has no score yet (submitted scores are
 /// kept as given), then decides whether the sample passed.
+/// Judges count their time queued for a provider on `queue`.
 pub(super) async fn score(
     context: &Scoring,
     prompt_text: &str,
     sample_context: &str,
     result: &mut SampleResult,
+    queue: &QueueClock,
 ) {
     for metric in context.metrics.iter() {
         let name = &metric.config.name;
@@ -216,7 +244,17 @@ pub(super) async fn score(
                 result.scores.insert(name.clone(), value);
             }
             MetricScorer::Judge(judge) => {
-                match ask_judges(context, judge, name, prompt_text, sample_context, result).await {
+                match ask_judges(
+                    context,
+                    judge,
+                    name,
+                    prompt_text,
+                    sample_context,
+                    result,
+                    queue,
+                )
+                .await
+                {
                     Ok(value) => {
                         result.scores.insert(name.clone(), value);
                     }
@@ -258,11 +296,13 @@ async fn ask_judges(
     prompt_text: &str,
     sample_context: &str,
     result: &mut SampleResult,
+    queue: &QueueClock,
 ) -> Result<f64, String> {
     let question = judge_prompt(context, judge, prompt_text, sample_context, result)?;
     let request = CompletionRequest {
         messages: question,
         parameters: Map::new(),
+        queue: queue.clone(),
     };
     let calls = judge.judges.iter().map(|name| {
         let request = &request;

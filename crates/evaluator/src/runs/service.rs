@@ -40,7 +40,7 @@ use crate::datasets::DatasetService;
 use crate::error::{EvaluationError, EvaluationStoreError, Violation};
 use crate::paging::newest_first;
 use crate::providers::selection::{self, AUTO, PASS_RATE_RUNS};
-use crate::providers::{ProviderSet, ProviderStatus};
+use crate::providers::{ProviderSet, ProviderStatus, QueueClock};
 
 /// Samples read from the dataset per page while a run goes.
 const SAMPLE_PAGE: usize = 500;
@@ -673,8 +673,15 @@ impl RunService {
                             serde_json::Value::String(text) => text.clone(),
                             other => other.to_string(),
                         });
-                    executor::score(scoring, &prompt_text, &sample.sample.context, &mut result)
-                        .await;
+                    executor::score(
+                        scoring,
+                        &prompt_text,
+                        &sample.sample.context,
+                        &mut result,
+                        // Submitted outputs have no time limit to protect.
+                        &QueueClock::default(),
+                    )
+                    .await;
                     result
                 }
             })
