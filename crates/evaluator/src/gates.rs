@@ -263,8 +263,10 @@ impl GateService {
             )
         })?;
         // Only the server's own calls of the gate's model count (outputs a client
-        // submitted could say anything), on the dataset as it is now.
-        let run_of = |version: &str| {
+        // submitted could say anything), on the dataset as it is now. A run that
+        // started before the version existed evaluated an earlier version of that
+        // number (a deleted one).
+        let run_of = |version: &str, created_at: Option<chrono::DateTime<Utc>>| {
             self.runs.find_latest(|run: &Run| {
                 run.status == RunStatus::Completed
                     && !run.submitted_outputs
@@ -273,14 +275,14 @@ impl GateService {
                     && run.prompt_name == prompt
                     && run.prompt_version == version
                     && run.model == gate.model
+                    && created_at.is_none_or(|at| run.started_at.unwrap_or(run.created_at) >= at)
             })
         };
         let where_ = format!(
             "on dataset {} at version {} with model {}",
             gate.dataset_id, dataset.version, gate.model
         );
-        // A run older than the version evaluated an earlier version of that number.
-        let Some(run) = run_of(version).filter(|run| run.created_at >= version_created_at) else {
+        let Some(run) = run_of(version, Some(version_created_at)) else {
             return Err(format!(
                 "no completed run of version {version} {where_}; run one first"
             ));
@@ -296,7 +298,7 @@ impl GateService {
         }
         if gate.no_regression {
             if let Some(current) = current.filter(|current| *current != version) {
-                let Some(baseline) = run_of(current) else {
+                let Some(baseline) = run_of(current, None) else {
                     return Err(format!(
                         "no_regression: no completed run of the current version {current} {where_} to compare with; run one first"
                     ));

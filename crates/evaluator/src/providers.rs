@@ -58,6 +58,11 @@ impl QueueClock {
         QueueWait(self)
     }
 
+    /// Whether a wait is going on now.
+    pub fn is_waiting(&self) -> bool {
+        self.0.lock().expect("queue clock lock").waiting > 0
+    }
+
     /// The time spent waiting so far, including a wait going on now.
     pub fn waited(&self) -> Duration {
         let state = self.0.lock().expect("queue clock lock");

@@ -113,6 +113,9 @@ pub(super) fn set_error(
     result.error = error.into();
 }
 
+/// How often a queued sample's moving deadline is looked at.
+const QUEUE_RECHECK: Duration = Duration::from_millis(100);
+
 /// Evaluates one sample within `timeout`; a sample that takes longer errors.
 /// Time spent queued for a provider (a concurrency slot, a requests-per-minute turn)
 /// does not count: the limit is about the model and the scorers.
@@ -126,9 +129,15 @@ pub(super) async fn evaluate(
     let evaluation = evaluate_untimed(context, sample, &queue);
     tokio::pin!(evaluation);
     let timed_out = loop {
-        // While the sample waits in a provider's queue, its deadline moves with it.
-        let deadline = started + timeout + queue.waited();
+        // While the sample waits in a provider's queue, its deadline moves with it: look
+        // again after a while rather than at a deadline that keeps receding.
+        let mut deadline = started + timeout + queue.waited();
+        if queue.is_waiting() {
+            deadline = deadline.max(tokio::time::Instant::now() + QUEUE_RECHECK);
+        }
         tokio::select! {
+            // A sample that finished right at its deadline keeps its result.
+            biased;
             result = &mut evaluation => break Err(result),
             _ = tokio::time::sleep_until(deadline) => {
                 if tokio::time::Instant::now() >= started + timeout + queue.waited() {

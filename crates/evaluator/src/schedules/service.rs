@@ -14,12 +14,14 @@
 //! snapshot: comparing each schedule's watched version with the registry's after the
 //! snapshot also catches changes made while the server was down.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex as SyncMutex, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use llmops_registry::{PromptEvent, PromptEventKind, Registry, VersionSelector, WatchItem};
+use llmops_registry::{
+    PromptEvent, PromptEventKind, PromptVersionView, Registry, WatchItem, WatchSubscription,
+};
 use tokio::sync::{Mutex, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -76,6 +78,9 @@ pub struct NewSchedule {
     pub watch_label: String,
 }
 
+/// (prompt, label or "" for the active version) -> version.
+type Pointers = HashMap<(String, String), String>;
+
 struct Inner {
     store: Arc<dyn ScheduleStore>,
     runs: Arc<RunService>,
@@ -86,6 +91,11 @@ struct Inner {
     /// What reads see: a copy updated after each stored change, so Get and List never
     /// wait for runs being started.
     view: RwLock<BTreeMap<String, Schedule>>,
+    /// Where each prompt's pointers stand as far as the watcher has followed the feed:
+    /// (prompt, label or "" for the active version) -> version. Watched versions are read
+    /// from here, not from the registry, so a schedule and the events still queued for
+    /// the watcher agree on what is a change.
+    pointers: SyncMutex<Pointers>,
     /// Wakes the tick loop when due times change.
     wake: Notify,
     shutdown: CancellationToken,
@@ -100,6 +110,46 @@ pub struct ScheduleService {
 impl std::fmt::Debug for ScheduleService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ScheduleService").finish_non_exhaustive()
+    }
+}
+
+/// Records where a snapshot version's pointers stand.
+fn note_view(pointers: &mut Pointers, view: &PromptVersionView) {
+    let name = &view.version.name;
+    let version = view.version.version.to_string();
+    if view.is_active {
+        pointers.insert((name.clone(), String::new()), version.clone());
+    }
+    for label in &view.labels {
+        pointers.insert((name.clone(), label.clone()), version.clone());
+    }
+}
+
+/// Moves the pointers a registry event moved.
+fn note_event(pointers: &mut Pointers, event: &PromptEvent) {
+    let name = &event.prompt_name;
+    let label = event.label.clone().unwrap_or_default();
+    let version = event
+        .version
+        .as_ref()
+        .map(|v| v.version.version.to_string());
+    match (event.kind, version) {
+        (PromptEventKind::VersionActivated, Some(version)) => {
+            pointers.insert((name.clone(), String::new()), version);
+        }
+        (PromptEventKind::VersionCreated, Some(version))
+            if event.version.as_ref().is_some_and(|v| v.is_active) =>
+        {
+            pointers.insert((name.clone(), String::new()), version);
+        }
+        (PromptEventKind::LabelMoved, Some(version)) => {
+            pointers.insert((name.clone(), label), version);
+        }
+        (PromptEventKind::LabelDeleted, _) => {
+            pointers.remove(&(name.clone(), label));
+        }
+        (PromptEventKind::PromptDeleted, _) => pointers.retain(|(prompt, _), _| prompt != name),
+        _ => {}
     }
 }
 
@@ -125,6 +175,7 @@ impl ScheduleService {
             settings,
             schedules: Mutex::new(BTreeMap::new()),
             view: RwLock::new(BTreeMap::new()),
+            pointers: SyncMutex::new(Pointers::new()),
             wake: Notify::new(),
             shutdown: shutdown.child_token(),
         });
@@ -152,8 +203,11 @@ impl ScheduleService {
                 schedules.insert(schedule.id.clone(), schedule);
             }
         }
+        // The registry's state is known before the first request: a schedule created
+        // now watches the version the feed is at.
+        let subscription = inner.subscribe().await?;
         let ticks = tokio::spawn(inner.clone().tick_loop());
-        let watcher = tokio::spawn(inner.clone().watch_prompts());
+        let watcher = tokio::spawn(inner.clone().watch_prompts(subscription));
         Ok(Self {
             inner,
             tasks: SyncMutex::new(vec![ticks, watcher]),
@@ -340,15 +394,14 @@ impl Inner {
 
     /// The version the prompt trigger watches now (None when the label is not set).
     fn watched_version(&self, schedule: &Schedule) -> Option<String> {
-        let selector = if schedule.watch_label.is_empty() {
-            VersionSelector::Active
-        } else {
-            VersionSelector::Label(schedule.watch_label.clone())
-        };
-        self.registry
-            .get_version(&schedule.template.prompt_name, &selector)
-            .ok()
-            .map(|view| view.version.version.to_string())
+        self.pointers
+            .lock()
+            .expect("pointers lock")
+            .get(&(
+                schedule.template.prompt_name.clone(),
+                schedule.watch_label.clone(),
+            ))
+            .cloned()
     }
 
     /// Checks a new schedule, filling in what the template leaves to the schedule, and
@@ -635,52 +688,74 @@ impl Inner {
         }
     }
 
-    /// Follows the registry and starts runs of schedules whose watched version changed.
-    async fn watch_prompts(self: Arc<Self>) {
+    /// Subscribes to the registry feed and reads its snapshot into `pointers`.
+    async fn subscribe(&self) -> Result<WatchSubscription, EvaluationError> {
+        let storage =
+            |err: llmops_registry::RegistryError| EvaluationError::Storage(err.to_string());
+        let mut subscription = self.registry.watch(None, None).await.map_err(storage)?;
+        let mut pointers = Pointers::new();
         loop {
-            let mut subscription = match self.registry.watch(None, None).await {
-                Ok(subscription) => subscription,
+            match subscription.next().await.map_err(storage)? {
+                Some(WatchItem::Snapshot { version, .. }) => note_view(&mut pointers, &version),
+                Some(WatchItem::SnapshotEnd { .. }) => break,
+                Some(WatchItem::Event(_)) => {}
+                None => return Err(EvaluationError::Storage("the registry closed".into())),
+            }
+        }
+        *self.pointers.lock().expect("pointers lock") = pointers;
+        Ok(subscription)
+    }
+
+    /// Follows the registry and starts runs of schedules whose watched version changed.
+    async fn watch_prompts(self: Arc<Self>, mut subscription: WatchSubscription) {
+        // Set when starting a run failed: every schedule is compared with the pointers
+        // again after a pause, so the change is not lost.
+        let mut recheck_at: Option<tokio::time::Instant> = None;
+        // First, whatever changed while the server was down.
+        let mut outcome = self.check_prompt_changes().await;
+        loop {
+            if let Err(err) = outcome {
+                tracing::warn!(error = %err, "starting runs for a prompt change failed; will retry");
+                recheck_at.get_or_insert_with(|| tokio::time::Instant::now() + RETRY_AFTER);
+            }
+            let recheck = recheck_at.unwrap_or_else(tokio::time::Instant::now);
+            let item = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep_until(recheck), if recheck_at.is_some() => {
+                    recheck_at = None;
+                    outcome = self.check_prompt_changes().await;
+                    continue;
+                }
+                item = subscription.next() => item,
+            };
+            outcome = match item {
+                Ok(Some(WatchItem::Event(event))) => {
+                    note_event(&mut self.pointers.lock().expect("pointers lock"), &event);
+                    self.follow(&event).await
+                }
+                Ok(Some(_)) => Ok(()),
+                Ok(None) => return,
                 Err(err) => {
-                    tracing::warn!(error = %err, "watching the registry failed; will retry");
-                    tokio::select! {
-                        _ = self.shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(RETRY_AFTER) => continue,
+                    tracing::warn!(error = %err, "the registry feed failed; resubscribing");
+                    loop {
+                        match self.subscribe().await {
+                            Ok(fresh) => {
+                                subscription = fresh;
+                                break;
+                            }
+                            Err(err) => {
+                                tracing::warn!(error = %err, "watching the registry failed; will retry");
+                                tokio::select! {
+                                    _ = self.shutdown.cancelled() => return,
+                                    _ = tokio::time::sleep(RETRY_AFTER) => {}
+                                }
+                            }
+                        }
                     }
+                    // Events may have been missed: compare everything.
+                    self.check_prompt_changes().await
                 }
             };
-            // Set when starting a run failed: every schedule is compared with the
-            // registry again after a pause, so the change is not lost.
-            let mut recheck = false;
-            loop {
-                let item = tokio::select! {
-                    _ = self.shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(RETRY_AFTER), if recheck => {
-                        recheck = false;
-                        if let Err(err) = self.check_prompt_changes().await {
-                            tracing::warn!(error = %err, "starting runs for a prompt change failed; will retry");
-                            recheck = true;
-                        }
-                        continue;
-                    }
-                    item = subscription.next() => item,
-                };
-                let outcome = match item {
-                    Ok(Some(WatchItem::Snapshot { .. })) => continue,
-                    // After the snapshot, every schedule is compared with the registry:
-                    // this catches what changed while the server was down.
-                    Ok(Some(WatchItem::SnapshotEnd { .. })) => self.check_prompt_changes().await,
-                    Ok(Some(WatchItem::Event(event))) => self.follow(&event).await,
-                    Ok(None) => return,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "the registry feed failed; resubscribing");
-                        break;
-                    }
-                };
-                if let Err(err) = outcome {
-                    tracing::warn!(error = %err, "starting runs for a prompt change failed; will retry");
-                    recheck = true;
-                }
-            }
         }
     }
 
