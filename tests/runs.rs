@@ -13,6 +13,7 @@ use common::eval::{
 };
 use common::{string_value, TestServer};
 use llmops::bench::mock_provider::MockProvider;
+use llmops::config::ProviderConfig;
 use llmops::pb;
 use prost_types::value::Kind;
 use tonic::Code;
@@ -781,33 +782,36 @@ async fn runs_list_newest_first_with_filters_and_pages() {
     assert_eq!(none.runs.len(), 4, "created before the last run");
 }
 
-#[tokio::test]
-async fn samples_do_not_queue_past_their_time_limit_behind_a_capped_provider() {
-    let mock = MockProvider::start(Duration::from_millis(250))
-        .await
-        .unwrap();
+/// Runs `samples` samples at once, each with a 600 ms limit, on the provider `capped`
+/// that `limit` caps, and asserts every one passed: queueing for the provider is not
+/// the sample's time.
+async fn all_pass_behind_a_capped_provider(
+    latency: Duration,
+    samples: usize,
+    limit: impl FnOnce(&mut ProviderConfig),
+) {
+    let mock = MockProvider::start(latency).await.unwrap();
     let server = TestServer::start_with(|config| {
         let mut capped = provider("capped", &mock.base_url(), "m");
-        capped.max_concurrency = Some(2);
+        limit(&mut capped);
         config.providers = vec![capped];
     })
     .await;
     prompt(&server, "p", "1.0.0", "{{input}}").await;
-    let samples: Vec<(String, String)> = (0..8)
+    let texts: Vec<(String, String)> = (0..samples)
         .map(|i| (format!("s{i}"), format!("text {i}")))
         .collect();
     let dataset_id = dataset(
         &server,
         "capped",
-        samples
+        texts
             .iter()
             .map(|(id, text)| (id.as_str(), text.as_str(), text.as_str()))
             .collect(),
     )
     .await;
     let mut spec = run(&dataset_id, "p", "1.0.0", "capped");
-    // Eight samples at once behind a cap of two would wait up to 750 ms for a slot.
-    spec.concurrency = 8;
+    spec.concurrency = samples as u32;
     spec.sample_timeout = Some(prost_types::Duration {
         seconds: 0,
         nanos: 600_000_000,
@@ -816,49 +820,26 @@ async fn samples_do_not_queue_past_their_time_limit_behind_a_capped_provider() {
     let summary = done.results.unwrap();
     assert_eq!(
         (summary.total, summary.passed, summary.errored),
-        (8, 8, 0),
+        (samples as u64, samples as u64, 0),
         "{:?}",
         summary.failure_reasons
     );
 }
 
 #[tokio::test]
-async fn waiting_for_a_rate_limited_turn_does_not_count_against_the_time_limit() {
-    let mock = MockProvider::start(Duration::from_millis(50))
-        .await
-        .unwrap();
-    let server = TestServer::start_with(|config| {
-        let mut paced = provider("paced", &mock.base_url(), "m");
-        // One request every 250 ms: the sixth sample's turn comes after 1.25 s.
-        paced.requests_per_minute = Some(240);
-        config.providers = vec![paced];
+async fn samples_do_not_queue_past_their_time_limit_behind_a_capped_provider() {
+    // Eight samples at once behind a cap of two wait up to 750 ms for a slot.
+    all_pass_behind_a_capped_provider(Duration::from_millis(250), 8, |capped| {
+        capped.max_concurrency = Some(2);
     })
     .await;
-    prompt(&server, "p", "1.0.0", "{{input}}").await;
-    let samples: Vec<(String, String)> = (0..6)
-        .map(|i| (format!("s{i}"), format!("text {i}")))
-        .collect();
-    let dataset_id = dataset(
-        &server,
-        "paced",
-        samples
-            .iter()
-            .map(|(id, text)| (id.as_str(), text.as_str(), text.as_str()))
-            .collect(),
-    )
+}
+
+#[tokio::test]
+async fn waiting_for_a_rate_limited_turn_does_not_count_against_the_time_limit() {
+    // One request every 250 ms: the sixth sample's turn comes after 1.25 s.
+    all_pass_behind_a_capped_provider(Duration::from_millis(50), 6, |capped| {
+        capped.requests_per_minute = Some(240);
+    })
     .await;
-    let mut spec = run(&dataset_id, "p", "1.0.0", "paced");
-    spec.concurrency = 6;
-    spec.sample_timeout = Some(prost_types::Duration {
-        seconds: 0,
-        nanos: 600_000_000,
-    });
-    let done = run_to_end(&server, spec).await;
-    let summary = done.results.unwrap();
-    assert_eq!(
-        (summary.total, summary.passed, summary.errored),
-        (6, 6, 0),
-        "{:?}",
-        summary.failure_reasons
-    );
 }

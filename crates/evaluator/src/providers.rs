@@ -58,6 +58,16 @@ impl QueueClock {
         QueueWait(self)
     }
 
+    /// Starts timing a call: [`QueueStopwatch::elapsed`] leaves out the waits counted on
+    /// this clock meanwhile.
+    pub fn stopwatch(&self) -> QueueStopwatch {
+        QueueStopwatch {
+            clock: self.clone(),
+            started: Instant::now(),
+            waited_before: self.waited(),
+        }
+    }
+
     /// Whether a wait is going on now.
     pub fn is_waiting(&self) -> bool {
         self.0.lock().expect("queue clock lock").waiting > 0
@@ -67,6 +77,22 @@ impl QueueClock {
     pub fn waited(&self) -> Duration {
         let state = self.0.lock().expect("queue clock lock");
         state.total + state.since.map_or(Duration::ZERO, |since| since.elapsed())
+    }
+}
+
+/// A call's own time; see [`QueueClock::stopwatch`].
+#[derive(Debug)]
+pub struct QueueStopwatch {
+    clock: QueueClock,
+    started: Instant,
+    waited_before: Duration,
+}
+
+impl QueueStopwatch {
+    /// The time since the stopwatch started, less the time spent queued meanwhile.
+    pub fn elapsed(&self) -> Duration {
+        let queued = self.clock.waited().saturating_sub(self.waited_before);
+        self.started.elapsed().saturating_sub(queued)
     }
 }
 

@@ -91,6 +91,13 @@ fn ask(text: &str) -> CompletionRequest {
     }
 }
 
+/// Completes `request`; returns the call's own time (its queueing left out).
+async fn timed(provider: &OpenAiProvider, request: &CompletionRequest) -> Duration {
+    let call = request.queue.stopwatch();
+    provider.complete(request).await.unwrap();
+    call.elapsed()
+}
+
 #[tokio::test]
 async fn time_waiting_for_a_slot_or_a_rate_turn_is_counted_apart() {
     let mock = Arc::new(Mock::default());
@@ -100,9 +107,18 @@ async fn time_waiting_for_a_slot_or_a_rate_turn_is_counted_apart() {
     let provider = OpenAiProvider::new(capped).unwrap();
     let first = ask("one");
     let second = ask("two");
-    let (a, b) = tokio::join!(provider.complete(&first), provider.complete(&second));
-    a.unwrap();
-    b.unwrap();
+    let started = std::time::Instant::now();
+    // Each call's own time, read as it ends, leaves its queueing out.
+    let own = tokio::join!(timed(&provider, &first), timed(&provider, &second));
+    let both = started.elapsed();
+    assert!(both >= Duration::from_millis(550), "one after the other");
+    for call in [own.0, own.1] {
+        // The queued call's wall time is both calls'; its own time is one call's.
+        assert!(
+            call + Duration::from_millis(200) < both,
+            "{own:?} of {both:?}"
+        );
+    }
     let waits = [first.queue.waited(), second.queue.waited()];
     assert!(
         waits.iter().any(|w| *w >= Duration::from_millis(250)),

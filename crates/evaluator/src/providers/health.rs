@@ -1,7 +1,8 @@
 //! Provider health and recent call statistics, which provider selection reads.
 //!
 //! Health comes from probes only. [`ProviderHealth::run`] probes every provider each
-//! `interval` ([`Provider::probe`]: a configured health URL or a one-token completion);
+//! `interval` ([`Provider::probe`]: for OpenAI-compatible providers a GET of the
+//! configured health URL or of `<base_url>/models`, which generates nothing);
 //! `failure_threshold` failed probes in a row make a provider unhealthy, one successful
 //! probe makes it healthy again. Real calls do not move health: a call can fail for
 //! reasons of its own (a prompt the model refuses, a sample's time limit) that say
@@ -383,16 +384,15 @@ impl Provider for Monitored {
     }
 
     async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ProviderError> {
-        let started = Instant::now();
+        let call = request.queue.stopwatch();
         let result = self.inner.complete(request).await;
         match &result {
             // The successful attempt's time: backoff between retries is not the model's.
             Ok(completion) => self
                 .health
                 .record_call(self.index, completion.latency, true),
-            Err(_) => self
-                .health
-                .record_call(self.index, started.elapsed(), false),
+            // Time queued for a slot or a rate turn is not the provider's either.
+            Err(_) => self.health.record_call(self.index, call.elapsed(), false),
         }
         result
     }

@@ -185,7 +185,7 @@ async fn evaluate_untimed(
         parameters: context.prompt.parameters.clone(),
         queue: queue.clone(),
     };
-    let started = std::time::Instant::now();
+    let call = queue.stopwatch();
     match context.model.complete(&request).await {
         Ok(completion) => {
             result.output = completion.text;
@@ -200,8 +200,9 @@ async fn evaluate_untimed(
                 provider_reason(&err),
                 format!("model {}: {err}", context.model.name()),
             );
-            // Failed calls count in the latency figures with the time they took.
-            result.latency = Some(started.elapsed());
+            // Failed calls count in the latency figures with the time they took (not
+            // the time they were queued for the provider).
+            result.latency = Some(call.elapsed());
             return result;
         }
     }

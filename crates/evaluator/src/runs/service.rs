@@ -459,24 +459,6 @@ impl RunService {
         selection::select(&self.provider_statuses(), candidates).cloned()
     }
 
-    /// The most recently created completed run of this dataset, prompt and model, of
-    /// `prompt_version` when given.
-    pub fn latest_completed(
-        &self,
-        dataset_id: &str,
-        prompt_name: &str,
-        model: &str,
-        prompt_version: Option<&str>,
-    ) -> Option<Run> {
-        self.find_latest(|run| {
-            run.status == RunStatus::Completed
-                && run.dataset_id == dataset_id
-                && run.prompt_name == prompt_name
-                && run.model == model
-                && prompt_version.is_none_or(|v| run.prompt_version == v)
-        })
-    }
-
     /// One run.
     pub fn get(&self, id: &str) -> Result<Run, EvaluationError> {
         self.inner.get(id)

@@ -12,16 +12,16 @@
 //!
 //! Prompt-change triggers follow the registry's change feed, which starts with a
 //! snapshot: comparing each schedule's watched version with the registry's after the
-//! snapshot also catches changes made while the server was down.
+//! snapshot also catches changes made while the server was down (see [`watcher`]).
 
-use std::collections::{BTreeMap, HashMap};
+mod watcher;
+
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex as SyncMutex, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use llmops_registry::{
-    PromptEvent, PromptEventKind, PromptVersionView, Registry, WatchItem, WatchSubscription,
-};
+use llmops_registry::Registry;
 use tokio::sync::{Mutex, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -78,8 +78,7 @@ pub struct NewSchedule {
     pub watch_label: String,
 }
 
-/// (prompt, label or "" for the active version) -> version.
-type Pointers = HashMap<(String, String), String>;
+use self::watcher::Pointers;
 
 struct Inner {
     store: Arc<dyn ScheduleStore>,
@@ -110,46 +109,6 @@ pub struct ScheduleService {
 impl std::fmt::Debug for ScheduleService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ScheduleService").finish_non_exhaustive()
-    }
-}
-
-/// Records where a snapshot version's pointers stand.
-fn note_view(pointers: &mut Pointers, view: &PromptVersionView) {
-    let name = &view.version.name;
-    let version = view.version.version.to_string();
-    if view.is_active {
-        pointers.insert((name.clone(), String::new()), version.clone());
-    }
-    for label in &view.labels {
-        pointers.insert((name.clone(), label.clone()), version.clone());
-    }
-}
-
-/// Moves the pointers a registry event moved.
-fn note_event(pointers: &mut Pointers, event: &PromptEvent) {
-    let name = &event.prompt_name;
-    let label = event.label.clone().unwrap_or_default();
-    let version = event
-        .version
-        .as_ref()
-        .map(|v| v.version.version.to_string());
-    match (event.kind, version) {
-        (PromptEventKind::VersionActivated, Some(version)) => {
-            pointers.insert((name.clone(), String::new()), version);
-        }
-        (PromptEventKind::VersionCreated, Some(version))
-            if event.version.as_ref().is_some_and(|v| v.is_active) =>
-        {
-            pointers.insert((name.clone(), String::new()), version);
-        }
-        (PromptEventKind::LabelMoved, Some(version)) => {
-            pointers.insert((name.clone(), label), version);
-        }
-        (PromptEventKind::LabelDeleted, _) => {
-            pointers.remove(&(name.clone(), label));
-        }
-        (PromptEventKind::PromptDeleted, _) => pointers.retain(|(prompt, _), _| prompt != name),
-        _ => {}
     }
 }
 
@@ -390,18 +349,6 @@ impl Inner {
         ScheduleExpression::parse(&schedule.schedule)
             .ok()?
             .next_after(after, self.default_interval())
-    }
-
-    /// The version the prompt trigger watches now (None when the label is not set).
-    fn watched_version(&self, schedule: &Schedule) -> Option<String> {
-        self.pointers
-            .lock()
-            .expect("pointers lock")
-            .get(&(
-                schedule.template.prompt_name.clone(),
-                schedule.watch_label.clone(),
-            ))
-            .cloned()
     }
 
     /// Checks a new schedule, filling in what the template leaves to the schedule, and
@@ -686,135 +633,5 @@ impl Inner {
                 Err(err)
             }
         }
-    }
-
-    /// Subscribes to the registry feed and reads its snapshot into `pointers`.
-    async fn subscribe(&self) -> Result<WatchSubscription, EvaluationError> {
-        let storage =
-            |err: llmops_registry::RegistryError| EvaluationError::Storage(err.to_string());
-        let mut subscription = self.registry.watch(None, None).await.map_err(storage)?;
-        let mut pointers = Pointers::new();
-        loop {
-            match subscription.next().await.map_err(storage)? {
-                Some(WatchItem::Snapshot { version, .. }) => note_view(&mut pointers, &version),
-                Some(WatchItem::SnapshotEnd { .. }) => break,
-                Some(WatchItem::Event(_)) => {}
-                None => return Err(EvaluationError::Storage("the registry closed".into())),
-            }
-        }
-        *self.pointers.lock().expect("pointers lock") = pointers;
-        Ok(subscription)
-    }
-
-    /// Follows the registry and starts runs of schedules whose watched version changed.
-    async fn watch_prompts(self: Arc<Self>, mut subscription: WatchSubscription) {
-        // Set when starting a run failed: every schedule is compared with the pointers
-        // again after a pause, so the change is not lost.
-        let mut recheck_at: Option<tokio::time::Instant> = None;
-        // First, whatever changed while the server was down.
-        let mut outcome = self.check_prompt_changes().await;
-        loop {
-            if let Err(err) = outcome {
-                tracing::warn!(error = %err, "starting runs for a prompt change failed; will retry");
-                recheck_at.get_or_insert_with(|| tokio::time::Instant::now() + RETRY_AFTER);
-            }
-            let recheck = recheck_at.unwrap_or_else(tokio::time::Instant::now);
-            let item = tokio::select! {
-                _ = self.shutdown.cancelled() => return,
-                _ = tokio::time::sleep_until(recheck), if recheck_at.is_some() => {
-                    recheck_at = None;
-                    outcome = self.check_prompt_changes().await;
-                    continue;
-                }
-                item = subscription.next() => item,
-            };
-            outcome = match item {
-                Ok(Some(WatchItem::Event(event))) => {
-                    note_event(&mut self.pointers.lock().expect("pointers lock"), &event);
-                    self.follow(&event).await
-                }
-                Ok(Some(_)) => Ok(()),
-                Ok(None) => return,
-                Err(err) => {
-                    tracing::warn!(error = %err, "the registry feed failed; resubscribing");
-                    loop {
-                        match self.subscribe().await {
-                            Ok(fresh) => {
-                                subscription = fresh;
-                                break;
-                            }
-                            Err(err) => {
-                                tracing::warn!(error = %err, "watching the registry failed; will retry");
-                                tokio::select! {
-                                    _ = self.shutdown.cancelled() => return,
-                                    _ = tokio::time::sleep(RETRY_AFTER) => {}
-                                }
-                            }
-                        }
-                    }
-                    // Events may have been missed: compare everything.
-                    self.check_prompt_changes().await
-                }
-            };
-        }
-    }
-
-    /// Fires the prompt trigger of the schedules a registry event moved: each move is
-    /// evaluated, even when the next one follows before the watcher gets here.
-    async fn follow(&self, event: &PromptEvent) -> Result<(), EvaluationError> {
-        let Some(view) = &event.version else {
-            return Ok(());
-        };
-        let watched = match event.kind {
-            PromptEventKind::VersionActivated => String::new(),
-            // A prompt's first version becomes its active version.
-            PromptEventKind::VersionCreated if view.is_active => String::new(),
-            PromptEventKind::LabelMoved => event.label.clone().unwrap_or_default(),
-            _ => return Ok(()),
-        };
-        let version = view.version.version.to_string();
-        let mut schedules = self.schedules.lock().await;
-        let ids: Vec<String> = schedules
-            .values()
-            .filter(|s| s.on_prompt_change && !s.paused)
-            .filter(|s| s.template.prompt_name == event.prompt_name && s.watch_label == watched)
-            .filter(|s| s.watched_version != version)
-            .map(|s| s.id.clone())
-            .collect();
-        for id in ids {
-            let schedule = schedules.get_mut(&id).expect("listed schedule exists");
-            let trigger = Trigger::PromptChange {
-                from: schedule.watched_version.clone(),
-                to: version.clone(),
-            };
-            self.fire(schedule, trigger).await?;
-        }
-        Ok(())
-    }
-
-    /// Fires the prompt trigger of each schedule whose watched version is no longer the
-    /// registry's.
-    async fn check_prompt_changes(&self) -> Result<(), EvaluationError> {
-        let mut schedules = self.schedules.lock().await;
-        let ids: Vec<String> = schedules
-            .values()
-            .filter(|s| s.on_prompt_change && !s.paused)
-            .map(|s| s.id.clone())
-            .collect();
-        for id in ids {
-            let schedule = schedules.get_mut(&id).expect("listed schedule exists");
-            let Some(current) = self.watched_version(schedule) else {
-                continue;
-            };
-            if current == schedule.watched_version {
-                continue;
-            }
-            let trigger = Trigger::PromptChange {
-                from: schedule.watched_version.clone(),
-                to: current,
-            };
-            self.fire(schedule, trigger).await?;
-        }
-        Ok(())
     }
 }
