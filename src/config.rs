@@ -142,6 +142,9 @@ pub struct PromptsConfig {
     pub render_fuel: u64,
     /// Largest rendered output, in bytes.
     pub max_render_bytes: usize,
+    /// Most bytes of template values one render may create (intermediate strings,
+    /// lists and captured output included); past it the render is RESOURCE_EXHAUSTED.
+    pub max_render_memory: usize,
 }
 
 impl Default for Config {
@@ -173,6 +176,7 @@ impl Default for Config {
                 max_variables: limits.max_variables,
                 render_fuel: limits.render_fuel,
                 max_render_bytes: limits.max_render_bytes,
+                max_render_memory: limits.max_render_memory,
             },
             alerts: AlertsConfig {
                 retention: Duration::from_secs(30 * 24 * 60 * 60),
@@ -195,6 +199,7 @@ impl Config {
             max_variables: self.prompts.max_variables,
             render_fuel: self.prompts.render_fuel,
             max_render_bytes: self.prompts.max_render_bytes,
+            max_render_memory: self.prompts.max_render_memory,
             ..RegistryLimits::default()
         }
     }
@@ -294,8 +299,12 @@ impl Config {
         if self.prompts.max_template_bytes == 0
             || self.prompts.max_render_bytes == 0
             || self.prompts.render_fuel == 0
+            || self.prompts.max_render_memory < 64 * 1024
         {
-            return bad("prompts", "limits must be greater than zero");
+            return bad(
+                "prompts",
+                "limits must be greater than zero (max_render_memory at least 65536)",
+            );
         }
         Ok(())
     }

@@ -117,10 +117,18 @@ impl ServeArgs {
     }
 }
 
+/// Runtime thread stacks: a default-limits render's stack plus room for the code that
+/// calls it.
+const RUNTIME_THREAD_STACK: usize = 144 * 1024 * 1024;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Renders run on these threads; with the stack a render under the default
+        // limits may need (see llmops_registry::render_stack_size), none has to switch
+        // to a stack of its own. Only touched pages take memory.
+        .thread_stack_size(RUNTIME_THREAD_STACK)
         .build()
     {
         Ok(runtime) => runtime,
@@ -170,4 +178,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .map_err(|err| anyhow::anyhow!("cannot listen on {}: {err}", config.listen))?;
     let metrics = telemetry::bind_metrics(config.metrics_listen).await?;
     server::serve(config, grpc, metrics, server::termination_signal()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use llmops_registry::{render_stack_size, RegistryLimits};
+
+    /// A render under the default limits fits on a runtime thread, so it never maps a
+    /// stack of its own on the hot path.
+    #[test]
+    fn runtime_threads_hold_a_default_render() {
+        let render = render_stack_size(&RegistryLimits::default());
+        assert!(super::RUNTIME_THREAD_STACK >= render + 4 * 1024 * 1024);
+    }
 }

@@ -29,6 +29,6 @@ pub use model::{
 pub use naming::{validate_label, validate_prompt_name, RESERVED_ACTIVE_LABEL};
 pub use registry::{Page, Registry, VersionSelector, WatchItem, WatchSubscription};
 pub use store::{PromptChange, PromptStore, RegistryState, StoreError};
-pub use template::{CompiledPrompt, RenderedMessage, RenderedPrompt};
+pub use template::{render_stack_size, CompiledPrompt, RenderedMessage, RenderedPrompt};
 pub use variable::{PromptVariable, VariableType};
 pub use version::{parse_version, precedence_key};

@@ -17,6 +17,9 @@ pub struct RegistryLimits {
     pub render_fuel: u64,
     /// Largest rendered output, in bytes.
     pub max_render_bytes: usize,
+    /// Most bytes of template values (strings, lists, captured output) one render may
+    /// create, intermediate ones included; each step of `render_fuel` counts as 64.
+    pub max_render_memory: usize,
 }
 
 impl Default for RegistryLimits {
@@ -29,6 +32,7 @@ impl Default for RegistryLimits {
             max_text_bytes: 16 * 1024,
             render_fuel: 1_000_000,
             max_render_bytes: 1024 * 1024,
+            max_render_memory: 64 * 1024 * 1024,
         }
     }
 }

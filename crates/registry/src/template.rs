@@ -2,12 +2,21 @@
 //!
 //! Every version is compiled once, when it is created (or loaded at start-up), into its
 //! own environment; renders reuse it. The environment is strict about undefined values,
-//! spends bounded fuel and writes into a bounded buffer, so no template can hang the
-//! server or exhaust its memory.
+//! spends a bounded budget of steps and memory, writes into a bounded buffer and runs on
+//! a stack sized for its limits (see [`sandbox`]), so no template can hang the server,
+//! exhaust its memory or overflow its stack.
+
+mod expression_size;
+mod guarded_filters;
+mod sandbox;
+
+pub use sandbox::render_stack_size;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 
+use minijinja::syntax::SyntaxConfig;
+use minijinja::value::Serde;
 use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior};
 use serde_json::Value as JsonValue;
 
@@ -44,7 +53,7 @@ pub struct CompiledPrompt {
     has_text: bool,
     roles: Vec<String>,
     variables: Vec<CheckedVariable>,
-    max_render_bytes: usize,
+    limits: RegistryLimits,
 }
 
 impl CompiledPrompt {
@@ -63,6 +72,19 @@ impl CompiledPrompt {
             // Compiling a template far over the size cap would be wasted work.
             return Err(violations);
         }
+        sandbox::with_stack(sandbox::BASE_STACK, || {
+            Self::compile_checked(template, messages, declared, limits)
+        })
+    }
+
+    /// [`Self::compile`] once the sizes are known to be within the limits.
+    fn compile_checked(
+        template: &str,
+        messages: &[ChatMessage],
+        declared: &[PromptVariable],
+        limits: &RegistryLimits,
+    ) -> Result<(Self, Vec<PromptVariable>), Vec<FieldViolation>> {
+        let mut violations = Vec::new();
         let mut env = sandboxed_environment(limits);
         let has_text = !template.is_empty();
         if has_text {
@@ -134,7 +156,7 @@ impl CompiledPrompt {
             has_text,
             roles: messages.iter().map(|m| m.role.clone()).collect(),
             variables: checked,
-            max_render_bytes: limits.max_render_bytes,
+            limits: limits.clone(),
         };
         Ok((compiled, variables))
     }
@@ -147,9 +169,20 @@ impl CompiledPrompt {
         values: &BTreeMap<String, JsonValue>,
     ) -> Result<RenderedPrompt, RegistryError> {
         let context = self.context(values)?;
-        let mut budget = OutputBudget::new(self.max_render_bytes);
+        sandbox::with_stack(render_stack_size(&self.limits), || {
+            let rendered = self.render_all(&context);
+            sandbox::clear_namespaces();
+            rendered
+        })
+    }
+
+    fn render_all(
+        &self,
+        context: &BTreeMap<String, JsonValue>,
+    ) -> Result<RenderedPrompt, RegistryError> {
+        let mut budget = OutputBudget::new(self.limits.max_render_bytes);
         let text = if self.has_text {
-            self.render_one(TEXT_TEMPLATE, "template", &context, &mut budget)?
+            self.render_one(TEXT_TEMPLATE, "template", context, &mut budget)?
         } else {
             String::new()
         };
@@ -160,7 +193,7 @@ impl CompiledPrompt {
             .map(|(index, role)| {
                 let field = format!("messages[{index}].template");
                 let content =
-                    self.render_one(&message_template_name(index), &field, &context, &mut budget)?;
+                    self.render_one(&message_template_name(index), &field, context, &mut budget)?;
                 Ok(RenderedMessage {
                     role: role.clone(),
                     content,
@@ -238,16 +271,21 @@ impl CompiledPrompt {
             .get_template(template_name)
             .map_err(|err| RegistryError::Storage(format!("compiled template missing: {err}")))?;
         let start = budget.output.len();
-        match template.render_captured_to(context, &mut *budget) {
+        match template.render_captured_to(Serde(context), &mut *budget) {
             Ok(_) => Ok(String::from_utf8_lossy(&budget.output[start..]).into_owned()),
             Err(_) if budget.exceeded => Err(RegistryError::ResourceExhausted(format!(
                 "the rendered prompt is larger than the limit of {} bytes",
                 budget.limit
             ))),
             Err(err) if err.kind() == ErrorKind::OutOfFuel => {
-                Err(RegistryError::ResourceExhausted(
-                    "rendering took more steps than the template fuel limit allows".to_owned(),
-                ))
+                Err(RegistryError::ResourceExhausted(format!(
+                    "rendering {field} used up its budget ({}): a render may take at most \
+                     render_fuel = {} steps and create at most max_render_memory = {} bytes \
+                     of template values (each step counts as 64 bytes)",
+                    err.detail().unwrap_or("out of fuel"),
+                    self.limits.render_fuel,
+                    self.limits.max_render_memory,
+                )))
             }
             Err(err) => Err(RegistryError::invalid(
                 field,
@@ -259,10 +297,17 @@ impl CompiledPrompt {
 
 fn sandboxed_environment(limits: &RegistryLimits) -> Environment<'static> {
     let mut env = Environment::new();
+    guarded_filters::register(&mut env);
+    env.add_function("namespace", sandbox::namespace);
     env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.set_keep_trailing_newline(true);
+    env.set_syntax(
+        SyntaxConfig::builder()
+            .keep_trailing_newline(true)
+            .build()
+            .expect("the default delimiters are valid"),
+    );
     env.set_auto_escape_callback(|_| AutoEscape::None);
-    env.set_fuel(Some(limits.render_fuel));
+    env.set_fuel(Some(sandbox::engine_fuel(limits)));
     env
 }
 
@@ -273,6 +318,20 @@ fn add_template(
     field: &str,
     violations: &mut Vec<FieldViolation>,
 ) {
+    if let Some(tag) = expression_size::find_oversized_tag(source) {
+        violations.push(FieldViolation::new(
+            field,
+            format!(
+                "the tag at line {}, column {} holds {} operators, over the limit of {} \
+                 (split the expression with {{% set %}})",
+                tag.line,
+                tag.column,
+                tag.operators,
+                expression_size::MAX_OPERATORS_PER_TAG
+            ),
+        ));
+        return;
+    }
     if let Err(err) = env.add_template_owned(name.to_owned(), source.to_owned()) {
         let (line, column) = error_position(source, &err);
         violations.push(FieldViolation::new(
