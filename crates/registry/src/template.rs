@@ -121,6 +121,18 @@ impl CompiledPrompt {
         }
 
         let used = used_variables(&env);
+        if declared.is_empty() && used.len() > limits.max_variables {
+            // Declared variables were counted before compiling; inferred ones count too.
+            violations.push(FieldViolation::new(
+                "variables",
+                format!(
+                    "the template uses {} variables, over the limit of {}",
+                    used.len(),
+                    limits.max_variables
+                ),
+            ));
+            return Err(violations);
+        }
         let variables: Vec<PromptVariable> = if declared.is_empty() {
             used.iter().map(PromptVariable::inferred).collect()
         } else {

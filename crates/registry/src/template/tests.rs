@@ -293,3 +293,26 @@ fn strict_undefined_catches_attribute_typos() {
     );
     assert_eq!(errs[0].field, "template");
 }
+
+#[test]
+fn inferred_variables_count_against_max_variables() {
+    let limits = RegistryLimits::default();
+    let many: String = (0..=limits.max_variables)
+        .map(|index| format!("{{{{ v{index} }}}}"))
+        .collect();
+    let errs = CompiledPrompt::compile(&many, &[], &[], &limits).unwrap_err();
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0].field, "variables");
+    assert!(
+        errs[0]
+            .description
+            .contains("101 variables, over the limit of 100"),
+        "{}",
+        errs[0].description
+    );
+    let exactly: String = (0..limits.max_variables)
+        .map(|index| format!("{{{{ v{index} }}}}"))
+        .collect();
+    let (_, variables) = CompiledPrompt::compile(&exactly, &[], &[], &limits).unwrap();
+    assert_eq!(variables.len(), limits.max_variables);
+}
