@@ -955,6 +955,76 @@ async fn prompt_experiments_register_prompts_and_model_experiments_split_evenly(
     assert_eq!(fields(&unknown), vec!["variants[1].model".to_owned()]);
 }
 
+/// A refused prompt experiment writes nothing: not the control version, not the prompt,
+/// not the experiment (before, a valid control stayed registered and active).
+#[tokio::test]
+async fn a_refused_prompt_experiment_writes_nothing() {
+    let server = TestServer::start().await;
+    let mut client = server.experiments();
+    let prompt = |name: &str, version: &str, template: &str| pb::PromptVersion {
+        name: name.into(),
+        version: version.into(),
+        template: template.into(),
+        ..Default::default()
+    };
+    let request = |control: pb::PromptVersion, treatment: pb::PromptVersion| {
+        pb::CreatePromptExperimentRequest {
+            name: "half".into(),
+            control: Some(control),
+            treatment: Some(treatment),
+            experiment_id: "half".into(),
+            ..Default::default()
+        }
+    };
+    let refused = client
+        .create_prompt_experiment(request(
+            prompt("fresh", "1.0.0", "Hello {{ name }}"),
+            prompt("fresh", "", "Hi {{ name }}"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert_eq!(fields(&refused), vec!["treatment.version".to_owned()]);
+
+    // A treatment that clashes with a stored version is refused the same way.
+    server
+        .prompts()
+        .create_prompt_version(pb::CreatePromptVersionRequest {
+            prompt_version: Some(prompt("taken", "2.0.0", "stored {{ x }}")),
+        })
+        .await
+        .unwrap();
+    let clash = client
+        .create_prompt_experiment(request(
+            prompt("fresh", "1.0.0", "Hello {{ name }}"),
+            prompt("taken", "2.0.0", "different {{ x }}"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(clash.code(), Code::AlreadyExists);
+
+    let prompts = server
+        .prompts()
+        .list_prompts(pb::ListPromptsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .prompts;
+    let names: Vec<_> = prompts.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["taken"],
+        "nothing of the refused requests was written"
+    );
+    let missing = client
+        .get_experiment(pb::GetExperimentRequest {
+            experiment_id: "half".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+}
+
 #[tokio::test]
 async fn a_sample_ratio_mismatch_blocks_the_winner_and_raises_one_warning() {
     let server = TestServer::start_with(|config| {

@@ -422,16 +422,17 @@ impl ExperimentServiceRpc for ExperimentApi {
             .map_err(|e| experiment_status(e, ""))?;
         let registry = self.state.registry()?;
         let mut spec = spec;
-        for (index, (field, prompt)) in [("control", control), ("treatment", treatment)]
-            .into_iter()
-            .enumerate()
-        {
-            let (view, _created) = registry
-                .ensure_version(prompt)
-                .await
-                .map_err(|e| registry_status(e, field))?;
+        // Both versions are validated and checked before either is written.
+        let versions = registry
+            .ensure_versions(vec![
+                ("control".to_owned(), control),
+                ("treatment".to_owned(), treatment),
+            ])
+            .await
+            .map_err(|e| registry_status(e, ""))?;
+        for (variant, (view, _created)) in spec.variants.iter_mut().zip(versions) {
             // The stored version string (build metadata included) is what clients fetch.
-            spec.variants[index].prompt_version = view.version.version.to_string();
+            variant.prompt_version = view.version.version.to_string();
         }
         let created = experiments
             .create(spec)

@@ -19,6 +19,17 @@ impl FieldViolation {
             description: description.into(),
         }
     }
+
+    /// The same violation, its field nested under `prefix` (`control.version`).
+    pub fn prefixed(self, prefix: &str) -> Self {
+        if prefix.is_empty() {
+            return self;
+        }
+        Self {
+            field: format!("{prefix}.{}", self.field),
+            description: self.description,
+        }
+    }
 }
 
 impl fmt::Display for FieldViolation {

@@ -152,6 +152,49 @@ impl Registry {
         new: NewPromptVersion,
         reuse_identical: bool,
     ) -> Result<(PromptVersionView, bool), RegistryError> {
+        let prepared = self.prepare_version(new)?;
+        let _guard = self.write_lock.lock().await;
+        let plan = self.plan_version(&prepared, &[], reuse_identical).await?;
+        self.apply_plan(prepared, plan).await
+    }
+
+    /// Creates several versions (of one prompt or several), or reuses identical ones,
+    /// as [`Self::ensure_version`] does for one: every version is validated, compiled
+    /// and checked (conflicts, a release gate on a new prompt's first version) before any
+    /// is written, so a refusal writes nothing. Violations are prefixed with the field
+    /// paired with each version.
+    pub async fn ensure_versions(
+        &self,
+        news: Vec<(String, NewPromptVersion)>,
+    ) -> Result<Vec<(PromptVersionView, bool)>, RegistryError> {
+        let mut prepared = Vec::with_capacity(news.len());
+        let mut violations = Vec::new();
+        for (field, new) in news {
+            match self.prepare_version(new) {
+                Ok(version) => prepared.push(version),
+                Err(RegistryError::InvalidArgument(found)) => {
+                    violations.extend(found.into_iter().map(|v| v.prefixed(&field)));
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        if !violations.is_empty() {
+            return Err(RegistryError::InvalidArgument(violations));
+        }
+        let _guard = self.write_lock.lock().await;
+        let mut plans = Vec::with_capacity(prepared.len());
+        for (index, version) in prepared.iter().enumerate() {
+            plans.push(self.plan_version(version, &prepared[..index], true).await?);
+        }
+        let mut results = Vec::with_capacity(prepared.len());
+        for (version, plan) in prepared.into_iter().zip(plans) {
+            results.push(self.apply_plan(version, plan).await?);
+        }
+        Ok(results)
+    }
+
+    /// A new version validated and compiled, not yet checked against the registry.
+    fn prepare_version(&self, new: NewPromptVersion) -> Result<PreparedVersion, RegistryError> {
         let version = self.validate_new_version(&new)?;
         let (compiled, variables) =
             CompiledPrompt::compile(&new.template, &new.messages, &new.variables, &self.limits)
@@ -173,13 +216,35 @@ impl Registry {
             created_at: now,
             updated_at: now,
         };
+        Ok(PreparedVersion {
+            key: precedence_key(&record.version),
+            record,
+            compiled,
+        })
+    }
 
-        let _guard = self.write_lock.lock().await;
+    /// Decides what writing `prepared` would do, given that `earlier` (of the same batch)
+    /// are written first. Called under the write lock.
+    async fn plan_version(
+        &self,
+        prepared: &PreparedVersion,
+        earlier: &[PreparedVersion],
+        reuse_identical: bool,
+    ) -> Result<VersionPlan, RegistryError> {
+        let record = &prepared.record;
         let existing = self.entry(&record.name).ok();
-        let key = precedence_key(&record.version);
-        if let Some(found) = existing.as_ref().and_then(|e| e.versions.get(&key)) {
+        let stored = existing
+            .as_ref()
+            .and_then(|e| e.versions.get(&prepared.key))
+            .map(|found| &found.record)
+            .or_else(|| {
+                earlier
+                    .iter()
+                    .find(|e| e.record.name == record.name && e.key == prepared.key)
+                    .map(|e| &e.record)
+            });
+        if let Some(stored) = stored {
             if reuse_identical {
-                let stored = &found.record;
                 let differs = [
                     ("template", stored.template != record.template),
                     ("messages", stored.messages != record.messages),
@@ -190,8 +255,7 @@ impl Registry {
                 .filter_map(|(field, differs)| differs.then_some(field))
                 .collect::<Vec<_>>();
                 if differs.is_empty() {
-                    let entry = existing.as_ref().expect("found in it");
-                    return Ok((entry.view(found), false));
+                    return Ok(VersionPlan::Reuse);
                 }
                 return Err(RegistryError::AlreadyExists(format!(
                     "prompt {:?} version {} exists with a different {}",
@@ -202,10 +266,12 @@ impl Registry {
             }
             return Err(RegistryError::AlreadyExists(format!(
                 "prompt {:?} already has version {} (versions differing only in build metadata are the same version)",
-                record.name, found.record.version
+                record.name, stored.version
             )));
         }
-        if let (None, Some(guard)) = (&existing, self.guard.get()) {
+        let first_of_prompt =
+            existing.is_none() && !earlier.iter().any(|e| e.record.name == record.name);
+        if let (true, Some(guard)) = (first_of_prompt, self.guard.get()) {
             // A prompt's first version becomes its active version: a gate on `active`
             // (set ahead, or left from a deleted prompt) is asked like any activation.
             let request = ReleaseCheck {
@@ -222,13 +288,33 @@ impl Registry {
                 ))
             })?;
         }
+        Ok(VersionPlan::Create)
+    }
+
+    /// Writes (or reuses) a planned version. Called under the write lock.
+    async fn apply_plan(
+        &self,
+        prepared: PreparedVersion,
+        plan: VersionPlan,
+    ) -> Result<(PromptVersionView, bool), RegistryError> {
+        let existing = self.entry(&prepared.record.name).ok();
+        if let VersionPlan::Reuse = plan {
+            let entry = existing.ok_or_else(|| {
+                RegistryError::Storage("a reused version's prompt is gone".to_owned())
+            })?;
+            let found = entry
+                .versions
+                .get(&prepared.key)
+                .ok_or_else(|| RegistryError::Storage("a reused version is gone".to_owned()))?;
+            return Ok((entry.view(found), false));
+        }
         let cached = Arc::new(CachedVersion {
-            record,
-            compiled: Arc::new(compiled),
+            record: prepared.record,
+            compiled: Arc::new(prepared.compiled),
         });
         let entry = match &existing {
-            Some(entry) => entry.with_version(key, cached.clone()),
-            None => PromptEntry::first(key, cached.clone()),
+            Some(entry) => entry.with_version(prepared.key, cached.clone()),
+            None => PromptEntry::first(prepared.key, cached.clone()),
         };
         let view = entry.view(&cached);
         let change = PromptChange::CreateVersion(Box::new(cached.record.clone()));
@@ -844,6 +930,21 @@ fn storage_error(err: StoreError) -> RegistryError {
         StoreError::Conflict(message) => RegistryError::FailedPrecondition(message),
         StoreError::Unavailable(message) => RegistryError::Storage(message),
     }
+}
+
+/// A new version, validated and compiled.
+struct PreparedVersion {
+    key: Version,
+    record: PromptVersion,
+    compiled: CompiledPrompt,
+}
+
+/// What writing a prepared version does.
+enum VersionPlan {
+    /// An identical version exists: nothing is written.
+    Reuse,
+    /// The version is new.
+    Create,
 }
 
 #[cfg(test)]
