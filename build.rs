@@ -26,6 +26,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Undecodable requests are INVALID_ARGUMENT, not INTERNAL (see src/grpc/codec.rs).
+        .codec_path("crate::grpc::codec::ProstCodec")
         .compile_fds(file_descriptors)?;
     Ok(())
 }

@@ -2,6 +2,8 @@
 //! converts the answer back. Domain crates know nothing of protobuf.
 
 mod alerts;
+pub mod bounded_status;
+pub mod codec;
 pub(crate) mod convert;
 mod evaluation;
 mod experiments;

@@ -31,6 +31,7 @@ use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
 use crate::config::Config;
+use crate::grpc::bounded_status::BoundedStatusLayer;
 use crate::grpc::{AlertApi, EvaluationApi, ExperimentApi, PromptApi, ServiceState};
 use crate::pb;
 use crate::pb::alert_service_server::AlertServiceServer;
@@ -158,6 +159,7 @@ fn grpc_server(
     let incoming = connection::BatchedWrites::incoming(listener);
     Ok(Server::builder()
         .layer(GrpcMetricsLayer)
+        .layer(BoundedStatusLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
