@@ -192,6 +192,23 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The configuration for display: user information in URLs (`user:password@`) is
+    /// replaced, so `config show` and logs never print a credential.
+    pub fn redacted(&self) -> Self {
+        let mut shown = self.clone();
+        for webhook in &mut shown.webhooks {
+            webhook.url = llmops_redact::redact_url(&webhook.url);
+        }
+        for provider in &mut shown.providers {
+            provider.base_url = llmops_redact::redact_url(&provider.base_url);
+            if let Some(url) = &mut provider.health_url {
+                *url = llmops_redact::redact_url(url);
+            }
+        }
+        shown.alerts.external_url = llmops_redact::redact_url(&shown.alerts.external_url);
+        shown
+    }
+
     /// The registry limits this configuration sets.
     pub fn registry_limits(&self) -> RegistryLimits {
         RegistryLimits {

@@ -463,3 +463,59 @@ async fn the_service_is_in_health_and_reflection() {
         "{list:?}"
     );
 }
+
+/// A provider that repeats the `Authorization` header in its refusals leaked the API key
+/// into run results, ListProviders' `last_error` and SelectProvider's message. Every
+/// piece of upstream text is scrubbed of the key and of any bearer token first.
+#[tokio::test]
+async fn a_provider_echoing_its_api_key_leaks_it_nowhere() {
+    const KEY: &str = "sk-test-4f9c2e7a1b";
+    const KEY_VARIABLE: &str = "LLMOPS_TEST_LEAKY_PROVIDER_KEY";
+    // SAFETY of the set: nextest runs each test in its own process.
+    std::env::set_var(KEY_VARIABLE, KEY);
+    let mock = MockProvider::start(Duration::ZERO).await.unwrap();
+    let server = TestServer::start_with(|config| {
+        fast_probes(
+            config,
+            vec![provider(
+                "leaky",
+                &mock,
+                &format!("api_key_env = \"{KEY_VARIABLE}\""),
+            )],
+        )
+    })
+    .await;
+    prompt(&server, "echo", "1.0.0", "{{ input }}").await;
+    let dataset_id = dataset(&server, "leaky", vec![("a", "[[status:401]]", "x")]).await;
+    let created = common::eval::create_run(&server, run(&dataset_id, "echo", "1.0.0", "leaky"))
+        .await
+        .unwrap();
+    start(&server, &created.id).await.unwrap();
+    watch(&server, &created.id).await;
+    let results = server
+        .evaluation()
+        .list_run_results(pb::ListRunResultsRequest {
+            run_id: created.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let error = &results[0].error;
+    assert!(error.contains("HTTP 401"), "{error}");
+    assert!(
+        error.contains("Bearer [REDACTED]"),
+        "the echo is there: {error}"
+    );
+    assert!(!error.contains(KEY), "{error}");
+
+    mock.set_down(true);
+    let providers = until_healthy(&server, &["leaky"], false).await;
+    let last_error = &named(&providers, "leaky").last_error;
+    assert!(last_error.contains("HTTP 503"), "{last_error}");
+    assert!(!last_error.contains(KEY), "{last_error}");
+    let refused = select(&server, &["leaky"]).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(!refused.message().contains(KEY), "{}", refused.message());
+}

@@ -16,7 +16,8 @@
 //!
 //! `GET /v1/models` answers an empty model list (a health URL for probes).
 //! [`MockProvider::set_down`] makes every request answer 503 until it is cleared, for
-//! tests of provider health.
+//! tests of provider health. Like some real endpoints, every refusal repeats the
+//! request's `Authorization` header in its body, so tests can check that no key leaks.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,7 +25,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -119,22 +120,40 @@ impl Drop for MockProvider {
     }
 }
 
-fn unavailable() -> Response {
-    (StatusCode::SERVICE_UNAVAILABLE, "the mock provider is down").into_response()
+/// A refusal whose body repeats the request's `Authorization` header.
+fn refusal(code: StatusCode, reason: &str, headers: &HeaderMap) -> Response {
+    let authorization = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("none");
+    let body = format!("{reason} (you sent Authorization: {authorization})");
+    (code, body).into_response()
 }
 
-async fn models(State(counters): State<Arc<Counters>>) -> Response {
+fn unavailable(headers: &HeaderMap) -> Response {
+    refusal(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the mock provider is down",
+        headers,
+    )
+}
+
+async fn models(State(counters): State<Arc<Counters>>, headers: HeaderMap) -> Response {
     counters.probes.fetch_add(1, Ordering::Relaxed);
     if counters.down.load(Ordering::SeqCst) {
-        return unavailable();
+        return unavailable(&headers);
     }
     axum::Json(json!({"object": "list", "data": []})).into_response()
 }
 
-async fn complete(State(counters): State<Arc<Counters>>, body: String) -> Response {
+async fn complete(
+    State(counters): State<Arc<Counters>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
     counters.requests.fetch_add(1, Ordering::Relaxed);
     if counters.down.load(Ordering::SeqCst) {
-        return unavailable();
+        return unavailable(&headers);
     }
     let request: Value = match serde_json::from_str(&body) {
         Ok(request) => request,
@@ -158,7 +177,7 @@ async fn complete(State(counters): State<Arc<Counters>>, body: String) -> Respon
                 let code = StatusCode::from_u16(argument.parse().unwrap_or(500))
                     .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                 tokio::time::sleep(delay).await;
-                let mut response = (code, "scripted failure").into_response();
+                let mut response = refusal(code, "scripted failure", &headers);
                 if code == StatusCode::TOO_MANY_REQUESTS {
                     response
                         .headers_mut()

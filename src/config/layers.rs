@@ -162,8 +162,31 @@ impl LoadedConfig {
     }
 
     /// Every key with its effective value (as TOML) and its source, sorted by key.
+    /// Credentials in URLs are redacted.
     pub fn describe(&self) -> Vec<(String, String, ConfigSource)> {
-        let table = Table::try_from(&self.config).expect("the config serialises");
+        self.leaves()
+            .into_iter()
+            .map(|(key, value, source)| (key, value.to_string(), source))
+            .collect()
+    }
+
+    /// [`Self::describe`] as one JSON object: each dotted key maps to
+    /// `{"value": ..., "source": "..."}`.
+    pub fn describe_json(&self) -> serde_json::Value {
+        let entries = self
+            .leaves()
+            .into_iter()
+            .map(|(key, value, source)| {
+                let value = serde_json::to_value(&value).unwrap_or(serde_json::Value::Null);
+                let entry = serde_json::json!({"value": value, "source": source.to_string()});
+                (key, entry)
+            })
+            .collect();
+        serde_json::Value::Object(entries)
+    }
+
+    fn leaves(&self) -> Vec<(String, Value, ConfigSource)> {
+        let table = Table::try_from(self.config.redacted()).expect("the config serialises");
         leaves(&table)
             .into_iter()
             .map(|(key, value)| {
@@ -172,7 +195,7 @@ impl LoadedConfig {
                     .get(&key)
                     .cloned()
                     .unwrap_or(ConfigSource::Default);
-                (key, value.to_string(), source)
+                (key, value, source)
             })
             .collect()
     }

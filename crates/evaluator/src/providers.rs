@@ -170,6 +170,26 @@ pub enum ProviderError {
     Connection(String),
 }
 
+impl ProviderError {
+    /// The same error with every secret scrubbed from the upstream text it carries.
+    pub fn redacted(self, redactor: &llmops_redact::Redactor) -> Self {
+        let clean = |text: String| redactor.redact(&text).into_owned();
+        match self {
+            Self::Timeout(limit) => Self::Timeout(limit),
+            Self::Exhausted { attempts, last } => Self::Exhausted {
+                attempts,
+                last: clean(last),
+            },
+            Self::Refused { status, body } => Self::Refused {
+                status,
+                body: clean(body),
+            },
+            Self::Malformed(text) => Self::Malformed(clean(text)),
+            Self::Connection(text) => Self::Connection(clean(text)),
+        }
+    }
+}
+
 /// A model provider.
 #[async_trait]
 pub trait Provider: Send + Sync {

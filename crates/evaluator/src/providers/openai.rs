@@ -75,6 +75,8 @@ impl OpenAiSettings {
 #[derive(Debug)]
 pub struct OpenAiProvider {
     settings: OpenAiSettings,
+    /// Scrubs the API key (and any bearer token or URL credentials) from upstream text.
+    redactor: llmops_redact::Redactor,
     url: String,
     http: reqwest::Client,
     in_flight: Option<Semaphore>,
@@ -99,6 +101,7 @@ impl OpenAiProvider {
             .build()
             .map_err(|e| ProviderError::Connection(e.to_string()))?;
         Ok(Self {
+            redactor: llmops_redact::Redactor::new(settings.api_key.iter()),
             url: format!(
                 "{}/chat/completions",
                 settings.base_url.trim_end_matches('/')
@@ -298,6 +301,21 @@ impl Provider for OpenAiProvider {
     /// answers without generating anything, so probing costs no tokens: nothing calls
     /// a paid model on its own.
     async fn probe(&self) -> Result<(), String> {
+        self.probe_once()
+            .await
+            .map_err(|error| self.redactor.redact(&error).into_owned())
+    }
+
+    async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ProviderError> {
+        self.complete_with_retries(request)
+            .await
+            .map_err(|err| err.redacted(&self.redactor))
+    }
+}
+
+impl OpenAiProvider {
+    /// One health probe; its error may quote upstream text, secrets included.
+    async fn probe_once(&self) -> Result<(), String> {
         let url = match &self.settings.health_url {
             Some(url) => url.clone(),
             None => format!("{}/models", self.settings.base_url.trim_end_matches('/')),
@@ -330,7 +348,11 @@ impl Provider for OpenAiProvider {
         Ok(())
     }
 
-    async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ProviderError> {
+    /// A completion with retries; its error may quote upstream text, secrets included.
+    async fn complete_with_retries(
+        &self,
+        request: &CompletionRequest,
+    ) -> Result<Completion, ProviderError> {
         let _permit = match &self.in_flight {
             Some(semaphore) => {
                 let _waiting = request.queue.wait();
