@@ -26,7 +26,6 @@ mod values;
 
 use std::time::Duration;
 
-use anyhow::anyhow;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
@@ -61,17 +60,17 @@ pub async fn connect(options: &ClientOptions) -> anyhow::Result<Channel> {
     let address = server_url(&options.server);
     let endpoint = Endpoint::from_shared(address.clone())
         .map_err(|err| {
-            anyhow!(
+            ConnectionError(format!(
                 "{address:?} is not a valid server address: {}",
                 root_cause(&err)
-            )
+            ))
         })?
         .connect_timeout(CONNECT_TIMEOUT);
     endpoint.connect().await.map_err(|err| {
-        anyhow!(
+        anyhow::Error::new(ConnectionError(format!(
             "cannot connect to the server at {address}: {}",
             root_cause(&err)
-        )
+        )))
     })
 }
 
@@ -95,26 +94,89 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     current.to_string()
 }
 
-/// A command's result, with a closed stdout counted as success: `llmops ... | head`
-/// stops reading, which is not an error of the command.
-pub(crate) fn ignoring_closed_stdout(result: anyhow::Result<()>) -> anyhow::Result<()> {
-    match result {
-        Err(err)
-            if err
-                .downcast_ref::<std::io::Error>()
-                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
-        {
-            Ok(())
+/// `llmops config show`: every key's effective value and where it came from, as
+/// `key = value    # source` lines or, with `json`, one JSON object.
+pub fn show_config(loaded: &crate::config::LoadedConfig, json: bool) -> anyhow::Result<()> {
+    output::emit(|out| {
+        if json {
+            return output::json(out, &loaded.describe_json());
         }
-        other => other,
-    }
+        for (key, value, source) in loaded.describe() {
+            writeln!(out, "{key} = {value}    # {source}")?;
+        }
+        Ok(())
+    })
+}
+
+/// Whether `err` comes from writing to a closed stdout: `llmops ... | head` stops
+/// reading, which is not an error of the command.
+pub fn is_closed_stdout(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// A gRPC status as a clear error: `<CODE>: <message>`, then one indented
 /// `  <field>: <description>` line per `google.rpc.BadRequest` field violation (the
 /// message is left out when it only restates the violations).
 pub(crate) fn status_error(status: Status) -> anyhow::Error {
-    anyhow::Error::msg(describe_status(&status))
+    anyhow::Error::new(StatusError(status))
+}
+
+/// A failed call, kept whole so that `--json` can print its code and violations.
+#[derive(Debug)]
+pub struct StatusError(pub Status);
+
+impl std::fmt::Display for StatusError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&describe_status(&self.0))
+    }
+}
+
+impl std::error::Error for StatusError {}
+
+/// The server could not be reached (or its address is not one).
+#[derive(Debug)]
+pub struct ConnectionError(String);
+
+impl std::fmt::Display for ConnectionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConnectionError {}
+
+/// `err` as the JSON object `--json` prints on stderr: `code` (the gRPC code's name;
+/// UNAVAILABLE when the server cannot be reached, INVALID_ARGUMENT for a mistake found
+/// before calling it, such as a bad file), `message` and `violations`
+/// (`[{field, description}]`).
+pub fn error_json(err: &anyhow::Error) -> serde_json::Value {
+    if let Some(StatusError(status)) = err.chain().find_map(|e| e.downcast_ref()) {
+        let violations: Vec<serde_json::Value> = status
+            .get_details_bad_request()
+            .map(|bad_request| {
+                bad_request
+                    .field_violations
+                    .into_iter()
+                    .map(|v| serde_json::json!({"field": v.field, "description": v.description}))
+                    .collect()
+            })
+            .unwrap_or_default();
+        return serde_json::json!({
+            "code": code_name(status.code()),
+            "message": status.message(),
+            "violations": violations,
+        });
+    }
+    let code = if err.chain().any(|e| e.is::<ConnectionError>()) {
+        "UNAVAILABLE"
+    } else {
+        "INVALID_ARGUMENT"
+    };
+    serde_json::json!({"code": code, "message": format!("{err:#}"), "violations": []})
 }
 
 fn describe_status(status: &Status) -> String {

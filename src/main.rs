@@ -137,8 +137,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let json = cli.client.json;
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        // A reader that stopped reading (`| head`) is not a failure of the command.
+        Err(err) if cli::is_closed_stdout(&err) => ExitCode::SUCCESS,
+        Err(err) if json => {
+            eprintln!("{}", cli::error_json(&err));
+            ExitCode::FAILURE
+        }
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
@@ -151,13 +158,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve(args).await,
         Command::Config {
             command: ConfigCommand::Show(args),
-        } => {
-            let loaded = args.load()?;
-            for (key, value, source) in loaded.describe() {
-                println!("{key} = {value}    # {source}");
-            }
-            Ok(())
-        }
+        } => cli::show_config(&args.load()?, cli.client.json),
         Command::Prompt(args) => cli::prompt::run(args, &cli.client).await,
         Command::Alerts(args) => cli::alerts::run(args, &cli.client).await,
         Command::Experiment(args) => cli::experiment::run(args, &cli.client).await,

@@ -3,6 +3,7 @@
 
 mod grpc_metrics;
 
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
@@ -25,8 +26,10 @@ const LATENCY_BUCKETS: &[f64] = &[
 /// Installs the log subscriber (`RUST_LOG` filters; default `info`). Safe to call twice.
 pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour only on a terminal: escape codes in a redirected log file are noise.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     // A second call (tests start several servers) finds a subscriber installed already.
     let _ = match format {

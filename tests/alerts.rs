@@ -514,3 +514,60 @@ async fn a_restart_keeps_alerts_sequences_and_pending_deliveries() {
     }
     assert_eq!(sequences, [1, 2, 3]);
 }
+
+/// With a receiver failing every delivery slowly and a backlog that keeps every batch
+/// full, the sender never looked at shutdown: SIGTERM never finished. Shutdown now ends
+/// within the grace period plus a margin, and the undelivered alerts stay in the outbox
+/// for the next start.
+#[tokio::test]
+async fn shutdown_finishes_while_a_failing_receiver_has_a_backlog() {
+    std::env::set_var("LLMOPS_TEST_WEBHOOK_SECRET", "s3cret");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let failing_url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let hits = Arc::new(AtomicUsize::new(0));
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post({
+            let hits = hits.clone();
+            move || async move {
+                hits.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                http::StatusCode::SERVICE_UNAVAILABLE
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut server = TestServer::start_in(data_dir.path(), |config| {
+        config.webhooks = vec![webhook(&failing_url)];
+        config.shutdown_grace = Duration::from_secs(1);
+    })
+    .await;
+    for index in 0..600 {
+        create(
+            &server,
+            alert(&format!("ds{index}"), pb::AlertSeverity::Critical),
+        )
+        .await;
+    }
+    // The sender is working through full batches.
+    while hits.load(Ordering::SeqCst) < 64 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stopping = server.begin_shutdown();
+    // The bound is the behaviour under test: the 1 s grace plus a margin for a loaded
+    // two-core machine. Before the fix the sender kept sending for minutes.
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("shutdown finished within the grace period plus a margin")
+        .unwrap()
+        .unwrap();
+
+    // Nothing was lost: a working receiver gets the backlog after a restart.
+    let receiver = receiver(0).await;
+    let _server = TestServer::start_in(data_dir.path(), |config| {
+        config.webhooks = vec![webhook(&receiver.url)]
+    })
+    .await;
+    wait_for(&receiver.accepted, 1).await;
+}

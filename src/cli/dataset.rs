@@ -181,7 +181,7 @@ fn parse_meta(text: &str) -> Result<(String, String), String> {
 
 /// Runs a `llmops dataset` subcommand against the server in `options`.
 pub async fn run(args: DatasetArgs, options: &ClientOptions) -> anyhow::Result<()> {
-    crate::cli::ignoring_closed_stdout(commands::run(args.command, options).await)
+    commands::run(args.command, options).await
 }
 
 #[cfg(test)]

@@ -243,7 +243,7 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
 
 /// Runs a `llmops eval` subcommand against the server in `options`.
 pub async fn run(args: EvalArgs, options: &ClientOptions) -> anyhow::Result<()> {
-    crate::cli::ignoring_closed_stdout(commands::run(args.command, options).await)
+    commands::run(args.command, options).await
 }
 
 #[cfg(test)]

@@ -157,7 +157,7 @@ impl From<StatusArg> for pb::ExperimentStatus {
 
 /// Runs a `llmops experiment` subcommand against the server in `options`.
 pub async fn run(args: ExperimentArgs, options: &ClientOptions) -> anyhow::Result<()> {
-    crate::cli::ignoring_closed_stdout(commands::run(args.command, options).await)
+    commands::run(args.command, options).await
 }
 
 #[cfg(test)]

@@ -114,7 +114,7 @@ type Client = EvaluationServiceClient<Channel>;
 
 /// Runs a `llmops gate` subcommand against the server in `options`.
 pub async fn run(args: GateArgs, options: &ClientOptions) -> anyhow::Result<()> {
-    crate::cli::ignoring_closed_stdout(execute(args.command, options).await)
+    execute(args.command, options).await
 }
 
 async fn execute(command: GateCommand, options: &ClientOptions) -> anyhow::Result<()> {

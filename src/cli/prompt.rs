@@ -192,7 +192,7 @@ pub struct Selector {
 
 /// Runs a `llmops prompt` subcommand against the server in `options`.
 pub async fn run(args: PromptArgs, options: &ClientOptions) -> anyhow::Result<()> {
-    crate::cli::ignoring_closed_stdout(commands::run(args.command, options).await)
+    commands::run(args.command, options).await
 }
 
 #[cfg(test)]

@@ -124,7 +124,7 @@ type Client = EvaluationServiceClient<Channel>;
 
 /// Runs a `llmops schedule` subcommand against the server in `options`.
 pub async fn run(args: ScheduleArgs, options: &ClientOptions) -> anyhow::Result<()> {
-    crate::cli::ignoring_closed_stdout(execute(args.command, options).await)
+    execute(args.command, options).await
 }
 
 async fn execute(command: ScheduleCommand, options: &ClientOptions) -> anyhow::Result<()> {

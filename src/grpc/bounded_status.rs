@@ -22,9 +22,11 @@ use tower::{Layer, Service};
 /// The most bytes of one client value a message or detail quotes.
 pub const MAX_QUOTED_BYTES: usize = 128;
 /// The most bytes of a status message.
-pub const MAX_MESSAGE_BYTES: usize = 1024;
-/// The most bytes of encoded status details.
-pub const MAX_DETAILS_BYTES: usize = 640;
+pub const MAX_MESSAGE_BYTES: usize = 768;
+/// The most bytes of encoded status details (which repeat the message).
+pub const MAX_DETAILS_BYTES: usize = 1200;
+/// The most bytes of a status: its message and its details together.
+pub const MAX_STATUS_BYTES: usize = 2000;
 
 const ELLIPSIS: &str = "…";
 
@@ -134,22 +136,29 @@ pub fn bound_status(status: &Status) -> Status {
         };
         return Status::with_details(status.code(), message, details.into());
     }
-    let mut kept = Vec::new();
-    let mut size = 0;
-    for violation in violations {
-        let violation = tonic_types::FieldViolation::new(
-            shorten_values(&violation.field),
-            bound_text(&violation.description, 2 * MAX_QUOTED_BYTES),
+    let mut kept: Vec<FieldViolation> = violations
+        .into_iter()
+        .map(|violation| {
+            FieldViolation::new(
+                shorten_values(&violation.field),
+                bound_text(&violation.description, 2 * MAX_QUOTED_BYTES),
+            )
+        })
+        .collect();
+    // The details repeat the message: drop violations from the end until both fit.
+    loop {
+        let bounded = Status::with_error_details(
+            status.code(),
+            message.clone(),
+            ErrorDetails::with_bad_request(kept.clone()),
         );
-        // Each violation costs its text plus a few bytes of framing.
-        let cost = violation.field.len() + violation.description.len() + 8;
-        if size + cost > MAX_DETAILS_BYTES {
-            break;
+        if bounded.message().len() + bounded.details().len() <= MAX_STATUS_BYTES || kept.len() <= 1
+        {
+            return bounded;
         }
-        size += cost;
-        kept.push(violation);
+        let keep = kept.len() / 2;
+        kept.truncate(keep.max(1));
     }
-    Status::with_error_details(status.code(), message, ErrorDetails::with_bad_request(kept))
 }
 
 /// `text` with long client values cut (see [`shorten_values`]) and then cut to `limit`
@@ -285,7 +294,7 @@ mod tests {
         let bounded = bound_status(&status);
         assert_eq!(bounded.code(), tonic::Code::InvalidArgument);
         assert!(bounded.message().len() <= MAX_MESSAGE_BYTES);
-        assert!(bounded.message().len() + bounded.details().len() < 2048);
+        assert!(bounded.message().len() + bounded.details().len() <= MAX_STATUS_BYTES);
         let kept = bounded.get_error_details().bad_request().unwrap().clone();
         assert!(!kept.field_violations.is_empty());
         assert!(kept.field_violations[0].field.starts_with("variables.kkk"));

@@ -27,6 +27,9 @@ pub const DELIVERIES_TOTAL: &str = "llmops_webhook_deliveries_total";
 pub struct WebhookSender {
     store: Arc<dyn AlertStore>,
     receivers: HashMap<String, WebhookReceiver>,
+    /// Scrubs the receivers' secrets and URL credentials from errors before they are
+    /// stored in the outbox or logged (an HTTP client's error names the URL it called).
+    redactor: llmops_redact::Redactor,
     client: reqwest::Client,
     wake: Arc<Notify>,
 }
@@ -48,6 +51,9 @@ impl WebhookSender {
                 .iter()
                 .map(|r| (r.name.clone(), r.clone()))
                 .collect(),
+            redactor: llmops_redact::Redactor::new(
+                receivers.iter().filter_map(|r| r.secret.as_deref()),
+            ),
             client: reqwest::Client::new(),
             wake: Arc::new(Notify::new()),
         }
@@ -59,11 +65,20 @@ impl WebhookSender {
     }
 
     /// Sends due deliveries until `shutdown` resolves.
+    ///
+    /// Shutdown ends the loop at once, even in the middle of a batch or while a backlog
+    /// keeps every batch full: deliveries whose outcome was not recorded stay due in the
+    /// outbox and are sent after the next start (receivers dedup by `Idempotency-Key`).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let this = Arc::new(self);
         tokio::pin!(shutdown);
         loop {
-            match this.send_due().await {
+            let sent = tokio::select! {
+                biased;
+                _ = &mut shutdown => return,
+                sent = this.send_due() => sent,
+            };
+            match sent {
                 // A full batch means more may be due: go on at once.
                 Ok(sent) if sent == BATCH => continue,
                 Ok(_) => {}
@@ -135,7 +150,10 @@ impl WebhookSender {
             }
             Ok(response) => format!("the receiver answered {}", response.status()),
             Err(err) if err.is_timeout() => format!("no answer within {:?}", receiver.timeout),
-            Err(err) => format!("request failed: {err}"),
+            Err(err) => self
+                .redactor
+                .redact(&format!("request failed: {err}"))
+                .into_owned(),
         };
         if attempts >= receiver.max_attempts {
             return DeliveryOutcome::GaveUp { attempts, error };
