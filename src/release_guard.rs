@@ -24,4 +24,8 @@ impl ReleaseGuard for EvaluationGuard {
     async fn check(&self, request: &ReleaseCheck<'_>) -> Result<(), String> {
         self.gates.evaluate(request).await
     }
+
+    async fn gated_pointers(&self, prompt: &str) -> Vec<String> {
+        self.gates.labels_gated(prompt).await
+    }
 }

@@ -891,3 +891,49 @@ async fn a_run_decided_on_before_a_crash_is_started_once_at_the_next_start() {
         "nothing twice"
     );
 }
+
+/// DeletePrompt ignored release gates: the prompt went, the gate was left guarding
+/// nothing, and whatever was created under the name next would be released unchecked.
+/// It is refused, naming the gated labels, until the gates are deleted.
+#[tokio::test]
+async fn a_gated_prompt_is_not_deleted_until_its_gates_are() {
+    let server = TestServer::start().await;
+    prompt(&server, "g", "1.0.0", "{{input}}").await;
+    let golden = dataset(&server, "golden", vec![("a", "4", "4")]).await;
+    set_gate(&server, gate(&golden, "production", 0.9, false))
+        .await
+        .unwrap();
+    let refused = server
+        .prompts()
+        .delete_prompt(pb::DeletePromptRequest { name: "g".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("\"production\"") && refused.message().contains("gate"),
+        "{}",
+        refused.message()
+    );
+    let still = server
+        .prompts()
+        .get_prompt_version(pb::GetPromptVersionRequest {
+            name: "g".into(),
+            ..Default::default()
+        })
+        .await;
+    assert!(still.is_ok(), "the refused delete removed nothing");
+
+    server
+        .evaluation()
+        .delete_release_gate(pb::DeleteReleaseGateRequest {
+            prompt_name: "g".into(),
+            label: "production".into(),
+        })
+        .await
+        .unwrap();
+    server
+        .prompts()
+        .delete_prompt(pb::DeletePromptRequest { name: "g".into() })
+        .await
+        .expect("without gates the prompt is deleted");
+}

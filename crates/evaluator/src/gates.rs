@@ -224,6 +224,17 @@ impl GateService {
             .collect()
     }
 
+    /// The labels (and `active`) of `prompt_name` that have a gate, sorted.
+    pub async fn labels_gated(&self, prompt_name: &str) -> Vec<String> {
+        self.gates
+            .lock()
+            .await
+            .keys()
+            .filter(|(prompt, _)| prompt == prompt_name)
+            .map(|(_, label)| label.clone())
+            .collect()
+    }
+
     /// Removes a gate.
     pub async fn delete(&self, prompt_name: &str, label: &str) -> Result<(), EvaluationError> {
         let mut gates = self.gates.lock().await;

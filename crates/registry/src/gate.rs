@@ -30,4 +30,9 @@ pub trait ReleaseGuard: Send + Sync + 'static {
     /// `Ok` when the move may happen; otherwise the reason, which the caller sees as
     /// FAILED_PRECONDITION.
     async fn check(&self, request: &ReleaseCheck<'_>) -> Result<(), String>;
+
+    /// The pointers of `prompt` a gate protects (labels, or [`ACTIVE_POINTER`]). A
+    /// prompt with any is not deleted: its gates would be left guarding nothing, and the
+    /// deletion would release whatever is created under the name next.
+    async fn gated_pointers(&self, prompt: &str) -> Vec<String>;
 }

@@ -611,6 +611,19 @@ impl Registry {
     pub async fn delete_prompt(&self, name: &str) -> Result<usize, RegistryError> {
         let _guard = self.write_lock.lock().await;
         let entry = self.entry(name)?;
+        if let Some(guard) = self.guard.get() {
+            let gated = guard.gated_pointers(name).await;
+            if !gated.is_empty() {
+                return Err(RegistryError::FailedPrecondition(format!(
+                    "prompt {name:?} is protected by the release gate of {}; delete the gate first",
+                    gated
+                        .iter()
+                        .map(|pointer| format!("{pointer:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
         let count = entry.versions.len();
         let change = PromptChange::DeletePrompt {
             name: name.to_owned(),
