@@ -955,6 +955,64 @@ async fn prompt_experiments_register_prompts_and_model_experiments_split_evenly(
     assert_eq!(fields(&unknown), vec!["variants[1].model".to_owned()]);
 }
 
+/// A proportion of 30 ones in 300 summed to 30.00000000000003 (a running mean), so two
+/// variants with identical data differed and the tie counted as an improvement. Sums are
+/// exact, and an exact tie is neither better nor worse (as in gbstats: estimate 0).
+#[tokio::test]
+async fn identical_variants_tie_exactly() {
+    let server = TestServer::start().await;
+    create(&server, experiment("tie")).await.unwrap();
+    start(&server, "tie").await.unwrap();
+    let records: Vec<_> = ["control", "treatment"]
+        .into_iter()
+        .flat_map(|variant| {
+            // The same values, in the opposite order for the treatment.
+            let order: Vec<usize> = if variant == "control" {
+                (0..300).collect()
+            } else {
+                (0..300).rev().collect()
+            };
+            order.into_iter().flat_map(move |i| {
+                [
+                    record(
+                        "tie",
+                        variant,
+                        "converted",
+                        f64::from(u8::from(i % 10 == 0)),
+                    ),
+                    record("tie", variant, "quality", [0.1, 0.7, 0.2][i % 3]),
+                ]
+            })
+        })
+        .collect();
+    for chunk in records.chunks(500) {
+        server
+            .experiments()
+            .record_metrics(pb::RecordMetricsRequest {
+                records: chunk.to_vec(),
+            })
+            .await
+            .unwrap();
+    }
+    let results = results(&server, "tie").await;
+    for variant in ["control", "treatment"] {
+        let converted = stats(&results, variant, "converted");
+        assert_eq!((converted.n, converted.sum), (300, 30.0), "{converted:?}");
+        assert_eq!(converted.mean, 0.1);
+    }
+    for metric in ["converted", "quality"] {
+        let comparison = results
+            .comparisons
+            .iter()
+            .find(|c| c.metric == metric)
+            .unwrap();
+        let absolute = comparison.absolute.as_ref().unwrap();
+        assert_eq!(absolute.estimate, 0.0, "{metric}: {comparison:?}");
+        assert!(!comparison.improves, "{metric}: a tie is no improvement");
+        assert!(!comparison.significant, "{metric}");
+    }
+}
+
 /// A refused prompt experiment writes nothing: not the control version, not the prompt,
 /// not the experiment (before, a valid control stayed registered and active).
 #[tokio::test]

@@ -7,5 +7,5 @@ pub mod srm;
 pub mod summary;
 pub mod ttest;
 
-pub use summary::Summary;
+pub use summary::{CompensatedSum, Summary};
 pub use ttest::{compare, Comparison, DifferenceType, Estimate, TestSettings};

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::model::{AnalysisUnit, Experiment, MetricKind};
-use crate::stats::Summary;
+use crate::stats::{CompensatedSum, Summary};
 
 /// A float ordered by `total_cmp`, so it can key a multiset.
 #[derive(Debug, Clone, Copy)]
@@ -41,14 +41,14 @@ struct Cell {
 #[derive(Debug, Clone, Copy, Default)]
 struct UserRecords {
     count: u64,
-    sum: f64,
+    sum: CompensatedSum,
     any_one: bool,
 }
 
 impl UserRecords {
     fn observation(&self, kind: MetricKind) -> f64 {
         match kind {
-            MetricKind::Mean => self.sum / self.count as f64,
+            MetricKind::Mean => self.sum.value() / self.count as f64,
             MetricKind::Proportion => f64::from(u8::from(self.any_one)),
         }
     }
@@ -115,7 +115,7 @@ impl Tally {
                 let user = self.users.entry((v, m, user_id.to_owned())).or_default();
                 let previous = (user.count > 0).then(|| user.observation(kind));
                 user.count += 1;
-                user.sum += value;
+                user.sum.add(value);
                 user.any_one |= value == 1.0;
                 let current = user.observation(kind);
                 let cell = &mut self.cells[index];
