@@ -1175,3 +1175,86 @@ async fn a_sample_ratio_mismatch_blocks_the_winner_and_raises_one_warning() {
     );
     assert!(alerts[0].message.contains("sample ratio mismatch"));
 }
+
+/// The winner alert was raised again at every start (its occurrences grew by one per
+/// restart). A restart creates or updates no alert by itself: the monitor starts from
+/// the open experiment alerts.
+#[tokio::test]
+async fn restarts_do_not_raise_the_winner_alert_again() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let fast_checks = |config: &mut llmops::config::Config| {
+        config.experiments.alert_check_interval = std::time::Duration::from_millis(100);
+    };
+    let server = TestServer::start_in(data_dir.path(), fast_checks).await;
+    create(&server, experiment("win")).await.unwrap();
+    start(&server, "win").await.unwrap();
+    let mut records = Vec::new();
+    for v in ["control", "treatment"] {
+        for i in 0..60 {
+            records.push(record("win", v, "quality", quality(v, i)));
+        }
+    }
+    server
+        .experiments()
+        .record_metrics(pb::RecordMetricsRequest { records })
+        .await
+        .unwrap();
+    let list = || pb::ListAlertsRequest {
+        source: "experiments".into(),
+        source_id: "win".into(),
+        ..Default::default()
+    };
+    let winner_alert = |alerts: Vec<pb::Alert>| {
+        alerts
+            .into_iter()
+            .find(|a| a.labels.get("condition").map(String::as_str) == Some("winner"))
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let first = loop {
+        let alerts = server.alerts().list_alerts(list()).await.unwrap();
+        if let Some(alert) = winner_alert(alerts.into_inner().alerts) {
+            break alert;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no winner alert");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(first.occurrences, 1);
+    server.stop().await;
+
+    for _ in 0..3 {
+        let server = TestServer::start_in(data_dir.path(), fast_checks).await;
+        // Several checks run; the one that follows the start must find the alert open.
+        let mut events = server
+            .alerts()
+            .subscribe(pb::SubscribeRequest {
+                after_sequence: Some(0),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let alert = winner_alert(
+            server
+                .alerts()
+                .list_alerts(list())
+                .await
+                .unwrap()
+                .into_inner()
+                .alerts,
+        )
+        .expect("the winner alert is still open");
+        assert_eq!(alert.occurrences, 1, "a restart raised it again");
+        // The feed holds only the first creation: nothing was appended at the start.
+        let mut sequences = Vec::new();
+        while let Ok(Ok(Some(event))) =
+            tokio::time::timeout(std::time::Duration::from_millis(200), events.message()).await
+        {
+            if event.kind != pb::AlertEventKind::Heartbeat as i32 {
+                sequences.push(event.sequence);
+            }
+        }
+        assert_eq!(sequences.len(), 1, "events after restarts: {sequences:?}");
+        server.stop().await;
+    }
+}

@@ -41,6 +41,10 @@ pub trait AlertSink: Send + Sync {
     async fn raise(&self, alert: NewAlert) -> Result<RaisedAlert, AlertError>;
     /// Resolves the open alert with this fingerprint, if there is one.
     async fn resolve_fingerprint(&self, fingerprint: &str) -> Result<Option<Alert>, AlertError>;
+    /// The open alerts of `source`: (fingerprint, source id). A checker that raises on
+    /// changes starts from these after a restart, so a condition that still holds is not
+    /// raised again and one that cleared while the server was down is resolved.
+    async fn open_of_source(&self, source: &str) -> Vec<(String, String)>;
 }
 
 /// The alert service.
@@ -346,6 +350,16 @@ impl AlertSink for AlertService {
             Some(alert) => self.resolve_open(&mut open, alert).await.map(Some),
             None => Ok(None),
         }
+    }
+
+    async fn open_of_source(&self, source: &str) -> Vec<(String, String)> {
+        self.open
+            .lock()
+            .await
+            .iter()
+            .filter(|(_, alert)| alert.source == source)
+            .map(|(fingerprint, alert)| (fingerprint.clone(), alert.source_id.clone()))
+            .collect()
     }
 }
 

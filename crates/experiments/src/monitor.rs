@@ -19,13 +19,14 @@ pub const SOURCE: &str = "experiments";
 /// Remembers what it has raised, by fingerprint, with the experiment it concerns.
 #[derive(Debug, Default)]
 pub struct AlertMonitor {
-    raised: Mutex<HashMap<String, String>>,
+    /// `None` until the first check reads the open experiment alerts.
+    raised: Mutex<Option<HashMap<String, String>>>,
 }
 
 impl AlertMonitor {
-    /// A monitor that has raised nothing yet. After a restart the first check raises the
-    /// conditions that still hold again; the alert service folds them into the open
-    /// alerts with the same fingerprints.
+    /// A monitor that starts from the experiment alerts open in the alert service: after
+    /// a restart, a condition that still holds is not raised again (its alert would gain
+    /// an occurrence per restart), and one that cleared meanwhile is resolved.
     pub fn new() -> Self {
         Self::default()
     }
@@ -37,7 +38,11 @@ impl AlertMonitor {
         experiments: &ExperimentService,
         sink: &dyn AlertSink,
     ) -> Result<usize, AlertError> {
-        let mut raised = self.raised.lock().await;
+        let mut state = self.raised.lock().await;
+        if state.is_none() {
+            *state = Some(sink.open_of_source(SOURCE).await.into_iter().collect());
+        }
+        let raised = state.as_mut().expect("set above");
         let mut current: HashMap<String, (String, NewAlert)> = HashMap::new();
         for id in experiments.running() {
             let Ok((experiment, results)) = experiments.results(&id) else {
