@@ -8,6 +8,7 @@
 //! store is closed last.
 
 mod connection;
+mod health;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,8 +28,7 @@ use llmops_store::SqliteStore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
-use tonic_health::server::HealthReporter;
-use tonic_health::ServingStatus;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::config::Config;
 use crate::grpc::bounded_status::BoundedStatusLayer;
@@ -59,8 +59,8 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     telemetry::prometheus();
     let stop = CancellationToken::new();
-    let (health, health_service) = tonic_health::server::health_reporter();
-    set_health(&health, ServingStatus::NotServing).await;
+    let (health, health_service) = health::health_service(stop.clone());
+    health.set_all(SERVICE_NAMES, ServingStatus::NotServing);
 
     let state = Arc::new(ServiceState::new(stop.clone()));
     let grpc_address = grpc_listener.local_addr()?;
@@ -81,12 +81,12 @@ pub async fn serve(
             return Err(err);
         }
     };
-    set_health(&health, ServingStatus::Serving).await;
+    health.set_all(SERVICE_NAMES, ServingStatus::Serving);
     tracing::info!(%grpc_address, %metrics_address, data_dir = %config.data_dir.display(), "llmops is serving");
 
     shutdown.await;
     tracing::info!("shutting down: refusing new calls, draining in-flight ones");
-    set_health(&health, ServingStatus::NotServing).await;
+    health.set_all(SERVICE_NAMES, ServingStatus::NotServing);
     stop.cancel();
     match tokio::time::timeout(config.shutdown_grace, grpc).await {
         Ok(joined) => joined
@@ -114,9 +114,7 @@ pub async fn serve(
 fn grpc_server(
     config: &Config,
     state: Arc<ServiceState>,
-    health_service: tonic_health::pb::health_server::HealthServer<
-        impl tonic_health::pb::health_server::Health,
-    >,
+    health_service: tonic_health::pb::health_server::HealthServer<health::HealthService>,
     listener: TcpListener,
     stop: CancellationToken,
 ) -> anyhow::Result<impl Future<Output = Result<(), tonic::transport::Error>>> {
@@ -361,13 +359,6 @@ async fn prune_alerts(
             Ok(pruned) => tracing::info!(pruned, %cutoff, "pruned resolved alerts"),
             Err(err) => tracing::warn!(error = %err, "pruning alerts failed; will retry"),
         }
-    }
-}
-
-async fn set_health(health: &HealthReporter, status: ServingStatus) {
-    health.set_service_status("", status).await;
-    for name in SERVICE_NAMES {
-        health.set_service_status(*name, status).await;
     }
 }
 

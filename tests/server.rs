@@ -55,6 +55,68 @@ async fn health_reports_overall_and_per_service() {
     assert_eq!(unknown.code(), tonic::Code::NotFound);
 }
 
+/// Watch of an unknown service ended the stream with NOT_FOUND; the health protocol says
+/// to send SERVICE_UNKNOWN and keep the stream open. A watch of the server sees
+/// SERVING, then NOT_SERVING when shutdown begins, then the stream ends.
+#[tokio::test]
+async fn health_watch_follows_the_protocol() {
+    let mut server = TestServer::start().await;
+    let mut health = HealthClient::new(server.channel.clone());
+    let mut unknown = health
+        .watch(HealthCheckRequest {
+            service: "nope.Service".into(),
+        })
+        .await
+        .expect("an unknown service is watched, not refused")
+        .into_inner();
+    let first = unknown.next().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::ServiceUnknown as i32);
+    let mut overall = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        overall.next().await.unwrap().unwrap().status,
+        ServingStatus::Serving as i32
+    );
+    // The unknown service's stream stays open: nothing more arrives, and it has not ended.
+    let quiet = tokio::time::timeout(Duration::from_millis(300), unknown.next()).await;
+    assert!(
+        quiet.is_err(),
+        "the watch of an unknown service ended: {quiet:?}"
+    );
+
+    let stopping = server.begin_shutdown();
+    assert_eq!(
+        overall.next().await.unwrap().unwrap().status,
+        ServingStatus::NotServing as i32,
+        "the drain is announced first"
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(10), overall.next())
+        .await
+        .expect("watches end at shutdown");
+    assert!(ended.as_ref().is_none_or(|item| item.is_err()), "{ended:?}");
+    stopping.await.unwrap().unwrap();
+}
+
+/// Health comes from another codec than llmops' services; garbage sent to it is the
+/// client's fault too.
+#[tokio::test]
+async fn garbage_to_health_is_invalid_argument() {
+    let server = TestServer::start().await;
+    let status = common::raw::unary(
+        &server.channel,
+        "/grpc.health.v1.Health/Check",
+        vec![0xff, 0xff, 0xff, 0xff, 0x0f],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+}
+
 #[tokio::test]
 async fn reflection_lists_the_public_services() {
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;

@@ -30,6 +30,9 @@ pub const MAX_STATUS_BYTES: usize = 2000;
 
 const ELLIPSIS: &str = "…";
 
+/// How tonic-prost's message for a request it could not decode begins.
+const UNDECODABLE_MESSAGE: &str = "failed to decode Protobuf message";
+
 /// Bounds the error statuses of a service (see the module comment).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BoundedStatusLayer;
@@ -102,6 +105,16 @@ fn bound_headers(headers: &mut HeaderMap) {
     let Some(status) = Status::from_header_map(headers) else {
         return;
     };
+    if status.code() == tonic::Code::Internal && status.message().starts_with(UNDECODABLE_MESSAGE) {
+        // A service with tonic-prost's codec (health, reflection) could not decode the
+        // request: the client's fault, as for our own services (see `codec`).
+        let _ = Status::invalid_argument(format!(
+            "the request is not a valid message: {}",
+            status.message()
+        ))
+        .add_header(headers);
+        return;
+    }
     if status.message().len() <= MAX_MESSAGE_BYTES
         && status.details().len() <= MAX_DETAILS_BYTES
         && !has_long_value(status.message())
