@@ -38,6 +38,8 @@ pub struct Config {
     /// How long shutdown waits for in-flight calls before closing them.
     #[serde(with = "humantime_serde_compat")]
     pub shutdown_grace: Duration,
+    /// `[server]`: connection limits.
+    pub server: ServerConfig,
     /// Experiment settings.
     pub experiments: ExperimentsConfig,
     /// Evaluation settings.
@@ -57,6 +59,42 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     /// `[providers_health]`: how the providers are probed for provider selection.
     pub providers_health: ProvidersHealthConfig,
+}
+
+/// `[server]`: what one client's connections may hold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Open connections at most; past it, new connections are closed at once.
+    pub max_connections: usize,
+    /// Concurrent calls (streams) per connection at most (HTTP/2
+    /// SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub max_concurrent_streams: u32,
+    /// A new connection must complete its HTTP/2 handshake within this, or it is closed.
+    #[serde(with = "humantime_serde_compat")]
+    pub handshake_timeout: Duration,
+    /// A connection with no call in flight for this long is closed.
+    #[serde(with = "humantime_serde_compat")]
+    pub idle_timeout: Duration,
+    /// How often an HTTP/2 ping checks a connection that has been quiet.
+    #[serde(with = "humantime_serde_compat")]
+    pub keepalive_interval: Duration,
+    /// A ping not answered within this closes the connection (the peer is gone).
+    #[serde(with = "humantime_serde_compat")]
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_concurrent_streams: 1024,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(15 * 60),
+            keepalive_interval: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(20),
+        }
+    }
 }
 
 /// `[alerts]`.
@@ -158,6 +196,7 @@ impl Default for Config {
             max_message_bytes: 4 * 1024 * 1024,
             log_format: LogFormat::Human,
             shutdown_grace: Duration::from_secs(10),
+            server: ServerConfig::default(),
             experiments: ExperimentsConfig {
                 min_samples_for_significance: 100,
                 alert_check_interval: Duration::from_secs(60),
@@ -313,6 +352,22 @@ impl Config {
             provider.settings(&format!("providers[{index}]"), |_| Some(String::new()))?;
         }
         self.providers_health.validate()?;
+        if self.server.max_connections == 0 || self.server.max_concurrent_streams == 0 {
+            return bad(
+                "server",
+                "max_connections and max_concurrent_streams must be greater than zero",
+            );
+        }
+        for (key, duration) in [
+            ("server.handshake_timeout", self.server.handshake_timeout),
+            ("server.idle_timeout", self.server.idle_timeout),
+            ("server.keepalive_interval", self.server.keepalive_interval),
+            ("server.keepalive_timeout", self.server.keepalive_timeout),
+        ] {
+            if duration.is_zero() {
+                return bad(key, "must be longer than zero");
+            }
+        }
         if self.prompts.max_template_bytes == 0
             || self.prompts.max_render_bytes == 0
             || self.prompts.render_fuel == 0

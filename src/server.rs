@@ -154,10 +154,23 @@ fn grpc_server(
     let evaluation = EvaluationServiceServer::new(EvaluationApi::new(state))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
-    let incoming = connection::BatchedWrites::incoming(listener);
+    let limits = &config.server;
+    let incoming = connection::incoming(
+        listener,
+        connection::ConnectionLimits {
+            max_connections: limits.max_connections,
+            handshake_timeout: limits.handshake_timeout,
+            idle_timeout: limits.idle_timeout,
+        },
+    );
     Ok(Server::builder()
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .max_concurrent_streams(Some(limits.max_concurrent_streams))
         .layer(GrpcMetricsLayer)
         .layer(BoundedStatusLayer)
+        // Innermost: it wraps the response bodies of the services themselves.
+        .layer(connection::CallActivityLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

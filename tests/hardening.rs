@@ -142,3 +142,168 @@ async fn error_messages_quote_at_most_128_bytes_of_a_client_value() {
     }
     assert_serving(&server).await;
 }
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// An empty SETTINGS frame: what completes a client's side of the HTTP/2 handshake.
+const EMPTY_SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
+
+/// Reads from `stream` until the server closes it; panics if it stays open `within`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: std::time::Duration) {
+    use tokio::io::AsyncReadExt as _;
+    let mut buffer = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+            Err(_) => panic!("the server kept the connection open for {within:?}"),
+            Ok(Ok(0)) | Ok(Err(_)) => return,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// Whether `stream` is still open after `wait` (nothing but frames arrive meanwhile).
+async fn still_open_after(stream: &mut tokio::net::TcpStream, wait: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt as _;
+    let mut buffer = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+            Err(_) => return true,
+            Ok(Ok(0)) | Ok(Err(_)) => return false,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+async fn connect(server: &TestServer) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(server.address)
+        .await
+        .unwrap()
+}
+
+/// Silent or half-handshaken connections stayed forever (19,000 held 306 MB and almost
+/// every descriptor). A connection must finish its HTTP/2 handshake within
+/// `handshake_timeout`, and past `max_connections` new ones are closed at once.
+#[tokio::test]
+async fn silent_and_surplus_connections_are_closed() {
+    use tokio::io::AsyncWriteExt as _;
+    let server = TestServer::start_with(|config| {
+        config.server.handshake_timeout = std::time::Duration::from_millis(300);
+        config.server.max_connections = 3;
+    })
+    .await;
+    // The test client's own channel holds one connection.
+    let mut silent = connect(&server).await;
+    let mut half = connect(&server).await;
+    half.write_all(&PREFACE[..10]).await.unwrap();
+    closed_within(&mut silent, std::time::Duration::from_secs(10)).await;
+    closed_within(&mut half, std::time::Duration::from_secs(10)).await;
+
+    // Two handshaken connections and the client's fill the three places.
+    let mut first = connect(&server).await;
+    let mut second = connect(&server).await;
+    for stream in [&mut first, &mut second] {
+        stream.write_all(PREFACE).await.unwrap();
+        stream.write_all(EMPTY_SETTINGS).await.unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let mut surplus = connect(&server).await;
+    closed_within(&mut surplus, std::time::Duration::from_secs(2)).await;
+    assert!(still_open_after(&mut first, std::time::Duration::from_millis(500)).await);
+    let metrics = server.metrics_text().await;
+    assert!(
+        metrics.contains("llmops_connections_closed_total{reason=\"refused\"} 1")
+            && metrics.contains("llmops_connections_closed_total{reason=\"handshake_timeout\"} 2"),
+        "{metrics}"
+    );
+    assert_serving(&server).await;
+}
+
+/// A connection with no call in flight for `idle_timeout` is closed; one holding a
+/// stream open (WatchPrompts) is not, however long the stream stays quiet.
+#[tokio::test]
+async fn idle_connections_are_closed_but_open_streams_keep_theirs() {
+    use tokio::io::AsyncWriteExt as _;
+    let server = TestServer::start_with(|config| {
+        config.server.idle_timeout = std::time::Duration::from_millis(300);
+    })
+    .await;
+    let mut idle = connect(&server).await;
+    idle.write_all(PREFACE).await.unwrap();
+    idle.write_all(EMPTY_SETTINGS).await.unwrap();
+
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.address))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut watching = llmops::pb::prompt_service_client::PromptServiceClient::new(channel)
+        .watch_prompts(pb::WatchPromptsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    closed_within(&mut idle, std::time::Duration::from_secs(10)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    // The watch still delivers: its connection was kept.
+    server
+        .prompts()
+        .create_prompt_version(pb::CreatePromptVersionRequest {
+            prompt_version: Some(pb::PromptVersion {
+                name: "kept".into(),
+                version: "1.0.0".into(),
+                template: "hi".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let event = watching.message().await.unwrap().unwrap();
+            if event
+                .prompt_version
+                .as_ref()
+                .is_some_and(|v| v.name == "kept")
+            {
+                return event;
+            }
+        }
+    })
+    .await
+    .expect("the quiet stream's connection stayed open");
+    assert_eq!(event.prompt_version.unwrap().name, "kept");
+}
+
+/// A peer that vanished without closing (no answer to pings) is dropped after the
+/// keepalive interval and timeout, and each connection is told how many concurrent
+/// streams it may open.
+#[tokio::test]
+async fn keepalive_drops_a_vanished_peer_and_streams_per_connection_are_limited() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let server = TestServer::start_with(|config| {
+        config.server.keepalive_interval = std::time::Duration::from_millis(200);
+        config.server.keepalive_timeout = std::time::Duration::from_millis(200);
+        config.server.max_concurrent_streams = 7;
+    })
+    .await;
+    let mut peer = connect(&server).await;
+    peer.write_all(PREFACE).await.unwrap();
+    peer.write_all(EMPTY_SETTINGS).await.unwrap();
+    // The server's first frame is its SETTINGS: 6-byte parameters after a 9-byte header.
+    let mut header = [0u8; 9];
+    peer.read_exact(&mut header).await.unwrap();
+    assert_eq!(header[3], 4, "a SETTINGS frame");
+    let length =
+        usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+    let mut payload = vec![0u8; length];
+    peer.read_exact(&mut payload).await.unwrap();
+    let max_streams = payload
+        .chunks(6)
+        .find(|parameter| parameter[..2] == [0, 3])
+        .map(|parameter| {
+            u32::from_be_bytes([parameter[2], parameter[3], parameter[4], parameter[5]])
+        });
+    assert_eq!(max_streams, Some(7));
+    // Never answering the pings, the peer is dropped.
+    closed_within(&mut peer, std::time::Duration::from_secs(10)).await;
+}
