@@ -33,6 +33,9 @@ pub struct Config {
     pub durability: DurabilitySetting,
     /// Largest request or response message, in bytes; larger is OUT_OF_RANGE.
     pub max_message_bytes: usize,
+    /// Largest ImportSamples stream, in bytes; larger is RESOURCE_EXHAUSTED and imports
+    /// nothing.
+    pub max_import_bytes: u64,
     /// `human` or `json` logs.
     pub log_format: LogFormat,
     /// How long shutdown waits for in-flight calls before closing them.
@@ -194,6 +197,7 @@ impl Default for Config {
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             durability: DurabilitySetting::Full,
             max_message_bytes: 4 * 1024 * 1024,
+            max_import_bytes: 1024 * 1024 * 1024,
             log_format: LogFormat::Human,
             shutdown_grace: Duration::from_secs(10),
             server: ServerConfig::default(),
@@ -297,6 +301,9 @@ impl Config {
     /// Range checks that types alone do not express; each error names its key.
     fn validate(&self) -> Result<(), (String, String)> {
         let bad = |key: &str, why: &str| Err((key.to_owned(), why.to_owned()));
+        if self.max_import_bytes == 0 {
+            return bad("max_import_bytes", "must be greater than zero");
+        }
         if !(1024..=256 * 1024 * 1024).contains(&self.max_message_bytes) {
             return bad("max_message_bytes", "must be between 1024 and 268435456");
         }

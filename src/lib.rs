@@ -10,6 +10,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod grpc;
+pub mod memory;
 pub mod release_guard;
 pub mod server;
 pub mod telemetry;

@@ -151,9 +151,10 @@ fn grpc_server(
     )
     .max_decoding_message_size(limit)
     .max_encoding_message_size(limit);
-    let evaluation = EvaluationServiceServer::new(EvaluationApi::new(state))
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
+    let evaluation =
+        EvaluationServiceServer::new(EvaluationApi::new(state, config.max_import_bytes))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit);
     let limits = &config.server;
     let incoming = connection::incoming(
         listener,

@@ -375,3 +375,209 @@ async fn datasets_survive_a_restart_and_can_be_deleted() {
     // The name is free again.
     create(&server, "kept").await;
 }
+
+fn batch(dataset_id: &str, ids: std::ops::Range<usize>) -> pb::ImportSamplesRequest {
+    pb::ImportSamplesRequest {
+        dataset_id: dataset_id.into(),
+        samples: ids
+            .map(|n| sample(&format!("s{n}"), "question", "answer"))
+            .collect(),
+    }
+}
+
+async fn current(server: &TestServer, dataset_id: &str) -> pb::Dataset {
+    server
+        .evaluation()
+        .get_dataset(pb::GetDatasetRequest {
+            dataset_id: dataset_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .dataset
+        .unwrap()
+}
+
+/// Adds `ids` with AddSamples, retrying while an abandoned import is still being
+/// discarded (the dataset stays reserved until its samples are gone).
+async fn add_when_released(server: &TestServer, dataset_id: &str, ids: std::ops::Range<usize>) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let added = add(server, dataset_id, batch(dataset_id, ids.clone()).samples).await;
+        match added {
+            Ok(_) => return,
+            Err(status) if status.code() == Code::FailedPrecondition => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "never released: {status:?}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(status) => panic!("the abandoned import left samples behind: {status:?}"),
+        }
+    }
+}
+
+/// Imports `batches`, retrying while an earlier abandoned import is being discarded.
+async fn import_when_released(
+    server: &TestServer,
+    batches: Vec<pb::ImportSamplesRequest>,
+) -> Result<pb::ImportSamplesResponse, tonic::Status> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let result = server
+            .evaluation()
+            .import_samples(tokio_stream::iter(batches.clone()))
+            .await
+            .map(tonic::Response::into_inner);
+        match result {
+            Err(status)
+                if status.code() == Code::FailedPrecondition
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether an import holds the dataset: deleting an unknown sample is then
+/// FAILED_PRECONDITION (otherwise NOT_FOUND), and changes nothing either way.
+async fn reserved(server: &TestServer, dataset_id: &str) -> bool {
+    let status = server
+        .evaluation()
+        .delete_samples(pb::DeleteSamplesRequest {
+            dataset_id: dataset_id.into(),
+            sample_ids: vec!["no-such-sample".into()],
+        })
+        .await
+        .unwrap_err();
+    status.code() == Code::FailedPrecondition
+}
+
+/// Batches are stored as they arrive (server memory holds one batch, not the stream),
+/// yet a refusal in a late batch, a duplicate across batches or an abandoned stream
+/// imports nothing and leaves nothing behind: the same ids can be added afterwards.
+#[tokio::test]
+async fn an_import_that_fails_late_or_is_abandoned_leaves_nothing_behind() {
+    let server = TestServer::start().await;
+    let dataset = create(&server, "staged").await;
+    let id = dataset.id.clone();
+
+    let mut late_failure = vec![batch(&id, 0..500), batch(&id, 500..1000)];
+    late_failure.push(pb::ImportSamplesRequest {
+        dataset_id: id.clone(),
+        samples: vec![pb::Sample {
+            id: "no-input".into(),
+            ..Default::default()
+        }],
+    });
+    let refused = server
+        .evaluation()
+        .import_samples(tokio_stream::iter(late_failure))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert_eq!(fields(&refused), vec!["samples[1000].input".to_owned()]);
+
+    let duplicate = import_when_released(&server, vec![batch(&id, 0..10), batch(&id, 5..6)])
+        .await
+        .unwrap_err();
+    assert_eq!(duplicate.code(), Code::AlreadyExists);
+    assert!(
+        duplicate.message().contains("samples[10].id"),
+        "{}",
+        duplicate.message()
+    );
+
+    // A client that goes away mid-stream (once the refused imports are discarded).
+    while reserved(&server, &id).await {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    sender.send(batch(&id, 0..300)).await.unwrap();
+    let mut client = server.evaluation();
+    let call = tokio::spawn(async move {
+        client
+            .import_samples(tokio_stream::wrappers::ReceiverStream::new(receiver))
+            .await
+    });
+    // While it runs, other changes to the dataset are refused, not queued.
+    while !reserved(&server, &id).await {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let busy = add(&server, &id, vec![sample("other", "x", "y")])
+        .await
+        .unwrap_err();
+    assert_eq!(busy.code(), Code::FailedPrecondition);
+    assert!(busy.message().contains("import"), "{}", busy.message());
+    call.abort();
+    drop(sender);
+
+    assert_eq!(
+        (
+            current(&server, &id).await.version,
+            current(&server, &id).await.sample_count
+        ),
+        (1, 0)
+    );
+    add_when_released(&server, &id, 0..1000).await;
+    let after = current(&server, &id).await;
+    assert_eq!((after.version, after.sample_count), (2, 1000));
+}
+
+/// An import stopped by a server stop (or crash) is discarded at the next start.
+#[tokio::test]
+async fn an_import_cut_by_a_stop_is_discarded_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let quick_stop = |config: &mut llmops::config::Config| {
+        config.shutdown_grace = std::time::Duration::from_millis(200);
+    };
+    let mut server = TestServer::start_in(dir.path(), quick_stop).await;
+    let dataset = create(&server, "cut").await;
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    sender.send(batch(&dataset.id, 0..200)).await.unwrap();
+    let mut client = server.evaluation();
+    let _call = tokio::spawn(async move {
+        client
+            .import_samples(tokio_stream::wrappers::ReceiverStream::new(receiver))
+            .await
+    });
+    while !reserved(&server, &dataset.id).await {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // The stream is still open when the server stops: the grace runs out and the
+    // import is cut, not finished.
+    let _ = server.begin_shutdown().await;
+    drop(sender);
+
+    let server = TestServer::start_in(dir.path(), |_| {}).await;
+    assert_eq!(current(&server, &dataset.id).await.sample_count, 0);
+    add_when_released(&server, &dataset.id, 0..200).await;
+    assert_eq!(current(&server, &dataset.id).await.sample_count, 200);
+}
+
+/// `max_import_bytes` bounds a stream: past it, RESOURCE_EXHAUSTED naming the key, and
+/// nothing imported.
+#[tokio::test]
+async fn an_import_over_max_import_bytes_is_refused_whole() {
+    let server = TestServer::start_with(|config| config.max_import_bytes = 20_000).await;
+    let dataset = create(&server, "bounded").await;
+    let batches: Vec<_> = (0..10)
+        .map(|b| batch(&dataset.id, b * 100..b * 100 + 100))
+        .collect();
+    let refused = server
+        .evaluation()
+        .import_samples(tokio_stream::iter(batches))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(
+        refused.message().contains("max_import_bytes"),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(current(&server, &dataset.id).await.sample_count, 0);
+    add_when_released(&server, &dataset.id, 0..100).await;
+}

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use llmops_evaluator::datasets::{DatasetService, MAX_IMPORT_SAMPLES, MAX_SAMPLES_PER_CALL};
 use llmops_evaluator::EvaluationError;
 use llmops_registry::FieldViolation;
+use prost::Message as _;
 use tonic::{Request, Response, Status, Streaming};
 
 use llmops_evaluator::gates::GateService;
@@ -41,12 +42,17 @@ const EXPORT_BATCH: usize = 500;
 #[derive(Debug, Clone)]
 pub struct EvaluationApi {
     state: Arc<ServiceState>,
+    /// The most bytes one ImportSamples stream may carry.
+    max_import_bytes: u64,
 }
 
 impl EvaluationApi {
     /// An adapter over the shared state.
-    pub fn new(state: Arc<ServiceState>) -> Self {
-        Self { state }
+    pub fn new(state: Arc<ServiceState>, max_import_bytes: u64) -> Self {
+        Self {
+            state,
+            max_import_bytes,
+        }
     }
 
     fn datasets(&self) -> Result<&DatasetService, Status> {
@@ -217,49 +223,65 @@ impl EvaluationServiceRpc for EvaluationApi {
     ) -> Result<Response<pb::ImportSamplesResponse>, Status> {
         let datasets = self.datasets()?;
         let mut stream = request.into_inner();
-        let mut dataset_id: Option<String> = None;
-        let mut samples = Vec::new();
-        while let Some(batch) = stream.message().await? {
-            match &dataset_id {
-                None => {
-                    required("dataset_id", &batch.dataset_id)?;
-                    // Fail fast on an unknown dataset rather than after the whole stream.
-                    datasets
-                        .get(&batch.dataset_id)
-                        .map_err(|e| evaluation_status(e, ""))?;
-                    dataset_id = Some(batch.dataset_id);
+        // Each batch is stored as it arrives (see ImportSession): the server holds one
+        // batch, whatever the stream's size. Any error drops the session, which deletes
+        // what was stored.
+        let mut import: Option<llmops_evaluator::datasets::ImportSession> = None;
+        let mut received: u64 = 0;
+        let outcome = async {
+            while let Some(batch) = stream.message().await? {
+                received += batch.encoded_len() as u64;
+                if received > self.max_import_bytes {
+                    return Err(Status::resource_exhausted(format!(
+                        "the import is larger than max_import_bytes ({} bytes); nothing was imported",
+                        self.max_import_bytes
+                    )));
                 }
-                Some(id) if *id != batch.dataset_id && !batch.dataset_id.is_empty() => {
-                    return Err(invalid_field(
-                        "dataset_id",
-                        format!(
-                            "every batch of a stream must name dataset {id:?}, not {:?}",
-                            batch.dataset_id
-                        ),
-                    ));
-                }
-                Some(_) => {}
+                let session = match &mut import {
+                    Some(session) => {
+                        if !batch.dataset_id.is_empty() && batch.dataset_id != session.dataset_id() {
+                            return Err(invalid_field(
+                                "dataset_id",
+                                format!(
+                                    "every batch of a stream must name dataset {:?}, not {:?}",
+                                    session.dataset_id(),
+                                    batch.dataset_id
+                                ),
+                            ));
+                        }
+                        session
+                    }
+                    None => {
+                        required("dataset_id", &batch.dataset_id)?;
+                        let session = datasets
+                            .begin_import(&batch.dataset_id, MAX_IMPORT_SAMPLES)
+                            .await
+                            .map_err(|e| evaluation_status(e, ""))?;
+                        import.insert(session)
+                    }
+                };
+                session
+                    .add_batch(batch.samples.into_iter().map(sample_from_pb).collect())
+                    .await
+                    .map_err(|e| evaluation_status(e, ""))?;
             }
-            if samples.len() + batch.samples.len() > MAX_IMPORT_SAMPLES {
-                return Err(invalid_field(
-                    "samples",
-                    format!("one import holds at most {MAX_IMPORT_SAMPLES} samples; split it into several imports"),
-                ));
-            }
-            samples.extend(batch.samples.into_iter().map(sample_from_pb));
+            let Some(session) = import.take() else {
+                return Err(invalid_field("samples", "the stream carried no batch"));
+            };
+            let imported = session.staged();
+            let dataset = datasets
+                .commit_import(session)
+                .await
+                .map_err(|e| evaluation_status(e, ""))?;
+            Ok(pb::ImportSamplesResponse {
+                dataset: Some(dataset_to_pb(dataset)),
+                imported,
+            })
         }
-        let Some(dataset_id) = dataset_id else {
-            return Err(invalid_field("samples", "the stream carried no batch"));
-        };
-        let imported = samples.len() as u64;
-        let (dataset, _) = datasets
-            .add_samples(&dataset_id, samples, MAX_IMPORT_SAMPLES)
-            .await
-            .map_err(|e| evaluation_status(e, ""))?;
-        Ok(Response::new(pb::ImportSamplesResponse {
-            dataset: Some(dataset_to_pb(dataset)),
-            imported,
-        }))
+        .await;
+        drop(import);
+        crate::memory::release_after(received);
+        outcome.map(Response::new)
     }
 
     async fn list_samples(

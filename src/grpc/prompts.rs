@@ -219,7 +219,13 @@ impl PromptService for PromptApi {
         let (rendered, version) = self
             .registry()?
             .render(&name, &selector(&version, &label)?, &values)
-            .map_err(|e| registry_status(e, ""))?;
+            .map_err(|e| {
+                if let llmops_registry::RegistryError::ResourceExhausted(_) = e {
+                    // The render may have used its whole memory budget: hand it back.
+                    crate::memory::release();
+                }
+                registry_status(e, "")
+            })?;
         Ok(Response::new(pb::RenderPromptResponse {
             text: rendered.text,
             messages: rendered

@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use dashmap::DashMap;
+use dashmap::{DashMap, DashSet};
 use uuid::Uuid;
 
 use super::hash::ContentHash;
+use super::import::ImportSession;
 use super::model::{Dataset, DatasetSpec, DatasetType, Sample};
 use super::store::{DatasetStore, StoredSample};
 use super::validate::{check_dataset, check_samples};
@@ -16,7 +17,7 @@ use crate::paging::newest_first;
 
 /// The most samples one AddSamples call may carry.
 pub const MAX_SAMPLES_PER_CALL: usize = 10_000;
-/// The most samples one ImportSamples stream may carry (it is committed at once).
+/// The most samples one ImportSamples stream may carry.
 pub const MAX_IMPORT_SAMPLES: usize = 1_000_000;
 /// The most datasets one list page holds.
 const MAX_PAGE_SIZE: usize = 1000;
@@ -36,6 +37,8 @@ pub struct DatasetService {
     datasets: DashMap<String, Dataset>,
     /// Serialises changes, so each gets the next version.
     changes: tokio::sync::Mutex<()>,
+    /// Datasets an import is adding to; other changes to them are refused meanwhile.
+    importing: Arc<DashSet<String>>,
 }
 
 impl std::fmt::Debug for DatasetService {
@@ -55,13 +58,55 @@ impl DatasetService {
     pub async fn open(store: Arc<dyn DatasetStore>) -> Result<Self, EvaluationError> {
         let datasets = DashMap::new();
         for dataset in store.load_datasets().await? {
+            // Samples past the dataset's version belong to an import that never
+            // committed (the server stopped during it).
+            store
+                .discard_samples_after(&dataset.id, dataset.version)
+                .await?;
             datasets.insert(dataset.id.clone(), dataset);
         }
         Ok(Self {
             store,
             datasets,
             changes: tokio::sync::Mutex::new(()),
+            importing: Arc::new(DashSet::new()),
         })
+    }
+
+    /// Begins an import into `dataset_id` of at most `max_samples` samples (see
+    /// [`ImportSession`]). FAILED_PRECONDITION while another import into it runs.
+    pub async fn begin_import(
+        &self,
+        dataset_id: &str,
+        max_samples: usize,
+    ) -> Result<ImportSession, EvaluationError> {
+        let _guard = self.changes.lock().await;
+        let dataset = self.get(dataset_id)?;
+        self.refuse_while_importing(dataset_id)?;
+        self.importing.insert(dataset_id.to_owned());
+        Ok(ImportSession::new(
+            self.store.clone(),
+            self.importing.clone(),
+            dataset,
+            max_samples,
+        ))
+    }
+
+    /// Finishes `import`: the dataset moves to the version its samples were added in.
+    pub async fn commit_import(&self, import: ImportSession) -> Result<Dataset, EvaluationError> {
+        let _guard = self.changes.lock().await;
+        let dataset = import.commit().await?;
+        self.datasets.insert(dataset.id.clone(), dataset.clone());
+        Ok(dataset)
+    }
+
+    fn refuse_while_importing(&self, dataset_id: &str) -> Result<(), EvaluationError> {
+        if self.importing.contains(dataset_id) {
+            return Err(EvaluationError::FailedPrecondition(format!(
+                "an import into dataset {dataset_id:?} is in progress; retry when it has finished"
+            )));
+        }
+        Ok(())
     }
 
     /// Creates an empty dataset at version 1.
@@ -137,6 +182,7 @@ impl DatasetService {
         if !self.datasets.contains_key(id) {
             return Err(not_found(id));
         }
+        self.refuse_while_importing(id)?;
         self.store.delete_dataset(id).await?;
         self.datasets.remove(id);
         Ok(())
@@ -170,6 +216,7 @@ impl DatasetService {
         check_samples(&samples, 0)?;
         let _guard = self.changes.lock().await;
         let current = self.get(dataset_id)?;
+        self.refuse_while_importing(dataset_id)?;
         let ids: Vec<String> = samples.iter().map(|s| s.id.clone()).collect();
         let mut hash = ContentHash::from_hex(&current.content_hash).unwrap_or_default();
         for sample in &samples {
@@ -229,6 +276,7 @@ impl DatasetService {
         unique.dedup();
         let _guard = self.changes.lock().await;
         let current = self.get(dataset_id)?;
+        self.refuse_while_importing(dataset_id)?;
         let found = self.store.current_samples(dataset_id, &unique).await?;
         if found.len() != unique.len() {
             let missing: Vec<&String> = unique

@@ -43,6 +43,27 @@ pub trait DatasetStore: Send + Sync + 'static {
         deleted: &[String],
     ) -> Result<(), EvaluationStoreError>;
 
+    /// Stores `samples` as added in `version` without touching the dataset's definition:
+    /// a batch of an import, invisible to readers (who read the dataset's version) until
+    /// [`Self::update_dataset`] moves the dataset to `version`. `Duplicate` if an id is
+    /// taken by a current sample or an earlier batch.
+    async fn stage_samples(
+        &self,
+        dataset_id: &str,
+        version: u64,
+        samples: &[Sample],
+    ) -> Result<(), EvaluationStoreError>;
+
+    /// Deletes every sample added after `version`: an abandoned import's batches.
+    async fn discard_samples_after(
+        &self,
+        dataset_id: &str,
+        version: u64,
+    ) -> Result<(), EvaluationStoreError>;
+
+    /// Stores the dataset's definition (its version, count and hash): an import's commit.
+    async fn update_dataset(&self, dataset: &Dataset) -> Result<(), EvaluationStoreError>;
+
     /// Up to `limit` samples of the dataset as of `version`, after `after` (a position),
     /// in the order they were added.
     async fn samples_at(

@@ -11,6 +11,52 @@ use crate::error::{corrupt_evaluation, evaluation_store_error as db_error};
 /// Rows per multi-row statement (4 parameters each).
 const ROWS_PER_STATEMENT: usize = 2000;
 
+/// Inserts `samples` as added in `version`.
+async fn insert_samples(
+    tx: &mut SqliteConnection,
+    dataset_id: &str,
+    version: i64,
+    samples: &[Sample],
+) -> Result<(), EvaluationStoreError> {
+    for chunk in samples.chunks(ROWS_PER_STATEMENT) {
+        let records = chunk
+            .iter()
+            .map(|sample| Ok((sample, record_of("sample", sample)?)))
+            .collect::<Result<Vec<_>, EvaluationStoreError>>()?;
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO dataset_samples (dataset_id, sample_id, added_version, record) ",
+        );
+        insert.push_values(&records, |mut row, (sample, record)| {
+            row.push_bind(dataset_id)
+                .push_bind(&sample.id)
+                .push_bind(version)
+                .push_bind(record);
+        });
+        insert.build().execute(&mut *tx).await.map_err(db_error)?;
+    }
+    Ok(())
+}
+
+/// Stores the dataset's definition; the dataset must exist.
+async fn store_definition(
+    tx: &mut SqliteConnection,
+    dataset: &Dataset,
+) -> Result<(), EvaluationStoreError> {
+    let updated = sqlx::query("UPDATE datasets SET record = $2 WHERE id = $1")
+        .bind(&dataset.id)
+        .bind(record_of("dataset", dataset)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    if updated.rows_affected() != 1 {
+        return Err(EvaluationStoreError::Unavailable(format!(
+            "dataset {} is missing from storage",
+            dataset.id
+        )));
+    }
+    Ok(())
+}
+
 pub(super) fn record_of<T: serde::Serialize>(
     what: &str,
     value: &T,
@@ -96,34 +142,41 @@ impl DatasetStore for SqliteStore {
         for chunk in deleted.chunks(ROWS_PER_STATEMENT) {
             retire(&mut tx, &dataset.id, version, chunk).await?;
         }
-        for chunk in added.chunks(ROWS_PER_STATEMENT) {
-            let records = chunk
-                .iter()
-                .map(|sample| Ok((sample, record_of("sample", sample)?)))
-                .collect::<Result<Vec<_>, EvaluationStoreError>>()?;
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO dataset_samples (dataset_id, sample_id, added_version, record) ",
-            );
-            insert.push_values(&records, |mut row, (sample, record)| {
-                row.push_bind(&dataset.id)
-                    .push_bind(&sample.id)
-                    .push_bind(version)
-                    .push_bind(record);
-            });
-            insert.build().execute(&mut *tx).await.map_err(db_error)?;
-        }
-        let updated = sqlx::query("UPDATE datasets SET record = $2 WHERE id = $1")
-            .bind(&dataset.id)
-            .bind(record_of("dataset", dataset)?)
-            .execute(&mut *tx)
+        insert_samples(&mut tx, &dataset.id, version, added).await?;
+        store_definition(&mut tx, dataset).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn stage_samples(
+        &self,
+        dataset_id: &str,
+        version: u64,
+        samples: &[Sample],
+    ) -> Result<(), EvaluationStoreError> {
+        let mut tx = self.writer.begin().await.map_err(db_error)?;
+        insert_samples(&mut tx, dataset_id, version as i64, samples).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn discard_samples_after(
+        &self,
+        dataset_id: &str,
+        version: u64,
+    ) -> Result<(), EvaluationStoreError> {
+        sqlx::query("DELETE FROM dataset_samples WHERE dataset_id = $1 AND added_version > $2")
+            .bind(dataset_id)
+            .bind(version as i64)
+            .execute(&self.writer)
             .await
             .map_err(db_error)?;
-        if updated.rows_affected() != 1 {
-            return Err(EvaluationStoreError::Unavailable(format!(
-                "dataset {} is missing from storage",
-                dataset.id
-            )));
-        }
+        Ok(())
+    }
+
+    async fn update_dataset(&self, dataset: &Dataset) -> Result<(), EvaluationStoreError> {
+        let mut tx = self.writer.begin().await.map_err(db_error)?;
+        store_definition(&mut tx, dataset).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(())
     }
