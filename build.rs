@@ -28,6 +28,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         // Undecodable requests are INVALID_ARGUMENT, not INTERNAL (see src/grpc/codec.rs).
         .codec_path("crate::grpc::codec::ProstCodec")
+        // Maps in key order: what clients print and tests compare is deterministic.
+        .btree_map(".")
         .compile_fds(file_descriptors)?;
     Ok(())
 }

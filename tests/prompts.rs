@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use common::{number_value, string_value, TestServer};
 use llmops::pb;
@@ -94,7 +94,7 @@ async fn create_get_render_and_the_seed_example() {
         .unwrap();
     assert_eq!(got, created);
 
-    let variables = HashMap::from([
+    let variables = BTreeMap::from([
         ("language".to_owned(), string_value("Go")),
         ("focus_area".to_owned(), string_value("performance")),
         ("code".to_owned(), string_value("func main() { ... }")),
@@ -128,7 +128,7 @@ async fn render_reports_every_problem_as_field_violations() {
     });
     prompt.template.push_str(" {{ ticket }}");
     create(&server, prompt).await.unwrap();
-    let variables = HashMap::from([
+    let variables = BTreeMap::from([
         ("langauge".to_owned(), string_value("Go")),
         ("code".to_owned(), number_value(3.0)),
         ("ticket".to_owned(), string_value("abc123")),
@@ -648,7 +648,7 @@ async fn chat_prompts_render_messages_and_keep_model_config() {
         .render_prompt(pb::RenderPromptRequest {
             name: "chat".into(),
             label: "active".into(),
-            variables: HashMap::from([
+            variables: BTreeMap::from([
                 ("language".to_owned(), string_value("Rust")),
                 ("files".to_owned(), files),
             ]),

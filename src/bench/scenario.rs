@@ -5,7 +5,7 @@
 //! `fanout` is the exception: it is not a closed loop of one request, and runs its own
 //! course in `fanout`.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -338,7 +338,7 @@ async fn start_bench_experiment(channel: Channel) -> anyhow::Result<()> {
 }
 
 /// The values [`Scenario::Render`] renders with.
-fn render_values() -> HashMap<String, prost_types::Value> {
+fn render_values() -> BTreeMap<String, prost_types::Value> {
     PROMPT_VARIABLES
         .iter()
         .map(|(name, _, value)| {

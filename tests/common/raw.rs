@@ -81,3 +81,26 @@ pub async fn client_streaming(
 pub fn status_size(status: &Status) -> usize {
     status.message().len() + status.details().len()
 }
+
+/// A server-streaming call of `path`: its status once the first message arrives (OK),
+/// the stream fails, or `wait` passes with the stream still open (OK).
+pub async fn server_streaming_first(
+    channel: &Channel,
+    path: &str,
+    body: Vec<u8>,
+    wait: std::time::Duration,
+) -> Result<(), Status> {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready()
+        .await
+        .map_err(|err| Status::unavailable(err.to_string()))?;
+    let path: PathAndQuery = path.parse().expect("a method path");
+    let mut stream = grpc
+        .server_streaming(tonic::Request::new(body), path, RawCodec)
+        .await?
+        .into_inner();
+    match tokio::time::timeout(wait, stream.message()).await {
+        Ok(Err(status)) => Err(status),
+        Ok(Ok(_)) | Err(_) => Ok(()),
+    }
+}

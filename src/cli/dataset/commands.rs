@@ -1,6 +1,6 @@
 //! The calls each `llmops dataset` subcommand makes, and what it prints.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -221,8 +221,8 @@ fn plural(n: u64) -> &'static str {
 }
 
 /// `--meta` entries as a map; a key given twice is refused.
-fn metadata_map(entries: Vec<(String, String)>) -> anyhow::Result<HashMap<String, String>> {
-    let mut metadata = HashMap::new();
+fn metadata_map(entries: Vec<(String, String)>) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut metadata = BTreeMap::new();
     for (key, value) in entries {
         if metadata.contains_key(&key) {
             bail!("--meta {key} is given twice");

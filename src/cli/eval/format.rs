@@ -1,7 +1,7 @@
 //! How runs, their results, per-sample results and comparisons look on a terminal, and
 //! the short names and number formats the tables use.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::time::Duration;
 
@@ -487,10 +487,8 @@ pub(crate) fn comparison(
 }
 
 /// A map's entries sorted by key.
-fn sorted<V>(map: &HashMap<String, V>) -> Vec<(&String, &V)> {
-    let mut entries: Vec<_> = map.iter().collect();
-    entries.sort_by(|a, b| a.0.cmp(b.0));
-    entries
+fn sorted<V>(map: &BTreeMap<String, V>) -> Vec<(&String, &V)> {
+    map.iter().collect()
 }
 
 /// `text` on one line (runs of whitespace, newlines included, become one space), cut to

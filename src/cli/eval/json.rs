@@ -109,7 +109,7 @@ pub(crate) fn sample_results(results: &[pb::SampleResult]) -> JsonValue {
 }
 
 fn sample_result(r: &pb::SampleResult) -> JsonValue {
-    let numbers = |map: &std::collections::HashMap<String, f64>| -> Map<String, JsonValue> {
+    let numbers = |map: &std::collections::BTreeMap<String, f64>| -> Map<String, JsonValue> {
         map.iter()
             .map(|(k, v)| (k.clone(), JsonValue::from(*v)))
             .collect()

@@ -213,7 +213,7 @@ pub(crate) fn event_line(e: &pb::PromptEvent) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
+    use std::collections::BTreeMap;
 
     use super::*;
 
@@ -230,7 +230,7 @@ mod tests {
             active_version: "1.0.0".into(),
             latest_version: "1.1.0".into(),
             version_count: 2,
-            labels: HashMap::from([
+            labels: BTreeMap::from([
                 ("staging".to_owned(), "1.1.0".to_owned()),
                 ("production".to_owned(), "1.0.0".to_owned()),
             ]),

@@ -236,7 +236,7 @@ pub(crate) fn event_to_pb(event: &PromptEvent) -> pb::PromptEvent {
 
 /// Render variables as JSON values.
 pub(crate) fn render_values(
-    variables: std::collections::HashMap<String, prost_types::Value>,
+    variables: std::collections::BTreeMap<String, prost_types::Value>,
 ) -> BTreeMap<String, serde_json::Value> {
     variables
         .into_iter()
