@@ -68,4 +68,34 @@ mod tests {
         sorted.sort();
         assert_eq!(keys, sorted);
     }
+
+    proptest::proptest! {
+        /// Any text is a version or a clear violation of the field, never a panic.
+        #[test]
+        fn any_text_is_a_version_or_a_violation(text in ".{0,64}") {
+            match parse_version("version", &text) {
+                Ok(version) => proptest::prop_assert_eq!(version.to_string(), text),
+                Err(violation) => {
+                    proptest::prop_assert_eq!(violation.field, "version");
+                    proptest::prop_assert!(!violation.description.is_empty());
+                }
+            }
+        }
+
+        /// Semver-shaped text parses, and its precedence key ignores build metadata.
+        #[test]
+        fn semver_shaped_text_parses(
+            major in 0u64..1000, minor in 0u64..1000, patch in 0u64..1000,
+            pre in proptest::option::of("[a-z][a-z0-9]{0,6}"),
+            build in proptest::option::of("[a-z0-9]{1,6}"),
+        ) {
+            let mut text = format!("{major}.{minor}.{patch}");
+            if let Some(pre) = &pre { text.push('-'); text.push_str(pre); }
+            let plain = text.clone();
+            if let Some(build) = &build { text.push('+'); text.push_str(build); }
+            let version = parse_version("version", &text).unwrap();
+            let without = parse_version("version", &plain).unwrap();
+            proptest::prop_assert_eq!(precedence_key(&version), precedence_key(&without));
+        }
+    }
 }

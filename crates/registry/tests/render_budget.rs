@@ -351,3 +351,88 @@ fn guarded_filters_render_as_the_built_ins_do() {
         assert_eq!(text, expected, "{template}");
     }
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Pieces of templates that make data grow, nest or loop; a generated template is a
+    /// sequence of them around a namespace `ns` and the variable `name`.
+    fn piece() -> impl Strategy<Value = String> {
+        let value = prop_oneof![
+            Just("ns.x".to_owned()),
+            Just("name".to_owned()),
+            Just("[ns.x, ns.x]".to_owned()),
+            Just("([name] * 100)".to_owned()),
+            Just("range(1000)".to_owned()),
+            Just("(ns.x ~ ns.x)".to_owned()),
+            Just("{'a': ns.x}".to_owned()),
+        ];
+        let filter = prop_oneof![
+            Just("string"),
+            Just("tojson"),
+            Just("pprint"),
+            Just("join"),
+            Just("join(name)"),
+            Just("upper"),
+            Just("replace('a', name)"),
+            Just("indent(1000)"),
+            Just("list"),
+            Just("sort"),
+            Just("unique|list"),
+            Just("length"),
+            Just("format(name)"),
+            Just("batch(3)|list"),
+        ];
+        prop_oneof![
+            (value.clone(), filter.clone())
+                .prop_map(|(v, f)| format!("{{% set ns.x = {v}|{f} %}}")),
+            (value.clone(), filter).prop_map(|(v, f)| format!("{{{{ ({v}|{f})|length }}}}")),
+            value
+                .clone()
+                .prop_map(|v| format!("{{% for i in range(30) %}}{{% set ns.x = {v} %}}{{% endfor %}}")),
+            value.prop_map(|v| format!("{{% set ns.y = [ns.x, {v}] %}}{{% set ns.x = ns.y %}}")),
+            Just("{% set ns.me = ns %}".to_owned()),
+            Just("{% macro f(s, n) %}{% if n %}{{ f(s ~ s, n - 1) }}{% endif %}{% endmacro %}{{ f(ns.x|string, 30)|length }}".to_owned()),
+        ]
+    }
+
+    fn template() -> impl Strategy<Value = String> {
+        prop::collection::vec(piece(), 1..6)
+            .prop_map(|pieces| format!("{{% set ns = namespace(x='ab') %}}{}", pieces.concat()))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Any mix of the pieces renders or is refused within the memory budget, and
+        /// leaks nothing (namespaces that hold themselves included).
+        #[test]
+        fn generated_templates_stay_within_the_budget(template in template()) {
+            let measured = assert_within_budget(&template, &name_of(10_000));
+            prop_assert!(measured.kept < MIB as isize, "{template}: kept {} bytes", measured.kept);
+        }
+
+        /// Any text compiles or is refused with violations of its fields; never a panic.
+        #[test]
+        fn any_text_compiles_or_is_refused(text in "\\PC{0,400}") {
+            let limits = RegistryLimits::default();
+            match CompiledPrompt::compile(&text, &[], &[], &limits) {
+                Ok((prompt, variables)) => {
+                    let values: BTreeMap<String, JsonValue> = variables
+                        .iter()
+                        .map(|v| (v.name.clone(), json!("v")))
+                        .collect();
+                    match prompt.render(&values) {
+                        Ok(_)
+                        | Err(RegistryError::InvalidArgument(_))
+                        | Err(RegistryError::ResourceExhausted(_)) => {}
+                        Err(other) => prop_assert!(false, "{text:?}: {other:?}"),
+                    }
+                }
+                Err(violations) => prop_assert!(!violations.is_empty()),
+            }
+        }
+    }
+}

@@ -398,4 +398,14 @@ mod tests {
             "sample \"s1\" has metadata key \"context\", which cannot be a CSV column; export as JSONL instead"
         );
     }
+
+    proptest::proptest! {
+        /// Any text is samples or an error naming the file; never a panic.
+        #[test]
+        fn any_text_is_samples_or_an_error(text in "(id|input|expected_output|,|\"|\\n|[a-z ]|\\PC){0,200}") {
+            if let Err(err) = parse("data.csv", &text) {
+                proptest::prop_assert!(err.to_string().contains("data.csv"), "{err}");
+            }
+        }
+    }
 }

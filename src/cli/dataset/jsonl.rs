@@ -301,4 +301,39 @@ mod tests {
             json!({"id": "s", "input": {"a": 1}, "expected_output": "", "context": "", "metadata": {}})
         );
     }
+
+    fn text_sample() -> impl proptest::strategy::Strategy<Value = pb::Sample> {
+        use proptest::prelude::*;
+        ("[a-z0-9]{0,8}", "\\PC{1,40}", "\\PC{0,40}", "\\PC{0,20}").prop_map(
+            |(id, input, expected, context)| pb::Sample {
+                id,
+                input: Some(value_from_json(&json!(input))),
+                expected_output: expected,
+                context,
+                ..Default::default()
+            },
+        )
+    }
+
+    proptest::proptest! {
+        /// Any text is samples or an error naming the file; never a panic.
+        #[test]
+        fn any_text_is_samples_or_an_error(text in "\\PC{0,300}") {
+            if let Err(err) = parse("data.jsonl", &text) {
+                proptest::prop_assert!(err.to_string().contains("data.jsonl"), "{err}");
+            }
+        }
+
+        /// What export writes, import reads back the same.
+        #[test]
+        fn written_samples_read_back(samples in proptest::collection::vec(text_sample(), 1..8)) {
+            let mut text = Vec::new();
+            for sample in &samples {
+                write_sample(&mut text, sample).unwrap();
+            }
+            let parsed = parse("data.jsonl", std::str::from_utf8(&text).unwrap()).unwrap();
+            let read: Vec<pb::Sample> = parsed.into_iter().map(|p| p.sample).collect();
+            proptest::prop_assert_eq!(read, samples);
+        }
+    }
 }

@@ -253,4 +253,32 @@ mod tests {
             assert!(err.contains(why), "{text}: {err}");
         }
     }
+
+    proptest::proptest! {
+        /// Any text is a schedule or a reason, never a panic; a schedule's next fire
+        /// time is after the time asked about.
+        #[test]
+        fn any_text_is_a_schedule_or_a_reason(text in "[0-9*/,\\- a-zA-Z@#?LW]{0,40}") {
+            if let Ok(expression) = ScheduleExpression::parse(&text) {
+                let now = Utc::now();
+                if let Some(next) = expression.next_after(now, Some(Duration::from_secs(60))) {
+                    proptest::prop_assert!(next > now);
+                }
+            }
+        }
+
+        /// Cron-shaped expressions of five or six fields never panic either.
+        #[test]
+        fn cron_shaped_text_never_panics(
+            fields in proptest::collection::vec("(\\*|[0-9]{1,3}|[0-9]{1,2}-[0-9]{1,2}|\\*/[0-9]{1,3}|[0-9],[0-9])", 5..=6)
+        ) {
+            let text = fields.join(" ");
+            match ScheduleExpression::parse(&text) {
+                Ok(expression) => {
+                    let _ = expression.next_after(Utc::now(), None);
+                }
+                Err(reason) => proptest::prop_assert!(!reason.is_empty()),
+            }
+        }
+    }
 }

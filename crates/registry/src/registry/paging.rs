@@ -96,3 +96,36 @@ pub(crate) fn decode_token(token: &str) -> Result<Option<Position>, RegistryErro
         None => prompt_position(&text),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Any token is a position or INVALID_ARGUMENT on `page_token`, never a panic.
+        #[test]
+        fn any_token_is_a_position_or_invalid(token in "\\PC{0,80}") {
+            match decode_token(&token) {
+                Ok(_) => {}
+                Err(RegistryError::InvalidArgument(violations)) => {
+                    prop_assert_eq!(&violations[0].field, "page_token");
+                }
+                Err(other) => prop_assert!(false, "{other:?}"),
+            }
+        }
+
+        /// The tokens this server issues decode to the position they were made from.
+        #[test]
+        fn issued_tokens_round_trip(name in "[a-z][a-z0-9_-]{0,20}", major in 0u64..100, minor in 0u64..100) {
+            for position in [
+                prompt_position(&name),
+                version_position(&name, &Version::new(major, minor, 0)),
+            ] {
+                let decoded = decode_token(&encode_token(&position)).unwrap().unwrap();
+                prop_assert!(decoded == position);
+            }
+        }
+    }
+}

@@ -61,13 +61,16 @@ pub(super) fn find_oversized_tag(source: &str) -> Option<OversizedTag> {
 /// Returns the position after the delimiter, the operators counted and the tag's first
 /// word.
 fn scan_tag<'a>(source: &'a str, from: usize, closing: &str) -> (usize, usize, &'a str) {
+    // Byte by byte: every byte that matters is ASCII, and a multi-byte character's bytes
+    // never are, so no slicing ever lands inside a character.
     let bytes = source.as_bytes();
+    let closing = closing.as_bytes();
     let mut operators = 0;
     let mut first_word = "";
     let mut index = from;
     while index < bytes.len() {
         let byte = bytes[index];
-        if source[index..].starts_with(closing) {
+        if bytes[index..].starts_with(closing) {
             return (index + closing.len(), operators, first_word);
         }
         match byte {
@@ -77,9 +80,11 @@ fn scan_tag<'a>(source: &'a str, from: usize, closing: &str) -> (usize, usize, &
                 index += 1;
             }
             b if b.is_ascii_alphabetic() || b == b'_' => {
-                let word_end = source[index..]
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .map_or(source.len(), |end| index + end);
+                let word_end = bytes[index..]
+                    .iter()
+                    .position(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
+                    .map_or(bytes.len(), |end| index + end);
+                // ASCII bytes on both ends: character boundaries.
                 let word = &source[index..word_end];
                 if first_word.is_empty() {
                     first_word = word;
