@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod eval;
+pub mod process;
 pub mod raw;
 
 use std::net::SocketAddr;
