@@ -2,75 +2,24 @@
 //! clients record metrics; after a restart every acknowledged record is counted, and
 //! each exactly once.
 
+mod common;
+
 use std::collections::HashSet;
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::process::ServerProcess;
 use llmops::pb;
 use llmops::pb::experiment_service_client::ExperimentServiceClient;
 use tonic::transport::Channel;
 
-fn free_address() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+async fn connect(server: &ServerProcess) -> ExperimentServiceClient<Channel> {
+    ExperimentServiceClient::new(server.channel().await)
 }
 
-struct Server {
-    child: Child,
-    address: SocketAddr,
-}
-
-impl Server {
-    fn spawn(data_dir: &std::path::Path) -> Self {
-        let address = free_address();
-        let child = Command::new(env!("CARGO_BIN_EXE_llmops"))
-            .args([
-                "serve",
-                "--listen",
-                &address.to_string(),
-                "--metrics-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env("LLMOPS_DURABILITY", "full")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the llmops binary starts");
-        Self { child, address }
-    }
-
-    async fn client(&self) -> ExperimentServiceClient<Channel> {
-        for _ in 0..500 {
-            if let Ok(channel) = Channel::from_shared(format!("http://{}", self.address))
-                .unwrap()
-                .connect()
-                .await
-            {
-                let mut client = ExperimentServiceClient::new(channel);
-                let ready = client
-                    .list_experiments(pb::ListExperimentsRequest::default())
-                    .await;
-                if ready.is_ok() {
-                    return client;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("the server did not come up");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The server, with every commit synced to disk before it is acknowledged.
+fn spawn(data_dir: &std::path::Path) -> ServerProcess {
+    ServerProcess::spawn(data_dir, &[("LLMOPS_DURABILITY", "full")])
 }
 
 fn record(index: u64) -> pb::RecordMetricRequest {
@@ -101,8 +50,8 @@ async fn count(client: &mut ExperimentServiceClient<Channel>) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_record_survives_kill_9_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::spawn(dir.path());
-    let mut client = server.client().await;
+    let mut server = spawn(dir.path());
+    let mut client = connect(&server).await;
     client
         .create_experiment(pb::CreateExperimentRequest {
             experiment: Some(pb::Experiment {
@@ -157,8 +106,7 @@ async fn every_acknowledged_record_survives_kill_9_exactly_once() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    server.child.kill().expect("SIGKILL");
-    server.child.wait().unwrap();
+    server.kill();
     for writer in writers {
         writer.await.unwrap();
     }
@@ -171,8 +119,8 @@ async fn every_acknowledged_record_survives_kill_9_exactly_once() {
         acknowledged.len()
     );
 
-    let server = Server::spawn(dir.path());
-    let mut client = server.client().await;
+    let server = spawn(dir.path());
+    let mut client = connect(&server).await;
     let counted = count(&mut client).await;
     assert!(
         counted >= acknowledged.len() as u64,

@@ -90,6 +90,12 @@ impl ServerProcess {
         self.child.id()
     }
 
+    /// Kills the process with SIGKILL (no shutdown path runs) and waits for it.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("the killed process is reaped");
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
