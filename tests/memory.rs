@@ -35,7 +35,9 @@ async fn template_attacks_leave_the_server_under_256_mib() {
         ("self", "{% set ns = namespace(big=name * 600) %}{% set ns.me = ns %}{{ ns.big|length }}"),
     ];
     let name = common::string_value(&"n".repeat(100_000));
+    let start = server.rss_bytes();
     for (attack, template) in attacks {
+        let mut highest = 0;
         prompts
             .create_prompt_version(pb::CreatePromptVersionRequest {
                 prompt_version: Some(pb::PromptVersion {
@@ -77,6 +79,7 @@ async fn template_attacks_leave_the_server_under_256_mib() {
                 );
             }
             let rss = server.rss_bytes();
+            highest = highest.max(rss);
             assert!(
                 rss < RSS_LIMIT,
                 "{attack}: RSS {} MiB after a render",
@@ -84,6 +87,12 @@ async fn template_attacks_leave_the_server_under_256_mib() {
             );
         }
         assert!(server.is_running(), "{attack} took the server down");
+        // Figures for BENCHMARKS.md (shown with --no-capture).
+        eprintln!(
+            "{attack}: RSS at most {} MiB after a render (started at {} MiB)",
+            highest / MIB,
+            start / MIB
+        );
     }
 }
 
@@ -145,6 +154,12 @@ async fn a_large_import_does_not_hold_the_stream_in_memory() {
     assert_eq!(imported.imported, 4000);
     let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
     let after = server.rss_bytes();
+    eprintln!(
+        "160 MB import: RSS {} MiB before, {} MiB at the peak, {} MiB after",
+        before / MIB,
+        peak / MIB,
+        after / MIB
+    );
     assert!(
         peak - before < 96 * MIB,
         "RSS grew by {} MiB during a 160 MB import (from {} MiB)",
