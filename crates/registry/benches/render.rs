@@ -10,10 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use criterion::{criterion_main, Criterion};
+use criterion::Criterion;
 use llmops_registry::{
-    CompiledPrompt, NewPromptVersion, PromptChange, PromptEvent, PromptStore, PromptVariable,
-    Registry, RegistryLimits, RegistryState, StoreError, VariableType, VersionSelector,
+    render_stack_size, CompiledPrompt, NewPromptVersion, PromptChange, PromptEvent, PromptStore,
+    PromptVariable, Registry, RegistryLimits, RegistryState, StoreError, VariableType,
+    VersionSelector,
 };
 use serde_json::Value as JsonValue;
 
@@ -130,6 +131,18 @@ fn compiled_render(c: &mut Criterion) {
     });
 }
 
+/// The same render on a thread with less stack than a render may need (the 8 MiB main
+/// thread): each render maps a stack of its own for the call.
+fn compiled_render_switching_stack(c: &mut Criterion) {
+    let (compiled, _) =
+        CompiledPrompt::compile(TEMPLATE, &[], &variables(), &RegistryLimits::default())
+            .expect("the template compiles");
+    let values = values();
+    c.bench_function("compiled_prompt/render_3_vars_on_a_small_stack", |b| {
+        b.iter(|| compiled.render(black_box(&values)).expect("renders"))
+    });
+}
+
 fn registry_reads(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let registry = big_registry(&runtime);
@@ -161,9 +174,24 @@ fn registry_reads(c: &mut Criterion) {
     drop(registry);
 }
 
-/// Holds the `pub fn` that `criterion_group!` generates, which cannot carry a doc comment.
-mod group {
-    criterion::criterion_group!(benches, super::compiled_render, super::registry_reads);
+/// The server's runtime threads have room for a render under the default limits (see
+/// `RUNTIME_THREAD_STACK` in `src/main.rs`), so the hot-path benchmarks run on such a
+/// thread; one benchmark shows the cost on a thread without that room.
+fn main() {
+    let stack = render_stack_size(&RegistryLimits::default()) + 16 * 1024 * 1024;
+    std::thread::Builder::new()
+        .name("bench".into())
+        .stack_size(stack)
+        .spawn(|| {
+            let mut criterion = Criterion::default().configure_from_args();
+            compiled_render(&mut criterion);
+            registry_reads(&mut criterion);
+            criterion.final_summary();
+        })
+        .expect("a benchmark thread")
+        .join()
+        .expect("the benchmarks finish");
+    let mut criterion = Criterion::default().configure_from_args();
+    compiled_render_switching_stack(&mut criterion);
+    criterion.final_summary();
 }
-
-criterion_main!(group::benches);
