@@ -8,6 +8,7 @@
 //! store is closed last.
 
 mod connection;
+mod cut_off;
 mod health;
 
 use std::future::Future;
@@ -50,6 +51,10 @@ const SERVICE_NAMES: &[&str] = &[
     "llmops.v1.ProviderService",
 ];
 
+/// How long the answers to calls cut off at the end of `shutdown_grace` get to reach
+/// their clients before the connections are dropped.
+const CUT_OFF_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Runs the server on already-bound listeners until `shutdown` resolves.
 pub async fn serve(
     config: Config,
@@ -62,14 +67,17 @@ pub async fn serve(
     let (health, health_service) = health::health_service(stop.clone());
     health.set_all(SERVICE_NAMES, ServingStatus::NotServing);
 
+    // Cancelled when `shutdown_grace` is over: calls still in flight are cut off.
+    let cut_off = CancellationToken::new();
     let state = Arc::new(ServiceState::new(stop.clone()));
     let grpc_address = grpc_listener.local_addr()?;
-    let grpc = tokio::spawn(grpc_server(
+    let mut grpc = tokio::spawn(grpc_server(
         &config,
         state.clone(),
         health_service,
         grpc_listener,
         stop.clone(),
+        cut_off.clone(),
     )?);
     let metrics_address = metrics_listener.local_addr()?;
     let metrics = tokio::spawn(telemetry::serve_metrics(metrics_listener, stop.clone()));
@@ -88,12 +96,17 @@ pub async fn serve(
     tracing::info!("shutting down: refusing new calls, draining in-flight ones");
     health.set_all(SERVICE_NAMES, ServingStatus::NotServing);
     stop.cancel();
-    match tokio::time::timeout(config.shutdown_grace, grpc).await {
+    match tokio::time::timeout(config.shutdown_grace, &mut grpc).await {
         Ok(joined) => joined
             .context("the gRPC server task failed")?
             .context("the gRPC server failed")?,
         Err(_) => {
-            tracing::warn!(grace = ?config.shutdown_grace, "in-flight calls did not finish in time; closing them")
+            tracing::warn!(grace = ?config.shutdown_grace, "in-flight calls did not finish in time; answering them UNAVAILABLE");
+            cut_off.cancel();
+            // The cut-off answers are written before the connections close.
+            if tokio::time::timeout(CUT_OFF_FLUSH, grpc).await.is_err() {
+                tracing::warn!("connections did not close after the cut-off; dropping them");
+            }
         }
     }
     let _ = metrics.await;
@@ -117,6 +130,7 @@ fn grpc_server(
     health_service: tonic_health::pb::health_server::HealthServer<health::HealthService>,
     listener: TcpListener,
     stop: CancellationToken,
+    cut_off: CancellationToken,
 ) -> anyhow::Result<impl Future<Output = Result<(), tonic::transport::Error>>> {
     // Reflection advertises only the public services (and itself).
     let reflection = || {
@@ -170,6 +184,7 @@ fn grpc_server(
         .max_concurrent_streams(Some(limits.max_concurrent_streams))
         .layer(GrpcMetricsLayer)
         .layer(BoundedStatusLayer)
+        .layer(cut_off::CutOffLayer::new(cut_off))
         // Innermost: it wraps the response bodies of the services themselves.
         .layer(connection::CallActivityLayer)
         .add_service(health_service)
