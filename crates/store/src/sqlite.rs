@@ -123,3 +123,42 @@ pub(crate) fn to_micros(time: chrono::DateTime<chrono::Utc>) -> i64 {
 pub(crate) fn from_micros(micros: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `PRAGMA synchronous` of every connection a pool can hand out (all held at once,
+    /// so each is a different connection).
+    async fn synchronous_of_every_connection(pool: &SqlitePool, size: u32) -> Vec<i64> {
+        let mut held = Vec::new();
+        for _ in 0..size {
+            held.push(pool.acquire().await.unwrap());
+        }
+        let mut settings = Vec::new();
+        for connection in &mut held {
+            let (setting,): (i64,) = sqlx::query_as("PRAGMA synchronous")
+                .fetch_one(&mut **connection)
+                .await
+                .unwrap();
+            settings.push(setting);
+        }
+        settings
+    }
+
+    /// A commit is durable only if the connection that makes it syncs; SQLite's
+    /// default in WAL mode would not, and a crash test cannot tell (the page cache
+    /// survives a SIGKILL). 2 is FULL, 1 is NORMAL.
+    #[tokio::test]
+    async fn every_connection_has_the_configured_synchronous_setting() {
+        for (durability, expected) in [(Durability::Full, 2), (Durability::Normal, 1)] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = SqliteStore::open(dir.path(), durability).await.unwrap();
+            let writer = synchronous_of_every_connection(&store.writer, 1).await;
+            let reader = synchronous_of_every_connection(&store.reader, 4).await;
+            assert_eq!(writer, vec![expected], "{durability:?} writer");
+            assert_eq!(reader, vec![expected; 4], "{durability:?} readers");
+            store.close().await;
+        }
+    }
+}
