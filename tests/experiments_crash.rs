@@ -105,7 +105,13 @@ async fn every_acknowledged_record_survives_kill_9_exactly_once() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Kill once a good number of records is acknowledged, however slow the machine.
+    for _ in 0..3000 {
+        if acknowledged.lock().unwrap().len() >= 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     server.kill();
     for writer in writers {
         writer.await.unwrap();

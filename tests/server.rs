@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::TestServer;
 use llmops::pb;
@@ -335,7 +335,12 @@ async fn watch_resumes_without_gaps_while_writes_continue() {
 
 #[tokio::test]
 async fn open_streams_end_promptly_on_shutdown() {
-    let mut server = TestServer::start().await;
+    // A grace far longer than the deadlines below: an open stream that held the drain
+    // would keep the server up for ten minutes. The deadlines are generous for a loaded
+    // two-core machine and still tell the two apart.
+    let grace = Duration::from_secs(600);
+    let deadline = Duration::from_secs(60);
+    let mut server = TestServer::start_with(|config| config.shutdown_grace = grace).await;
     let mut stream = server
         .prompts()
         .watch_prompts(pb::WatchPromptsRequest {
@@ -349,20 +354,15 @@ async fn open_streams_end_promptly_on_shutdown() {
         stream.next().await.unwrap().unwrap().kind,
         pb::PromptEventKind::SnapshotEnd as i32
     );
-    let started = Instant::now();
     let task = server.begin_shutdown();
-    let ended = tokio::time::timeout(Duration::from_secs(1), async {
+    let ended = tokio::time::timeout(deadline, async {
         while let Some(Ok(_)) = stream.next().await {}
     })
     .await;
-    assert!(
-        ended.is_ok(),
-        "the stream did not end within 1 s of shutdown"
-    );
-    tokio::time::timeout(Duration::from_secs(5), task)
+    assert!(ended.is_ok(), "the stream did not end at shutdown");
+    tokio::time::timeout(deadline, task)
         .await
-        .unwrap()
+        .expect("the open stream held the shutdown")
         .unwrap()
         .unwrap();
-    assert!(started.elapsed() < Duration::from_secs(5));
 }
