@@ -189,6 +189,7 @@ mod tests {
     use clap::{CommandFactory as _, Parser};
 
     use super::*;
+    use crate::cli::testing::assert_refused;
 
     /// A stand-in for the binary's parser (with `--version` propagated, the stricter
     /// case for `export --version`).
@@ -250,9 +251,9 @@ mod tests {
             metadata,
             vec![("owner".into(), "me".into()), ("q".into(), "a=b".into())]
         );
-        assert!(parse(&["create", "qa", "--type", "gold"]).is_err());
-        assert!(parse(&["create", "qa", "--meta", "novalue"]).is_err());
-        assert!(parse(&["create", "qa", "--meta", "=v"]).is_err());
+        assert_refused(parse(&["create", "qa", "--type", "gold"]), "--type");
+        assert_refused(parse(&["create", "qa", "--meta", "novalue"]), "--meta");
+        assert_refused(parse(&["create", "qa", "--meta", "=v"]), "--meta");
     }
 
     #[test]
@@ -285,7 +286,7 @@ mod tests {
             panic!("not export")
         };
         assert_eq!((format, output), (FormatArg::Jsonl, None));
-        assert!(parse(&["export", "ds", "--version", "0"]).is_err());
+        assert_refused(parse(&["export", "ds", "--version", "0"]), "--version");
     }
 
     #[test]
@@ -301,7 +302,7 @@ mod tests {
         assert_eq!(dataset_id, "ds");
         assert_eq!(file, PathBuf::from("-"));
         assert_eq!(format, Some(FormatArg::Jsonl));
-        assert!(parse(&["import", "ds"]).is_err());
+        assert_refused(parse(&["import", "ds"]), "<FILE>");
     }
 
     #[test]
@@ -315,7 +316,7 @@ mod tests {
         };
         assert_eq!(dataset_id, "ds");
         assert_eq!(sample_ids, vec!["a", "b"]);
-        assert!(parse(&["delete-samples", "ds"]).is_err());
+        assert_refused(parse(&["delete-samples", "ds"]), "<");
     }
 
     #[test]
@@ -329,6 +330,6 @@ mod tests {
         };
         assert_eq!(dataset_type, Some(TypeArg::User));
         assert_eq!(limit, Some(5));
-        assert!(parse(&["list", "--limit", "0"]).is_err());
+        assert_refused(parse(&["list", "--limit", "0"]), "--limit");
     }
 }

@@ -251,6 +251,7 @@ mod tests {
     use clap::{CommandFactory as _, Parser};
 
     use super::*;
+    use crate::cli::testing::assert_refused;
 
     /// A stand-in for the binary's parser (with `--version` propagated, the stricter
     /// case for `run --version`).
@@ -386,7 +387,7 @@ mod tests {
     #[test]
     fn run_needs_a_metric_and_refuses_bad_ones() {
         let base = ["run", "--dataset", "ds", "--prompt", "p", "--model", "echo"];
-        assert!(parse(&base).is_err());
+        assert_refused(parse(&base), "--metric");
         let with = |extra: &[&str]| {
             let mut args = base.to_vec();
             args.extend_from_slice(extra);
@@ -396,11 +397,23 @@ mod tests {
         let err = with(&["--metric", "exact"]).unwrap_err().to_string();
         assert!(err.contains("--metric <SPEC>"), "{err}");
         assert!(err.contains("NAME=SCORER"), "{err}");
-        assert!(with(&["--metric", "a=b:x"]).is_err());
-        assert!(with(&["--metric", "a=b", "--version", "1", "--label", "prod"]).is_err());
-        assert!(with(&["--metric", "a=b", "--sample-timeout", "0s"]).is_err());
-        assert!(with(&["--metric", "a=b", "--sample-timeout", "soon"]).is_err());
-        assert!(with(&["--metric", "a=b", "--concurrency", "0"]).is_err());
+        assert_refused(with(&["--metric", "a=b:x"]), "--metric");
+        assert_refused(
+            with(&["--metric", "a=b", "--version", "1", "--label", "prod"]),
+            "--label",
+        );
+        assert_refused(
+            with(&["--metric", "a=b", "--sample-timeout", "0s"]),
+            "--sample-timeout",
+        );
+        assert_refused(
+            with(&["--metric", "a=b", "--sample-timeout", "soon"]),
+            "--sample-timeout",
+        );
+        assert_refused(
+            with(&["--metric", "a=b", "--concurrency", "0"]),
+            "--concurrency",
+        );
     }
 
     #[test]
@@ -434,8 +447,8 @@ mod tests {
         assert_eq!(model.as_deref(), Some("m"));
         assert_eq!(status, Some(StatusArg::Failed));
         assert_eq!(limit, Some(5));
-        assert!(parse(&["list", "--status", "done"]).is_err());
-        assert!(parse(&["list", "--limit", "0"]).is_err());
+        assert_refused(parse(&["list", "--status", "done"]), "--status");
+        assert_refused(parse(&["list", "--limit", "0"]), "--limit");
     }
 
     #[test]
@@ -460,7 +473,7 @@ mod tests {
             (baseline_run_id.as_str(), candidate_run_id.as_str()),
             ("a", "b")
         );
-        assert!(parse(&["compare", "a"]).is_err());
+        assert_refused(parse(&["compare", "a"]), "<");
         assert!(matches!(
             parse(&["get", "r1"]).unwrap(),
             EvalCommand::Get { .. }

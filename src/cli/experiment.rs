@@ -165,6 +165,7 @@ mod tests {
     use clap::{CommandFactory as _, Parser};
 
     use super::*;
+    use crate::cli::testing::assert_refused;
 
     /// A stand-in for the binary's parser.
     #[derive(Parser, Debug)]
@@ -223,18 +224,23 @@ mod tests {
         );
         assert_eq!(value, -1.5);
         assert_eq!((user_id, record_id), (None, None));
-        assert!(parse(&["record", "e1", "--variant", "b", "--metric", "m"]).is_err());
-        assert!(parse(&[
-            "record",
-            "e1",
-            "--variant",
-            "b",
-            "--metric",
-            "m",
+        assert_refused(
+            parse(&["record", "e1", "--variant", "b", "--metric", "m"]),
             "--value",
-            "x"
-        ])
-        .is_err());
+        );
+        assert_refused(
+            parse(&[
+                "record",
+                "e1",
+                "--variant",
+                "b",
+                "--metric",
+                "m",
+                "--value",
+                "x",
+            ]),
+            "--value",
+        );
     }
 
     #[test]
@@ -246,8 +252,8 @@ mod tests {
         };
         assert!(matches!(status, Some(StatusArg::Running)));
         assert_eq!(limit, Some(5));
-        assert!(parse(&["list", "--status", "done"]).is_err());
-        assert!(parse(&["list", "--limit", "0"]).is_err());
+        assert_refused(parse(&["list", "--status", "done"]), "--status");
+        assert_refused(parse(&["list", "--limit", "0"]), "--limit");
     }
 
     #[test]

@@ -256,6 +256,7 @@ mod tests {
     use prost_types::Timestamp;
 
     use super::*;
+    use crate::cli::testing::assert_refused;
     use crate::cli::testing::{self, text};
 
     fn parse(args: &[&str]) -> Result<GateCommand, clap::Error> {
@@ -338,13 +339,13 @@ mod tests {
             args.extend_from_slice(extra);
             parse(&args)
         };
-        assert!(with(&[]).is_err());
+        assert_refused(with(&[]), "--min-pass-rate");
         assert!(with(&["--min-pass-rate", "0"]).is_ok());
         for bad in ["90", "-0.1", "1.5", "NaN", "high"] {
             let err = with(&["--min-pass-rate", bad]).unwrap_err().to_string();
             assert!(err.contains("expected a pass rate from 0 to 1"), "{err}");
         }
-        assert!(parse(&["set", "greet", "--dataset", "qa"]).is_err());
+        assert_refused(parse(&["set", "greet", "--dataset", "qa"]), "<");
     }
 
     #[test]
@@ -360,8 +361,8 @@ mod tests {
             parse(&["delete", "greet", "active"]).unwrap(),
             GateCommand::Delete(GatedLabel { label, .. }) if label == "active"
         ));
-        assert!(parse(&["show", "greet"]).is_err());
-        assert!(parse(&["delete", "greet"]).is_err());
+        assert_refused(parse(&["show", "greet"]), "<LABEL>");
+        assert_refused(parse(&["delete", "greet"]), "<LABEL>");
         assert!(matches!(
             parse(&["list", "--prompt", "greet", "--json"]).unwrap(),
             GateCommand::List { prompt_name: Some(name) } if name == "greet"

@@ -200,6 +200,7 @@ mod tests {
     use clap::{CommandFactory as _, Parser};
 
     use super::*;
+    use crate::cli::testing::assert_refused;
 
     /// A stand-in for the binary's parser, with the same `--version` propagation.
     #[derive(Parser, Debug)]
@@ -238,7 +239,10 @@ mod tests {
         };
         assert_eq!(name, "greet");
         assert_eq!(selector.version.as_deref(), Some("1.0.0"));
-        assert!(parse(&["get", "greet", "--version", "1.0.0", "--label", "prod"]).is_err());
+        assert_refused(
+            parse(&["get", "greet", "--version", "1.0.0", "--label", "prod"]),
+            "--label",
+        );
     }
 
     #[test]
@@ -253,13 +257,13 @@ mod tests {
             vars,
             vec![("a".into(), "1".into()), ("b".into(), "x=y".into())]
         );
-        assert!(parse(&["render", "greet", "--var", "novalue"]).is_err());
+        assert_refused(parse(&["render", "greet", "--var", "novalue"]), "--var");
     }
 
     #[test]
     fn deleting_a_whole_prompt_needs_all() {
-        assert!(parse(&["delete", "greet"]).is_err());
-        assert!(parse(&["delete", "greet", "1.0.0", "--all"]).is_err());
+        assert_refused(parse(&["delete", "greet"]), "<VERSION>");
+        assert_refused(parse(&["delete", "greet", "1.0.0", "--all"]), "--all");
         assert!(matches!(
             parse(&["delete", "greet", "--all"]).unwrap(),
             PromptCommand::Delete {

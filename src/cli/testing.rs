@@ -36,3 +36,24 @@ pub(crate) fn text(write: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> Stri
     write(&mut buffer).unwrap();
     String::from_utf8(buffer).unwrap()
 }
+
+/// Asserts that a command line was refused for the argument `naming` (its flag or
+/// `<VALUE>` name appears in the error), and not because an argument is unknown: a test
+/// of a refusal must fail when the flag it means is renamed.
+#[track_caller]
+pub(crate) fn assert_refused<T: std::fmt::Debug>(parsed: Result<T, clap::Error>, naming: &str) {
+    let err = match parsed {
+        Ok(parsed) => panic!("accepted, expected a refusal naming {naming}: {parsed:?}"),
+        Err(err) => err,
+    };
+    let message = err.to_string();
+    assert_ne!(
+        err.kind(),
+        clap::error::ErrorKind::UnknownArgument,
+        "refused for an unknown argument, not for {naming}: {message}"
+    );
+    assert!(
+        message.contains(naming),
+        "the refusal does not name {naming}: {message}"
+    );
+}
