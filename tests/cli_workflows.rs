@@ -370,7 +370,11 @@ async fn dataset_eval_and_alerts_commands_as_in_the_quickstart() {
     let got = cli.ok(&["alerts", "get", &alert_id]).await;
     assert_eq!(got["status"], "resolved");
     let malformed = cli.fails(&["alerts", "get", "nope"]).await;
-    assert_eq!(malformed.error["code"], "INVALID_ARGUMENT", "{}", malformed.error);
+    assert_eq!(
+        malformed.error["code"], "INVALID_ARGUMENT",
+        "{}",
+        malformed.error
+    );
     let unknown = cli
         .fails(&["alerts", "get", "01a23719-0000-7000-8000-000000000000"])
         .await;
