@@ -4,11 +4,77 @@
 
 mod common;
 
+use std::collections::BTreeMap;
+
 use common::TestServer;
 use llmops::pb;
-use llmops_experiments::assignment::{assign, bucket_ranges};
+use serde::Deserialize;
 use tonic::Code;
 use tonic_types::StatusExt;
+
+/// GrowthBook's own answers, from its Python SDK (`growthbook.core`'s `gbhash`,
+/// `getBucketRanges` and `chooseVariation`), recorded by
+/// `crates/experiments/tests/vectors/generate.py`. The server must give the same: not
+/// just what this crate's `assign` computes, which could share its mistakes.
+#[derive(Deserialize)]
+struct GrowthBook {
+    hash: Vec<ReferenceHash>,
+    bucket_ranges: Vec<ReferenceRanges>,
+    assignments: Vec<ReferenceAssignment>,
+}
+
+#[derive(Deserialize)]
+struct ReferenceHash {
+    seed: String,
+    value: String,
+    version: u8,
+    n: f64,
+}
+
+#[derive(Deserialize)]
+struct ReferenceRanges {
+    num_variations: usize,
+    coverage: f64,
+    weights: Option<Vec<f64>>,
+    ranges: Vec<(f64, f64)>,
+}
+
+#[derive(Deserialize)]
+struct ReferenceAssignment {
+    seed: String,
+    user_id: String,
+    num_variations: usize,
+    coverage: f64,
+    weights: Option<Vec<f64>>,
+    /// The variant's index, or -1 when coverage leaves the user out.
+    variation: i64,
+}
+
+impl ReferenceAssignment {
+    /// Whether an experiment can be defined this way: a seed of its own (an empty one
+    /// means "the id"), an id the server takes, coverage in [0, 1], 2 to 32 variants and
+    /// either no weights or one per variant, >= 0, summing to 1 within 0.01. The vectors
+    /// also hold inputs the SDK repairs (coverage 1.5, weights [1.2, -0.2]), which the
+    /// server refuses instead.
+    fn definable(&self) -> bool {
+        let weights_ok = self.weights.as_ref().is_none_or(|w| {
+            w.len() == self.num_variations
+                && w.iter().all(|x| *x >= 0.0)
+                && (w.iter().sum::<f64>() - 1.0).abs() <= 0.01
+        });
+        !self.seed.is_empty()
+            && !self.user_id.is_empty()
+            && self.user_id.len() <= 256
+            && (0.0..=1.0).contains(&self.coverage)
+            && (2..=32).contains(&self.num_variations)
+            && weights_ok
+    }
+}
+
+fn growthbook() -> GrowthBook {
+    let text = include_str!("../crates/experiments/tests/vectors/growthbook_assignment.json");
+    serde_json::from_str(text).expect("the GrowthBook vectors parse")
+}
 
 fn fields(status: &tonic::Status) -> Vec<String> {
     status
@@ -387,52 +453,67 @@ async fn started_experiments_change_only_coverage_description_and_metadata() {
 }
 
 #[tokio::test]
-async fn assignment_follows_the_documented_hash_and_counts_each_user_once() {
+async fn assignment_equals_growthbooks_sdk_and_counts_each_user_once() {
     let server = TestServer::start().await;
     let mut client = server.experiments();
-    let mut definition = experiment("hash");
-    definition.seed = "seed-42".into();
-    definition.coverage = Some(0.8);
-    definition.variants = vec![
-        variant("control", Some(0.3)),
-        variant("treatment", Some(0.7)),
-    ];
-    create(&server, definition).await.unwrap();
-    start(&server, "hash").await.unwrap();
-    let ranges = bucket_ranges(2, 0.8, Some(&[0.3, 0.7]));
-    let mut exposed = [0u64; 2];
-    for i in 0..300 {
-        let user = format!("u-{i}-ü");
-        let expected = assign("seed-42", &user, &ranges);
+    let cases: Vec<ReferenceAssignment> = growthbook()
+        .assignments
+        .into_iter()
+        .filter(ReferenceAssignment::definable)
+        .collect();
+    // Seeds and ids with non-ASCII text, weights, partial and zero coverage, up to 10
+    // variants: the filter must not leave only the easy cases.
+    assert!(cases.len() >= 400, "{} reference cases", cases.len());
+    assert!(cases
+        .iter()
+        .any(|c| !c.user_id.is_ascii() && c.variation >= 0));
+    assert!(cases.iter().any(|c| !c.seed.is_ascii() && c.variation >= 0));
+    for (i, case) in cases.iter().enumerate() {
+        // One experiment per case: each has its own seed, variants and split.
+        let id = format!("hash-{i}");
+        let mut definition = experiment(&id);
+        definition.seed = case.seed.clone();
+        definition.coverage = Some(case.coverage);
+        definition.variants = (0..case.num_variations)
+            .map(|v| variant(&format!("v{v}"), case.weights.as_ref().map(|w| w[v])))
+            .collect();
+        create(&server, definition).await.unwrap();
+        start(&server, &id).await.unwrap();
+        let label = format!(
+            "seed {:?}, user {:?}, {} variants, coverage {}, weights {:?}",
+            case.seed, case.user_id, case.num_variations, case.coverage, case.weights
+        );
+        let reference = usize::try_from(case.variation).ok();
         for _ in 0..2 {
             let answer = client
                 .assign_variant(pb::AssignVariantRequest {
-                    experiment_id: "hash".into(),
-                    user_id: user.clone(),
+                    experiment_id: id.clone(),
+                    user_id: case.user_id.clone(),
                 })
                 .await
                 .unwrap()
                 .into_inner();
-            assert_eq!(answer.in_experiment, expected.is_some(), "{user}");
+            assert_eq!(answer.in_experiment, reference.is_some(), "{label}");
             let variant = answer.variant.unwrap().id;
-            match expected {
-                Some(index) => assert_eq!(variant, ["control", "treatment"][index]),
-                None => assert_eq!(variant, "control", "users outside coverage get control"),
+            match reference {
+                Some(index) => assert_eq!(variant, format!("v{index}"), "{label}"),
+                None => assert_eq!(variant, "v0", "{label}: users outside coverage get control"),
             }
         }
-        if let Some(index) = expected {
-            exposed[index] += 1;
+        let mut exposed = vec![0u64; case.num_variations];
+        if let Some(index) = reference {
+            exposed[index] = 1;
         }
+        assert_eq!(
+            results(&server, &id).await.srm.unwrap().observed,
+            exposed,
+            "{label}: a user is one exposure, however often assigned"
+        );
     }
-    let srm = results(&server, "hash").await.srm.unwrap();
-    assert_eq!(
-        srm.observed, exposed,
-        "each user is one exposure, however often assigned"
-    );
 
     let empty = client
         .assign_variant(pb::AssignVariantRequest {
-            experiment_id: "hash".into(),
+            experiment_id: "hash-0".into(),
             user_id: String::new(),
         })
         .await
@@ -440,7 +521,7 @@ async fn assignment_follows_the_documented_hash_and_counts_each_user_once() {
     assert_eq!(empty.code(), Code::InvalidArgument);
     let long = client
         .assign_variant(pb::AssignVariantRequest {
-            experiment_id: "hash".into(),
+            experiment_id: "hash-0".into(),
             user_id: "x".repeat(257),
         })
         .await
@@ -452,24 +533,53 @@ async fn assignment_follows_the_documented_hash_and_counts_each_user_once() {
 async fn locally_assigned_exposures_must_agree_with_the_hash() {
     let server = TestServer::start().await;
     let mut client = server.experiments();
-    create(&server, experiment("local")).await.unwrap();
+    // Users whose hashes under this seed GrowthBook's SDK recorded, placed in the SDK's
+    // own ranges for an even two-way split at full coverage.
+    const SEED: &str = "sequential";
+    let vectors = growthbook();
+    let ranges = &vectors
+        .bucket_ranges
+        .iter()
+        .find(|r| r.num_variations == 2 && r.coverage == 1.0 && r.weights.is_none())
+        .expect("the vectors hold the even split")
+        .ranges;
+    let reference: BTreeMap<&str, usize> = vectors
+        .hash
+        .iter()
+        .filter(|h| h.seed == SEED && h.version == 2)
+        .map(|h| {
+            let index = ranges
+                .iter()
+                .position(|&(start, end)| start <= h.n && h.n < end)
+                .expect("full coverage places everyone");
+            (h.value.as_str(), index)
+        })
+        .collect();
+    let users = ["user-0", "user-1", "user-2"];
+    assert_eq!(
+        users.map(|u| reference[u]),
+        [1, 0, 1],
+        "the vectors put them on both sides"
+    );
+    let mut definition = experiment("local");
+    definition.seed = SEED.into();
+    create(&server, definition).await.unwrap();
     start(&server, "local").await.unwrap();
-    let ranges = bucket_ranges(2, 1.0, None);
     let names = ["control", "treatment"];
-    let right = |user: &str| names[assign("local", user, &ranges).unwrap()].to_owned();
-    let wrong = |user: &str| names[1 - assign("local", user, &ranges).unwrap()].to_owned();
+    let right = |user: &str| names[reference[user]].to_owned();
+    let wrong = |user: &str| names[1 - reference[user]].to_owned();
 
     let refused = client
         .record_exposures(pb::RecordExposuresRequest {
             experiment_id: "local".into(),
             exposures: vec![
                 pb::Exposure {
-                    user_id: "alice".into(),
-                    variant_id: right("alice"),
+                    user_id: users[0].into(),
+                    variant_id: right(users[0]),
                 },
                 pb::Exposure {
-                    user_id: "bob".into(),
-                    variant_id: wrong("bob"),
+                    user_id: users[1].into(),
+                    variant_id: wrong(users[1]),
                 },
             ],
         })
@@ -483,7 +593,7 @@ async fn locally_assigned_exposures_must_agree_with_the_hash() {
         "nothing recorded"
     );
 
-    let exposures = ["alice", "bob", "carol"]
+    let exposures = users
         .map(|u| pb::Exposure {
             user_id: u.into(),
             variant_id: right(u),
@@ -1092,17 +1202,35 @@ async fn a_sample_ratio_mismatch_blocks_the_winner_and_raises_one_warning() {
     let mut client = server.experiments();
     create(&server, experiment("srm")).await.unwrap();
     start(&server, "srm").await.unwrap();
-    // 300 users, all of whom hash to control: a broken 50/50 split.
-    let ranges = bucket_ranges(2, 1.0, None);
-    let exposures: Vec<_> = (0..)
-        .map(|i| format!("user-{i}"))
-        .filter(|u| assign("srm", u, &ranges) == Some(0))
-        .take(300)
-        .map(|u| pb::Exposure {
-            user_id: u,
-            variant_id: "control".into(),
-        })
-        .collect();
+    // 300 users, all of whom hash to control: a broken 50/50 split. The server finds
+    // them in a second experiment with the same seed and split (assignment itself is
+    // checked against GrowthBook's SDK above); assigning them in "srm" would add
+    // exposures there.
+    let mut probe = experiment("srm-probe");
+    probe.seed = "srm".into();
+    create(&server, probe).await.unwrap();
+    start(&server, "srm-probe").await.unwrap();
+    let mut exposures = Vec::new();
+    for i in 0.. {
+        let user = format!("user-{i}");
+        let answer = client
+            .assign_variant(pb::AssignVariantRequest {
+                experiment_id: "srm-probe".into(),
+                user_id: user.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if answer.variant.unwrap().id == "control" {
+            exposures.push(pb::Exposure {
+                user_id: user,
+                variant_id: "control".into(),
+            });
+            if exposures.len() == 300 {
+                break;
+            }
+        }
+    }
     client
         .record_exposures(pb::RecordExposuresRequest {
             experiment_id: "srm".into(),

@@ -684,7 +684,12 @@ def make_continuous_checks(stub, prompts, providers):
 
     def providers_select_echo_when_named():
         listed = providers.ListProviders(prov_pb2.ListProvidersRequest(), timeout=RPC_TIMEOUT)
-        assert all(p.name for p in listed.providers), listed
+        # all() holds for an empty list, so the list must first hold something: at least
+        # the built-in echo model, which SelectProvider picks below.
+        names = [p.name for p in listed.providers]
+        assert names, "ListProviders returned no providers"
+        assert "echo" in names, listed
+        assert all(names), listed
         chosen = providers.SelectProvider(
             prov_pb2.SelectProviderRequest(candidates=["echo"]), timeout=RPC_TIMEOUT
         ).provider

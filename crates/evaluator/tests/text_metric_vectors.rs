@@ -55,15 +55,18 @@ fn vectors() -> Vectors {
     serde_json::from_str(include_str!("vectors/text_metrics.json")).expect("the vectors parse")
 }
 
-/// Checks every case, reporting all that differ by more than `tolerance`.
+/// Checks every case, reporting all that differ by more than `tolerance`. Every reference
+/// is a finite number (JSON has no NaN or infinity), so a result must be finite too: a
+/// NaN compares false with everything, and `|NaN - x| > tolerance` would let it pass.
 fn check<T>(name: &str, cases: &[T], tolerance: f64, compute: impl Fn(&T) -> (f64, f64, String)) {
     assert!(cases.len() >= 40, "{name}: the vectors cover the cases");
     let failures: Vec<String> = cases
         .iter()
         .filter_map(|case| {
             let (actual, expected, label) = compute(case);
-            ((actual - expected).abs() > tolerance)
-                .then(|| format!("{label}: expected {expected}, got {actual}"))
+            assert!(expected.is_finite(), "{label}: the reference is a number");
+            let agrees = actual.is_finite() && (actual - expected).abs() <= tolerance;
+            (!agrees).then(|| format!("{label}: expected {expected}, got {actual}"))
         })
         .collect();
     assert!(
