@@ -817,9 +817,12 @@ async fn all_pass_behind_a_capped_provider(
     .await;
     let mut spec = run(&dataset_id, "p", "1.0.0", "capped");
     spec.concurrency = samples as u32;
+    // Each call's own time (the mock's latency) has over a second of room on a loaded
+    // machine; the queue in front of the last samples is longer than the limit, so a
+    // limit that counted queueing would fail them.
     spec.sample_timeout = Some(prost_types::Duration {
-        seconds: 0,
-        nanos: 600_000_000,
+        seconds: 1,
+        nanos: 500_000_000,
     });
     let done = run_to_end(&server, spec).await;
     let summary = done.results.unwrap();
@@ -833,8 +836,8 @@ async fn all_pass_behind_a_capped_provider(
 
 #[tokio::test]
 async fn samples_do_not_queue_past_their_time_limit_behind_a_capped_provider() {
-    // Eight samples at once behind a cap of two wait up to 750 ms for a slot.
-    all_pass_behind_a_capped_provider(Duration::from_millis(250), 8, |capped| {
+    // Twenty samples at once behind a cap of two: the last wait 2.25 s for a slot.
+    all_pass_behind_a_capped_provider(Duration::from_millis(250), 20, |capped| {
         capped.max_concurrency = Some(2);
     })
     .await;
@@ -842,8 +845,8 @@ async fn samples_do_not_queue_past_their_time_limit_behind_a_capped_provider() {
 
 #[tokio::test]
 async fn waiting_for_a_rate_limited_turn_does_not_count_against_the_time_limit() {
-    // One request every 250 ms: the sixth sample's turn comes after 1.25 s.
-    all_pass_behind_a_capped_provider(Duration::from_millis(50), 6, |capped| {
+    // One request every 250 ms: the twelfth sample's turn comes after 2.75 s.
+    all_pass_behind_a_capped_provider(Duration::from_millis(50), 12, |capped| {
         capped.requests_per_minute = Some(240);
     })
     .await;
