@@ -58,9 +58,11 @@ impl SyncCounter {
                 }
             });
         }
+        // Owned from here: dropping the counter (also on the panic below) stops strace.
+        let counter = Self { strace, syncs };
         for _ in 0..1500 {
             if attached.load(Ordering::SeqCst) {
-                return Self { strace, syncs };
+                return counter;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
