@@ -76,16 +76,20 @@ async fn create_experiment(client: &mut ExperimentServiceClient<Channel>) {
         .unwrap();
 }
 
-/// Whether a failed call is one the server never started: UNAVAILABLE (refused by the
-/// draining server), or tonic's CANCELLED for a request it still held when the
-/// connection closed (other gRPC clients report that as UNAVAILABLE too).
+/// Whether a failed call is one the server never answered: UNAVAILABLE (refused by the
+/// draining server), or an error tonic's client makes itself when the connection goes
+/// away under a request it has not had an answer to: CANCELLED for a request it still
+/// held, INTERNAL "h2 protocol error" for a stream the server's GOAWAY refused (HTTP/2
+/// guarantees such a stream was not processed; other gRPC clients report both as
+/// UNAVAILABLE). Any status the server itself sent, other than UNAVAILABLE, is not.
 fn refused_before_it_started(status: &tonic::Status) -> bool {
+    let from_the_client_transport = status
+        .source()
+        .and_then(|source| source.downcast_ref::<tonic::transport::Error>())
+        .is_some();
     match status.code() {
         Code::Unavailable => true,
-        Code::Cancelled => status
-            .source()
-            .and_then(|source| source.downcast_ref::<tonic::transport::Error>())
-            .is_some(),
+        Code::Cancelled | Code::Internal => from_the_client_transport,
         _ => false,
     }
 }
