@@ -143,6 +143,30 @@ fn the_reported_memory_attacks_are_refused_within_the_budget() {
     );
 }
 
+/// A list holding the previous one twice, forty times over (kept in a namespace), costs forty steps to build
+/// and prints as 2^40 copies: `~` formatted it into one string inside one engine step,
+/// where fuel cannot interrupt (gigabytes, minutes; found by the property test below).
+/// The patched engine (vendor/minijinja) measures what `~` would print first.
+#[test]
+fn a_list_that_prints_exponentially_larger_than_it_cost_is_refused_before_concatenation() {
+    for template in [
+        "{% set ns = namespace(a=['x']) %}{% for i in range(40) %}{% set ns.a = [ns.a, ns.a] %}{% endfor %}{{ (ns.a ~ '')|length }}",
+        "{% set ns = namespace(a=['x']) %}{% for i in range(40) %}{% set ns.a = [ns.a, ns.a] %}{% endfor %}{{ ('' ~ ns.a)|length }}",
+        "{% set ns = namespace(a={'k': 'x'}) %}{% for i in range(40) %}{% set ns.a = {'l': ns.a, 'r': ns.a} %}{% endfor %}{{ (ns.a ~ ns.a)|length }}",
+    ] {
+        assert_exhausted(template, &BTreeMap::new());
+    }
+    // A container that prints small is still concatenated as before.
+    let (prompt, _) = CompiledPrompt::compile(
+        "{{ [1, 'two'] ~ '!' }}",
+        &[],
+        &[],
+        &RegistryLimits::default(),
+    )
+    .unwrap();
+    assert_eq!(prompt.render(&BTreeMap::new()).unwrap().text, "[1, 'two']!");
+}
+
 /// Filters whose size arguments go straight to one allocation (minijinja issue 924).
 #[test]
 fn size_arguments_cannot_ask_for_one_huge_allocation() {
