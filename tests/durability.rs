@@ -381,3 +381,117 @@ async fn acknowledged_prompts_alerts_and_imports_survive_kill_9() {
         assert!(ids.contains(id), "acknowledged sample {id} is gone");
     }
 }
+
+/// A webhook receiver that refuses every delivery (503) until `open` is set, then
+/// accepts them and keeps the alert ids they carry.
+struct Receiver {
+    url: String,
+    open: Arc<AtomicBool>,
+    delivered: Arc<Mutex<BTreeSet<String>>>,
+}
+
+async fn receiver() -> Receiver {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let open = Arc::new(AtomicBool::new(false));
+    let delivered = Arc::new(Mutex::new(BTreeSet::new()));
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post({
+            let (open, delivered) = (open.clone(), delivered.clone());
+            move |body: String| async move {
+                if !open.load(Ordering::SeqCst) {
+                    return http::StatusCode::SERVICE_UNAVAILABLE;
+                }
+                let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+                let id = body["llmops"]["alert_id"].as_str().unwrap().to_owned();
+                delivered.lock().unwrap().insert(id);
+                http::StatusCode::OK
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Receiver {
+        url,
+        open,
+        delivered,
+    }
+}
+
+/// The webhook outbox is written with the alert: alerts acknowledged to their clients
+/// before a SIGKILL, whose deliveries the receiver had refused until then, are all
+/// delivered after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_deliveries_of_acknowledged_alerts_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = receiver().await;
+    let config = dir.path().join("llmops.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[webhooks]]\nname = \"ops\"\nurl = \"{}\"\ntimeout = \"2s\"\nmax_attempts = 1000\n",
+            receiver.url
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let data = dir.path().join("data");
+    let env = [("LLMOPS_CONFIG", config.as_str())];
+    let mut server = ServerProcess::spawn(&data, &env);
+    let channel = server.channel().await;
+
+    let created = Arc::new(Mutex::new(BTreeSet::new()));
+    let writer = {
+        let mut client = AlertServiceClient::new(channel);
+        let created = created.clone();
+        tokio::spawn(async move {
+            for index in 0.. {
+                match client
+                    .create_alert(pb::CreateAlertRequest {
+                        alert: Some(alert(index)),
+                    })
+                    .await
+                {
+                    Ok(answer) => created
+                        .lock()
+                        .unwrap()
+                        .insert(answer.into_inner().alert.unwrap().id),
+                    Err(_) => return,
+                };
+            }
+        })
+    };
+    for _ in 0..3000 {
+        if created.lock().unwrap().len() >= 30 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.kill();
+    writer.await.unwrap();
+    drop(server);
+    let created = created.lock().unwrap().clone();
+    assert!(created.len() >= 30, "{} alerts acknowledged", created.len());
+    assert!(
+        receiver.delivered.lock().unwrap().is_empty(),
+        "the receiver accepted nothing before the kill"
+    );
+
+    receiver.open.store(true, Ordering::SeqCst);
+    let _server = ServerProcess::spawn(&data, &env);
+    // Retries back off (with jitter) from the refusals before the kill: a generous
+    // deadline, checked by polling what arrived.
+    for _ in 0..1200 {
+        if created.is_subset(&receiver.delivered.lock().unwrap()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let delivered = receiver.delivered.lock().unwrap().clone();
+    let missing: Vec<_> = created.difference(&delivered).collect();
+    panic!(
+        "{} of {} acknowledged alerts were never delivered: {missing:?}",
+        missing.len(),
+        created.len()
+    );
+}
