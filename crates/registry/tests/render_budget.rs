@@ -156,7 +156,19 @@ fn a_list_that_prints_exponentially_larger_than_it_cost_is_refused_before_concat
     ] {
         assert_exhausted(template, &BTreeMap::new());
     }
-    // A container that prints small is still concatenated as before.
+    // Comparing two such lists visits every nested item: 2^32 of them, minutes of one
+    // thread's time, before the patch counted them against the budget.
+    assert_exhausted(
+        "{% set ns = namespace(a=['x'], b=['x']) %}{% for i in range(32) %}{% set ns.a = [ns.a, ns.a] %}{% set ns.b = [ns.b, ns.b] %}{% endfor %}{{ ns.a == ns.b }}",
+        &BTreeMap::new(),
+    );
+    for template in [
+        "{% set ns = namespace(a=['x'], b=['x']) %}{% for i in range(32) %}{% set ns.a = [ns.a, ns.a] %}{% set ns.b = [ns.b, ns.b] %}{% endfor %}{{ ns.a in [ns.b] }}",
+        "{% set ns = namespace(a=['x']) %}{% for i in range(40) %}{% set ns.a = [ns.a, ns.a] %}{% endfor %}{{ ns.a in 'text' }}",
+    ] {
+        assert_exhausted(template, &BTreeMap::new());
+    }
+    // A container that prints small is still concatenated as before, and compared.
     let (prompt, _) = CompiledPrompt::compile(
         "{{ [1, 'two'] ~ '!' }}",
         &[],
@@ -165,6 +177,14 @@ fn a_list_that_prints_exponentially_larger_than_it_cost_is_refused_before_concat
     )
     .unwrap();
     assert_eq!(prompt.render(&BTreeMap::new()).unwrap().text, "[1, 'two']!");
+    let (prompt, _) = CompiledPrompt::compile(
+        "{{ [[1, 2], {'a': [3]}] == [[1, 2], {'a': [3]}] }} {{ [[1, 2]] == [[1, 3]] }}",
+        &[],
+        &[],
+        &RegistryLimits::default(),
+    )
+    .unwrap();
+    assert_eq!(prompt.render(&BTreeMap::new()).unwrap().text, "True False");
 }
 
 /// Filters whose size arguments go straight to one allocation (minijinja issue 924).

@@ -945,6 +945,37 @@ pub(crate) fn ensure_fuel_for_binop(
     Ok(())
 }
 
+/// The items of `value` and of every container nested in it, counted as a tree (a
+/// container held twice counts twice), or `None` once they pass `limit`.
+#[cfg(feature = "fuel")]
+fn nested_items_within(value: &Value, limit: u64) -> Option<u64> {
+    fn count(value: &Value, seen: &mut u64, limit: u64) -> Option<()> {
+        if value.as_object().is_none() {
+            return Some(());
+        }
+        let Ok(items) = value.try_iter() else {
+            return Some(());
+        };
+        let is_map = value.kind() == ValueKind::Map;
+        for item in items {
+            *seen += 1;
+            if *seen > limit {
+                return None;
+            }
+            let nested = if is_map {
+                value.get_item(&item).unwrap_or_default()
+            } else {
+                item
+            };
+            count(&nested, seen, limit)?;
+        }
+        Some(())
+    }
+    let mut seen = 0;
+    count(value, &mut seen, limit)?;
+    Some(seen)
+}
+
 /// The length of `value`'s string form, or `None` once it passes `limit` bytes (the
 /// formatting stops there, so this costs at most `limit` bytes of work).
 #[cfg(feature = "fuel")]
@@ -984,7 +1015,17 @@ pub(crate) fn charge_fuel_for_compare(
             if let (Some(a), Some(b)) = (_lhs.as_object(), _rhs.as_object()) {
                 if !a.is_same_object(b) {
                     if let (Some(a_len), Some(b_len)) = (a.enumerator_len(), b.enumerator_len()) {
-                        return _state.charge_items(a_len.min(b_len));
+                        // llmops patch: comparing recurses into nested containers, and
+                        // a list holding the previous one twice per level has 2^n
+                        // items in all for n steps of building; count them (stopping
+                        // past the remaining fuel) and charge for every one.
+                        let tracker = _state.fuel_tracker().expect("checked above");
+                        let limit = tracker.remaining_units() / crate::vm::fuel::ITEM_COST;
+                        let smaller = if a_len <= b_len { _lhs } else { _rhs };
+                        return match nested_items_within(smaller, limit) {
+                            Some(items) => _state.charge_items(items.max(a_len.min(b_len) as u64) as usize),
+                            None => _state.ensure_fuel(u64::MAX),
+                        };
                     }
                 }
             }
@@ -1038,6 +1079,14 @@ pub fn contains(state: Option<&State>, container: &Value, value: &Value) -> Resu
         if let Some(s2) = value.as_str() {
             s.contains(s2)
         } else {
+            // llmops patch: as for `~`, measure what a container prints first.
+            #[cfg(feature = "fuel")]
+            if let (Some(state), Some(_)) = (state, value.as_object()) {
+                if let Some(tracker) = state.fuel_tracker() {
+                    let len = printed_len_within(value, tracker.remaining_units());
+                    ok!(state.ensure_fuel(len.unwrap_or(u64::MAX)));
+                }
+            }
             s.contains(&value.to_string())
         }
     } else if let ValueRepr::Object(ref obj) = container.0 {
@@ -1050,6 +1099,9 @@ pub fn contains(state: Option<&State>, container: &Value, value: &Value) -> Resu
                     for item in iter {
                         if let Some(state) = state {
                             ok!(state.charge_items(1));
+                            // llmops patch: the comparison below recurses into
+                            // nested containers; charge for them first.
+                            ok!(charge_fuel_for_compare(state, &item, value));
                         }
                         ok!(item.check());
                         if item == *value {
