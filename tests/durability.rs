@@ -105,6 +105,29 @@ fn alert(index: usize) -> pb::Alert {
     }
 }
 
+/// Creates alerts until the server stops answering, keeping the ids of those
+/// acknowledged in `created`.
+fn spawn_alert_writer(
+    channel: Channel,
+    created: Arc<Mutex<BTreeSet<String>>>,
+) -> tokio::task::JoinHandle<()> {
+    let mut client = AlertServiceClient::new(channel);
+    tokio::spawn(async move {
+        for index in 0.. {
+            let Ok(answer) = client
+                .create_alert(pb::CreateAlertRequest {
+                    alert: Some(alert(index)),
+                })
+                .await
+            else {
+                return;
+            };
+            let id = answer.into_inner().alert.unwrap().id;
+            created.lock().unwrap().insert(id);
+        }
+    })
+}
+
 fn prompt_version(index: usize) -> pb::CreatePromptVersionRequest {
     pb::CreatePromptVersionRequest {
         prompt_version: Some(pb::PromptVersion {
@@ -116,45 +139,13 @@ fn prompt_version(index: usize) -> pb::CreatePromptVersionRequest {
     }
 }
 
-async fn start_experiment(channel: Channel) {
-    let mut experiments = ExperimentServiceClient::new(channel);
-    experiments
-        .create_experiment(pb::CreateExperimentRequest {
-            experiment: Some(pb::Experiment {
-                id: "durable".into(),
-                name: "durable".into(),
-                variants: ["control", "treatment"]
-                    .map(|id| pb::Variant {
-                        id: id.into(),
-                        ..Default::default()
-                    })
-                    .to_vec(),
-                metrics: vec![pb::MetricDefinition {
-                    name: "quality".into(),
-                    kind: pb::MetricKind::Mean.into(),
-                    direction: pb::MetricDirection::HigherIsBetter.into(),
-                    role: pb::MetricRole::Primary.into(),
-                }],
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap();
-    experiments
-        .start_experiment(pb::StartExperimentRequest {
-            experiment_id: "durable".into(),
-        })
-        .await
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_write_is_synced_to_disk_before_the_answer() {
     let dir = tempfile::tempdir().unwrap();
     // The default durability: what a user gets without configuring anything.
     let server = ServerProcess::spawn(dir.path(), &[]);
     let channel = server.channel().await;
-    start_experiment(channel.clone()).await;
+    common::process::start_quality_experiment(channel.clone(), "durable").await;
     let mut experiments = ExperimentServiceClient::new(channel.clone());
     let mut prompts = PromptServiceClient::new(channel.clone());
     let mut alerts = AlertServiceClient::new(channel.clone());
@@ -248,26 +239,7 @@ async fn acknowledged_prompts_alerts_and_imports_survive_kill_9() {
             }
         })
     };
-    let alert_writer = {
-        let mut client = AlertServiceClient::new(channel.clone());
-        let alerts = alerts.clone();
-        tokio::spawn(async move {
-            for index in 0.. {
-                match client
-                    .create_alert(pb::CreateAlertRequest {
-                        alert: Some(alert(index)),
-                    })
-                    .await
-                {
-                    Ok(answer) => alerts
-                        .lock()
-                        .unwrap()
-                        .insert(answer.into_inner().alert.unwrap().id),
-                    Err(_) => return,
-                };
-            }
-        })
-    };
+    let alert_writer = spawn_alert_writer(channel.clone(), alerts.clone());
     let import_writer = {
         let mut evaluation = evaluation.clone();
         let imports = imports.clone();
@@ -294,15 +266,12 @@ async fn acknowledged_prompts_alerts_and_imports_survive_kill_9() {
         })
     };
     // Until each kind has had a fair number of writes acknowledged.
-    for _ in 0..3000 {
-        let enough = versions.lock().unwrap().len() >= 20
+    common::process::wait_until(|| {
+        versions.lock().unwrap().len() >= 20
             && alerts.lock().unwrap().len() >= 20
-            && imports.lock().unwrap().len() >= 10;
-        if enough {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+            && imports.lock().unwrap().len() >= 10
+    })
+    .await;
     server.kill();
     for writer in [prompt_writer, alert_writer, import_writer] {
         writer.await.unwrap();
@@ -441,32 +410,8 @@ async fn webhook_deliveries_of_acknowledged_alerts_survive_kill_9() {
     let channel = server.channel().await;
 
     let created = Arc::new(Mutex::new(BTreeSet::new()));
-    let writer = {
-        let mut client = AlertServiceClient::new(channel);
-        let created = created.clone();
-        tokio::spawn(async move {
-            for index in 0.. {
-                match client
-                    .create_alert(pb::CreateAlertRequest {
-                        alert: Some(alert(index)),
-                    })
-                    .await
-                {
-                    Ok(answer) => created
-                        .lock()
-                        .unwrap()
-                        .insert(answer.into_inner().alert.unwrap().id),
-                    Err(_) => return,
-                };
-            }
-        })
-    };
-    for _ in 0..3000 {
-        if created.lock().unwrap().len() >= 30 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let writer = spawn_alert_writer(channel, created.clone());
+    common::process::wait_until(|| created.lock().unwrap().len() >= 30).await;
     server.kill();
     writer.await.unwrap();
     drop(server);

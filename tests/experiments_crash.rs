@@ -6,7 +6,6 @@ mod common;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use common::process::ServerProcess;
 use llmops::pb;
@@ -51,35 +50,8 @@ async fn count(client: &mut ExperimentServiceClient<Channel>) -> u64 {
 async fn every_acknowledged_record_survives_kill_9_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = spawn(dir.path());
-    let mut client = connect(&server).await;
-    client
-        .create_experiment(pb::CreateExperimentRequest {
-            experiment: Some(pb::Experiment {
-                id: "crash".into(),
-                name: "crash test".into(),
-                variants: ["control", "treatment"]
-                    .map(|id| pb::Variant {
-                        id: id.into(),
-                        ..Default::default()
-                    })
-                    .to_vec(),
-                metrics: vec![pb::MetricDefinition {
-                    name: "quality".into(),
-                    kind: pb::MetricKind::Mean.into(),
-                    direction: pb::MetricDirection::HigherIsBetter.into(),
-                    role: pb::MetricRole::Primary.into(),
-                }],
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap();
-    client
-        .start_experiment(pb::StartExperimentRequest {
-            experiment_id: "crash".into(),
-        })
-        .await
-        .unwrap();
+    common::process::start_quality_experiment(server.channel().await, "crash").await;
+    let client = connect(&server).await;
 
     // Eight writers record until the server dies under them.
     let acknowledged = Arc::new(Mutex::new(HashSet::new()));
@@ -106,12 +78,7 @@ async fn every_acknowledged_record_survives_kill_9_exactly_once() {
         }));
     }
     // Kill once a good number of records is acknowledged, however slow the machine.
-    for _ in 0..3000 {
-        if acknowledged.lock().unwrap().len() >= 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::process::wait_until(|| acknowledged.lock().unwrap().len() >= 200).await;
     server.kill();
     for writer in writers {
         writer.await.unwrap();

@@ -45,37 +45,6 @@ async fn watch_health(channel: Channel) -> tonic::Streaming<tonic_health::pb::He
     watch
 }
 
-async fn create_experiment(client: &mut ExperimentServiceClient<Channel>) {
-    client
-        .create_experiment(pb::CreateExperimentRequest {
-            experiment: Some(pb::Experiment {
-                id: "drain".into(),
-                name: "drain".into(),
-                variants: ["control", "treatment"]
-                    .map(|id| pb::Variant {
-                        id: id.into(),
-                        ..Default::default()
-                    })
-                    .to_vec(),
-                metrics: vec![pb::MetricDefinition {
-                    name: "quality".into(),
-                    kind: pb::MetricKind::Mean.into(),
-                    direction: pb::MetricDirection::HigherIsBetter.into(),
-                    role: pb::MetricRole::Primary.into(),
-                }],
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap();
-    client
-        .start_experiment(pb::StartExperimentRequest {
-            experiment_id: "drain".into(),
-        })
-        .await
-        .unwrap();
-}
-
 /// Whether a failed call is one the server never answered: UNAVAILABLE (refused by the
 /// draining server), or an error tonic's client makes itself when the connection goes
 /// away under a request it has not had an answer to: CANCELLED for a request it still
@@ -110,8 +79,8 @@ async fn sigterm_under_load_drains_calls_and_keeps_every_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = ServerProcess::spawn(dir.path(), &[]);
     let channel = server.channel().await;
-    let mut client = ExperimentServiceClient::new(channel.clone());
-    create_experiment(&mut client).await;
+    common::process::start_quality_experiment(channel.clone(), "drain").await;
+    let client = ExperimentServiceClient::new(channel.clone());
     let mut health = watch_health(channel.clone()).await;
 
     // Eight writers record until the server stops taking calls. Each records what it

@@ -132,3 +132,49 @@ impl Drop for ServerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Waits, polling every 10 ms, until `reached` holds or 30 s have passed (load tests
+/// then check what they reached; a slow machine only takes longer).
+pub async fn wait_until(mut reached: impl FnMut() -> bool) {
+    for _ in 0..3000 {
+        if reached() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Creates and starts experiment `id`: variants `control` and `treatment`, one primary
+/// MEAN metric `quality` (higher is better).
+pub async fn start_quality_experiment(channel: Channel, id: &str) {
+    use llmops::pb;
+    let mut client = llmops::pb::experiment_service_client::ExperimentServiceClient::new(channel);
+    client
+        .create_experiment(pb::CreateExperimentRequest {
+            experiment: Some(pb::Experiment {
+                id: id.into(),
+                name: id.into(),
+                variants: ["control", "treatment"]
+                    .map(|id| pb::Variant {
+                        id: id.into(),
+                        ..Default::default()
+                    })
+                    .to_vec(),
+                metrics: vec![pb::MetricDefinition {
+                    name: "quality".into(),
+                    kind: pb::MetricKind::Mean.into(),
+                    direction: pb::MetricDirection::HigherIsBetter.into(),
+                    role: pb::MetricRole::Primary.into(),
+                }],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    client
+        .start_experiment(pb::StartExperimentRequest {
+            experiment_id: id.into(),
+        })
+        .await
+        .unwrap();
+}
