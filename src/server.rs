@@ -4,8 +4,8 @@
 //! Start-up order matters to operators: the listeners are bound and health answers
 //! NOT_SERVING first; storage is opened and migrated; only then does health say
 //! SERVING. On shutdown health says NOT_SERVING at once, open streams are ended, new
-//! connections are refused, in-flight calls get `shutdown_grace` to finish, and the
-//! store is closed last.
+//! connections are refused, in-flight calls get `shutdown_grace` to finish (those still
+//! running then are answered UNAVAILABLE by `cut_off`), and the store is closed last.
 
 mod connection;
 mod cut_off;
