@@ -4,14 +4,14 @@ mod messages;
 
 use std::time::Duration;
 
-use llmops_alerts::{AlertError, AlertFilter, AlertService, SubscriptionFilter};
+use llmops_alerts::{AlertFilter, AlertService, SubscriptionFilter};
 use tonic::{Request, Response, Status};
 
 use self::messages::{
     alert_id, alert_to_pb, decode_page_token, encode_page_token, event_to_pb, heartbeat, new_alert,
     time,
 };
-use crate::grpc::status::invalid_field;
+use crate::grpc::status::{invalid_field, OrStatus as _};
 use crate::grpc::{response_stream, ResponseStream, ServiceState};
 use crate::pb;
 use crate::pb::alert_service_server::AlertService as AlertServiceRpc;
@@ -36,17 +36,6 @@ impl AlertApi {
 
     fn alerts(&self) -> Result<&AlertService, Status> {
         self.state.alerts()
-    }
-}
-
-/// The one mapping from alert errors to status codes.
-pub(crate) fn alert_status(err: AlertError) -> Status {
-    match err {
-        AlertError::InvalidArgument { field, message } => invalid_field(&field, message),
-        AlertError::NotFound(message) => Status::not_found(message),
-        AlertError::FailedPrecondition(message) => Status::failed_precondition(message),
-        AlertError::OutOfRange(message) => Status::out_of_range(message),
-        AlertError::Storage(message) => Status::unavailable(message),
     }
 }
 
@@ -102,7 +91,7 @@ impl AlertServiceRpc for AlertApi {
     ) -> Result<Response<pb::CreateAlertResponse>, Status> {
         let pb::CreateAlertRequest { alert } = request.into_inner();
         let alert = new_alert(alert.ok_or_else(|| invalid_field("alert", "alert is required"))?)?;
-        let raised = self.alerts()?.create(alert).await.map_err(alert_status)?;
+        let raised = self.alerts()?.create(alert).await.or_status()?;
         Ok(Response::new(pb::CreateAlertResponse {
             alert: Some(alert_to_pb(&raised.alert)),
             deduplicated: raised.deduplicated,
@@ -114,7 +103,7 @@ impl AlertServiceRpc for AlertApi {
         request: Request<pb::GetAlertRequest>,
     ) -> Result<Response<pb::GetAlertResponse>, Status> {
         let id = alert_id(&request.into_inner().alert_id)?;
-        let alert = self.alerts()?.get(id).await.map_err(alert_status)?;
+        let alert = self.alerts()?.get(id).await.or_status()?;
         Ok(Response::new(pb::GetAlertResponse {
             alert: Some(alert_to_pb(&alert)),
         }))
@@ -165,7 +154,7 @@ impl AlertServiceRpc for AlertApi {
             .alerts()?
             .list(&filter, cursor, page_size + 1)
             .await
-            .map_err(alert_status)?;
+            .or_status()?;
         let more = alerts.len() > page_size;
         alerts.truncate(page_size);
         let next_page_token = match (more, alerts.last()) {
@@ -204,7 +193,7 @@ impl AlertServiceRpc for AlertApi {
             .alerts()?
             .acknowledge(id, &acknowledged_by, &comment)
             .await
-            .map_err(alert_status)?;
+            .or_status()?;
         Ok(Response::new(pb::AcknowledgeAlertResponse {
             alert: Some(alert_to_pb(&alert)),
         }))
@@ -215,7 +204,7 @@ impl AlertServiceRpc for AlertApi {
         request: Request<pb::ResolveAlertRequest>,
     ) -> Result<Response<pb::ResolveAlertResponse>, Status> {
         let id = alert_id(&request.into_inner().alert_id)?;
-        let alert = self.alerts()?.resolve(id).await.map_err(alert_status)?;
+        let alert = self.alerts()?.resolve(id).await.or_status()?;
         Ok(Response::new(pb::ResolveAlertResponse {
             alert: Some(alert_to_pb(&alert)),
         }))
@@ -248,7 +237,7 @@ impl AlertServiceRpc for AlertApi {
             .alerts()?
             .subscribe(filter, after_sequence)
             .await
-            .map_err(alert_status)?;
+            .or_status()?;
         let mut heartbeats = tokio::time::interval(self.heartbeat);
         heartbeats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         heartbeats.reset();

@@ -8,8 +8,6 @@ mod schedule_messages;
 use std::sync::Arc;
 
 use llmops_evaluator::datasets::{DatasetService, MAX_IMPORT_SAMPLES, MAX_SAMPLES_PER_CALL};
-use llmops_evaluator::EvaluationError;
-use llmops_registry::FieldViolation;
 use prost::Message as _;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -24,7 +22,7 @@ use self::run_messages::{
     spec_from_pb as run_spec_from_pb,
 };
 use self::schedule_messages::{new_schedule_from_pb, schedule_to_pb};
-use crate::grpc::status::{invalid_argument, invalid_field};
+use crate::grpc::status::{invalid_field, IntoStatus as _, OrStatus as _};
 use crate::grpc::{response_stream, ResponseStream, ServiceState};
 use crate::pb;
 use crate::pb::evaluation_service_server::EvaluationService as EvaluationServiceRpc;
@@ -100,23 +98,6 @@ impl EvaluationApi {
     }
 }
 
-/// The one mapping from evaluation errors to status codes.
-pub(crate) fn evaluation_status(err: EvaluationError, field_prefix: &str) -> Status {
-    match err {
-        EvaluationError::InvalidArgument(violations) => invalid_argument(
-            violations
-                .into_iter()
-                .map(|v| FieldViolation::new(v.field, v.description))
-                .collect(),
-            field_prefix,
-        ),
-        EvaluationError::NotFound(message) => Status::not_found(message),
-        EvaluationError::AlreadyExists(message) => Status::already_exists(message),
-        EvaluationError::FailedPrecondition(message) => Status::failed_precondition(message),
-        EvaluationError::Storage(message) => Status::unavailable(message),
-    }
-}
-
 fn required(field: &str, value: &str) -> Result<(), Status> {
     if value.is_empty() {
         return Err(invalid_field(field, "is required"));
@@ -145,7 +126,7 @@ impl EvaluationServiceRpc for EvaluationApi {
             .datasets()?
             .create(spec_from_pb(dataset)?)
             .await
-            .map_err(|e| evaluation_status(e, "dataset"))?;
+            .or_status_at("dataset")?;
         Ok(Response::new(pb::CreateDatasetResponse {
             dataset: Some(dataset_to_pb(created)),
         }))
@@ -157,10 +138,7 @@ impl EvaluationServiceRpc for EvaluationApi {
     ) -> Result<Response<pb::GetDatasetResponse>, Status> {
         let id = request.into_inner().dataset_id;
         required("dataset_id", &id)?;
-        let dataset = self
-            .datasets()?
-            .get(&id)
-            .map_err(|e| evaluation_status(e, ""))?;
+        let dataset = self.datasets()?.get(&id).or_status()?;
         Ok(Response::new(pb::GetDatasetResponse {
             dataset: Some(dataset_to_pb(dataset)),
         }))
@@ -178,7 +156,7 @@ impl EvaluationServiceRpc for EvaluationApi {
                 page_size(request.page_size, DEFAULT_DATASET_PAGE)?,
                 &request.page_token,
             )
-            .map_err(|e| evaluation_status(e, ""))?;
+            .or_status()?;
         Ok(Response::new(pb::ListDatasetsResponse {
             datasets: datasets.into_iter().map(dataset_to_pb).collect(),
             next_page_token,
@@ -192,10 +170,7 @@ impl EvaluationServiceRpc for EvaluationApi {
         let id = request.into_inner().dataset_id;
         required("dataset_id", &id)?;
         self.refuse_if_in_use(&id).await?;
-        self.datasets()?
-            .delete(&id)
-            .await
-            .map_err(|e| evaluation_status(e, ""))?;
+        self.datasets()?.delete(&id).await.or_status()?;
         Ok(Response::new(pb::DeleteDatasetResponse {}))
     }
 
@@ -210,7 +185,7 @@ impl EvaluationServiceRpc for EvaluationApi {
             .datasets()?
             .add_samples(&request.dataset_id, samples, MAX_SAMPLES_PER_CALL)
             .await
-            .map_err(|e| evaluation_status(e, ""))?;
+            .or_status()?;
         Ok(Response::new(pb::AddSamplesResponse {
             dataset: Some(dataset_to_pb(dataset)),
             sample_ids,
@@ -256,14 +231,14 @@ impl EvaluationServiceRpc for EvaluationApi {
                         let session = datasets
                             .begin_import(&batch.dataset_id, MAX_IMPORT_SAMPLES)
                             .await
-                            .map_err(|e| evaluation_status(e, ""))?;
+                            .or_status()?;
                         import.insert(session)
                     }
                 };
                 session
                     .add_batch(batch.samples.into_iter().map(sample_from_pb).collect())
                     .await
-                    .map_err(|e| evaluation_status(e, ""))?;
+                    .or_status()?;
             }
             let Some(session) = import.take() else {
                 return Err(invalid_field("samples", "the stream carried no batch"));
@@ -272,7 +247,7 @@ impl EvaluationServiceRpc for EvaluationApi {
             let dataset = datasets
                 .commit_import(session)
                 .await
-                .map_err(|e| evaluation_status(e, ""))?;
+                .or_status()?;
             Ok(pb::ImportSamplesResponse {
                 dataset: Some(dataset_to_pb(dataset)),
                 imported,
@@ -298,7 +273,7 @@ impl EvaluationServiceRpc for EvaluationApi {
                 &request.page_token,
             )
             .await
-            .map_err(|e| evaluation_status(e, ""))?;
+            .or_status()?;
         Ok(Response::new(pb::ListSamplesResponse {
             samples: page.samples.into_iter().map(sample_to_pb).collect(),
             next_page_token: page.next_page_token,
@@ -314,10 +289,7 @@ impl EvaluationServiceRpc for EvaluationApi {
         let request = request.into_inner();
         required("dataset_id", &request.dataset_id)?;
         // Resolve the version now, so later changes do not leak into the export.
-        let current = self
-            .datasets()?
-            .get(&request.dataset_id)
-            .map_err(|e| evaluation_status(e, ""))?;
+        let current = self.datasets()?.get(&request.dataset_id).or_status()?;
         let version = if request.version == 0 {
             current.version
         } else {
@@ -327,7 +299,7 @@ impl EvaluationServiceRpc for EvaluationApi {
             .datasets()?
             .export_page(&request.dataset_id, version, 0, EXPORT_BATCH)
             .await
-            .map_err(|e| evaluation_status(e, ""))?;
+            .or_status()?;
         let state = self.state.clone();
         let dataset_id = request.dataset_id;
         let stream = response_stream(
@@ -345,9 +317,7 @@ impl EvaluationServiceRpc for EvaluationApi {
                                 .await
                             {
                                 Ok(page) => page,
-                                Err(err) => {
-                                    return Some((Err(evaluation_status(err, "")), (None, after)))
-                                }
+                                Err(err) => return Some((Err(err.into_status()), (None, after))),
                             },
                             Err(status) => return Some((Err(status), (None, after))),
                         },
@@ -371,7 +341,7 @@ impl EvaluationServiceRpc for EvaluationApi {
             .datasets()?
             .delete_samples(&request.dataset_id, request.sample_ids)
             .await
-            .map_err(|e| evaluation_status(e, ""))?;
+            .or_status()?;
         Ok(Response::new(pb::DeleteSamplesResponse {
             dataset: Some(dataset_to_pb(dataset)),
         }))
@@ -385,11 +355,7 @@ impl EvaluationServiceRpc for EvaluationApi {
             return Err(invalid_field("run", "is required"));
         };
         let spec = run_spec_from_pb(run, "run")?;
-        let run = self
-            .runs()?
-            .create(spec)
-            .await
-            .map_err(|e| evaluation_status(e, "run"))?;
+        let run = self.runs()?.create(spec).await.or_status_at("run")?;
         Ok(Response::new(pb::CreateRunResponse {
             run: Some(run_to_pb(run)),
         }))
@@ -401,11 +367,7 @@ impl EvaluationServiceRpc for EvaluationApi {
     ) -> Result<Response<pb::StartRunResponse>, Status> {
         let request = request.into_inner();
         required("run_id", &request.run_id)?;
-        let run = self
-            .runs()?
-            .start(&request.run_id)
-            .await
-            .map_err(|e| evaluation_status(e, ""))?;
+        let run = self.runs()?.start(&request.run_id).await.or_status()?;
         Ok(Response::new(pb::StartRunResponse {
             run: Some(run_to_pb(run)),
         }))
@@ -417,10 +379,7 @@ impl EvaluationServiceRpc for EvaluationApi {
     ) -> Result<Response<pb::GetRunResponse>, Status> {
         let request = request.into_inner();
         required("run_id", &request.run_id)?;
-        let run = self
-            .runs()?
-            .get(&request.run_id)
-            .map_err(|e| evaluation_status(e, ""))?;
+        let run = self.runs()?.get(&request.run_id).or_status()?;
         Ok(Response::new(pb::GetRunResponse {
             run: Some(run_to_pb(run)),
         }))
@@ -436,7 +395,7 @@ impl EvaluationServiceRpc for EvaluationApi {
         let (runs, next_page_token) = self
             .runs()?
             .list(&filter, size, &request.page_token)
-            .map_err(|e| evaluation_status(e, ""))?;
+            .or_status()?;
         Ok(Response::new(pb::ListRunsResponse {
             runs: runs.into_iter().map(run_to_pb).collect(),
             next_page_token,
@@ -449,11 +408,7 @@ impl EvaluationServiceRpc for EvaluationApi {
     ) -> Result<Response<pb::CancelRunResponse>, Status> {
         let request = request.into_inner();
         required("run_id", &request.run_id)?;
-        let run = self
-            .runs()?
-            .cancel(&request.run_id)
-            .await
-            .map_err(|e| evaluation_status(e, ""))?;
+        let run = self.runs()?.cancel(&request.run_id).await.or_status()?;
         Ok(Response::new(pb::CancelRunResponse {
             run: Some(run_to_pb(run)),
         }))
@@ -467,10 +422,7 @@ impl EvaluationServiceRpc for EvaluationApi {
     ) -> Result<Response<Self::WatchRunStream>, Status> {
         let request = request.into_inner();
         required("run_id", &request.run_id)?;
-        let receiver = self
-            .runs()?
-            .watch(&request.run_id)
-            .map_err(|e| evaluation_status(e, ""))?;
+        let receiver = self.runs()?.watch(&request.run_id).or_status()?;
         // The first item is the state now; then each change, until the final state.
         let stream = response_stream(
             self.state.shutdown(),
@@ -507,7 +459,7 @@ impl EvaluationServiceRpc for EvaluationApi {
                 &request.page_token,
             )
             .await
-            .map_err(|e| evaluation_status(e, ""))?;
+            .or_status()?;
         Ok(Response::new(pb::ListRunResultsResponse {
             results: page.results.into_iter().map(result_to_pb).collect(),
             next_page_token: page.next_page_token,
@@ -530,7 +482,7 @@ impl EvaluationServiceRpc for EvaluationApi {
             .runs()?
             .submit_outputs(&request.run_id, outputs)
             .await
-            .map_err(|e| evaluation_status(e, ""))?;
+            .or_status()?;
         Ok(Response::new(pb::SubmitRunOutputsResponse {
             run: Some(run_to_pb(run)),
             results: results.into_iter().map(result_to_pb).collect(),
@@ -548,7 +500,7 @@ impl EvaluationServiceRpc for EvaluationApi {
             .runs()?
             .compare(&request.baseline_run_id, &request.candidate_run_id)
             .await
-            .map_err(|e| evaluation_status(e, ""))?;
+            .or_status()?;
         Ok(Response::new(comparison_to_pb(comparison)))
     }
 
@@ -557,11 +509,7 @@ impl EvaluationServiceRpc for EvaluationApi {
         request: Request<pb::ScheduleRunRequest>,
     ) -> Result<Response<pb::ScheduleRunResponse>, Status> {
         let new = new_schedule_from_pb(request.into_inner())?;
-        let schedule = self
-            .schedules()?
-            .create(new)
-            .await
-            .map_err(|e| evaluation_status(e, ""))?;
+        let schedule = self.schedules()?.create(new).await.or_status()?;
         Ok(Response::new(pb::ScheduleRunResponse {
             schedule: Some(schedule_to_pb(schedule)),
         }))
@@ -573,10 +521,7 @@ impl EvaluationServiceRpc for EvaluationApi {
     ) -> Result<Response<pb::GetScheduleResponse>, Status> {
         let id = request.into_inner().schedule_id;
         required("schedule_id", &id)?;
-        let schedule = self
-            .schedules()?
-            .get(&id)
-            .map_err(|e| evaluation_status(e, ""))?;
+        let schedule = self.schedules()?.get(&id).or_status()?;
         Ok(Response::new(pb::GetScheduleResponse {
             schedule: Some(schedule_to_pb(schedule)),
         }))
@@ -593,7 +538,7 @@ impl EvaluationServiceRpc for EvaluationApi {
                 page_size(request.page_size, DEFAULT_SCHEDULE_PAGE)?,
                 &request.page_token,
             )
-            .map_err(|e| evaluation_status(e, ""))?;
+            .or_status()?;
         Ok(Response::new(pb::ListSchedulesResponse {
             schedules: schedules.into_iter().map(schedule_to_pb).collect(),
             next_page_token,
@@ -606,11 +551,7 @@ impl EvaluationServiceRpc for EvaluationApi {
     ) -> Result<Response<pb::PauseScheduleResponse>, Status> {
         let id = request.into_inner().schedule_id;
         required("schedule_id", &id)?;
-        let schedule = self
-            .schedules()?
-            .pause(&id)
-            .await
-            .map_err(|e| evaluation_status(e, ""))?;
+        let schedule = self.schedules()?.pause(&id).await.or_status()?;
         Ok(Response::new(pb::PauseScheduleResponse {
             schedule: Some(schedule_to_pb(schedule)),
         }))
@@ -622,11 +563,7 @@ impl EvaluationServiceRpc for EvaluationApi {
     ) -> Result<Response<pb::ResumeScheduleResponse>, Status> {
         let id = request.into_inner().schedule_id;
         required("schedule_id", &id)?;
-        let schedule = self
-            .schedules()?
-            .resume(&id)
-            .await
-            .map_err(|e| evaluation_status(e, ""))?;
+        let schedule = self.schedules()?.resume(&id).await.or_status()?;
         Ok(Response::new(pb::ResumeScheduleResponse {
             schedule: Some(schedule_to_pb(schedule)),
         }))
@@ -638,10 +575,7 @@ impl EvaluationServiceRpc for EvaluationApi {
     ) -> Result<Response<pb::DeleteScheduleResponse>, Status> {
         let id = request.into_inner().schedule_id;
         required("schedule_id", &id)?;
-        self.schedules()?
-            .delete(&id)
-            .await
-            .map_err(|e| evaluation_status(e, ""))?;
+        self.schedules()?.delete(&id).await.or_status()?;
         Ok(Response::new(pb::DeleteScheduleResponse {}))
     }
 
@@ -656,7 +590,7 @@ impl EvaluationServiceRpc for EvaluationApi {
             .gates()?
             .set(gate_from_pb(gate))
             .await
-            .map_err(|e| evaluation_status(e, "gate"))?;
+            .or_status_at("gate")?;
         Ok(Response::new(pb::SetReleaseGateResponse {
             gate: Some(gate_to_pb(gate)),
         }))
@@ -673,7 +607,7 @@ impl EvaluationServiceRpc for EvaluationApi {
             .gates()?
             .get(&request.prompt_name, &request.label)
             .await
-            .map_err(|e| evaluation_status(e, ""))?;
+            .or_status()?;
         Ok(Response::new(pb::GetReleaseGateResponse {
             gate: Some(gate_to_pb(gate)),
         }))
@@ -693,7 +627,7 @@ impl EvaluationServiceRpc for EvaluationApi {
                 &request.page_token,
             )
             .await
-            .map_err(|e| evaluation_status(e, ""))?;
+            .or_status()?;
         Ok(Response::new(pb::ListReleaseGatesResponse {
             gates: gates.into_iter().map(gate_to_pb).collect(),
             next_page_token,
@@ -710,7 +644,7 @@ impl EvaluationServiceRpc for EvaluationApi {
         self.gates()?
             .delete(&request.prompt_name, &request.label)
             .await
-            .map_err(|e| evaluation_status(e, ""))?;
+            .or_status()?;
         Ok(Response::new(pb::DeleteReleaseGateResponse {}))
     }
 }

@@ -6,19 +6,17 @@ use std::sync::Arc;
 
 use llmops_evaluator::providers::selection::AUTO;
 use llmops_experiments::{
-    ExperimentError, ExperimentService, ExperimentSpec, MetricDefinition, MetricDirection,
-    MetricKind, MetricRole, RecordNaming, Variant,
+    ExperimentService, ExperimentSpec, MetricDefinition, MetricDirection, MetricKind, MetricRole,
+    RecordNaming, Variant,
 };
-use llmops_registry::FieldViolation;
 use tonic::{Request, Response, Status, Streaming};
 
 use self::messages::{
     experiment_to_pb, record_from_pb, results_to_pb, spec_from_pb, status_filter, update_from_pb,
     variant_to_pb,
 };
-use crate::grpc::evaluation::evaluation_status;
 use crate::grpc::prompts::new_prompt_version;
-use crate::grpc::status::{invalid_argument, invalid_field, registry_status};
+use crate::grpc::status::{invalid_field, IntoStatus as _, OrStatus as _};
 use crate::grpc::ServiceState;
 use crate::pb;
 use crate::pb::experiment_service_server::ExperimentService as ExperimentServiceRpc;
@@ -43,24 +41,6 @@ impl ExperimentApi {
 
     fn experiments(&self) -> Result<&ExperimentService, Status> {
         self.state.experiments()
-    }
-}
-
-/// The one mapping from experiment errors to status codes; field violations are
-/// prefixed with `field_prefix` (the request field that holds them).
-pub(crate) fn experiment_status(err: ExperimentError, field_prefix: &str) -> Status {
-    match err {
-        ExperimentError::InvalidArgument(violations) => invalid_argument(
-            violations
-                .into_iter()
-                .map(|v| FieldViolation::new(v.field, v.description))
-                .collect(),
-            field_prefix,
-        ),
-        ExperimentError::NotFound(message) => Status::not_found(message),
-        ExperimentError::AlreadyExists(message) => Status::already_exists(message),
-        ExperimentError::FailedPrecondition(message) => Status::failed_precondition(message),
-        ExperimentError::Storage(message) => Status::unavailable(message),
     }
 }
 
@@ -96,7 +76,7 @@ impl ExperimentServiceRpc for ExperimentApi {
             .experiments()?
             .create(spec)
             .await
-            .map_err(|e| experiment_status(e, "experiment"))?;
+            .or_status_at("experiment")?;
         Ok(Response::new(pb::CreateExperimentResponse {
             experiment: Some(experiment_to_pb(created)),
         }))
@@ -108,10 +88,7 @@ impl ExperimentServiceRpc for ExperimentApi {
     ) -> Result<Response<pb::GetExperimentResponse>, Status> {
         let id = request.into_inner().experiment_id;
         required_id(&id)?;
-        let experiment = self
-            .experiments()?
-            .get(&id)
-            .map_err(|e| experiment_status(e, ""))?;
+        let experiment = self.experiments()?.get(&id).or_status()?;
         Ok(Response::new(pb::GetExperimentResponse {
             experiment: Some(experiment_to_pb(experiment)),
         }))
@@ -132,7 +109,7 @@ impl ExperimentServiceRpc for ExperimentApi {
         let (experiments, next_page_token) = self
             .experiments()?
             .list(status_filter(request.status)?, size, &request.page_token)
-            .map_err(|e| experiment_status(e, ""))?;
+            .or_status()?;
         Ok(Response::new(pb::ListExperimentsResponse {
             experiments: experiments.into_iter().map(experiment_to_pb).collect(),
             next_page_token,
@@ -150,7 +127,7 @@ impl ExperimentServiceRpc for ExperimentApi {
             .experiments()?
             .update(&request.experiment_id, update)
             .await
-            .map_err(|e| experiment_status(e, "experiment"))?;
+            .or_status_at("experiment")?;
         Ok(Response::new(pb::UpdateExperimentResponse {
             experiment: Some(experiment_to_pb(updated)),
         }))
@@ -162,11 +139,7 @@ impl ExperimentServiceRpc for ExperimentApi {
     ) -> Result<Response<pb::StartExperimentResponse>, Status> {
         let id = request.into_inner().experiment_id;
         required_id(&id)?;
-        let experiment = self
-            .experiments()?
-            .start(&id)
-            .await
-            .map_err(|e| experiment_status(e, ""))?;
+        let experiment = self.experiments()?.start(&id).await.or_status()?;
         Ok(Response::new(pb::StartExperimentResponse {
             experiment: Some(experiment_to_pb(experiment)),
         }))
@@ -178,11 +151,7 @@ impl ExperimentServiceRpc for ExperimentApi {
     ) -> Result<Response<pb::PauseExperimentResponse>, Status> {
         let id = request.into_inner().experiment_id;
         required_id(&id)?;
-        let experiment = self
-            .experiments()?
-            .pause(&id)
-            .await
-            .map_err(|e| experiment_status(e, ""))?;
+        let experiment = self.experiments()?.pause(&id).await.or_status()?;
         Ok(Response::new(pb::PauseExperimentResponse {
             experiment: Some(experiment_to_pb(experiment)),
         }))
@@ -198,7 +167,7 @@ impl ExperimentServiceRpc for ExperimentApi {
             .experiments()?
             .complete(&request.experiment_id, &request.winner_variant_id)
             .await
-            .map_err(|e| experiment_status(e, ""))?;
+            .or_status()?;
         Ok(Response::new(pb::CompleteExperimentResponse {
             experiment: Some(experiment_to_pb(experiment)),
         }))
@@ -210,11 +179,7 @@ impl ExperimentServiceRpc for ExperimentApi {
     ) -> Result<Response<pb::CancelExperimentResponse>, Status> {
         let id = request.into_inner().experiment_id;
         required_id(&id)?;
-        let experiment = self
-            .experiments()?
-            .cancel(&id)
-            .await
-            .map_err(|e| experiment_status(e, ""))?;
+        let experiment = self.experiments()?.cancel(&id).await.or_status()?;
         Ok(Response::new(pb::CancelExperimentResponse {
             experiment: Some(experiment_to_pb(experiment)),
         }))
@@ -230,17 +195,12 @@ impl ExperimentServiceRpc for ExperimentApi {
             .experiments()?
             .assign(&request.experiment_id, &request.user_id)
             .await
-            .map_err(|e| experiment_status(e, ""))?;
+            .or_status()?;
         let mut variant = assignment.variant;
         // The client serves the model it is handed, so `auto` becomes the provider that
         // selection picks now (the hot path pays for this only on `auto` variants).
         if variant.model == AUTO {
-            variant.model = self
-                .state
-                .runs()?
-                .select_provider(&[])
-                .map_err(|e| evaluation_status(e, ""))?
-                .name;
+            variant.model = self.state.runs()?.select_provider(&[]).or_status()?.name;
         }
         Ok(Response::new(pb::AssignVariantResponse {
             in_experiment: assignment.in_experiment,
@@ -265,7 +225,7 @@ impl ExperimentServiceRpc for ExperimentApi {
             .experiments()?
             .record_exposures(&request.experiment_id, exposures)
             .await
-            .map_err(|e| experiment_status(e, ""))?;
+            .or_status()?;
         Ok(Response::new(pb::RecordExposuresResponse {
             recorded,
             already_exposed: total - recorded,
@@ -281,7 +241,7 @@ impl ExperimentServiceRpc for ExperimentApi {
             .experiments()?
             .record_metrics(vec![record], RecordNaming::Single)
             .await
-            .map_err(|e| experiment_status(e, ""))?;
+            .or_status()?;
         Ok(Response::new(pb::RecordMetricResponse {
             recorded: outcome.accepted == 1,
         }))
@@ -301,7 +261,7 @@ impl ExperimentServiceRpc for ExperimentApi {
             .experiments()?
             .record_metrics(records, RecordNaming::Batch { first_index: 0 })
             .await
-            .map_err(|e| experiment_status(e, ""))?;
+            .or_status()?;
         Ok(Response::new(pb::RecordMetricsResponse {
             recorded: outcome.accepted,
             duplicates: outcome.duplicates,
@@ -330,7 +290,7 @@ impl ExperimentServiceRpc for ExperimentApi {
                     .record_metrics(records, RecordNaming::Batch { first_index })
                     .await
                     .map_err(|e| {
-                        let status = experiment_status(e, "");
+                        let status = e.into_status();
                         if response.recorded + response.duplicates > 0 {
                             tracing::info!(
                                 recorded = response.recorded,
@@ -355,10 +315,7 @@ impl ExperimentServiceRpc for ExperimentApi {
     ) -> Result<Response<pb::GetExperimentResultsResponse>, Status> {
         let id = request.into_inner().experiment_id;
         required_id(&id)?;
-        let (experiment, results) = self
-            .experiments()?
-            .results(&id)
-            .map_err(|e| experiment_status(e, ""))?;
+        let (experiment, results) = self.experiments()?.results(&id).or_status()?;
         Ok(Response::new(results_to_pb(experiment, results)))
     }
 
@@ -417,9 +374,7 @@ impl ExperimentServiceRpc for ExperimentApi {
         };
         let experiments = self.experiments()?;
         // Check the experiment before registering prompts, so a bad request writes nothing.
-        experiments
-            .check(&spec)
-            .map_err(|e| experiment_status(e, ""))?;
+        experiments.check(&spec).or_status()?;
         let registry = self.state.registry()?;
         let mut spec = spec;
         // Both versions are validated and checked before either is written.
@@ -429,15 +384,12 @@ impl ExperimentServiceRpc for ExperimentApi {
                 ("treatment".to_owned(), treatment),
             ])
             .await
-            .map_err(|e| registry_status(e, ""))?;
+            .or_status()?;
         for (variant, (view, _created)) in spec.variants.iter_mut().zip(versions) {
             // The stored version string (build metadata included) is what clients fetch.
             variant.prompt_version = view.version.version.to_string();
         }
-        let created = experiments
-            .create(spec)
-            .await
-            .map_err(|e| experiment_status(e, ""))?;
+        let created = experiments.create(spec).await.or_status()?;
         Ok(Response::new(pb::CreatePromptExperimentResponse {
             experiment: Some(experiment_to_pb(created)),
         }))
@@ -493,11 +445,7 @@ impl ExperimentServiceRpc for ExperimentApi {
             ],
             ..ExperimentSpec::default()
         };
-        let created = self
-            .experiments()?
-            .create(spec)
-            .await
-            .map_err(|e| experiment_status(e, ""))?;
+        let created = self.experiments()?.create(spec).await.or_status()?;
         Ok(Response::new(pb::CreateModelExperimentResponse {
             experiment: Some(experiment_to_pb(created)),
         }))

@@ -13,7 +13,7 @@ use self::messages::{
     event_to_pb, prompt_version_to_pb, render_values, summary_to_pb, variable_change_to_pb,
 };
 use crate::grpc::convert::timestamp;
-use crate::grpc::status::{invalid_field, registry_status};
+use crate::grpc::status::{invalid_field, IntoStatus as _, OrStatus as _};
 use crate::grpc::{response_stream, ResponseStream, ServiceState};
 use crate::pb;
 use crate::pb::prompt_service_server::PromptService;
@@ -41,7 +41,7 @@ fn non_empty(text: &str) -> Option<&str> {
 }
 
 fn selector(version: &str, label: &str) -> Result<VersionSelector, Status> {
-    VersionSelector::from_fields(version, label).map_err(|e| registry_status(e, ""))
+    VersionSelector::from_fields(version, label).or_status()
 }
 
 #[tonic::async_trait]
@@ -62,7 +62,7 @@ impl PromptService for PromptApi {
             .registry()?
             .create_version(new)
             .await
-            .map_err(|e| registry_status(e, "prompt_version"))?;
+            .or_status_at("prompt_version")?;
         Ok(Response::new(pb::CreatePromptVersionResponse {
             prompt_version: Some(prompt_version_to_pb(view)),
         }))
@@ -80,7 +80,7 @@ impl PromptService for PromptApi {
         let view = self
             .registry()?
             .get_version(&name, &selector(&version, &label)?)
-            .map_err(|e| registry_status(e, ""))?;
+            .or_status()?;
         Ok(Response::new(pb::GetPromptVersionResponse {
             prompt_version: Some(prompt_version_to_pb(view)),
         }))
@@ -91,10 +91,7 @@ impl PromptService for PromptApi {
         request: Request<pb::GetLatestPromptVersionRequest>,
     ) -> Result<Response<pb::GetLatestPromptVersionResponse>, Status> {
         let pb::GetLatestPromptVersionRequest { name } = request.into_inner();
-        let view = self
-            .registry()?
-            .latest_version(&name)
-            .map_err(|e| registry_status(e, ""))?;
+        let view = self.registry()?.latest_version(&name).or_status()?;
         Ok(Response::new(pb::GetLatestPromptVersionResponse {
             prompt_version: Some(prompt_version_to_pb(view)),
         }))
@@ -113,7 +110,7 @@ impl PromptService for PromptApi {
         let page = self
             .registry()?
             .list_versions(name, page_size, &page_token)
-            .map_err(|e| registry_status(e, ""))?;
+            .or_status()?;
         Ok(Response::new(pb::ListPromptVersionsResponse {
             prompt_versions: page.items.into_iter().map(prompt_version_to_pb).collect(),
             next_page_token: page.next_page_token,
@@ -131,7 +128,7 @@ impl PromptService for PromptApi {
         let page = self
             .registry()?
             .list_prompts(page_size, &page_token)
-            .map_err(|e| registry_status(e, ""))?;
+            .or_status()?;
         Ok(Response::new(pb::ListPromptsResponse {
             prompts: page.items.iter().map(summary_to_pb).collect(),
             next_page_token: page.next_page_token,
@@ -151,7 +148,7 @@ impl PromptService for PromptApi {
             .registry()?
             .activate(&name, &version, non_empty(&override_reason))
             .await
-            .map_err(|e| registry_status(e, ""))?;
+            .or_status()?;
         Ok(Response::new(pb::ActivatePromptVersionResponse {
             prompt_version: Some(prompt_version_to_pb(view)),
         }))
@@ -171,7 +168,7 @@ impl PromptService for PromptApi {
             .registry()?
             .set_label(&name, &label, &version, non_empty(&override_reason))
             .await
-            .map_err(|e| registry_status(e, ""))?;
+            .or_status()?;
         Ok(Response::new(pb::SetPromptLabelResponse {
             prompt_version: Some(prompt_version_to_pb(view)),
             previous_version: previous.map(|v| v.to_string()).unwrap_or_default(),
@@ -187,7 +184,7 @@ impl PromptService for PromptApi {
             .registry()?
             .delete_label(&name, &label)
             .await
-            .map_err(|e| registry_status(e, ""))?;
+            .or_status()?;
         Ok(Response::new(pb::DeletePromptLabelResponse {
             previous_version: previous.to_string(),
         }))
@@ -201,7 +198,7 @@ impl PromptService for PromptApi {
         self.registry()?
             .delete_version(&name, &version)
             .await
-            .map_err(|e| registry_status(e, ""))?;
+            .or_status()?;
         Ok(Response::new(pb::DeletePromptVersionResponse {}))
     }
 
@@ -224,7 +221,7 @@ impl PromptService for PromptApi {
                     // The render may have used its whole memory budget: hand it back.
                     crate::memory::release();
                 }
-                registry_status(e, "")
+                e.into_status()
             })?;
         Ok(Response::new(pb::RenderPromptResponse {
             text: rendered.text,
@@ -253,7 +250,7 @@ impl PromptService for PromptApi {
         let diff = self
             .registry()?
             .diff(&name, &from_version, &to_version)
-            .map_err(|e| registry_status(e, ""))?;
+            .or_status()?;
         Ok(Response::new(pb::DiffPromptVersionsResponse {
             unified_diff: diff.unified_diff,
             variable_changes: diff
@@ -271,11 +268,7 @@ impl PromptService for PromptApi {
         request: Request<pb::DeletePromptRequest>,
     ) -> Result<Response<pb::DeletePromptResponse>, Status> {
         let pb::DeletePromptRequest { name } = request.into_inner();
-        let deleted = self
-            .registry()?
-            .delete_prompt(&name)
-            .await
-            .map_err(|e| registry_status(e, ""))?;
+        let deleted = self.registry()?.delete_prompt(&name).await.or_status()?;
         Ok(Response::new(pb::DeletePromptResponse {
             deleted_versions: deleted as u32,
         }))
@@ -296,7 +289,7 @@ impl PromptService for PromptApi {
             .registry()?
             .watch(name, after_sequence)
             .await
-            .map_err(|e| registry_status(e, ""))?;
+            .or_status()?;
         let stream = response_stream(
             self.state.shutdown(),
             subscription,
@@ -304,7 +297,7 @@ impl PromptService for PromptApi {
                 let item = match subscription.next().await {
                     Ok(Some(item)) => Ok(watch_item_to_pb(item)),
                     Ok(None) => return None,
-                    Err(err) => Err(registry_status(err, "")),
+                    Err(err) => Err(err.into_status()),
                 };
                 Some((item, subscription))
             },
@@ -336,11 +329,11 @@ impl PromptService for PromptApi {
         // The history of a prompt that never existed is an error, not an empty list.
         registry
             .get_version(&request.name, &VersionSelector::Active)
-            .map_err(|e| registry_status(e, ""))?;
+            .or_status()?;
         let (events, more) = registry
             .pointer_history(&request.name, non_empty(&request.label), after, size)
             .await
-            .map_err(|e| registry_status(e, ""))?;
+            .or_status()?;
         let next_page_token = match events.last() {
             Some(last) if more => last.sequence.to_string(),
             _ => String::new(),

@@ -6,7 +6,7 @@ use llmops_evaluator::providers::{ProviderStatus, ScoreSource};
 use tonic::{Request, Response, Status};
 
 use crate::grpc::convert::{duration_to_pb, timestamp};
-use crate::grpc::evaluation::evaluation_status;
+use crate::grpc::status::OrStatus as _;
 use crate::grpc::ServiceState;
 use crate::pb;
 use crate::pb::provider_service_server::ProviderService as ProviderServiceRpc;
@@ -88,7 +88,7 @@ impl ProviderServiceRpc for ProviderApi {
             .state
             .runs()?
             .select_provider(&request.candidates)
-            .map_err(|err| evaluation_status(err, ""))?;
+            .or_status()?;
         Ok(Response::new(pb::SelectProviderResponse {
             provider: Some(provider_to_pb(chosen)),
         }))

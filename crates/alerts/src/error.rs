@@ -1,6 +1,6 @@
 //! The alert service's one error type.
 
-use crate::store::AlertStoreError;
+use llmops_core::StoreError;
 
 /// Everything that can go wrong in the alert service.
 #[derive(Debug, thiserror::Error)]
@@ -37,15 +37,17 @@ impl AlertError {
     }
 }
 
-impl From<AlertStoreError> for AlertError {
-    fn from(err: AlertStoreError) -> Self {
+impl From<StoreError> for AlertError {
+    fn from(err: StoreError) -> Self {
         match err {
             // The open-alert index prevents duplicates; a unique violation means another
             // writer shares the database and won the race.
-            AlertStoreError::Duplicate(message) => Self::FailedPrecondition(format!(
+            StoreError::Duplicate(message) => Self::FailedPrecondition(format!(
                 "a concurrent writer changed the alert: {message}"
             )),
-            AlertStoreError::Unavailable(message) => Self::Storage(message),
+            StoreError::NotFound(message) => Self::NotFound(message),
+            StoreError::Conflict(message) => Self::FailedPrecondition(message),
+            StoreError::Unavailable(message) => Self::Storage(message),
         }
     }
 }

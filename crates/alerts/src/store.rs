@@ -2,22 +2,12 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+pub use llmops_core::StoreError;
 use uuid::Uuid;
 
 use crate::filter::AlertFilter;
 use crate::model::{Alert, AlertEvent};
 use crate::webhook::{DeliveryOutcome, PendingDelivery, WebhookDelivery};
-
-/// Storage errors in the alert service's terms.
-#[derive(Debug, thiserror::Error)]
-pub enum AlertStoreError {
-    /// A unique key is taken (an open alert with the fingerprint exists already).
-    #[error("{0}")]
-    Duplicate(String),
-    /// The database failed; nothing was changed.
-    #[error("{0}")]
-    Unavailable(String),
-}
 
 /// Where listing resumes: after the alert with this creation time and id.
 pub type AlertCursor = (DateTime<Utc>, Uuid);
@@ -26,10 +16,10 @@ pub type AlertCursor = (DateTime<Utc>, Uuid);
 #[async_trait]
 pub trait AlertStore: Send + Sync + 'static {
     /// Every alert that is not resolved (the dedup index is built from them).
-    async fn open_alerts(&self) -> Result<Vec<Alert>, AlertStoreError>;
+    async fn open_alerts(&self) -> Result<Vec<Alert>, StoreError>;
 
     /// The sequence of the last committed alert event.
-    async fn alert_head_sequence(&self) -> Result<u64, AlertStoreError>;
+    async fn alert_head_sequence(&self) -> Result<u64, StoreError>;
 
     /// Inserts (`is_new`) or replaces an alert, appends `event` and queues `deliveries`,
     /// in one transaction. Returns the event's sequence, assigned in commit order.
@@ -39,10 +29,10 @@ pub trait AlertStore: Send + Sync + 'static {
         is_new: bool,
         event: &AlertEvent,
         deliveries: &[WebhookDelivery],
-    ) -> Result<u64, AlertStoreError>;
+    ) -> Result<u64, StoreError>;
 
     /// One alert.
-    async fn get_alert(&self, id: Uuid) -> Result<Option<Alert>, AlertStoreError>;
+    async fn get_alert(&self, id: Uuid) -> Result<Option<Alert>, StoreError>;
 
     /// Alerts matching `filter`, newest first, after `cursor`, at most `limit`.
     async fn list_alerts(
@@ -50,34 +40,34 @@ pub trait AlertStore: Send + Sync + 'static {
         filter: &AlertFilter,
         cursor: Option<AlertCursor>,
         limit: usize,
-    ) -> Result<Vec<Alert>, AlertStoreError>;
+    ) -> Result<Vec<Alert>, StoreError>;
 
     /// Up to `limit` events after `after`, oldest first.
     async fn alert_events_after(
         &self,
         after: u64,
         limit: usize,
-    ) -> Result<Vec<AlertEvent>, AlertStoreError>;
+    ) -> Result<Vec<AlertEvent>, StoreError>;
 
     /// The highest event sequence removed by retention (0 when none was): a subscriber
     /// resuming from below it would miss events.
-    async fn alert_event_floor(&self) -> Result<u64, AlertStoreError>;
+    async fn alert_event_floor(&self) -> Result<u64, StoreError>;
 
     /// Deletes alerts resolved before `cutoff` and events older than it; returns how
     /// many alerts went.
-    async fn prune_alerts(&self, cutoff: DateTime<Utc>) -> Result<u64, AlertStoreError>;
+    async fn prune_alerts(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError>;
 
     /// Deliveries due at `now`, oldest first.
     async fn due_deliveries(
         &self,
         now: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<PendingDelivery>, AlertStoreError>;
+    ) -> Result<Vec<PendingDelivery>, StoreError>;
 
     /// Records one delivery attempt's outcome.
     async fn record_delivery(
         &self,
         delivery_id: Uuid,
         outcome: &DeliveryOutcome,
-    ) -> Result<(), AlertStoreError>;
+    ) -> Result<(), StoreError>;
 }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
 use crate::datasets::DatasetService;
-use crate::error::{EvaluationError, EvaluationStoreError, Violation};
+use crate::error::{EvaluationError, FieldViolation, StoreError};
 use llmops_registry::ReleaseCheck;
 
 use crate::providers::selection::AUTO;
@@ -52,15 +52,11 @@ pub struct ReleaseGate {
 #[async_trait]
 pub trait GateStore: Send + Sync + 'static {
     /// Inserts or replaces the gate of its prompt and label.
-    async fn upsert_gate(&self, gate: &ReleaseGate) -> Result<(), EvaluationStoreError>;
+    async fn upsert_gate(&self, gate: &ReleaseGate) -> Result<(), StoreError>;
     /// Deletes a gate; false if there was none.
-    async fn delete_gate(
-        &self,
-        prompt_name: &str,
-        label: &str,
-    ) -> Result<bool, EvaluationStoreError>;
+    async fn delete_gate(&self, prompt_name: &str, label: &str) -> Result<bool, StoreError>;
     /// Every gate.
-    async fn load_gates(&self) -> Result<Vec<ReleaseGate>, EvaluationStoreError>;
+    async fn load_gates(&self) -> Result<Vec<ReleaseGate>, StoreError>;
 }
 
 type Key = (String, String);
@@ -114,25 +110,25 @@ impl GateService {
     pub async fn set(&self, mut gate: ReleaseGate) -> Result<ReleaseGate, EvaluationError> {
         let mut violations = Vec::new();
         if let Err(v) = llmops_registry::validate_prompt_name("prompt_name", &gate.prompt_name) {
-            violations.push(Violation::new(v.field, v.description));
+            violations.push(FieldViolation::new(v.field, v.description));
         }
         if gate.label != llmops_registry::ACTIVE_POINTER {
             if let Err(v) = llmops_registry::validate_label("label", &gate.label) {
-                violations.push(Violation::new(v.field, v.description));
+                violations.push(FieldViolation::new(v.field, v.description));
             }
         }
         if gate.dataset_id.is_empty() {
-            violations.push(Violation::new("dataset_id", "is required"));
+            violations.push(FieldViolation::new("dataset_id", "is required"));
         }
         if gate.model.is_empty() {
-            violations.push(Violation::new("model", "is required"));
+            violations.push(FieldViolation::new("model", "is required"));
         } else if gate.model == AUTO {
-            violations.push(Violation::new(
+            violations.push(FieldViolation::new(
                 "model",
                 "name a provider: runs record the provider `auto` chose, so a gate on `auto` could never pass",
             ));
         } else if self.runs.providers().get(&gate.model).is_none() {
-            violations.push(Violation::new(
+            violations.push(FieldViolation::new(
                 "model",
                 format!(
                     "{:?} is not a configured provider; known: {}",
@@ -142,7 +138,7 @@ impl GateService {
             ));
         }
         if !(0.0..=1.0).contains(&gate.min_pass_rate) {
-            violations.push(Violation::new("min_pass_rate", "must be in [0, 1]"));
+            violations.push(FieldViolation::new("min_pass_rate", "must be in [0, 1]"));
         }
         if !violations.is_empty() {
             return Err(EvaluationError::InvalidArgument(violations));

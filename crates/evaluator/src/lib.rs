@@ -16,5 +16,5 @@ pub mod runs;
 pub mod schedules;
 pub mod scorers;
 
-pub use error::{EvaluationError, EvaluationStoreError, Violation};
+pub use error::{EvaluationError, FieldViolation, StoreError};
 pub use scorers::{Scorer, ScorerError};

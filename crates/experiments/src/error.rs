@@ -1,36 +1,14 @@
 //! The experiment service's one error type.
 
-/// One problem with one field of a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Violation {
-    /// The field at fault, as a path (`variants[1].weight`).
-    pub field: String,
-    /// What is wrong with it.
-    pub description: String,
-}
-
-impl Violation {
-    /// A violation of `field`.
-    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            description: description.into(),
-        }
-    }
-}
-
-impl std::fmt::Display for Violation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.field, self.description)
-    }
-}
+use llmops_core::join_violations;
+pub use llmops_core::{FieldViolation, StoreError};
 
 /// Everything that can go wrong in the experiment service.
 #[derive(Debug, thiserror::Error)]
 pub enum ExperimentError {
     /// The request is malformed; every problem found is listed.
-    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
-    InvalidArgument(Vec<Violation>),
+    #[error("{}", join_violations(.0))]
+    InvalidArgument(Vec<FieldViolation>),
     /// The experiment does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -46,28 +24,19 @@ pub enum ExperimentError {
 }
 
 impl ExperimentError {
-    /// An invalid-argument error about one field.
+    /// An invalid-argument error about a single field.
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self::InvalidArgument(vec![Violation::new(field, description)])
+        Self::InvalidArgument(vec![FieldViolation::new(field, description)])
     }
 }
 
-/// Storage errors in the experiment service's terms.
-#[derive(Debug, thiserror::Error)]
-pub enum ExperimentStoreError {
-    /// A unique key is taken (the experiment id).
-    #[error("{0}")]
-    Duplicate(String),
-    /// The database failed; nothing was changed.
-    #[error("{0}")]
-    Unavailable(String),
-}
-
-impl From<ExperimentStoreError> for ExperimentError {
-    fn from(err: ExperimentStoreError) -> Self {
+impl From<StoreError> for ExperimentError {
+    fn from(err: StoreError) -> Self {
         match err {
-            ExperimentStoreError::Duplicate(message) => Self::AlreadyExists(message),
-            ExperimentStoreError::Unavailable(message) => Self::Storage(message),
+            StoreError::Duplicate(message) => Self::AlreadyExists(message),
+            StoreError::NotFound(message) => Self::NotFound(message),
+            StoreError::Conflict(message) => Self::FailedPrecondition(message),
+            StoreError::Unavailable(message) => Self::Storage(message),
         }
     }
 }

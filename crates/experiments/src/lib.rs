@@ -21,7 +21,7 @@ mod tally;
 mod validate;
 mod writer;
 
-pub use error::{ExperimentError, ExperimentStoreError, Violation};
+pub use error::{ExperimentError, FieldViolation, StoreError};
 pub use model::{
     AnalysisUnit, Experiment, ExperimentStatus, Exposure, MetricDefinition, MetricDirection,
     MetricKind, MetricRecord, MetricRole, Variant,

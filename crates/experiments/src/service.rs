@@ -359,7 +359,7 @@ impl ExperimentService {
         };
         for (i, variant) in experiment.variants.iter().enumerate() {
             if !variant.model.is_empty() && !models.contains(&variant.model) {
-                violations.push(crate::error::Violation::new(
+                violations.push(crate::error::FieldViolation::new(
                     format!("variants[{i}].model"),
                     format!(
                         "{:?} is not a configured provider (known: {})",

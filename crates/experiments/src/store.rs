@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use crate::error::ExperimentStoreError;
+use crate::error::StoreError;
 use crate::model::{Experiment, Exposure, MetricRecord};
 
 /// Which writes of a batch were new (false: an exposure of a user already exposed, or
@@ -22,13 +22,13 @@ pub type RecordVisitor<'a> = dyn FnMut(&str, &str, f64, &str) + Send + 'a;
 #[async_trait]
 pub trait ExperimentStore: Send + Sync + 'static {
     /// Stores a new experiment; `Duplicate` if the id is taken.
-    async fn insert_experiment(&self, experiment: &Experiment) -> Result<(), ExperimentStoreError>;
+    async fn insert_experiment(&self, experiment: &Experiment) -> Result<(), StoreError>;
 
     /// Replaces a stored experiment.
-    async fn update_experiment(&self, experiment: &Experiment) -> Result<(), ExperimentStoreError>;
+    async fn update_experiment(&self, experiment: &Experiment) -> Result<(), StoreError>;
 
     /// Every experiment.
-    async fn load_experiments(&self) -> Result<Vec<Experiment>, ExperimentStoreError>;
+    async fn load_experiments(&self) -> Result<Vec<Experiment>, StoreError>;
 
     /// Stores exposures (ignoring users already exposed) and metric records (ignoring
     /// repeated record ids), all in one transaction.
@@ -36,18 +36,18 @@ pub trait ExperimentStore: Send + Sync + 'static {
         &self,
         exposures: &[Exposure],
         records: &[MetricRecord],
-    ) -> Result<Committed, ExperimentStoreError>;
+    ) -> Result<Committed, StoreError>;
 
     /// An experiment's exposures: (user id, variant id).
     async fn load_exposures(
         &self,
         experiment_id: &str,
-    ) -> Result<Vec<(String, String)>, ExperimentStoreError>;
+    ) -> Result<Vec<(String, String)>, StoreError>;
 
     /// Visits an experiment's metric records in the order they were stored.
     async fn visit_records(
         &self,
         experiment_id: &str,
         visit: &mut RecordVisitor<'_>,
-    ) -> Result<(), ExperimentStoreError>;
+    ) -> Result<(), StoreError>;
 }

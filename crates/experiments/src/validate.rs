@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde_json::{Map, Value};
 
-use crate::error::{ExperimentError, Violation};
+use crate::error::{ExperimentError, FieldViolation};
 use crate::model::{AnalysisUnit, MetricDefinition, MetricRole, Variant};
 
 /// Limits on the sizes of what an experiment holds.
@@ -70,14 +70,14 @@ pub struct ExperimentSpec {
 
 /// Collects violations.
 #[derive(Debug, Default)]
-pub(crate) struct Violations(Vec<Violation>);
+pub(crate) struct Violations(Vec<FieldViolation>);
 
 impl Violations {
     pub(crate) fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        self.0.push(Violation::new(field, description));
+        self.0.push(FieldViolation::new(field, description));
     }
 
-    pub(crate) fn extend(&mut self, found: Vec<Violation>) {
+    pub(crate) fn extend(&mut self, found: Vec<FieldViolation>) {
         self.0.extend(found);
     }
 

@@ -1,42 +1,7 @@
 //! The registry's one error type.
 
-use std::fmt;
-
-/// One problem with one field of a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldViolation {
-    /// The field at fault, as a path in the request (`variables[2].default_value`).
-    pub field: String,
-    /// What is wrong with it, lowercase.
-    pub description: String,
-}
-
-impl FieldViolation {
-    /// A violation of `field`.
-    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            description: description.into(),
-        }
-    }
-
-    /// The same violation, its field nested under `prefix` (`control.version`).
-    pub fn prefixed(self, prefix: &str) -> Self {
-        if prefix.is_empty() {
-            return self;
-        }
-        Self {
-            field: format!("{prefix}.{}", self.field),
-            description: self.description,
-        }
-    }
-}
-
-impl fmt::Display for FieldViolation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.description)
-    }
-}
+pub use llmops_core::FieldViolation;
+use llmops_core::{join_violations, StoreError};
 
 /// Everything that can go wrong in the registry.
 #[derive(Debug, thiserror::Error)]
@@ -68,10 +33,15 @@ impl RegistryError {
     }
 }
 
-fn join_violations(violations: &[FieldViolation]) -> String {
-    violations
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
+/// What a store failure means to the registry's callers: a lost race for a unique key is
+/// ALREADY_EXISTS, a broken reference a precondition, a database fault storage.
+impl From<StoreError> for RegistryError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Duplicate(message) => Self::AlreadyExists(message),
+            StoreError::NotFound(message) => Self::NotFound(message),
+            StoreError::Conflict(message) => Self::FailedPrecondition(message),
+            StoreError::Unavailable(message) => Self::Storage(message),
+        }
+    }
 }

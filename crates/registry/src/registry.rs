@@ -33,7 +33,7 @@ use crate::gate::{ReleaseCheck, ReleaseGuard, ACTIVE_POINTER};
 use crate::limits::RegistryLimits;
 use crate::model::{NewPromptVersion, PromptSummary, PromptVersion, PromptVersionView};
 use crate::naming::{validate_label, validate_prompt_name, RESERVED_ACTIVE_LABEL};
-use crate::store::{PromptChange, PromptStore, StoreError};
+use crate::store::{PromptChange, PromptStore};
 use crate::template::{CompiledPrompt, RenderedPrompt};
 use crate::version::{parse_version, precedence_key};
 
@@ -112,7 +112,11 @@ impl Registry {
     /// calls this (or a finer-grained successor) when it learns of changes made elsewhere.
     pub async fn reload(&self) -> Result<(), RegistryError> {
         let _guard = self.write_lock.lock().await;
-        let state = self.store.load_registry().await.map_err(storage_error)?;
+        let state = self
+            .store
+            .load_registry()
+            .await
+            .map_err(RegistryError::from)?;
         let entries =
             state::build_entries(state.versions, &state.active, &state.labels, &self.limits)?;
         self.prompts.clear();
@@ -633,7 +637,7 @@ impl Registry {
             .store
             .commit_prompt_change(&change, &event)
             .await
-            .map_err(storage_error)?;
+            .map_err(RegistryError::from)?;
         self.prompts.remove(name);
         self.publish(event, sequence);
         Ok(count)
@@ -687,7 +691,7 @@ impl Registry {
                 .store
                 .prompt_events_after(after, Some(name), SCAN_BATCH)
                 .await
-                .map_err(storage_error)?;
+                .map_err(RegistryError::from)?;
             let exhausted = batch.len() < SCAN_BATCH;
             for event in batch {
                 after = event.sequence;
@@ -768,7 +772,7 @@ impl Registry {
             .store
             .commit_prompt_change(&change, &event)
             .await
-            .map_err(storage_error)?;
+            .map_err(RegistryError::from)?;
         self.prompts.insert(name, Arc::new(entry));
         self.publish(event, sequence);
         Ok(())
@@ -934,15 +938,6 @@ fn now() -> DateTime<Utc> {
 
 fn invalid(violation: FieldViolation) -> RegistryError {
     RegistryError::InvalidArgument(vec![violation])
-}
-
-fn storage_error(err: StoreError) -> RegistryError {
-    match err {
-        StoreError::Duplicate(message) => RegistryError::AlreadyExists(message),
-        StoreError::NotFound(message) => RegistryError::NotFound(message),
-        StoreError::Conflict(message) => RegistryError::FailedPrecondition(message),
-        StoreError::Unavailable(message) => RegistryError::Storage(message),
-    }
 }
 
 /// A new version, validated and compiled.

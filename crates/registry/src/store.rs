@@ -3,6 +3,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+pub use llmops_core::StoreError;
 use uuid::Uuid;
 
 use crate::event::PromptEvent;
@@ -66,23 +67,6 @@ pub struct RegistryState {
     pub labels: Vec<(String, String, Uuid)>,
     /// The sequence of the last committed event (0 when there is none).
     pub head_sequence: u64,
-}
-
-/// Storage errors, in the terms the registry needs to answer its callers.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// A unique key is already taken (two clients raced to create the same version).
-    #[error("{0}")]
-    Duplicate(String),
-    /// The row to change does not exist.
-    #[error("{0}")]
-    NotFound(String),
-    /// The change would break an invariant (deleting an active or labelled version).
-    #[error("{0}")]
-    Conflict(String),
-    /// The database failed; nothing was changed.
-    #[error("{0}")]
-    Unavailable(String),
 }
 
 /// Durable storage of prompts and their change feed.

@@ -1,9 +1,10 @@
 //! Errors of opening a store, and the mapping of database errors to the domain's terms.
+//!
+//! What a client is told never contains database text (table or constraint names, SQL,
+//! driver messages): those go to the log under a correlation id, and the client gets the
+//! id, so an operator can find the cause from a user's report.
 
-use llmops_alerts::AlertStoreError;
-use llmops_evaluator::EvaluationStoreError;
-use llmops_experiments::ExperimentStoreError;
-use llmops_registry::StoreError;
+use llmops_core::StoreError;
 
 /// Why a store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +17,14 @@ pub enum StoreOpenError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The database URL is not one this build can open.
+    #[error("database url {url:?}: {reason}")]
+    Url {
+        /// The URL, its password redacted.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The database could not be opened.
     #[error("opening the database: {0}")]
     Connect(#[source] sqlx::Error),
@@ -24,69 +33,156 @@ pub enum StoreOpenError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
-/// Maps a database error onto the registry's storage errors. A unique violation means a
-/// concurrent writer got there first; anything else is the database being unavailable.
-pub(crate) fn store_error(err: sqlx::Error) -> StoreError {
+/// Maps a database error onto the domain's storage errors, by what the client can do
+/// about it: a unique violation means another writer got there first (ALREADY_EXISTS
+/// upstream); a foreign-key, check or not-null violation means the change contradicts
+/// stored data (FAILED_PRECONDITION upstream; retrying cannot help); anything else is
+/// the database failing (UNAVAILABLE upstream; retrying may help).
+pub(crate) fn db_error(err: sqlx::Error) -> StoreError {
+    let correlation_id = uuid::Uuid::now_v7();
     match &err {
         sqlx::Error::Database(db) if db.is_unique_violation() => {
-            StoreError::Duplicate(format!("already exists: {}", db.message()))
+            tracing::info!(%correlation_id, error = %err, "unique key taken");
+            StoreError::Duplicate(format!(
+                "already exists: another request created it first (correlation id {correlation_id})"
+            ))
         }
         sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
-            StoreError::Conflict(format!("still referenced: {}", db.message()))
+            tracing::info!(%correlation_id, error = %err, "foreign key violated");
+            StoreError::Conflict(format!(
+                "the change refers to something that no longer exists, or removes something \
+                 still in use (correlation id {correlation_id})"
+            ))
+        }
+        sqlx::Error::Database(db)
+            if matches!(
+                db.kind(),
+                sqlx::error::ErrorKind::CheckViolation | sqlx::error::ErrorKind::NotNullViolation
+            ) =>
+        {
+            tracing::warn!(%correlation_id, error = %err, "check constraint violated");
+            StoreError::Conflict(format!(
+                "the change contradicts stored data (correlation id {correlation_id})"
+            ))
         }
         _ => {
-            tracing::error!(error = %err, "database error");
-            StoreError::Unavailable("the database failed; the change was not made".to_owned())
+            tracing::error!(%correlation_id, error = %err, "database error");
+            StoreError::Unavailable(format!(
+                "the database failed; the change was not made (correlation id {correlation_id})"
+            ))
         }
     }
 }
 
-/// Maps a database error onto the alert service's storage errors.
-pub(crate) fn alert_store_error(err: sqlx::Error) -> AlertStoreError {
-    match store_error(err) {
-        StoreError::Duplicate(message) => AlertStoreError::Duplicate(message),
-        StoreError::NotFound(message)
-        | StoreError::Conflict(message)
-        | StoreError::Unavailable(message) => AlertStoreError::Unavailable(message),
-    }
-}
-
-pub(crate) fn corrupt_alert(what: &str, err: impl std::fmt::Display) -> AlertStoreError {
-    tracing::error!(error = %err, what, "unreadable stored data");
-    AlertStoreError::Unavailable(format!("stored {what} is unreadable"))
-}
-
+/// Stored data that cannot be decoded: the database holds something this build does not
+/// understand (a bug or a hand edit), which the client cannot fix.
 pub(crate) fn corrupt(what: &str, err: impl std::fmt::Display) -> StoreError {
-    tracing::error!(error = %err, what, "unreadable stored data");
-    StoreError::Unavailable(format!("stored {what} is unreadable"))
+    let correlation_id = uuid::Uuid::now_v7();
+    tracing::error!(%correlation_id, error = %err, what, "unreadable stored data");
+    StoreError::Unavailable(format!(
+        "stored {what} is unreadable (correlation id {correlation_id})"
+    ))
 }
 
-/// Maps a database error onto the experiment service's storage errors.
-pub(crate) fn experiment_store_error(err: sqlx::Error) -> ExperimentStoreError {
-    match store_error(err) {
-        StoreError::Duplicate(message) => ExperimentStoreError::Duplicate(message),
-        StoreError::NotFound(message)
-        | StoreError::Conflict(message)
-        | StoreError::Unavailable(message) => ExperimentStoreError::Unavailable(message),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn database() -> sqlx::SqlitePool {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .in_memory(true)
+            .foreign_keys(true);
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .unwrap();
+        for statement in [
+            "CREATE TABLE parent (id TEXT PRIMARY KEY)",
+            "CREATE TABLE child (id TEXT PRIMARY KEY, parent TEXT NOT NULL REFERENCES parent(id), \
+             weight INTEGER CHECK (weight > 0))",
+            "INSERT INTO parent VALUES ('p')",
+        ] {
+            sqlx::query(statement).execute(&pool).await.unwrap();
+        }
+        pool
     }
-}
 
-pub(crate) fn corrupt_experiment(what: &str, err: impl std::fmt::Display) -> ExperimentStoreError {
-    tracing::error!(error = %err, what, "unreadable stored data");
-    ExperimentStoreError::Unavailable(format!("stored {what} is unreadable"))
-}
-
-/// Maps a database error onto the evaluator's storage errors.
-pub(crate) fn evaluation_store_error(err: sqlx::Error) -> EvaluationStoreError {
-    match store_error(err) {
-        StoreError::Duplicate(message) => EvaluationStoreError::Duplicate(message),
-        StoreError::NotFound(message)
-        | StoreError::Conflict(message)
-        | StoreError::Unavailable(message) => EvaluationStoreError::Unavailable(message),
+    fn assert_no_database_text(message: &str) {
+        for internal in [
+            "constraint",
+            "FOREIGN KEY",
+            "UNIQUE",
+            "CHECK",
+            "parent",
+            "child",
+        ] {
+            assert!(
+                !message.contains(internal),
+                "{internal:?} reached the client: {message}"
+            );
+        }
+        assert!(message.contains("correlation id"), "{message}");
     }
-}
 
-pub(crate) fn corrupt_evaluation(what: &str, err: impl std::fmt::Display) -> EvaluationStoreError {
-    tracing::error!(error = %err, what, "unreadable stored data");
-    EvaluationStoreError::Unavailable(format!("stored {what} is unreadable"))
+    #[tokio::test]
+    async fn a_missing_reference_is_a_conflict_without_database_text() {
+        let pool = database().await;
+        let err = sqlx::query("INSERT INTO child (id, parent) VALUES ('c', 'missing')")
+            .execute(&pool)
+            .await
+            .unwrap_err();
+        let StoreError::Conflict(message) = db_error(err) else {
+            panic!("a foreign-key violation is the client's conflict, not an outage");
+        };
+        assert_no_database_text(&message);
+    }
+
+    #[tokio::test]
+    async fn removing_what_is_still_referenced_is_a_conflict() {
+        let pool = database().await;
+        sqlx::query("INSERT INTO child (id, parent) VALUES ('c', 'p')")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let err = sqlx::query("DELETE FROM parent WHERE id = 'p'")
+            .execute(&pool)
+            .await
+            .unwrap_err();
+        assert!(matches!(db_error(err), StoreError::Conflict(_)));
+    }
+
+    #[tokio::test]
+    async fn a_taken_key_is_a_duplicate_and_a_failed_check_a_conflict() {
+        let pool = database().await;
+        let err = sqlx::query("INSERT INTO parent VALUES ('p')")
+            .execute(&pool)
+            .await
+            .unwrap_err();
+        let StoreError::Duplicate(message) = db_error(err) else {
+            panic!("a unique violation is a duplicate");
+        };
+        assert_no_database_text(&message);
+        let err = sqlx::query("INSERT INTO child (id, parent, weight) VALUES ('c', 'p', 0)")
+            .execute(&pool)
+            .await
+            .unwrap_err();
+        let StoreError::Conflict(message) = db_error(err) else {
+            panic!("a failed check is a conflict");
+        };
+        assert_no_database_text(&message);
+    }
+
+    #[tokio::test]
+    async fn a_database_fault_is_unavailable_without_database_text() {
+        let pool = database().await;
+        let err = sqlx::query("SELECT * FROM no_such_table")
+            .execute(&pool)
+            .await
+            .unwrap_err();
+        let StoreError::Unavailable(message) = db_error(err) else {
+            panic!("anything else is the database failing");
+        };
+        assert!(!message.contains("no_such_table"), "{message}");
+    }
 }

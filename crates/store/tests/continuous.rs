@@ -5,7 +5,7 @@ use chrono::Utc;
 use llmops_evaluator::gates::{GateStore, ReleaseGate};
 use llmops_evaluator::runs::RunSpec;
 use llmops_evaluator::schedules::{PendingRun, Schedule, ScheduleStore, Trigger};
-use llmops_evaluator::EvaluationStoreError;
+use llmops_evaluator::StoreError;
 use llmops_store::{Durability, SqliteStore};
 
 fn schedule(id: &str) -> Schedule {
@@ -57,7 +57,7 @@ async fn schedules_round_trip_and_survive_a_reopen() {
     store.insert_schedule(&schedule("b")).await.unwrap();
     assert!(matches!(
         store.insert_schedule(&schedule("a")).await,
-        Err(EvaluationStoreError::Duplicate(_))
+        Err(StoreError::Duplicate(_))
     ));
     let mut changed = schedule("a");
     changed.skipped_ticks = 3;
@@ -76,7 +76,7 @@ async fn schedules_round_trip_and_survive_a_reopen() {
     assert!(!store.delete_schedule("b").await.unwrap());
     assert!(matches!(
         store.update_schedule(&schedule("b")).await,
-        Err(EvaluationStoreError::Unavailable(_))
+        Err(StoreError::Unavailable(_))
     ));
     store.close().await;
 

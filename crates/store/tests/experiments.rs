@@ -3,8 +3,7 @@
 
 use chrono::Utc;
 use llmops_experiments::{
-    Experiment, ExperimentSpec, ExperimentStore, ExperimentStoreError, Exposure, MetricRecord,
-    Variant,
+    Experiment, ExperimentSpec, ExperimentStore, Exposure, MetricRecord, StoreError, Variant,
 };
 use llmops_store::{Durability, SqliteStore};
 
@@ -50,7 +49,7 @@ async fn batches_report_which_writes_were_new() {
         .insert_experiment(&experiment("e1"))
         .await
         .unwrap_err();
-    assert!(matches!(duplicate, ExperimentStoreError::Duplicate(_)));
+    assert!(matches!(duplicate, StoreError::Duplicate(_)));
 
     let committed = store
         .commit_writes(

@@ -18,7 +18,7 @@ use super::hash::ContentHash;
 use super::model::{Dataset, Sample};
 use super::store::DatasetStore;
 use super::validate::check_samples;
-use crate::error::{EvaluationError, EvaluationStoreError};
+use crate::error::{EvaluationError, StoreError};
 
 /// An import in progress. Dropped without [`ImportSession::commit`], it deletes what it
 /// stored and releases the dataset.
@@ -96,7 +96,7 @@ impl ImportSession {
             .await
         {
             Ok(()) => {}
-            Err(EvaluationStoreError::Duplicate(_)) => {
+            Err(StoreError::Duplicate(_)) => {
                 return Err(self.duplicate_error(&samples, first_index).await)
             }
             Err(other) => return Err(other.into()),

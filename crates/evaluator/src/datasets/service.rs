@@ -12,7 +12,7 @@ use super::import::ImportSession;
 use super::model::{Dataset, DatasetSpec, DatasetType, Sample};
 use super::store::{DatasetStore, StoredSample};
 use super::validate::{check_dataset, check_samples};
-use crate::error::{EvaluationError, EvaluationStoreError};
+use crate::error::{EvaluationError, StoreError};
 use crate::paging::newest_first;
 
 /// The most samples one AddSamples call may carry.
@@ -233,7 +233,7 @@ impl DatasetService {
         // rolls back); only then is it worth finding which one, for the error.
         match self.store.change_samples(&next, &samples, &[]).await {
             Ok(()) => {}
-            Err(EvaluationStoreError::Duplicate(_)) => {
+            Err(StoreError::Duplicate(_)) => {
                 let taken = self.store.current_samples(dataset_id, &ids).await?;
                 let Some(first) = taken.first() else {
                     return Err(EvaluationError::Storage(

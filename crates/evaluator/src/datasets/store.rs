@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use super::model::{Dataset, Sample};
-use crate::error::EvaluationStoreError;
+use crate::error::StoreError;
 
 /// A stored sample with its position (the order samples were added in).
 #[derive(Debug, Clone, PartialEq)]
@@ -19,20 +19,20 @@ pub struct StoredSample {
 #[async_trait]
 pub trait DatasetStore: Send + Sync + 'static {
     /// Stores a new dataset; `Duplicate` if the id or name is taken.
-    async fn insert_dataset(&self, dataset: &Dataset) -> Result<(), EvaluationStoreError>;
+    async fn insert_dataset(&self, dataset: &Dataset) -> Result<(), StoreError>;
 
     /// Every dataset.
-    async fn load_datasets(&self) -> Result<Vec<Dataset>, EvaluationStoreError>;
+    async fn load_datasets(&self) -> Result<Vec<Dataset>, StoreError>;
 
     /// Deletes a dataset and all its samples.
-    async fn delete_dataset(&self, id: &str) -> Result<(), EvaluationStoreError>;
+    async fn delete_dataset(&self, id: &str) -> Result<(), StoreError>;
 
     /// Of `ids`, those of samples in the dataset's current version.
     async fn current_samples(
         &self,
         dataset_id: &str,
         ids: &[String],
-    ) -> Result<Vec<Sample>, EvaluationStoreError>;
+    ) -> Result<Vec<Sample>, StoreError>;
 
     /// In one transaction: adds `added` and deletes `deleted` (by id) as of
     /// `dataset.version`, and stores `dataset` (its new version, count and hash).
@@ -41,7 +41,7 @@ pub trait DatasetStore: Send + Sync + 'static {
         dataset: &Dataset,
         added: &[Sample],
         deleted: &[String],
-    ) -> Result<(), EvaluationStoreError>;
+    ) -> Result<(), StoreError>;
 
     /// Stores `samples` as added in `version` without touching the dataset's definition:
     /// a batch of an import, invisible to readers (who read the dataset's version) until
@@ -52,17 +52,14 @@ pub trait DatasetStore: Send + Sync + 'static {
         dataset_id: &str,
         version: u64,
         samples: &[Sample],
-    ) -> Result<(), EvaluationStoreError>;
+    ) -> Result<(), StoreError>;
 
     /// Deletes every sample added after `version`: an abandoned import's batches.
-    async fn discard_samples_after(
-        &self,
-        dataset_id: &str,
-        version: u64,
-    ) -> Result<(), EvaluationStoreError>;
+    async fn discard_samples_after(&self, dataset_id: &str, version: u64)
+        -> Result<(), StoreError>;
 
     /// Stores the dataset's definition (its version, count and hash): an import's commit.
-    async fn update_dataset(&self, dataset: &Dataset) -> Result<(), EvaluationStoreError>;
+    async fn update_dataset(&self, dataset: &Dataset) -> Result<(), StoreError>;
 
     /// Up to `limit` samples of the dataset as of `version`, after `after` (a position),
     /// in the order they were added.
@@ -72,7 +69,7 @@ pub trait DatasetStore: Send + Sync + 'static {
         version: u64,
         after: i64,
         limit: usize,
-    ) -> Result<Vec<StoredSample>, EvaluationStoreError>;
+    ) -> Result<Vec<StoredSample>, StoreError>;
 
     /// Of `ids`, the samples in the dataset as of `version`, with their positions.
     async fn samples_by_id_at(
@@ -80,5 +77,5 @@ pub trait DatasetStore: Send + Sync + 'static {
         dataset_id: &str,
         version: u64,
         ids: &[String],
-    ) -> Result<Vec<StoredSample>, EvaluationStoreError>;
+    ) -> Result<Vec<StoredSample>, StoreError>;
 }

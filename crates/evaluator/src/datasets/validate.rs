@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde_json::Value;
 
 use super::model::{DatasetSpec, Sample};
-use crate::error::{EvaluationError, Violation};
+use crate::error::{EvaluationError, FieldViolation};
 
 /// Size limits.
 pub mod limits {
@@ -26,12 +26,12 @@ pub mod limits {
 }
 
 fn check_metadata(
-    violations: &mut Vec<Violation>,
+    violations: &mut Vec<FieldViolation>,
     field: &str,
     metadata: &BTreeMap<String, String>,
 ) {
     if metadata.len() > limits::METADATA_ENTRIES {
-        violations.push(Violation::new(
+        violations.push(FieldViolation::new(
             field,
             format!("has more than {} entries", limits::METADATA_ENTRIES),
         ));
@@ -41,7 +41,7 @@ fn check_metadata(
             || key.len() > limits::METADATA_BYTES
             || value.len() > limits::METADATA_BYTES
         {
-            violations.push(Violation::new(
+            violations.push(FieldViolation::new(
                 format!("{field}[{key}]"),
                 format!(
                     "keys must be 1-{0} bytes and values at most {0}",
@@ -52,11 +52,11 @@ fn check_metadata(
     }
 }
 
-fn check_id(violations: &mut Vec<Violation>, field: &str, id: &str) {
+fn check_id(violations: &mut Vec<FieldViolation>, field: &str, id: &str) {
     if id.is_empty() {
-        violations.push(Violation::new(field, "is required"));
+        violations.push(FieldViolation::new(field, "is required"));
     } else if id.len() > limits::ID_BYTES {
-        violations.push(Violation::new(
+        violations.push(FieldViolation::new(
             field,
             format!("is longer than {} bytes", limits::ID_BYTES),
         ));
@@ -65,7 +65,7 @@ fn check_id(violations: &mut Vec<Violation>, field: &str, id: &str) {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '/'))
     {
-        violations.push(Violation::new(
+        violations.push(FieldViolation::new(
             field,
             format!("{id:?} must start with a letter or digit and use only letters, digits, '.', '_', '-', ':', '/'"),
         ));
@@ -77,15 +77,15 @@ pub(super) fn check_dataset(spec: &DatasetSpec) -> Result<(), EvaluationError> {
     let mut violations = Vec::new();
     check_id(&mut violations, "id", &spec.id);
     if spec.name.trim().is_empty() {
-        violations.push(Violation::new("name", "is required"));
+        violations.push(FieldViolation::new("name", "is required"));
     } else if spec.name.len() > limits::NAME_BYTES {
-        violations.push(Violation::new(
+        violations.push(FieldViolation::new(
             "name",
             format!("is longer than {} bytes", limits::NAME_BYTES),
         ));
     }
     if spec.description.len() > limits::DESCRIPTION_BYTES {
-        violations.push(Violation::new(
+        violations.push(FieldViolation::new(
             "description",
             format!("is longer than {} bytes", limits::DESCRIPTION_BYTES),
         ));
@@ -102,17 +102,17 @@ pub(super) fn check_samples(samples: &[Sample], first_index: usize) -> Result<()
     for (offset, sample) in samples.iter().enumerate() {
         let field = |name: &str| format!("samples[{}].{name}", first_index + offset);
         if sample.id.len() > limits::ID_BYTES {
-            violations.push(Violation::new(
+            violations.push(FieldViolation::new(
                 field("id"),
                 format!("is longer than {} bytes", limits::ID_BYTES),
             ));
         } else if sample.id.chars().any(char::is_control) {
-            violations.push(Violation::new(
+            violations.push(FieldViolation::new(
                 field("id"),
                 "must not contain control characters",
             ));
         } else if !ids.insert(sample.id.as_str()) {
-            violations.push(Violation::new(
+            violations.push(FieldViolation::new(
                 field("id"),
                 format!("{:?} appears twice in the request", sample.id),
             ));
@@ -121,17 +121,17 @@ pub(super) fn check_samples(samples: &[Sample], first_index: usize) -> Result<()
             Value::String(_) | Value::Object(_) => {
                 let size = serde_json::to_vec(&sample.input).map_or(usize::MAX, |b| b.len());
                 if size > limits::INPUT_BYTES {
-                    violations.push(Violation::new(
+                    violations.push(FieldViolation::new(
                         field("input"),
                         format!("is larger than {} bytes as JSON", limits::INPUT_BYTES),
                     ));
                 }
             }
-            Value::Null => violations.push(Violation::new(
+            Value::Null => violations.push(FieldViolation::new(
                 field("input"),
                 "is required: a string or an object of template variables",
             )),
-            other => violations.push(Violation::new(
+            other => violations.push(FieldViolation::new(
                 field("input"),
                 format!(
                     "must be a string or an object of template variables, not {}",
@@ -144,7 +144,7 @@ pub(super) fn check_samples(samples: &[Sample], first_index: usize) -> Result<()
             ("context", &sample.context),
         ] {
             if text.len() > limits::TEXT_BYTES {
-                violations.push(Violation::new(
+                violations.push(FieldViolation::new(
                     field(name),
                     format!("is longer than {} bytes", limits::TEXT_BYTES),
                 ));
@@ -166,7 +166,7 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
-fn finish(violations: Vec<Violation>) -> Result<(), EvaluationError> {
+fn finish(violations: Vec<FieldViolation>) -> Result<(), EvaluationError> {
     if violations.is_empty() {
         Ok(())
     } else {

@@ -8,7 +8,7 @@
 
 use super::echo::ECHO;
 use super::health::ProviderStatus;
-use crate::error::{EvaluationError, Violation};
+use crate::error::{EvaluationError, FieldViolation};
 
 /// The model name that asks for the selected provider.
 pub const AUTO: &str = "auto";
@@ -25,13 +25,13 @@ pub fn select<'a>(
     providers: &'a [ProviderStatus],
     candidates: &[String],
 ) -> Result<&'a ProviderStatus, EvaluationError> {
-    let unknown: Vec<Violation> = candidates
+    let unknown: Vec<FieldViolation> = candidates
         .iter()
         .enumerate()
         .filter(|(_, name)| !providers.iter().any(|p| &p.name == *name))
         .map(|(index, name)| {
             let known: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
-            Violation::new(
+            FieldViolation::new(
                 format!("candidates[{index}]"),
                 format!(
                     "{name:?} is not a configured provider; known: {}",

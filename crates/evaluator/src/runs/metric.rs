@@ -6,7 +6,7 @@ use super::model::MetricConfig;
 use crate::judges::JudgeConfig;
 use crate::providers::ProviderSet;
 use crate::scorers::{Scorer, ScorerError};
-use crate::Violation;
+use crate::FieldViolation;
 
 /// Scorers that call models.
 pub const JUDGE_SCORERS: &[&str] = &["llm_judge", "panel"];
@@ -36,7 +36,7 @@ pub(super) fn compile_metric(
     index: usize,
     providers: &ProviderSet,
     registry: &Registry,
-) -> Result<CompiledMetric, Violation> {
+) -> Result<CompiledMetric, FieldViolation> {
     let field = |rest: &str| format!("metrics[{index}].{rest}");
     let scorer =
         if JUDGE_SCORERS.contains(&config.scorer.as_str()) {
@@ -45,7 +45,7 @@ pub(super) fn compile_metric(
                     providers.get(name).is_some()
                 })
                 .map_err(|(param, message)| {
-                    Violation::new(field(&format!("params.{param}")), message)
+                    FieldViolation::new(field(&format!("params.{param}")), message)
                 })?;
             if let crate::judges::JudgePrompt::Registry { name, label } = &judge.prompt {
                 let selector = if label.is_empty() {
@@ -55,18 +55,18 @@ pub(super) fn compile_metric(
                 };
                 registry
                     .get_version(name, &selector)
-                    .map_err(|err| Violation::new(field("params.prompt"), err.to_string()))?;
+                    .map_err(|err| FieldViolation::new(field("params.prompt"), err.to_string()))?;
             }
             MetricScorer::Judge(judge)
         } else {
             let scorer = Scorer::from_config(&config.scorer, &config.params, &config.name)
                 .map_err(|err| match err {
-                    ScorerError::Unknown(_) => Violation::new(
+                    ScorerError::Unknown(_) => FieldViolation::new(
                         field("scorer"),
                         format!("{err}, {}", JUDGE_SCORERS.join(", ")),
                     ),
                     ScorerError::InvalidParam { param, message } => {
-                        Violation::new(field(&format!("params.{param}")), message)
+                        FieldViolation::new(field(&format!("params.{param}")), message)
                     }
                 })?;
             MetricScorer::Local(scorer)

@@ -37,7 +37,7 @@ use super::store::RunStore;
 use super::summary::summarise;
 use super::validate::{check_spec, check_submitted_score, limits};
 use crate::datasets::DatasetService;
-use crate::error::{EvaluationError, EvaluationStoreError, Violation};
+use crate::error::{EvaluationError, FieldViolation, StoreError};
 use crate::paging::newest_first;
 use crate::providers::selection::{self, AUTO, PASS_RATE_RUNS};
 use crate::providers::{ProviderSet, ProviderStatus, QueueClock};
@@ -320,7 +320,7 @@ impl RunService {
             && inner.providers.get(&spec.model).is_none()
         {
             let known = inner.providers.names().join(", ");
-            violations.push(Violation::new(
+            violations.push(FieldViolation::new(
                 "model",
                 format!(
                     "{:?} is not a configured provider; known: {known}, and {AUTO:?} for the best healthy one",
@@ -343,12 +343,12 @@ impl RunService {
         }
         if !spec.baseline_run_id.is_empty() {
             match inner.runs.get(&spec.baseline_run_id) {
-                None => violations.push(Violation::new(
+                None => violations.push(FieldViolation::new(
                     "baseline_run_id",
                     format!("run {:?} does not exist", spec.baseline_run_id),
                 )),
                 Some(baseline) if baseline.borrow().dataset_id != spec.dataset_id => violations
-                    .push(Violation::new(
+                    .push(FieldViolation::new(
                         "baseline_run_id",
                         format!("run {:?} evaluated another dataset", spec.baseline_run_id),
                     )),
@@ -692,7 +692,7 @@ impl RunService {
         }
         match inner.store.insert_results(id, &results).await {
             Ok(()) => {}
-            Err(EvaluationStoreError::Duplicate(_)) => {
+            Err(StoreError::Duplicate(_)) => {
                 return Err(EvaluationError::AlreadyExists(format!(
                     "another call submitted outputs for some of these samples to run {id} meanwhile"
                 )))
@@ -749,10 +749,13 @@ impl RunService {
 fn check_outputs(outputs: &[SubmittedOutput]) -> Result<(), EvaluationError> {
     let mut violations = Vec::new();
     if outputs.is_empty() {
-        violations.push(Violation::new("outputs", "at least one output is required"));
+        violations.push(FieldViolation::new(
+            "outputs",
+            "at least one output is required",
+        ));
     }
     if outputs.len() > limits::SUBMITTED_OUTPUTS {
-        violations.push(Violation::new(
+        violations.push(FieldViolation::new(
             "outputs",
             format!("at most {} outputs per call", limits::SUBMITTED_OUTPUTS),
         ));
@@ -761,15 +764,15 @@ fn check_outputs(outputs: &[SubmittedOutput]) -> Result<(), EvaluationError> {
     for (index, output) in outputs.iter().enumerate() {
         let field = |rest: &str| format!("outputs[{index}].{rest}");
         if output.sample_id.is_empty() {
-            violations.push(Violation::new(field("sample_id"), "is required"));
+            violations.push(FieldViolation::new(field("sample_id"), "is required"));
         } else if !seen.insert(output.sample_id.as_str()) {
-            violations.push(Violation::new(
+            violations.push(FieldViolation::new(
                 field("sample_id"),
                 format!("{:?} appears twice in this call", output.sample_id),
             ));
         }
         if output.output.len() > limits::OUTPUT_BYTES || output.error.len() > limits::OUTPUT_BYTES {
-            violations.push(Violation::new(
+            violations.push(FieldViolation::new(
                 field("output"),
                 format!(
                     "outputs and errors are at most {} bytes",

@@ -3,7 +3,7 @@
 
 use super::model::{MetricConfig, RunSpec};
 use crate::datasets::limits::{DESCRIPTION_BYTES, ID_BYTES, NAME_BYTES};
-use crate::Violation;
+use crate::FieldViolation;
 use std::collections::HashSet;
 
 /// Run limits.
@@ -35,9 +35,10 @@ fn is_metric_name(name: &str) -> bool {
 }
 
 /// The fields of `spec` that need nothing else to check.
-pub(super) fn check_spec(spec: &RunSpec) -> Vec<Violation> {
+pub(super) fn check_spec(spec: &RunSpec) -> Vec<FieldViolation> {
     let mut violations = Vec::new();
-    let mut bad = |field: &str, message: String| violations.push(Violation::new(field, message));
+    let mut bad =
+        |field: &str, message: String| violations.push(FieldViolation::new(field, message));
     if spec.id.len() > ID_BYTES
         || !spec
             .id
@@ -140,9 +141,9 @@ fn check_metric<'a>(
 }
 
 /// Checks one submitted score's name and value.
-pub(super) fn check_submitted_score(field: &str, name: &str, score: f64) -> Option<Violation> {
+pub(super) fn check_submitted_score(field: &str, name: &str, score: f64) -> Option<FieldViolation> {
     if !is_metric_name(name) {
-        return Some(Violation::new(
+        return Some(FieldViolation::new(
             field,
             format!(
                 "score names must be 1-{} characters from [A-Za-z0-9_.-]",
@@ -151,7 +152,7 @@ pub(super) fn check_submitted_score(field: &str, name: &str, score: f64) -> Opti
         ));
     }
     if !(0.0..=1.0).contains(&score) {
-        return Some(Violation::new(
+        return Some(FieldViolation::new(
             format!("{field}[{name}]"),
             format!("must be between 0 and 1, not {score}"),
         ));

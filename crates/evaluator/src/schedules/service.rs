@@ -30,7 +30,7 @@ use uuid::Uuid;
 use super::expression::ScheduleExpression;
 use super::model::{PendingRun, Schedule, Trigger};
 use super::store::ScheduleStore;
-use crate::error::{EvaluationError, Violation};
+use crate::error::{EvaluationError, FieldViolation};
 use crate::paging::newest_first;
 use crate::providers::selection::AUTO;
 use crate::runs::{RunService, RunSpec, RunStatus};
@@ -356,7 +356,7 @@ impl Inner {
     fn check(&self, new: &mut NewSchedule) -> Result<ScheduleExpression, EvaluationError> {
         let mut violations = Vec::new();
         if new.id.len() > ID_BYTES || new.id.chars().any(char::is_control) {
-            violations.push(Violation::new(
+            violations.push(FieldViolation::new(
                 "id",
                 format!("at most {ID_BYTES} bytes, without control characters"),
             ));
@@ -364,37 +364,37 @@ impl Inner {
         let expression = match ScheduleExpression::parse(&new.schedule) {
             Ok(expression) => Some(expression),
             Err(reason) => {
-                violations.push(Violation::new("schedule", reason));
+                violations.push(FieldViolation::new("schedule", reason));
                 None
             }
         };
         let template = &mut new.template;
         if !template.id.is_empty() {
-            violations.push(Violation::new(
+            violations.push(FieldViolation::new(
                 "run_template.id",
                 "each run gets a new id; leave it empty",
             ));
         }
         if template.submitted_outputs {
-            violations.push(Violation::new(
+            violations.push(FieldViolation::new(
                 "run_template.submitted_outputs",
                 "a schedule runs its model on the server; submitted outputs cannot be scheduled",
             ));
         }
         if !new.watch_label.is_empty() {
             if !new.on_prompt_change {
-                violations.push(Violation::new(
+                violations.push(FieldViolation::new(
                     "watch_label",
                     "only applies with on_prompt_change = true",
                 ));
             }
             if let Err(violation) = llmops_registry::validate_label("watch_label", &new.watch_label)
             {
-                violations.push(Violation::new(violation.field, violation.description));
+                violations.push(FieldViolation::new(violation.field, violation.description));
             }
         }
         if new.on_prompt_change && !template.prompt_version.is_empty() {
-            violations.push(Violation::new(
+            violations.push(FieldViolation::new(
                 "run_template.prompt_version",
                 "a schedule with on_prompt_change evaluates each new version; leave the version empty",
             ));
@@ -405,7 +405,7 @@ impl Inner {
                     .next_after(Utc::now(), self.default_interval())
                     .is_none()
             {
-                violations.push(Violation::new(
+                violations.push(FieldViolation::new(
                     "schedule",
                     "would never fire: it is empty, automatic evaluation is off on this server ([evaluation] auto_evaluation = false), and on_prompt_change is false",
                 ));
@@ -421,7 +421,10 @@ impl Inner {
                         inner
                             .into_iter()
                             .map(|v| {
-                                Violation::new(format!("run_template.{}", v.field), v.description)
+                                FieldViolation::new(
+                                    format!("run_template.{}", v.field),
+                                    v.description,
+                                )
                             })
                             .collect(),
                     ),

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use super::*;
-use crate::store::RegistryState;
+use crate::store::{RegistryState, StoreError};
 use crate::variable::{PromptVariable, VariableType};
 
 /// Keeps events only, which is all the watch tests need from storage; `fail_next` makes

@@ -4,20 +4,20 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use llmops_alerts::webhook::{DeliveryOutcome, PendingDelivery, WebhookDelivery};
 use llmops_alerts::{
-    Alert, AlertCursor, AlertEvent, AlertFilter, AlertStatus, AlertStore, AlertStoreError,
+    Alert, AlertCursor, AlertEvent, AlertFilter, AlertStatus, AlertStore, StoreError,
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
 use super::{sequencer, to_micros, SqliteStore};
-use crate::error::{alert_store_error as db_error, corrupt_alert};
+use crate::error::{corrupt, db_error};
 
 const ALERT_EVENTS: &str = "alerts";
 const ALERT_EVENT_FLOOR: &str = "alerts_floor";
 
 #[async_trait]
 impl AlertStore for SqliteStore {
-    async fn open_alerts(&self) -> Result<Vec<Alert>, AlertStoreError> {
+    async fn open_alerts(&self) -> Result<Vec<Alert>, StoreError> {
         let rows = sqlx::query("SELECT record FROM alerts WHERE status <> 'resolved'")
             .fetch_all(&self.reader)
             .await
@@ -25,7 +25,7 @@ impl AlertStore for SqliteStore {
         rows.iter().map(|row| parse_alert(row.get(0))).collect()
     }
 
-    async fn alert_head_sequence(&self) -> Result<u64, AlertStoreError> {
+    async fn alert_head_sequence(&self) -> Result<u64, StoreError> {
         Ok(sequencer::current(&self.reader, ALERT_EVENTS)
             .await
             .map_err(db_error)? as u64)
@@ -37,8 +37,8 @@ impl AlertStore for SqliteStore {
         is_new: bool,
         event: &AlertEvent,
         deliveries: &[WebhookDelivery],
-    ) -> Result<u64, AlertStoreError> {
-        let record = serde_json::to_string(alert).map_err(|e| corrupt_alert("alert", e))?;
+    ) -> Result<u64, StoreError> {
+        let record = serde_json::to_string(alert).map_err(|e| corrupt("alert", e))?;
         let mut tx = self.writer.begin().await.map_err(db_error)?;
         let statement = if is_new {
             "INSERT INTO alerts (id, fingerprint, alert_type, severity, status, source, source_id, acknowledged, record, created_at_us, resolved_at_us)
@@ -70,7 +70,7 @@ impl AlertStore for SqliteStore {
         let mut stored_event = event.clone();
         stored_event.sequence = sequence as u64;
         let payload =
-            serde_json::to_string(&stored_event).map_err(|e| corrupt_alert("alert event", e))?;
+            serde_json::to_string(&stored_event).map_err(|e| corrupt("alert event", e))?;
         sqlx::query("INSERT INTO alert_events (sequence, alert_id, kind, payload, created_at_us) VALUES ($1, $2, $3, $4, $5)")
             .bind(sequence)
             .bind(alert.id.to_string())
@@ -98,7 +98,7 @@ impl AlertStore for SqliteStore {
         Ok(sequence as u64)
     }
 
-    async fn get_alert(&self, id: Uuid) -> Result<Option<Alert>, AlertStoreError> {
+    async fn get_alert(&self, id: Uuid) -> Result<Option<Alert>, StoreError> {
         let row = sqlx::query("SELECT record FROM alerts WHERE id = $1")
             .bind(id.to_string())
             .fetch_optional(&self.reader)
@@ -112,7 +112,7 @@ impl AlertStore for SqliteStore {
         filter: &AlertFilter,
         cursor: Option<AlertCursor>,
         limit: usize,
-    ) -> Result<Vec<Alert>, AlertStoreError> {
+    ) -> Result<Vec<Alert>, StoreError> {
         let mut query = QueryBuilder::<Sqlite>::new("SELECT record FROM alerts WHERE 1 = 1");
         push_in(
             &mut query,
@@ -174,7 +174,7 @@ impl AlertStore for SqliteStore {
         &self,
         after: u64,
         limit: usize,
-    ) -> Result<Vec<AlertEvent>, AlertStoreError> {
+    ) -> Result<Vec<AlertEvent>, StoreError> {
         let rows = sqlx::query(
             "SELECT payload FROM alert_events WHERE sequence > $1 ORDER BY sequence LIMIT $2",
         )
@@ -185,19 +185,18 @@ impl AlertStore for SqliteStore {
         .map_err(db_error)?;
         rows.iter()
             .map(|row| {
-                serde_json::from_str(row.get::<&str, _>(0))
-                    .map_err(|e| corrupt_alert("alert event", e))
+                serde_json::from_str(row.get::<&str, _>(0)).map_err(|e| corrupt("alert event", e))
             })
             .collect()
     }
 
-    async fn alert_event_floor(&self) -> Result<u64, AlertStoreError> {
+    async fn alert_event_floor(&self) -> Result<u64, StoreError> {
         Ok(sequencer::current(&self.reader, ALERT_EVENT_FLOOR)
             .await
             .map_err(db_error)? as u64)
     }
 
-    async fn prune_alerts(&self, cutoff: DateTime<Utc>) -> Result<u64, AlertStoreError> {
+    async fn prune_alerts(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
         let cutoff = to_micros(cutoff);
         let mut tx = self.writer.begin().await.map_err(db_error)?;
         let pruned =
@@ -241,7 +240,7 @@ impl AlertStore for SqliteStore {
         &self,
         now: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<PendingDelivery>, AlertStoreError> {
+    ) -> Result<Vec<PendingDelivery>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, receiver, body, attempts FROM webhook_deliveries
              WHERE state = 'pending' AND next_attempt_at_us <= $1 ORDER BY next_attempt_at_us, sequence LIMIT $2",
@@ -255,7 +254,7 @@ impl AlertStore for SqliteStore {
             .map(|row| {
                 Ok(PendingDelivery {
                     id: Uuid::parse_str(row.get::<&str, _>(0))
-                        .map_err(|e| corrupt_alert("delivery id", e))?,
+                        .map_err(|e| corrupt("delivery id", e))?,
                     receiver: row.get(1),
                     body: row.get(2),
                     attempts: row.get::<i64, _>(3) as u32,
@@ -268,7 +267,7 @@ impl AlertStore for SqliteStore {
         &self,
         delivery_id: Uuid,
         outcome: &DeliveryOutcome,
-    ) -> Result<(), AlertStoreError> {
+    ) -> Result<(), StoreError> {
         let (state, attempts, next_at, error, finished_at) = match outcome {
             DeliveryOutcome::Delivered { at, attempts } => (
                 "delivered",
@@ -330,8 +329,8 @@ fn push_in<'a>(
     separated.push_unseparated(")");
 }
 
-fn parse_alert(record: &str) -> Result<Alert, AlertStoreError> {
-    let alert: Alert = serde_json::from_str(record).map_err(|e| corrupt_alert("alert", e))?;
+fn parse_alert(record: &str) -> Result<Alert, StoreError> {
+    let alert: Alert = serde_json::from_str(record).map_err(|e| corrupt("alert", e))?;
     debug_assert!(alert.status != AlertStatus::Resolved || alert.resolved_at.is_some());
     Ok(alert)
 }

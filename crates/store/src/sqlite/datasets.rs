@@ -2,11 +2,11 @@
 
 use async_trait::async_trait;
 use llmops_evaluator::datasets::{Dataset, DatasetStore, Sample, StoredSample};
-use llmops_evaluator::EvaluationStoreError;
+use llmops_evaluator::StoreError;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use super::{push_sample_ids, to_micros, SqliteStore};
-use crate::error::{corrupt_evaluation, evaluation_store_error as db_error};
+use crate::error::{corrupt, db_error};
 
 /// Rows per multi-row statement (4 parameters each).
 const ROWS_PER_STATEMENT: usize = 2000;
@@ -17,12 +17,12 @@ async fn insert_samples(
     dataset_id: &str,
     version: i64,
     samples: &[Sample],
-) -> Result<(), EvaluationStoreError> {
+) -> Result<(), StoreError> {
     for chunk in samples.chunks(ROWS_PER_STATEMENT) {
         let records = chunk
             .iter()
             .map(|sample| Ok((sample, record_of("sample", sample)?)))
-            .collect::<Result<Vec<_>, EvaluationStoreError>>()?;
+            .collect::<Result<Vec<_>, StoreError>>()?;
         let mut insert = QueryBuilder::<Sqlite>::new(
             "INSERT INTO dataset_samples (dataset_id, sample_id, added_version, record) ",
         );
@@ -38,10 +38,7 @@ async fn insert_samples(
 }
 
 /// Stores the dataset's definition; the dataset must exist.
-async fn store_definition(
-    tx: &mut SqliteConnection,
-    dataset: &Dataset,
-) -> Result<(), EvaluationStoreError> {
+async fn store_definition(tx: &mut SqliteConnection, dataset: &Dataset) -> Result<(), StoreError> {
     let updated = sqlx::query("UPDATE datasets SET record = $2 WHERE id = $1")
         .bind(&dataset.id)
         .bind(record_of("dataset", dataset)?)
@@ -49,7 +46,7 @@ async fn store_definition(
         .await
         .map_err(db_error)?;
     if updated.rows_affected() != 1 {
-        return Err(EvaluationStoreError::Unavailable(format!(
+        return Err(StoreError::Unavailable(format!(
             "dataset {} is missing from storage",
             dataset.id
         )));
@@ -57,23 +54,20 @@ async fn store_definition(
     Ok(())
 }
 
-pub(super) fn record_of<T: serde::Serialize>(
-    what: &str,
-    value: &T,
-) -> Result<String, EvaluationStoreError> {
-    serde_json::to_string(value).map_err(|e| corrupt_evaluation(what, e))
+pub(super) fn record_of<T: serde::Serialize>(what: &str, value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| corrupt(what, e))
 }
 
 pub(super) fn parse<T: serde::de::DeserializeOwned>(
     what: &str,
     text: &str,
-) -> Result<T, EvaluationStoreError> {
-    serde_json::from_str(text).map_err(|e| corrupt_evaluation(what, e))
+) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| corrupt(what, e))
 }
 
 #[async_trait]
 impl DatasetStore for SqliteStore {
-    async fn insert_dataset(&self, dataset: &Dataset) -> Result<(), EvaluationStoreError> {
+    async fn insert_dataset(&self, dataset: &Dataset) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO datasets (id, name, record, created_at_us) VALUES ($1, $2, $3, $4)",
         )
@@ -87,7 +81,7 @@ impl DatasetStore for SqliteStore {
         Ok(())
     }
 
-    async fn load_datasets(&self) -> Result<Vec<Dataset>, EvaluationStoreError> {
+    async fn load_datasets(&self) -> Result<Vec<Dataset>, StoreError> {
         let rows = sqlx::query("SELECT record FROM datasets ORDER BY created_at_us, id")
             .fetch_all(&self.reader)
             .await
@@ -97,7 +91,7 @@ impl DatasetStore for SqliteStore {
             .collect()
     }
 
-    async fn delete_dataset(&self, id: &str) -> Result<(), EvaluationStoreError> {
+    async fn delete_dataset(&self, id: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM datasets WHERE id = $1")
             .bind(id)
             .execute(&self.writer)
@@ -110,7 +104,7 @@ impl DatasetStore for SqliteStore {
         &self,
         dataset_id: &str,
         ids: &[String],
-    ) -> Result<Vec<Sample>, EvaluationStoreError> {
+    ) -> Result<Vec<Sample>, StoreError> {
         let mut found = Vec::new();
         for chunk in ids.chunks(ROWS_PER_STATEMENT) {
             let mut query = QueryBuilder::<Sqlite>::new(
@@ -136,7 +130,7 @@ impl DatasetStore for SqliteStore {
         dataset: &Dataset,
         added: &[Sample],
         deleted: &[String],
-    ) -> Result<(), EvaluationStoreError> {
+    ) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await.map_err(db_error)?;
         let version = dataset.version as i64;
         for chunk in deleted.chunks(ROWS_PER_STATEMENT) {
@@ -153,7 +147,7 @@ impl DatasetStore for SqliteStore {
         dataset_id: &str,
         version: u64,
         samples: &[Sample],
-    ) -> Result<(), EvaluationStoreError> {
+    ) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await.map_err(db_error)?;
         insert_samples(&mut tx, dataset_id, version as i64, samples).await?;
         tx.commit().await.map_err(db_error)?;
@@ -164,7 +158,7 @@ impl DatasetStore for SqliteStore {
         &self,
         dataset_id: &str,
         version: u64,
-    ) -> Result<(), EvaluationStoreError> {
+    ) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM dataset_samples WHERE dataset_id = $1 AND added_version > $2")
             .bind(dataset_id)
             .bind(version as i64)
@@ -174,7 +168,7 @@ impl DatasetStore for SqliteStore {
         Ok(())
     }
 
-    async fn update_dataset(&self, dataset: &Dataset) -> Result<(), EvaluationStoreError> {
+    async fn update_dataset(&self, dataset: &Dataset) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await.map_err(db_error)?;
         store_definition(&mut tx, dataset).await?;
         tx.commit().await.map_err(db_error)?;
@@ -187,7 +181,7 @@ impl DatasetStore for SqliteStore {
         version: u64,
         after: i64,
         limit: usize,
-    ) -> Result<Vec<StoredSample>, EvaluationStoreError> {
+    ) -> Result<Vec<StoredSample>, StoreError> {
         let rows = sqlx::query(
             "SELECT position, record FROM dataset_samples
              WHERE dataset_id = $1 AND added_version <= $2 AND (removed_version IS NULL OR removed_version > $2)
@@ -216,7 +210,7 @@ impl DatasetStore for SqliteStore {
         dataset_id: &str,
         version: u64,
         ids: &[String],
-    ) -> Result<Vec<StoredSample>, EvaluationStoreError> {
+    ) -> Result<Vec<StoredSample>, StoreError> {
         let mut found = Vec::new();
         for chunk in ids.chunks(ROWS_PER_STATEMENT) {
             let mut query = QueryBuilder::<Sqlite>::new(
@@ -251,7 +245,7 @@ async fn retire(
     dataset_id: &str,
     version: i64,
     ids: &[String],
-) -> Result<(), EvaluationStoreError> {
+) -> Result<(), StoreError> {
     let mut update = QueryBuilder::<Sqlite>::new("UPDATE dataset_samples SET removed_version = ");
     update.push_bind(version);
     update.push(" WHERE dataset_id = ");

@@ -2,8 +2,7 @@
 
 use async_trait::async_trait;
 use llmops_experiments::{
-    Committed, Experiment, ExperimentStore, ExperimentStoreError, Exposure, MetricRecord,
-    RecordVisitor,
+    Committed, Experiment, ExperimentStore, Exposure, MetricRecord, RecordVisitor, StoreError,
 };
 use std::collections::HashSet;
 
@@ -11,7 +10,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{to_micros, SqliteStore};
-use crate::error::{corrupt_experiment, experiment_store_error as db_error};
+use crate::error::{corrupt, db_error};
 
 /// Rows per multi-row INSERT (7 parameters each, well under SQLite's 32,766).
 const ROWS_PER_STATEMENT: usize = 1000;
@@ -21,9 +20,8 @@ const VISIT_PAGE: i64 = 10_000;
 
 #[async_trait]
 impl ExperimentStore for SqliteStore {
-    async fn insert_experiment(&self, experiment: &Experiment) -> Result<(), ExperimentStoreError> {
-        let record =
-            serde_json::to_string(experiment).map_err(|e| corrupt_experiment("experiment", e))?;
+    async fn insert_experiment(&self, experiment: &Experiment) -> Result<(), StoreError> {
+        let record = serde_json::to_string(experiment).map_err(|e| corrupt("experiment", e))?;
         sqlx::query(
             "INSERT INTO experiments (id, status, record, created_at_us, updated_at_us) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -38,9 +36,8 @@ impl ExperimentStore for SqliteStore {
         Ok(())
     }
 
-    async fn update_experiment(&self, experiment: &Experiment) -> Result<(), ExperimentStoreError> {
-        let record =
-            serde_json::to_string(experiment).map_err(|e| corrupt_experiment("experiment", e))?;
+    async fn update_experiment(&self, experiment: &Experiment) -> Result<(), StoreError> {
+        let record = serde_json::to_string(experiment).map_err(|e| corrupt("experiment", e))?;
         let updated = sqlx::query(
             "UPDATE experiments SET status = $2, record = $3, updated_at_us = $4 WHERE id = $1",
         )
@@ -52,7 +49,7 @@ impl ExperimentStore for SqliteStore {
         .await
         .map_err(db_error)?;
         if updated.rows_affected() == 0 {
-            return Err(ExperimentStoreError::Unavailable(format!(
+            return Err(StoreError::Unavailable(format!(
                 "experiment {} is missing from storage",
                 experiment.id
             )));
@@ -60,15 +57,14 @@ impl ExperimentStore for SqliteStore {
         Ok(())
     }
 
-    async fn load_experiments(&self) -> Result<Vec<Experiment>, ExperimentStoreError> {
+    async fn load_experiments(&self) -> Result<Vec<Experiment>, StoreError> {
         let rows = sqlx::query("SELECT record FROM experiments ORDER BY created_at_us, id")
             .fetch_all(&self.reader)
             .await
             .map_err(db_error)?;
         rows.iter()
             .map(|row| {
-                serde_json::from_str(row.get::<&str, _>(0))
-                    .map_err(|e| corrupt_experiment("experiment", e))
+                serde_json::from_str(row.get::<&str, _>(0)).map_err(|e| corrupt("experiment", e))
             })
             .collect()
     }
@@ -77,7 +73,7 @@ impl ExperimentStore for SqliteStore {
         &self,
         exposures: &[Exposure],
         records: &[MetricRecord],
-    ) -> Result<Committed, ExperimentStoreError> {
+    ) -> Result<Committed, StoreError> {
         // A single statement commits by itself, saving the BEGIN and COMMIT round trips
         // to SQLite's worker thread (a third of a small group commit's time); several
         // statements share one transaction, so a batch is stored whole or not at all.
@@ -111,7 +107,7 @@ impl ExperimentStore for SqliteStore {
     async fn load_exposures(
         &self,
         experiment_id: &str,
-    ) -> Result<Vec<(String, String)>, ExperimentStoreError> {
+    ) -> Result<Vec<(String, String)>, StoreError> {
         let rows = sqlx::query(
             "SELECT user_id, variant_id FROM experiment_exposures WHERE experiment_id = $1",
         )
@@ -129,7 +125,7 @@ impl ExperimentStore for SqliteStore {
         &self,
         experiment_id: &str,
         visit: &mut RecordVisitor<'_>,
-    ) -> Result<(), ExperimentStoreError> {
+    ) -> Result<(), StoreError> {
         // Keyset pages keep memory flat however many records there are.
         let mut after = 0_i64;
         loop {
@@ -165,7 +161,7 @@ async fn insert_writes(
     conn: &mut PoolConnection<Sqlite>,
     exposures: &[Exposure],
     records: &[MetricRecord],
-) -> Result<Committed, ExperimentStoreError> {
+) -> Result<Committed, StoreError> {
     let mut committed = Committed {
         exposures: Vec::with_capacity(exposures.len()),
         records: Vec::with_capacity(records.len()),
@@ -239,7 +235,7 @@ async fn stored_keys(
     table: &str,
     column: &str,
     keys: &[(&str, &str)],
-) -> Result<HashSet<(String, String)>, ExperimentStoreError> {
+) -> Result<HashSet<(String, String)>, StoreError> {
     // A join with the VALUES list lets SQLite search the (experiment_id, key) index for
     // each key; a row-value `IN (VALUES ...)` made it scan the whole table.
     let mut query =

@@ -2,16 +2,16 @@
 
 use async_trait::async_trait;
 use llmops_evaluator::gates::{GateStore, ReleaseGate};
-use llmops_evaluator::EvaluationStoreError;
+use llmops_evaluator::StoreError;
 use sqlx::Row;
 
 use super::datasets::{parse, record_of};
 use super::SqliteStore;
-use crate::error::evaluation_store_error as db_error;
+use crate::error::db_error;
 
 #[async_trait]
 impl GateStore for SqliteStore {
-    async fn upsert_gate(&self, gate: &ReleaseGate) -> Result<(), EvaluationStoreError> {
+    async fn upsert_gate(&self, gate: &ReleaseGate) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO release_gates (prompt_name, label, record) VALUES ($1, $2, $3)
              ON CONFLICT (prompt_name, label) DO UPDATE SET record = excluded.record",
@@ -25,11 +25,7 @@ impl GateStore for SqliteStore {
         Ok(())
     }
 
-    async fn delete_gate(
-        &self,
-        prompt_name: &str,
-        label: &str,
-    ) -> Result<bool, EvaluationStoreError> {
+    async fn delete_gate(&self, prompt_name: &str, label: &str) -> Result<bool, StoreError> {
         let deleted =
             sqlx::query("DELETE FROM release_gates WHERE prompt_name = $1 AND label = $2")
                 .bind(prompt_name)
@@ -40,7 +36,7 @@ impl GateStore for SqliteStore {
         Ok(deleted.rows_affected() == 1)
     }
 
-    async fn load_gates(&self) -> Result<Vec<ReleaseGate>, EvaluationStoreError> {
+    async fn load_gates(&self) -> Result<Vec<ReleaseGate>, StoreError> {
         let rows = sqlx::query("SELECT record FROM release_gates ORDER BY prompt_name, label")
             .fetch_all(&self.reader)
             .await

@@ -9,7 +9,7 @@ use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::{from_micros, sequencer, to_micros, SqliteStore};
-use crate::error::{corrupt, store_error};
+use crate::error::{corrupt, db_error};
 
 const PROMPT_EVENTS: &str = "prompts";
 
@@ -21,7 +21,7 @@ impl PromptStore for SqliteStore {
         )
         .fetch_all(&self.reader)
         .await
-        .map_err(store_error)?;
+        .map_err(db_error)?;
         let mut versions = Vec::with_capacity(rows.len());
         for row in rows {
             let mut record: PromptVersion = serde_json::from_str(row.get::<&str, _>(0))
@@ -32,14 +32,14 @@ impl PromptStore for SqliteStore {
         let active = sqlx::query("SELECT name, active_version_id FROM prompts")
             .fetch_all(&self.reader)
             .await
-            .map_err(store_error)?
+            .map_err(db_error)?
             .into_iter()
             .map(|row| Ok((row.get::<String, _>(0), parse_id(row.get(1))?)))
             .collect::<Result<_, StoreError>>()?;
         let labels = sqlx::query("SELECT name, label, version_id FROM prompt_labels")
             .fetch_all(&self.reader)
             .await
-            .map_err(store_error)?
+            .map_err(db_error)?
             .into_iter()
             .map(|row| {
                 Ok((
@@ -51,7 +51,7 @@ impl PromptStore for SqliteStore {
             .collect::<Result<_, StoreError>>()?;
         let head = sequencer::current(&self.reader, PROMPT_EVENTS)
             .await
-            .map_err(store_error)?;
+            .map_err(db_error)?;
         Ok(RegistryState {
             versions,
             active,
@@ -65,10 +65,10 @@ impl PromptStore for SqliteStore {
         change: &PromptChange,
         event: &PromptEvent,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.writer.begin().await.map_err(store_error)?;
+        let mut tx = self.writer.begin().await.map_err(db_error)?;
         apply_change(&mut tx, change).await?;
         let sequence = append_event(&mut tx, event).await?;
-        tx.commit().await.map_err(store_error)?;
+        tx.commit().await.map_err(db_error)?;
         Ok(sequence)
     }
 
@@ -95,7 +95,7 @@ impl PromptStore for SqliteStore {
                     .await
             }
         }
-        .map_err(store_error)?;
+        .map_err(db_error)?;
         rows.into_iter()
             .map(|row| {
                 let mut event: PromptEvent = serde_json::from_str(row.get::<&str, _>(1))
@@ -127,7 +127,7 @@ async fn apply_change(
             .bind(to_micros(record.updated_at))
             .execute(&mut **tx)
             .await
-            .map_err(store_error)?;
+            .map_err(db_error)?;
             // The first version of a prompt becomes active; later ones leave the pointer.
             sqlx::query("INSERT INTO prompts (name, active_version_id, updated_at_us) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
                 .bind(&record.name)
@@ -135,7 +135,7 @@ async fn apply_change(
                 .bind(to_micros(record.created_at))
                 .execute(&mut **tx)
                 .await
-                .map_err(store_error)?;
+                .map_err(db_error)?;
         }
         PromptChange::Activate {
             name,
@@ -151,7 +151,7 @@ async fn apply_change(
             .bind(to_micros(*at))
             .execute(&mut **tx)
             .await
-            .map_err(store_error)?;
+            .map_err(db_error)?;
             if updated.rows_affected() == 0 {
                 return Err(StoreError::NotFound(format!(
                     "prompt {name:?} has no such version"
@@ -175,7 +175,7 @@ async fn apply_change(
             .bind(to_micros(*at))
             .execute(&mut **tx)
             .await
-            .map_err(store_error)?;
+            .map_err(db_error)?;
             touch_version(tx, *version_id, *at).await?;
         }
         PromptChange::DeleteLabel { name, label } => {
@@ -184,7 +184,7 @@ async fn apply_change(
                 .bind(label)
                 .execute(&mut **tx)
                 .await
-                .map_err(store_error)?;
+                .map_err(db_error)?;
             if deleted.rows_affected() == 0 {
                 return Err(StoreError::NotFound(format!(
                     "prompt {name:?} has no label {label:?}"
@@ -203,14 +203,14 @@ async fn apply_change(
             .bind(name)
             .execute(&mut **tx)
             .await
-            .map_err(store_error)?;
+            .map_err(db_error)?;
             if deleted.rows_affected() == 0 {
                 let exists: Option<String> =
                     sqlx::query_scalar("SELECT id FROM prompt_versions WHERE id = $1")
                         .bind(version_id.to_string())
                         .fetch_optional(&mut **tx)
                         .await
-                        .map_err(store_error)?;
+                        .map_err(db_error)?;
                 return Err(match exists {
                     Some(_) => StoreError::Conflict(format!(
                         "the version of {name:?} is active or labelled"
@@ -229,7 +229,7 @@ async fn apply_change(
                     .bind(name)
                     .execute(&mut **tx)
                     .await
-                    .map_err(store_error)?;
+                    .map_err(db_error)?;
             }
         }
     }
@@ -246,7 +246,7 @@ async fn touch_version(
         .bind(to_micros(at))
         .execute(&mut **tx)
         .await
-        .map_err(store_error)?;
+        .map_err(db_error)?;
     Ok(())
 }
 
@@ -257,7 +257,7 @@ async fn append_event(
 ) -> Result<u64, StoreError> {
     let sequence = sequencer::next_sequence(tx, PROMPT_EVENTS)
         .await
-        .map_err(store_error)?;
+        .map_err(db_error)?;
     let payload = serde_json::to_string(event).map_err(|e| corrupt("prompt event", e))?;
     let kind = serde_json::to_value(event.kind)
         .ok()
@@ -271,7 +271,7 @@ async fn append_event(
         .bind(to_micros(event.time))
         .execute(&mut **tx)
         .await
-        .map_err(store_error)?;
+        .map_err(db_error)?;
     Ok(sequence as u64)
 }
 

@@ -2,12 +2,12 @@
 
 use async_trait::async_trait;
 use llmops_evaluator::runs::{Run, RunStore, SampleResult};
-use llmops_evaluator::EvaluationStoreError;
+use llmops_evaluator::StoreError;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::datasets::{parse, record_of};
 use super::{push_sample_ids, to_micros, SqliteStore};
-use crate::error::evaluation_store_error as db_error;
+use crate::error::db_error;
 
 /// Rows per multi-row statement (5 parameters each).
 const ROWS_PER_STATEMENT: usize = 1000;
@@ -18,7 +18,7 @@ fn status_of(run: &Run) -> &'static str {
 
 #[async_trait]
 impl RunStore for SqliteStore {
-    async fn insert_run(&self, run: &Run) -> Result<(), EvaluationStoreError> {
+    async fn insert_run(&self, run: &Run) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO eval_runs (id, dataset_id, status, created_at_us, record) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -33,7 +33,7 @@ impl RunStore for SqliteStore {
         Ok(())
     }
 
-    async fn update_run(&self, run: &Run) -> Result<(), EvaluationStoreError> {
+    async fn update_run(&self, run: &Run) -> Result<(), StoreError> {
         let updated = sqlx::query("UPDATE eval_runs SET status = $2, record = $3 WHERE id = $1")
             .bind(&run.id)
             .bind(status_of(run))
@@ -42,7 +42,7 @@ impl RunStore for SqliteStore {
             .await
             .map_err(db_error)?;
         if updated.rows_affected() != 1 {
-            return Err(EvaluationStoreError::Unavailable(format!(
+            return Err(StoreError::Unavailable(format!(
                 "run {} is missing from storage",
                 run.id
             )));
@@ -50,7 +50,7 @@ impl RunStore for SqliteStore {
         Ok(())
     }
 
-    async fn load_runs(&self) -> Result<Vec<Run>, EvaluationStoreError> {
+    async fn load_runs(&self) -> Result<Vec<Run>, StoreError> {
         let rows = sqlx::query("SELECT record FROM eval_runs ORDER BY created_at_us, id")
             .fetch_all(&self.reader)
             .await
@@ -62,11 +62,11 @@ impl RunStore for SqliteStore {
         &self,
         run_id: &str,
         results: &[SampleResult],
-    ) -> Result<(), EvaluationStoreError> {
+    ) -> Result<(), StoreError> {
         let records = results
             .iter()
             .map(|result| Ok((result, record_of("result", result)?)))
-            .collect::<Result<Vec<_>, EvaluationStoreError>>()?;
+            .collect::<Result<Vec<_>, StoreError>>()?;
         // Every chunk commits together: a batch is stored whole or not at all.
         let mut tx = self.writer.begin().await.map_err(db_error)?;
         for chunk in records.chunks(ROWS_PER_STATEMENT) {
@@ -92,7 +92,7 @@ impl RunStore for SqliteStore {
         failed_only: bool,
         after: i64,
         limit: usize,
-    ) -> Result<Vec<SampleResult>, EvaluationStoreError> {
+    ) -> Result<Vec<SampleResult>, StoreError> {
         let rows = sqlx::query(
             "SELECT record FROM eval_run_results
              WHERE run_id = $1 AND position > $2 AND ($3 = 0 OR passed = 0)
@@ -112,7 +112,7 @@ impl RunStore for SqliteStore {
         &self,
         run_id: &str,
         sample_ids: &[String],
-    ) -> Result<Vec<String>, EvaluationStoreError> {
+    ) -> Result<Vec<String>, StoreError> {
         let mut found = Vec::new();
         for chunk in sample_ids.chunks(ROWS_PER_STATEMENT) {
             let mut query = QueryBuilder::<Sqlite>::new(

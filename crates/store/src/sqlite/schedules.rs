@@ -2,16 +2,16 @@
 
 use async_trait::async_trait;
 use llmops_evaluator::schedules::{Schedule, ScheduleStore};
-use llmops_evaluator::EvaluationStoreError;
+use llmops_evaluator::StoreError;
 use sqlx::Row;
 
 use super::datasets::{parse, record_of};
 use super::{to_micros, SqliteStore};
-use crate::error::evaluation_store_error as db_error;
+use crate::error::db_error;
 
 #[async_trait]
 impl ScheduleStore for SqliteStore {
-    async fn insert_schedule(&self, schedule: &Schedule) -> Result<(), EvaluationStoreError> {
+    async fn insert_schedule(&self, schedule: &Schedule) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO eval_schedules (id, created_at_us, record) VALUES ($1, $2, $3)")
             .bind(&schedule.id)
             .bind(to_micros(schedule.created_at))
@@ -22,7 +22,7 @@ impl ScheduleStore for SqliteStore {
         Ok(())
     }
 
-    async fn update_schedule(&self, schedule: &Schedule) -> Result<(), EvaluationStoreError> {
+    async fn update_schedule(&self, schedule: &Schedule) -> Result<(), StoreError> {
         let updated = sqlx::query("UPDATE eval_schedules SET record = $2 WHERE id = $1")
             .bind(&schedule.id)
             .bind(record_of("schedule", schedule)?)
@@ -30,7 +30,7 @@ impl ScheduleStore for SqliteStore {
             .await
             .map_err(db_error)?;
         if updated.rows_affected() != 1 {
-            return Err(EvaluationStoreError::Unavailable(format!(
+            return Err(StoreError::Unavailable(format!(
                 "schedule {} is missing from storage",
                 schedule.id
             )));
@@ -38,7 +38,7 @@ impl ScheduleStore for SqliteStore {
         Ok(())
     }
 
-    async fn delete_schedule(&self, id: &str) -> Result<bool, EvaluationStoreError> {
+    async fn delete_schedule(&self, id: &str) -> Result<bool, StoreError> {
         let deleted = sqlx::query("DELETE FROM eval_schedules WHERE id = $1")
             .bind(id)
             .execute(&self.writer)
@@ -47,7 +47,7 @@ impl ScheduleStore for SqliteStore {
         Ok(deleted.rows_affected() == 1)
     }
 
-    async fn load_schedules(&self) -> Result<Vec<Schedule>, EvaluationStoreError> {
+    async fn load_schedules(&self) -> Result<Vec<Schedule>, StoreError> {
         let rows = sqlx::query("SELECT record FROM eval_schedules ORDER BY created_at_us, id")
             .fetch_all(&self.reader)
             .await
