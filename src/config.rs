@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use llmops_registry::RegistryLimits;
-use llmops_store::Durability;
+use llmops_store::{DatabaseUrl, Durability, StoreOpenError};
 use serde::{Deserialize, Serialize};
 
 pub use layers::{ConfigError, ConfigSource, LoadedConfig};
@@ -27,6 +27,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where the embedded database lives.
     pub data_dir: PathBuf,
+    /// The database: empty for the embedded SQLite file under `data_dir`, or
+    /// `sqlite:///path/to/llmops.db`.
+    #[serde(default)]
+    pub database_url: String,
     /// The Prometheus `/metrics` listen address.
     pub metrics_listen: SocketAddr,
     /// `full` (SQLite synchronous=FULL: a commit survives power loss) or `normal`.
@@ -194,6 +198,7 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             data_dir: PathBuf::from("./llmops-data"),
+            database_url: String::new(),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             durability: DurabilitySetting::Full,
             max_message_bytes: 4 * 1024 * 1024,
@@ -239,6 +244,7 @@ impl Config {
     /// replaced, so `config show` and logs never print a credential.
     pub fn redacted(&self) -> Self {
         let mut shown = self.clone();
+        shown.database_url = llmops_redact::redact_url(&shown.database_url);
         for webhook in &mut shown.webhooks {
             webhook.url = llmops_redact::redact_url(&webhook.url);
         }
@@ -250,6 +256,15 @@ impl Config {
         }
         shown.alerts.external_url = llmops_redact::redact_url(&shown.alerts.external_url);
         shown
+    }
+
+    /// The database to open: `database_url`, or the embedded file under `data_dir`.
+    pub fn database_url(&self) -> Result<DatabaseUrl, StoreOpenError> {
+        if self.database_url.is_empty() {
+            Ok(DatabaseUrl::in_data_dir(&self.data_dir))
+        } else {
+            DatabaseUrl::parse(&self.database_url)
+        }
     }
 
     /// The registry limits this configuration sets.
@@ -309,6 +324,9 @@ impl Config {
         }
         if self.data_dir.as_os_str().is_empty() {
             return bad("data_dir", "must not be empty");
+        }
+        if let Err(err) = self.database_url() {
+            return Err(("database_url".to_owned(), err.to_string()));
         }
         if self.experiments.min_samples_for_significance < 2 {
             return bad(

@@ -66,6 +66,10 @@ struct ServeArgs {
     /// Data directory of the embedded database [default: ./llmops-data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// The database, e.g. sqlite:///var/lib/llmops/llmops.db [default: llmops.db in the
+    /// data directory].
+    #[arg(long)]
+    database_url: Option<String>,
     /// Prometheus /metrics listen address [default: 127.0.0.1:9464].
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
@@ -89,6 +93,13 @@ impl ServeArgs {
                 "data_dir",
                 toml::Value::String(dir.display().to_string()),
                 "--data-dir",
+            ));
+        }
+        if let Some(url) = &self.database_url {
+            flags.push((
+                "database_url",
+                toml::Value::String(url.clone()),
+                "--database-url",
             ));
         }
         if let Some(listen) = self.metrics_listen {

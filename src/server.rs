@@ -10,6 +10,7 @@
 mod connection;
 mod cut_off;
 mod health;
+mod starting;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use llmops_alerts::webhook::sender::WebhookSender;
 use llmops_alerts::AlertService;
+use llmops_evaluator::datasets::DatasetService;
 use llmops_evaluator::gates::GateService;
 use llmops_evaluator::providers::openai::OpenAiProvider;
 use llmops_evaluator::providers::{ConfiguredProvider, Provider, ProviderSet};
@@ -25,20 +27,24 @@ use llmops_evaluator::schedules::{ScheduleService, ScheduleSettings};
 use llmops_experiments::monitor::AlertMonitor;
 use llmops_experiments::ExperimentService;
 use llmops_registry::Registry;
-use llmops_store::SqliteStore;
+use llmops_store::{Storage, StorageOptions};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tonic_health::pb::health_check_response::ServingStatus;
 
+use self::starting::Starting;
 use crate::config::Config;
 use crate::grpc::bounded_status::BoundedStatusLayer;
-use crate::grpc::{AlertApi, EvaluationApi, ExperimentApi, PromptApi, ServiceState};
+use crate::grpc::{
+    AlertApi, EvaluationApi, EvaluationServices, ExperimentApi, PromptApi, ProviderApi,
+};
 use crate::pb;
 use crate::pb::alert_service_server::AlertServiceServer;
 use crate::pb::evaluation_service_server::EvaluationServiceServer;
 use crate::pb::experiment_service_server::ExperimentServiceServer;
 use crate::pb::prompt_service_server::PromptServiceServer;
+use crate::pb::provider_service_server::ProviderServiceServer;
 use crate::release_guard::EvaluationGuard;
 use crate::telemetry::{self, GrpcMetricsLayer};
 
@@ -69,11 +75,11 @@ pub async fn serve(
 
     // Cancelled when `shutdown_grace` is over: calls still in flight are cut off.
     let cut_off = CancellationToken::new();
-    let state = Arc::new(ServiceState::new(stop.clone()));
+    let slots = Slots::new();
     let grpc_address = grpc_listener.local_addr()?;
     let mut grpc = tokio::spawn(grpc_server(
         &config,
-        state.clone(),
+        &slots,
         health_service,
         grpc_listener,
         stop.clone(),
@@ -82,13 +88,14 @@ pub async fn serve(
     let metrics_address = metrics_listener.local_addr()?;
     let metrics = tokio::spawn(telemetry::serve_metrics(metrics_listener, stop.clone()));
 
-    let (store, services, background) = match open_storage(&config, &state, &stop).await {
+    let (storage, services, background) = match open_storage(&config, &stop).await {
         Ok(opened) => opened,
         Err(err) => {
             stop.cancel();
             return Err(err);
         }
     };
+    slots.fill(&services, &config, &stop);
     health.set_all(SERVICE_NAMES, ServingStatus::Serving);
     tracing::info!(%grpc_address, %metrics_address, data_dir = %config.data_dir.display(), "llmops is serving");
 
@@ -119,14 +126,14 @@ pub async fn serve(
     services.schedules.close().await;
     services.runs.close().await;
     services.experiments.close().await;
-    store.close().await;
+    storage.close().await;
     tracing::info!("shut down cleanly");
     Ok(())
 }
 
 fn grpc_server(
     config: &Config,
-    state: Arc<ServiceState>,
+    slots: &Slots,
     health_service: tonic_health::pb::health_server::HealthServer<health::HealthService>,
     listener: TcpListener,
     stop: CancellationToken,
@@ -147,28 +154,6 @@ fn grpc_server(
     let reflection_v1alpha = reflection()
         .build_v1alpha()
         .context("building reflection v1alpha")?;
-    let limit = config.max_message_bytes;
-    let prompts = PromptServiceServer::new(PromptApi::new(state.clone()))
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
-    let alerts = AlertServiceServer::new(AlertApi::new(
-        state.clone(),
-        config.alerts.heartbeat_interval,
-    ))
-    .max_decoding_message_size(limit)
-    .max_encoding_message_size(limit);
-    let experiments = ExperimentServiceServer::new(ExperimentApi::new(state.clone()))
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
-    let providers = crate::pb::provider_service_server::ProviderServiceServer::new(
-        crate::grpc::ProviderApi::new(state.clone()),
-    )
-    .max_decoding_message_size(limit)
-    .max_encoding_message_size(limit);
-    let evaluation =
-        EvaluationServiceServer::new(EvaluationApi::new(state, config.max_import_bytes))
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit);
     let limits = &config.server;
     let incoming = connection::incoming(
         listener,
@@ -190,29 +175,102 @@ fn grpc_server(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(prompts)
-        .add_service(alerts)
-        .add_service(experiments)
-        .add_service(evaluation)
-        .add_service(providers)
+        .add_service(slots.prompts.clone())
+        .add_service(slots.alerts.clone())
+        .add_service(slots.experiments.clone())
+        .add_service(slots.evaluation.clone())
+        .add_service(slots.providers.clone())
         .serve_with_incoming_shutdown(incoming, stop.cancelled_owned()))
 }
 
-/// The services that hold work to finish at shutdown.
+/// The domain services, built once at start-up from storage and configuration. Each
+/// adapter receives only the ones it uses.
 struct Services {
+    registry: Arc<Registry>,
+    alerts: Arc<AlertService>,
     experiments: Arc<ExperimentService>,
+    datasets: Arc<DatasetService>,
     runs: Arc<RunService>,
     schedules: Arc<ScheduleService>,
+    gates: Arc<GateService>,
 }
 
-/// Opens storage, loads the domain services into `state`, and starts their background
-/// work (webhook delivery, alert retention, resumed evaluation runs), which ends when
-/// `stop` is cancelled.
+/// The gRPC services, registered with the router before storage is open and filled once
+/// it is (see [`Starting`]).
+struct Slots {
+    prompts: Starting<PromptServiceServer<PromptApi>>,
+    alerts: Starting<AlertServiceServer<AlertApi>>,
+    experiments: Starting<ExperimentServiceServer<ExperimentApi>>,
+    evaluation: Starting<EvaluationServiceServer<EvaluationApi>>,
+    providers: Starting<ProviderServiceServer<ProviderApi>>,
+}
+
+impl Slots {
+    fn new() -> Self {
+        Self {
+            prompts: Starting::new(),
+            alerts: Starting::new(),
+            experiments: Starting::new(),
+            evaluation: Starting::new(),
+            providers: Starting::new(),
+        }
+    }
+
+    /// Builds every adapter over its services; calls are served from here on.
+    fn fill(&self, services: &Services, config: &Config, stop: &CancellationToken) {
+        let limit = config.max_message_bytes;
+        self.prompts.fill(
+            PromptServiceServer::new(PromptApi::new(services.registry.clone(), stop.clone()))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        );
+        self.alerts.fill(
+            AlertServiceServer::new(AlertApi::new(
+                services.alerts.clone(),
+                config.alerts.heartbeat_interval,
+                stop.clone(),
+            ))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
+        );
+        self.experiments.fill(
+            ExperimentServiceServer::new(ExperimentApi::new(
+                services.experiments.clone(),
+                services.registry.clone(),
+                services.runs.clone(),
+            ))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
+        );
+        self.evaluation.fill(
+            EvaluationServiceServer::new(EvaluationApi::new(
+                EvaluationServices {
+                    datasets: services.datasets.clone(),
+                    runs: services.runs.clone(),
+                    schedules: services.schedules.clone(),
+                    gates: services.gates.clone(),
+                },
+                config.max_import_bytes,
+                stop.clone(),
+            ))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
+        );
+        self.providers.fill(
+            ProviderServiceServer::new(ProviderApi::new(services.runs.clone()))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        );
+    }
+}
+
+/// Opens storage, builds the domain services, and starts their background work
+/// (webhook delivery, alert retention, resumed evaluation runs), which ends when `stop`
+/// is cancelled.
 async fn open_storage(
     config: &Config,
-    state: &ServiceState,
     stop: &CancellationToken,
-) -> anyhow::Result<(SqliteStore, Services, Vec<tokio::task::JoinHandle<()>>)> {
+) -> anyhow::Result<(Storage, Services, Vec<tokio::task::JoinHandle<()>>)> {
     let receivers = config.webhook_receivers()?;
     // Read the providers' API keys now, so that a missing one stops start-up instead of
     // failing the first evaluation that uses the provider.
@@ -223,17 +281,22 @@ async fn open_storage(
         .map(|p| p.name.clone())
         .chain(["echo".to_owned(), "auto".to_owned()])
         .collect();
-    let store = SqliteStore::open(&config.data_dir, config.durability.into())
-        .await
-        .with_context(|| format!("opening storage in {}", config.data_dir.display()))?;
-    let shared = Arc::new(store.clone());
-    let registry = Registry::open(shared.clone(), config.registry_limits())
+    let url = config.database_url()?;
+    let storage = Storage::open(
+        &url,
+        StorageOptions {
+            durability: config.durability.into(),
+        },
+    )
+    .await
+    .with_context(|| format!("opening storage at {url}"))?;
+    let registry = Registry::open(storage.prompts.clone(), config.registry_limits())
         .await
         .context("loading the prompt registry")?;
     let registry = Arc::new(registry);
-    let sender = WebhookSender::new(shared.clone(), &receivers);
+    let sender = WebhookSender::new(storage.alerts.clone(), &receivers);
     let alerts = AlertService::open(
-        shared.clone(),
+        storage.alerts.clone(),
         receivers,
         config.alerts.external_url.clone(),
     )
@@ -241,10 +304,9 @@ async fn open_storage(
     .context("loading alerts")?
     .with_delivery_waker(sender.waker());
     let alerts = Arc::new(alerts);
-    state.set_alerts(alerts.clone());
 
     let experiments = ExperimentService::open(
-        shared.clone(),
+        storage.experiments.clone(),
         llmops_experiments::Defaults {
             min_samples: config.experiments.min_samples_for_significance,
             models: Some(models),
@@ -253,12 +315,10 @@ async fn open_storage(
     .await
     .context("loading experiments")?;
     let experiments = Arc::new(experiments);
-    state.set_experiments(experiments.clone());
-    let datasets = llmops_evaluator::datasets::DatasetService::open(shared.clone())
+    let datasets = DatasetService::open(storage.datasets.clone())
         .await
         .context("loading datasets")?;
     let datasets = Arc::new(datasets);
-    state.set_datasets(datasets.clone());
     let providers = providers
         .into_iter()
         .map(|settings| {
@@ -282,7 +342,7 @@ async fn open_storage(
     );
     let probes = tokio::spawn(provider_set.health().clone().run(stop.clone()));
     let runs = RunService::open(
-        shared.clone(),
+        storage.runs.clone(),
         datasets.clone(),
         registry.clone(),
         provider_set,
@@ -295,19 +355,17 @@ async fn open_storage(
     .await
     .context("loading evaluation runs")?;
     let runs = Arc::new(runs);
-    state.set_runs(runs.clone());
-    let gates = GateService::open(shared.clone(), runs.clone(), datasets)
+    let gates = GateService::open(storage.gates.clone(), runs.clone(), datasets.clone())
         .await
         .context("loading release gates")?;
     let gates = Arc::new(gates);
     registry.set_release_guard(Arc::new(EvaluationGuard::new(gates.clone())));
-    state.set_gates(gates);
-    // Prompt calls are served only from here on, once release gates are enforced.
-    state.set_registry(registry.clone());
+    // Prompt calls are served only once this is set (the slots are filled after
+    // `open_storage`), so release gates are always enforced.
     let schedules = ScheduleService::open(
-        shared.clone(),
+        storage.schedules.clone(),
         runs.clone(),
-        registry,
+        registry.clone(),
         ScheduleSettings {
             auto_evaluation: config.evaluation.auto_evaluation,
             interval: config.evaluation.interval,
@@ -317,7 +375,6 @@ async fn open_storage(
     .await
     .context("loading evaluation schedules")?;
     let schedules = Arc::new(schedules);
-    state.set_schedules(schedules.clone());
 
     let sender_stop = stop.clone();
     let webhooks = tokio::spawn(async move { sender.run(sender_stop.cancelled_owned()).await });
@@ -329,16 +386,20 @@ async fn open_storage(
     ));
     let monitor = tokio::spawn(monitor_experiments(
         experiments.clone(),
-        alerts,
+        alerts.clone(),
         config.experiments.alert_check_interval,
         stop.clone(),
     ));
     Ok((
-        store,
+        storage,
         Services {
+            registry,
+            alerts,
             experiments,
+            datasets,
             runs,
             schedules,
+            gates,
         },
         vec![webhooks, retention, monitor, probes],
     ))

@@ -2,9 +2,11 @@
 
 mod messages;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use llmops_alerts::{AlertFilter, AlertService, SubscriptionFilter};
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use self::messages::{
@@ -12,7 +14,7 @@ use self::messages::{
     time,
 };
 use crate::grpc::status::{invalid_field, OrStatus as _};
-use crate::grpc::{response_stream, ResponseStream, ServiceState};
+use crate::grpc::{response_stream, ResponseStream};
 use crate::pb;
 use crate::pb::alert_service_server::AlertService as AlertServiceRpc;
 
@@ -24,18 +26,24 @@ const MAX_COMMENT_BYTES: usize = 8 * 1024;
 /// The AlertService adapter.
 #[derive(Debug, Clone)]
 pub struct AlertApi {
-    state: std::sync::Arc<ServiceState>,
+    alerts: Arc<AlertService>,
     heartbeat: Duration,
+    shutdown: CancellationToken,
 }
 
 impl AlertApi {
-    /// An adapter over the shared state; subscriptions send a heartbeat every `heartbeat`.
-    pub fn new(state: std::sync::Arc<ServiceState>, heartbeat: Duration) -> Self {
-        Self { state, heartbeat }
-    }
-
-    fn alerts(&self) -> Result<&AlertService, Status> {
-        self.state.alerts()
+    /// An adapter over the alert service; subscriptions send a heartbeat every
+    /// `heartbeat` and end at `shutdown`.
+    pub fn new(
+        alerts: Arc<AlertService>,
+        heartbeat: Duration,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            alerts,
+            heartbeat,
+            shutdown,
+        }
     }
 }
 
@@ -91,7 +99,7 @@ impl AlertServiceRpc for AlertApi {
     ) -> Result<Response<pb::CreateAlertResponse>, Status> {
         let pb::CreateAlertRequest { alert } = request.into_inner();
         let alert = new_alert(alert.ok_or_else(|| invalid_field("alert", "alert is required"))?)?;
-        let raised = self.alerts()?.create(alert).await.or_status()?;
+        let raised = self.alerts.create(alert).await.or_status()?;
         Ok(Response::new(pb::CreateAlertResponse {
             alert: Some(alert_to_pb(&raised.alert)),
             deduplicated: raised.deduplicated,
@@ -103,7 +111,7 @@ impl AlertServiceRpc for AlertApi {
         request: Request<pb::GetAlertRequest>,
     ) -> Result<Response<pb::GetAlertResponse>, Status> {
         let id = alert_id(&request.into_inner().alert_id)?;
-        let alert = self.alerts()?.get(id).await.or_status()?;
+        let alert = self.alerts.get(id).await.or_status()?;
         Ok(Response::new(pb::GetAlertResponse {
             alert: Some(alert_to_pb(&alert)),
         }))
@@ -151,7 +159,7 @@ impl AlertServiceRpc for AlertApi {
         };
         let cursor = decode_page_token(&page_token)?;
         let mut alerts = self
-            .alerts()?
+            .alerts
             .list(&filter, cursor, page_size + 1)
             .await
             .or_status()?;
@@ -190,7 +198,7 @@ impl AlertServiceRpc for AlertApi {
             ));
         }
         let alert = self
-            .alerts()?
+            .alerts
             .acknowledge(id, &acknowledged_by, &comment)
             .await
             .or_status()?;
@@ -204,7 +212,7 @@ impl AlertServiceRpc for AlertApi {
         request: Request<pb::ResolveAlertRequest>,
     ) -> Result<Response<pb::ResolveAlertResponse>, Status> {
         let id = alert_id(&request.into_inner().alert_id)?;
-        let alert = self.alerts()?.resolve(id).await.or_status()?;
+        let alert = self.alerts.resolve(id).await.or_status()?;
         Ok(Response::new(pb::ResolveAlertResponse {
             alert: Some(alert_to_pb(&alert)),
         }))
@@ -234,7 +242,7 @@ impl AlertServiceRpc for AlertApi {
             sources,
         };
         let subscription = self
-            .alerts()?
+            .alerts
             .subscribe(filter, after_sequence)
             .await
             .or_status()?;
@@ -247,7 +255,7 @@ impl AlertServiceRpc for AlertApi {
             _counted: SubscriberGauge::enter(),
         };
         Ok(Response::new(response_stream(
-            self.state.shutdown(),
+            &self.shutdown,
             subscriber,
             Subscriber::next,
         )))

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use llmops_evaluator::datasets::{DatasetService, MAX_IMPORT_SAMPLES, MAX_SAMPLES_PER_CALL};
 use prost::Message as _;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use llmops_evaluator::gates::GateService;
@@ -23,7 +24,7 @@ use self::run_messages::{
 };
 use self::schedule_messages::{new_schedule_from_pb, schedule_to_pb};
 use crate::grpc::status::{invalid_field, IntoStatus as _, OrStatus as _};
-use crate::grpc::{response_stream, ResponseStream, ServiceState};
+use crate::grpc::{response_stream, ResponseStream};
 use crate::pb;
 use crate::pb::evaluation_service_server::EvaluationService as EvaluationServiceRpc;
 
@@ -39,34 +40,49 @@ const EXPORT_BATCH: usize = 500;
 /// The EvaluationService adapter.
 #[derive(Debug, Clone)]
 pub struct EvaluationApi {
-    state: Arc<ServiceState>,
+    datasets: Arc<DatasetService>,
+    runs: Arc<RunService>,
+    schedules: Arc<ScheduleService>,
+    gates: Arc<GateService>,
     /// The most bytes one ImportSamples stream may carry.
     max_import_bytes: u64,
+    shutdown: CancellationToken,
+}
+
+/// The services EvaluationService is built on.
+#[derive(Debug, Clone)]
+pub struct EvaluationServices {
+    /// Datasets and their samples.
+    pub datasets: Arc<DatasetService>,
+    /// Evaluation runs.
+    pub runs: Arc<RunService>,
+    /// Evaluation schedules.
+    pub schedules: Arc<ScheduleService>,
+    /// Release gates.
+    pub gates: Arc<GateService>,
 }
 
 impl EvaluationApi {
-    /// An adapter over the shared state.
-    pub fn new(state: Arc<ServiceState>, max_import_bytes: u64) -> Self {
+    /// An adapter over `services`; streams end at `shutdown`.
+    pub fn new(
+        services: EvaluationServices,
+        max_import_bytes: u64,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let EvaluationServices {
+            datasets,
+            runs,
+            schedules,
+            gates,
+        } = services;
         Self {
-            state,
+            datasets,
+            runs,
+            schedules,
+            gates,
             max_import_bytes,
+            shutdown,
         }
-    }
-
-    fn datasets(&self) -> Result<&DatasetService, Status> {
-        self.state.datasets()
-    }
-
-    fn runs(&self) -> Result<&RunService, Status> {
-        self.state.runs()
-    }
-
-    fn schedules(&self) -> Result<&ScheduleService, Status> {
-        self.state.schedules()
-    }
-
-    fn gates(&self) -> Result<&GateService, Status> {
-        self.state.gates()
     }
 }
 
@@ -75,15 +91,15 @@ impl EvaluationApi {
     /// schedule or a release gate (they would fail later, far from the cause).
     async fn refuse_if_in_use(&self, id: &str) -> Result<(), Status> {
         let mut users = Vec::new();
-        if let Some(run) = self.runs()?.find_latest(|run| {
+        if let Some(run) = self.runs.find_latest(|run| {
             run.dataset_id == id && run.status == RunStatus::Running && !run.submitted_outputs
         }) {
             users.push(format!("run {} is {}", run.id, run.status.as_str()));
         }
-        for schedule in self.schedules()?.using_dataset(id) {
+        for schedule in self.schedules.using_dataset(id) {
             users.push(format!("schedule {schedule} evaluates it"));
         }
-        for (prompt, label) in self.gates()?.using_dataset(id).await {
+        for (prompt, label) in self.gates.using_dataset(id).await {
             users.push(format!(
                 "the release gate of {prompt:?} {label:?} requires it"
             ));
@@ -123,7 +139,7 @@ impl EvaluationServiceRpc for EvaluationApi {
             return Err(invalid_field("dataset", "is required"));
         };
         let created = self
-            .datasets()?
+            .datasets
             .create(spec_from_pb(dataset)?)
             .await
             .or_status_at("dataset")?;
@@ -138,7 +154,7 @@ impl EvaluationServiceRpc for EvaluationApi {
     ) -> Result<Response<pb::GetDatasetResponse>, Status> {
         let id = request.into_inner().dataset_id;
         required("dataset_id", &id)?;
-        let dataset = self.datasets()?.get(&id).or_status()?;
+        let dataset = self.datasets.get(&id).or_status()?;
         Ok(Response::new(pb::GetDatasetResponse {
             dataset: Some(dataset_to_pb(dataset)),
         }))
@@ -150,7 +166,7 @@ impl EvaluationServiceRpc for EvaluationApi {
     ) -> Result<Response<pb::ListDatasetsResponse>, Status> {
         let request = request.into_inner();
         let (datasets, next_page_token) = self
-            .datasets()?
+            .datasets
             .list(
                 type_from_pb(request.r#type, "type")?,
                 page_size(request.page_size, DEFAULT_DATASET_PAGE)?,
@@ -170,7 +186,7 @@ impl EvaluationServiceRpc for EvaluationApi {
         let id = request.into_inner().dataset_id;
         required("dataset_id", &id)?;
         self.refuse_if_in_use(&id).await?;
-        self.datasets()?.delete(&id).await.or_status()?;
+        self.datasets.delete(&id).await.or_status()?;
         Ok(Response::new(pb::DeleteDatasetResponse {}))
     }
 
@@ -182,7 +198,7 @@ impl EvaluationServiceRpc for EvaluationApi {
         required("dataset_id", &request.dataset_id)?;
         let samples = request.samples.into_iter().map(sample_from_pb).collect();
         let (dataset, sample_ids) = self
-            .datasets()?
+            .datasets
             .add_samples(&request.dataset_id, samples, MAX_SAMPLES_PER_CALL)
             .await
             .or_status()?;
@@ -196,7 +212,7 @@ impl EvaluationServiceRpc for EvaluationApi {
         &self,
         request: Request<Streaming<pb::ImportSamplesRequest>>,
     ) -> Result<Response<pb::ImportSamplesResponse>, Status> {
-        let datasets = self.datasets()?;
+        let datasets = &self.datasets;
         let mut stream = request.into_inner();
         // Each batch is stored as it arrives (see ImportSession): the server holds one
         // batch, whatever the stream's size. Any error drops the session, which deletes
@@ -266,7 +282,7 @@ impl EvaluationServiceRpc for EvaluationApi {
         let request = request.into_inner();
         required("dataset_id", &request.dataset_id)?;
         let page = self
-            .datasets()?
+            .datasets
             .list_samples(
                 &request.dataset_id,
                 page_size(request.page_size, DEFAULT_SAMPLE_PAGE)?,
@@ -289,37 +305,34 @@ impl EvaluationServiceRpc for EvaluationApi {
         let request = request.into_inner();
         required("dataset_id", &request.dataset_id)?;
         // Resolve the version now, so later changes do not leak into the export.
-        let current = self.datasets()?.get(&request.dataset_id).or_status()?;
+        let current = self.datasets.get(&request.dataset_id).or_status()?;
         let version = if request.version == 0 {
             current.version
         } else {
             request.version
         };
         let first = self
-            .datasets()?
+            .datasets
             .export_page(&request.dataset_id, version, 0, EXPORT_BATCH)
             .await
             .or_status()?;
-        let state = self.state.clone();
+        let datasets = self.datasets.clone();
         let dataset_id = request.dataset_id;
         let stream = response_stream(
-            self.state.shutdown(),
+            &self.shutdown,
             (Some(first), 0i64),
             move |(pending, after)| {
-                let state = state.clone();
+                let datasets = datasets.clone();
                 let dataset_id = dataset_id.clone();
                 async move {
                     let page = match pending {
                         Some(page) => page,
-                        None => match state.datasets() {
-                            Ok(datasets) => match datasets
-                                .export_page(&dataset_id, version, after, EXPORT_BATCH)
-                                .await
-                            {
-                                Ok(page) => page,
-                                Err(err) => return Some((Err(err.into_status()), (None, after))),
-                            },
-                            Err(status) => return Some((Err(status), (None, after))),
+                        None => match datasets
+                            .export_page(&dataset_id, version, after, EXPORT_BATCH)
+                            .await
+                        {
+                            Ok(page) => page,
+                            Err(err) => return Some((Err(err.into_status()), (None, after))),
                         },
                     };
                     let last = page.last()?.position;
@@ -338,7 +351,7 @@ impl EvaluationServiceRpc for EvaluationApi {
         let request = request.into_inner();
         required("dataset_id", &request.dataset_id)?;
         let dataset = self
-            .datasets()?
+            .datasets
             .delete_samples(&request.dataset_id, request.sample_ids)
             .await
             .or_status()?;
@@ -355,7 +368,7 @@ impl EvaluationServiceRpc for EvaluationApi {
             return Err(invalid_field("run", "is required"));
         };
         let spec = run_spec_from_pb(run, "run")?;
-        let run = self.runs()?.create(spec).await.or_status_at("run")?;
+        let run = self.runs.create(spec).await.or_status_at("run")?;
         Ok(Response::new(pb::CreateRunResponse {
             run: Some(run_to_pb(run)),
         }))
@@ -367,7 +380,7 @@ impl EvaluationServiceRpc for EvaluationApi {
     ) -> Result<Response<pb::StartRunResponse>, Status> {
         let request = request.into_inner();
         required("run_id", &request.run_id)?;
-        let run = self.runs()?.start(&request.run_id).await.or_status()?;
+        let run = self.runs.start(&request.run_id).await.or_status()?;
         Ok(Response::new(pb::StartRunResponse {
             run: Some(run_to_pb(run)),
         }))
@@ -379,7 +392,7 @@ impl EvaluationServiceRpc for EvaluationApi {
     ) -> Result<Response<pb::GetRunResponse>, Status> {
         let request = request.into_inner();
         required("run_id", &request.run_id)?;
-        let run = self.runs()?.get(&request.run_id).or_status()?;
+        let run = self.runs.get(&request.run_id).or_status()?;
         Ok(Response::new(pb::GetRunResponse {
             run: Some(run_to_pb(run)),
         }))
@@ -393,7 +406,7 @@ impl EvaluationServiceRpc for EvaluationApi {
         let filter = filter_from_pb(&request)?;
         let size = page_size(request.page_size, DEFAULT_RUN_PAGE)?;
         let (runs, next_page_token) = self
-            .runs()?
+            .runs
             .list(&filter, size, &request.page_token)
             .or_status()?;
         Ok(Response::new(pb::ListRunsResponse {
@@ -408,7 +421,7 @@ impl EvaluationServiceRpc for EvaluationApi {
     ) -> Result<Response<pb::CancelRunResponse>, Status> {
         let request = request.into_inner();
         required("run_id", &request.run_id)?;
-        let run = self.runs()?.cancel(&request.run_id).await.or_status()?;
+        let run = self.runs.cancel(&request.run_id).await.or_status()?;
         Ok(Response::new(pb::CancelRunResponse {
             run: Some(run_to_pb(run)),
         }))
@@ -422,10 +435,10 @@ impl EvaluationServiceRpc for EvaluationApi {
     ) -> Result<Response<Self::WatchRunStream>, Status> {
         let request = request.into_inner();
         required("run_id", &request.run_id)?;
-        let receiver = self.runs()?.watch(&request.run_id).or_status()?;
+        let receiver = self.runs.watch(&request.run_id).or_status()?;
         // The first item is the state now; then each change, until the final state.
         let stream = response_stream(
-            self.state.shutdown(),
+            &self.shutdown,
             (Some(receiver), true),
             |(receiver, first)| async move {
                 let mut receiver = receiver?;
@@ -451,7 +464,7 @@ impl EvaluationServiceRpc for EvaluationApi {
         required("run_id", &request.run_id)?;
         let size = page_size(request.page_size, DEFAULT_RESULT_PAGE)?;
         let page = self
-            .runs()?
+            .runs
             .results(
                 &request.run_id,
                 request.failed_only,
@@ -479,7 +492,7 @@ impl EvaluationServiceRpc for EvaluationApi {
             .map(|(index, output)| output_from_pb(index, output))
             .collect::<Result<Vec<_>, _>>()?;
         let (run, results) = self
-            .runs()?
+            .runs
             .submit_outputs(&request.run_id, outputs)
             .await
             .or_status()?;
@@ -497,7 +510,7 @@ impl EvaluationServiceRpc for EvaluationApi {
         required("baseline_run_id", &request.baseline_run_id)?;
         required("candidate_run_id", &request.candidate_run_id)?;
         let comparison = self
-            .runs()?
+            .runs
             .compare(&request.baseline_run_id, &request.candidate_run_id)
             .await
             .or_status()?;
@@ -509,7 +522,7 @@ impl EvaluationServiceRpc for EvaluationApi {
         request: Request<pb::ScheduleRunRequest>,
     ) -> Result<Response<pb::ScheduleRunResponse>, Status> {
         let new = new_schedule_from_pb(request.into_inner())?;
-        let schedule = self.schedules()?.create(new).await.or_status()?;
+        let schedule = self.schedules.create(new).await.or_status()?;
         Ok(Response::new(pb::ScheduleRunResponse {
             schedule: Some(schedule_to_pb(schedule)),
         }))
@@ -521,7 +534,7 @@ impl EvaluationServiceRpc for EvaluationApi {
     ) -> Result<Response<pb::GetScheduleResponse>, Status> {
         let id = request.into_inner().schedule_id;
         required("schedule_id", &id)?;
-        let schedule = self.schedules()?.get(&id).or_status()?;
+        let schedule = self.schedules.get(&id).or_status()?;
         Ok(Response::new(pb::GetScheduleResponse {
             schedule: Some(schedule_to_pb(schedule)),
         }))
@@ -533,7 +546,7 @@ impl EvaluationServiceRpc for EvaluationApi {
     ) -> Result<Response<pb::ListSchedulesResponse>, Status> {
         let request = request.into_inner();
         let (schedules, next_page_token) = self
-            .schedules()?
+            .schedules
             .list(
                 page_size(request.page_size, DEFAULT_SCHEDULE_PAGE)?,
                 &request.page_token,
@@ -551,7 +564,7 @@ impl EvaluationServiceRpc for EvaluationApi {
     ) -> Result<Response<pb::PauseScheduleResponse>, Status> {
         let id = request.into_inner().schedule_id;
         required("schedule_id", &id)?;
-        let schedule = self.schedules()?.pause(&id).await.or_status()?;
+        let schedule = self.schedules.pause(&id).await.or_status()?;
         Ok(Response::new(pb::PauseScheduleResponse {
             schedule: Some(schedule_to_pb(schedule)),
         }))
@@ -563,7 +576,7 @@ impl EvaluationServiceRpc for EvaluationApi {
     ) -> Result<Response<pb::ResumeScheduleResponse>, Status> {
         let id = request.into_inner().schedule_id;
         required("schedule_id", &id)?;
-        let schedule = self.schedules()?.resume(&id).await.or_status()?;
+        let schedule = self.schedules.resume(&id).await.or_status()?;
         Ok(Response::new(pb::ResumeScheduleResponse {
             schedule: Some(schedule_to_pb(schedule)),
         }))
@@ -575,7 +588,7 @@ impl EvaluationServiceRpc for EvaluationApi {
     ) -> Result<Response<pb::DeleteScheduleResponse>, Status> {
         let id = request.into_inner().schedule_id;
         required("schedule_id", &id)?;
-        self.schedules()?.delete(&id).await.or_status()?;
+        self.schedules.delete(&id).await.or_status()?;
         Ok(Response::new(pb::DeleteScheduleResponse {}))
     }
 
@@ -587,7 +600,7 @@ impl EvaluationServiceRpc for EvaluationApi {
             return Err(invalid_field("gate", "is required"));
         };
         let gate = self
-            .gates()?
+            .gates
             .set(gate_from_pb(gate))
             .await
             .or_status_at("gate")?;
@@ -604,7 +617,7 @@ impl EvaluationServiceRpc for EvaluationApi {
         required("prompt_name", &request.prompt_name)?;
         required("label", &request.label)?;
         let gate = self
-            .gates()?
+            .gates
             .get(&request.prompt_name, &request.label)
             .await
             .or_status()?;
@@ -620,7 +633,7 @@ impl EvaluationServiceRpc for EvaluationApi {
         let request = request.into_inner();
         let prompt = (!request.prompt_name.is_empty()).then_some(request.prompt_name.as_str());
         let (gates, next_page_token) = self
-            .gates()?
+            .gates
             .list(
                 prompt,
                 page_size(request.page_size, DEFAULT_GATE_PAGE)?,
@@ -641,7 +654,7 @@ impl EvaluationServiceRpc for EvaluationApi {
         let request = request.into_inner();
         required("prompt_name", &request.prompt_name)?;
         required("label", &request.label)?;
-        self.gates()?
+        self.gates
             .delete(&request.prompt_name, &request.label)
             .await
             .or_status()?;

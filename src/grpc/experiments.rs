@@ -5,10 +5,12 @@ mod messages;
 use std::sync::Arc;
 
 use llmops_evaluator::providers::selection::AUTO;
+use llmops_evaluator::runs::RunService;
 use llmops_experiments::{
     ExperimentService, ExperimentSpec, MetricDefinition, MetricDirection, MetricKind, MetricRole,
     RecordNaming, Variant,
 };
+use llmops_registry::Registry;
 use tonic::{Request, Response, Status, Streaming};
 
 use self::messages::{
@@ -17,7 +19,6 @@ use self::messages::{
 };
 use crate::grpc::prompts::new_prompt_version;
 use crate::grpc::status::{invalid_field, IntoStatus as _, OrStatus as _};
-use crate::grpc::ServiceState;
 use crate::pb;
 use crate::pb::experiment_service_server::ExperimentService as ExperimentServiceRpc;
 
@@ -30,17 +31,24 @@ const DEFAULT_TREATMENT_SHARE: f64 = 0.5;
 /// The ExperimentService adapter.
 #[derive(Debug, Clone)]
 pub struct ExperimentApi {
-    state: Arc<ServiceState>,
+    experiments: Arc<ExperimentService>,
+    registry: Arc<Registry>,
+    runs: Arc<RunService>,
 }
 
 impl ExperimentApi {
-    /// An adapter over the shared state.
-    pub fn new(state: Arc<ServiceState>) -> Self {
-        Self { state }
-    }
-
-    fn experiments(&self) -> Result<&ExperimentService, Status> {
-        self.state.experiments()
+    /// An adapter over the experiment service; prompt experiments read versions from the
+    /// registry and model experiments pick a provider from the runs' providers.
+    pub fn new(
+        experiments: Arc<ExperimentService>,
+        registry: Arc<Registry>,
+        runs: Arc<RunService>,
+    ) -> Self {
+        Self {
+            experiments,
+            registry,
+            runs,
+        }
     }
 }
 
@@ -73,7 +81,7 @@ impl ExperimentServiceRpc for ExperimentApi {
         };
         let spec = spec_from_pb(experiment, "experiment")?;
         let created = self
-            .experiments()?
+            .experiments
             .create(spec)
             .await
             .or_status_at("experiment")?;
@@ -88,7 +96,7 @@ impl ExperimentServiceRpc for ExperimentApi {
     ) -> Result<Response<pb::GetExperimentResponse>, Status> {
         let id = request.into_inner().experiment_id;
         required_id(&id)?;
-        let experiment = self.experiments()?.get(&id).or_status()?;
+        let experiment = self.experiments.get(&id).or_status()?;
         Ok(Response::new(pb::GetExperimentResponse {
             experiment: Some(experiment_to_pb(experiment)),
         }))
@@ -107,7 +115,7 @@ impl ExperimentServiceRpc for ExperimentApi {
             n => n as usize,
         };
         let (experiments, next_page_token) = self
-            .experiments()?
+            .experiments
             .list(status_filter(request.status)?, size, &request.page_token)
             .or_status()?;
         Ok(Response::new(pb::ListExperimentsResponse {
@@ -124,7 +132,7 @@ impl ExperimentServiceRpc for ExperimentApi {
         required_id(&request.experiment_id)?;
         let update = update_from_pb(request.experiment.unwrap_or_default(), &request.update_mask)?;
         let updated = self
-            .experiments()?
+            .experiments
             .update(&request.experiment_id, update)
             .await
             .or_status_at("experiment")?;
@@ -139,7 +147,7 @@ impl ExperimentServiceRpc for ExperimentApi {
     ) -> Result<Response<pb::StartExperimentResponse>, Status> {
         let id = request.into_inner().experiment_id;
         required_id(&id)?;
-        let experiment = self.experiments()?.start(&id).await.or_status()?;
+        let experiment = self.experiments.start(&id).await.or_status()?;
         Ok(Response::new(pb::StartExperimentResponse {
             experiment: Some(experiment_to_pb(experiment)),
         }))
@@ -151,7 +159,7 @@ impl ExperimentServiceRpc for ExperimentApi {
     ) -> Result<Response<pb::PauseExperimentResponse>, Status> {
         let id = request.into_inner().experiment_id;
         required_id(&id)?;
-        let experiment = self.experiments()?.pause(&id).await.or_status()?;
+        let experiment = self.experiments.pause(&id).await.or_status()?;
         Ok(Response::new(pb::PauseExperimentResponse {
             experiment: Some(experiment_to_pb(experiment)),
         }))
@@ -164,7 +172,7 @@ impl ExperimentServiceRpc for ExperimentApi {
         let request = request.into_inner();
         required_id(&request.experiment_id)?;
         let experiment = self
-            .experiments()?
+            .experiments
             .complete(&request.experiment_id, &request.winner_variant_id)
             .await
             .or_status()?;
@@ -179,7 +187,7 @@ impl ExperimentServiceRpc for ExperimentApi {
     ) -> Result<Response<pb::CancelExperimentResponse>, Status> {
         let id = request.into_inner().experiment_id;
         required_id(&id)?;
-        let experiment = self.experiments()?.cancel(&id).await.or_status()?;
+        let experiment = self.experiments.cancel(&id).await.or_status()?;
         Ok(Response::new(pb::CancelExperimentResponse {
             experiment: Some(experiment_to_pb(experiment)),
         }))
@@ -192,7 +200,7 @@ impl ExperimentServiceRpc for ExperimentApi {
         let request = request.into_inner();
         required_id(&request.experiment_id)?;
         let assignment = self
-            .experiments()?
+            .experiments
             .assign(&request.experiment_id, &request.user_id)
             .await
             .or_status()?;
@@ -200,7 +208,7 @@ impl ExperimentServiceRpc for ExperimentApi {
         // The client serves the model it is handed, so `auto` becomes the provider that
         // selection picks now (the hot path pays for this only on `auto` variants).
         if variant.model == AUTO {
-            variant.model = self.state.runs()?.select_provider(&[]).or_status()?.name;
+            variant.model = self.runs.select_provider(&[]).or_status()?.name;
         }
         Ok(Response::new(pb::AssignVariantResponse {
             in_experiment: assignment.in_experiment,
@@ -222,7 +230,7 @@ impl ExperimentServiceRpc for ExperimentApi {
             .map(|e| (e.user_id, e.variant_id))
             .collect();
         let recorded = self
-            .experiments()?
+            .experiments
             .record_exposures(&request.experiment_id, exposures)
             .await
             .or_status()?;
@@ -238,7 +246,7 @@ impl ExperimentServiceRpc for ExperimentApi {
     ) -> Result<Response<pb::RecordMetricResponse>, Status> {
         let record = record_from_pb(request.into_inner())?;
         let outcome = self
-            .experiments()?
+            .experiments
             .record_metrics(vec![record], RecordNaming::Single)
             .await
             .or_status()?;
@@ -258,7 +266,7 @@ impl ExperimentServiceRpc for ExperimentApi {
             .map(record_from_pb)
             .collect::<Result<Vec<_>, _>>()?;
         let outcome = self
-            .experiments()?
+            .experiments
             .record_metrics(records, RecordNaming::Batch { first_index: 0 })
             .await
             .or_status()?;
@@ -272,7 +280,7 @@ impl ExperimentServiceRpc for ExperimentApi {
         &self,
         request: Request<Streaming<pb::RecordMetricRequest>>,
     ) -> Result<Response<pb::IngestMetricsResponse>, Status> {
-        let experiments = self.experiments()?;
+        let experiments = &self.experiments;
         let mut stream = request.into_inner();
         let mut response = pb::IngestMetricsResponse::default();
         let mut chunk = Vec::with_capacity(INGEST_CHUNK);
@@ -315,7 +323,7 @@ impl ExperimentServiceRpc for ExperimentApi {
     ) -> Result<Response<pb::GetExperimentResultsResponse>, Status> {
         let id = request.into_inner().experiment_id;
         required_id(&id)?;
-        let (experiment, results) = self.experiments()?.results(&id).or_status()?;
+        let (experiment, results) = self.experiments.results(&id).or_status()?;
         Ok(Response::new(results_to_pb(experiment, results)))
     }
 
@@ -372,10 +380,10 @@ impl ExperimentServiceRpc for ExperimentApi {
             ],
             ..ExperimentSpec::default()
         };
-        let experiments = self.experiments()?;
+        let experiments = &self.experiments;
         // Check the experiment before registering prompts, so a bad request writes nothing.
         experiments.check(&spec).or_status()?;
-        let registry = self.state.registry()?;
+        let registry = &self.registry;
         let mut spec = spec;
         // Both versions are validated and checked before either is written.
         let versions = registry
@@ -445,7 +453,7 @@ impl ExperimentServiceRpc for ExperimentApi {
             ],
             ..ExperimentSpec::default()
         };
-        let created = self.experiments()?.create(spec).await.or_status()?;
+        let created = self.experiments.create(spec).await.or_status()?;
         Ok(Response::new(pb::CreateModelExperimentResponse {
             experiment: Some(experiment_to_pb(created)),
         }))

@@ -7,6 +7,7 @@ pub(crate) use self::messages::new_prompt_version;
 use std::sync::Arc;
 
 use llmops_registry::{Registry, VersionSelector, WatchItem};
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use self::messages::{
@@ -14,24 +15,21 @@ use self::messages::{
 };
 use crate::grpc::convert::timestamp;
 use crate::grpc::status::{invalid_field, IntoStatus as _, OrStatus as _};
-use crate::grpc::{response_stream, ResponseStream, ServiceState};
+use crate::grpc::{response_stream, ResponseStream};
 use crate::pb;
 use crate::pb::prompt_service_server::PromptService;
 
 /// The PromptService adapter.
 #[derive(Debug, Clone)]
 pub struct PromptApi {
-    state: Arc<ServiceState>,
+    registry: Arc<Registry>,
+    shutdown: CancellationToken,
 }
 
 impl PromptApi {
-    /// An adapter over the shared service state.
-    pub fn new(state: Arc<ServiceState>) -> Self {
-        Self { state }
-    }
-
-    fn registry(&self) -> Result<&Registry, Status> {
-        self.state.registry()
+    /// An adapter over the registry; watches end at `shutdown`.
+    pub fn new(registry: Arc<Registry>, shutdown: CancellationToken) -> Self {
+        Self { registry, shutdown }
     }
 }
 
@@ -59,7 +57,7 @@ impl PromptService for PromptApi {
         };
         let new = new_prompt_version(prompt_version)?;
         let view = self
-            .registry()?
+            .registry
             .create_version(new)
             .await
             .or_status_at("prompt_version")?;
@@ -78,7 +76,7 @@ impl PromptService for PromptApi {
             label,
         } = request.into_inner();
         let view = self
-            .registry()?
+            .registry
             .get_version(&name, &selector(&version, &label)?)
             .or_status()?;
         Ok(Response::new(pb::GetPromptVersionResponse {
@@ -91,7 +89,7 @@ impl PromptService for PromptApi {
         request: Request<pb::GetLatestPromptVersionRequest>,
     ) -> Result<Response<pb::GetLatestPromptVersionResponse>, Status> {
         let pb::GetLatestPromptVersionRequest { name } = request.into_inner();
-        let view = self.registry()?.latest_version(&name).or_status()?;
+        let view = self.registry.latest_version(&name).or_status()?;
         Ok(Response::new(pb::GetLatestPromptVersionResponse {
             prompt_version: Some(prompt_version_to_pb(view)),
         }))
@@ -108,7 +106,7 @@ impl PromptService for PromptApi {
         } = request.into_inner();
         let name = (!name.is_empty()).then_some(name.as_str());
         let page = self
-            .registry()?
+            .registry
             .list_versions(name, page_size, &page_token)
             .or_status()?;
         Ok(Response::new(pb::ListPromptVersionsResponse {
@@ -126,7 +124,7 @@ impl PromptService for PromptApi {
             page_token,
         } = request.into_inner();
         let page = self
-            .registry()?
+            .registry
             .list_prompts(page_size, &page_token)
             .or_status()?;
         Ok(Response::new(pb::ListPromptsResponse {
@@ -145,7 +143,7 @@ impl PromptService for PromptApi {
             override_reason,
         } = request.into_inner();
         let view = self
-            .registry()?
+            .registry
             .activate(&name, &version, non_empty(&override_reason))
             .await
             .or_status()?;
@@ -165,7 +163,7 @@ impl PromptService for PromptApi {
             override_reason,
         } = request.into_inner();
         let (view, previous) = self
-            .registry()?
+            .registry
             .set_label(&name, &label, &version, non_empty(&override_reason))
             .await
             .or_status()?;
@@ -181,7 +179,7 @@ impl PromptService for PromptApi {
     ) -> Result<Response<pb::DeletePromptLabelResponse>, Status> {
         let pb::DeletePromptLabelRequest { name, label } = request.into_inner();
         let previous = self
-            .registry()?
+            .registry
             .delete_label(&name, &label)
             .await
             .or_status()?;
@@ -195,7 +193,7 @@ impl PromptService for PromptApi {
         request: Request<pb::DeletePromptVersionRequest>,
     ) -> Result<Response<pb::DeletePromptVersionResponse>, Status> {
         let pb::DeletePromptVersionRequest { name, version } = request.into_inner();
-        self.registry()?
+        self.registry
             .delete_version(&name, &version)
             .await
             .or_status()?;
@@ -214,7 +212,7 @@ impl PromptService for PromptApi {
         } = request.into_inner();
         let values = render_values(variables);
         let (rendered, version) = self
-            .registry()?
+            .registry
             .render(&name, &selector(&version, &label)?, &values)
             .map_err(|e| {
                 if let llmops_registry::RegistryError::ResourceExhausted(_) = e {
@@ -248,7 +246,7 @@ impl PromptService for PromptApi {
             to_version,
         } = request.into_inner();
         let diff = self
-            .registry()?
+            .registry
             .diff(&name, &from_version, &to_version)
             .or_status()?;
         Ok(Response::new(pb::DiffPromptVersionsResponse {
@@ -268,7 +266,7 @@ impl PromptService for PromptApi {
         request: Request<pb::DeletePromptRequest>,
     ) -> Result<Response<pb::DeletePromptResponse>, Status> {
         let pb::DeletePromptRequest { name } = request.into_inner();
-        let deleted = self.registry()?.delete_prompt(&name).await.or_status()?;
+        let deleted = self.registry.delete_prompt(&name).await.or_status()?;
         Ok(Response::new(pb::DeletePromptResponse {
             deleted_versions: deleted as u32,
         }))
@@ -286,12 +284,12 @@ impl PromptService for PromptApi {
         } = request.into_inner();
         let name = (!name.is_empty()).then_some(name);
         let subscription = self
-            .registry()?
+            .registry
             .watch(name, after_sequence)
             .await
             .or_status()?;
         let stream = response_stream(
-            self.state.shutdown(),
+            &self.shutdown,
             subscription,
             |mut subscription| async move {
                 let item = match subscription.next().await {
@@ -325,7 +323,7 @@ impl PromptService for PromptApi {
             n if n < 0 => return Err(invalid_field("page_size", "must not be negative")),
             n => (n as usize).min(MAX_PAGE),
         };
-        let registry = self.registry()?;
+        let registry = &self.registry;
         // The history of a prompt that never existed is an error, not an empty list.
         registry
             .get_version(&request.name, &VersionSelector::Active)

@@ -3,24 +3,24 @@
 use std::sync::Arc;
 
 use llmops_evaluator::providers::{ProviderStatus, ScoreSource};
+use llmops_evaluator::runs::RunService;
 use tonic::{Request, Response, Status};
 
 use crate::grpc::convert::{duration_to_pb, timestamp};
 use crate::grpc::status::OrStatus as _;
-use crate::grpc::ServiceState;
 use crate::pb;
 use crate::pb::provider_service_server::ProviderService as ProviderServiceRpc;
 
 /// The ProviderService adapter.
 #[derive(Debug, Clone)]
 pub struct ProviderApi {
-    state: Arc<ServiceState>,
+    runs: Arc<RunService>,
 }
 
 impl ProviderApi {
-    /// An adapter over the shared state.
-    pub fn new(state: Arc<ServiceState>) -> Self {
-        Self { state }
+    /// An adapter over the providers the evaluation runs use.
+    pub fn new(runs: Arc<RunService>) -> Self {
+        Self { runs }
     }
 }
 
@@ -70,8 +70,7 @@ impl ProviderServiceRpc for ProviderApi {
         _request: Request<pb::ListProvidersRequest>,
     ) -> Result<Response<pb::ListProvidersResponse>, Status> {
         let providers = self
-            .state
-            .runs()?
+            .runs
             .provider_statuses()
             .into_iter()
             .map(provider_to_pb)
@@ -84,11 +83,7 @@ impl ProviderServiceRpc for ProviderApi {
         request: Request<pb::SelectProviderRequest>,
     ) -> Result<Response<pb::SelectProviderResponse>, Status> {
         let request = request.into_inner();
-        let chosen = self
-            .state
-            .runs()?
-            .select_provider(&request.candidates)
-            .or_status()?;
+        let chosen = self.runs.select_provider(&request.candidates).or_status()?;
         Ok(Response::new(pb::SelectProviderResponse {
             provider: Some(provider_to_pb(chosen)),
         }))

@@ -4,6 +4,8 @@
 
 mod error;
 mod sqlite;
+mod storage;
 
 pub use error::StoreOpenError;
 pub use sqlite::{Durability, SqliteStore};
+pub use storage::{DatabaseUrl, Storage, StorageOptions};

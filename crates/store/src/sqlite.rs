@@ -24,7 +24,7 @@ use sqlx::sqlite::{
 use crate::error::StoreOpenError;
 
 /// The file the database lives in, inside the data directory.
-const DATABASE_FILE: &str = "llmops.db";
+pub(crate) const DATABASE_FILE: &str = "llmops.db";
 
 /// How hard a commit works to survive power loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -61,17 +61,24 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database under `data_dir` and migrates it.
     pub async fn open(data_dir: &Path, durability: Durability) -> Result<Self, StoreOpenError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreOpenError::DataDir {
-            path: data_dir.display().to_string(),
-            source,
-        })?;
-        let path = data_dir.join(DATABASE_FILE);
+        Self::open_file(&data_dir.join(DATABASE_FILE), durability).await
+    }
+
+    /// Opens (creating if needed, with its directory) the database in `path` and
+    /// migrates it.
+    pub async fn open_file(path: &Path, durability: Durability) -> Result<Self, StoreOpenError> {
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreOpenError::DataDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
         let synchronous = match durability {
             Durability::Full => SqliteSynchronous::Full,
             Durability::Normal => SqliteSynchronous::Normal,
         };
         let options = SqliteConnectOptions::new()
-            .filename(&path)
+            .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(synchronous)
