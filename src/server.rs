@@ -26,6 +26,7 @@ use llmops_evaluator::runs::{RunService, RunSettings};
 use llmops_evaluator::schedules::{ScheduleService, ScheduleSettings};
 use llmops_experiments::monitor::AlertMonitor;
 use llmops_experiments::ExperimentService;
+use llmops_core::{Clock, SystemClock};
 use llmops_registry::Registry;
 use llmops_store::{Storage, StorageOptions};
 use tokio::net::TcpListener;
@@ -68,6 +69,25 @@ pub async fn serve(
     metrics_listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    serve_with_clock(
+        config,
+        Arc::new(SystemClock),
+        grpc_listener,
+        metrics_listener,
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve`], with schedules and retention reading time from `clock` (tests move a
+/// [`llmops_core::ManualClock`] instead of waiting).
+pub async fn serve_with_clock(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    grpc_listener: TcpListener,
+    metrics_listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     telemetry::prometheus();
     let stop = CancellationToken::new();
     let (health, health_service) = health::health_service(stop.clone());
@@ -88,7 +108,7 @@ pub async fn serve(
     let metrics_address = metrics_listener.local_addr()?;
     let metrics = tokio::spawn(telemetry::serve_metrics(metrics_listener, stop.clone()));
 
-    let (storage, services, background) = match open_storage(&config, &stop).await {
+    let (storage, services, background) = match open_storage(&config, clock, &stop).await {
         Ok(opened) => opened,
         Err(err) => {
             stop.cancel();
@@ -269,6 +289,7 @@ impl Slots {
 /// is cancelled.
 async fn open_storage(
     config: &Config,
+    clock: Arc<dyn Clock>,
     stop: &CancellationToken,
 ) -> anyhow::Result<(Storage, Services, Vec<tokio::task::JoinHandle<()>>)> {
     let receivers = config.webhook_receivers()?;
@@ -369,6 +390,7 @@ async fn open_storage(
         ScheduleSettings {
             auto_evaluation: config.evaluation.auto_evaluation,
             interval: config.evaluation.interval,
+            clock: clock.clone(),
         },
         stop,
     )
@@ -380,6 +402,7 @@ async fn open_storage(
     let webhooks = tokio::spawn(async move { sender.run(sender_stop.cancelled_owned()).await });
     let retention = tokio::spawn(prune_alerts(
         alerts.clone(),
+        clock,
         config.alerts.retention,
         config.alerts.prune_interval,
         stop.clone(),
@@ -432,22 +455,22 @@ async fn monitor_experiments(
 /// Prunes resolved alerts and old alert events every `interval` until `stop`.
 async fn prune_alerts(
     alerts: Arc<AlertService>,
+    clock: Arc<dyn Clock>,
     retention: std::time::Duration,
     interval: std::time::Duration,
     stop: CancellationToken,
 ) {
-    let mut ticks = tokio::time::interval(interval);
     loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
-        let cutoff = chrono::Utc::now()
-            - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+        let cutoff =
+            clock.now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
         match alerts.prune(cutoff).await {
             Ok(0) => {}
             Ok(pruned) => tracing::info!(pruned, %cutoff, "pruned resolved alerts"),
             Err(err) => tracing::warn!(error = %err, "pruning alerts failed; will retry"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = clock.sleep(interval) => {}
         }
     }
 }

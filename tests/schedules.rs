@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::eval::{dataset, fields, next_alert, prompt, run, subscribe, watch, with_mock};
 use common::TestServer;
+use llmops_core::{Clock as _, ManualClock};
 use llmops::bench::mock_provider::MockProvider;
 use llmops::pb;
 use tonic::Code;
@@ -67,6 +68,37 @@ async fn wait_for(
     }
 }
 
+/// Moves `clock` a second at a time (each a tick of an `@every 1s` schedule) until the
+/// schedule satisfies `done` (30 s of real time at most).
+async fn tick_until(
+    server: &TestServer,
+    clock: &ManualClock,
+    id: &str,
+    what: &str,
+    done: impl Fn(&pb::Schedule) -> bool,
+) -> pb::Schedule {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let schedule = get_schedule(server, id).await;
+        if done(&schedule) {
+            return schedule;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "schedule {id} never {what}: {schedule:?}"
+        );
+        clock.advance(Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Moves `clock` far past every due time, then gives the tick loop a moment of real
+/// time to act on it.
+async fn let_time_pass(clock: &ManualClock) {
+    clock.advance(Duration::from_secs(3600));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+}
+
 async fn runs_of(server: &TestServer, dataset_id: &str) -> Vec<pb::Run> {
     server
         .evaluation()
@@ -104,16 +136,13 @@ fn seconds(timestamp: &Option<prost_types::Timestamp>) -> i64 {
     timestamp.as_ref().map_or(0, |t| t.seconds)
 }
 
-fn now_seconds() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
 #[tokio::test]
 async fn an_every_schedule_runs_by_itself_until_paused_and_resumes_from_now() {
-    let server = TestServer::start().await;
+    let clock = ManualClock::starting_now();
+    let server = TestServer::start_at(&clock, |_| {}).await;
     prompt(&server, "p", "1.0.0", "{{input}}").await;
     let dataset_id = dataset(&server, "d", vec![("a", "one", "one")]).await;
-    let before = now_seconds();
+    let before = clock.now().timestamp();
     let created = schedule(
         &server,
         run(&dataset_id, "p", "", "echo"),
@@ -127,12 +156,15 @@ async fn an_every_schedule_runs_by_itself_until_paused_and_resumes_from_now() {
     assert_eq!(created.runs_started, 0, "nothing runs at creation");
     let next = seconds(&created.next_run_at);
     assert!(
-        (before..=now_seconds() + 2).contains(&next),
-        "due about a second after creation"
+        next == before + 1,
+        "due a second after creation"
     );
     assert!(created.run_template.as_ref().unwrap().id.is_empty());
 
-    let fired = wait_for(&server, &created.id, "ran twice", |s| s.runs_started >= 2).await;
+    let fired = tick_until(&server, &clock, &created.id, "ran twice", |s| {
+        s.runs_started >= 2
+    })
+    .await;
     let metrics = server.metrics_text().await;
     assert!(
         metric_value(
@@ -163,7 +195,7 @@ async fn an_every_schedule_runs_by_itself_until_paused_and_resumes_from_now() {
     assert!(paused.paused);
     assert!(paused.next_run_at.is_none());
     let started = paused.runs_started;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let_time_pass(&clock).await;
     let still = get_schedule(&server, &created.id).await;
     assert_eq!(
         still.runs_started, started,
@@ -171,7 +203,7 @@ async fn an_every_schedule_runs_by_itself_until_paused_and_resumes_from_now() {
     );
     assert_eq!(runs_of(&server, &dataset_id).await.len() as u64, started);
 
-    let before = now_seconds();
+    let before = clock.now().timestamp();
     let resumed = server
         .evaluation()
         .resume_schedule(pb::ResumeScheduleRequest {
@@ -187,7 +219,7 @@ async fn an_every_schedule_runs_by_itself_until_paused_and_resumes_from_now() {
         seconds(&resumed.next_run_at) >= before,
         "missed ticks are not made up"
     );
-    wait_for(&server, &created.id, "ran after resuming", |s| {
+    tick_until(&server, &clock, &created.id, "ran after resuming", |s| {
         s.runs_started > started
     })
     .await;
@@ -217,7 +249,7 @@ async fn an_every_schedule_runs_by_itself_until_paused_and_resumes_from_now() {
         .unwrap_err();
     assert_eq!(gone.code(), Code::NotFound);
     let count = runs_of(&server, &dataset_id).await.len();
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let_time_pass(&clock).await;
     assert_eq!(
         runs_of(&server, &dataset_id).await.len(),
         count,
@@ -228,7 +260,8 @@ async fn an_every_schedule_runs_by_itself_until_paused_and_resumes_from_now() {
 #[tokio::test]
 async fn a_tick_while_the_previous_run_is_still_going_is_skipped_and_counted() {
     let mock = MockProvider::start(Duration::ZERO).await.unwrap();
-    let server = TestServer::start_with(with_mock(&mock)).await;
+    let clock = ManualClock::starting_now();
+    let server = TestServer::start_at(&clock, with_mock(&mock)).await;
     prompt(&server, "slow", "1.0.0", "{{input}}").await;
     // The one sample takes far longer than the ticks (its run is stopped at shutdown).
     let dataset_id = dataset(&server, "slow", vec![("a", "[[sleep:30000]] x", "x")]).await;
@@ -241,7 +274,7 @@ async fn a_tick_while_the_previous_run_is_still_going_is_skipped_and_counted() {
     )
     .await
     .unwrap();
-    let skipping = wait_for(&server, &created.id, "skipped two ticks", |s| {
+    let skipping = tick_until(&server, &clock, &created.id, "skipped two ticks", |s| {
         s.skipped_ticks >= 2
     })
     .await;
@@ -273,8 +306,12 @@ async fn a_tick_while_the_previous_run_is_still_going_is_skipped_and_counted() {
 
 /// Starts a server in `dir`, schedules an echo evaluation with `expression`, and stops
 /// the server; returns the dataset and the schedule.
-async fn schedule_then_stop(dir: &std::path::Path, expression: &str) -> (String, pb::Schedule) {
-    let mut server = TestServer::start_in(dir, |_| {}).await;
+async fn schedule_then_stop(
+    dir: &std::path::Path,
+    clock: &ManualClock,
+    expression: &str,
+) -> (String, pb::Schedule) {
+    let mut server = TestServer::start_on_clock(dir, std::sync::Arc::new(clock.clone()), |_| {}).await;
     prompt(&server, "p", "1.0.0", "{{input}}").await;
     let dataset_id = dataset(&server, "d", vec![("a", "one", "one")]).await;
     let created = schedule(
@@ -294,43 +331,36 @@ async fn schedule_then_stop(dir: &std::path::Path, expression: &str) -> (String,
 #[tokio::test]
 async fn a_schedule_due_while_the_server_was_down_runs_once_after_the_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let (dataset_id, created) = schedule_then_stop(dir.path(), "@every 3s").await;
-    // Usually 0; a slow machine may have let a tick through before the stop, and the
-    // checks below count from whatever was started.
-    let before_stop = stored_runs_started(dir.path(), &created.id).await;
-    // Two ticks fall due while the server is down: wait until the clock is past them
-    // (the first due time plus one interval), however long the stop took.
+    let clock = ManualClock::starting_now();
+    let (dataset_id, created) = schedule_then_stop(dir.path(), &clock, "@every 3s").await;
+    assert_eq!(
+        stored_runs_started(dir.path(), &created.id).await,
+        0,
+        "the clock stood still: nothing fell due before the stop"
+    );
+    // Two ticks fall due while the server is down.
     let first_due = seconds(&created.next_run_at);
-    while now_seconds() <= first_due + 3 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    clock.set(chrono::DateTime::from_timestamp(first_due + 4, 0).unwrap());
 
-    let restarted_at = now_seconds();
-    let server = TestServer::start_in(dir.path(), |_| {}).await;
-    let caught_up = wait_for(&server, &created.id, "caught up", |s| {
-        s.runs_started > before_stop
-    })
-    .await;
-    let next_due = seconds(&caught_up.next_run_at);
-    assert!(
-        next_due >= restarted_at,
+    let restarted_at = clock.now().timestamp();
+    let server =
+        TestServer::start_on_clock(dir.path(), std::sync::Arc::new(clock.clone()), |_| {}).await;
+    let caught_up = wait_for(&server, &created.id, "caught up", |s| s.runs_started > 0).await;
+    assert_eq!(
+        seconds(&caught_up.next_run_at),
+        restarted_at + 3,
         "the next due time counts from the restart, not from the missed ticks"
     );
-    // Runs created before the next due time are the catch-up; later ones are the
-    // schedule's regular ticks, which a slow test may see too.
-    let catch_up: Vec<_> = runs_of(&server, &dataset_id)
-        .await
-        .into_iter()
-        .filter(|run| {
-            seconds(&run.created_at) >= restarted_at && seconds(&run.created_at) < next_due
-        })
-        .collect();
+    // The clock stands still after the restart, so every run is the catch-up.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let runs = runs_of(&server, &dataset_id).await;
     assert_eq!(
-        catch_up.len(),
+        runs.len(),
         1,
-        "one catch-up run, not one per missed tick: {catch_up:?}"
+        "one catch-up run, not one per missed tick: {runs:?}"
     );
-    assert_eq!(caught_up.skipped_ticks, 0);
+    let caught_up = get_schedule(&server, &created.id).await;
+    assert_eq!((caught_up.runs_started, caught_up.skipped_ticks), (1, 0));
 }
 
 #[tokio::test]
@@ -826,19 +856,20 @@ async fn bad_schedules_are_refused_with_the_field_at_fault() {
 }
 
 /// Opens a stopped server's store.
-async fn stopped_store(dir: &std::path::Path) -> llmops_store::SqliteStore {
-    llmops_store::SqliteStore::open(dir, llmops_store::Durability::Full)
+async fn stopped_store(dir: &std::path::Path) -> llmops_store::Storage {
+    let url = llmops_store::DatabaseUrl::in_data_dir(dir);
+    llmops_store::Storage::open(&url, Default::default())
         .await
         .unwrap()
 }
 
 /// A stopped server's stored schedule.
 async fn stored_schedule(
-    store: &llmops_store::SqliteStore,
+    store: &llmops_store::Storage,
     schedule_id: &str,
 ) -> llmops_evaluator::schedules::Schedule {
-    use llmops_evaluator::schedules::ScheduleStore as _;
     store
+        .schedules
         .load_schedules()
         .await
         .unwrap()
@@ -856,7 +887,7 @@ async fn stored_runs_started(dir: &std::path::Path, schedule_id: &str) -> u64 {
 
 /// Rewrites a stored schedule while the server is down, as a crash would have left it.
 async fn store_pending_run(dir: &std::path::Path, schedule_id: &str, run_id: &str) {
-    use llmops_evaluator::schedules::{PendingRun, ScheduleStore as _, Trigger};
+    use llmops_evaluator::schedules::{PendingRun, Trigger};
     let store = stopped_store(dir).await;
     let mut schedule = stored_schedule(&store, schedule_id).await;
     let mut spec = schedule.template.clone();
@@ -867,7 +898,7 @@ async fn store_pending_run(dir: &std::path::Path, schedule_id: &str, run_id: &st
             due: chrono::Utc::now(),
         },
     });
-    store.update_schedule(&schedule).await.unwrap();
+    store.schedules.update_schedule(&schedule).await.unwrap();
     store.close().await;
 }
 
@@ -875,7 +906,7 @@ async fn store_pending_run(dir: &std::path::Path, schedule_id: &str, run_id: &st
 async fn a_run_decided_on_before_a_crash_is_started_once_at_the_next_start() {
     let dir = tempfile::tempdir().unwrap();
     // A crash after the schedule stored its decision, before the run was created.
-    let (dataset_id, created) = schedule_then_stop(dir.path(), "@yearly").await;
+    let (dataset_id, created) = schedule_then_stop(dir.path(), &ManualClock::starting_now(), "@yearly").await;
     store_pending_run(dir.path(), &created.id, "decided-before-crash").await;
     let mut server = TestServer::start_in(dir.path(), |_| {}).await;
     let finished = get_schedule(&server, &created.id).await;

@@ -9,9 +9,11 @@ pub mod raw;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use llmops::config::Config;
+use llmops_core::{Clock, ManualClock, SystemClock};
 use llmops::pb::alert_service_client::AlertServiceClient;
 use llmops::pb::evaluation_service_client::EvaluationServiceClient;
 use llmops::pb::experiment_service_client::ExperimentServiceClient;
@@ -53,6 +55,24 @@ impl TestServer {
 
     /// A server on `data_dir` (which outlives it, for restart tests).
     pub async fn start_in(data_dir: &Path, tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_on_clock(data_dir, Arc::new(SystemClock), tweak).await
+    }
+
+    /// A server on a fresh data directory whose schedules and retention read `clock`,
+    /// which the test moves instead of waiting.
+    pub async fn start_at(clock: &ManualClock, tweak: impl FnOnce(&mut Config)) -> Self {
+        let temp = tempfile::tempdir().unwrap();
+        let mut server = Self::start_on_clock(temp.path(), Arc::new(clock.clone()), tweak).await;
+        server._temp = Some(temp);
+        server
+    }
+
+    /// A server on `data_dir` and `clock` (see [`TestServer::start_at`]).
+    pub async fn start_on_clock(
+        data_dir: &Path,
+        clock: Arc<dyn Clock>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = grpc.local_addr().unwrap();
@@ -65,9 +85,15 @@ impl TestServer {
         };
         tweak(&mut config);
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(llmops::server::serve(config, grpc, metrics, async move {
-            let _ = rx.await;
-        }));
+        let task = tokio::spawn(llmops::server::serve_with_clock(
+            config,
+            clock,
+            grpc,
+            metrics,
+            async move {
+                let _ = rx.await;
+            },
+        ));
         let channel = Channel::from_shared(format!("http://{address}"))
             .unwrap()
             .connect()

@@ -25,6 +25,7 @@ use llmops_registry::Registry;
 use tokio::sync::{Mutex, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use llmops_core::Clock;
 use uuid::Uuid;
 
 use super::expression::ScheduleExpression;
@@ -54,13 +55,16 @@ const MAX_SLEEP: Duration = Duration::from_secs(30);
 /// The pause before retrying after storage failed.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// Settings that come from configuration (`[evaluation]`).
-#[derive(Debug, Clone, Copy)]
+/// Settings that come from configuration (`[evaluation]`), and the clock due times are
+/// read from.
+#[derive(Debug, Clone)]
 pub struct ScheduleSettings {
     /// Whether schedules with an empty expression run every `interval`.
     pub auto_evaluation: bool,
     /// The interval of schedules with an empty expression.
     pub interval: Duration,
+    /// Where "now" comes from: the system clock in the server, a manual one in tests.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// What a client gives to create a schedule.
@@ -140,7 +144,7 @@ impl ScheduleService {
         });
         {
             let mut schedules = inner.schedules.lock().await;
-            let now = Utc::now();
+            let now = inner.settings.clock.now();
             for mut schedule in inner.store.load_schedules().await? {
                 if let Some(pending) = schedule.pending.clone() {
                     tracing::info!(schedule_id = %schedule.id, run_id = %pending.spec.id, "finishing a run a restart interrupted");
@@ -191,7 +195,7 @@ impl ScheduleService {
             new.id = Uuid::now_v7().to_string();
         }
         let expression = inner.check(&mut new)?;
-        let now = Utc::now();
+        let now = inner.settings.clock.now();
         let mut schedule = Schedule {
             id: new.id,
             template: new.template,
@@ -304,7 +308,7 @@ impl ScheduleService {
                     return;
                 }
                 schedule.paused = false;
-                schedule.next_run_at = inner.next_due(schedule, Utc::now());
+                schedule.next_run_at = inner.next_due(schedule, inner.settings.clock.now());
                 if let Some(version) = inner.watched_version(schedule) {
                     schedule.watched_version = version;
                 }
@@ -402,7 +406,7 @@ impl Inner {
         if let Some(expression) = &expression {
             if !new.on_prompt_change
                 && expression
-                    .next_after(Utc::now(), self.default_interval())
+                    .next_after(self.settings.clock.now(), self.default_interval())
                     .is_none()
             {
                 violations.push(FieldViolation::new(
@@ -459,7 +463,7 @@ impl Inner {
         if schedule == *current {
             return Ok(schedule);
         }
-        schedule.updated_at = Utc::now();
+        schedule.updated_at = self.settings.clock.now();
         self.store.update_schedule(&schedule).await?;
         self.show(&schedule);
         schedules.insert(id.to_owned(), schedule.clone());
@@ -478,20 +482,19 @@ impl Inner {
                     .filter_map(|s| s.next_run_at)
                     .min()
             };
-            let wait = next
-                .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
-                .unwrap_or(MAX_SLEEP)
-                .min(MAX_SLEEP);
+            let clock = &self.settings.clock;
+            let latest = clock.now() + chrono::Duration::from_std(MAX_SLEEP).unwrap_or_default();
+            let until = next.map_or(latest, |at| at.min(latest));
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
                 _ = self.wake.notified() => continue,
-                _ = tokio::time::sleep(wait) => {}
+                _ = clock.sleep_until(until) => {}
             }
             if let Err(err) = self.fire_due().await {
                 tracing::warn!(error = %err, "starting scheduled runs failed; will retry");
                 tokio::select! {
                     _ = self.shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(RETRY_AFTER) => {}
+                    _ = self.settings.clock.sleep(RETRY_AFTER) => {}
                 }
             }
         }
@@ -500,7 +503,7 @@ impl Inner {
     /// Fires each schedule whose due time has come, once.
     async fn fire_due(&self) -> Result<(), EvaluationError> {
         let mut schedules = self.schedules.lock().await;
-        let now = Utc::now();
+        let now = self.settings.clock.now();
         let due: Vec<(String, DateTime<Utc>)> = schedules
             .values()
             .filter(|s| !s.paused)
@@ -519,7 +522,7 @@ impl Inner {
     /// Starts a run of `schedule` for `trigger`, or counts a skipped tick when its last
     /// run is still going. Called under the schedules lock.
     async fn fire(&self, schedule: &mut Schedule, trigger: Trigger) -> Result<(), EvaluationError> {
-        let now = Utc::now();
+        let now = self.settings.clock.now();
         let mut next = schedule.clone();
         next.updated_at = now;
         if let Trigger::Tick { due } = &trigger {
@@ -586,7 +589,7 @@ impl Inner {
             .increment(1);
         let mut next = schedule.clone();
         next.pending = None;
-        next.updated_at = Utc::now();
+        next.updated_at = self.settings.clock.now();
         match outcome {
             Ok(()) => {
                 tracing::info!(schedule_id = %schedule.id, run_id = %id, trigger = %pending.trigger.describe(), "scheduled run started");
