@@ -79,7 +79,7 @@ pub async fn serve(
     .await
 }
 
-/// [`serve`], with schedules and retention reading time from `clock` (tests move a
+/// [`serve`], with schedules, retention and the experiment monitor waiting on `clock` (tests move a
 /// [`llmops_core::ManualClock`] instead of waiting).
 pub async fn serve_with_clock(
     config: Config,
@@ -402,7 +402,7 @@ async fn open_storage(
     let webhooks = tokio::spawn(async move { sender.run(sender_stop.cancelled_owned()).await });
     let retention = tokio::spawn(prune_alerts(
         alerts.clone(),
-        clock,
+        clock.clone(),
         config.alerts.retention,
         config.alerts.prune_interval,
         stop.clone(),
@@ -410,6 +410,7 @@ async fn open_storage(
     let monitor = tokio::spawn(monitor_experiments(
         experiments.clone(),
         alerts.clone(),
+        clock.clone(),
         config.experiments.alert_check_interval,
         stop.clone(),
     ));
@@ -432,22 +433,22 @@ async fn open_storage(
 async fn monitor_experiments(
     experiments: Arc<ExperimentService>,
     alerts: Arc<AlertService>,
+    clock: Arc<dyn Clock>,
     interval: std::time::Duration,
     stop: CancellationToken,
 ) {
     let monitor = AlertMonitor::new();
-    let mut ticks = tokio::time::interval(interval);
     loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
         match monitor.check(&experiments, alerts.as_ref()).await {
             Ok(0) => {}
             Ok(changes) => tracing::info!(changes, "experiment alerts raised or resolved"),
             Err(err) => {
                 tracing::warn!(error = %err, "checking experiment alerts failed; will retry")
             }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = clock.sleep(interval) => {}
         }
     }
 }

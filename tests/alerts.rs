@@ -531,7 +531,8 @@ async fn shutdown_finishes_while_a_failing_receiver_has_a_backlog() {
             let hits = hits.clone();
             move || async move {
                 hits.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                // Slow enough that the sender is always mid-batch.
+                tokio::time::sleep(Duration::from_millis(200)).await;
                 http::StatusCode::SERVICE_UNAVAILABLE
             }
         }),

@@ -6,7 +6,10 @@ mod common;
 
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+
 use common::TestServer;
+use llmops_core::ManualClock;
 use llmops::pb;
 use serde::Deserialize;
 use tonic::Code;
@@ -1193,10 +1196,22 @@ async fn a_refused_prompt_experiment_writes_nothing() {
     assert_eq!(missing.code(), Code::NotFound);
 }
 
+/// The experiment monitor's interval in the tests that move its clock.
+const CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Lets the experiment monitor check five more times.
+async fn let_checks_run(clock: &ManualClock) {
+    for _ in 0..5 {
+        clock.advance(CHECK_INTERVAL);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_sample_ratio_mismatch_blocks_the_winner_and_raises_one_warning() {
-    let server = TestServer::start_with(|config| {
-        config.experiments.alert_check_interval = std::time::Duration::from_millis(200);
+    let clock = ManualClock::starting_now();
+    let server = TestServer::start_at(&clock, |config| {
+        config.experiments.alert_check_interval = CHECK_INTERVAL;
     })
     .await;
     let mut client = server.experiments();
@@ -1281,9 +1296,10 @@ async fn a_sample_ratio_mismatch_blocks_the_winner_and_raises_one_warning() {
         if !alerts.is_empty() {
             break;
         }
+        clock.advance(CHECK_INTERVAL);
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let_checks_run(&clock).await;
     let alerts = {
         let again = server
             .alerts()
@@ -1310,10 +1326,12 @@ async fn a_sample_ratio_mismatch_blocks_the_winner_and_raises_one_warning() {
 #[tokio::test]
 async fn restarts_do_not_raise_the_winner_alert_again() {
     let data_dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::starting_now();
+    let on_clock = || -> Arc<dyn llmops_core::Clock> { Arc::new(clock.clone()) };
     let fast_checks = |config: &mut llmops::config::Config| {
-        config.experiments.alert_check_interval = std::time::Duration::from_millis(100);
+        config.experiments.alert_check_interval = CHECK_INTERVAL;
     };
-    let server = TestServer::start_in(data_dir.path(), fast_checks).await;
+    let server = TestServer::start_on_clock(data_dir.path(), on_clock(), fast_checks).await;
     create(&server, experiment("win")).await.unwrap();
     start(&server, "win").await.unwrap();
     let mut records = Vec::new();
@@ -1344,13 +1362,14 @@ async fn restarts_do_not_raise_the_winner_alert_again() {
             break alert;
         }
         assert!(tokio::time::Instant::now() < deadline, "no winner alert");
+        clock.advance(CHECK_INTERVAL);
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
     assert_eq!(first.occurrences, 1);
     server.stop().await;
 
     for _ in 0..3 {
-        let server = TestServer::start_in(data_dir.path(), fast_checks).await;
+        let server = TestServer::start_on_clock(data_dir.path(), on_clock(), fast_checks).await;
         // Several checks run; the one that follows the start must find the alert open.
         let mut events = server
             .alerts()
@@ -1361,7 +1380,7 @@ async fn restarts_do_not_raise_the_winner_alert_again() {
             .await
             .unwrap()
             .into_inner();
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let_checks_run(&clock).await;
         let alert = winner_alert(
             server
                 .alerts()

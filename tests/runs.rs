@@ -298,7 +298,7 @@ async fn cancelling_keeps_the_results_of_finished_samples() {
     assert_eq!(again.code(), Code::FailedPrecondition);
     // Nothing more runs after the cancel.
     let requests = mock.requests();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(mock.requests(), requests);
 }
 

@@ -283,7 +283,9 @@ pub(crate) async fn everything_survives_a_reopen(db: TestDatabase) {
     assert_eq!(state.active, [("p".to_owned(), a.id)]);
     assert_eq!(state.labels, [("p".into(), "prod".into(), a.id)]);
     assert_eq!(
-        create(&*storage.prompts, &version("p", "2.0.0")).await.unwrap(),
+        create(&*storage.prompts, &version("p", "2.0.0"))
+            .await
+            .unwrap(),
         3,
         "the sequence goes on where it stopped"
     );

@@ -1,0 +1,100 @@
+//! The store conformance suite: every case of every store trait, written once against
+//! [`Storage`](llmops_store::Storage) and run against every backend.
+//!
+//! A case is an `async fn case(db: TestDatabase)` in its store's module; it opens the
+//! database (as often as it likes, to check what survives a restart) and never names a
+//! backend. [`conformance!`] turns the list of cases below into one test per case for a
+//! backend, named `<backend>::<store>::<case>`, e.g.
+//! `sqlite::alerts::matching_events_are_queued_for_webhooks_in_the_same_commit`.
+//!
+//! Adding a backend is a constructor on [`TestDatabase`] (see `database.rs`) and one
+//! line at the bottom of this file.
+
+mod alerts;
+mod database;
+mod datasets;
+mod experiments;
+mod fixtures;
+mod gates;
+mod prompts;
+mod runs;
+mod schedules;
+
+/// `conformance!(backend, TestDatabase::constructor);` expands to `mod backend` holding
+/// one test per case, each on a fresh database from `TestDatabase::constructor().await`.
+macro_rules! conformance {
+    ($backend:ident, TestDatabase::$constructor:ident) => {
+        mod $backend {
+            conformance!(@stores $constructor;
+                prompts: [
+                    versions_round_trip_and_the_first_is_active,
+                    duplicates_in_precedence_are_refused,
+                    active_and_labelled_versions_cannot_be_deleted,
+                    activation_and_labels_persist,
+                    events_are_sequenced_and_filtered,
+                    concurrent_commits_get_distinct_gapless_sequences,
+                    deleting_a_prompt_removes_everything,
+                    everything_survives_a_reopen,
+                ],
+                alerts: [
+                    a_repeated_problem_updates_the_open_alert_and_only_raises_severity,
+                    acknowledgement_is_idempotent_and_refused_once_resolved,
+                    every_filter_narrows_the_newest_first_listing,
+                    subscribers_resume_from_any_sequence_across_a_restart,
+                    retention_prunes_resolved_alerts_and_refuses_resuming_below_it,
+                    matching_events_are_queued_for_webhooks_in_the_same_commit,
+                    the_sink_resolves_by_fingerprint,
+                    bad_alerts_are_refused_with_the_field,
+                    resuming_from_any_sequence_sees_every_later_event_once,
+                ],
+                experiments: [
+                    batches_report_which_writes_were_new,
+                    an_experiment_round_trips_and_an_update_replaces_it,
+                    exposures_and_records_survive_a_reopen_and_are_visited,
+                    a_batch_naming_a_missing_experiment_is_refused_whole,
+                ],
+                datasets: [
+                    a_dataset_round_trips_with_every_field,
+                    a_taken_id_or_name_is_a_duplicate,
+                    every_change_makes_a_version_and_old_versions_stay_readable,
+                    a_change_adding_a_current_id_is_refused_whole,
+                    large_changes_are_stored_whole_and_in_order,
+                    an_import_is_invisible_until_committed_and_an_abandoned_one_leaves_nothing,
+                    deleting_a_dataset_removes_it_and_its_samples,
+                    everything_survives_a_reopen,
+                ],
+                runs: [
+                    a_run_round_trips_and_an_update_replaces_it,
+                    results_are_paged_in_dataset_order,
+                    existing_results_are_reported_and_never_stored_twice,
+                    a_result_for_a_missing_run_is_a_conflict,
+                    runs_and_results_survive_a_reopen,
+                ],
+                schedules: [
+                    schedules_round_trip_and_survive_a_reopen,
+                    deleting_a_missing_schedule_reports_false_and_keeps_the_others,
+                ],
+                gates: [
+                    a_gate_per_prompt_and_label_is_replaced_and_deleted,
+                    gates_are_keyed_by_prompt_and_label_together,
+                ],
+            );
+        }
+    };
+    (@stores $constructor:ident; $($store:ident: [$($case:ident),* $(,)?]),* $(,)?) => {
+        $(
+            mod $store {
+                $(
+                    // Two workers, as in production: concurrent writers really overlap.
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $case() {
+                        let db = crate::database::TestDatabase::$constructor().await;
+                        crate::$store::$case(db).await;
+                    }
+                )*
+            }
+        )*
+    };
+}
+
+conformance!(sqlite, TestDatabase::sqlite);
