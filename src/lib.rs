@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod grpc;
 pub mod memory;
+pub mod prompt_versions;
 pub mod release_guard;
 pub mod server;
 pub mod telemetry;

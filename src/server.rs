@@ -46,6 +46,7 @@ use crate::pb::evaluation_service_server::EvaluationServiceServer;
 use crate::pb::experiment_service_server::ExperimentServiceServer;
 use crate::pb::prompt_service_server::PromptServiceServer;
 use crate::pb::provider_service_server::ProviderServiceServer;
+use crate::prompt_versions::RegistryVersions;
 use crate::release_guard::EvaluationGuard;
 use crate::telemetry::{self, GrpcMetricsLayer};
 
@@ -256,7 +257,7 @@ impl Slots {
         self.experiments.fill(
             ExperimentServiceServer::new(ExperimentApi::new(
                 services.experiments.clone(),
-                services.registry.clone(),
+                RegistryVersions::new(services.registry.clone()),
                 services.runs.clone(),
             ))
             .max_decoding_message_size(limit)

@@ -1128,6 +1128,64 @@ async fn identical_variants_tie_exactly() {
 
 /// A refused prompt experiment writes nothing: not the control version, not the prompt,
 /// not the experiment (before, a valid control stayed registered and active).
+/// Prompt experiments racing for one id: exactly one is created, and the losers' versions
+/// are not left behind in the registry (the versions and the experiment are stored under
+/// one lock, after the id is known to be free).
+#[tokio::test]
+async fn racing_prompt_experiments_for_one_id_leave_only_the_winners_versions() {
+    let server = TestServer::start().await;
+    let attempts: Vec<_> = (0..8)
+        .map(|i| {
+            let mut client = server.experiments();
+            tokio::spawn(async move {
+                let version = |version: &str, template: String| pb::PromptVersion {
+                    name: "raced".into(),
+                    version: version.into(),
+                    template,
+                    ..Default::default()
+                };
+                client
+                    .create_prompt_experiment(pb::CreatePromptExperimentRequest {
+                        experiment_id: "one-id".into(),
+                        name: "race".into(),
+                        control: Some(version("1.0.0", "Hello {{ name }}".into())),
+                        treatment: Some(version(
+                            &format!("2.0.{i}"),
+                            format!("Hi {{{{ name }}}} #{i}"),
+                        )),
+                        ..Default::default()
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let mut created = Vec::new();
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            Ok(response) => created.push(response.into_inner().experiment.unwrap()),
+            Err(status) => assert_eq!(status.code(), Code::AlreadyExists, "{status:?}"),
+        }
+    }
+    assert_eq!(created.len(), 1, "exactly one wins");
+    let winner = created[0].variants[1].prompt_version.clone();
+    let versions: Vec<String> = server
+        .prompts()
+        .list_prompt_versions(pb::ListPromptVersionsRequest {
+            name: "raced".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .prompt_versions
+        .into_iter()
+        .map(|v| v.version)
+        .collect();
+    let mut versions = versions;
+    versions.sort();
+    assert_eq!(versions, ["1.0.0".to_owned(), winner]);
+}
+
 #[tokio::test]
 async fn a_refused_prompt_experiment_writes_nothing() {
     let server = TestServer::start().await;

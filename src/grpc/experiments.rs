@@ -7,10 +7,8 @@ use std::sync::Arc;
 use llmops_evaluator::providers::selection::AUTO;
 use llmops_evaluator::runs::RunService;
 use llmops_experiments::{
-    ExperimentService, ExperimentSpec, MetricDefinition, MetricDirection, MetricKind, MetricRole,
-    RecordNaming, Variant,
+    ExperimentService, ModelExperiment, PromptArm, PromptExperiment, RecordNaming, TemplateError,
 };
-use llmops_registry::Registry;
 use tonic::{Request, Response, Status, Streaming};
 
 use self::messages::{
@@ -18,6 +16,7 @@ use self::messages::{
     variant_to_pb,
 };
 use crate::grpc::prompts::new_prompt_version;
+use crate::prompt_versions::RegistryVersions;
 use crate::grpc::status::{invalid_field, IntoStatus as _, OrStatus as _};
 use crate::pb;
 use crate::pb::experiment_service_server::ExperimentService as ExperimentServiceRpc;
@@ -25,28 +24,27 @@ use crate::pb::experiment_service_server::ExperimentService as ExperimentService
 const DEFAULT_PAGE_SIZE: usize = 50;
 /// Stream records are committed in chunks of at most this many.
 const INGEST_CHUNK: usize = 1000;
-/// The treatment's share in a prompt experiment when none is given.
-const DEFAULT_TREATMENT_SHARE: f64 = 0.5;
 
 /// The ExperimentService adapter.
 #[derive(Debug, Clone)]
 pub struct ExperimentApi {
     experiments: Arc<ExperimentService>,
-    registry: Arc<Registry>,
+    prompt_versions: RegistryVersions,
     runs: Arc<RunService>,
 }
 
 impl ExperimentApi {
-    /// An adapter over the experiment service; prompt experiments read versions from the
-    /// registry and model experiments pick a provider from the runs' providers.
+    /// An adapter over the experiment service; prompt experiments store their versions
+    /// in the registry, and `auto` variants are served the provider the runs' selection
+    /// picks.
     pub fn new(
         experiments: Arc<ExperimentService>,
-        registry: Arc<Registry>,
+        prompt_versions: RegistryVersions,
         runs: Arc<RunService>,
     ) -> Self {
         Self {
             experiments,
-            registry,
+            prompt_versions,
             runs,
         }
     }
@@ -57,17 +55,6 @@ fn required_id(id: &str) -> Result<(), Status> {
         return Err(invalid_field("experiment_id", "is required"));
     }
     Ok(())
-}
-
-fn metric(name: &str, direction: MetricDirection, role: MetricRole) -> MetricDefinition {
-    MetricDefinition::new(name, MetricKind::Mean, direction, role)
-}
-
-fn variant(id: &str, control: bool) -> Variant {
-    Variant {
-        is_control: control,
-        ..Variant::new(id)
-    }
 }
 
 #[tonic::async_trait]
@@ -332,72 +319,38 @@ impl ExperimentServiceRpc for ExperimentApi {
         request: Request<pb::CreatePromptExperimentRequest>,
     ) -> Result<Response<pb::CreatePromptExperimentResponse>, Status> {
         let request = request.into_inner();
-        let share = request.treatment_share.unwrap_or(DEFAULT_TREATMENT_SHARE);
-        if !(share > 0.0 && share < 1.0) {
-            return Err(invalid_field(
-                "treatment_share",
-                format!("{share} is not between 0 and 1 (exclusive)"),
-            ));
-        }
         let (Some(control), Some(treatment)) = (request.control, request.treatment) else {
             return Err(invalid_field(
                 "control",
                 "control and treatment prompt versions are required",
             ));
         };
-        let control = new_prompt_version(control)?;
-        let treatment = new_prompt_version(treatment)?;
-        let mut variants = vec![variant("control", true), variant("treatment", false)];
-        for (variant, (prompt, weight)) in variants
-            .iter_mut()
-            .zip([(&control, 1.0 - share), (&treatment, share)])
-        {
-            variant.prompt_name = prompt.name.clone();
-            variant.prompt_version = prompt.version.clone();
-            variant.weight = Some(weight);
-        }
-        let spec = ExperimentSpec {
-            id: request.experiment_id,
-            name: request.name,
-            description: request.description,
-            variants,
-            metrics: vec![
-                metric(
-                    "quality",
-                    MetricDirection::HigherIsBetter,
-                    MetricRole::Primary,
-                ),
-                metric(
-                    "latency",
-                    MetricDirection::LowerIsBetter,
-                    MetricRole::Secondary,
-                ),
-                metric(
-                    "satisfaction",
-                    MetricDirection::HigherIsBetter,
-                    MetricRole::Secondary,
-                ),
-            ],
-            ..ExperimentSpec::default()
+        let arm = |version: pb::PromptVersion| -> Result<_, Status> {
+            let new = new_prompt_version(version)?;
+            Ok(PromptArm {
+                prompt_name: new.name.clone(),
+                version: new.version.clone(),
+                new,
+            })
         };
-        let experiments = &self.experiments;
-        // Check the experiment before registering prompts, so a bad request writes nothing.
-        experiments.check(&spec).or_status()?;
-        let registry = &self.registry;
-        let mut spec = spec;
-        // Both versions are validated and checked before either is written.
-        let versions = registry
-            .ensure_versions(vec![
-                ("control".to_owned(), control),
-                ("treatment".to_owned(), treatment),
-            ])
+        let created = self
+            .experiments
+            .create_prompt_experiment(
+                PromptExperiment {
+                    id: request.experiment_id,
+                    name: request.name,
+                    description: request.description,
+                    control: arm(control)?,
+                    treatment: arm(treatment)?,
+                    treatment_share: request.treatment_share,
+                },
+                &self.prompt_versions,
+            )
             .await
-            .or_status()?;
-        for (variant, (view, _created)) in spec.variants.iter_mut().zip(versions) {
-            // The stored version string (build metadata included) is what clients fetch.
-            variant.prompt_version = view.version.version.to_string();
-        }
-        let created = experiments.create(spec).await.or_status()?;
+            .map_err(|err| match err {
+                TemplateError::Experiment(err) => err.into_status(),
+                TemplateError::Prompts(err) => err.into_status(),
+            })?;
         Ok(Response::new(pb::CreatePromptExperimentResponse {
             experiment: Some(experiment_to_pb(created)),
         }))
@@ -408,52 +361,20 @@ impl ExperimentServiceRpc for ExperimentApi {
         request: Request<pb::CreateModelExperimentRequest>,
     ) -> Result<Response<pb::CreateModelExperimentResponse>, Status> {
         let request = request.into_inner();
-        if request.models.len() < 2 {
-            return Err(invalid_field(
-                "models",
-                "a model experiment needs at least 2 models",
-            ));
-        }
-        let parameters = request
-            .parameters
-            .map(crate::grpc::convert::json_from_struct)
-            .unwrap_or_default();
-        let variants = request
-            .models
-            .iter()
-            .enumerate()
-            .map(|(i, model)| {
-                let mut v = variant(model, i == 0);
-                v.model = model.clone();
-                v.parameters = parameters.clone();
-                v
+        let created = self
+            .experiments
+            .create_model_experiment(ModelExperiment {
+                id: request.experiment_id,
+                name: request.name,
+                description: request.description,
+                models: request.models,
+                parameters: request
+                    .parameters
+                    .map(crate::grpc::convert::json_from_struct)
+                    .unwrap_or_default(),
             })
-            .collect();
-        let spec = ExperimentSpec {
-            id: request.experiment_id,
-            name: request.name,
-            description: request.description,
-            variants,
-            metrics: vec![
-                metric(
-                    "quality",
-                    MetricDirection::HigherIsBetter,
-                    MetricRole::Primary,
-                ),
-                metric(
-                    "latency",
-                    MetricDirection::LowerIsBetter,
-                    MetricRole::Secondary,
-                ),
-                metric(
-                    "cost",
-                    MetricDirection::LowerIsBetter,
-                    MetricRole::Secondary,
-                ),
-            ],
-            ..ExperimentSpec::default()
-        };
-        let created = self.experiments.create(spec).await.or_status()?;
+            .await
+            .or_status()?;
         Ok(Response::new(pb::CreateModelExperimentResponse {
             experiment: Some(experiment_to_pb(created)),
         }))

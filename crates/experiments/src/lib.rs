@@ -27,8 +27,9 @@ pub use model::{
     MetricKind, MetricRecord, MetricRole, Variant,
 };
 pub use service::{
-    Assignment, Defaults, ExperimentService, ExperimentUpdate, RecordInput, RecordNaming,
-    RecordOutcome,
+    Assignment, Defaults, ExperimentService, ExperimentUpdate, ModelExperiment, PromptArm,
+    PromptExperiment, PromptVersions, RecordInput, RecordNaming, RecordOutcome, TemplateError,
+    DEFAULT_TREATMENT_SHARE,
 };
 pub use store::{Committed, ExperimentStore, RecordVisitor};
 pub use tally::Tally;

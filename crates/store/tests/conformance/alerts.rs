@@ -11,7 +11,7 @@ use llmops_alerts::{
     NewAlert, SubscriptionFilter,
 };
 use llmops_store::Storage;
-use proptest::prelude::{prop_assert, prop_assert_eq, ProptestConfig};
+use proptest::prelude::{prop_assert_eq, ProptestConfig};
 use proptest::test_runner::{TestCaseError, TestRunner};
 
 use crate::database::TestDatabase;
@@ -536,8 +536,6 @@ async fn resume_while_others_write(
         done.unwrap();
     }
     let head = service.head_sequence();
-    eprintln!("scenario {prefix} before={before} writers={writers} per_writer={per_writer} cursor={cursor} head={head}");
     prop_assert_eq!(seen, (cursor + 1..=head).collect::<Vec<u64>>());
-    prop_assert!(per_writer < 4 || writers < 2);
     Ok(())
 }

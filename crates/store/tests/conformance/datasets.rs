@@ -247,7 +247,7 @@ pub(crate) async fn a_change_adding_a_current_id_is_refused_whole(db: TestDataba
         "neither the addition nor the deletion happened"
     );
 
-    // Larger than one statement: the duplicate comes after the first thousands rows.
+    // Larger than one statement: the duplicate comes after the first 2,000 rows.
     let mut many: Vec<Sample> = (0..2500).map(|i| sample(&format!("s{i:04}"))).collect();
     many.push(sample("b"));
     let err = store
