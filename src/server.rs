@@ -18,6 +18,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use llmops_alerts::webhook::sender::WebhookSender;
 use llmops_alerts::AlertService;
+use llmops_core::{Clock, SystemClock};
+use llmops_evaluator::dataset_users::DatasetUsers;
 use llmops_evaluator::datasets::DatasetService;
 use llmops_evaluator::gates::GateService;
 use llmops_evaluator::providers::openai::OpenAiProvider;
@@ -26,7 +28,6 @@ use llmops_evaluator::runs::{RunService, RunSettings};
 use llmops_evaluator::schedules::{ScheduleService, ScheduleSettings};
 use llmops_experiments::monitor::AlertMonitor;
 use llmops_experiments::ExperimentService;
-use llmops_core::{Clock, SystemClock};
 use llmops_registry::Registry;
 use llmops_store::{Storage, StorageOptions};
 use tokio::net::TcpListener;
@@ -270,6 +271,12 @@ impl Slots {
                     runs: services.runs.clone(),
                     schedules: services.schedules.clone(),
                     gates: services.gates.clone(),
+                    dataset_users: DatasetUsers::new(
+                        services.datasets.clone(),
+                        services.runs.clone(),
+                        services.schedules.clone(),
+                        services.gates.clone(),
+                    ),
                 },
                 config.max_import_bytes,
                 stop.clone(),

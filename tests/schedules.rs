@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use common::eval::{dataset, fields, next_alert, prompt, run, subscribe, watch, with_mock};
 use common::TestServer;
-use llmops_core::{Clock as _, ManualClock};
 use llmops::bench::mock_provider::MockProvider;
 use llmops::pb;
+use llmops_core::{Clock as _, ManualClock};
 use tonic::Code;
 
 async fn schedule(
@@ -155,10 +155,7 @@ async fn an_every_schedule_runs_by_itself_until_paused_and_resumes_from_now() {
     assert!(!created.paused);
     assert_eq!(created.runs_started, 0, "nothing runs at creation");
     let next = seconds(&created.next_run_at);
-    assert!(
-        next == before + 1,
-        "due a second after creation"
-    );
+    assert!(next == before + 1, "due a second after creation");
     assert!(created.run_template.as_ref().unwrap().id.is_empty());
 
     let fired = tick_until(&server, &clock, &created.id, "ran twice", |s| {
@@ -311,7 +308,8 @@ async fn schedule_then_stop(
     clock: &ManualClock,
     expression: &str,
 ) -> (String, pb::Schedule) {
-    let mut server = TestServer::start_on_clock(dir, std::sync::Arc::new(clock.clone()), |_| {}).await;
+    let mut server =
+        TestServer::start_on_clock(dir, std::sync::Arc::new(clock.clone()), |_| {}).await;
     prompt(&server, "p", "1.0.0", "{{input}}").await;
     let dataset_id = dataset(&server, "d", vec![("a", "one", "one")]).await;
     let created = schedule(
@@ -906,7 +904,8 @@ async fn store_pending_run(dir: &std::path::Path, schedule_id: &str, run_id: &st
 async fn a_run_decided_on_before_a_crash_is_started_once_at_the_next_start() {
     let dir = tempfile::tempdir().unwrap();
     // A crash after the schedule stored its decision, before the run was created.
-    let (dataset_id, created) = schedule_then_stop(dir.path(), &ManualClock::starting_now(), "@yearly").await;
+    let (dataset_id, created) =
+        schedule_then_stop(dir.path(), &ManualClock::starting_now(), "@yearly").await;
     store_pending_run(dir.path(), &created.id, "decided-before-crash").await;
     let mut server = TestServer::start_in(dir.path(), |_| {}).await;
     let finished = get_schedule(&server, &created.id).await;
@@ -984,4 +983,37 @@ async fn a_gated_prompt_is_not_deleted_until_its_gates_are() {
         .delete_prompt(pb::DeletePromptRequest { name: "g".into() })
         .await
         .expect("without gates the prompt is deleted");
+}
+
+/// Deleting a dataset while a schedule on it is being created: either the schedule is
+/// refused (its dataset is gone) or the delete is (the dataset is in use), never both
+/// accepted, which would leave a schedule evaluating a dataset that no longer exists.
+#[tokio::test]
+async fn a_dataset_is_never_deleted_from_under_a_schedule_created_at_the_same_time() {
+    let server = TestServer::start().await;
+    prompt(&server, "p", "1.0.0", "{{input}}").await;
+    for round in 0..20 {
+        let dataset_id = dataset(&server, &format!("d{round}"), vec![("a", "one", "one")]).await;
+        let mut evaluation = server.evaluation();
+        let delete = evaluation.delete_dataset(pb::DeleteDatasetRequest {
+            dataset_id: dataset_id.clone(),
+        });
+        let create = schedule(
+            &server,
+            run(&dataset_id, "p", "", "echo"),
+            "@yearly",
+            false,
+            "",
+        );
+        let (deleted, created) = tokio::join!(delete, create);
+        match (deleted, created) {
+            (Ok(_), Err(refused)) => assert_eq!(refused.code(), Code::NotFound, "{refused:?}"),
+            (Err(refused), Ok(_)) => {
+                assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}")
+            }
+            (deleted, created) => panic!(
+                "round {round}: the delete and the schedule must not both succeed or both fail: {deleted:?} {created:?}"
+            ),
+        }
+    }
 }

@@ -12,8 +12,9 @@ use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use llmops_evaluator::dataset_users::DatasetUsers;
 use llmops_evaluator::gates::GateService;
-use llmops_evaluator::runs::{RunService, RunStatus};
+use llmops_evaluator::runs::RunService;
 use llmops_evaluator::schedules::ScheduleService;
 
 use self::gate_messages::{gate_from_pb, gate_to_pb};
@@ -41,6 +42,7 @@ const EXPORT_BATCH: usize = 500;
 #[derive(Debug, Clone)]
 pub struct EvaluationApi {
     datasets: Arc<DatasetService>,
+    dataset_users: DatasetUsers,
     runs: Arc<RunService>,
     schedules: Arc<ScheduleService>,
     gates: Arc<GateService>,
@@ -60,6 +62,8 @@ pub struct EvaluationServices {
     pub schedules: Arc<ScheduleService>,
     /// Release gates.
     pub gates: Arc<GateService>,
+    /// Deletes datasets nothing uses.
+    pub dataset_users: DatasetUsers,
 }
 
 impl EvaluationApi {
@@ -74,43 +78,17 @@ impl EvaluationApi {
             runs,
             schedules,
             gates,
+            dataset_users,
         } = services;
         Self {
             datasets,
+            dataset_users,
             runs,
             schedules,
             gates,
             max_import_bytes,
             shutdown,
         }
-    }
-}
-
-impl EvaluationApi {
-    /// FAILED_PRECONDITION when deleting dataset `id` would break a running run, a
-    /// schedule or a release gate (they would fail later, far from the cause).
-    async fn refuse_if_in_use(&self, id: &str) -> Result<(), Status> {
-        let mut users = Vec::new();
-        if let Some(run) = self.runs.find_latest(|run| {
-            run.dataset_id == id && run.status == RunStatus::Running && !run.submitted_outputs
-        }) {
-            users.push(format!("run {} is {}", run.id, run.status.as_str()));
-        }
-        for schedule in self.schedules.using_dataset(id) {
-            users.push(format!("schedule {schedule} evaluates it"));
-        }
-        for (prompt, label) in self.gates.using_dataset(id).await {
-            users.push(format!(
-                "the release gate of {prompt:?} {label:?} requires it"
-            ));
-        }
-        if users.is_empty() {
-            return Ok(());
-        }
-        Err(Status::failed_precondition(format!(
-            "dataset {id} is in use: {}; cancel, delete or change those first",
-            users.join(", ")
-        )))
     }
 }
 
@@ -185,8 +163,7 @@ impl EvaluationServiceRpc for EvaluationApi {
     ) -> Result<Response<pb::DeleteDatasetResponse>, Status> {
         let id = request.into_inner().dataset_id;
         required("dataset_id", &id)?;
-        self.refuse_if_in_use(&id).await?;
-        self.datasets.delete(&id).await.or_status()?;
+        self.dataset_users.delete_unused(&id).await.or_status()?;
         Ok(Response::new(pb::DeleteDatasetResponse {}))
     }
 

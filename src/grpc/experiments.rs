@@ -16,10 +16,10 @@ use self::messages::{
     variant_to_pb,
 };
 use crate::grpc::prompts::new_prompt_version;
-use crate::prompt_versions::RegistryVersions;
 use crate::grpc::status::{invalid_field, IntoStatus as _, OrStatus as _};
 use crate::pb;
 use crate::pb::experiment_service_server::ExperimentService as ExperimentServiceRpc;
+use crate::prompt_versions::RegistryVersions;
 
 const DEFAULT_PAGE_SIZE: usize = 50;
 /// Stream records are committed in chunks of at most this many.

@@ -143,6 +143,9 @@ impl GateService {
         if !violations.is_empty() {
             return Err(EvaluationError::InvalidArgument(violations));
         }
+        // A gate uses its dataset: setting one must not interleave with deleting the
+        // dataset (see `DatasetUsers`).
+        let _claim = self.datasets.claim().await;
         self.datasets.get(&gate.dataset_id)?;
         let mut gates = self.gates.lock().await;
         let key = (gate.prompt_name.clone(), gate.label.clone());

@@ -5,6 +5,7 @@
 //! [`scorers`] (local) or [`judges`] (models), then compare runs and raise regression
 //! alerts, using [`mcnemar`]'s exact test on paired pass/fail outcomes.
 
+pub mod dataset_users;
 pub mod datasets;
 mod error;
 pub mod gates;

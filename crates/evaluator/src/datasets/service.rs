@@ -39,7 +39,15 @@ pub struct DatasetService {
     changes: tokio::sync::Mutex<()>,
     /// Datasets an import is adding to; other changes to them are refused meanwhile.
     importing: Arc<DashSet<String>>,
+    /// Held while a dataset gains a user (a run starting, a schedule or a release gate
+    /// set) and while one is deleted after checking it has none, so the two never
+    /// interleave. These are rare operations: one lock for all datasets is enough.
+    claims: tokio::sync::Mutex<()>,
 }
+
+/// Proof that no dataset gains or loses a user meanwhile (see [`DatasetService::claim`]).
+#[derive(Debug)]
+pub struct DatasetClaim<'a>(#[allow(dead_code)] tokio::sync::MutexGuard<'a, ()>);
 
 impl std::fmt::Debug for DatasetService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -70,6 +78,7 @@ impl DatasetService {
             datasets,
             changes: tokio::sync::Mutex::new(()),
             importing: Arc::new(DashSet::new()),
+            claims: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -174,6 +183,13 @@ impl DatasetService {
             page_token,
             MAX_PAGE_SIZE,
         )
+    }
+
+    /// Serialises everything that makes a dataset used (a run starting, a schedule or a
+    /// gate set: each checks the dataset exists while holding the claim) with deleting
+    /// one (which checks it is unused while holding it).
+    pub async fn claim(&self) -> DatasetClaim<'_> {
+        DatasetClaim(self.claims.lock().await)
     }
 
     /// Deletes a dataset and its samples.

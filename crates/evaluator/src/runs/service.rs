@@ -309,6 +309,11 @@ impl RunService {
         Ok(run)
     }
 
+    /// The datasets runs read.
+    pub fn datasets(&self) -> &Arc<DatasetService> {
+        &self.inner.datasets
+    }
+
     /// Checks a run spec as `create` would, against the dataset, the registry and the
     /// providers, without storing anything; returns the dataset's name.
     pub fn check(&self, spec: &RunSpec) -> Result<String, EvaluationError> {
@@ -366,8 +371,12 @@ impl RunService {
     /// Starts a PENDING run in the background and returns it RUNNING.
     pub async fn start(&self, id: &str) -> Result<Run, EvaluationError> {
         let inner = &self.inner;
+        // A running run uses its dataset: starting one must not interleave with deleting
+        // the dataset (see `DatasetUsers`).
+        let _claim = inner.datasets.claim().await;
         let _guard = inner.transitions.lock().await;
         let run = inner.get(id)?;
+        inner.datasets.get(&run.dataset_id)?;
         if run.submitted_outputs {
             return Err(EvaluationError::FailedPrecondition(format!(
                 "run {id} takes its outputs from SubmitRunOutputs; it cannot be started"

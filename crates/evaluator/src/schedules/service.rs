@@ -21,11 +21,11 @@ use std::sync::{Arc, Mutex as SyncMutex, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use llmops_core::Clock;
 use llmops_registry::Registry;
 use tokio::sync::{Mutex, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use llmops_core::Clock;
 use uuid::Uuid;
 
 use super::expression::ScheduleExpression;
@@ -215,6 +215,11 @@ impl ScheduleService {
         };
         schedule.next_run_at = expression.next_after(now, inner.default_interval());
         let mut schedules = inner.schedules.lock().await;
+        // A schedule uses its dataset: creating one must not interleave with deleting the
+        // dataset (see `DatasetUsers`), so its existence is checked again under the claim.
+        let datasets = inner.runs.datasets();
+        let _claim = datasets.claim().await;
+        datasets.get(&schedule.template.dataset_id)?;
         // Read under the lock the watcher fires under, so a change is either seen here
         // or fires the new schedule.
         schedule.watched_version = inner.watched_version(&schedule).unwrap_or_default();
