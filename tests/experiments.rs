@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use common::TestServer;
-use llmops_core::ManualClock;
 use llmops::pb;
+use llmops_core::ManualClock;
 use serde::Deserialize;
 use tonic::Code;
 use tonic_types::StatusExt;

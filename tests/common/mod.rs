@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use llmops::config::Config;
-use llmops_core::{Clock, ManualClock, SystemClock};
 use llmops::pb::alert_service_client::AlertServiceClient;
 use llmops::pb::evaluation_service_client::EvaluationServiceClient;
 use llmops::pb::experiment_service_client::ExperimentServiceClient;
 use llmops::pb::prompt_service_client::PromptServiceClient;
+use llmops_core::{Clock, ManualClock, SystemClock};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;

@@ -87,18 +87,42 @@ pub enum TemplateError<E> {
 /// A prompt experiment is judged on quality first.
 fn prompt_metrics() -> Vec<MetricDefinition> {
     vec![
-        metric("quality", MetricDirection::HigherIsBetter, MetricRole::Primary),
-        metric("latency", MetricDirection::LowerIsBetter, MetricRole::Secondary),
-        metric("satisfaction", MetricDirection::HigherIsBetter, MetricRole::Secondary),
+        metric(
+            "quality",
+            MetricDirection::HigherIsBetter,
+            MetricRole::Primary,
+        ),
+        metric(
+            "latency",
+            MetricDirection::LowerIsBetter,
+            MetricRole::Secondary,
+        ),
+        metric(
+            "satisfaction",
+            MetricDirection::HigherIsBetter,
+            MetricRole::Secondary,
+        ),
     ]
 }
 
 /// A model experiment is judged on quality, and on what the model costs in time and money.
 fn model_metrics() -> Vec<MetricDefinition> {
     vec![
-        metric("quality", MetricDirection::HigherIsBetter, MetricRole::Primary),
-        metric("latency", MetricDirection::LowerIsBetter, MetricRole::Secondary),
-        metric("cost", MetricDirection::LowerIsBetter, MetricRole::Secondary),
+        metric(
+            "quality",
+            MetricDirection::HigherIsBetter,
+            MetricRole::Primary,
+        ),
+        metric(
+            "latency",
+            MetricDirection::LowerIsBetter,
+            MetricRole::Secondary,
+        ),
+        metric(
+            "cost",
+            MetricDirection::LowerIsBetter,
+            MetricRole::Secondary,
+        ),
     ]
 }
 
