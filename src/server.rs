@@ -23,6 +23,7 @@ use llmops_evaluator::dataset_users::DatasetUsers;
 use llmops_evaluator::datasets::DatasetService;
 use llmops_evaluator::gates::GateService;
 use llmops_evaluator::providers::openai::OpenAiProvider;
+use llmops_evaluator::providers::registry::ProviderRegistry;
 use llmops_evaluator::providers::{ConfiguredProvider, Provider, ProviderSet};
 use llmops_evaluator::runs::{RunService, RunSettings};
 use llmops_evaluator::schedules::{ScheduleService, ScheduleSettings};
@@ -209,6 +210,7 @@ fn grpc_server(
 /// adapter receives only the ones it uses.
 struct Services {
     registry: Arc<Registry>,
+    providers: Arc<ProviderRegistry>,
     alerts: Arc<AlertService>,
     experiments: Arc<ExperimentService>,
     datasets: Arc<DatasetService>,
@@ -259,7 +261,7 @@ impl Slots {
             ExperimentServiceServer::new(ExperimentApi::new(
                 services.experiments.clone(),
                 RegistryVersions::new(services.registry.clone()),
-                services.runs.clone(),
+                services.providers.clone(),
             ))
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit),
@@ -285,7 +287,7 @@ impl Slots {
             .max_encoding_message_size(limit),
         );
         self.providers.fill(
-            ProviderServiceServer::new(ProviderApi::new(services.runs.clone()))
+            ProviderServiceServer::new(ProviderApi::new(services.providers.clone()))
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
         );
@@ -370,11 +372,12 @@ async fn open_storage(
         config.providers_health.settings(),
     );
     let probes = tokio::spawn(provider_set.health().clone().run(stop.clone()));
+    let providers = Arc::new(ProviderRegistry::new(provider_set));
     let runs = RunService::open(
         storage.runs.clone(),
         datasets.clone(),
         registry.clone(),
-        provider_set,
+        providers.clone(),
         alerts.clone(),
         RunSettings {
             panel_evaluation: config.evaluation.panel_evaluation,
@@ -426,6 +429,7 @@ async fn open_storage(
         storage,
         Services {
             registry,
+            providers,
             alerts,
             experiments,
             datasets,

@@ -4,8 +4,8 @@ mod messages;
 
 use std::sync::Arc;
 
+use llmops_evaluator::providers::registry::ProviderRegistry;
 use llmops_evaluator::providers::selection::AUTO;
-use llmops_evaluator::runs::RunService;
 use llmops_experiments::{
     ExperimentService, ModelExperiment, PromptArm, PromptExperiment, RecordNaming, TemplateError,
 };
@@ -30,22 +30,21 @@ const INGEST_CHUNK: usize = 1000;
 pub struct ExperimentApi {
     experiments: Arc<ExperimentService>,
     prompt_versions: RegistryVersions,
-    runs: Arc<RunService>,
+    providers: Arc<ProviderRegistry>,
 }
 
 impl ExperimentApi {
     /// An adapter over the experiment service; prompt experiments store their versions
-    /// in the registry, and `auto` variants are served the provider the runs' selection
-    /// picks.
+    /// in the registry, and `auto` variants are served the provider selection picks.
     pub fn new(
         experiments: Arc<ExperimentService>,
         prompt_versions: RegistryVersions,
-        runs: Arc<RunService>,
+        providers: Arc<ProviderRegistry>,
     ) -> Self {
         Self {
             experiments,
             prompt_versions,
-            runs,
+            providers,
         }
     }
 }
@@ -195,7 +194,7 @@ impl ExperimentServiceRpc for ExperimentApi {
         // The client serves the model it is handed, so `auto` becomes the provider that
         // selection picks now (the hot path pays for this only on `auto` variants).
         if variant.model == AUTO {
-            variant.model = self.runs.select_provider(&[]).or_status()?.name;
+            variant.model = self.providers.select(&[]).or_status()?.name;
         }
         Ok(Response::new(pb::AssignVariantResponse {
             in_experiment: assignment.in_experiment,

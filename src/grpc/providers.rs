@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
+use llmops_evaluator::providers::registry::ProviderRegistry;
 use llmops_evaluator::providers::{ProviderStatus, ScoreSource};
-use llmops_evaluator::runs::RunService;
 use tonic::{Request, Response, Status};
 
 use crate::grpc::convert::{duration_to_pb, timestamp};
@@ -14,13 +14,13 @@ use crate::pb::provider_service_server::ProviderService as ProviderServiceRpc;
 /// The ProviderService adapter.
 #[derive(Debug, Clone)]
 pub struct ProviderApi {
-    runs: Arc<RunService>,
+    providers: Arc<ProviderRegistry>,
 }
 
 impl ProviderApi {
-    /// An adapter over the providers the evaluation runs use.
-    pub fn new(runs: Arc<RunService>) -> Self {
-        Self { runs }
+    /// An adapter over the provider registry.
+    pub fn new(providers: Arc<ProviderRegistry>) -> Self {
+        Self { providers }
     }
 }
 
@@ -70,8 +70,8 @@ impl ProviderServiceRpc for ProviderApi {
         _request: Request<pb::ListProvidersRequest>,
     ) -> Result<Response<pb::ListProvidersResponse>, Status> {
         let providers = self
-            .runs
-            .provider_statuses()
+            .providers
+            .statuses()
             .into_iter()
             .map(provider_to_pb)
             .collect();
@@ -83,7 +83,7 @@ impl ProviderServiceRpc for ProviderApi {
         request: Request<pb::SelectProviderRequest>,
     ) -> Result<Response<pb::SelectProviderResponse>, Status> {
         let request = request.into_inner();
-        let chosen = self.runs.select_provider(&request.candidates).or_status()?;
+        let chosen = self.providers.select(&request.candidates).or_status()?;
         Ok(Response::new(pb::SelectProviderResponse {
             provider: Some(provider_to_pb(chosen)),
         }))

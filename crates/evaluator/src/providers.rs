@@ -10,6 +10,7 @@
 pub mod echo;
 pub mod health;
 pub mod openai;
+pub mod registry;
 pub mod selection;
 
 use std::sync::Arc;
