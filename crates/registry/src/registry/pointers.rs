@@ -1,0 +1,215 @@
+//! The active version and labels: moving them through the release gate, and their
+//! history.
+
+use super::*;
+
+impl Registry {
+    /// Installs the release guard asked before pointer moves. Set once, at start-up.
+    pub fn set_release_guard(&self, guard: Arc<dyn ReleaseGuard>) {
+        if self.guard.set(guard).is_err() {
+            tracing::warn!("a release guard was already installed; keeping the first");
+        }
+    }
+
+    /// Asks the release guard whether `request` may happen, unless the call overrides
+    /// it with a reason (which is logged and recorded in the event).
+    pub(super) async fn check_release(
+        &self,
+        request: ReleaseCheck<'_>,
+        override_reason: Option<&str>,
+    ) -> Result<Option<String>, RegistryError> {
+        let ReleaseCheck {
+            prompt,
+            pointer,
+            version,
+            ..
+        } = request;
+        if let Some(reason) = override_reason {
+            let reason = reason.trim();
+            if reason.is_empty() || reason.len() > MAX_OVERRIDE_REASON_BYTES {
+                return Err(RegistryError::invalid(
+                    "override_reason",
+                    format!("when given, 1 to {MAX_OVERRIDE_REASON_BYTES} bytes saying why"),
+                ));
+            }
+            tracing::warn!(prompt, pointer, version, reason, "release gate overridden");
+            return Ok(Some(reason.to_owned()));
+        }
+        if let Some(guard) = self.guard.get() {
+            guard.check(&request).await.map_err(|reason| {
+                RegistryError::FailedPrecondition(format!(
+                    "release gate of {prompt:?} {pointer:?}: {reason}; pass override_reason to release anyway"
+                ))
+            })?;
+        }
+        Ok(None)
+    }
+
+    /// Makes `version` the prompt's active version, if its release gate allows (or
+    /// `override_reason` says why not to ask).
+    pub async fn activate(
+        &self,
+        name: &str,
+        version: &str,
+        override_reason: Option<&str>,
+    ) -> Result<PromptVersionView, RegistryError> {
+        let _guard = self.write_lock.lock().await;
+        let entry = self.entry(name)?;
+        let cached = self.select(&entry, name, &VersionSelector::Version(version.to_owned()))?;
+        let previous = entry
+            .versions
+            .get(&entry.active)
+            .map(|v| v.record.version.to_string());
+        let override_reason = self
+            .check_release(
+                ReleaseCheck {
+                    prompt: name,
+                    pointer: ACTIVE_POINTER,
+                    version: &cached.record.version.to_string(),
+                    version_created_at: cached.record.created_at,
+                    current: previous.as_deref(),
+                },
+                override_reason,
+            )
+            .await?;
+        let at = now();
+        let (entry, cached) = entry.with_active(&cached, at);
+        let view = entry.view(&cached);
+        let change = PromptChange::Activate {
+            name: name.to_owned(),
+            version_id: cached.record.id,
+            at,
+        };
+        let mut event = self.event(
+            PromptEventKind::VersionActivated,
+            name,
+            Some(view.clone()),
+            None,
+        );
+        event.previous_version = previous;
+        event.override_reason = override_reason;
+        self.commit(change, event, entry).await?;
+        Ok(view)
+    }
+
+    /// Points `label` at `version`, if its release gate allows (or `override_reason`
+    /// says why not to ask); returns the version and where the label pointed before.
+    pub async fn set_label(
+        &self,
+        name: &str,
+        label: &str,
+        version: &str,
+        override_reason: Option<&str>,
+    ) -> Result<(PromptVersionView, Option<Version>), RegistryError> {
+        validate_label("label", label).map_err(invalid)?;
+        let _guard = self.write_lock.lock().await;
+        let entry = self.entry(name)?;
+        let cached = self.select(&entry, name, &VersionSelector::Version(version.to_owned()))?;
+        let previous = entry
+            .labels
+            .get(label)
+            .and_then(|key| entry.versions.get(key))
+            .map(|v| v.record.version.clone());
+        let override_reason = self
+            .check_release(
+                ReleaseCheck {
+                    prompt: name,
+                    pointer: label,
+                    version: &cached.record.version.to_string(),
+                    version_created_at: cached.record.created_at,
+                    current: previous.as_ref().map(ToString::to_string).as_deref(),
+                },
+                override_reason,
+            )
+            .await?;
+        let at = now();
+        let (entry, cached) = entry.with_label(label, &cached, at);
+        let view = entry.view(&cached);
+        let change = PromptChange::SetLabel {
+            name: name.to_owned(),
+            label: label.to_owned(),
+            version_id: cached.record.id,
+            at,
+        };
+        let mut event = self.event(
+            PromptEventKind::LabelMoved,
+            name,
+            Some(view.clone()),
+            Some(label),
+        );
+        event.previous_version = previous.as_ref().map(ToString::to_string);
+        event.override_reason = override_reason;
+        self.commit(change, event, entry).await?;
+        Ok((view, previous))
+    }
+
+    /// Removes a label; returns the version it pointed at.
+    pub async fn delete_label(&self, name: &str, label: &str) -> Result<Version, RegistryError> {
+        validate_label("label", label).map_err(invalid)?;
+        let _guard = self.write_lock.lock().await;
+        let entry = self.entry(name)?;
+        let Some(key) = entry.labels.get(label).cloned() else {
+            return Err(RegistryError::NotFound(format!(
+                "prompt {name:?} has no label {label:?}"
+            )));
+        };
+        let entry = entry.without_label(label);
+        let cached = entry.versions[&key].clone();
+        let view = entry.view(&cached);
+        let change = PromptChange::DeleteLabel {
+            name: name.to_owned(),
+            label: label.to_owned(),
+        };
+        let mut event = self.event(PromptEventKind::LabelDeleted, name, Some(view), Some(label));
+        event.previous_version = Some(cached.record.version.to_string());
+        self.commit(change, event, entry).await?;
+        Ok(cached.record.version.clone())
+    }
+
+    /// The moves of a prompt's pointers, oldest first: activations, label sets and label
+    /// deletions after `after_sequence`, each with the version before and any gate
+    /// override's reason. `pointer` keeps one label (`active`: activations). Returns at
+    /// most `limit` events and whether more follow.
+    pub async fn pointer_history(
+        &self,
+        name: &str,
+        pointer: Option<&str>,
+        after_sequence: u64,
+        limit: usize,
+    ) -> Result<(Vec<PromptEvent>, bool), RegistryError> {
+        const SCAN_BATCH: usize = 500;
+        validate_prompt_name("name", name).map_err(invalid)?;
+        let matches = |event: &PromptEvent| match event.kind {
+            PromptEventKind::VersionActivated => pointer.is_none_or(|p| p == ACTIVE_POINTER),
+            PromptEventKind::LabelMoved | PromptEventKind::LabelDeleted => {
+                pointer.is_none_or(|p| event.label.as_deref() == Some(p))
+            }
+            _ => false,
+        };
+        let mut found = Vec::new();
+        let mut after = after_sequence;
+        loop {
+            let batch = self
+                .store
+                .prompt_events_after(after, Some(name), SCAN_BATCH)
+                .await
+                .map_err(RegistryError::from)?;
+            let exhausted = batch.len() < SCAN_BATCH;
+            for event in batch {
+                after = event.sequence;
+                if matches(&event) {
+                    if found.len() == limit {
+                        return Ok((found, true));
+                    }
+                    found.push(event);
+                }
+            }
+            if exhausted {
+                return Ok((found, false));
+            }
+        }
+    }
+}
+
+/// The longest override reason kept.
+pub(super) const MAX_OVERRIDE_REASON_BYTES: usize = 1024;
