@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use llmops_alerts::webhook::{DeliveryOutcome, WebhookReceiver};
 use llmops_alerts::{
-    AlertError, AlertFilter, AlertService, AlertSeverity, AlertSink, AlertStatus, AlertType,
-    NewAlert, SubscriptionFilter,
+    AlertError, AlertEvent, AlertFilter, AlertService, AlertSeverity, AlertSink, AlertStatus,
+    AlertType, NewAlert, Subscription, SubscriptionFilter,
 };
 use llmops_store::Storage;
 use proptest::prelude::{prop_assert_eq, ProptestConfig};
@@ -37,6 +37,17 @@ async fn service(storage: &Storage, receivers: Vec<WebhookReceiver>) -> AlertSer
     AlertService::open(storage.alerts.clone(), receivers, String::new())
         .await
         .unwrap()
+}
+
+/// How long a subscriber waits for an event that was committed: a lost event fails the
+/// case instead of hanging it.
+const EVENT_WAIT: Duration = Duration::from_secs(5);
+
+/// The subscription's next event; `None` if none came within [`EVENT_WAIT`].
+async fn next_event(subscription: &mut Subscription<AlertEvent>) -> Option<Arc<AlertEvent>> {
+    let next = tokio::time::timeout(EVENT_WAIT, subscription.next()).await;
+    next.ok()
+        .map(|event| event.unwrap().expect("the feed is open"))
 }
 
 fn receiver(min_severity: Option<AlertSeverity>) -> WebhookReceiver {
@@ -275,7 +286,9 @@ pub(crate) async fn subscribers_resume_from_any_sequence_across_a_restart(db: Te
     service.resolve(alert.id).await.unwrap();
     let mut kinds = Vec::new();
     for _ in 0..3 {
-        let event = subscription.next().await.unwrap().unwrap();
+        let event = next_event(&mut subscription)
+            .await
+            .unwrap_or_else(|| panic!("no event after {kinds:?}"));
         kinds.push((event.sequence, event.kind));
     }
     use llmops_alerts::AlertEventKind::*;
@@ -299,7 +312,9 @@ pub(crate) async fn subscribers_resume_from_any_sequence_across_a_restart(db: Te
         .create(new_alert("ds3", AlertSeverity::Critical))
         .await
         .unwrap();
-    let event = critical_only.next().await.unwrap().unwrap();
+    let event = next_event(&mut critical_only)
+        .await
+        .expect("the critical event");
     assert_eq!((event.sequence, event.alert.source_id.as_str()), (6, "ds3"));
 }
 
@@ -456,6 +471,8 @@ pub(crate) async fn resuming_from_any_sequence_sees_every_later_event_once(db: T
     let mut runner = TestRunner::new(ProptestConfig {
         cases: 12,
         failure_persistence: None,
+        // A lost event costs EVENT_WAIT per shrinking step: bound the search.
+        max_shrink_time: 60_000,
         ..ProptestConfig::default()
     });
     let result = tokio::task::block_in_place(|| {
@@ -524,13 +541,12 @@ async fn resume_while_others_write(
     let expected = head_before - cursor + writers as u64 * (per_writer + per_writer / 2);
     let mut seen = Vec::new();
     while (seen.len() as u64) < expected {
-        let next = tokio::time::timeout(Duration::from_secs(10), subscription.next()).await;
-        let Ok(event) = next else {
+        let Some(event) = next_event(&mut subscription).await else {
             return Err(TestCaseError::fail(format!(
                 "no event after {seen:?} (resumed from {cursor}; {expected} expected)"
             )));
         };
-        seen.push(event.unwrap().unwrap().sequence);
+        seen.push(event.sequence);
     }
     while let Some(done) = tasks.join_next().await {
         done.unwrap();

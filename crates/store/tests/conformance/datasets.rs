@@ -69,6 +69,10 @@ async fn all_samples_at(
             .await
             .unwrap();
         assert!(next.len() <= page, "a page holds at most its limit");
+        assert!(
+            next.iter().all(|stored| stored.position > after),
+            "a page holds only samples after {after}"
+        );
         if next.is_empty() {
             return all;
         }

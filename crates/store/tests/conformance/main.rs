@@ -3,11 +3,11 @@
 //!
 //! A case is an `async fn case(db: TestDatabase)` in its store's module; it opens the
 //! database (as often as it likes, to check what survives a restart) and never names a
-//! backend. [`conformance!`] turns the list of cases below into one test per case for a
+//! backend. `conformance!` turns the list of cases below into one test per case for a
 //! backend, named `<backend>::<store>::<case>`, e.g.
 //! `sqlite::alerts::matching_events_are_queued_for_webhooks_in_the_same_commit`.
 //!
-//! Adding a backend is a constructor on [`TestDatabase`] (see `database.rs`) and one
+//! Adding a backend is a constructor on [`TestDatabase`](database::TestDatabase) and one
 //! line at the bottom of this file.
 
 mod alerts;

@@ -91,6 +91,10 @@ async fn all_results(
             .await
             .unwrap();
         assert!(next.len() <= page, "a page holds at most its limit");
+        assert!(
+            next.iter().all(|result| result.position > after),
+            "a page holds only results after {after}"
+        );
         if next.is_empty() {
             return all;
         }
