@@ -30,6 +30,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .codec_path("crate::grpc::codec::ProstCodec")
         // Maps in key order: what clients print and tests compare is deterministic.
         .btree_map(".")
-        .compile_fds(file_descriptors)?;
+        // `prost::Name` on every message: the CLI finds a message's descriptor by its
+        // full name to print the proto3 JSON mapping (src/cli/proto_json.rs).
+        .compile_fds_with_config(file_descriptors, {
+            let mut config = tonic_prost_build::Config::new();
+            config.enable_type_names();
+            config
+        })?;
     Ok(())
 }

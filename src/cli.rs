@@ -18,6 +18,7 @@ pub mod gate;
 mod output;
 mod paging;
 pub mod prompt;
+mod proto_json;
 pub mod providers;
 pub mod schedule;
 #[cfg(test)]

@@ -60,12 +60,12 @@ async fn schedule_create_then_list() {
     .await;
     assert_eq!(created["id"], "nightly");
     assert_eq!(created["schedule"], "@daily");
-    assert_eq!(created["on_prompt_change"], true);
+    assert_eq!(created["onPromptChange"], true);
     assert_eq!(created["paused"], false);
-    assert!(created["next_run_at"].is_string(), "{created}");
-    let template = &created["run_template"];
-    assert_eq!(template["dataset_id"], qa.as_str());
-    assert_eq!(template["prompt_name"], "greet");
+    assert!(created["nextRunAt"].is_string(), "{created}");
+    let template = &created["runTemplate"];
+    assert_eq!(template["datasetId"], qa.as_str());
+    assert_eq!(template["promptName"], "greet");
     assert_eq!(template["metrics"][0]["threshold"], 0.9);
 
     let listed = llmops(&server, &["schedule", "list"]).await;
@@ -96,9 +96,9 @@ async fn gate_set_then_list() {
     )
     .await;
     assert_eq!(set["label"], "production");
-    assert_eq!(set["min_pass_rate"], 0.9);
-    assert_eq!(set["no_regression"], true);
-    assert!(set["created_at"].is_string(), "{set}");
+    assert_eq!(set["minPassRate"], 0.9);
+    assert_eq!(set["noRegression"], true);
+    assert!(set["createdAt"].is_string(), "{set}");
     let active = [
         "gate",
         "set",

@@ -10,9 +10,8 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
-use serde_json::Value as JsonValue;
 
-use crate::cli::output::{emit, json};
+use crate::cli::output::emit;
 use crate::cli::{connect, status_error, ClientOptions};
 use crate::pb;
 use crate::pb::alert_service_client::AlertServiceClient;
@@ -154,12 +153,7 @@ pub async fn run(args: AlertsArgs, options: &ClientOptions) -> anyhow::Result<()
         AlertsCommand::List(list) => {
             let alerts = list_alerts(&mut client, list).await?;
             if options.json {
-                emit(|out| {
-                    json(
-                        out,
-                        &JsonValue::Array(alerts.iter().map(format::alert_json).collect()),
-                    )
-                })
+                emit(|out| crate::cli::output::messages(out, &alerts))
             } else {
                 emit(|out| format::alert_table(out, &alerts))
             }
@@ -249,7 +243,7 @@ async fn list_alerts(
 fn print_alert(as_json: bool, alert: Option<pb::Alert>) -> anyhow::Result<()> {
     let alert = alert.context("the server sent no alert")?;
     if as_json {
-        emit(|out| json(out, &format::alert_json(&alert)))
+        emit(|out| crate::cli::output::message(out, &alert))
     } else {
         emit(|out| format::alert_details(out, &alert))
     }

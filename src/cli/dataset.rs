@@ -8,7 +8,6 @@
 mod commands;
 mod csv_file;
 mod format;
-mod json;
 mod jsonl;
 mod samples;
 
@@ -186,38 +185,17 @@ pub async fn run(args: DatasetArgs, options: &ClientOptions) -> anyhow::Result<(
 
 #[cfg(test)]
 mod tests {
-    use clap::{CommandFactory as _, Parser};
-
     use super::*;
-    use crate::cli::testing::assert_refused;
+    use crate::cli::testing::{self, assert_refused};
 
-    /// A stand-in for the binary's parser (with `--version` propagated, the stricter
-    /// case for `export --version`).
-    #[derive(Parser, Debug)]
-    #[command(name = "llmops", version, propagate_version = true)]
-    struct Cli {
-        #[command(flatten)]
-        client: ClientOptions,
-        #[command(subcommand)]
-        command: Top,
-    }
-
-    #[derive(Subcommand, Debug)]
-    enum Top {
-        Dataset(DatasetArgs),
-    }
-
+    /// `llmops dataset <args>...` parsed as the binary does.
     fn parse(args: &[&str]) -> Result<DatasetCommand, clap::Error> {
-        let mut argv = vec!["llmops", "dataset"];
-        argv.extend_from_slice(args);
-        Cli::try_parse_from(argv).map(|cli| match cli.command {
-            Top::Dataset(dataset) => dataset.command,
-        })
+        testing::parse::<DatasetArgs>("dataset", args).map(|args| args.command)
     }
 
     #[test]
     fn the_command_tree_is_consistent() {
-        Cli::command().debug_assert();
+        testing::command::<DatasetArgs>("dataset").debug_assert();
     }
 
     #[test]

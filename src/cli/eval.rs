@@ -6,7 +6,6 @@
 
 mod commands;
 pub(crate) mod format;
-pub(crate) mod json;
 pub(crate) mod metric;
 mod progress;
 
@@ -248,38 +247,17 @@ pub async fn run(args: EvalArgs, options: &ClientOptions) -> anyhow::Result<()> 
 
 #[cfg(test)]
 mod tests {
-    use clap::{CommandFactory as _, Parser};
-
     use super::*;
-    use crate::cli::testing::assert_refused;
+    use crate::cli::testing::{self, assert_refused};
 
-    /// A stand-in for the binary's parser (with `--version` propagated, the stricter
-    /// case for `run --version`).
-    #[derive(Parser, Debug)]
-    #[command(name = "llmops", version, propagate_version = true)]
-    struct Cli {
-        #[command(flatten)]
-        client: ClientOptions,
-        #[command(subcommand)]
-        command: Top,
-    }
-
-    #[derive(Subcommand, Debug)]
-    enum Top {
-        Eval(EvalArgs),
-    }
-
+    /// `llmops eval <args>...` parsed as the binary does.
     fn parse(args: &[&str]) -> Result<EvalCommand, clap::Error> {
-        let mut argv = vec!["llmops", "eval"];
-        argv.extend_from_slice(args);
-        Cli::try_parse_from(argv).map(|cli| match cli.command {
-            Top::Eval(eval) => eval.command,
-        })
+        testing::parse::<EvalArgs>("eval", args).map(|args| args.command)
     }
 
     #[test]
     fn the_command_tree_is_consistent() {
-        Cli::command().debug_assert();
+        testing::command::<EvalArgs>("eval").debug_assert();
     }
 
     #[test]

@@ -7,7 +7,6 @@
 mod chart;
 mod commands;
 mod format;
-mod json;
 mod spec;
 
 use std::path::PathBuf;
@@ -162,37 +161,17 @@ pub async fn run(args: ExperimentArgs, options: &ClientOptions) -> anyhow::Resul
 
 #[cfg(test)]
 mod tests {
-    use clap::{CommandFactory as _, Parser};
-
     use super::*;
-    use crate::cli::testing::assert_refused;
+    use crate::cli::testing::{self, assert_refused};
 
-    /// A stand-in for the binary's parser.
-    #[derive(Parser, Debug)]
-    #[command(name = "llmops", version)]
-    struct Cli {
-        #[command(flatten)]
-        client: ClientOptions,
-        #[command(subcommand)]
-        command: Top,
-    }
-
-    #[derive(Subcommand, Debug)]
-    enum Top {
-        Experiment(ExperimentArgs),
-    }
-
+    /// `llmops experiment <args>...` parsed as the binary does.
     fn parse(args: &[&str]) -> Result<ExperimentCommand, clap::Error> {
-        let mut argv = vec!["llmops", "experiment"];
-        argv.extend_from_slice(args);
-        Cli::try_parse_from(argv).map(|cli| match cli.command {
-            Top::Experiment(experiment) => experiment.command,
-        })
+        testing::parse::<ExperimentArgs>("experiment", args).map(|args| args.command)
     }
 
     #[test]
     fn the_command_tree_is_consistent() {
-        Cli::command().debug_assert();
+        testing::command::<ExperimentArgs>("experiment").debug_assert();
     }
 
     #[test]

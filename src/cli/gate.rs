@@ -5,13 +5,13 @@ use std::io::{self, Write};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use serde_json::{json, Value as JsonValue};
+use serde_json::json;
 use tonic::transport::Channel;
 
-use crate::cli::eval::format::number;
+use crate::cli::output::number;
 use crate::cli::output::{self, emit, table, write_table, yes_no};
 use crate::cli::paging::collect_pages;
-use crate::cli::values::{json_time, rfc3339};
+use crate::cli::values::rfc3339;
 use crate::cli::{connect, status_error, ClientOptions};
 use crate::pb;
 use crate::pb::evaluation_service_client::EvaluationServiceClient;
@@ -142,8 +142,7 @@ async fn execute(command: GateCommand, options: &ClientOptions) -> anyhow::Resul
         GateCommand::List { prompt_name } => {
             let gates = list(&client, prompt_name.unwrap_or_default()).await?;
             return if as_json {
-                let items = gates.iter().map(gate_json).collect();
-                emit(|out| output::json(out, &JsonValue::Array(items)))
+                emit(|out| output::messages(out, &gates))
             } else {
                 emit(|out| gate_table(out, &gates))
             };
@@ -166,7 +165,7 @@ async fn execute(command: GateCommand, options: &ClientOptions) -> anyhow::Resul
     };
     let gate = gate.context("the server sent no gate")?;
     if as_json {
-        emit(|out| output::json(out, &gate_json(&gate)))
+        emit(|out| output::message(out, &gate))
     } else {
         emit(|out| gate_details(out, &gate))
     }
@@ -235,20 +234,6 @@ fn gate_table(out: &mut dyn Write, gates: &[pb::ReleaseGate]) -> io::Result<()> 
         ]);
     }
     write_table(out, rows)
-}
-
-/// A gate as JSON: the proto's field names, times as RFC 3339 strings (null when unset).
-fn gate_json(g: &pb::ReleaseGate) -> JsonValue {
-    json!({
-        "prompt_name": g.prompt_name,
-        "label": g.label,
-        "dataset_id": g.dataset_id,
-        "model": g.model,
-        "min_pass_rate": g.min_pass_rate,
-        "no_regression": g.no_regression,
-        "created_at": json_time(g.created_at.as_ref()),
-        "updated_at": json_time(g.updated_at.as_ref()),
-    })
 }
 
 #[cfg(test)]
@@ -374,7 +359,7 @@ mod tests {
     }
 
     #[test]
-    fn a_gate_prints_as_lines_a_table_and_json() {
+    fn a_gate_prints_as_lines_and_a_table() {
         let out = text(|out| gate_details(out, &gate()));
         assert_eq!(
             out,
@@ -389,10 +374,5 @@ mod tests {
             lines[1],
             "greet   production  qa       echo   0.9            yes            2026-01-02T03:04:05Z"
         );
-        let value = gate_json(&gate());
-        assert_eq!(value["min_pass_rate"], 0.9);
-        assert_eq!(value["no_regression"], true);
-        assert_eq!(value["created_at"], JsonValue::Null);
-        assert_eq!(value["updated_at"], "2026-01-02T03:04:05Z");
     }
 }

@@ -6,7 +6,6 @@
 
 mod commands;
 mod convert;
-mod json;
 mod output;
 mod vars;
 
@@ -197,37 +196,17 @@ pub async fn run(args: PromptArgs, options: &ClientOptions) -> anyhow::Result<()
 
 #[cfg(test)]
 mod tests {
-    use clap::{CommandFactory as _, Parser};
-
     use super::*;
-    use crate::cli::testing::assert_refused;
+    use crate::cli::testing::{self, assert_refused};
 
-    /// A stand-in for the binary's parser, with the same `--version` propagation.
-    #[derive(Parser, Debug)]
-    #[command(name = "llmops", version, propagate_version = true)]
-    struct Cli {
-        #[command(flatten)]
-        client: ClientOptions,
-        #[command(subcommand)]
-        command: Top,
-    }
-
-    #[derive(Subcommand, Debug)]
-    enum Top {
-        Prompt(PromptArgs),
-    }
-
+    /// `llmops prompt <args>...` parsed as the binary does.
     fn parse(args: &[&str]) -> Result<PromptCommand, clap::Error> {
-        let mut argv = vec!["llmops", "prompt"];
-        argv.extend_from_slice(args);
-        Cli::try_parse_from(argv).map(|cli| match cli.command {
-            Top::Prompt(prompt) => prompt.command,
-        })
+        testing::parse::<PromptArgs>("prompt", args).map(|args| args.command)
     }
 
     #[test]
     fn the_command_tree_is_consistent() {
-        Cli::command().debug_assert();
+        testing::command::<PromptArgs>("prompt").debug_assert();
     }
 
     #[test]
@@ -284,9 +263,11 @@ mod tests {
 
     #[test]
     fn client_options_are_global() {
-        let cli =
-            Cli::try_parse_from(["llmops", "prompt", "list", "--json", "--server", "h:1"]).unwrap();
-        assert!(cli.client.json);
-        assert_eq!(cli.client.server, "h:1");
+        let matches = testing::command::<PromptArgs>("prompt")
+            .try_get_matches_from(["llmops", "prompt", "list", "--json", "--server", "h:1"])
+            .unwrap();
+        let client = <ClientOptions as clap::FromArgMatches>::from_arg_matches(&matches).unwrap();
+        assert!(client.json);
+        assert_eq!(client.server, "h:1");
     }
 }

@@ -5,11 +5,10 @@ use std::io::{self, Write};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use serde_json::{json, Value as JsonValue};
 
-use crate::cli::eval::format::{duration_ms, millis, number, percent};
+use crate::cli::output::{duration_ms, millis, number, percent};
 use crate::cli::output::{emit, json, table, write_table};
-use crate::cli::values::{json_time, rfc3339};
+use crate::cli::values::rfc3339;
 use crate::cli::{connect, status_error, ClientOptions};
 use crate::pb;
 use crate::pb::provider_service_client::ProviderServiceClient;
@@ -54,12 +53,7 @@ pub async fn run(args: ProvidersArgs, options: &ClientOptions) -> anyhow::Result
                 .into_inner()
                 .providers;
             if options.json {
-                emit(|out| {
-                    json(
-                        out,
-                        &JsonValue::Array(providers.iter().map(provider_json).collect()),
-                    )
-                })
+                emit(|out| json(out, &crate::cli::proto_json::messages(&providers)))
             } else {
                 emit(|out| provider_table(out, &providers))
             }
@@ -73,7 +67,7 @@ pub async fn run(args: ProvidersArgs, options: &ClientOptions) -> anyhow::Result
                 .provider
                 .context("the server sent no provider")?;
             if options.json {
-                emit(|out| json(out, &provider_json(&provider)))
+                emit(|out| crate::cli::output::message(out, &provider))
             } else {
                 emit(|out| writeln!(out, "{}", provider.name))
             }
@@ -88,23 +82,6 @@ fn score_source_name(value: i32) -> &'static str {
         Ok(pb::ProviderScoreSource::None) => "none",
         _ => "unspecified",
     }
-}
-
-fn provider_json(p: &pb::Provider) -> JsonValue {
-    json!({
-        "name": p.name,
-        "kind": p.kind,
-        "model": p.model,
-        "healthy": p.healthy,
-        "score": p.score,
-        "score_source": score_source_name(p.score_source).replace(' ', "_"),
-        "latency_p50_ms": p.latency_p50.as_ref().map(duration_ms),
-        "error_rate": p.error_rate,
-        "recent_requests": p.recent_requests,
-        "consecutive_failures": p.consecutive_failures,
-        "last_probe_at": json_time(p.last_probe_at.as_ref()),
-        "last_error": p.last_error,
-    })
 }
 
 fn provider_table(out: &mut dyn Write, providers: &[pb::Provider]) -> io::Result<()> {
@@ -154,12 +131,7 @@ fn provider_table(out: &mut dyn Write, providers: &[pb::Provider]) -> io::Result
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn text(write: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> String {
-        let mut out = Vec::new();
-        write(&mut out).unwrap();
-        String::from_utf8(out).unwrap()
-    }
+    use crate::cli::testing::text;
 
     fn provider(name: &str, healthy: bool) -> pb::Provider {
         pb::Provider {
@@ -242,15 +214,5 @@ mod tests {
             ["healthy", "0 (none)", "-", "-"],
             "{out}"
         );
-    }
-
-    #[test]
-    fn json_uses_milliseconds_and_snake_case_sources() {
-        let value = provider_json(&provider("a", true));
-        assert_eq!(value["latency_p50_ms"], 120.0);
-        assert_eq!(value["score_source"], "pass_rate");
-        assert_eq!(value["last_probe_at"], JsonValue::Null);
-        let value = provider_json(&pb::Provider::default());
-        assert_eq!(value["latency_p50_ms"], JsonValue::Null);
     }
 }

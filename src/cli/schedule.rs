@@ -8,7 +8,7 @@ mod format;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use serde_json::{json, Value as JsonValue};
+use serde_json::json;
 use tonic::transport::Channel;
 
 use super::eval::RunTemplateArgs;
@@ -144,8 +144,7 @@ async fn execute(command: ScheduleCommand, options: &ClientOptions) -> anyhow::R
         ScheduleCommand::List { limit } => {
             let schedules = list(&client(options).await?, limit).await?;
             return if as_json {
-                let items = schedules.iter().map(format::schedule_json).collect();
-                emit(|out| output::json(out, &JsonValue::Array(items)))
+                emit(|out| output::messages(out, &schedules))
             } else {
                 emit(|out| format::schedule_table(out, &schedules))
             };
@@ -194,7 +193,7 @@ async fn execute(command: ScheduleCommand, options: &ClientOptions) -> anyhow::R
     };
     let schedule = schedule.context("the server sent no schedule")?;
     if as_json {
-        emit(|out| output::json(out, &format::schedule_json(&schedule)))
+        emit(|out| output::message(out, &schedule))
     } else {
         emit(|out| format::schedule_details(out, &schedule))
     }

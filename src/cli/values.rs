@@ -59,14 +59,6 @@ pub(crate) fn rfc3339(time: Option<&Timestamp>) -> String {
         )
 }
 
-/// A timestamp as JSON: an RFC 3339 string, or null when unset.
-pub(crate) fn json_time(time: Option<&Timestamp>) -> JsonValue {
-    match time {
-        Some(_) => JsonValue::String(rfc3339(time)),
-        None => JsonValue::Null,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -121,6 +113,5 @@ mod tests {
         };
         assert_eq!(rfc3339(Some(&time)), "2026-01-02T03:04:05.123Z");
         assert_eq!(rfc3339(None), "");
-        assert_eq!(json_time(None), JsonValue::Null);
     }
 }

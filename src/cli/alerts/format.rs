@@ -2,10 +2,8 @@
 
 use std::io::{self, Write};
 
-use serde_json::{json, Value as JsonValue};
-
 use crate::cli::output::{table, write_table};
-use crate::cli::values::{json_time, rfc3339};
+use crate::cli::values::rfc3339;
 use crate::pb;
 
 pub(crate) fn type_name(value: i32) -> &'static str {
@@ -55,32 +53,6 @@ pub(crate) fn colour(severity: i32, text: &str) -> String {
         _ => "34",
     };
     format!("\x1b[{code}m{text}\x1b[0m")
-}
-
-pub(crate) fn alert_json(alert: &pb::Alert) -> JsonValue {
-    json!({
-        "id": alert.id,
-        "type": type_name(alert.r#type),
-        "severity": severity_name(alert.severity),
-        "status": status_name(alert.status),
-        "message": alert.message,
-        "source": alert.source,
-        "source_id": alert.source_id,
-        "metric": alert.metric,
-        "threshold": alert.threshold,
-        "actual_value": alert.actual_value,
-        "labels": alert.labels,
-        "metadata": alert.metadata,
-        "fingerprint": alert.fingerprint,
-        "occurrences": alert.occurrences,
-        "first_seen_at": json_time(alert.first_seen_at.as_ref()),
-        "last_seen_at": json_time(alert.last_seen_at.as_ref()),
-        "created_at": json_time(alert.created_at.as_ref()),
-        "acknowledged_at": json_time(alert.acknowledged_at.as_ref()),
-        "acknowledged_by": alert.acknowledged_by,
-        "ack_comment": alert.ack_comment,
-        "resolved_at": json_time(alert.resolved_at.as_ref()),
-    })
 }
 
 pub(crate) fn alert_table(out: &mut dyn Write, alerts: &[pb::Alert]) -> io::Result<()> {

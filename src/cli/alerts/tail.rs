@@ -13,7 +13,6 @@ use tonic::Code;
 
 use super::format::event_line;
 use super::{default_state_file, SeverityArg, TypeArg};
-use crate::cli::output::json_line;
 use crate::cli::{connect, ClientOptions};
 use crate::pb;
 use crate::pb::alert_service_client::AlertServiceClient;
@@ -142,13 +141,7 @@ fn print_event(event: &pb::AlertEvent, as_json: bool, use_colour: bool) -> anyho
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if as_json {
-        let value = serde_json::json!({
-            "sequence": event.sequence,
-            "kind": super::format::event_kind_name(event.kind),
-            "time": crate::cli::values::json_time(event.time.as_ref()),
-            "alert": event.alert.as_ref().map(super::format::alert_json),
-        });
-        json_line(&mut out, &value)?;
+        crate::cli::output::message_line(&mut out, event)?;
     } else {
         writeln!(out, "{}", event_line(event, use_colour))?;
     }

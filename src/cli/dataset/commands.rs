@@ -9,7 +9,7 @@ use anyhow::{bail, Context as _};
 use serde_json::json;
 use tonic::transport::Channel;
 
-use super::{csv_file, format, json, jsonl, samples, DatasetCommand, FormatArg, TypeArg};
+use super::{csv_file, format, jsonl, samples, DatasetCommand, FormatArg, TypeArg};
 use crate::cli::output::{self, emit};
 use crate::cli::paging::collect_pages;
 use crate::cli::{connect, status_error, ClientOptions};
@@ -61,8 +61,7 @@ pub(crate) async fn run(command: DatasetCommand, options: &ClientOptions) -> any
             let client = client(options).await?;
             let datasets = list_datasets(&client, dataset_type, limit).await?;
             if as_json {
-                let items: Vec<_> = datasets.iter().map(json::dataset).collect();
-                emit(|out| output::json(out, &serde_json::Value::Array(items)))
+                emit(|out| output::messages(out, &datasets))
             } else {
                 emit(|out| format::dataset_table(out, &datasets))
             }
@@ -106,12 +105,11 @@ pub(crate) async fn run(command: DatasetCommand, options: &ClientOptions) -> any
                     samples::locate_error(&status_error(status), &source.name, &lines)
                 })?
                 .into_inner();
-            let dataset = imported.dataset.context("the server sent no dataset")?;
             if as_json {
-                let value =
-                    json!({"imported": imported.imported, "dataset": json::dataset(&dataset)});
-                emit(|out| output::json(out, &value))
-            } else {
+                return emit(|out| output::message(out, &imported));
+            }
+            let dataset = imported.dataset.context("the server sent no dataset")?;
+            {
                 emit(|out| {
                     writeln!(
                         out,
@@ -167,7 +165,7 @@ pub(crate) async fn run(command: DatasetCommand, options: &ClientOptions) -> any
             let client = client(options).await?;
             let samples = list_samples(&client, dataset_id, limit).await?;
             if as_json {
-                emit(|out| output::json(out, &json::samples(&samples)))
+                emit(|out| output::messages(out, &samples))
             } else {
                 emit(|out| format::sample_table(out, &samples))
             }
@@ -186,11 +184,11 @@ pub(crate) async fn run(command: DatasetCommand, options: &ClientOptions) -> any
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            let dataset = deleted.dataset.context("the server sent no dataset")?;
             if as_json {
-                let value = json!({"deleted": count, "dataset": json::dataset(&dataset)});
-                emit(|out| output::json(out, &value))
-            } else {
+                return emit(|out| output::message(out, &deleted));
+            }
+            let dataset = deleted.dataset.context("the server sent no dataset")?;
+            {
                 emit(|out| {
                     writeln!(
                         out,
@@ -235,7 +233,7 @@ fn metadata_map(entries: Vec<(String, String)>) -> anyhow::Result<BTreeMap<Strin
 fn print_dataset(as_json: bool, dataset: Option<pb::Dataset>) -> anyhow::Result<()> {
     let dataset = dataset.context("the server sent no dataset")?;
     if as_json {
-        emit(|out| output::json(out, &json::dataset(&dataset)))
+        emit(|out| output::message(out, &dataset))
     } else {
         emit(|out| format::dataset_details(out, &dataset))
     }

@@ -5,7 +5,7 @@ use std::io::{self, Write};
 
 use prost_types::value::Kind;
 
-use crate::cli::output::{table, write_table};
+use crate::cli::output::{clip, table, write_table, Fields};
 use crate::cli::values::{json_from_value, rfc3339};
 use crate::pb;
 
@@ -41,25 +41,20 @@ pub(crate) fn dataset_table(out: &mut dyn Write, datasets: &[pb::Dataset]) -> io
 
 /// One dataset, a field a line.
 pub(crate) fn dataset_details(out: &mut dyn Write, d: &pb::Dataset) -> io::Result<()> {
-    let mut fields = table(&[]);
-    let mut field = |key: &str, value: String, always: bool| {
-        if always || !value.is_empty() {
-            fields.add_row(vec![format!("{key}:"), value]);
-        }
-    };
-    field("id", d.id.clone(), true);
-    field("name", d.name.clone(), true);
-    field("type", type_name(d.r#type).to_owned(), true);
-    field("description", d.description.clone(), false);
-    field("samples", d.sample_count.to_string(), true);
-    field("version", d.version.to_string(), true);
-    field("content hash", d.content_hash.clone(), true);
-    field("created", rfc3339(d.created_at.as_ref()), false);
-    field("updated", rfc3339(d.updated_at.as_ref()), false);
+    let mut fields = Fields::new();
+    fields.add("id", d.id.clone(), true);
+    fields.add("name", d.name.clone(), true);
+    fields.add("type", type_name(d.r#type).to_owned(), true);
+    fields.add("description", d.description.clone(), false);
+    fields.add("samples", d.sample_count.to_string(), true);
+    fields.add("version", d.version.to_string(), true);
+    fields.add("content hash", d.content_hash.clone(), true);
+    fields.add("created", rfc3339(d.created_at.as_ref()), false);
+    fields.add("updated", rfc3339(d.updated_at.as_ref()), false);
     let mut metadata: Vec<_> = d.metadata.iter().map(|(k, v)| format!("{k}={v}")).collect();
     metadata.sort();
-    field("metadata", metadata.join(", "), false);
-    write_table(out, fields)
+    fields.add("metadata", metadata.join(", "), false);
+    fields.write(out)
 }
 
 /// The `samples` table: inputs and expected outputs cut to one short line.
@@ -84,18 +79,6 @@ fn input_text(input: Option<&prost_types::Value>) -> String {
         Some(value) => json_from_value(value).to_string(),
         None => String::new(),
     }
-}
-
-/// `text` on one line (runs of whitespace, newlines included, become one space), cut to
-/// `width` characters with `…` when longer.
-fn clip(text: &str, width: usize) -> String {
-    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if line.chars().count() <= width {
-        return line;
-    }
-    let mut cut: String = line.chars().take(width.saturating_sub(1)).collect();
-    cut.push('…');
-    cut
 }
 
 #[cfg(test)]

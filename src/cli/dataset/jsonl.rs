@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 
 use serde::Serialize;
-use serde_json::{Map, Value as JsonValue};
+use serde_json::Value as JsonValue;
 
 use super::samples::{check_unique_ids, input_value, kind, ParsedSample, Problems};
 use crate::cli::values::json_from_value;
@@ -143,22 +143,6 @@ pub(crate) fn write_sample(out: &mut dyn Write, sample: &pb::Sample) -> io::Resu
     writeln!(out)
 }
 
-/// A sample as JSON (for `--json`): the keys of a JSONL line.
-pub(crate) fn sample_json(sample: &pb::Sample) -> JsonValue {
-    let metadata: Map<String, JsonValue> = sample
-        .metadata
-        .iter()
-        .map(|(k, v)| (k.clone(), JsonValue::from(v.as_str())))
-        .collect();
-    serde_json::json!({
-        "id": sample.id,
-        "input": sample.input.as_ref().map_or(JsonValue::Null, json_from_value),
-        "expected_output": sample.expected_output,
-        "context": sample.context,
-        "metadata": metadata,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -287,19 +271,6 @@ mod tests {
         let parsed = parse("export.jsonl", &text).unwrap();
         let samples: Vec<pb::Sample> = parsed.into_iter().map(|p| p.sample).collect();
         assert_eq!(samples, originals);
-    }
-
-    #[test]
-    fn the_json_answer_has_the_keys_of_a_line() {
-        let sample = pb::Sample {
-            id: "s".into(),
-            input: Some(value_from_json(&json!({"a": 1}))),
-            ..Default::default()
-        };
-        assert_eq!(
-            sample_json(&sample),
-            json!({"id": "s", "input": {"a": 1}, "expected_output": "", "context": "", "metadata": {}})
-        );
     }
 
     fn text_sample() -> impl proptest::strategy::Strategy<Value = pb::Sample> {

@@ -1,10 +1,9 @@
 //! The calls each `llmops eval` subcommand makes, and what it prints.
 
 use anyhow::{bail, Context as _};
-use serde_json::Value as JsonValue;
 use tonic::transport::Channel;
 
-use super::{format, json, progress, EvalCommand};
+use super::{format, progress, EvalCommand};
 use crate::cli::output::{self, emit};
 use crate::cli::paging::collect_pages;
 use crate::cli::{connect, status_error, ClientOptions};
@@ -68,7 +67,7 @@ pub(crate) async fn run(command: EvalCommand, options: &ClientOptions) -> anyhow
                 .run
                 .context("the server sent no run")?;
             if as_json {
-                emit(|out| output::json(out, &json::run(&run)))
+                emit(|out| output::message(out, &run))
             } else {
                 emit(|out| format::run_details(out, &run))
             }
@@ -90,8 +89,7 @@ pub(crate) async fn run(command: EvalCommand, options: &ClientOptions) -> anyhow
             };
             let runs = list_runs(&client, filter, limit).await?;
             if as_json {
-                let items: Vec<_> = runs.iter().map(json::run).collect();
-                emit(|out| output::json(out, &JsonValue::Array(items)))
+                emit(|out| output::messages(out, &runs))
             } else {
                 emit(|out| format::run_table(out, &runs))
             }
@@ -104,7 +102,7 @@ pub(crate) async fn run(command: EvalCommand, options: &ClientOptions) -> anyhow
             let client = client(options).await?;
             let results = list_results(&client, run_id, failed, limit).await?;
             if as_json {
-                emit(|out| output::json(out, &json::sample_results(&results)))
+                emit(|out| output::messages(out, &results))
             } else {
                 emit(|out| format::sample_table(out, &results))
             }
@@ -123,8 +121,7 @@ pub(crate) async fn run(command: EvalCommand, options: &ClientOptions) -> anyhow
                 .map_err(status_error)?
                 .into_inner();
             if as_json {
-                let value = json::comparison(&baseline_run_id, &candidate_run_id, &comparison);
-                emit(|out| output::json(out, &value))
+                emit(|out| output::message(out, &comparison))
             } else {
                 emit(|out| {
                     format::comparison(out, &baseline_run_id, &candidate_run_id, &comparison)
@@ -141,7 +138,7 @@ pub(crate) async fn run(command: EvalCommand, options: &ClientOptions) -> anyhow
                 .run
                 .context("the server sent no run")?;
             if as_json {
-                return emit(|out| output::json(out, &json::run(&run)));
+                return emit(|out| output::message(out, &run));
             }
             emit(|out| {
                 writeln!(
@@ -172,7 +169,7 @@ async fn client(options: &ClientOptions) -> anyhow::Result<Client> {
 /// started on stderr; or the run as JSON.
 fn print_started(as_json: bool, run: &pb::Run) -> anyhow::Result<()> {
     if as_json {
-        return emit(|out| output::json(out, &json::run(run)));
+        return emit(|out| output::message(out, run));
     }
     emit(|out| writeln!(out, "{}", run.id))?;
     let samples = run.progress.map_or(0, |p| p.total);

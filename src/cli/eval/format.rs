@@ -1,12 +1,14 @@
-//! How runs, their results, per-sample results and comparisons look on a terminal, and
-//! the short names and number formats the tables use.
+//! How runs, their results, per-sample results and comparisons look on a terminal.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::time::Duration;
 
 use super::metric::spec_text;
-use crate::cli::output::{table, write_table};
+use crate::cli::output::{
+    clip, cost, duration_ms, millis, number, p_value, percent, points, ratio, short_duration,
+    signed, signed_percent, table, write_table, Fields,
+};
 use crate::cli::values::rfc3339;
 use crate::pb;
 
@@ -30,118 +32,6 @@ pub(crate) fn has_ended(status: i32) -> bool {
         pb::RunStatus::try_from(status),
         Ok(pb::RunStatus::Completed | pb::RunStatus::Failed | pb::RunStatus::Cancelled)
     )
-}
-
-/// A number with at most four decimals and no trailing zeros: `0.8`, `0.1235`, `3`.
-pub(crate) fn number(x: f64) -> String {
-    if !x.is_finite() {
-        return x.to_string();
-    }
-    let text = format!("{x:.4}");
-    let text = text.trim_end_matches('0').trim_end_matches('.');
-    if text == "-0" {
-        "0".to_owned()
-    } else {
-        text.to_owned()
-    }
-}
-
-/// A signed number with at most four decimals: `+0.05`, `-0.1235`, `0`.
-pub(crate) fn signed(x: f64) -> String {
-    let text = number(x);
-    if text == "0" || text.starts_with('-') || !x.is_finite() {
-        text
-    } else {
-        format!("+{text}")
-    }
-}
-
-/// A share (0..1) in percent with one decimal: `87.5%`, `100.0%`.
-pub(crate) fn percent(x: f64) -> String {
-    format!("{:.1}%", x * 100.0)
-}
-
-/// A signed share (0..1) in percent with one decimal: `+6.3%`, `-12.0%`.
-pub(crate) fn signed_percent(x: f64) -> String {
-    format!("{:+.1}%", x * 100.0)
-}
-
-/// A change of a share (0..1) in percentage points: `+5.0 points`, `-0.5 points`.
-pub(crate) fn points(x: f64) -> String {
-    format!("{:+.1} points", x * 100.0)
-}
-
-/// `passed` of `done` in percent; `-` before anything is done.
-pub(crate) fn ratio(passed: u64, done: u64) -> String {
-    if done == 0 {
-        "-".to_owned()
-    } else {
-        percent(passed as f64 / done as f64)
-    }
-}
-
-/// Milliseconds, no trailing zeros: one decimal from 10 ms (`120`, `300.3`), three
-/// below (`3.46`, `0.004`).
-pub(crate) fn millis(x: f64) -> String {
-    if !x.is_finite() {
-        return x.to_string();
-    }
-    let text = if x.abs() >= 10.0 {
-        format!("{x:.1}")
-    } else {
-        format!("{x:.3}")
-    };
-    let text = text.trim_end_matches('0').trim_end_matches('.');
-    if text == "-0" {
-        "0".to_owned()
-    } else {
-        text.to_owned()
-    }
-}
-
-/// A protobuf duration in milliseconds.
-pub(crate) fn duration_ms(duration: &prost_types::Duration) -> f64 {
-    duration.seconds as f64 * 1000.0 + f64::from(duration.nanos) / 1e6
-}
-
-/// A p-value with four decimals; `<0.0001` below that.
-pub(crate) fn p_value(p: f64) -> String {
-    if p < 0.0001 {
-        "<0.0001".to_owned()
-    } else {
-        format!("{p:.4}")
-    }
-}
-
-/// A cost with up to six decimals and no trailing zeros.
-pub(crate) fn cost(x: f64) -> String {
-    let text = format!("{x:.6}");
-    let text = text.trim_end_matches('0').trim_end_matches('.');
-    if text == "-0" {
-        "0".to_owned()
-    } else {
-        text.to_owned()
-    }
-}
-
-/// A short duration for an ETA or a timeout: `45s`, `2m05s`, `2m`, `1h02m`, `500ms`.
-pub(crate) fn short_duration(duration: Duration) -> String {
-    let secs = duration.as_secs();
-    if secs == 0 {
-        let millis = duration.as_millis();
-        return if millis == 0 {
-            "0s".to_owned()
-        } else {
-            format!("{millis}ms")
-        };
-    }
-    match secs {
-        0..=59 => format!("{secs}s"),
-        60..=3599 if secs % 60 == 0 => format!("{}m", secs / 60),
-        60..=3599 => format!("{}m{:02}s", secs / 60, secs % 60),
-        _ if secs % 3600 < 60 => format!("{}h", secs / 3600),
-        _ => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
-    }
 }
 
 /// The prompt a run renders: `name@version`, else `name@label`, else `name` (its
@@ -226,17 +116,12 @@ pub(crate) fn run_table(out: &mut dyn Write, runs: &[pb::Run]) -> io::Result<()>
 
 /// One run: what it evaluates, how far it got and, once it has ended, its results.
 pub(crate) fn run_details(out: &mut dyn Write, run: &pb::Run) -> io::Result<()> {
-    let mut fields = table(&[]);
-    let mut field = |key: &str, value: String, always: bool| {
-        if always || !value.is_empty() {
-            fields.add_row(vec![format!("{key}:"), value]);
-        }
-    };
-    field("id", run.id.clone(), true);
-    field("name", run.name.clone(), true);
-    field("status", status_name(run.status).to_owned(), true);
-    field("error", run.error.clone(), false);
-    field("description", run.description.clone(), false);
+    let mut fields = Fields::new();
+    fields.add("id", run.id.clone(), true);
+    fields.add("name", run.name.clone(), true);
+    fields.add("status", status_name(run.status).to_owned(), true);
+    fields.add("error", run.error.clone(), false);
+    fields.add("description", run.description.clone(), false);
     let prompt = if !run.prompt_version.is_empty() {
         format!("{} version {}", run.prompt_name, run.prompt_version)
     } else if !run.prompt_label.is_empty() {
@@ -244,7 +129,7 @@ pub(crate) fn run_details(out: &mut dyn Write, run: &pb::Run) -> io::Result<()> 
     } else {
         format!("{} (active version)", run.prompt_name)
     };
-    field("prompt", prompt, true);
+    fields.add("prompt", prompt, true);
     let dataset = if run.dataset_version == 0 {
         format!("{} (version resolved at start)", run.dataset_id)
     } else if run.dataset_hash.is_empty() {
@@ -255,7 +140,7 @@ pub(crate) fn run_details(out: &mut dyn Write, run: &pb::Run) -> io::Result<()> 
             run.dataset_id, run.dataset_version, run.dataset_hash
         )
     };
-    field("dataset", dataset, true);
+    fields.add("dataset", dataset, true);
     let model = if run.submitted_outputs {
         format!("{} (outputs submitted by the client)", run.model)
     } else if !run.requested_model.is_empty() && run.requested_model != run.model {
@@ -263,11 +148,11 @@ pub(crate) fn run_details(out: &mut dyn Write, run: &pb::Run) -> io::Result<()> 
     } else {
         run.model.clone()
     };
-    field("model", model, true);
+    fields.add("model", model, true);
     let metrics: Vec<String> = run.metrics.iter().map(spec_text).collect();
-    field("metrics", metrics.join(", "), false);
+    fields.add("metrics", metrics.join(", "), false);
     if !run.submitted_outputs {
-        field(
+        fields.add(
             "concurrency",
             match run.concurrency {
                 0 => "8 (default)".to_owned(),
@@ -275,7 +160,7 @@ pub(crate) fn run_details(out: &mut dyn Write, run: &pb::Run) -> io::Result<()> 
             },
             true,
         );
-        field(
+        fields.add(
             "sample timeout",
             run.sample_timeout.as_ref().map_or_else(
                 || "120s (default)".to_owned(),
@@ -284,17 +169,17 @@ pub(crate) fn run_details(out: &mut dyn Write, run: &pb::Run) -> io::Result<()> 
             true,
         );
     }
-    field("baseline", run.baseline_run_id.clone(), false);
-    field("compared with", run.compared_with_run_id.clone(), false);
-    field("created", rfc3339(run.created_at.as_ref()), false);
-    field("started", rfc3339(run.started_at.as_ref()), false);
-    field("finished", rfc3339(run.finished_at.as_ref()), false);
+    fields.add("baseline", run.baseline_run_id.clone(), false);
+    fields.add("compared with", run.compared_with_run_id.clone(), false);
+    fields.add("created", rfc3339(run.created_at.as_ref()), false);
+    fields.add("started", rfc3339(run.started_at.as_ref()), false);
+    fields.add("finished", rfc3339(run.finished_at.as_ref()), false);
     if let Some(p) = &run.progress {
         if p.total > 0 || p.done > 0 {
-            field("progress", progress_text(p), true);
+            fields.add("progress", progress_text(p), true);
         }
     }
-    write_table(out, fields)?;
+    fields.write(out)?;
     if let Some(results) = &run.results {
         writeln!(out)?;
         results_summary(out, results)?;
@@ -491,27 +376,10 @@ fn sorted<V>(map: &BTreeMap<String, V>) -> Vec<(&String, &V)> {
     map.iter().collect()
 }
 
-/// `text` on one line (runs of whitespace, newlines included, become one space), cut to
-/// `width` characters with `…` when longer.
-pub(crate) fn clip(text: &str, width: usize) -> String {
-    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if line.chars().count() <= width {
-        return line;
-    }
-    let mut cut: String = line.chars().take(width.saturating_sub(1)).collect();
-    cut.push('…');
-    cut
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn text(write: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> String {
-        let mut buffer = Vec::new();
-        write(&mut buffer).unwrap();
-        String::from_utf8(buffer).unwrap()
-    }
+    use crate::cli::testing::text;
 
     fn results() -> pb::RunResults {
         pb::RunResults {

@@ -10,9 +10,9 @@ use anyhow::{bail, Context as _};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 use super::commands::Client;
-use super::format::{has_ended, progress_line, ratio, short_duration, status_name};
-use super::json;
-use crate::cli::output::{emit, json_line};
+use super::format::{has_ended, progress_line, status_name};
+use crate::cli::output::{emit, message_line};
+use crate::cli::output::{ratio, short_duration};
 use crate::cli::status_error;
 use crate::pb;
 
@@ -99,7 +99,7 @@ impl Display {
     fn update(&mut self, run: &pb::Run) -> anyhow::Result<()> {
         let progress = run.progress.unwrap_or_default();
         match self {
-            Self::Json => emit(|out| json_line(out, &json::run(run))),
+            Self::Json => emit(|out| message_line(out, run)),
             Self::Bar(bar) => {
                 bar.set_length(progress.total);
                 bar.set_position(progress.done);

@@ -1,10 +1,9 @@
 //! The calls each `llmops experiment` subcommand makes, and what it prints.
 
 use anyhow::Context as _;
-use serde_json::{json, Value as JsonValue};
 use tonic::transport::Channel;
 
-use super::{format, json, spec, ExperimentCommand, StatusArg};
+use super::{format, spec, ExperimentCommand, StatusArg};
 use crate::cli::output::{self, emit};
 use crate::cli::paging::collect_pages;
 use crate::cli::{connect, status_error, ClientOptions};
@@ -34,8 +33,7 @@ pub(crate) async fn run(command: ExperimentCommand, options: &ClientOptions) -> 
             let client = client(options).await?;
             let experiments = list_experiments(&client, status, limit).await?;
             if as_json {
-                let items: Vec<_> = experiments.iter().map(json::experiment).collect();
-                emit(|out| output::json(out, &JsonValue::Array(items)))
+                emit(|out| output::messages(out, &experiments))
             } else {
                 emit(|out| format::experiment_table(out, &experiments))
             }
@@ -105,7 +103,7 @@ pub(crate) async fn run(command: ExperimentCommand, options: &ClientOptions) -> 
                 .map_err(status_error)?
                 .into_inner();
             if as_json {
-                emit(|out| output::json(out, &json::assignment(&assigned)))
+                emit(|out| output::message(out, &assigned))
             } else {
                 emit(|out| format::assignment(out, &assigned))
             }
@@ -128,15 +126,14 @@ pub(crate) async fn run(command: ExperimentCommand, options: &ClientOptions) -> 
                 record_id: record_id.unwrap_or_default(),
                 time: None,
             };
-            let recorded = client
+            let response = client
                 .record_metric(request.clone())
                 .await
                 .map_err(status_error)?
-                .into_inner()
-                .recorded;
+                .into_inner();
             if as_json {
-                emit(|out| output::json(out, &json!({"recorded": recorded})))
-            } else if recorded {
+                emit(|out| output::message(out, &response))
+            } else if response.recorded {
                 emit(|out| {
                     writeln!(
                         out,
@@ -162,7 +159,7 @@ pub(crate) async fn run(command: ExperimentCommand, options: &ClientOptions) -> 
                 .map_err(status_error)?
                 .into_inner();
             if as_json {
-                emit(|out| output::json(out, &json::results(&results)))
+                emit(|out| output::message(out, &results))
             } else {
                 emit(|out| format::results(out, &results))
             }
@@ -177,7 +174,7 @@ async fn client(options: &ClientOptions) -> anyhow::Result<Client> {
 fn print_experiment(as_json: bool, experiment: Option<pb::Experiment>) -> anyhow::Result<()> {
     let experiment = experiment.context("the server sent no experiment")?;
     if as_json {
-        emit(|out| output::json(out, &json::experiment(&experiment)))
+        emit(|out| output::message(out, &experiment))
     } else {
         emit(|out| format::experiment_details(out, &experiment))
     }
@@ -191,7 +188,7 @@ fn print_transition(
 ) -> anyhow::Result<()> {
     let experiment = experiment.context("the server sent no experiment")?;
     if as_json {
-        return emit(|out| output::json(out, &json::experiment(&experiment)));
+        return emit(|out| output::message(out, &experiment));
     }
     let status = format::status_name(experiment.status);
     emit(|out| {

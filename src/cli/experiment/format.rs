@@ -6,7 +6,8 @@ use std::io::{self, Write};
 use serde_json::Value as JsonValue;
 
 use super::chart;
-use crate::cli::output::{table, write_table};
+use crate::cli::output::yes_no;
+use crate::cli::output::{table, write_table, Fields};
 use crate::cli::values::{json_from_struct, rfc3339};
 use crate::pb;
 
@@ -54,14 +55,6 @@ pub(crate) fn unit_name(value: i32) -> &'static str {
         Ok(pb::AnalysisUnit::Unspecified | pb::AnalysisUnit::Record) => "record",
         Ok(pb::AnalysisUnit::User) => "user",
         Err(_) => "unknown",
-    }
-}
-
-fn yes_no(b: bool) -> &'static str {
-    if b {
-        "yes"
-    } else {
-        "no"
     }
 }
 
@@ -155,34 +148,29 @@ pub(crate) fn experiment_table(
 
 /// One experiment: its settings, times, variants and metrics.
 pub(crate) fn experiment_details(out: &mut dyn Write, e: &pb::Experiment) -> io::Result<()> {
-    let mut fields = table(&[]);
-    let mut field = |key: &str, value: String, always: bool| {
-        if always || !value.is_empty() {
-            fields.add_row(vec![format!("{key}:"), value]);
-        }
-    };
-    field("id", e.id.clone(), true);
-    field("name", e.name.clone(), true);
-    field("status", status_name(e.status).to_owned(), true);
-    field("winner", e.winner_variant_id.clone(), false);
-    field("description", e.description.clone(), false);
-    field("created", rfc3339(e.created_at.as_ref()), false);
-    field("started", rfc3339(e.start_time.as_ref()), false);
-    field("ended", rfc3339(e.end_time.as_ref()), false);
-    field("updated", rfc3339(e.updated_at.as_ref()), false);
-    field("seed", e.seed.clone(), false);
-    field(
+    let mut fields = Fields::new();
+    fields.add("id", e.id.clone(), true);
+    fields.add("name", e.name.clone(), true);
+    fields.add("status", status_name(e.status).to_owned(), true);
+    fields.add("winner", e.winner_variant_id.clone(), false);
+    fields.add("description", e.description.clone(), false);
+    fields.add("created", rfc3339(e.created_at.as_ref()), false);
+    fields.add("started", rfc3339(e.start_time.as_ref()), false);
+    fields.add("ended", rfc3339(e.end_time.as_ref()), false);
+    fields.add("updated", rfc3339(e.updated_at.as_ref()), false);
+    fields.add("seed", e.seed.clone(), false);
+    fields.add(
         "coverage",
         e.coverage
             .map_or_else(|| "100% (default)".to_owned(), share),
         true,
     );
-    field(
+    fields.add(
         "alpha",
         e.alpha.map_or_else(|| "0.05 (default)".to_owned(), number),
         true,
     );
-    field(
+    fields.add(
         "min samples",
         e.min_samples
             .map_or_else(|| "server default".to_owned(), |n| n.to_string()),
@@ -194,12 +182,12 @@ pub(crate) fn experiment_details(out: &mut dyn Write, e: &pb::Experiment) -> io:
     } else {
         "fixed horizon".to_owned()
     };
-    field("test", test, true);
-    field("analysis unit", unit_name(e.analysis_unit).to_owned(), true);
+    fields.add("test", test, true);
+    fields.add("analysis unit", unit_name(e.analysis_unit).to_owned(), true);
     let mut metadata: Vec<_> = e.metadata.iter().map(|(k, v)| format!("{k}={v}")).collect();
     metadata.sort();
-    field("metadata", metadata.join(", "), false);
-    write_table(out, fields)?;
+    fields.add("metadata", metadata.join(", "), false);
+    fields.write(out)?;
 
     writeln!(out, "\nvariants:")?;
     let control = control_index(&e.variants);
@@ -451,12 +439,7 @@ fn srm_line(srm: &pb::SampleRatioMismatch, variants: &[pb::Variant]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn text(write: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> String {
-        let mut buffer = Vec::new();
-        write(&mut buffer).unwrap();
-        String::from_utf8(buffer).unwrap()
-    }
+    use crate::cli::testing::text;
 
     fn effect(lower: f64, estimate: f64, upper: f64) -> pb::Effect {
         pb::Effect {

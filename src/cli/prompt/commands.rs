@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value as JsonValue};
 use tokio_stream::StreamExt as _;
 use tonic::transport::Channel;
 
-use super::{convert, json, output, vars, LabelCommand, PromptCommand, Selector};
+use super::{convert, output, vars, LabelCommand, PromptCommand, Selector};
 use crate::cli::files::read_document;
 use crate::cli::output::emit;
 use crate::cli::paging::collect_pages;
@@ -54,8 +54,7 @@ pub(crate) async fn run(command: PromptCommand, options: &ClientOptions) -> anyh
             let client = client(options).await?;
             let prompts = list_prompts(&client, limit).await?;
             if json {
-                let items: Vec<_> = prompts.iter().map(json::summary).collect();
-                emit(|out| output::json(out, &JsonValue::Array(items)))
+                emit(|out| crate::cli::output::messages(out, &prompts))
             } else {
                 emit(|out| output::summaries(out, &prompts))
             }
@@ -64,8 +63,7 @@ pub(crate) async fn run(command: PromptCommand, options: &ClientOptions) -> anyh
             let client = client(options).await?;
             let versions = list_versions(&client, name.unwrap_or_default(), limit).await?;
             if json {
-                let items: Vec<_> = versions.iter().map(json::version).collect();
-                emit(|out| output::json(out, &JsonValue::Array(items)))
+                emit(|out| crate::cli::output::messages(out, &versions))
             } else {
                 emit(|out| output::versions(out, &versions))
             }
@@ -88,7 +86,7 @@ pub(crate) async fn run(command: PromptCommand, options: &ClientOptions) -> anyh
                 .prompt_version
                 .unwrap_or_default();
             if json {
-                emit(|out| output::json(out, &json::version(&activated)))
+                emit(|out| crate::cli::output::message(out, &activated))
             } else {
                 emit(|out| writeln!(out, "activated {}@{}", activated.name, activated.version))
             }
@@ -123,7 +121,7 @@ pub(crate) async fn run(command: PromptCommand, options: &ClientOptions) -> anyh
                 .map_err(status_error)?
                 .into_inner();
             if json {
-                emit(|out| output::json(out, &json::diff(&diff)))
+                emit(|out| crate::cli::output::message(out, &diff))
             } else {
                 emit(|out| output::diff(out, &diff))
             }
@@ -142,7 +140,7 @@ async fn client(options: &ClientOptions) -> anyhow::Result<Client> {
 fn print_version(json: bool, version: Option<pb::PromptVersion>) -> anyhow::Result<()> {
     let version = version.context("the server sent no prompt version")?;
     if json {
-        emit(|out| output::json(out, &json::version(&version)))
+        emit(|out| crate::cli::output::message(out, &version))
     } else {
         emit(|out| output::version(out, &version))
     }
@@ -229,15 +227,11 @@ async fn label(command: LabelCommand, options: &ClientOptions) -> anyhow::Result
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            let target = set.prompt_version.unwrap_or_default();
             if json {
-                let value = json!({
-                    "label": label,
-                    "previous_version": set.previous_version,
-                    "prompt_version": json::version(&target),
-                });
-                emit(|out| output::json(out, &value))
-            } else if set.previous_version.is_empty() {
+                return emit(|out| crate::cli::output::message(out, &set));
+            }
+            let target = set.prompt_version.unwrap_or_default();
+            if set.previous_version.is_empty() {
                 emit(|out| writeln!(out, "label {label} set: {}@{}", target.name, target.version))
             } else {
                 emit(|out| {
@@ -259,12 +253,7 @@ async fn label(command: LabelCommand, options: &ClientOptions) -> anyhow::Result
                 .map_err(status_error)?
                 .into_inner();
             if json {
-                let value = json!({
-                    "name": name,
-                    "label": label,
-                    "previous_version": deleted.previous_version,
-                });
-                emit(|out| output::json(out, &value))
+                emit(|out| crate::cli::output::message(out, &deleted))
             } else {
                 emit(|out| {
                     writeln!(
@@ -290,7 +279,7 @@ async fn label(command: LabelCommand, options: &ClientOptions) -> anyhow::Result
                     .into_inner();
                 for event in &page.events {
                     if json {
-                        emit(|out| output::json_line(out, &json::event(event)))?;
+                        emit(|out| crate::cli::output::message_line(out, event))?;
                     } else {
                         let time = crate::cli::values::rfc3339(event.time.as_ref());
                         emit(|out| writeln!(out, "{time}  {}", output::event_line(event)))?;
@@ -340,7 +329,7 @@ async fn delete(
                 .into_inner();
             let count = deleted.deleted_versions;
             if json {
-                emit(|out| output::json(out, &json!({"name": name, "deleted_versions": count})))
+                emit(|out| crate::cli::output::message(out, &deleted))
             } else {
                 let plural = if count == 1 { "" } else { "s" };
                 emit(|out| writeln!(out, "deleted prompt {name} ({count} version{plural})"))
@@ -388,7 +377,7 @@ async fn render(
         .map_err(status_error)?
         .into_inner();
     if json {
-        emit(|out| output::json(out, &json::rendered(&rendered)))
+        emit(|out| crate::cli::output::message(out, &rendered))
     } else {
         emit(|out| output::rendered(out, &rendered))
     }
@@ -411,7 +400,7 @@ async fn watch(
     while let Some(event) = events.next().await {
         let event = event.map_err(status_error)?;
         if json {
-            emit(|out| output::json_line(out, &json::event(&event)))?;
+            emit(|out| crate::cli::output::message_line(out, &event))?;
         } else {
             emit(|out| writeln!(out, "{}", output::event_line(&event)))?;
         }

@@ -5,18 +5,11 @@ use std::io::{self, Write};
 use serde_json::Value as JsonValue;
 
 use super::convert::{change_kind_name, event_kind_name, type_name};
-pub(crate) use crate::cli::output::{json, json_line};
-use crate::cli::output::{table, write_table};
+pub(crate) use crate::cli::output::json;
+use crate::cli::output::yes_no;
+use crate::cli::output::{table, write_table, Fields};
 use crate::cli::values::{json_from_struct, json_from_value, rfc3339};
 use crate::pb;
-
-fn yes_no(b: bool) -> &'static str {
-    if b {
-        "yes"
-    } else {
-        "no"
-    }
-}
 
 /// Writes `text`, adding a final newline if it has none.
 fn write_block(out: &mut dyn Write, text: &str) -> io::Result<()> {
@@ -29,22 +22,17 @@ fn write_block(out: &mut dyn Write, text: &str) -> io::Result<()> {
 
 /// One version in full: its fields, variables, template and messages.
 pub(crate) fn version(out: &mut dyn Write, v: &pb::PromptVersion) -> io::Result<()> {
-    let mut fields = table(&[]);
-    let mut field = |key: &str, value: String, always: bool| {
-        if always || !value.is_empty() {
-            fields.add_row(vec![format!("{key}:"), value]);
-        }
-    };
-    field("name", v.name.clone(), true);
-    field("version", v.version.clone(), true);
-    field("id", v.id.clone(), false);
-    field("active", yes_no(v.is_active).to_owned(), true);
-    field("labels", v.labels.join(", "), false);
-    field("created", rfc3339(v.created_at.as_ref()), false);
-    field("updated", rfc3339(v.updated_at.as_ref()), false);
-    field("author", v.author.clone(), false);
-    field("description", v.description.clone(), false);
-    field("commit message", v.commit_message.clone(), false);
+    let mut fields = Fields::new();
+    fields.add("name", v.name.clone(), true);
+    fields.add("version", v.version.clone(), true);
+    fields.add("id", v.id.clone(), false);
+    fields.add("active", yes_no(v.is_active).to_owned(), true);
+    fields.add("labels", v.labels.join(", "), false);
+    fields.add("created", rfc3339(v.created_at.as_ref()), false);
+    fields.add("updated", rfc3339(v.updated_at.as_ref()), false);
+    fields.add("author", v.author.clone(), false);
+    fields.add("description", v.description.clone(), false);
+    fields.add("commit message", v.commit_message.clone(), false);
     if let Some(config) = &v.model_config {
         let parameters = config
             .parameters
@@ -57,13 +45,13 @@ pub(crate) fn version(out: &mut dyn Write, v: &pb::PromptVersion) -> io::Result<
             .filter(|s| !s.is_empty())
             .collect::<Vec<_>>()
             .join(" ");
-        field("model", model, false);
+        fields.add("model", model, false);
     }
-    field("tags", v.tags.join(", "), false);
+    fields.add("tags", v.tags.join(", "), false);
     let mut metadata: Vec<_> = v.metadata.iter().map(|(k, v)| format!("{k}={v}")).collect();
     metadata.sort();
-    field("metadata", metadata.join(", "), false);
-    write_table(out, fields)?;
+    fields.add("metadata", metadata.join(", "), false);
+    fields.write(out)?;
 
     if !v.variables.is_empty() {
         writeln!(out, "\nvariables:")?;
@@ -216,12 +204,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-
-    fn text(write: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> String {
-        let mut buffer = Vec::new();
-        write(&mut buffer).unwrap();
-        String::from_utf8(buffer).unwrap()
-    }
+    use crate::cli::testing::text;
 
     #[test]
     fn list_is_a_borderless_table() {

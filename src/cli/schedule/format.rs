@@ -5,13 +5,11 @@
 use std::io::{self, Write};
 use std::time::Duration;
 
-use serde_json::{json, Value as JsonValue};
-
-use crate::cli::eval::format::{clip, prompt_ref, short_duration};
-use crate::cli::eval::json::run as run_json;
+use crate::cli::eval::format::prompt_ref;
 use crate::cli::eval::metric::spec_text;
+use crate::cli::output::{clip, short_duration};
 use crate::cli::output::{table, write_table, yes_no};
-use crate::cli::values::{json_time, rfc3339};
+use crate::cli::values::rfc3339;
 use crate::pb;
 
 /// The widest a last error is shown in the table, in characters.
@@ -134,26 +132,6 @@ pub(super) fn schedule_table(out: &mut dyn Write, schedules: &[pb::Schedule]) ->
     write_table(out, rows)
 }
 
-/// A schedule as JSON.
-pub(super) fn schedule_json(s: &pb::Schedule) -> JsonValue {
-    json!({
-        "id": s.id,
-        "run_template": s.run_template.as_ref().map(run_json),
-        "schedule": s.schedule,
-        "on_prompt_change": s.on_prompt_change,
-        "watch_label": s.watch_label,
-        "paused": s.paused,
-        "next_run_at": json_time(s.next_run_at.as_ref()),
-        "last_run_id": s.last_run_id,
-        "skipped_ticks": s.skipped_ticks,
-        "runs_started": s.runs_started,
-        "last_error": s.last_error,
-        "watched_version": s.watched_version,
-        "created_at": json_time(s.created_at.as_ref()),
-        "updated_at": json_time(s.updated_at.as_ref()),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use prost_types::Timestamp;
@@ -269,22 +247,5 @@ mod tests {
         for cell in ["default", "active version", "yes"] {
             assert!(lines[2].contains(cell), "no {cell:?} in {}", lines[2]);
         }
-    }
-
-    #[test]
-    fn json_uses_proto_names_and_nulls() {
-        let value = schedule_json(&schedule());
-        assert_eq!(value["id"], "s1");
-        assert_eq!(value["schedule"], "@every 1h");
-        assert_eq!(value["watch_label"], "staging");
-        assert_eq!(value["next_run_at"], "2026-01-02T03:04:05Z");
-        assert_eq!(value["updated_at"], JsonValue::Null);
-        assert_eq!(value["skipped_ticks"], 2);
-        assert_eq!(value["run_template"]["prompt_label"], "production");
-        assert_eq!(value["run_template"]["sample_timeout_ms"], 90000.0);
-        assert_eq!(
-            schedule_json(&pb::Schedule::default())["run_template"],
-            JsonValue::Null
-        );
     }
 }
