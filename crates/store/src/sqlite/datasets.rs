@@ -46,8 +46,8 @@ async fn store_definition(tx: &mut SqliteConnection, dataset: &Dataset) -> Resul
         .await
         .map_err(db_error)?;
     if updated.rows_affected() != 1 {
-        return Err(StoreError::Unavailable(format!(
-            "dataset {} is missing from storage",
+        return Err(StoreError::NotFound(format!(
+            "dataset {} does not exist",
             dataset.id
         )));
     }

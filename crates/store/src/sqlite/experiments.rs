@@ -49,8 +49,8 @@ impl ExperimentStore for SqliteStore {
         .await
         .map_err(db_error)?;
         if updated.rows_affected() == 0 {
-            return Err(StoreError::Unavailable(format!(
-                "experiment {} is missing from storage",
+            return Err(StoreError::NotFound(format!(
+                "experiment {} does not exist",
                 experiment.id
             )));
         }

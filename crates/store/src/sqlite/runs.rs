@@ -42,8 +42,8 @@ impl RunStore for SqliteStore {
             .await
             .map_err(db_error)?;
         if updated.rows_affected() != 1 {
-            return Err(StoreError::Unavailable(format!(
-                "run {} is missing from storage",
+            return Err(StoreError::NotFound(format!(
+                "run {} does not exist",
                 run.id
             )));
         }

@@ -30,8 +30,8 @@ impl ScheduleStore for SqliteStore {
             .await
             .map_err(db_error)?;
         if updated.rows_affected() != 1 {
-            return Err(StoreError::Unavailable(format!(
-                "schedule {} is missing from storage",
+            return Err(StoreError::NotFound(format!(
+                "schedule {} does not exist",
                 schedule.id
             )));
         }

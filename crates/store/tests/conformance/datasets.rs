@@ -113,10 +113,10 @@ pub(crate) async fn a_dataset_round_trips_with_every_field(db: TestDatabase) {
     assert_eq!(loaded(&*store, "d1").await, Some(committed));
     assert_eq!(loaded(&*store, "d2").await, Some(second));
     assert!(
-        store
-            .update_dataset(&dataset("never-inserted"))
-            .await
-            .is_err(),
+        matches!(
+            store.update_dataset(&dataset("never-inserted")).await,
+            Err(StoreError::NotFound(_))
+        ),
         "an update does not create"
     );
     assert_eq!(loaded(&*store, "never-inserted").await, None);

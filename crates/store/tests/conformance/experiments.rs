@@ -230,7 +230,10 @@ pub(crate) async fn an_experiment_round_trips_and_an_update_replaces_it(db: Test
 
     let missing = experiment("never-inserted");
     assert!(
-        store.update_experiment(&missing).await.is_err(),
+        matches!(
+            store.update_experiment(&missing).await,
+            Err(StoreError::NotFound(_))
+        ),
         "an update does not create"
     );
     let refused = store.insert_experiment(&detailed_experiment("e1")).await;

@@ -189,7 +189,10 @@ pub(crate) async fn a_run_round_trips_and_an_update_replaces_it(db: TestDatabase
     let err = store.insert_run(&run("r1")).await.unwrap_err();
     assert!(matches!(err, StoreError::Duplicate(_)), "{err:?}");
     assert!(
-        store.update_run(&run("never-inserted")).await.is_err(),
+        matches!(
+            store.update_run(&run("never-inserted")).await,
+            Err(StoreError::NotFound(_))
+        ),
         "an update does not create"
     );
 

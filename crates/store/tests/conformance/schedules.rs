@@ -60,7 +60,7 @@ pub(crate) async fn schedules_round_trip_and_survive_a_reopen(db: TestDatabase) 
     assert!(!store.delete_schedule("b").await.unwrap());
     assert!(matches!(
         store.update_schedule(&schedule("b")).await,
-        Err(StoreError::Unavailable(_))
+        Err(StoreError::NotFound(_))
     ));
     drop(store);
 
