@@ -7,7 +7,7 @@ pub mod codec;
 pub(crate) mod convert;
 mod evaluation;
 mod experiments;
-mod prompts;
+pub(crate) mod prompts;
 mod providers;
 mod status;
 

@@ -2,7 +2,9 @@
 
 mod messages;
 
-pub(crate) use self::messages::new_prompt_version;
+pub(crate) use self::messages::{
+    messages_to_pb, model_config_to_pb, new_prompt_version, variable_to_pb,
+};
 
 use std::sync::Arc;
 

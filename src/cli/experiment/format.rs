@@ -66,23 +66,10 @@ fn control_index(variants: &[pb::Variant]) -> usize {
 /// A number with at most four decimals and no trailing zeros; scientific for very large
 /// or very small magnitudes.
 pub(crate) fn number(x: f64) -> String {
-    if x == 0.0 || !x.is_finite() {
-        return if x.is_finite() {
-            "0".to_owned()
-        } else {
-            x.to_string()
-        };
-    }
-    if x.abs() >= 1e9 || x.abs() < 1e-4 {
+    if x.is_finite() && x != 0.0 && (x.abs() >= 1e9 || x.abs() < 1e-4) {
         return format!("{x:.3e}");
     }
-    let text = format!("{x:.4}");
-    let text = text.trim_end_matches('0').trim_end_matches('.');
-    if text == "-0" {
-        "0".to_owned()
-    } else {
-        text.to_owned()
-    }
+    crate::cli::output::number(x)
 }
 
 /// A share (0..1) in percent: `50%`, `33.33%`.

@@ -1,9 +1,9 @@
 //! From the registry's file format ([`NewPromptVersion`]) to protobuf, and the names of
 //! protobuf enum values as the command line shows them.
 
-use llmops_registry::{NewPromptVersion, PromptVariable, VariableType};
+use llmops_registry::{NewPromptVersion, VariableType};
 
-use crate::cli::values::{struct_from_json, value_from_json};
+use crate::grpc::prompts::{messages_to_pb, model_config_to_pb, variable_to_pb};
 use crate::pb;
 
 /// A version read from a file as the `prompt_version` of a create request.
@@ -12,47 +12,15 @@ pub(crate) fn version_to_pb(version: NewPromptVersion) -> pb::PromptVersion {
         name: version.name,
         version: version.version,
         template: version.template,
-        messages: version
-            .messages
-            .into_iter()
-            .map(|m| pb::ChatMessage {
-                role: m.role,
-                template: m.template,
-            })
-            .collect(),
+        messages: messages_to_pb(version.messages),
         variables: version.variables.into_iter().map(variable_to_pb).collect(),
-        model_config: version.model_config.map(|config| pb::ModelConfig {
-            model: config.model,
-            parameters: Some(struct_from_json(&config.parameters)),
-        }),
+        model_config: version.model_config.map(model_config_to_pb),
         tags: version.tags,
         metadata: version.metadata.into_iter().collect(),
         author: version.author,
         description: version.description,
         commit_message: version.commit_message,
         ..pb::PromptVersion::default()
-    }
-}
-
-fn variable_to_pb(variable: PromptVariable) -> pb::PromptVariable {
-    pb::PromptVariable {
-        name: variable.name,
-        r#type: type_to_pb(variable.var_type) as i32,
-        required: variable.required,
-        default_value: variable.default_value.as_ref().map(value_from_json),
-        description: variable.description,
-        validation: variable.validation,
-    }
-}
-
-fn type_to_pb(var_type: VariableType) -> pb::VariableType {
-    match var_type {
-        VariableType::String => pb::VariableType::String,
-        VariableType::Int => pb::VariableType::Int,
-        VariableType::Float => pb::VariableType::Float,
-        VariableType::Bool => pb::VariableType::Bool,
-        VariableType::List => pb::VariableType::List,
-        VariableType::Object => pb::VariableType::Object,
     }
 }
 

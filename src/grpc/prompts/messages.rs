@@ -107,7 +107,26 @@ fn variable_from_pb(
     })
 }
 
-fn variable_to_pb(variable: PromptVariable) -> pb::PromptVariable {
+/// Chat message templates as sent to clients (and written to prompt files).
+pub(crate) fn messages_to_pb(messages: Vec<ChatMessage>) -> Vec<pb::ChatMessage> {
+    messages
+        .into_iter()
+        .map(|m| pb::ChatMessage {
+            role: m.role,
+            template: m.template,
+        })
+        .collect()
+}
+
+/// A version's model configuration as sent to clients (and written to prompt files).
+pub(crate) fn model_config_to_pb(config: ModelConfig) -> pb::ModelConfig {
+    pb::ModelConfig {
+        model: config.model,
+        parameters: Some(struct_from_json(&config.parameters)),
+    }
+}
+
+pub(crate) fn variable_to_pb(variable: PromptVariable) -> pb::PromptVariable {
     let PromptVariable {
         name,
         var_type,
@@ -148,19 +167,9 @@ pub(crate) fn prompt_version_to_pb(view: PromptVersionView) -> pb::PromptVersion
         version: version.version.to_string(),
         name: version.name,
         template: version.template,
-        messages: version
-            .messages
-            .into_iter()
-            .map(|m| pb::ChatMessage {
-                role: m.role,
-                template: m.template,
-            })
-            .collect(),
+        messages: messages_to_pb(version.messages),
         variables: version.variables.into_iter().map(variable_to_pb).collect(),
-        model_config: version.model_config.map(|c| pb::ModelConfig {
-            model: c.model,
-            parameters: Some(struct_from_json(&c.parameters)),
-        }),
+        model_config: version.model_config.map(model_config_to_pb),
         tags: version.tags,
         metadata: version.metadata.into_iter().collect(),
         author: version.author,

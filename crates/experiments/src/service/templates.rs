@@ -84,8 +84,10 @@ pub enum TemplateError<E> {
     Prompts(E),
 }
 
-/// A prompt experiment is judged on quality first.
-fn prompt_metrics() -> Vec<MetricDefinition> {
+/// A template's metrics: quality first, then latency and `third` (what else the kind
+/// of experiment trades off).
+fn metrics(third: (&str, MetricDirection)) -> Vec<MetricDefinition> {
+    let (name, direction) = third;
     vec![
         metric(
             "quality",
@@ -97,32 +99,7 @@ fn prompt_metrics() -> Vec<MetricDefinition> {
             MetricDirection::LowerIsBetter,
             MetricRole::Secondary,
         ),
-        metric(
-            "satisfaction",
-            MetricDirection::HigherIsBetter,
-            MetricRole::Secondary,
-        ),
-    ]
-}
-
-/// A model experiment is judged on quality, and on what the model costs in time and money.
-fn model_metrics() -> Vec<MetricDefinition> {
-    vec![
-        metric(
-            "quality",
-            MetricDirection::HigherIsBetter,
-            MetricRole::Primary,
-        ),
-        metric(
-            "latency",
-            MetricDirection::LowerIsBetter,
-            MetricRole::Secondary,
-        ),
-        metric(
-            "cost",
-            MetricDirection::LowerIsBetter,
-            MetricRole::Secondary,
-        ),
+        metric(name, direction, MetricRole::Secondary),
     ]
 }
 
@@ -176,7 +153,7 @@ impl ExperimentService {
             name,
             description,
             variants,
-            metrics: prompt_metrics(),
+            metrics: metrics(("satisfaction", MetricDirection::HigherIsBetter)),
             ..ExperimentSpec::default()
         };
         let store_versions = async {
@@ -218,7 +195,7 @@ impl ExperimentService {
             name: request.name,
             description: request.description,
             variants,
-            metrics: model_metrics(),
+            metrics: metrics(("cost", MetricDirection::LowerIsBetter)),
             ..ExperimentSpec::default()
         })
         .await
