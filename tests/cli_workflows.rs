@@ -119,7 +119,7 @@ async fn prompt_commands_as_in_the_quickstart() {
 
     let created = cli.ok(&["prompt", "create", "-f", &review]).await;
     assert_eq!(
-        (&created["name"], &created["version"], &created["is_active"]),
+        (&created["name"], &created["version"], &created["isActive"]),
         (
             &Value::from("code-review"),
             &Value::from("1.0.0"),
@@ -153,7 +153,7 @@ async fn prompt_commands_as_in_the_quickstart() {
     let listed = cli.ok(&["prompt", "list"]).await;
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
     assert_eq!(listed[0]["name"], "code-review");
-    assert_eq!(listed[0]["active_version"], "1.0.0");
+    assert_eq!(listed[0]["activeVersion"], "1.0.0");
 
     let labelled = cli
         .ok(&[
@@ -165,8 +165,13 @@ async fn prompt_commands_as_in_the_quickstart() {
             "1.0.0",
         ])
         .await;
-    assert_eq!(labelled["label"], "production");
-    assert_eq!(labelled["prompt_version"]["version"], "1.0.0");
+    assert!(
+        labelled["promptVersion"]["labels"]
+            .as_array()
+            .is_some_and(|labels| labels.contains(&Value::from("production"))),
+        "{labelled}"
+    );
+    assert_eq!(labelled["promptVersion"]["version"], "1.0.0");
 
     let review = cli.write(
         "review.yaml",
@@ -179,11 +184,11 @@ async fn prompt_commands_as_in_the_quickstart() {
         .ok(&["prompt", "diff", "code-review", "1.0.0", "1.1.0"])
         .await;
     assert_eq!(
-        (&diff["lines_added"], &diff["lines_removed"]),
+        (&diff["linesAdded"], &diff["linesRemoved"]),
         (&1.into(), &1.into())
     );
     assert!(
-        diff["unified_diff"]
+        diff["unifiedDiff"]
             .as_str()
             .unwrap()
             .contains("+Review this {{ language }} code for {{ focus_area }} (be brief)"),
@@ -193,7 +198,7 @@ async fn prompt_commands_as_in_the_quickstart() {
         .ok(&["prompt", "activate", "code-review", "1.1.0"])
         .await;
     assert_eq!(activated["version"], "1.1.0");
-    assert_eq!(activated["is_active"], true);
+    assert_eq!(activated["isActive"], true);
     let active = cli.ok(&["prompt", "get", "code-review"]).await;
     assert_eq!(active["version"], "1.1.0");
     let production = cli
@@ -269,18 +274,14 @@ async fn dataset_eval_and_alerts_commands_as_in_the_quickstart() {
         .ok(&["dataset", "create", "golden", "--id", "golden"])
         .await;
     assert_eq!(
-        (
-            &created["id"],
-            &created["version"],
-            &created["sample_count"]
-        ),
-        (&"golden".into(), &1.into(), &0.into())
+        (&created["id"], &created["version"], &created["sampleCount"]),
+        (&"golden".into(), &"1".into(), &"0".into())
     );
     let imported = cli.ok(&["dataset", "import", "golden", &golden]).await;
-    assert_eq!(imported["imported"], 2);
-    assert_eq!(imported["dataset"]["version"], 2);
+    assert_eq!(imported["imported"], "2");
+    assert_eq!(imported["dataset"]["version"], "2");
     let got = cli.ok(&["dataset", "get", "golden"]).await;
-    assert_eq!(got["sample_count"], 2);
+    assert_eq!(got["sampleCount"], "2");
     // What export writes, import reads back: the same lines, in order.
     let exported = cli.text(&["dataset", "export", "golden"]).await;
     let ids: Vec<String> = exported
@@ -292,7 +293,7 @@ async fn dataset_eval_and_alerts_commands_as_in_the_quickstart() {
     let bad = cli.write("bad.jsonl", "{\"id\":\"c\",\"input\":\"7\"}\nnot json\n");
     let refused = cli.fails(&["dataset", "import", "golden", &bad]).await;
     assert!(message(&refused).contains("bad.jsonl"), "{}", refused.error);
-    assert_eq!(cli.ok(&["dataset", "get", "golden"]).await["version"], 2);
+    assert_eq!(cli.ok(&["dataset", "get", "golden"]).await["version"], "2");
     let unknown = cli.fails(&["dataset", "get", "nope"]).await;
     assert_eq!(unknown.error["code"], "NOT_FOUND");
 
@@ -316,17 +317,17 @@ async fn dataset_eval_and_alerts_commands_as_in_the_quickstart() {
         ])
         .await;
     let last: Value = serde_json::from_str(watched.lines().last().unwrap()).unwrap();
-    assert_eq!(last["status"], "completed", "{last}");
+    assert_eq!(last["status"], "RUN_STATUS_COMPLETED", "{last}");
     let run_id = last["id"].as_str().unwrap().to_owned();
     let run = cli.ok(&["eval", "get", &run_id]).await;
-    assert_eq!(run["results"]["pass_rate"], 0.5, "{run}");
+    assert_eq!(run["results"]["passRate"], 0.5, "{run}");
     assert_eq!(run["results"]["metrics"]["f1"]["mean"], 0.5, "{run}");
     let failed = cli.ok(&["eval", "results", &run_id, "--failed"]).await;
     let failed = failed.as_array().unwrap();
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert_eq!(
         (
-            &failed[0]["sample_id"],
+            &failed[0]["sampleId"],
             &failed[0]["output"],
             &failed[0]["passed"]
         ),
@@ -355,10 +356,14 @@ async fn dataset_eval_and_alerts_commands_as_in_the_quickstart() {
     assert_eq!(
         (
             &acked["status"],
-            &acked["acknowledged_by"],
-            &acked["ack_comment"]
+            &acked["acknowledgedBy"],
+            &acked["ackComment"]
         ),
-        (&"acknowledged".into(), &"ops".into(), &"looking".into()),
+        (
+            &"ALERT_STATUS_ACKNOWLEDGED".into(),
+            &"ops".into(),
+            &"looking".into()
+        ),
         "{acked}"
     );
     assert_eq!(
@@ -366,9 +371,9 @@ async fn dataset_eval_and_alerts_commands_as_in_the_quickstart() {
         Value::Array(vec![])
     );
     let resolved = cli.ok(&["alerts", "resolve", &alert_id]).await;
-    assert_eq!(resolved["status"], "resolved", "{resolved}");
+    assert_eq!(resolved["status"], "ALERT_STATUS_RESOLVED", "{resolved}");
     let got = cli.ok(&["alerts", "get", &alert_id]).await;
-    assert_eq!(got["status"], "resolved");
+    assert_eq!(got["status"], "ALERT_STATUS_RESOLVED");
     let malformed = cli.fails(&["alerts", "get", "nope"]).await;
     assert_eq!(
         malformed.error["code"], "INVALID_ARGUMENT",
@@ -392,7 +397,7 @@ async fn experiment_commands_from_draft_to_complete() {
     let created = cli.ok(&["experiment", "create", "-f", &file]).await;
     assert_eq!(
         (&created["id"], &created["status"]),
-        (&"checkout".into(), &"draft".into())
+        (&"checkout".into(), &"EXPERIMENT_STATUS_DRAFT".into())
     );
     // A draft assigns no one.
     let early = cli
@@ -404,7 +409,7 @@ async fn experiment_commands_from_draft_to_complete() {
         early.error
     );
     let started = cli.ok(&["experiment", "start", "checkout"]).await;
-    assert_eq!(started["status"], "running");
+    assert_eq!(started["status"], "EXPERIMENT_STATUS_RUNNING");
 
     // An assignment is deterministic: the same user gets the same variant every time.
     let first = cli
@@ -413,7 +418,7 @@ async fn experiment_commands_from_draft_to_complete() {
     let again = cli
         .ok(&["experiment", "assign", "checkout", "user-1"])
         .await;
-    assert_eq!(first["in_experiment"], true);
+    assert_eq!(first["inExperiment"], true);
     assert_eq!(first["variant"]["id"], again["variant"]["id"]);
     assert!(
         ["control", "treatment"].contains(&first["variant"]["id"].as_str().unwrap()),
@@ -446,16 +451,16 @@ async fn experiment_commands_from_draft_to_complete() {
     let of = |variant: &str| {
         stats
             .iter()
-            .find(|s| s["variant_id"] == variant)
+            .find(|s| s["variantId"] == variant)
             .unwrap_or_else(|| panic!("no stats for {variant}: {results}"))
     };
     assert_eq!(
         (&of("control")["n"], &of("control")["sum"]),
-        (&4.into(), &3.0.into())
+        (&"4".into(), &3.0.into())
     );
     assert_eq!(
         (&of("treatment")["n"], &of("treatment")["sum"]),
-        (&4.into(), &1.0.into())
+        (&"4".into(), &1.0.into())
     );
     let unknown_metric = cli
         .fails(&[
@@ -473,7 +478,7 @@ async fn experiment_commands_from_draft_to_complete() {
     assert_eq!(unknown_metric.error["code"], "INVALID_ARGUMENT");
 
     let completed = cli.ok(&["experiment", "complete", "checkout"]).await;
-    assert_eq!(completed["status"], "completed");
+    assert_eq!(completed["status"], "EXPERIMENT_STATUS_COMPLETED");
     let listed = cli.ok(&["experiment", "list"]).await;
     assert_eq!(listed[0]["id"], "checkout");
     // No metric is accepted after the end.
