@@ -244,3 +244,40 @@ fn provider_health_has_defaults_and_its_keys_are_checked() {
         assert!(err.contains(key), "{key}: {err}");
     }
 }
+
+#[test]
+fn the_database_url_defaults_to_the_data_dir_and_is_shown_without_its_password() {
+    let loaded =
+        LoadedConfig::load(None, env(&[("LLMOPS_DATA_DIR", "/var/lib/llmops")]), vec![]).unwrap();
+    assert_eq!(
+        loaded.config.database_url().unwrap().to_string(),
+        "sqlite:///var/lib/llmops/llmops.db"
+    );
+    let loaded = LoadedConfig::load(
+        None,
+        [],
+        vec![(
+            "database_url",
+            toml::Value::String("sqlite:///srv/one.db".into()),
+            "--database-url",
+        )],
+    )
+    .unwrap();
+    assert_eq!(
+        loaded.config.database_url().unwrap().to_string(),
+        "sqlite:///srv/one.db"
+    );
+
+    let message = LoadedConfig::load(
+        None,
+        env(&[("LLMOPS_DATABASE_URL", "mysql://app:hunter2@db/llmops")]),
+        vec![],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(message.contains("`database_url`"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+    let mut config = Config::default();
+    config.database_url = "postgres://app:hunter2@db/llmops".into();
+    assert!(!config.redacted().database_url.contains("hunter2"));
+}
