@@ -277,7 +277,9 @@ fn the_database_url_defaults_to_the_data_dir_and_is_shown_without_its_password()
     .to_string();
     assert!(message.contains("`database_url`"), "{message}");
     assert!(!message.contains("hunter2"), "{message}");
-    let mut config = Config::default();
-    config.database_url = "postgres://app:hunter2@db/llmops".into();
+    let config = Config {
+        database_url: "postgres://app:hunter2@db/llmops".into(),
+        ..Config::default()
+    };
     assert!(!config.redacted().database_url.contains("hunter2"));
 }
