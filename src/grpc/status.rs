@@ -6,8 +6,7 @@
 //! types are foreign to it, and the domain crates know nothing of tonic.
 
 use llmops_alerts::AlertError;
-use llmops_evaluator::EvaluationError;
-use llmops_experiments::ExperimentError;
+use llmops_core::ServiceError;
 use llmops_registry::{FieldViolation, RegistryError};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -63,19 +62,8 @@ impl IntoStatus for RegistryError {
     }
 }
 
-impl IntoStatus for ExperimentError {
-    fn into_status_at(self, field_prefix: &str) -> Status {
-        match self {
-            Self::InvalidArgument(violations) => invalid_argument(violations, field_prefix),
-            Self::NotFound(message) => Status::not_found(message),
-            Self::AlreadyExists(message) => Status::already_exists(message),
-            Self::FailedPrecondition(message) => Status::failed_precondition(message),
-            Self::Storage(message) => Status::unavailable(message),
-        }
-    }
-}
-
-impl IntoStatus for EvaluationError {
+/// Experiments and the evaluator share this error (`ExperimentError`, `EvaluationError`).
+impl IntoStatus for ServiceError {
     fn into_status_at(self, field_prefix: &str) -> Status {
         match self {
             Self::InvalidArgument(violations) => invalid_argument(violations, field_prefix),
@@ -165,11 +153,7 @@ mod tests {
             Code::FailedPrecondition
         );
         assert_eq!(
-            ExperimentError::from(conflict()).into_status().code(),
-            Code::FailedPrecondition
-        );
-        assert_eq!(
-            EvaluationError::from(conflict()).into_status().code(),
+            ServiceError::from(conflict()).into_status().code(),
             Code::FailedPrecondition
         );
         assert_eq!(
@@ -178,7 +162,7 @@ mod tests {
         );
         let duplicate = llmops_core::StoreError::Duplicate("taken".into());
         assert_eq!(
-            EvaluationError::from(duplicate).into_status().code(),
+            ServiceError::from(duplicate).into_status().code(),
             Code::AlreadyExists
         );
     }
