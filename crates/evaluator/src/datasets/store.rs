@@ -27,7 +27,10 @@ pub trait DatasetStore: Send + Sync + 'static {
     /// Deletes a dataset and all its samples.
     async fn delete_dataset(&self, id: &str) -> Result<(), StoreError>;
 
-    /// Of `ids`, those of samples in the dataset's current version.
+    /// Of `ids`, those of samples not removed: the dataset's current version and any
+    /// samples an import is staging past it (so an import refuses an id it already
+    /// staged as well as one the dataset holds). Only one import runs per dataset, and
+    /// staged samples of an abandoned import are discarded at the next open.
     async fn current_samples(
         &self,
         dataset_id: &str,
