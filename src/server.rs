@@ -474,12 +474,16 @@ async fn prune_alerts(
     stop: CancellationToken,
 ) {
     loop {
-        let cutoff =
-            clock.now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
-        match alerts.prune(cutoff).await {
-            Ok(0) => {}
-            Ok(pruned) => tracing::info!(pruned, %cutoff, "pruned resolved alerts"),
-            Err(err) => tracing::warn!(error = %err, "pruning alerts failed; will retry"),
+        // A retention longer than recorded time keeps everything: nothing to prune.
+        let cutoff = chrono::Duration::from_std(retention)
+            .ok()
+            .and_then(|retention| clock.now().checked_sub_signed(retention));
+        if let Some(cutoff) = cutoff {
+            match alerts.prune(cutoff).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(pruned, %cutoff, "pruned resolved alerts"),
+                Err(err) => tracing::warn!(error = %err, "pruning alerts failed; will retry"),
+            }
         }
         tokio::select! {
             _ = stop.cancelled() => return,

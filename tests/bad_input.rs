@@ -611,37 +611,7 @@ async fn fixtures(server: &TestServer) -> (String, String) {
         })
         .await
         .unwrap();
-    let experiments = server.experiments();
-    experiments
-        .clone()
-        .create_experiment(pb::CreateExperimentRequest {
-            experiment: Some(pb::Experiment {
-                id: "e".into(),
-                name: "e".into(),
-                variants: ["control", "treatment"]
-                    .map(|id| pb::Variant {
-                        id: id.into(),
-                        ..Default::default()
-                    })
-                    .to_vec(),
-                metrics: vec![pb::MetricDefinition {
-                    name: "quality".into(),
-                    kind: pb::MetricKind::Mean.into(),
-                    direction: pb::MetricDirection::HigherIsBetter.into(),
-                    role: pb::MetricRole::Primary.into(),
-                }],
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap();
-    experiments
-        .clone()
-        .start_experiment(pb::StartExperimentRequest {
-            experiment_id: "e".into(),
-        })
-        .await
-        .unwrap();
+    common::process::start_quality_experiment(server.channel.clone(), "e").await;
     let alert = server
         .alerts()
         .create_alert(pb::CreateAlertRequest {

@@ -47,12 +47,14 @@ async fn get_schedule(server: &TestServer, id: &str) -> pb::Schedule {
         .unwrap()
 }
 
-/// Polls the schedule until `done` holds (30 s at most).
-async fn wait_for(
+/// Polls the schedule until `done` holds (30 s at most), calling `between` after each
+/// look that did not satisfy it.
+async fn poll_schedule(
     server: &TestServer,
     id: &str,
     what: &str,
     done: impl Fn(&pb::Schedule) -> bool,
+    between: impl Fn(),
 ) -> pb::Schedule {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -64,12 +66,23 @@ async fn wait_for(
             tokio::time::Instant::now() < deadline,
             "schedule {id} never {what}: {schedule:?}"
         );
+        between();
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
+/// Polls the schedule until `done` holds, while time passes by itself.
+async fn wait_for(
+    server: &TestServer,
+    id: &str,
+    what: &str,
+    done: impl Fn(&pb::Schedule) -> bool,
+) -> pb::Schedule {
+    poll_schedule(server, id, what, done, || {}).await
+}
+
 /// Moves `clock` a second at a time (each a tick of an `@every 1s` schedule) until the
-/// schedule satisfies `done` (30 s of real time at most).
+/// schedule satisfies `done`.
 async fn tick_until(
     server: &TestServer,
     clock: &ManualClock,
@@ -77,19 +90,10 @@ async fn tick_until(
     what: &str,
     done: impl Fn(&pb::Schedule) -> bool,
 ) -> pb::Schedule {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let schedule = get_schedule(server, id).await;
-        if done(&schedule) {
-            return schedule;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "schedule {id} never {what}: {schedule:?}"
-        );
-        clock.advance(Duration::from_secs(1));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll_schedule(server, id, what, done, || {
+        clock.advance(Duration::from_secs(1))
+    })
+    .await
 }
 
 /// Moves `clock` far past every due time, then gives the tick loop a moment of real

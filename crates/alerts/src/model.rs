@@ -105,6 +105,23 @@ pub struct NewAlert {
     pub fingerprint: String,
 }
 
+impl NewAlert {
+    /// The dedup key: the caller's, or the one computed from the identity fields.
+    pub fn dedup_key(&self) -> String {
+        if self.fingerprint.is_empty() {
+            crate::fingerprint::fingerprint(
+                self.alert_type,
+                &self.source,
+                &self.source_id,
+                &self.metric,
+                &self.labels,
+            )
+        } else {
+            self.fingerprint.clone()
+        }
+    }
+}
+
 /// A stored alert.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {

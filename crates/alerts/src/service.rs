@@ -16,7 +16,6 @@ use uuid::Uuid;
 
 use crate::error::AlertError;
 use crate::filter::{AlertFilter, SubscriptionFilter};
-use crate::fingerprint::fingerprint;
 use crate::model::{Alert, AlertEvent, AlertEventKind, AlertStatus, NewAlert};
 use crate::store::{AlertCursor, AlertStore};
 use crate::validate::validate_new_alert;
@@ -125,17 +124,7 @@ impl AlertService {
     /// (occurrences + 1, last seen, value, message; severity only ever raised).
     pub async fn create(&self, new: NewAlert) -> Result<RaisedAlert, AlertError> {
         validate_new_alert(&new)?;
-        let fingerprint = if new.fingerprint.is_empty() {
-            fingerprint(
-                new.alert_type,
-                &new.source,
-                &new.source_id,
-                &new.metric,
-                &new.labels,
-            )
-        } else {
-            new.fingerprint.clone()
-        };
+        let fingerprint = new.dedup_key();
         let mut open = self.open.lock().await;
         let now = now();
         let (alert, kind) = match open.get(&fingerprint) {

@@ -17,11 +17,16 @@ pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
     /// Resolves once `now() >= deadline` (at once if it already is).
     fn sleep_until(&self, deadline: DateTime<Utc>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 
-    /// Resolves once `duration` has passed on this clock.
+    /// Resolves once `duration` has passed on this clock; one that ends past the last
+    /// representable time never resolves (instead of overflowing).
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        let deadline =
-            self.now() + chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX);
-        self.sleep_until(deadline)
+        let deadline = chrono::Duration::from_std(duration)
+            .ok()
+            .and_then(|duration| self.now().checked_add_signed(duration));
+        match deadline {
+            Some(deadline) => self.sleep_until(deadline),
+            None => Box::pin(std::future::pending()),
+        }
     }
 }
 
@@ -111,6 +116,16 @@ mod tests {
             .expect("the sleeper wakes once its deadline has come")
             .unwrap();
         assert_eq!(clock.now() - start, chrono::Duration::seconds(60));
+    }
+
+    #[tokio::test]
+    async fn a_sleep_past_the_end_of_time_waits_instead_of_overflowing() {
+        let clock = ManualClock::starting_now();
+        let forever = tokio::spawn(clock.sleep(Duration::MAX));
+        clock.advance(Duration::from_secs(1_000_000_000));
+        tokio::task::yield_now().await;
+        assert!(!forever.is_finished());
+        forever.abort();
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use llmops_alerts::{fingerprint, AlertError, AlertSeverity, AlertSink, AlertType, NewAlert};
+use llmops_alerts::{AlertError, AlertSeverity, AlertSink, AlertType, NewAlert};
 use tokio::sync::Mutex;
 
 use crate::results::ExperimentResults;
@@ -49,14 +49,7 @@ impl AlertMonitor {
                 continue;
             };
             for alert in conditions(&experiment.id, &experiment.name, &results) {
-                let key = fingerprint(
-                    alert.alert_type,
-                    &alert.source,
-                    &alert.source_id,
-                    &alert.metric,
-                    &alert.labels,
-                );
-                current.insert(key, (id.clone(), alert));
+                current.insert(alert.dedup_key(), (id.clone(), alert));
             }
         }
         let mut changes = 0;

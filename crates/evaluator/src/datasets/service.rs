@@ -47,7 +47,9 @@ pub struct DatasetService {
 
 /// Proof that no dataset gains or loses a user meanwhile (see [`DatasetService::claim`]).
 #[derive(Debug)]
-pub struct DatasetClaim<'a>(#[allow(dead_code)] tokio::sync::MutexGuard<'a, ()>);
+pub struct DatasetClaim<'a> {
+    _held: tokio::sync::MutexGuard<'a, ()>,
+}
 
 impl std::fmt::Debug for DatasetService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -189,7 +191,9 @@ impl DatasetService {
     /// gate set: each checks the dataset exists while holding the claim) with deleting
     /// one (which checks it is unused while holding it).
     pub async fn claim(&self) -> DatasetClaim<'_> {
-        DatasetClaim(self.claims.lock().await)
+        DatasetClaim {
+            _held: self.claims.lock().await,
+        }
     }
 
     /// Deletes a dataset and its samples.

@@ -30,7 +30,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use futures_util::stream::{self, StreamExt};
-use llmops_alerts::{fingerprint, AlertSink};
+use llmops_alerts::AlertSink;
 use llmops_registry::{Registry, VersionSelector};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;

@@ -86,14 +86,10 @@ impl Inner {
             let outcome = if check.breaching {
                 self.alerts.raise(alert).await.map(|_| ())
             } else {
-                let key = fingerprint(
-                    alert.alert_type,
-                    &alert.source,
-                    &alert.source_id,
-                    &alert.metric,
-                    &alert.labels,
-                );
-                self.alerts.resolve_fingerprint(&key).await.map(|_| ())
+                self.alerts
+                    .resolve_fingerprint(&alert.dedup_key())
+                    .await
+                    .map(|_| ())
             };
             if let Err(err) = outcome {
                 tracing::warn!(run_id = %run.id, error = %err, "raising an evaluation alert failed");
