@@ -4,13 +4,23 @@
 //! time anyway; queuing in the pool beats retrying on SQLITE_BUSY). Reads use a separate
 //! pool, which WAL lets run beside the writer.
 
+// The portable queries (see the crate's doc), compiled against SQLite's types.
+#[path = "sql/alerts.rs"]
 mod alerts;
+#[path = "sql/datasets.rs"]
 mod datasets;
+mod experiment_writes;
+#[path = "sql/experiments.rs"]
 mod experiments;
+#[path = "sql/gates.rs"]
 mod gates;
+#[path = "sql/prompts.rs"]
 mod prompts;
+#[path = "sql/runs.rs"]
 mod runs;
+#[path = "sql/schedules.rs"]
 mod schedules;
+#[path = "sql/sequencer.rs"]
 mod sequencer;
 
 use std::path::Path;
@@ -101,6 +111,14 @@ impl SqliteStore {
         Ok(Self { writer, reader })
     }
 
+    /// Whether the database answers now.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map(drop)
+    }
+
     /// Waits for queries in flight, then closes every connection.
     pub async fn close(&self) {
         self.reader.close().await;
@@ -108,27 +126,15 @@ impl SqliteStore {
     }
 }
 
-/// Appends ` AND sample_id IN (...)` with `ids` bound: the shared tail of the queries
-/// that look samples or results up by id.
-pub(crate) fn push_sample_ids<'a>(
-    query: &mut sqlx::QueryBuilder<'a, sqlx::Sqlite>,
-    ids: &'a [String],
-) {
-    query.push(" AND sample_id IN (");
-    let mut list = query.separated(", ");
-    for id in ids {
-        list.push_bind(id);
-    }
-    query.push(")");
-}
+/// The driver the shared queries are compiled for.
+type Db = sqlx::Sqlite;
+type Connection = sqlx::SqliteConnection;
+type Store = SqliteStore;
 
-/// Microseconds since the Unix epoch: portable across SQLite and PostgreSQL.
-pub(crate) fn to_micros(time: chrono::DateTime<chrono::Utc>) -> i64 {
-    time.timestamp_micros()
-}
-
-pub(crate) fn from_micros(micros: i64) -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default()
+/// Begins a read transaction that sees one snapshot throughout: SQLite's WAL gives every
+/// transaction one from its first read.
+async fn begin_snapshot(pool: &SqlitePool) -> Result<sqlx::Transaction<'static, Db>, sqlx::Error> {
+    pool.begin().await
 }
 
 #[cfg(test)]

@@ -2,9 +2,11 @@
 //! server and the tests never name a backend type.
 
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::Arc;
 
 use llmops_alerts::AlertStore;
+use llmops_core::StoreError;
 use llmops_evaluator::datasets::DatasetStore;
 use llmops_evaluator::gates::GateStore;
 use llmops_evaluator::runs::RunStore;
@@ -13,6 +15,7 @@ use llmops_experiments::ExperimentStore;
 use llmops_registry::PromptStore;
 
 use crate::error::StoreOpenError;
+use crate::postgres::PostgresStore;
 use crate::sqlite::{Durability, SqliteStore, DATABASE_FILE};
 
 /// Where the data lives: a parsed database URL.
@@ -21,6 +24,10 @@ pub enum DatabaseUrl {
     /// `sqlite:///absolute/path/llmops.db` or `sqlite://relative/path.db`: the embedded
     /// database in one file (created if missing).
     Sqlite(PathBuf),
+    /// `postgres://user:password@host:port/db?sslmode=...` (or `postgresql://`): a
+    /// PostgreSQL database, with any parameter sqlx's driver accepts. Kept whole, since
+    /// the driver parses it; [`Display`](std::fmt::Display) redacts the password.
+    Postgres(String),
 }
 
 impl DatabaseUrl {
@@ -47,10 +54,20 @@ impl DatabaseUrl {
                 }
                 Ok(Self::Sqlite(PathBuf::from(path)))
             }
-            "postgres" | "postgresql" => Err(refuse(
-                "PostgreSQL is not supported by this build yet; use sqlite:///path/to/llmops.db",
+            "postgres" | "postgresql" => {
+                // Parsed here so a bad URL is refused at start, in words, not at the
+                // first connection attempt.
+                sqlx::postgres::PgConnectOptions::from_str(url).map_err(|err| {
+                    refuse(&format!(
+                        "is not a PostgreSQL URL the driver accepts: {}",
+                        llmops_redact::redact_url(&err.to_string())
+                    ))
+                })?;
+                Ok(Self::Postgres(url.to_owned()))
+            }
+            _ => Err(refuse(
+                "has an unknown scheme; use sqlite:///path/file.db or postgres://user@host/db",
             )),
-            _ => Err(refuse("has an unknown scheme; use sqlite://")),
         }
     }
 }
@@ -59,15 +76,55 @@ impl std::fmt::Display for DatabaseUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            Self::Postgres(url) => f.write_str(&without_password(url)),
         }
     }
 }
 
+/// `url` with its password (in the user information or a `password` parameter)
+/// replaced, and everything else as given.
+fn without_password(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return llmops_redact::redact_url(url);
+    };
+    if parsed.password().is_some() {
+        // Only fails for URLs that cannot have a password, which this one has.
+        let _ = parsed.set_password(Some(llmops_redact::REDACTED));
+    }
+    if parsed.query_pairs().any(|(key, _)| key == "password") {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(key, value)| {
+                let value = if key == "password" {
+                    llmops_redact::REDACTED.to_owned()
+                } else {
+                    value.into_owned()
+                };
+                (key.into_owned(), value)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
+}
+
 /// How to open the database, beyond its URL.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct StorageOptions {
-    /// How hard a commit works to survive power loss.
+    /// How hard a commit works to survive power loss (SQLite; PostgreSQL commits as
+    /// the server's `synchronous_commit` says, which llmops never lowers).
     pub durability: Durability,
+    /// The most connections to a PostgreSQL server (SQLite uses its own fixed pools).
+    pub max_connections: u32,
+}
+
+impl Default for StorageOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::default(),
+            max_connections: 16,
+        }
+    }
 }
 
 /// Every store the domain services need, from one database.
@@ -93,12 +150,14 @@ pub struct Storage {
 #[derive(Clone)]
 enum Backend {
     Sqlite(SqliteStore),
+    Postgres(PostgresStore),
 }
 
 impl std::fmt::Debug for Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.backend {
             Backend::Sqlite(store) => f.debug_tuple("Storage").field(store).finish(),
+            Backend::Postgres(store) => f.debug_tuple("Storage").field(store).finish(),
         }
     }
 }
@@ -109,13 +168,32 @@ impl Storage {
         match url {
             DatabaseUrl::Sqlite(path) => {
                 let store = SqliteStore::open_file(path, options.durability).await?;
-                Ok(Self::from_sqlite(store))
+                Ok(Self::from_backend(
+                    Arc::new(store.clone()),
+                    Backend::Sqlite(store),
+                ))
+            }
+            DatabaseUrl::Postgres(url) => {
+                let store = PostgresStore::open(url, options.max_connections).await?;
+                Ok(Self::from_backend(
+                    Arc::new(store.clone()),
+                    Backend::Postgres(store),
+                ))
             }
         }
     }
 
-    fn from_sqlite(store: SqliteStore) -> Self {
-        let shared = Arc::new(store.clone());
+    fn from_backend<S>(shared: Arc<S>, backend: Backend) -> Self
+    where
+        S: PromptStore
+            + AlertStore
+            + ExperimentStore
+            + DatasetStore
+            + RunStore
+            + ScheduleStore
+            + GateStore
+            + 'static,
+    {
         Self {
             prompts: shared.clone(),
             alerts: shared.clone(),
@@ -124,14 +202,25 @@ impl Storage {
             runs: shared.clone(),
             schedules: shared.clone(),
             gates: shared,
-            backend: Backend::Sqlite(store),
+            backend,
         }
+    }
+
+    /// Whether the database answers now (for health: a lost connection makes the
+    /// server NOT_SERVING until it is back).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let answer = match &self.backend {
+            Backend::Sqlite(store) => store.ping().await,
+            Backend::Postgres(store) => store.ping().await,
+        };
+        answer.map_err(crate::error::db_error)
     }
 
     /// Waits for queries in flight, then closes every connection.
     pub async fn close(&self) {
         match &self.backend {
             Backend::Sqlite(store) => store.close().await,
+            Backend::Postgres(store) => store.close().await,
         }
     }
 }
@@ -157,12 +246,30 @@ mod tests {
     }
 
     #[test]
+    fn postgres_urls_are_kept_whole_and_shown_without_the_password() {
+        for url in [
+            "postgres://app:hunter2@db:5432/llmops?sslmode=require",
+            "postgresql://app:hunter2@db/llmops?application_name=x&options[search_path]=s",
+            "postgres://app@db/llmops?password=hunter2&sslmode=disable",
+        ] {
+            let parsed = DatabaseUrl::parse(url).unwrap();
+            assert_eq!(parsed, DatabaseUrl::Postgres(url.to_owned()));
+            let shown = parsed.to_string();
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("app") && shown.contains("db"), "{shown}");
+        }
+    }
+
+    #[test]
     fn a_url_that_cannot_be_opened_is_refused_without_its_password() {
         for (url, why) in [
             ("sqlite://", "names no database file"),
             ("/var/lib/llmops.db", "is not a URL"),
             ("mysql://root:hunter2@db/llmops", "unknown scheme"),
-            ("postgres://app:hunter2@db:5432/llmops", "PostgreSQL"),
+            (
+                "postgres://app:hunter2@db:5432/llmops?sslmode=sometimes",
+                "PostgreSQL URL",
+            ),
         ] {
             let message = DatabaseUrl::parse(url).unwrap_err().to_string();
             assert!(message.contains(why), "{url}: {message}");

@@ -4,9 +4,8 @@
 //!
 //! 1. a constructor here that makes a fresh, empty database and returns a
 //!    [`TestDatabase`] with its URL and a guard that keeps it alive (and, dropped, removes
-//!    it): for PostgreSQL, e.g. `TestDatabase::postgres()` creating a uniquely named
-//!    database on the server named by an environment variable;
-//! 2. one line in `main.rs`: `conformance!(postgres, TestDatabase::postgres);`.
+//!    it), as `TestDatabase::postgres()` makes a schema of its own per case;
+//! 2. one line in `main.rs`, as `conformance!(postgres, TestDatabase::postgres);`.
 
 use std::any::Any;
 
@@ -29,6 +28,17 @@ impl TestDatabase {
             url: DatabaseUrl::in_data_dir(dir.path()),
             options: StorageOptions::default(),
             _guard: Box::new(dir),
+        }
+    }
+
+    /// A PostgreSQL database: a schema of its own on the server named by
+    /// `LLMOPS_TEST_DATABASE_URL`, dropped on drop.
+    pub(crate) async fn postgres() -> Self {
+        let schema = llmops_store::scratch::ScratchSchema::create().await;
+        Self {
+            url: DatabaseUrl::parse(schema.url()).expect("a PostgreSQL URL"),
+            options: StorageOptions::default(),
+            _guard: Box::new(schema),
         }
     }
 

@@ -98,3 +98,4 @@ macro_rules! conformance {
 }
 
 conformance!(sqlite, TestDatabase::sqlite);
+conformance!(postgres, TestDatabase::postgres);

@@ -1,16 +1,16 @@
-//! [`GateStore`] on SQLite.
+//! [`GateStore`] on SQLite and PostgreSQL (one source, compiled for each).
 
 use async_trait::async_trait;
 use llmops_evaluator::gates::{GateStore, ReleaseGate};
 use llmops_evaluator::StoreError;
 use sqlx::Row;
 
-use super::datasets::{parse, record_of};
-use super::SqliteStore;
+use super::Store;
+use crate::codec::{parse, record_of};
 use crate::error::db_error;
 
 #[async_trait]
-impl GateStore for SqliteStore {
+impl GateStore for Store {
     async fn upsert_gate(&self, gate: &ReleaseGate) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO release_gates (prompt_name, label, record) VALUES ($1, $2, $3)

@@ -1,153 +1,53 @@
-//! [`ExperimentStore`] on SQLite.
+//! The experiments' group commit on SQLite: one writer connection, so which keys are new
+//! can be asked before inserting.
 
-use async_trait::async_trait;
-use llmops_experiments::{
-    Committed, Experiment, ExperimentStore, Exposure, MetricRecord, RecordVisitor, StoreError,
-};
 use std::collections::HashSet;
 
+use llmops_experiments::{Committed, Exposure, MetricRecord, StoreError};
 use sqlx::pool::PoolConnection;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::{to_micros, SqliteStore};
-use crate::error::{corrupt, db_error};
+use super::SqliteStore;
+use crate::codec::to_micros;
+use crate::error::db_error;
 
 /// Rows per multi-row INSERT (7 parameters each, well under SQLite's 32,766).
 const ROWS_PER_STATEMENT: usize = 1000;
 
-/// Records read per query while rebuilding statistics.
-const VISIT_PAGE: i64 = 10_000;
-
-#[async_trait]
-impl ExperimentStore for SqliteStore {
-    async fn insert_experiment(&self, experiment: &Experiment) -> Result<(), StoreError> {
-        let record = serde_json::to_string(experiment).map_err(|e| corrupt("experiment", e))?;
-        sqlx::query(
-            "INSERT INTO experiments (id, status, record, created_at_us, updated_at_us) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&experiment.id)
-        .bind(experiment.status.as_str())
-        .bind(record)
-        .bind(to_micros(experiment.created_at))
-        .bind(to_micros(experiment.updated_at))
-        .execute(&self.writer)
-        .await
-        .map_err(db_error)?;
-        Ok(())
-    }
-
-    async fn update_experiment(&self, experiment: &Experiment) -> Result<(), StoreError> {
-        let record = serde_json::to_string(experiment).map_err(|e| corrupt("experiment", e))?;
-        let updated = sqlx::query(
-            "UPDATE experiments SET status = $2, record = $3, updated_at_us = $4 WHERE id = $1",
-        )
-        .bind(&experiment.id)
-        .bind(experiment.status.as_str())
-        .bind(record)
-        .bind(to_micros(experiment.updated_at))
-        .execute(&self.writer)
-        .await
-        .map_err(db_error)?;
-        if updated.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!(
-                "experiment {} does not exist",
-                experiment.id
-            )));
-        }
-        Ok(())
-    }
-
-    async fn load_experiments(&self) -> Result<Vec<Experiment>, StoreError> {
-        let rows = sqlx::query("SELECT record FROM experiments ORDER BY created_at_us, id")
-            .fetch_all(&self.reader)
+/// Stores a batch of exposures and records whole; reports which were new.
+pub(super) async fn commit_writes(
+    store: &SqliteStore,
+    exposures: &[Exposure],
+    records: &[MetricRecord],
+) -> Result<Committed, StoreError> {
+    // A single statement commits by itself, saving the BEGIN and COMMIT round trips
+    // to SQLite's worker thread (a third of a small group commit's time); several
+    // statements share one transaction, so a batch is stored whole or not at all.
+    let mut conn = store.writer.acquire().await.map_err(db_error)?;
+    let statements =
+        exposures.len().div_ceil(ROWS_PER_STATEMENT) + records.len().div_ceil(ROWS_PER_STATEMENT);
+    let explicit = statements > 1;
+    if explicit {
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *conn)
             .await
             .map_err(db_error)?;
-        rows.iter()
-            .map(|row| {
-                serde_json::from_str(row.get::<&str, _>(0)).map_err(|e| corrupt("experiment", e))
-            })
-            .collect()
     }
-
-    async fn commit_writes(
-        &self,
-        exposures: &[Exposure],
-        records: &[MetricRecord],
-    ) -> Result<Committed, StoreError> {
-        // A single statement commits by itself, saving the BEGIN and COMMIT round trips
-        // to SQLite's worker thread (a third of a small group commit's time); several
-        // statements share one transaction, so a batch is stored whole or not at all.
-        let mut conn = self.writer.acquire().await.map_err(db_error)?;
-        let statements = exposures.len().div_ceil(ROWS_PER_STATEMENT)
-            + records.len().div_ceil(ROWS_PER_STATEMENT);
-        let explicit = statements > 1;
-        if explicit {
-            sqlx::query("BEGIN IMMEDIATE")
-                .execute(&mut *conn)
-                .await
-                .map_err(db_error)?;
-        }
-        let mut result = insert_writes(&mut conn, exposures, records).await;
-        if explicit {
-            if result.is_ok() {
-                if let Err(err) = sqlx::query("COMMIT").execute(&mut *conn).await {
-                    result = Err(db_error(err));
-                }
-            }
-            // After any failure the transaction must not outlive this batch: a writer
-            // connection left inside it would make later batches part of it. If even
-            // the rollback fails, the connection is closed instead of reused.
-            if result.is_err() && sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
-                conn.close_on_drop();
+    let mut result = insert_writes(&mut conn, exposures, records).await;
+    if explicit {
+        if result.is_ok() {
+            if let Err(err) = sqlx::query("COMMIT").execute(&mut *conn).await {
+                result = Err(db_error(err));
             }
         }
-        result
-    }
-
-    async fn load_exposures(
-        &self,
-        experiment_id: &str,
-    ) -> Result<Vec<(String, String)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT user_id, variant_id FROM experiment_exposures WHERE experiment_id = $1",
-        )
-        .bind(experiment_id)
-        .fetch_all(&self.reader)
-        .await
-        .map_err(db_error)?;
-        Ok(rows
-            .into_iter()
-            .map(|row| (row.get(0), row.get(1)))
-            .collect())
-    }
-
-    async fn visit_records(
-        &self,
-        experiment_id: &str,
-        visit: &mut RecordVisitor<'_>,
-    ) -> Result<(), StoreError> {
-        // Keyset pages keep memory flat however many records there are.
-        let mut after = 0_i64;
-        loop {
-            let rows = sqlx::query(
-                "SELECT id, variant_id, metric, value, user_id FROM experiment_metric_records
-                 WHERE experiment_id = $1 AND id > $2 ORDER BY id LIMIT $3",
-            )
-            .bind(experiment_id)
-            .bind(after)
-            .bind(VISIT_PAGE)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(db_error)?;
-            let Some(last) = rows.last() else {
-                return Ok(());
-            };
-            after = last.get(0);
-            for row in &rows {
-                visit(row.get(1), row.get(2), row.get(3), row.get(4));
-            }
+        // After any failure the transaction must not outlive this batch: a writer
+        // connection left inside it would make later batches part of it. If even
+        // the rollback fails, the connection is closed instead of reused.
+        if result.is_err() && sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+            conn.close_on_drop();
         }
     }
+    result
 }
 
 /// Inserts exposures, then records, in multi-row statements; returns which were new.

@@ -1,25 +1,31 @@
-//! [`PromptStore`] on SQLite.
+//! [`PromptStore`] on SQLite and PostgreSQL (one source, compiled for each).
 
 use async_trait::async_trait;
 use llmops_registry::{
     precedence_key, PromptChange, PromptEvent, PromptStore, PromptVersion, RegistryState,
     StoreError,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Row, Transaction};
 use uuid::Uuid;
 
-use super::{from_micros, sequencer, to_micros, SqliteStore};
+use super::{sequencer, Db, Store};
+use crate::codec::{from_micros, to_micros};
 use crate::error::{corrupt, db_error};
 
 const PROMPT_EVENTS: &str = "prompts";
 
 #[async_trait]
-impl PromptStore for SqliteStore {
+impl PromptStore for Store {
     async fn load_registry(&self) -> Result<RegistryState, StoreError> {
+        // One snapshot for all four reads: the head sequence must match the state, or a
+        // watcher resuming from it would miss or repeat a change.
+        let mut tx = super::begin_snapshot(&self.reader)
+            .await
+            .map_err(db_error)?;
         let rows = sqlx::query(
             "SELECT record, updated_at_us FROM prompt_versions ORDER BY name, created_at_us",
         )
-        .fetch_all(&self.reader)
+        .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?;
         let mut versions = Vec::with_capacity(rows.len());
@@ -30,14 +36,14 @@ impl PromptStore for SqliteStore {
             versions.push(record);
         }
         let active = sqlx::query("SELECT name, active_version_id FROM prompts")
-            .fetch_all(&self.reader)
+            .fetch_all(&mut *tx)
             .await
             .map_err(db_error)?
             .into_iter()
             .map(|row| Ok((row.get::<String, _>(0), parse_id(row.get(1))?)))
             .collect::<Result<_, StoreError>>()?;
         let labels = sqlx::query("SELECT name, label, version_id FROM prompt_labels")
-            .fetch_all(&self.reader)
+            .fetch_all(&mut *tx)
             .await
             .map_err(db_error)?
             .into_iter()
@@ -49,7 +55,7 @@ impl PromptStore for SqliteStore {
                 ))
             })
             .collect::<Result<_, StoreError>>()?;
-        let head = sequencer::current(&self.reader, PROMPT_EVENTS)
+        let head = sequencer::current(&mut *tx, PROMPT_EVENTS)
             .await
             .map_err(db_error)?;
         Ok(RegistryState {
@@ -108,7 +114,7 @@ impl PromptStore for SqliteStore {
 }
 
 async fn apply_change(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Db>,
     change: &PromptChange,
 ) -> Result<(), StoreError> {
     match change {
@@ -237,7 +243,7 @@ async fn apply_change(
 }
 
 async fn touch_version(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Db>,
     version_id: Uuid,
     at: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), StoreError> {
@@ -252,7 +258,7 @@ async fn touch_version(
 
 /// Assigns the next sequence (in commit order) and stores the event.
 async fn append_event(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Db>,
     event: &PromptEvent,
 ) -> Result<u64, StoreError> {
     let sequence = sequencer::next_sequence(tx, PROMPT_EVENTS)

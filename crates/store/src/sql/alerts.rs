@@ -1,4 +1,4 @@
-//! [`AlertStore`] on SQLite.
+//! [`AlertStore`] on SQLite and PostgreSQL (one source, compiled for each).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -6,17 +6,18 @@ use llmops_alerts::webhook::{DeliveryOutcome, PendingDelivery, WebhookDelivery};
 use llmops_alerts::{
     Alert, AlertCursor, AlertEvent, AlertFilter, AlertStatus, AlertStore, StoreError,
 };
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{QueryBuilder, Row};
 use uuid::Uuid;
 
-use super::{sequencer, to_micros, SqliteStore};
+use super::{sequencer, Db, Store};
+use crate::codec::to_micros;
 use crate::error::{corrupt, db_error};
 
 const ALERT_EVENTS: &str = "alerts";
 const ALERT_EVENT_FLOOR: &str = "alerts_floor";
 
 #[async_trait]
-impl AlertStore for SqliteStore {
+impl AlertStore for Store {
     async fn open_alerts(&self) -> Result<Vec<Alert>, StoreError> {
         let rows = sqlx::query("SELECT record FROM alerts WHERE status <> 'resolved'")
             .fetch_all(&self.reader)
@@ -113,7 +114,7 @@ impl AlertStore for SqliteStore {
         cursor: Option<AlertCursor>,
         limit: usize,
     ) -> Result<Vec<Alert>, StoreError> {
-        let mut query = QueryBuilder::<Sqlite>::new("SELECT record FROM alerts WHERE 1 = 1");
+        let mut query = QueryBuilder::<Db>::new("SELECT record FROM alerts WHERE 1 = 1");
         push_in(
             &mut query,
             "alert_type",
@@ -136,7 +137,7 @@ impl AlertStore for SqliteStore {
             query.push(" AND source_id = ").push_bind(source_id.clone());
         }
         if filter.unacknowledged_only {
-            query.push(" AND acknowledged = 0");
+            query.push(" AND NOT acknowledged");
         }
         if let Some(since) = filter.since {
             query
@@ -313,7 +314,7 @@ impl AlertStore for SqliteStore {
 }
 
 fn push_in<'a>(
-    query: &mut QueryBuilder<'_, Sqlite>,
+    query: &mut QueryBuilder<'_, Db>,
     column: &str,
     values: impl Iterator<Item = &'a str>,
 ) {

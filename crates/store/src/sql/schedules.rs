@@ -1,16 +1,16 @@
-//! [`ScheduleStore`] on SQLite.
+//! [`ScheduleStore`] on SQLite and PostgreSQL (one source, compiled for each).
 
 use async_trait::async_trait;
 use llmops_evaluator::schedules::{Schedule, ScheduleStore};
 use llmops_evaluator::StoreError;
 use sqlx::Row;
 
-use super::datasets::{parse, record_of};
-use super::{to_micros, SqliteStore};
+use super::Store;
+use crate::codec::{parse, record_of, to_micros};
 use crate::error::db_error;
 
 #[async_trait]
-impl ScheduleStore for SqliteStore {
+impl ScheduleStore for Store {
     async fn insert_schedule(&self, schedule: &Schedule) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO eval_schedules (id, created_at_us, record) VALUES ($1, $2, $3)")
             .bind(&schedule.id)

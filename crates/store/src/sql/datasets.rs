@@ -1,19 +1,20 @@
-//! [`DatasetStore`] on SQLite.
+//! [`DatasetStore`] on SQLite and PostgreSQL (one source, compiled for each).
 
 use async_trait::async_trait;
 use llmops_evaluator::datasets::{Dataset, DatasetStore, Sample, StoredSample};
 use llmops_evaluator::StoreError;
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use sqlx::{QueryBuilder, Row};
 
-use super::{push_sample_ids, to_micros, SqliteStore};
-use crate::error::{corrupt, db_error};
+use super::{Connection, Db, Store};
+use crate::codec::{parse, record_of, to_micros};
+use crate::error::db_error;
 
 /// Rows per multi-row statement (4 parameters each).
 const ROWS_PER_STATEMENT: usize = 2000;
 
 /// Inserts `samples` as added in `version`.
 async fn insert_samples(
-    tx: &mut SqliteConnection,
+    tx: &mut Connection,
     dataset_id: &str,
     version: i64,
     samples: &[Sample],
@@ -23,7 +24,7 @@ async fn insert_samples(
             .iter()
             .map(|sample| Ok((sample, record_of("sample", sample)?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
-        let mut insert = QueryBuilder::<Sqlite>::new(
+        let mut insert = QueryBuilder::<Db>::new(
             "INSERT INTO dataset_samples (dataset_id, sample_id, added_version, record) ",
         );
         insert.push_values(&records, |mut row, (sample, record)| {
@@ -38,7 +39,7 @@ async fn insert_samples(
 }
 
 /// Stores the dataset's definition; the dataset must exist.
-async fn store_definition(tx: &mut SqliteConnection, dataset: &Dataset) -> Result<(), StoreError> {
+async fn store_definition(tx: &mut Connection, dataset: &Dataset) -> Result<(), StoreError> {
     let updated = sqlx::query("UPDATE datasets SET record = $2 WHERE id = $1")
         .bind(&dataset.id)
         .bind(record_of("dataset", dataset)?)
@@ -54,19 +55,19 @@ async fn store_definition(tx: &mut SqliteConnection, dataset: &Dataset) -> Resul
     Ok(())
 }
 
-pub(super) fn record_of<T: serde::Serialize>(what: &str, value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| corrupt(what, e))
-}
-
-pub(super) fn parse<T: serde::de::DeserializeOwned>(
-    what: &str,
-    text: &str,
-) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| corrupt(what, e))
+/// Appends ` AND sample_id IN (...)` with `ids` bound: the shared tail of the queries
+/// that look samples or results up by id.
+pub(super) fn push_sample_ids<'a>(query: &mut QueryBuilder<'a, Db>, ids: &'a [String]) {
+    query.push(" AND sample_id IN (");
+    let mut list = query.separated(", ");
+    for id in ids {
+        list.push_bind(id);
+    }
+    query.push(")");
 }
 
 #[async_trait]
-impl DatasetStore for SqliteStore {
+impl DatasetStore for Store {
     async fn insert_dataset(&self, dataset: &Dataset) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO datasets (id, name, record, created_at_us) VALUES ($1, $2, $3, $4)",
@@ -107,9 +108,8 @@ impl DatasetStore for SqliteStore {
     ) -> Result<Vec<Sample>, StoreError> {
         let mut found = Vec::new();
         for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-            let mut query = QueryBuilder::<Sqlite>::new(
-                "SELECT record FROM dataset_samples WHERE dataset_id = ",
-            );
+            let mut query =
+                QueryBuilder::<Db>::new("SELECT record FROM dataset_samples WHERE dataset_id = ");
             query.push_bind(dataset_id);
             query.push(" AND removed_version IS NULL");
             push_sample_ids(&mut query, chunk);
@@ -213,7 +213,7 @@ impl DatasetStore for SqliteStore {
     ) -> Result<Vec<StoredSample>, StoreError> {
         let mut found = Vec::new();
         for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-            let mut query = QueryBuilder::<Sqlite>::new(
+            let mut query = QueryBuilder::<Db>::new(
                 "SELECT position, record FROM dataset_samples WHERE dataset_id = ",
             );
             query.push_bind(dataset_id);
@@ -241,12 +241,12 @@ impl DatasetStore for SqliteStore {
 
 /// Marks the current samples with these ids as removed as of `version`.
 async fn retire(
-    conn: &mut SqliteConnection,
+    conn: &mut Connection,
     dataset_id: &str,
     version: i64,
     ids: &[String],
 ) -> Result<(), StoreError> {
-    let mut update = QueryBuilder::<Sqlite>::new("UPDATE dataset_samples SET removed_version = ");
+    let mut update = QueryBuilder::<Db>::new("UPDATE dataset_samples SET removed_version = ");
     update.push_bind(version);
     update.push(" WHERE dataset_id = ");
     update.push_bind(dataset_id);

@@ -1,12 +1,13 @@
-//! [`RunStore`] on SQLite.
+//! [`RunStore`] on SQLite and PostgreSQL (one source, compiled for each).
 
 use async_trait::async_trait;
 use llmops_evaluator::runs::{Run, RunStore, SampleResult};
 use llmops_evaluator::StoreError;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{QueryBuilder, Row};
 
-use super::datasets::{parse, record_of};
-use super::{push_sample_ids, to_micros, SqliteStore};
+use super::datasets::push_sample_ids;
+use super::{Db, Store};
+use crate::codec::{parse, record_of, to_micros};
 use crate::error::db_error;
 
 /// Rows per multi-row statement (5 parameters each).
@@ -17,7 +18,7 @@ fn status_of(run: &Run) -> &'static str {
 }
 
 #[async_trait]
-impl RunStore for SqliteStore {
+impl RunStore for Store {
     async fn insert_run(&self, run: &Run) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO eval_runs (id, dataset_id, status, created_at_us, record) VALUES ($1, $2, $3, $4, $5)",
@@ -70,7 +71,7 @@ impl RunStore for SqliteStore {
         // Every chunk commits together: a batch is stored whole or not at all.
         let mut tx = self.writer.begin().await.map_err(db_error)?;
         for chunk in records.chunks(ROWS_PER_STATEMENT) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
+            let mut insert = QueryBuilder::<Db>::new(
                 "INSERT INTO eval_run_results (run_id, sample_id, position, passed, record) ",
             );
             insert.push_values(chunk, |mut row, (result, record)| {
@@ -95,7 +96,7 @@ impl RunStore for SqliteStore {
     ) -> Result<Vec<SampleResult>, StoreError> {
         let rows = sqlx::query(
             "SELECT record FROM eval_run_results
-             WHERE run_id = $1 AND position > $2 AND ($3 = 0 OR passed = 0)
+             WHERE run_id = $1 AND position > $2 AND (NOT $3 OR NOT passed)
              ORDER BY position LIMIT $4",
         )
         .bind(run_id)
@@ -115,9 +116,8 @@ impl RunStore for SqliteStore {
     ) -> Result<Vec<String>, StoreError> {
         let mut found = Vec::new();
         for chunk in sample_ids.chunks(ROWS_PER_STATEMENT) {
-            let mut query = QueryBuilder::<Sqlite>::new(
-                "SELECT sample_id FROM eval_run_results WHERE run_id = ",
-            );
+            let mut query =
+                QueryBuilder::<Db>::new("SELECT sample_id FROM eval_run_results WHERE run_id = ");
             query.push_bind(run_id);
             push_sample_ids(&mut query, chunk);
             for row in query

@@ -1,0 +1,192 @@
+-- The llmops schema on PostgreSQL: the same tables and columns as the SQLite schema
+-- (migrations/sqlite), so the queries and `llmops migrate` work unchanged on either.
+--
+-- Differences, and why:
+-- * Text that is compared or ordered is `COLLATE "C"`: byte order, as SQLite orders,
+--   whatever the database's default collation (listings and gates must not reorder).
+-- * Integers are BIGINT (the code reads every integer as i64), reals DOUBLE PRECISION,
+--   flags BOOLEAN; generated keys are identity columns.
+-- * Records stay TEXT, not JSONB: they are stored and hashed byte for byte.
+
+-- The prompt registry. Each version's record is kept whole as JSON (it is immutable).
+CREATE TABLE prompt_versions (
+    id            TEXT COLLATE "C" PRIMARY KEY,
+    name          TEXT COLLATE "C" NOT NULL,
+    version       TEXT COLLATE "C" NOT NULL,
+    -- The version without build metadata: versions equal in precedence are duplicates.
+    version_key   TEXT COLLATE "C" NOT NULL,
+    record        TEXT NOT NULL,
+    created_at_us BIGINT NOT NULL,
+    updated_at_us BIGINT NOT NULL,
+    UNIQUE (name, version_key)
+);
+
+-- One row per prompt; the single active pointer makes "exactly one active version" a
+-- property of the schema rather than of every writer (or every process).
+CREATE TABLE prompts (
+    name              TEXT COLLATE "C" PRIMARY KEY,
+    active_version_id TEXT COLLATE "C" NOT NULL REFERENCES prompt_versions (id),
+    updated_at_us     BIGINT NOT NULL
+);
+
+CREATE TABLE prompt_labels (
+    name          TEXT COLLATE "C" NOT NULL,
+    label         TEXT COLLATE "C" NOT NULL,
+    version_id    TEXT COLLATE "C" NOT NULL REFERENCES prompt_versions (id),
+    updated_at_us BIGINT NOT NULL,
+    PRIMARY KEY (name, label)
+);
+CREATE INDEX prompt_labels_by_version ON prompt_labels (version_id);
+
+-- Event sequences are assigned by incrementing a row inside the committing transaction:
+-- the row lock orders commits, so sequence order is commit order (a PostgreSQL sequence
+-- hands out numbers before commit, which can then commit out of order).
+CREATE TABLE event_sequences (
+    stream TEXT COLLATE "C" PRIMARY KEY,
+    value  BIGINT NOT NULL
+);
+INSERT INTO event_sequences (stream, value)
+VALUES ('prompts', 0), ('alerts', 0), ('alerts_floor', 0);
+
+CREATE TABLE prompt_events (
+    sequence      BIGINT PRIMARY KEY,
+    prompt_name   TEXT COLLATE "C" NOT NULL,
+    kind          TEXT NOT NULL,
+    payload       TEXT NOT NULL,
+    created_at_us BIGINT NOT NULL
+);
+CREATE INDEX prompt_events_by_prompt ON prompt_events (prompt_name, sequence);
+
+-- Alerts, with the columns filters, ordering and the dedup constraint need.
+CREATE TABLE alerts (
+    id             TEXT COLLATE "C" PRIMARY KEY,
+    fingerprint    TEXT COLLATE "C" NOT NULL,
+    alert_type     TEXT COLLATE "C" NOT NULL,
+    severity       TEXT COLLATE "C" NOT NULL,
+    status         TEXT COLLATE "C" NOT NULL,
+    source         TEXT COLLATE "C" NOT NULL,
+    source_id      TEXT COLLATE "C" NOT NULL,
+    acknowledged   BOOLEAN NOT NULL,
+    record         TEXT NOT NULL,
+    created_at_us  BIGINT NOT NULL,
+    resolved_at_us BIGINT
+);
+-- At most one open alert per fingerprint: dedup holds even if two writers race.
+CREATE UNIQUE INDEX alerts_open_fingerprint ON alerts (fingerprint) WHERE status <> 'resolved';
+CREATE INDEX alerts_newest_first ON alerts (created_at_us, id);
+
+CREATE TABLE alert_events (
+    sequence      BIGINT PRIMARY KEY,
+    alert_id      TEXT COLLATE "C" NOT NULL,
+    kind          TEXT NOT NULL,
+    payload       TEXT NOT NULL,
+    created_at_us BIGINT NOT NULL
+);
+
+-- The webhook outbox: rows are written in the transaction of the event they carry.
+CREATE TABLE webhook_deliveries (
+    id                 TEXT COLLATE "C" PRIMARY KEY,
+    receiver           TEXT NOT NULL,
+    sequence           BIGINT NOT NULL,
+    body               TEXT NOT NULL,
+    state              TEXT COLLATE "C" NOT NULL,
+    attempts           BIGINT NOT NULL,
+    next_attempt_at_us BIGINT NOT NULL,
+    last_error         TEXT NOT NULL,
+    finished_at_us     BIGINT
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (state, next_attempt_at_us);
+
+-- Experiments: the definition as JSON (the domain owns its shape).
+CREATE TABLE experiments (
+    id            TEXT COLLATE "C" PRIMARY KEY,
+    status        TEXT NOT NULL,
+    record        TEXT NOT NULL,
+    created_at_us BIGINT NOT NULL,
+    updated_at_us BIGINT NOT NULL
+);
+
+-- A user's first assignment. The key makes a repeated exposure a no-op.
+CREATE TABLE experiment_exposures (
+    experiment_id TEXT COLLATE "C" NOT NULL REFERENCES experiments (id) ON DELETE CASCADE,
+    user_id       TEXT COLLATE "C" NOT NULL,
+    variant_id    TEXT NOT NULL,
+    exposed_at_us BIGINT NOT NULL,
+    PRIMARY KEY (experiment_id, user_id)
+);
+
+-- Raw metric records, kept for re-analysis.
+CREATE TABLE experiment_metric_records (
+    id             BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    experiment_id  TEXT COLLATE "C" NOT NULL REFERENCES experiments (id) ON DELETE CASCADE,
+    variant_id     TEXT NOT NULL,
+    metric         TEXT NOT NULL,
+    value          DOUBLE PRECISION NOT NULL,
+    user_id        TEXT NOT NULL,
+    record_id      TEXT COLLATE "C",
+    recorded_at_us BIGINT NOT NULL
+);
+CREATE INDEX experiment_metric_records_by_experiment
+    ON experiment_metric_records (experiment_id, id);
+-- A retried record with the same id is not stored twice; records without an id have a
+-- NULL record_id, and NULLs never conflict in a unique index.
+CREATE UNIQUE INDEX experiment_metric_records_idempotency
+    ON experiment_metric_records (experiment_id, record_id);
+
+-- Datasets: the definition as JSON, with the unique name enforced here too.
+CREATE TABLE datasets (
+    id            TEXT COLLATE "C" PRIMARY KEY,
+    name          TEXT COLLATE "C" NOT NULL UNIQUE,
+    record        TEXT NOT NULL,
+    created_at_us BIGINT NOT NULL
+);
+
+-- Versioned samples: a row belongs to the versions from added_version up to (not
+-- including) removed_version, so any past version can still be read.
+CREATE TABLE dataset_samples (
+    position        BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    dataset_id      TEXT COLLATE "C" NOT NULL REFERENCES datasets (id) ON DELETE CASCADE,
+    sample_id       TEXT COLLATE "C" NOT NULL,
+    added_version   BIGINT NOT NULL,
+    removed_version BIGINT,
+    record          TEXT NOT NULL
+);
+CREATE INDEX dataset_samples_by_dataset ON dataset_samples (dataset_id, position);
+-- A sample id is unique among a dataset's current samples.
+CREATE UNIQUE INDEX dataset_samples_current
+    ON dataset_samples (dataset_id, sample_id) WHERE removed_version IS NULL;
+
+-- Evaluation runs, with the columns listings filter on.
+CREATE TABLE eval_runs (
+    id            TEXT COLLATE "C" PRIMARY KEY,
+    dataset_id    TEXT COLLATE "C" NOT NULL,
+    status        TEXT NOT NULL,
+    created_at_us BIGINT NOT NULL,
+    record        TEXT NOT NULL
+);
+
+-- One result per sample of a run, in the dataset's order (position).
+CREATE TABLE eval_run_results (
+    run_id    TEXT COLLATE "C" NOT NULL REFERENCES eval_runs (id) ON DELETE CASCADE,
+    sample_id TEXT COLLATE "C" NOT NULL,
+    position  BIGINT NOT NULL,
+    passed    BOOLEAN NOT NULL,
+    record    TEXT NOT NULL,
+    PRIMARY KEY (run_id, sample_id)
+);
+CREATE INDEX eval_run_results_by_position ON eval_run_results (run_id, position);
+
+-- Continuous evaluation: schedules (a run template plus triggers) and release gates.
+CREATE TABLE eval_schedules (
+    id            TEXT COLLATE "C" PRIMARY KEY,
+    created_at_us BIGINT NOT NULL,
+    record        TEXT NOT NULL
+);
+
+-- One gate per prompt and label ("active" for the active pointer).
+CREATE TABLE release_gates (
+    prompt_name TEXT COLLATE "C" NOT NULL,
+    label       TEXT COLLATE "C" NOT NULL,
+    record      TEXT NOT NULL,
+    PRIMARY KEY (prompt_name, label)
+);

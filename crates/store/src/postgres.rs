@@ -1,0 +1,91 @@
+//! The PostgreSQL store: a pool of connections to a database any number of llmops
+//! processes can share.
+//!
+//! The queries are the SQLite store's (see `crate::sql`), compiled against PostgreSQL's
+//! types; what holds across processes is in the schema and the transactions (unique
+//! keys, the single active pointer, row-locked event sequences), never in this process.
+
+#[path = "sql/alerts.rs"]
+mod alerts;
+#[path = "sql/datasets.rs"]
+mod datasets;
+mod experiment_writes;
+#[path = "sql/experiments.rs"]
+mod experiments;
+#[path = "sql/gates.rs"]
+mod gates;
+#[path = "sql/prompts.rs"]
+mod prompts;
+#[path = "sql/runs.rs"]
+mod runs;
+#[path = "sql/schedules.rs"]
+mod schedules;
+#[path = "sql/sequencer.rs"]
+mod sequencer;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use crate::error::StoreOpenError;
+
+/// How long a call waits for a free connection before it is answered UNAVAILABLE.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    /// Both fields are the same pool; the shared queries name the role of a query.
+    writer: PgPool,
+    reader: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to `url` with at most `max_connections` connections, and migrates the
+    /// database (under an advisory lock, so processes starting together migrate once).
+    pub async fn open(url: &str, max_connections: u32) -> Result<Self, StoreOpenError> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(StoreOpenError::Connect)?
+            .application_name("llmops");
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(StoreOpenError::Connect)?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Self {
+            writer: pool.clone(),
+            reader: pool,
+        })
+    }
+
+    /// Waits for queries in flight, then closes every connection.
+    pub async fn close(&self) {
+        self.writer.close().await;
+    }
+
+    /// Whether the database answers now.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map(drop)
+    }
+}
+
+/// The driver the shared queries are compiled for.
+type Db = sqlx::Postgres;
+type Connection = sqlx::PgConnection;
+type Store = PostgresStore;
+
+/// Begins a read transaction that sees one snapshot throughout (PostgreSQL's default,
+/// READ COMMITTED, takes a new one per statement).
+async fn begin_snapshot(pool: &PgPool) -> Result<sqlx::Transaction<'static, Db>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}

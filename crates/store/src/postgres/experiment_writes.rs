@@ -1,0 +1,106 @@
+//! The experiments' group commit on PostgreSQL: one transaction per batch; which rows
+//! were new is what `ON CONFLICT DO NOTHING ... RETURNING` inserted, which stays true
+//! with any number of concurrent writers in any number of processes.
+
+use std::collections::HashSet;
+
+use llmops_experiments::{Committed, Exposure, MetricRecord, StoreError};
+use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
+
+use super::PostgresStore;
+use crate::codec::to_micros;
+use crate::error::db_error;
+
+/// Rows per multi-row INSERT (7 parameters each, well under PostgreSQL's 65,535).
+const ROWS_PER_STATEMENT: usize = 1000;
+
+/// Stores a batch of exposures and records whole; reports which were new.
+pub(super) async fn commit_writes(
+    store: &PostgresStore,
+    exposures: &[Exposure],
+    records: &[MetricRecord],
+) -> Result<Committed, StoreError> {
+    let mut tx = store.writer.begin().await.map_err(db_error)?;
+    let mut committed = Committed {
+        exposures: Vec::with_capacity(exposures.len()),
+        records: Vec::with_capacity(records.len()),
+    };
+    for chunk in exposures.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = QueryBuilder::<Postgres>::new(
+            "INSERT INTO experiment_exposures (experiment_id, user_id, variant_id, exposed_at_us) ",
+        );
+        insert.push_values(chunk, |mut row, exposure| {
+            row.push_bind(&exposure.experiment_id)
+                .push_bind(&exposure.user_id)
+                .push_bind(&exposure.variant_id)
+                .push_bind(to_micros(exposure.time));
+        });
+        insert.push(" ON CONFLICT DO NOTHING RETURNING experiment_id, user_id");
+        let inserted = inserted_keys(&mut tx, insert).await?;
+        committed.exposures.extend(first_of_inserted(
+            chunk
+                .iter()
+                .map(|e| Some((e.experiment_id.as_str(), e.user_id.as_str()))),
+            &inserted,
+        ));
+    }
+    for chunk in records.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = QueryBuilder::<Postgres>::new(
+            "INSERT INTO experiment_metric_records (experiment_id, variant_id, metric, value, user_id, record_id, recorded_at_us) ",
+        );
+        insert.push_values(chunk, |mut row, record| {
+            row.push_bind(&record.experiment_id)
+                .push_bind(&record.variant_id)
+                .push_bind(&record.metric)
+                .push_bind(record.value)
+                .push_bind(&record.user_id)
+                .push_bind((!record.record_id.is_empty()).then_some(record.record_id.as_str()))
+                .push_bind(to_micros(record.time));
+        });
+        insert.push(" ON CONFLICT DO NOTHING RETURNING experiment_id, COALESCE(record_id, '')");
+        let inserted = inserted_keys(&mut tx, insert).await?;
+        // Records without an id never repeat: each is new.
+        committed.records.extend(first_of_inserted(
+            chunk.iter().map(|r| {
+                (!r.record_id.is_empty())
+                    .then_some((r.experiment_id.as_str(), r.record_id.as_str()))
+            }),
+            &inserted,
+        ));
+    }
+    tx.commit().await.map_err(db_error)?;
+    Ok(committed)
+}
+
+/// Runs `insert` and collects the keys it returned.
+async fn inserted_keys(
+    conn: &mut PgConnection,
+    mut insert: QueryBuilder<'_, Postgres>,
+) -> Result<HashSet<(String, String)>, StoreError> {
+    let rows = insert
+        .build()
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect())
+}
+
+/// Whether each row was new: keyless rows always; keyed rows if the insert stored the
+/// key and this is its first occurrence in the batch.
+fn first_of_inserted<'a>(
+    keys: impl Iterator<Item = Option<(&'a str, &'a str)>>,
+    inserted: &HashSet<(String, String)>,
+) -> Vec<bool> {
+    let mut seen = HashSet::new();
+    keys.map(|key| match key {
+        None => true,
+        Some((experiment, key)) => {
+            let owned = (experiment.to_owned(), key.to_owned());
+            inserted.contains(&owned) && seen.insert(owned)
+        }
+    })
+    .collect()
+}
