@@ -89,3 +89,40 @@ async fn begin_snapshot(pool: &PgPool) -> Result<sqlx::Transaction<'static, Db>,
         .await?;
     Ok(tx)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scratch::ScratchSchema;
+
+    /// Replicas of a deployment start in any order, often together: all of them must
+    /// come up, and the schema must be migrated once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn processes_starting_together_migrate_once() {
+        let schema = ScratchSchema::create().await;
+        let opens: Vec<_> = (0..4)
+            .map(|_| {
+                let url = schema.url().to_owned();
+                tokio::spawn(async move { PostgresStore::open(&url, 2).await })
+            })
+            .collect();
+        let mut stores = Vec::new();
+        for open in opens {
+            stores.push(open.await.unwrap().expect("every process starts"));
+        }
+        let migrations = sqlx::migrate!("./migrations/postgres").iter().count() as i64;
+        let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+            .fetch_one(&stores[0].reader)
+            .await
+            .unwrap();
+        assert_eq!(applied, migrations);
+        let sequences: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM event_sequences")
+            .fetch_one(&stores[0].reader)
+            .await
+            .unwrap();
+        assert_eq!(sequences, 3, "the seed rows were inserted once");
+        for store in stores {
+            store.close().await;
+        }
+    }
+}

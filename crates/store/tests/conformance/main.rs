@@ -33,6 +33,7 @@ macro_rules! conformance {
                     activation_and_labels_persist,
                     events_are_sequenced_and_filtered,
                     concurrent_commits_get_distinct_gapless_sequences,
+                    readers_never_see_a_gap_that_is_later_filled,
                     deleting_a_prompt_removes_everything,
                     everything_survives_a_reopen,
                 ],

@@ -225,6 +225,52 @@ pub(crate) async fn concurrent_commits_get_distinct_gapless_sequences(db: TestDa
     assert_eq!(stored.len(), 20);
 }
 
+/// The feed's promise to a subscriber resuming "after N": nothing at or below N ever
+/// appears later. Writers on two independently opened stores (two processes, on a
+/// shared database) race while a reader polls; every read must continue exactly where
+/// the last one stopped. A sequence handed out before commit (a bare database sequence)
+/// fails this: the reader sees N+1 committed while N is still in flight.
+pub(crate) async fn readers_never_see_a_gap_that_is_later_filled(db: TestDatabase) {
+    const WRITERS_PER_STORE: usize = 8;
+    const COMMITS_PER_WRITER: usize = 40;
+    let stores = [db.open().await.prompts, db.open().await.prompts];
+    let total = (stores.len() * WRITERS_PER_STORE * COMMITS_PER_WRITER) as u64;
+    let mut writers = Vec::new();
+    for (s, store) in stores.iter().enumerate() {
+        for w in 0..WRITERS_PER_STORE {
+            let store = store.clone();
+            writers.push(tokio::spawn(async move {
+                for c in 0..COMMITS_PER_WRITER {
+                    let record = version(&format!("p{s}-{w}-{c}"), "1.0.0");
+                    create(&*store, &record).await.unwrap();
+                }
+            }));
+        }
+    }
+    let reader = stores[0].clone();
+    let mut last = 0_u64;
+    let mut reads = 0_u32;
+    while last < total {
+        let events = reader.prompt_events_after(last, None, 1000).await.unwrap();
+        for event in &events {
+            assert_eq!(
+                event.sequence,
+                last + 1,
+                "read {reads}: after {last} the feed showed {} (a gap a late commit would fill)",
+                event.sequence
+            );
+            last = event.sequence;
+        }
+        reads += 1;
+        tokio::task::yield_now().await;
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    assert_eq!(last, total);
+    assert!(reads > 10, "the reader raced the writers ({reads} reads)");
+}
+
 pub(crate) async fn deleting_a_prompt_removes_everything(db: TestDatabase) {
     let store = db.open().await.prompts;
     let a = version("p", "1.0.0");
