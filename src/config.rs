@@ -27,10 +27,14 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where the embedded database lives.
     pub data_dir: PathBuf,
-    /// The database: empty for the embedded SQLite file under `data_dir`, or
-    /// `sqlite:///path/to/llmops.db`.
+    /// The database: empty for the embedded SQLite file under `data_dir`,
+    /// `sqlite:///path/to/llmops.db`, or `postgres://user:password@host:port/db` (also
+    /// `postgresql://`, with `?sslmode=` and the other parameters libpq and sqlx share).
     #[serde(default)]
     pub database_url: String,
+    /// The most connections to a PostgreSQL database, per process.
+    #[serde(default = "default_database_max_connections")]
+    pub database_max_connections: u32,
     /// The Prometheus `/metrics` listen address.
     pub metrics_listen: SocketAddr,
     /// `full` (SQLite synchronous=FULL: a commit survives power loss) or `normal`.
@@ -192,6 +196,10 @@ pub struct PromptsConfig {
     pub max_render_memory: usize,
 }
 
+fn default_database_max_connections() -> u32 {
+    16
+}
+
 impl Default for Config {
     fn default() -> Self {
         let limits = RegistryLimits::default();
@@ -199,6 +207,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             data_dir: PathBuf::from("./llmops-data"),
             database_url: String::new(),
+            database_max_connections: default_database_max_connections(),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             durability: DurabilitySetting::Full,
             max_message_bytes: 4 * 1024 * 1024,
@@ -244,7 +253,7 @@ impl Config {
     /// replaced, so `config show` and logs never print a credential.
     pub fn redacted(&self) -> Self {
         let mut shown = self.clone();
-        shown.database_url = llmops_redact::redact_url(&shown.database_url);
+        shown.database_url = llmops_store::redact_database_url(&shown.database_url);
         for webhook in &mut shown.webhooks {
             webhook.url = llmops_redact::redact_url(&webhook.url);
         }
@@ -327,6 +336,9 @@ impl Config {
         }
         if let Err(err) = self.database_url() {
             return Err(("database_url".to_owned(), err.to_string()));
+        }
+        if !(1..=10_000).contains(&self.database_max_connections) {
+            return bad("database_max_connections", "must be between 1 and 10000");
         }
         if self.experiments.min_samples_for_significance < 2 {
             return bad(

@@ -2,13 +2,15 @@
 //! graceful shutdown.
 //!
 //! Start-up order matters to operators: the listeners are bound and health answers
-//! NOT_SERVING first; storage is opened and migrated; only then does health say
-//! SERVING. On shutdown health says NOT_SERVING at once, open streams are ended, new
+//! NOT_SERVING first; storage is opened and migrated (a PostgreSQL server not up yet is
+//! waited for, see `database`); only then does health say SERVING, and it says
+//! NOT_SERVING again whenever the database stops answering. On shutdown health says NOT_SERVING at once, open streams are ended, new
 //! connections are refused, in-flight calls get `shutdown_grace` to finish (those still
 //! running then are answered UNAVAILABLE by `cut_off`), and the store is closed last.
 
 mod connection;
 mod cut_off;
+mod database;
 mod health;
 mod starting;
 
@@ -111,7 +113,18 @@ pub async fn serve_with_clock(
     let metrics_address = metrics_listener.local_addr()?;
     let metrics = tokio::spawn(telemetry::serve_metrics(metrics_listener, stop.clone()));
 
-    let (storage, services, background) = match open_storage(&config, clock, &stop).await {
+    tokio::pin!(shutdown);
+    let opened = tokio::select! {
+        opened = open_storage(&config, clock, &stop) => opened,
+        () = &mut shutdown => {
+            tracing::info!("shut down before the database could be opened");
+            stop.cancel();
+            let _ = tokio::time::timeout(config.shutdown_grace, grpc).await;
+            let _ = metrics.await;
+            return Ok(());
+        }
+    };
+    let (storage, services, mut background) = match opened {
         Ok(opened) => opened,
         Err(err) => {
             stop.cancel();
@@ -120,7 +133,13 @@ pub async fn serve_with_clock(
     };
     slots.fill(&services, &config, &stop);
     health.set_all(SERVICE_NAMES, ServingStatus::Serving);
-    tracing::info!(%grpc_address, %metrics_address, data_dir = %config.data_dir.display(), "llmops is serving");
+    background.push(tokio::spawn(database::watch(
+        storage.clone(),
+        health.clone(),
+        stop.clone(),
+    )));
+    let database = config.database_url()?;
+    tracing::info!(%grpc_address, %metrics_address, %database, "llmops is serving");
 
     shutdown.await;
     tracing::info!("shutting down: refusing new calls, draining in-flight ones");
@@ -313,14 +332,13 @@ async fn open_storage(
         .chain(["echo".to_owned(), "auto".to_owned()])
         .collect();
     let url = config.database_url()?;
-    let storage = Storage::open(
-        &url,
-        StorageOptions {
-            durability: config.durability.into(),
-        },
-    )
-    .await
-    .with_context(|| format!("opening storage at {url}"))?;
+    let options = StorageOptions {
+        durability: config.durability.into(),
+        max_connections: config.database_max_connections,
+    };
+    let storage = database::open_with_retry(&url, options)
+        .await
+        .with_context(|| format!("opening storage at {url}"))?;
     let registry = Registry::open(storage.prompts.clone(), config.registry_limits())
         .await
         .context("loading the prompt registry")?;

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::backend::{Backend, TestDatabase};
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,9 +39,8 @@ async fn create(server: &TestServer, a: pb::Alert) -> pb::CreateAlertResponse {
         .into_inner()
 }
 
-#[tokio::test]
-async fn create_dedups_and_every_rpc_answers_with_the_right_code() {
-    let server = TestServer::start().await;
+async fn create_dedups_and_every_rpc_answers_with_the_right_code(backend: Backend) {
+    let server = TestServer::start_on_backend(backend, |_| {}).await;
     let mut client = server.alerts();
     let first = create(&server, alert("ds1", pb::AlertSeverity::Warning)).await;
     assert!(!first.deduplicated);
@@ -166,9 +167,8 @@ async fn create_dedups_and_every_rpc_answers_with_the_right_code() {
     assert_eq!(got, resolved);
 }
 
-#[tokio::test]
-async fn listing_filters_and_pages_newest_first() {
-    let server = TestServer::start().await;
+async fn listing_filters_and_pages_newest_first(backend: Backend) {
+    let server = TestServer::start_on_backend(backend, |_| {}).await;
     let mut ids = Vec::new();
     for (i, severity) in [
         pb::AlertSeverity::Info,
@@ -232,9 +232,10 @@ async fn listing_filters_and_pages_newest_first() {
     assert_eq!(bad.code(), Code::InvalidArgument);
 }
 
-#[tokio::test]
-async fn a_subscriber_resuming_mid_stream_sees_every_event_once_while_alerts_are_created() {
-    let server = TestServer::start().await;
+async fn a_subscriber_resuming_mid_stream_sees_every_event_once_while_alerts_are_created(
+    backend: Backend,
+) {
+    let server = TestServer::start_on_backend(backend, |_| {}).await;
     for i in 0..10 {
         create(
             &server,
@@ -309,9 +310,8 @@ async fn subscriptions_filter_and_send_heartbeats_with_a_safe_checkpoint() {
     assert!(heartbeat.alert.is_none());
 }
 
-#[tokio::test]
-async fn resuming_below_retention_is_out_of_range() {
-    let server = TestServer::start_with(|config| {
+async fn resuming_below_retention_is_out_of_range(backend: Backend) {
+    let server = TestServer::start_on_backend(backend, |config| {
         config.alerts.retention = Duration::ZERO;
         config.alerts.prune_interval = Duration::from_secs(1);
     })
@@ -458,15 +458,14 @@ async fn webhooks_are_retried_until_delivered_signed_and_alertmanager_shaped() {
     assert_eq!(v1.len(), 64);
 }
 
-#[tokio::test]
-async fn a_restart_keeps_alerts_sequences_and_pending_deliveries() {
+async fn a_restart_keeps_alerts_sequences_and_pending_deliveries(backend: Backend) {
     std::env::set_var("LLMOPS_TEST_WEBHOOK_SECRET", "s3cret");
-    let data_dir = tempfile::tempdir().unwrap();
+    let data_dir = TestDatabase::new(backend).await;
     // Nothing listens on the first URL: the delivery stays pending.
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dead_url = format!("http://{}/hook", closed.local_addr().unwrap());
     drop(closed);
-    let server = TestServer::start_in(data_dir.path(), |config| {
+    let server = TestServer::start_on(&data_dir, |config| {
         config.webhooks = vec![webhook(&dead_url)]
     })
     .await;
@@ -478,7 +477,7 @@ async fn a_restart_keeps_alerts_sequences_and_pending_deliveries() {
     server.stop().await;
 
     let receiver = receiver(0).await;
-    let server = TestServer::start_in(data_dir.path(), |config| {
+    let server = TestServer::start_on(&data_dir, |config| {
         config.webhooks = vec![webhook(&receiver.url)]
     })
     .await;
@@ -572,3 +571,11 @@ async fn shutdown_finishes_while_a_failing_receiver_has_a_backlog() {
     .await;
     wait_for(&receiver.accepted, 1).await;
 }
+
+on_both_backends!(
+    create_dedups_and_every_rpc_answers_with_the_right_code,
+    listing_filters_and_pages_newest_first,
+    a_subscriber_resuming_mid_stream_sees_every_event_once_while_alerts_are_created,
+    resuming_below_retention_is_out_of_range,
+    a_restart_keeps_alerts_sequences_and_pending_deliveries,
+);

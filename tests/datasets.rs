@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::backend::{Backend, TestDatabase};
+
 use common::{string_value, TestServer};
 use llmops::pb;
 use tokio_stream::StreamExt as _;
@@ -117,9 +119,8 @@ async fn datasets_are_unique_and_validated() {
     assert_eq!(missing.code(), Code::NotFound);
 }
 
-#[tokio::test]
-async fn every_change_is_a_version_with_an_order_independent_hash() {
-    let server = TestServer::start().await;
+async fn every_change_is_a_version_with_an_order_independent_hash(backend: Backend) {
+    let server = TestServer::start_on_backend(backend, |_| {}).await;
     let a = create(&server, "a").await;
     let b = create(&server, "b").await;
     let samples = || {
@@ -234,9 +235,8 @@ async fn every_change_is_a_version_with_an_order_independent_hash() {
         .unwrap();
 }
 
-#[tokio::test]
-async fn an_import_stream_is_one_version_and_pages_cover_it() {
-    let server = TestServer::start().await;
+async fn an_import_stream_is_one_version_and_pages_cover_it(backend: Backend) {
+    let server = TestServer::start_on_backend(backend, |_| {}).await;
     let dataset = create(&server, "big").await;
     let batches: Vec<_> = (0..5)
         .map(|b| pb::ImportSamplesRequest {
@@ -328,10 +328,9 @@ async fn an_import_stream_is_one_version_and_pages_cover_it() {
     assert_eq!((current.version, current.sample_count), (2, 5000));
 }
 
-#[tokio::test]
-async fn datasets_survive_a_restart_and_can_be_deleted() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_in(dir.path(), |_| {}).await;
+async fn datasets_survive_a_restart_and_can_be_deleted(backend: Backend) {
+    let dir = TestDatabase::new(backend).await;
+    let server = TestServer::start_on(&dir, |_| {}).await;
     let dataset = create(&server, "kept").await;
     let before = add(&server, &dataset.id, vec![sample("a", "x", "y")])
         .await
@@ -340,7 +339,7 @@ async fn datasets_survive_a_restart_and_can_be_deleted() {
         .unwrap();
     server.stop().await;
 
-    let server = TestServer::start_in(dir.path(), |_| {}).await;
+    let server = TestServer::start_on(&dir, |_| {}).await;
     let after = server
         .evaluation()
         .get_dataset(pb::GetDatasetRequest {
@@ -528,13 +527,12 @@ async fn an_import_that_fails_late_or_is_abandoned_leaves_nothing_behind() {
 }
 
 /// An import stopped by a server stop (or crash) is discarded at the next start.
-#[tokio::test]
-async fn an_import_cut_by_a_stop_is_discarded_at_the_next_start() {
-    let dir = tempfile::tempdir().unwrap();
+async fn an_import_cut_by_a_stop_is_discarded_at_the_next_start(backend: Backend) {
+    let dir = TestDatabase::new(backend).await;
     let quick_stop = |config: &mut llmops::config::Config| {
         config.shutdown_grace = std::time::Duration::from_millis(200);
     };
-    let mut server = TestServer::start_in(dir.path(), quick_stop).await;
+    let mut server = TestServer::start_on(&dir, quick_stop).await;
     let dataset = create(&server, "cut").await;
     let (sender, receiver) = tokio::sync::mpsc::channel(4);
     sender.send(batch(&dataset.id, 0..200)).await.unwrap();
@@ -552,7 +550,7 @@ async fn an_import_cut_by_a_stop_is_discarded_at_the_next_start() {
     let _ = server.begin_shutdown().await;
     drop(sender);
 
-    let server = TestServer::start_in(dir.path(), |_| {}).await;
+    let server = TestServer::start_on(&dir, |_| {}).await;
     assert_eq!(current(&server, &dataset.id).await.sample_count, 0);
     add_when_released(&server, &dataset.id, 0..200).await;
     assert_eq!(current(&server, &dataset.id).await.sample_count, 200);
@@ -581,3 +579,10 @@ async fn an_import_over_max_import_bytes_is_refused_whole() {
     assert_eq!(current(&server, &dataset.id).await.sample_count, 0);
     add_when_released(&server, &dataset.id, 0..100).await;
 }
+
+on_both_backends!(
+    every_change_is_a_version_with_an_order_independent_hash,
+    an_import_stream_is_one_version_and_pages_cover_it,
+    datasets_survive_a_restart_and_can_be_deleted,
+    an_import_cut_by_a_stop_is_discarded_at_the_next_start,
+);

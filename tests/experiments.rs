@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::backend::{Backend, TestDatabase};
+
 use std::collections::BTreeMap;
 
 use std::sync::Arc;
@@ -628,9 +630,8 @@ fn quality(variant: &str, i: usize) -> f64 {
     base + ((i * 7919) % 100) as f64 / 1000.0
 }
 
-#[tokio::test]
-async fn recorded_metrics_drive_results_and_a_justified_recommendation() {
-    let server = TestServer::start().await;
+async fn recorded_metrics_drive_results_and_a_justified_recommendation(backend: Backend) {
+    let server = TestServer::start_on_backend(backend, |_| {}).await;
     let mut client = server.experiments();
     create(&server, experiment("ab")).await.unwrap();
     start(&server, "ab").await.unwrap();
@@ -765,9 +766,8 @@ async fn too_few_samples_or_a_worse_guardrail_block_the_winner() {
     );
 }
 
-#[tokio::test]
-async fn retried_records_with_an_id_count_once() {
-    let server = TestServer::start().await;
+async fn retried_records_with_an_id_count_once(backend: Backend) {
+    let server = TestServer::start_on_backend(backend, |_| {}).await;
     let mut client = server.experiments();
     create(&server, experiment("idem")).await.unwrap();
     start(&server, "idem").await.unwrap();
@@ -851,9 +851,8 @@ async fn a_stream_of_records_is_ingested_in_full() {
     );
 }
 
-#[tokio::test]
-async fn many_clients_recording_at_once_are_counted_exactly() {
-    let server = TestServer::start().await;
+async fn many_clients_recording_at_once_are_counted_exactly(backend: Backend) {
+    let server = TestServer::start_on_backend(backend, |_| {}).await;
     create(&server, experiment("busy")).await.unwrap();
     start(&server, "busy").await.unwrap();
     let mut tasks = Vec::new();
@@ -878,10 +877,9 @@ async fn many_clients_recording_at_once_are_counted_exactly() {
     assert_eq!(stats(&results, "control", "quality").n, 800);
 }
 
-#[tokio::test]
-async fn experiments_exposures_and_statistics_survive_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_in(dir.path(), |_| {}).await;
+async fn experiments_exposures_and_statistics_survive_a_restart(backend: Backend) {
+    let dir = TestDatabase::new(backend).await;
+    let server = TestServer::start_on(&dir, |_| {}).await;
     let mut definition = experiment("durable");
     definition.analysis_unit = pb::AnalysisUnit::User.into();
     create(&server, definition).await.unwrap();
@@ -918,7 +916,7 @@ async fn experiments_exposures_and_statistics_survive_a_restart() {
     let before = results(&server, "durable").await;
     server.stop().await;
 
-    let server = TestServer::start_in(dir.path(), |_| {}).await;
+    let server = TestServer::start_on(&dir, |_| {}).await;
     let after = results(&server, "durable").await;
     assert_eq!(
         after.experiment.as_ref().unwrap().status,
@@ -1131,9 +1129,8 @@ async fn identical_variants_tie_exactly() {
 /// Prompt experiments racing for one id: exactly one is created, and the losers' versions
 /// are not left behind in the registry (the versions and the experiment are stored under
 /// one lock, after the id is known to be free).
-#[tokio::test]
-async fn racing_prompt_experiments_for_one_id_leave_only_the_winners_versions() {
-    let server = TestServer::start().await;
+async fn racing_prompt_experiments_for_one_id_leave_only_the_winners_versions(backend: Backend) {
+    let server = TestServer::start_on_backend(backend, |_| {}).await;
     let attempts: Vec<_> = (0..8)
         .map(|i| {
             let mut client = server.experiments();
@@ -1463,3 +1460,11 @@ async fn restarts_do_not_raise_the_winner_alert_again() {
         server.stop().await;
     }
 }
+
+on_both_backends!(
+    recorded_metrics_drive_results_and_a_justified_recommendation,
+    retried_records_with_an_id_count_once,
+    many_clients_recording_at_once_are_counted_exactly,
+    experiments_exposures_and_statistics_survive_a_restart,
+    racing_prompt_experiments_for_one_id_leave_only_the_winners_versions,
+);

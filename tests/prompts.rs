@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::backend::Backend;
+
 use std::collections::BTreeMap;
 
 use common::{number_value, string_value, TestServer};
@@ -72,9 +74,8 @@ fn review_prompt(v: &str) -> pb::PromptVersion {
     prompt
 }
 
-#[tokio::test]
-async fn create_get_render_and_the_seed_example() {
-    let server = TestServer::start().await;
+async fn create_get_render_and_the_seed_example(backend: Backend) {
+    let server = TestServer::start_on_backend(backend, |_| {}).await;
     let created = create(&server, review_prompt("1.0.0")).await.unwrap();
     assert!(created.is_active);
     assert!(!created.id.is_empty());
@@ -329,9 +330,8 @@ async fn duplicates_and_missing_things_get_their_codes() {
     assert_eq!(status.code(), Code::InvalidArgument);
 }
 
-#[tokio::test]
-async fn activation_labels_and_deletion_rules() {
-    let server = TestServer::start().await;
+async fn activation_labels_and_deletion_rules(backend: Backend) {
+    let server = TestServer::start_on_backend(backend, |_| {}).await;
     let mut client = server.prompts();
     for v in ["1.0.0", "1.1.0", "2.0.0-rc.1"] {
         create(&server, version("p", v, &format!("text {v}")))
@@ -476,9 +476,8 @@ async fn activation_labels_and_deletion_rules() {
         .is_empty());
 }
 
-#[tokio::test]
-async fn concurrent_activations_leave_exactly_one_active_version() {
-    let server = TestServer::start().await;
+async fn concurrent_activations_leave_exactly_one_active_version(backend: Backend) {
+    let server = TestServer::start_on_backend(backend, |_| {}).await;
     for i in 0..8 {
         create(&server, version("p", &format!("1.{i}.0"), "x"))
             .await
@@ -514,9 +513,8 @@ async fn concurrent_activations_leave_exactly_one_active_version() {
     assert_eq!(versions.iter().filter(|v| v.is_active).count(), 1);
 }
 
-#[tokio::test]
-async fn listing_every_version_pages_by_name_then_newest() {
-    let server = TestServer::start().await;
+async fn listing_every_version_pages_by_name_then_newest(backend: Backend) {
+    let server = TestServer::start_on_backend(backend, |_| {}).await;
     for (name, v) in [
         ("b", "1.0.0"),
         ("a", "1.0.0"),
@@ -703,3 +701,10 @@ async fn runaway_renders_are_stopped() {
         .unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted);
 }
+
+on_both_backends!(
+    create_get_render_and_the_seed_example,
+    activation_labels_and_deletion_rules,
+    concurrent_activations_leave_exactly_one_active_version,
+    listing_every_version_pages_by_name_then_newest,
+);

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::backend::{Backend, TestDatabase};
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -67,9 +69,8 @@ async fn wait_for_progress(server: &TestServer, id: &str, done: u64) {
     panic!("run {id} never reached {done} samples");
 }
 
-#[tokio::test]
-async fn a_run_renders_each_sample_calls_the_model_and_summarises_the_scores() {
-    let server = TestServer::start().await;
+async fn a_run_renders_each_sample_calls_the_model_and_summarises_the_scores(backend: Backend) {
+    let server = TestServer::start_on_backend(backend, |_| {}).await;
     prompt(&server, "echo-q", "1.0.0", "Q: {{input}}").await;
     let dataset_id = dataset(
         &server,
@@ -302,13 +303,12 @@ async fn cancelling_keeps_the_results_of_finished_samples() {
     assert_eq!(mock.requests(), requests);
 }
 
-#[tokio::test]
-async fn a_run_that_was_running_at_shutdown_resumes_its_remaining_samples() {
+async fn a_run_that_was_running_at_shutdown_resumes_its_remaining_samples(backend: Backend) {
     let mock = MockProvider::start(Duration::from_millis(100))
         .await
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = TestServer::start_in(dir.path(), with_mock(&mock)).await;
+    let dir = TestDatabase::new(backend).await;
+    let mut server = TestServer::start_on(&dir, with_mock(&mock)).await;
     prompt(&server, "p", "1.0.0", "{{input}}").await;
     let samples: Vec<(String, String)> = (0..30)
         .map(|i| (format!("s{i:02}"), format!("text {i}")))
@@ -330,7 +330,7 @@ async fn a_run_that_was_running_at_shutdown_resumes_its_remaining_samples() {
     server.begin_shutdown().await.unwrap().unwrap();
     drop(server);
 
-    let server = TestServer::start_in(dir.path(), with_mock(&mock)).await;
+    let server = TestServer::start_on(&dir, with_mock(&mock)).await;
     let done = watch(&server, &created.id).await.pop().unwrap();
     assert_eq!(done.status, pb::RunStatus::Completed as i32);
     let summary = done.results.unwrap();
@@ -350,9 +350,10 @@ async fn a_run_that_was_running_at_shutdown_resumes_its_remaining_samples() {
     );
 }
 
-#[tokio::test]
-async fn regressions_and_threshold_breaches_reach_subscribers_and_resolve_when_fixed() {
-    let server = TestServer::start().await;
+async fn regressions_and_threshold_breaches_reach_subscribers_and_resolve_when_fixed(
+    backend: Backend,
+) {
+    let server = TestServer::start_on_backend(backend, |_| {}).await;
     prompt(&server, "answer", "1.0.0", "{{input}}").await;
     prompt(&server, "answer", "1.1.0", "I think {{input}}").await;
     let dataset_id = dataset(
@@ -851,3 +852,9 @@ async fn waiting_for_a_rate_limited_turn_does_not_count_against_the_time_limit()
     })
     .await;
 }
+
+on_both_backends!(
+    a_run_renders_each_sample_calls_the_model_and_summarises_the_scores,
+    a_run_that_was_running_at_shutdown_resumes_its_remaining_samples,
+    regressions_and_threshold_breaches_reach_subscribers_and_resolve_when_fixed,
+);

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::backend::{Backend, TestDatabase};
+
 use std::time::Duration;
 
 use common::eval::{dataset, fields, next_alert, prompt, run, subscribe, watch, with_mock};
@@ -140,10 +142,9 @@ fn seconds(timestamp: &Option<prost_types::Timestamp>) -> i64 {
     timestamp.as_ref().map_or(0, |t| t.seconds)
 }
 
-#[tokio::test]
-async fn an_every_schedule_runs_by_itself_until_paused_and_resumes_from_now() {
+async fn an_every_schedule_runs_by_itself_until_paused_and_resumes_from_now(backend: Backend) {
     let clock = ManualClock::starting_now();
-    let server = TestServer::start_at(&clock, |_| {}).await;
+    let server = TestServer::start_at_on(backend, &clock, |_| {}).await;
     prompt(&server, "p", "1.0.0", "{{input}}").await;
     let dataset_id = dataset(&server, "d", vec![("a", "one", "one")]).await;
     let before = clock.now().timestamp();
@@ -308,12 +309,16 @@ async fn a_tick_while_the_previous_run_is_still_going_is_skipped_and_counted() {
 /// Starts a server in `dir`, schedules an echo evaluation with `expression`, and stops
 /// the server; returns the dataset and the schedule.
 async fn schedule_then_stop(
-    dir: &std::path::Path,
+    database: &TestDatabase,
     clock: &ManualClock,
     expression: &str,
 ) -> (String, pb::Schedule) {
-    let mut server =
-        TestServer::start_on_clock(dir, std::sync::Arc::new(clock.clone()), |_| {}).await;
+    let mut server = TestServer::start_on_clock(
+        database.data_dir(),
+        std::sync::Arc::new(clock.clone()),
+        |config| database.configure(config),
+    )
+    .await;
     prompt(&server, "p", "1.0.0", "{{input}}").await;
     let dataset_id = dataset(&server, "d", vec![("a", "one", "one")]).await;
     let created = schedule(
@@ -330,13 +335,12 @@ async fn schedule_then_stop(
     (dataset_id, created)
 }
 
-#[tokio::test]
-async fn a_schedule_due_while_the_server_was_down_runs_once_after_the_restart() {
-    let dir = tempfile::tempdir().unwrap();
+async fn a_schedule_due_while_the_server_was_down_runs_once_after_the_restart(backend: Backend) {
+    let dir = TestDatabase::new(backend).await;
     let clock = ManualClock::starting_now();
-    let (dataset_id, created) = schedule_then_stop(dir.path(), &clock, "@every 3s").await;
+    let (dataset_id, created) = schedule_then_stop(&dir, &clock, "@every 3s").await;
     assert_eq!(
-        stored_runs_started(dir.path(), &created.id).await,
+        stored_runs_started(&dir, &created.id).await,
         0,
         "the clock stood still: nothing fell due before the stop"
     );
@@ -345,8 +349,12 @@ async fn a_schedule_due_while_the_server_was_down_runs_once_after_the_restart() 
     clock.set(chrono::DateTime::from_timestamp(first_due + 4, 0).unwrap());
 
     let restarted_at = clock.now().timestamp();
-    let server =
-        TestServer::start_on_clock(dir.path(), std::sync::Arc::new(clock.clone()), |_| {}).await;
+    let server = TestServer::start_on_clock(
+        dir.data_dir(),
+        std::sync::Arc::new(clock.clone()),
+        |config| dir.configure(config),
+    )
+    .await;
     let caught_up = wait_for(&server, &created.id, "caught up", |s| s.runs_started > 0).await;
     assert_eq!(
         seconds(&caught_up.next_run_at),
@@ -513,9 +521,8 @@ async fn stage(server: &TestServer, schedule_id: &str, version: &str) -> pb::Run
     run
 }
 
-#[tokio::test]
-async fn release_gates_refuse_allow_and_record_overrides_in_the_label_history() {
-    let server = TestServer::start().await;
+async fn release_gates_refuse_allow_and_record_overrides_in_the_label_history(backend: Backend) {
+    let server = TestServer::start_on_backend(backend, |_| {}).await;
     prompt(&server, "g", "1.0.0", "{{input}}").await;
     prompt(&server, "g", "1.1.0", "I think {{input}}").await;
     prompt(&server, "g", "1.2.0", "{{ input }}").await;
@@ -857,14 +864,6 @@ async fn bad_schedules_are_refused_with_the_field_at_fault() {
     }
 }
 
-/// Opens a stopped server's store.
-async fn stopped_store(dir: &std::path::Path) -> llmops_store::Storage {
-    let url = llmops_store::DatabaseUrl::in_data_dir(dir);
-    llmops_store::Storage::open(&url, Default::default())
-        .await
-        .unwrap()
-}
-
 /// A stopped server's stored schedule.
 async fn stored_schedule(
     store: &llmops_store::Storage,
@@ -880,17 +879,17 @@ async fn stored_schedule(
         .unwrap()
 }
 
-async fn stored_runs_started(dir: &std::path::Path, schedule_id: &str) -> u64 {
-    let store = stopped_store(dir).await;
+async fn stored_runs_started(database: &TestDatabase, schedule_id: &str) -> u64 {
+    let store = database.open_storage().await;
     let started = stored_schedule(&store, schedule_id).await.runs_started;
     store.close().await;
     started
 }
 
 /// Rewrites a stored schedule while the server is down, as a crash would have left it.
-async fn store_pending_run(dir: &std::path::Path, schedule_id: &str, run_id: &str) {
+async fn store_pending_run(database: &TestDatabase, schedule_id: &str, run_id: &str) {
     use llmops_evaluator::schedules::{PendingRun, Trigger};
-    let store = stopped_store(dir).await;
+    let store = database.open_storage().await;
     let mut schedule = stored_schedule(&store, schedule_id).await;
     let mut spec = schedule.template.clone();
     spec.id = run_id.into();
@@ -904,14 +903,13 @@ async fn store_pending_run(dir: &std::path::Path, schedule_id: &str, run_id: &st
     store.close().await;
 }
 
-#[tokio::test]
-async fn a_run_decided_on_before_a_crash_is_started_once_at_the_next_start() {
-    let dir = tempfile::tempdir().unwrap();
+async fn a_run_decided_on_before_a_crash_is_started_once_at_the_next_start(backend: Backend) {
+    let dir = TestDatabase::new(backend).await;
     // A crash after the schedule stored its decision, before the run was created.
     let (dataset_id, created) =
-        schedule_then_stop(dir.path(), &ManualClock::starting_now(), "@yearly").await;
-    store_pending_run(dir.path(), &created.id, "decided-before-crash").await;
-    let mut server = TestServer::start_in(dir.path(), |_| {}).await;
+        schedule_then_stop(&dir, &ManualClock::starting_now(), "@yearly").await;
+    store_pending_run(&dir, &created.id, "decided-before-crash").await;
+    let mut server = TestServer::start_on(&dir, |_| {}).await;
     let finished = get_schedule(&server, &created.id).await;
     assert_eq!(finished.last_run_id, "decided-before-crash");
     assert_eq!(finished.runs_started, 1);
@@ -929,8 +927,8 @@ async fn a_run_decided_on_before_a_crash_is_started_once_at_the_next_start() {
         .unwrap();
     server.begin_shutdown().await.unwrap().unwrap();
     drop(server);
-    store_pending_run(dir.path(), &created.id, "created-before-crash").await;
-    let server = TestServer::start_in(dir.path(), |_| {}).await;
+    store_pending_run(&dir, &created.id, "created-before-crash").await;
+    let server = TestServer::start_on(&dir, |_| {}).await;
     let finished = get_schedule(&server, &created.id).await;
     assert_eq!(finished.last_run_id, "created-before-crash");
     assert_eq!(finished.runs_started, 2);
@@ -1021,3 +1019,10 @@ async fn a_dataset_is_never_deleted_from_under_a_schedule_created_at_the_same_ti
         }
     }
 }
+
+on_both_backends!(
+    an_every_schedule_runs_by_itself_until_paused_and_resumes_from_now,
+    release_gates_refuse_allow_and_record_overrides_in_the_label_history,
+    a_schedule_due_while_the_server_was_down_runs_once_after_the_restart,
+    a_run_decided_on_before_a_crash_is_started_once_at_the_next_start,
+);

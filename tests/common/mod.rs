@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod backend;
 pub mod eval;
 pub mod process;
 pub mod raw;
@@ -34,6 +35,8 @@ pub struct TestServer {
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
     _temp: Option<tempfile::TempDir>,
+    /// Declared last: dropped after the server's shutdown has been sent.
+    _database: Option<backend::TestDatabase>,
 }
 
 impl TestServer {
@@ -53,6 +56,29 @@ impl TestServer {
         server
     }
 
+    /// A server with a tweaked configuration on a fresh database of `backend`.
+    pub async fn start_on_backend(
+        backend: backend::Backend,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
+        let database = backend::TestDatabase::new(backend).await;
+        let mut server = Self::start_on(&database, tweak).await;
+        server._database = Some(database);
+        server
+    }
+
+    /// A server on `database` (which outlives it, for restart tests).
+    pub async fn start_on(
+        database: &backend::TestDatabase,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
+        Self::start_in(database.data_dir(), |config| {
+            database.configure(config);
+            tweak(config);
+        })
+        .await
+    }
+
     /// A server on `data_dir` (which outlives it, for restart tests).
     pub async fn start_in(data_dir: &Path, tweak: impl FnOnce(&mut Config)) -> Self {
         Self::start_on_clock(data_dir, Arc::new(SystemClock), tweak).await
@@ -64,6 +90,23 @@ impl TestServer {
         let temp = tempfile::tempdir().unwrap();
         let mut server = Self::start_on_clock(temp.path(), Arc::new(clock.clone()), tweak).await;
         server._temp = Some(temp);
+        server
+    }
+
+    /// [`TestServer::start_at`] on a fresh database of `backend`.
+    pub async fn start_at_on(
+        backend: backend::Backend,
+        clock: &ManualClock,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
+        let database = backend::TestDatabase::new(backend).await;
+        let mut server =
+            Self::start_on_clock(database.data_dir(), Arc::new(clock.clone()), |config| {
+                database.configure(config);
+                tweak(config);
+            })
+            .await;
+        server._database = Some(database);
         server
     }
 
@@ -107,6 +150,7 @@ impl TestServer {
             shutdown: Some(tx),
             task: Some(task),
             _temp: None,
+            _database: None,
         };
         server.wait_until_serving().await;
         server

@@ -19,4 +19,4 @@ mod storage;
 pub use error::StoreOpenError;
 pub use postgres::PostgresStore;
 pub use sqlite::{Durability, SqliteStore};
-pub use storage::{DatabaseUrl, Storage, StorageOptions};
+pub use storage::{redact_database_url, DatabaseUrl, Storage, StorageOptions};

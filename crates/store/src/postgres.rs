@@ -31,7 +31,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use crate::error::StoreOpenError;
 
 /// How long a call waits for a free connection before it is answered UNAVAILABLE.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The PostgreSQL store.
 #[derive(Debug, Clone)]

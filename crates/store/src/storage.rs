@@ -76,14 +76,14 @@ impl std::fmt::Display for DatabaseUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
-            Self::Postgres(url) => f.write_str(&without_password(url)),
+            Self::Postgres(url) => f.write_str(&redact_database_url(url)),
         }
     }
 }
 
 /// `url` with its password (in the user information or a `password` parameter)
-/// replaced, and everything else as given.
-fn without_password(url: &str) -> String {
+/// replaced, and everything else as given: what `config show` and logs print.
+pub fn redact_database_url(url: &str) -> String {
     let Ok(mut parsed) = url::Url::parse(url) else {
         return llmops_redact::redact_url(url);
     };
