@@ -15,6 +15,7 @@ pub mod eval;
 pub mod experiment;
 mod files;
 pub mod gate;
+pub mod migrate;
 mod output;
 mod paging;
 pub mod prompt;

@@ -44,6 +44,8 @@ enum Command {
     Gate(cli::gate::GateArgs),
     /// Show the model providers' health and scores, and the one `auto` would use.
     Providers(cli::providers::ProvidersArgs),
+    /// Copy a whole deployment into an empty database (e.g. SQLite to PostgreSQL) and verify it.
+    Migrate(cli::migrate::MigrateArgs),
     /// Drive load against a server and report throughput and latency.
     Bench(bench::BenchArgs),
 }
@@ -179,6 +181,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gate(args) => cli::gate::run(args, &cli.client).await,
         Command::Providers(args) => cli::providers::run(args, &cli.client).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Migrate(args) => cli::migrate::run(args, cli.client.json).await,
     }
 }
 

@@ -10,12 +10,14 @@
 //! The conformance suite (`tests/conformance`) runs every case against both.
 
 mod codec;
+mod copy;
 mod error;
 mod postgres;
 pub mod scratch;
 mod sqlite;
 mod storage;
 
+pub use copy::{copy_database, CopyError, CopyProgress, CopyReport};
 pub use error::StoreOpenError;
 pub use postgres::PostgresStore;
 pub use sqlite::{Durability, SqliteStore};

@@ -7,6 +7,8 @@
 
 #[path = "sql/alerts.rs"]
 mod alerts;
+#[path = "sql/copy.rs"]
+mod copy;
 #[path = "sql/datasets.rs"]
 mod datasets;
 mod experiment_writes;
@@ -79,6 +81,19 @@ impl PostgresStore {
 type Db = sqlx::Postgres;
 type Connection = sqlx::PgConnection;
 type Store = PostgresStore;
+
+/// Finishes a copy into this database: identity columns continue after the largest
+/// key copied in (rows were inserted with their own keys).
+async fn after_copy(tx: &mut sqlx::Transaction<'static, Db>) -> Result<(), sqlx::Error> {
+    for (table, column) in crate::copy::tables::GENERATED_KEYS {
+        sqlx::query(&format!(
+            "SELECT setval(pg_get_serial_sequence('{table}', '{column}'), COALESCE(MAX({column}), 0) + 1, false) FROM {table}"
+        ))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
 
 /// Begins a read transaction that sees one snapshot throughout (PostgreSQL's default,
 /// READ COMMITTED, takes a new one per statement).

@@ -7,6 +7,8 @@
 // The portable queries (see the crate's doc), compiled against SQLite's types.
 #[path = "sql/alerts.rs"]
 mod alerts;
+#[path = "sql/copy.rs"]
+mod copy;
 #[path = "sql/datasets.rs"]
 mod datasets;
 mod experiment_writes;
@@ -130,6 +132,12 @@ impl SqliteStore {
 type Db = sqlx::Sqlite;
 type Connection = sqlx::SqliteConnection;
 type Store = SqliteStore;
+
+/// Finishes a copy into this database: nothing to do, an `INTEGER PRIMARY KEY`
+/// continues after the largest key by itself.
+async fn after_copy(_tx: &mut sqlx::Transaction<'static, Db>) -> Result<(), sqlx::Error> {
+    Ok(())
+}
 
 /// Begins a read transaction that sees one snapshot throughout: SQLite's WAL gives every
 /// transaction one from its first read.

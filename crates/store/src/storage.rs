@@ -206,6 +206,14 @@ impl Storage {
         }
     }
 
+    /// This database as the source or target of a copy.
+    pub(crate) fn copy_source(&self) -> &dyn crate::copy::CopySource {
+        match &self.backend {
+            Backend::Sqlite(store) => store,
+            Backend::Postgres(store) => store,
+        }
+    }
+
     /// Whether the database answers now (for health: a lost connection makes the
     /// server NOT_SERVING until it is back).
     pub async fn ping(&self) -> Result<(), StoreError> {

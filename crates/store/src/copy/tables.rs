@@ -1,0 +1,214 @@
+//! Every table `llmops migrate` copies, in an order that satisfies the foreign keys,
+//! with its key (rows are read in key order, a page at a time) and its columns.
+//! Both backends' schemas have exactly these tables and columns; a table added to the
+//! migrations must be added here, which `every_table_of_the_schema_is_copied` checks.
+
+/// How a column's values are read and written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Text,
+    Int,
+    Real,
+    Bool,
+}
+
+/// One table to copy.
+#[derive(Debug)]
+pub(crate) struct Table {
+    pub(crate) name: &'static str,
+    /// The primary key's columns, which order the pages.
+    pub(crate) key: &'static [&'static str],
+    pub(crate) columns: &'static [(&'static str, Kind)],
+}
+
+use Kind::{Bool, Int, Real, Text};
+
+pub(crate) const TABLES: &[Table] = &[
+    Table {
+        name: "prompt_versions",
+        key: &["id"],
+        columns: &[
+            ("id", Text),
+            ("name", Text),
+            ("version", Text),
+            ("version_key", Text),
+            ("record", Text),
+            ("created_at_us", Int),
+            ("updated_at_us", Int),
+        ],
+    },
+    Table {
+        name: "prompts",
+        key: &["name"],
+        columns: &[
+            ("name", Text),
+            ("active_version_id", Text),
+            ("updated_at_us", Int),
+        ],
+    },
+    Table {
+        name: "prompt_labels",
+        key: &["name", "label"],
+        columns: &[
+            ("name", Text),
+            ("label", Text),
+            ("version_id", Text),
+            ("updated_at_us", Int),
+        ],
+    },
+    Table {
+        name: "event_sequences",
+        key: &["stream"],
+        columns: &[("stream", Text), ("value", Int)],
+    },
+    Table {
+        name: "prompt_events",
+        key: &["sequence"],
+        columns: &[
+            ("sequence", Int),
+            ("prompt_name", Text),
+            ("kind", Text),
+            ("payload", Text),
+            ("created_at_us", Int),
+        ],
+    },
+    Table {
+        name: "alerts",
+        key: &["id"],
+        columns: &[
+            ("id", Text),
+            ("fingerprint", Text),
+            ("alert_type", Text),
+            ("severity", Text),
+            ("status", Text),
+            ("source", Text),
+            ("source_id", Text),
+            ("acknowledged", Bool),
+            ("record", Text),
+            ("created_at_us", Int),
+            ("resolved_at_us", Int),
+        ],
+    },
+    Table {
+        name: "alert_events",
+        key: &["sequence"],
+        columns: &[
+            ("sequence", Int),
+            ("alert_id", Text),
+            ("kind", Text),
+            ("payload", Text),
+            ("created_at_us", Int),
+        ],
+    },
+    Table {
+        name: "webhook_deliveries",
+        key: &["id"],
+        columns: &[
+            ("id", Text),
+            ("receiver", Text),
+            ("sequence", Int),
+            ("body", Text),
+            ("state", Text),
+            ("attempts", Int),
+            ("next_attempt_at_us", Int),
+            ("last_error", Text),
+            ("finished_at_us", Int),
+        ],
+    },
+    Table {
+        name: "experiments",
+        key: &["id"],
+        columns: &[
+            ("id", Text),
+            ("status", Text),
+            ("record", Text),
+            ("created_at_us", Int),
+            ("updated_at_us", Int),
+        ],
+    },
+    Table {
+        name: "experiment_exposures",
+        key: &["experiment_id", "user_id"],
+        columns: &[
+            ("experiment_id", Text),
+            ("user_id", Text),
+            ("variant_id", Text),
+            ("exposed_at_us", Int),
+        ],
+    },
+    Table {
+        name: "experiment_metric_records",
+        key: &["id"],
+        columns: &[
+            ("id", Int),
+            ("experiment_id", Text),
+            ("variant_id", Text),
+            ("metric", Text),
+            ("value", Real),
+            ("user_id", Text),
+            ("record_id", Text),
+            ("recorded_at_us", Int),
+        ],
+    },
+    Table {
+        name: "datasets",
+        key: &["id"],
+        columns: &[
+            ("id", Text),
+            ("name", Text),
+            ("record", Text),
+            ("created_at_us", Int),
+        ],
+    },
+    Table {
+        name: "dataset_samples",
+        key: &["position"],
+        columns: &[
+            ("position", Int),
+            ("dataset_id", Text),
+            ("sample_id", Text),
+            ("added_version", Int),
+            ("removed_version", Int),
+            ("record", Text),
+        ],
+    },
+    Table {
+        name: "eval_runs",
+        key: &["id"],
+        columns: &[
+            ("id", Text),
+            ("dataset_id", Text),
+            ("status", Text),
+            ("created_at_us", Int),
+            ("record", Text),
+        ],
+    },
+    Table {
+        name: "eval_run_results",
+        key: &["run_id", "sample_id"],
+        columns: &[
+            ("run_id", Text),
+            ("sample_id", Text),
+            ("position", Int),
+            ("passed", Bool),
+            ("record", Text),
+        ],
+    },
+    Table {
+        name: "eval_schedules",
+        key: &["id"],
+        columns: &[("id", Text), ("created_at_us", Int), ("record", Text)],
+    },
+    Table {
+        name: "release_gates",
+        key: &["prompt_name", "label"],
+        columns: &[("prompt_name", Text), ("label", Text), ("record", Text)],
+    },
+];
+
+/// Tables whose key the database generates: after rows are copied in with their own
+/// keys, PostgreSQL's identity must continue after the largest.
+pub(crate) const GENERATED_KEYS: &[(&str, &str)] = &[
+    ("experiment_metric_records", "id"),
+    ("dataset_samples", "position"),
+];
