@@ -572,10 +572,47 @@ async fn shutdown_finishes_while_a_failing_receiver_has_a_backlog() {
     wait_for(&receiver.accepted, 1).await;
 }
 
+/// PostgreSQL's text cannot hold NUL; a NUL in a stored field or a filter is the
+/// client's mistake on any backend, answered INVALID_ARGUMENT with the field, never a
+/// retryable database failure.
+async fn nul_characters_are_refused_with_the_field(backend: Backend) {
+    let server = TestServer::start_on_backend(backend, |_| {}).await;
+    let mut bad = alert("ds\0x", pb::AlertSeverity::Warning);
+    let refused = server
+        .alerts()
+        .create_alert(pb::CreateAlertRequest {
+            alert: Some(bad.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert_eq!(common::eval::fields(&refused), ["alert.source_id"]);
+    bad.source_id = "ds".into();
+    bad.source = "eval\0".into();
+    let refused = server
+        .alerts()
+        .create_alert(pb::CreateAlertRequest { alert: Some(bad) })
+        .await
+        .unwrap_err();
+    assert_eq!(common::eval::fields(&refused), ["alert.source"]);
+    let listed = server
+        .alerts()
+        .list_alerts(pb::ListAlertsRequest {
+            source: "eval\0".into(),
+            ..Default::default()
+        })
+        .await;
+    match listed {
+        Ok(page) => assert!(page.into_inner().alerts.is_empty()),
+        Err(status) => assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}"),
+    }
+}
+
 on_both_backends!(
     create_dedups_and_every_rpc_answers_with_the_right_code,
     listing_filters_and_pages_newest_first,
     a_subscriber_resuming_mid_stream_sees_every_event_once_while_alerts_are_created,
     resuming_below_retention_is_out_of_range,
     a_restart_keeps_alerts_sequences_and_pending_deliveries,
+    nul_characters_are_refused_with_the_field,
 );

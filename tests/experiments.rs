@@ -1461,7 +1461,38 @@ async fn restarts_do_not_raise_the_winner_alert_again() {
     }
 }
 
+/// A NUL in a user or record id is refused with the field on every backend (PostgreSQL's
+/// text cannot hold one; it must not surface as a retryable database failure).
+async fn nul_characters_in_user_and_record_ids_are_refused(backend: Backend) {
+    let server = TestServer::start_on_backend(backend, |_| {}).await;
+    common::process::start_quality_experiment(server.channel.clone(), "nul").await;
+    let refused = server
+        .experiments()
+        .assign_variant(pb::AssignVariantRequest {
+            experiment_id: "nul".into(),
+            user_id: "u\0".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert_eq!(common::eval::fields(&refused), ["user_id"]);
+    for (user_id, record_id, field) in [("u\0", "r", "user_id"), ("u", "r\0", "record_id")] {
+        let refused = server
+            .experiments()
+            .record_metric(pb::RecordMetricRequest {
+                user_id: user_id.into(),
+                record_id: record_id.into(),
+                ..record("nul", "control", "quality", 1.0)
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+        assert_eq!(common::eval::fields(&refused), [field]);
+    }
+}
+
 on_both_backends!(
+    nul_characters_in_user_and_record_ids_are_refused,
     recorded_metrics_drive_results_and_a_justified_recommendation,
     retried_records_with_an_id_count_once,
     many_clients_recording_at_once_are_counted_exactly,

@@ -242,6 +242,11 @@ impl AlertService {
         cursor: Option<AlertCursor>,
         limit: usize,
     ) -> Result<Vec<Alert>, AlertError> {
+        for (field, value) in [("source", &filter.source), ("source_id", &filter.source_id)] {
+            if value.as_deref().is_some_and(|text| text.contains('\0')) {
+                return Err(AlertError::invalid(field, llmops_core::NUL_REFUSED));
+            }
+        }
         Ok(self.store.list_alerts(filter, cursor, limit).await?)
     }
 

@@ -34,6 +34,9 @@ pub(crate) fn validate_new_alert(alert: &NewAlert) -> Result<(), AlertError> {
                 format!("longer than {MAX_SHORT_BYTES} bytes"),
             ));
         }
+        if value.contains('\0') {
+            return Err(AlertError::invalid(field, llmops_core::NUL_REFUSED));
+        }
     }
     for (field, map) in [
         ("alert.labels", &alert.labels),

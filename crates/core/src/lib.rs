@@ -10,4 +10,4 @@ mod violation;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use service_error::ServiceError;
 pub use store_error::StoreError;
-pub use violation::{join_violations, FieldViolation};
+pub use violation::{join_violations, FieldViolation, NUL_REFUSED};

@@ -12,6 +12,10 @@ pub struct FieldViolation {
     pub description: String,
 }
 
+/// What a text field that is stored as a database key or column may not contain: NUL.
+/// PostgreSQL's text cannot hold it, and an id with one is a client bug on any backend.
+pub const NUL_REFUSED: &str = "must not contain NUL (U+0000)";
+
 impl FieldViolation {
     /// A violation of `field`.
     pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {

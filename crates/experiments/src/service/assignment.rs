@@ -151,5 +151,8 @@ fn check_user_id(field: &str, user_id: &str) -> Result<(), ExperimentError> {
             format!("is longer than {} bytes", limits::USER_ID_BYTES),
         ));
     }
+    if user_id.contains('\0') {
+        return Err(ExperimentError::invalid(field, llmops_core::NUL_REFUSED));
+    }
     Ok(())
 }

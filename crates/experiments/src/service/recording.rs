@@ -166,6 +166,11 @@ impl ExperimentService {
                 format!("is longer than {} bytes", limits::RECORD_ID_BYTES),
             );
         }
+        for (name, text) in [("user_id", &input.user_id), ("record_id", &input.record_id)] {
+            if text.contains('\0') {
+                violations.add(field(name), llmops_core::NUL_REFUSED);
+            }
+        }
         violations.into_result()
     }
 }
