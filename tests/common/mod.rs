@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod eval;
+pub mod outage;
 pub mod process;
 pub mod raw;
 
@@ -116,6 +117,18 @@ impl TestServer {
         clock: Arc<dyn Clock>,
         tweak: impl FnOnce(&mut Config),
     ) -> Self {
+        let server = Self::launch(data_dir, clock, tweak).await;
+        server.wait_until_serving().await;
+        server
+    }
+
+    /// A server on `data_dir`, returned as soon as it accepts connections: its health
+    /// may still be NOT_SERVING (see [`TestServer::health`]).
+    pub async fn launch(
+        data_dir: &Path,
+        clock: Arc<dyn Clock>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = grpc.local_addr().unwrap();
@@ -142,7 +155,7 @@ impl TestServer {
             .connect()
             .await
             .unwrap();
-        let server = Self {
+        Self {
             address,
             metrics_address,
             channel,
@@ -151,9 +164,32 @@ impl TestServer {
             task: Some(task),
             _temp: None,
             _database: None,
-        };
-        server.wait_until_serving().await;
-        server
+        }
+    }
+
+    /// The overall health status now.
+    pub async fn health(&self) -> ServingStatus {
+        let status = HealthClient::new(self.channel.clone())
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        ServingStatus::try_from(status).unwrap()
+    }
+
+    /// Waits (up to `limit`) for the health status to become `status`.
+    pub async fn wait_for_health(&self, status: ServingStatus, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.health().await != status {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "health did not become {status:?} within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn wait_until_serving(&self) {
