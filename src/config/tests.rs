@@ -283,3 +283,39 @@ fn the_database_url_defaults_to_the_data_dir_and_is_shown_without_its_password()
     };
     assert!(!config.redacted().database_url.contains("hunter2"));
 }
+
+#[test]
+fn a_postgres_url_and_its_pool_size_come_from_the_environment_and_show_without_the_password() {
+    let loaded = LoadedConfig::load(
+        None,
+        env(&[
+            (
+                "LLMOPS_DATABASE_URL",
+                "postgresql://app:hunter2@db:5432/llmops?sslmode=require",
+            ),
+            ("LLMOPS_DATABASE_MAX_CONNECTIONS", "32"),
+        ]),
+        vec![],
+    )
+    .unwrap();
+    assert_eq!(loaded.config.database_max_connections, 32);
+    assert!(matches!(
+        loaded.config.database_url().unwrap(),
+        llmops_store::DatabaseUrl::Postgres(_)
+    ));
+    let shown = loaded.config.redacted().database_url;
+    assert_eq!(
+        shown,
+        "postgresql://app:[REDACTED]@db:5432/llmops?sslmode=require"
+    );
+    assert_eq!(Config::default().database_max_connections, 16);
+
+    let message = LoadedConfig::load(
+        None,
+        env(&[("LLMOPS_DATABASE_MAX_CONNECTIONS", "0")]),
+        vec![],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(message.contains("database_max_connections"), "{message}");
+}

@@ -105,7 +105,10 @@ pub fn redact_database_url(url: &str) -> String {
             .collect();
         parsed.query_pairs_mut().clear().extend_pairs(pairs);
     }
-    parsed.to_string()
+    // The URL encoding of the brackets would obscure what happened.
+    parsed
+        .to_string()
+        .replace("%5BREDACTED%5D", llmops_redact::REDACTED)
 }
 
 /// How to open the database, beyond its URL.
