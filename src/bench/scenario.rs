@@ -15,6 +15,7 @@ use tonic_health::pb::HealthCheckRequest;
 
 use super::load::Call;
 use crate::pb;
+use crate::pb::alert_service_client::AlertServiceClient;
 use crate::pb::experiment_service_client::ExperimentServiceClient;
 use crate::pb::prompt_service_client::PromptServiceClient;
 
@@ -55,6 +56,9 @@ pub enum Scenario {
     Assign,
     /// RecordMetric, durable before the answer (group commit).
     RecordMetric,
+    /// CreateAlert of a new alert (a fresh fingerprint each call): a durable write with
+    /// an event on the ordered feed. Only run when named.
+    CreateAlert,
     /// ImportSamples of a new dataset, streamed in batches: samples per second. Only
     /// run when named.
     Import,
@@ -68,23 +72,25 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in the order they run.
-    pub(crate) const ALL: [Self; 8] = [
+    pub(crate) const ALL: [Self; 9] = [
         Self::Health,
         Self::GetPrompt,
         Self::Render,
         Self::Assign,
         Self::RecordMetric,
+        Self::CreateAlert,
         Self::Import,
         Self::Fanout,
         Self::Eval,
     ];
     /// The closed-loop request scenarios, run by `load`; the default selection.
-    pub(crate) const CLOSED_LOOP: [Self; 5] = [
+    pub(crate) const CLOSED_LOOP: [Self; 6] = [
         Self::Health,
         Self::GetPrompt,
         Self::Render,
         Self::Assign,
         Self::RecordMetric,
+        Self::CreateAlert,
     ];
 
     /// The name used on the command line and in reports.
@@ -95,6 +101,7 @@ impl Scenario {
             Self::Render => "render",
             Self::Assign => "assign",
             Self::RecordMetric => "record-metric",
+            Self::CreateAlert => "create-alert",
             Self::Import => "import",
             Self::Fanout => "fanout",
             Self::Eval => "eval",
@@ -110,7 +117,7 @@ impl Scenario {
     pub(crate) async fn setup(self, channel: Channel) -> anyhow::Result<()> {
         match self {
             // Fanout creates its alerts, and import its dataset, as they run.
-            Self::Health | Self::Fanout | Self::Import | Self::Eval => Ok(()),
+            Self::Health | Self::Fanout | Self::Import | Self::Eval | Self::CreateAlert => Ok(()),
             Self::GetPrompt | Self::Render => create_bench_prompt(channel).await,
             Self::Assign | Self::RecordMetric => start_bench_experiment(channel).await,
         }
@@ -153,6 +160,9 @@ impl Scenario {
                     ..Default::default()
                 },
             ),
+            Self::CreateAlert => {
+                Caller::CreateAlert(AlertServiceClient::new(channel), UserIds::new())
+            }
             Self::Fanout | Self::Import | Self::Eval => {
                 unreachable!("{} is not a closed-loop scenario", self.name())
             }
@@ -208,6 +218,8 @@ pub(crate) enum Caller {
     Assign(ExperimentServiceClient<Channel>, UserIds),
     /// RecordMetric.
     RecordMetric(ExperimentServiceClient<Channel>, pb::RecordMetricRequest),
+    /// CreateAlert, each for a new source (the ids' prefix keeps them apart).
+    CreateAlert(AlertServiceClient<Channel>, UserIds),
 }
 
 impl Call for Caller {
@@ -245,6 +257,22 @@ impl Call for Caller {
             }
             Self::RecordMetric(client, request) => {
                 client.record_metric(request.clone()).await?;
+                Ok(())
+            }
+            Self::CreateAlert(client, sources) => {
+                sources.sent += 1;
+                let request = pb::CreateAlertRequest {
+                    alert: Some(pb::Alert {
+                        r#type: pb::AlertType::Threshold.into(),
+                        severity: pb::AlertSeverity::Info.into(),
+                        message: "bench".into(),
+                        source: "bench".into(),
+                        source_id: format!("{:016x}-{}", sources.prefix, sources.sent),
+                        metric: "latency_p99".into(),
+                        ..Default::default()
+                    }),
+                };
+                client.create_alert(request).await?;
                 Ok(())
             }
         }
