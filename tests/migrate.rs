@@ -214,6 +214,11 @@ async fn a_deployment_moves_to_postgres_and_back_with_everything_it_had() {
     assert!(!ok);
     assert!(stderr.contains("already holds data"), "{stderr}");
 
+    // A mistyped source is refused, not copied as an empty deployment.
+    let (ok, _, stderr) = migrate("sqlite:///no/such/llmops.db", &postgres.url());
+    assert!(!ok);
+    assert!(stderr.contains("holds no llmops data"), "{stderr}");
+
     let server = TestServer::start_on(&postgres, |_| {}).await;
     assert_eq!(visible(&server, &dataset_id, &created.id).await, before);
     // A subscriber that resumes with the old server's sequence continues without a gap.
@@ -243,7 +248,33 @@ async fn a_deployment_moves_to_postgres_and_back_with_everything_it_had() {
     .expect("the new alert's event arrives");
     assert_eq!(next.sequence, head + 1);
     assert_eq!(next.alert.unwrap().source_id, "after-the-move");
+    // Keys the database generates continue after the copied ones.
+    server
+        .evaluation()
+        .add_samples(pb::AddSamplesRequest {
+            dataset_id: dataset_id.clone(),
+            samples: vec![pb::Sample {
+                id: "c".into(),
+                input: Some(common::string_value("three")),
+                ..Default::default()
+            }],
+        })
+        .await
+        .unwrap();
+    server
+        .experiments()
+        .record_metric(pb::RecordMetricRequest {
+            experiment_id: "moved".into(),
+            variant_id: "control".into(),
+            metric: "quality".into(),
+            value: 1.0,
+            user_id: "u-new".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let moved = visible(&server, &dataset_id, &created.id).await;
+    assert_eq!(moved.dataset.sample_count, before.dataset.sample_count + 1);
     server.stop().await;
 
     // And back, as a backup would be taken.

@@ -60,6 +60,10 @@ pub enum CopyError {
         /// Why it could not be opened.
         source: StoreOpenError,
     },
+    /// The source holds nothing to copy (a mistyped URL, most likely): nothing is
+    /// created or copied.
+    #[error("the source {0} holds no llmops data; check --from")]
+    SourceEmpty(String),
     /// The target already holds a deployment.
     #[error("the target already holds data ({rows} rows in {table}); copy into an empty database")]
     TargetNotEmpty {
@@ -114,6 +118,13 @@ pub async fn copy_database(
     options: StorageOptions,
     mut progress: impl FnMut(CopyProgress),
 ) -> Result<CopyReport, CopyError> {
+    // Opening a SQLite URL creates the file: a mistyped path must not become an empty
+    // source that "copies" nothing.
+    if let DatabaseUrl::Sqlite(path) = from {
+        if !path.is_file() {
+            return Err(CopyError::SourceEmpty(from.to_string()));
+        }
+    }
     let source = Storage::open(from, options)
         .await
         .map_err(|source| CopyError::Open {
@@ -126,7 +137,7 @@ pub async fn copy_database(
             which: "--to",
             source,
         })?;
-    let result = copy_between(&source, &target, &mut progress).await;
+    let result = copy_between(&source, &target, from, &mut progress).await;
     source.close().await;
     target.close().await;
     result
@@ -135,10 +146,16 @@ pub async fn copy_database(
 async fn copy_between(
     source: &Storage,
     target: &Storage,
+    from: &DatabaseUrl,
     progress: &mut impl FnMut(CopyProgress),
 ) -> Result<CopyReport, CopyError> {
     let (reader, writer) = (source.copy_source(), target.copy_source());
-    refuse_unless_empty(writer).await?;
+    if holds_data(reader).await?.is_none() {
+        return Err(CopyError::SourceEmpty(from.to_string()));
+    }
+    if let Some((table, rows)) = holds_data(writer).await? {
+        return Err(CopyError::TargetNotEmpty { table, rows });
+    }
     let mut copy = writer
         .begin_copy()
         .await
@@ -200,11 +217,12 @@ fn key_of(table: &Table, row: &[Value]) -> Vec<Value> {
         .collect()
 }
 
-async fn refuse_unless_empty(target: &dyn CopySource) -> Result<(), CopyError> {
+/// The first table of `database` that holds data, with its rows; `None` if it is empty.
+async fn holds_data(database: &dyn CopySource) -> Result<Option<(&'static str, i64)>, CopyError> {
     for table in TABLES {
         let rows = if table.name == "event_sequences" {
             // Seeded by the migrations; holding data means a sequence has moved.
-            let sequences = target
+            let sequences = database
                 .read_page(table, None, 100)
                 .await
                 .map_err(|err| database_error(table.name, err))?;
@@ -213,19 +231,16 @@ async fn refuse_unless_empty(target: &dyn CopySource) -> Result<(), CopyError> {
                 .filter(|row| row[1] != Value::Int(Some(0)))
                 .count() as i64
         } else {
-            target
+            database
                 .count(table)
                 .await
                 .map_err(|err| database_error(table.name, err))?
         };
         if rows > 0 {
-            return Err(CopyError::TargetNotEmpty {
-                table: table.name,
-                rows,
-            });
+            return Ok(Some((table.name, rows)));
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 async fn verify_counts(
