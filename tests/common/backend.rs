@@ -15,6 +15,18 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// The backend of tests that do not name one: SQLite, or PostgreSQL with
+    /// `LLMOPS_TEST_BACKEND=postgres` (to run the whole suite against it).
+    pub fn default_for_tests() -> Self {
+        match std::env::var("LLMOPS_TEST_BACKEND").as_deref() {
+            Ok("postgres") => Self::Postgres,
+            Ok("sqlite") | Err(_) => Self::Sqlite,
+            Ok(other) => panic!("LLMOPS_TEST_BACKEND={other:?}: use sqlite or postgres"),
+        }
+    }
+}
+
 /// A fresh database of one backend, kept until dropped (restart tests start several
 /// servers on one).
 pub struct TestDatabase {

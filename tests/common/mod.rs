@@ -41,20 +41,15 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// A server on a fresh temporary data directory.
+    /// A server on a fresh database of the default backend (see
+    /// [`backend::Backend::default_for_tests`]).
     pub async fn start() -> Self {
-        let temp = tempfile::tempdir().unwrap();
-        let mut server = Self::start_in(temp.path(), |_| {}).await;
-        server._temp = Some(temp);
-        server
+        Self::start_with(|_| {}).await
     }
 
-    /// A server with a tweaked configuration on a fresh data directory.
+    /// A server with a tweaked configuration on a fresh database of the default backend.
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
-        let temp = tempfile::tempdir().unwrap();
-        let mut server = Self::start_in(temp.path(), tweak).await;
-        server._temp = Some(temp);
-        server
+        Self::start_on_backend(backend::Backend::default_for_tests(), tweak).await
     }
 
     /// A server with a tweaked configuration on a fresh database of `backend`.
@@ -88,10 +83,7 @@ impl TestServer {
     /// A server on a fresh data directory whose schedules and retention read `clock`,
     /// which the test moves instead of waiting.
     pub async fn start_at(clock: &ManualClock, tweak: impl FnOnce(&mut Config)) -> Self {
-        let temp = tempfile::tempdir().unwrap();
-        let mut server = Self::start_on_clock(temp.path(), Arc::new(clock.clone()), tweak).await;
-        server._temp = Some(temp);
-        server
+        Self::start_at_on(backend::Backend::default_for_tests(), clock, tweak).await
     }
 
     /// [`TestServer::start_at`] on a fresh database of `backend`.

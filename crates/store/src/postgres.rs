@@ -47,9 +47,11 @@ impl PostgresStore {
     /// Connects to `url` with at most `max_connections` connections, and migrates the
     /// database (under an advisory lock, so processes starting together migrate once).
     pub async fn open(url: &str, max_connections: u32) -> Result<Self, StoreOpenError> {
-        let options = PgConnectOptions::from_str(url)
-            .map_err(StoreOpenError::Connect)?
-            .application_name("llmops");
+        let mut options = PgConnectOptions::from_str(url).map_err(StoreOpenError::Connect)?;
+        // Named in pg_stat_activity, unless the URL names it (e.g. per replica).
+        if options.get_application_name().is_none() {
+            options = options.application_name("llmops");
+        }
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(ACQUIRE_TIMEOUT)

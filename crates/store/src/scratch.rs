@@ -37,7 +37,11 @@ impl ScratchSchema {
             .unwrap_or_else(|err| panic!("creating schema {name}: {err}"));
         let _ = admin.close().await;
         let separator = if server_url.contains('?') { '&' } else { '?' };
-        let url = format!("{server_url}{separator}options[search_path]={name}");
+        // The application name marks the schema's connections, so that dropping the
+        // schema can end those a test left behind (a server abandoned mid-transaction
+        // would otherwise hold its locks, and the drop would wait forever).
+        let url =
+            format!("{server_url}{separator}options[search_path]={name}&application_name={name}");
         Self {
             server_url,
             name,
@@ -61,13 +65,23 @@ impl Drop for ScratchSchema {
         // Drop runs inside (or outside) some runtime; a thread of its own with a runtime
         // of its own works from either.
         let server_url = self.server_url.clone();
-        let statement = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name);
+        let name = self.name.clone();
+        let statement = format!("DROP SCHEMA IF EXISTS {name} CASCADE");
         let dropped = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             runtime.block_on(async {
                 let mut admin = PgConnectOptions::from_str(&server_url)?.connect().await?;
+                sqlx::query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+                )
+                .bind(&name)
+                .execute(&mut admin)
+                .await?;
+                sqlx::query("SET lock_timeout = '10s'")
+                    .execute(&mut admin)
+                    .await?;
                 sqlx::query(&statement).execute(&mut admin).await?;
                 admin.close().await
             })?;
