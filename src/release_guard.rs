@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use llmops_evaluator::gates::GateService;
-use llmops_registry::{ReleaseCheck, ReleaseGuard};
+use llmops_registry::{ReleaseBasis, ReleaseCheck, ReleaseGuard};
 
 /// Asks the gate of a prompt's pointer whether a version passed its evaluation.
 pub struct EvaluationGuard {
@@ -21,7 +21,7 @@ impl EvaluationGuard {
 
 #[async_trait]
 impl ReleaseGuard for EvaluationGuard {
-    async fn check(&self, request: &ReleaseCheck<'_>) -> Result<(), String> {
+    async fn check(&self, request: &ReleaseCheck<'_>) -> Result<ReleaseBasis, String> {
         self.gates.evaluate(request).await
     }
 

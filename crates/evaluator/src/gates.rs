@@ -18,7 +18,7 @@ use tokio::sync::Mutex;
 
 use crate::datasets::DatasetService;
 use crate::error::{EvaluationError, FieldViolation, StoreError};
-use llmops_registry::ReleaseCheck;
+use llmops_registry::{ReleaseBasis, ReleaseCheck};
 
 use crate::providers::selection::AUTO;
 use crate::runs::{pass_rate_regressed, Run, RunService, RunStatus, PASS_RATE_DROP};
@@ -249,7 +249,7 @@ impl GateService {
 
     /// Whether the move `request` describes may happen; the error says which run is
     /// missing or which figure fell short.
-    pub async fn evaluate(&self, request: &ReleaseCheck<'_>) -> Result<(), String> {
+    pub async fn evaluate(&self, request: &ReleaseCheck<'_>) -> Result<ReleaseBasis, String> {
         let ReleaseCheck {
             prompt,
             pointer,
@@ -264,7 +264,7 @@ impl GateService {
             .get(&(prompt.to_owned(), pointer.to_owned()))
             .cloned()
         else {
-            return Ok(());
+            return Ok(ReleaseBasis::default());
         };
         let dataset = self.datasets.get(&gate.dataset_id).map_err(|_| {
             format!(
@@ -326,6 +326,9 @@ impl GateService {
                 }
             }
         }
-        Ok(())
+        Ok(ReleaseBasis {
+            gate_updated_at: Some(gate.updated_at),
+            dataset: Some((gate.dataset_id.clone(), dataset.version)),
+        })
     }
 }

@@ -24,12 +24,23 @@ pub struct ReleaseCheck<'a> {
     pub current: Option<&'a str>,
 }
 
+/// What a release decision rested on. The store checks it again inside the transaction
+/// that moves the pointer, so a gate or its dataset changed meanwhile (by another
+/// process on the same database) fails the move instead of letting it slip through.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct ReleaseBasis {
+    /// When the pointer's gate was last changed; `None`: the pointer had no gate.
+    pub gate_updated_at: Option<DateTime<Utc>>,
+    /// The gate's dataset and the version the evidence was run on.
+    pub dataset: Option<(String, u64)>,
+}
+
 /// Decides whether a version may move into a pointer.
 #[async_trait]
 pub trait ReleaseGuard: Send + Sync + 'static {
-    /// `Ok` when the move may happen; otherwise the reason, which the caller sees as
-    /// FAILED_PRECONDITION.
-    async fn check(&self, request: &ReleaseCheck<'_>) -> Result<(), String>;
+    /// `Ok` with what the decision rested on when the move may happen; otherwise the
+    /// reason, which the caller sees as FAILED_PRECONDITION.
+    async fn check(&self, request: &ReleaseCheck<'_>) -> Result<ReleaseBasis, String>;
 
     /// The pointers of `prompt` a gate protects (labels, or [`ACTIVE_POINTER`]). A
     /// prompt with any is not deleted: its gates would be left guarding nothing, and the

@@ -21,7 +21,7 @@ mod version;
 pub use diff::{diff_versions, VariableChange, VariableChangeKind, VersionDiff};
 pub use error::{FieldViolation, RegistryError};
 pub use event::{PromptEvent, PromptEventKind};
-pub use gate::{ReleaseCheck, ReleaseGuard, ACTIVE_POINTER};
+pub use gate::{ReleaseBasis, ReleaseCheck, ReleaseGuard, ACTIVE_POINTER};
 pub use limits::RegistryLimits;
 pub use model::{
     ChatMessage, ModelConfig, NewPromptVersion, PromptSummary, PromptVersion, PromptVersionView,

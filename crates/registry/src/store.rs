@@ -7,6 +7,7 @@ pub use llmops_core::StoreError;
 use uuid::Uuid;
 
 use crate::event::PromptEvent;
+use crate::gate::ReleaseBasis;
 use crate::model::PromptVersion;
 
 /// One atomic change to the registry. The store applies it together with appending its
@@ -23,6 +24,9 @@ pub enum PromptChange {
         version_id: Uuid,
         /// When.
         at: DateTime<Utc>,
+        /// What the release gate's decision rested on, checked again in the commit
+        /// (`None`: no guard was asked, or an override skipped it).
+        basis: Option<ReleaseBasis>,
     },
     /// Create or move a label.
     SetLabel {
@@ -34,6 +38,8 @@ pub enum PromptChange {
         version_id: Uuid,
         /// When.
         at: DateTime<Utc>,
+        /// What the release gate's decision rested on, checked again in the commit.
+        basis: Option<ReleaseBasis>,
     },
     /// Remove a label.
     DeleteLabel {

@@ -79,6 +79,10 @@ impl PostgresStore {
     }
 }
 
+/// What a read that a decision rests on appends: a share lock on the rows read, held to
+/// commit, so a concurrent change of them waits (or was committed before the read).
+const FOR_SHARE: &str = " FOR SHARE";
+
 /// The driver the shared queries are compiled for.
 type Db = sqlx::Postgres;
 type Connection = sqlx::PgConnection;

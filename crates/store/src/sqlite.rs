@@ -128,6 +128,10 @@ impl SqliteStore {
     }
 }
 
+/// What a read that a decision rests on appends: nothing, the one writer connection
+/// already serialises every transaction.
+const FOR_SHARE: &str = "";
+
 /// The driver the shared queries are compiled for.
 type Db = sqlx::Sqlite;
 type Connection = sqlx::SqliteConnection;

@@ -2,6 +2,7 @@
 //! history.
 
 use super::*;
+use crate::gate::ReleaseBasis;
 
 impl Registry {
     /// Installs the release guard asked before pointer moves. Set once, at start-up.
@@ -17,7 +18,7 @@ impl Registry {
         &self,
         request: ReleaseCheck<'_>,
         override_reason: Option<&str>,
-    ) -> Result<Option<String>, RegistryError> {
+    ) -> Result<Released, RegistryError> {
         let ReleaseCheck {
             prompt,
             pointer,
@@ -33,16 +34,23 @@ impl Registry {
                 ));
             }
             tracing::warn!(prompt, pointer, version, reason, "release gate overridden");
-            return Ok(Some(reason.to_owned()));
+            return Ok(Released {
+                override_reason: Some(reason.to_owned()),
+                basis: None,
+            });
         }
-        if let Some(guard) = self.guard.get() {
-            guard.check(&request).await.map_err(|reason| {
+        let basis = match self.guard.get() {
+            Some(guard) => Some(guard.check(&request).await.map_err(|reason| {
                 RegistryError::FailedPrecondition(format!(
                     "release gate of {prompt:?} {pointer:?}: {reason}; pass override_reason to release anyway"
                 ))
-            })?;
-        }
-        Ok(None)
+            })?),
+            None => None,
+        };
+        Ok(Released {
+            override_reason: None,
+            basis,
+        })
     }
 
     /// Makes `version` the prompt's active version, if its release gate allows (or
@@ -60,7 +68,7 @@ impl Registry {
             .versions
             .get(&entry.active)
             .map(|v| v.record.version.to_string());
-        let override_reason = self
+        let released = self
             .check_release(
                 ReleaseCheck {
                     prompt: name,
@@ -79,6 +87,7 @@ impl Registry {
             name: name.to_owned(),
             version_id: cached.record.id,
             at,
+            basis: released.basis,
         };
         let mut event = self.event(
             PromptEventKind::VersionActivated,
@@ -87,7 +96,7 @@ impl Registry {
             None,
         );
         event.previous_version = previous;
-        event.override_reason = override_reason;
+        event.override_reason = released.override_reason;
         self.commit(change, event, entry).await?;
         Ok(view)
     }
@@ -110,7 +119,7 @@ impl Registry {
             .get(label)
             .and_then(|key| entry.versions.get(key))
             .map(|v| v.record.version.clone());
-        let override_reason = self
+        let released = self
             .check_release(
                 ReleaseCheck {
                     prompt: name,
@@ -130,6 +139,7 @@ impl Registry {
             label: label.to_owned(),
             version_id: cached.record.id,
             at,
+            basis: released.basis,
         };
         let mut event = self.event(
             PromptEventKind::LabelMoved,
@@ -138,7 +148,7 @@ impl Registry {
             Some(label),
         );
         event.previous_version = previous.as_ref().map(ToString::to_string);
-        event.override_reason = override_reason;
+        event.override_reason = released.override_reason;
         self.commit(change, event, entry).await?;
         Ok((view, previous))
     }
@@ -213,3 +223,11 @@ impl Registry {
 
 /// The longest override reason kept.
 pub(super) const MAX_OVERRIDE_REASON_BYTES: usize = 1024;
+
+/// What [`Registry::check_release`] decided a pointer move may rest on.
+pub(super) struct Released {
+    /// The override's reason, when the gate was skipped.
+    pub(super) override_reason: Option<String>,
+    /// What the guard's decision rested on, for the commit to check again.
+    pub(super) basis: Option<ReleaseBasis>,
+}

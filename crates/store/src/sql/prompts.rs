@@ -1,15 +1,17 @@
 //! [`PromptStore`] on SQLite and PostgreSQL (one source, compiled for each).
 
 use async_trait::async_trait;
+use llmops_evaluator::datasets::Dataset;
+use llmops_evaluator::gates::ReleaseGate;
 use llmops_registry::{
     precedence_key, PromptChange, PromptEvent, PromptStore, PromptVersion, RegistryState,
-    StoreError,
+    ReleaseBasis, StoreError, ACTIVE_POINTER,
 };
 use sqlx::{Row, Transaction};
 use uuid::Uuid;
 
 use super::{sequencer, Db, Store};
-use crate::codec::{from_micros, to_micros};
+use crate::codec::{from_micros, parse, to_micros};
 use crate::error::{corrupt, db_error};
 
 const PROMPT_EVENTS: &str = "prompts";
@@ -147,7 +149,11 @@ async fn apply_change(
             name,
             version_id,
             at,
+            basis,
         } => {
+            if let Some(basis) = basis {
+                check_release_basis(tx, name, ACTIVE_POINTER, basis).await?;
+            }
             let updated = sqlx::query(
                 "UPDATE prompts SET active_version_id = $2, updated_at_us = $3
                  WHERE name = $1 AND EXISTS (SELECT 1 FROM prompt_versions WHERE id = $2 AND name = $1)",
@@ -170,7 +176,11 @@ async fn apply_change(
             label,
             version_id,
             at,
+            basis,
         } => {
+            if let Some(basis) = basis {
+                check_release_basis(tx, name, label, basis).await?;
+            }
             sqlx::query(
                 "INSERT INTO prompt_labels (name, label, version_id, updated_at_us) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (name, label) DO UPDATE SET version_id = excluded.version_id, updated_at_us = excluded.updated_at_us",
@@ -237,6 +247,56 @@ async fn apply_change(
                     .await
                     .map_err(db_error)?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// Fails the pointer move unless the release gate's decision still stands: the gate
+/// is the one that was checked (or still absent) and its dataset is still at the version
+/// the evidence ran on. Both rows are read with [`super::FOR_SHARE`], so a concurrent
+/// change of either waits for this commit or is seen by it.
+async fn check_release_basis(
+    tx: &mut Transaction<'_, Db>,
+    prompt: &str,
+    pointer: &str,
+    basis: &ReleaseBasis,
+) -> Result<(), StoreError> {
+    let gate: Option<String> = sqlx::query_scalar(&format!(
+        "SELECT record FROM release_gates WHERE prompt_name = $1 AND label = $2{}",
+        super::FOR_SHARE
+    ))
+    .bind(prompt)
+    .bind(pointer)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    let gate_updated_at = gate
+        .map(|record| parse::<ReleaseGate>("release gate", &record))
+        .transpose()?
+        .map(|gate| gate.updated_at);
+    if gate_updated_at != basis.gate_updated_at {
+        return Err(StoreError::Conflict(format!(
+            "the release gate of {prompt:?} {pointer:?} changed while the move was being checked; try again"
+        )));
+    }
+    if let Some((dataset_id, version)) = &basis.dataset {
+        let dataset: Option<String> = sqlx::query_scalar(&format!(
+            "SELECT record FROM datasets WHERE id = $1{}",
+            super::FOR_SHARE
+        ))
+        .bind(dataset_id)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db_error)?;
+        let current = dataset
+            .map(|record| parse::<Dataset>("dataset", &record))
+            .transpose()?
+            .map(|dataset| dataset.version);
+        if current != Some(*version) {
+            return Err(StoreError::Conflict(format!(
+                "the release gate's dataset {dataset_id} changed while the move was being checked; try again"
+            )));
         }
     }
     Ok(())

@@ -9,7 +9,7 @@ use crate::database::TestDatabase;
 use crate::fixtures::{ids, now};
 
 /// A dataset at version 1 with no samples, every field set.
-fn dataset(id: &str) -> Dataset {
+pub(crate) fn dataset(id: &str) -> Dataset {
     Dataset {
         id: id.into(),
         name: format!("{id} name"),

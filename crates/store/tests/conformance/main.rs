@@ -34,6 +34,7 @@ macro_rules! conformance {
                     events_are_sequenced_and_filtered,
                     concurrent_commits_get_distinct_gapless_sequences,
                     readers_never_see_a_gap_that_is_later_filled,
+                    a_gated_move_commits_only_on_the_basis_it_was_checked_on,
                     deleting_a_prompt_removes_everything,
                     everything_survives_a_reopen,
                 ],

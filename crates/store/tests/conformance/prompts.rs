@@ -1,7 +1,8 @@
 //! `PromptStore`: versions, the active pointer, labels and the gapless event feed.
 
 use llmops_registry::{
-    PromptChange, PromptEvent, PromptEventKind, PromptStore, PromptVersion, StoreError,
+    PromptChange, PromptEvent, PromptEventKind, PromptStore, PromptVersion, ReleaseBasis,
+    StoreError,
 };
 use uuid::Uuid;
 
@@ -105,6 +106,7 @@ pub(crate) async fn active_and_labelled_versions_cannot_be_deleted(db: TestDatab
         label: "prod".into(),
         version_id: b.id,
         at: now(),
+        basis: None,
     };
     store
         .commit_prompt_change(&label, &event(PromptEventKind::LabelMoved, "p"))
@@ -147,6 +149,7 @@ pub(crate) async fn activation_and_labels_persist(db: TestDatabase) {
         name: "p".into(),
         version_id: b.id,
         at,
+        basis: None,
     };
     store
         .commit_prompt_change(&activate, &event(PromptEventKind::VersionActivated, "p"))
@@ -158,6 +161,7 @@ pub(crate) async fn activation_and_labels_persist(db: TestDatabase) {
             label: label.into(),
             version_id: id,
             at,
+            basis: None,
         };
         store
             .commit_prompt_change(&change, &event(PromptEventKind::LabelMoved, "p"))
@@ -271,6 +275,73 @@ pub(crate) async fn readers_never_see_a_gap_that_is_later_filled(db: TestDatabas
     assert!(reads > 10, "the reader raced the writers ({reads} reads)");
 }
 
+/// A gated pointer moves only while what its gate's decision rested on still holds: the
+/// gate checked (or its absence) and the dataset version its evidence ran on. Another
+/// process changing either between the check and the commit fails the move whole.
+pub(crate) async fn a_gated_move_commits_only_on_the_basis_it_was_checked_on(db: TestDatabase) {
+    let storage = db.open().await;
+    let store = storage.prompts.clone();
+    let a = version("p", "1.0.0");
+    create(&*store, &a).await.unwrap();
+    let dataset = crate::datasets::dataset("d");
+    storage.datasets.insert_dataset(&dataset).await.unwrap();
+    let mut gate = llmops_evaluator::gates::ReleaseGate {
+        prompt_name: "p".into(),
+        label: "prod".into(),
+        dataset_id: "d".into(),
+        model: "echo".into(),
+        min_pass_rate: 0.9,
+        no_regression: false,
+        created_at: now(),
+        updated_at: now(),
+    };
+    storage.gates.upsert_gate(&gate).await.unwrap();
+    let checked = ReleaseBasis {
+        gate_updated_at: Some(gate.updated_at),
+        dataset: Some(("d".into(), dataset.version)),
+    };
+    let move_with = |basis: ReleaseBasis| PromptChange::SetLabel {
+        name: "p".into(),
+        label: "prod".into(),
+        version_id: a.id,
+        at: now(),
+        basis: Some(basis),
+    };
+    let moved = |store: std::sync::Arc<dyn PromptStore>, basis| async move {
+        store
+            .commit_prompt_change(&move_with(basis), &event(PromptEventKind::LabelMoved, "p"))
+            .await
+    };
+    // Checked while the pointer had no gate, committed after one was set.
+    let err = moved(store.clone(), ReleaseBasis::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    // The gate changed after the check.
+    gate.updated_at += chrono::Duration::seconds(1);
+    storage.gates.upsert_gate(&gate).await.unwrap();
+    let err = moved(store.clone(), checked.clone()).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    // The dataset moved on to a version the evidence did not run on.
+    let current = ReleaseBasis {
+        gate_updated_at: Some(gate.updated_at),
+        ..checked
+    };
+    let stale_dataset = ReleaseBasis {
+        dataset: Some(("d".into(), dataset.version + 1)),
+        ..current.clone()
+    };
+    let err = moved(store.clone(), stale_dataset).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    let state = store.load_registry().await.unwrap();
+    assert!(state.labels.is_empty(), "no refused move left a label");
+    assert_eq!(state.head_sequence, 1, "nor an event");
+    // On the basis as it stands, the move commits.
+    moved(store.clone(), current).await.unwrap();
+    let state = store.load_registry().await.unwrap();
+    assert_eq!(state.labels, [("p".to_owned(), "prod".to_owned(), a.id)]);
+}
+
 pub(crate) async fn deleting_a_prompt_removes_everything(db: TestDatabase) {
     let store = db.open().await.prompts;
     let a = version("p", "1.0.0");
@@ -282,6 +353,7 @@ pub(crate) async fn deleting_a_prompt_removes_everything(db: TestDatabase) {
         label: "prod".into(),
         version_id: a.id,
         at: now(),
+        basis: None,
     };
     store
         .commit_prompt_change(&label, &event(PromptEventKind::LabelMoved, "p"))
@@ -316,6 +388,7 @@ pub(crate) async fn everything_survives_a_reopen(db: TestDatabase) {
         label: "prod".into(),
         version_id: a.id,
         at: now(),
+        basis: None,
     };
     storage
         .prompts
