@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use llmops_experiments::{Committed, Exposure, MetricRecord, StoreError};
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 
+use super::experiments::{insert_exposures, insert_records};
 use super::PostgresStore;
-use crate::codec::to_micros;
 use crate::error::db_error;
 
 /// Rows per multi-row INSERT (7 parameters each, well under PostgreSQL's 65,535).
@@ -26,15 +26,7 @@ pub(super) async fn commit_writes(
         records: Vec::with_capacity(records.len()),
     };
     for chunk in exposures.chunks(ROWS_PER_STATEMENT) {
-        let mut insert = QueryBuilder::<Postgres>::new(
-            "INSERT INTO experiment_exposures (experiment_id, user_id, variant_id, exposed_at_us) ",
-        );
-        insert.push_values(chunk, |mut row, exposure| {
-            row.push_bind(&exposure.experiment_id)
-                .push_bind(&exposure.user_id)
-                .push_bind(&exposure.variant_id)
-                .push_bind(to_micros(exposure.time));
-        });
+        let mut insert = insert_exposures(chunk);
         insert.push(" ON CONFLICT DO NOTHING RETURNING experiment_id, user_id");
         let inserted = inserted_keys(&mut tx, insert).await?;
         committed.exposures.extend(first_of_inserted(
@@ -45,18 +37,7 @@ pub(super) async fn commit_writes(
         ));
     }
     for chunk in records.chunks(ROWS_PER_STATEMENT) {
-        let mut insert = QueryBuilder::<Postgres>::new(
-            "INSERT INTO experiment_metric_records (experiment_id, variant_id, metric, value, user_id, record_id, recorded_at_us) ",
-        );
-        insert.push_values(chunk, |mut row, record| {
-            row.push_bind(&record.experiment_id)
-                .push_bind(&record.variant_id)
-                .push_bind(&record.metric)
-                .push_bind(record.value)
-                .push_bind(&record.user_id)
-                .push_bind((!record.record_id.is_empty()).then_some(record.record_id.as_str()))
-                .push_bind(to_micros(record.time));
-        });
+        let mut insert = insert_records(chunk);
         insert.push(" ON CONFLICT DO NOTHING RETURNING experiment_id, COALESCE(record_id, '')");
         let inserted = inserted_keys(&mut tx, insert).await?;
         // Records without an id never repeat: each is new.

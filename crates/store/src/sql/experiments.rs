@@ -4,9 +4,9 @@ use async_trait::async_trait;
 use llmops_experiments::{
     Committed, Experiment, ExperimentStore, Exposure, MetricRecord, RecordVisitor, StoreError,
 };
-use sqlx::Row;
+use sqlx::{QueryBuilder, Row};
 
-use super::Store;
+use super::{Db, Store};
 use crate::codec::to_micros;
 use crate::error::{corrupt, db_error};
 
@@ -116,4 +116,37 @@ impl ExperimentStore for Store {
             }
         }
     }
+}
+
+/// `INSERT INTO experiment_exposures ... VALUES` for `chunk`, ending after the values so
+/// each backend adds its conflict clause.
+pub(super) fn insert_exposures(chunk: &[Exposure]) -> QueryBuilder<'_, Db> {
+    let mut insert = QueryBuilder::<Db>::new(
+        "INSERT INTO experiment_exposures (experiment_id, user_id, variant_id, exposed_at_us) ",
+    );
+    insert.push_values(chunk, |mut row, exposure| {
+        row.push_bind(&exposure.experiment_id)
+            .push_bind(&exposure.user_id)
+            .push_bind(&exposure.variant_id)
+            .push_bind(to_micros(exposure.time));
+    });
+    insert
+}
+
+/// `INSERT INTO experiment_metric_records ... VALUES` for `chunk` (an empty record id
+/// stored as NULL, which never conflicts), ending after the values.
+pub(super) fn insert_records(chunk: &[MetricRecord]) -> QueryBuilder<'_, Db> {
+    let mut insert = QueryBuilder::<Db>::new(
+        "INSERT INTO experiment_metric_records (experiment_id, variant_id, metric, value, user_id, record_id, recorded_at_us) ",
+    );
+    insert.push_values(chunk, |mut row, record| {
+        row.push_bind(&record.experiment_id)
+            .push_bind(&record.variant_id)
+            .push_bind(&record.metric)
+            .push_bind(record.value)
+            .push_bind(&record.user_id)
+            .push_bind((!record.record_id.is_empty()).then_some(record.record_id.as_str()))
+            .push_bind(to_micros(record.time));
+    });
+    insert
 }

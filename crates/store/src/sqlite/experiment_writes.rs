@@ -7,8 +7,8 @@ use llmops_experiments::{Committed, Exposure, MetricRecord, StoreError};
 use sqlx::pool::PoolConnection;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
+use super::experiments::{insert_exposures, insert_records};
 use super::SqliteStore;
-use crate::codec::to_micros;
 use crate::error::db_error;
 
 /// Rows per multi-row INSERT (7 parameters each, well under SQLite's 32,766).
@@ -73,15 +73,7 @@ async fn insert_writes(
             .collect();
         let stored = stored_keys(conn, "experiment_exposures", "user_id", &keys).await?;
         committed.exposures.extend(new_rows(&keys, &stored));
-        let mut insert = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO experiment_exposures (experiment_id, user_id, variant_id, exposed_at_us) ",
-        );
-        insert.push_values(chunk, |mut row, exposure| {
-            row.push_bind(&exposure.experiment_id)
-                .push_bind(&exposure.user_id)
-                .push_bind(&exposure.variant_id)
-                .push_bind(to_micros(exposure.time));
-        });
+        let mut insert = insert_exposures(chunk);
         insert.push(" ON CONFLICT DO NOTHING");
         insert
             .build()
@@ -107,18 +99,7 @@ async fn insert_writes(
                 .iter()
                 .map(|record| record.record_id.is_empty() || keyed.next().unwrap_or(false)),
         );
-        let mut insert = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO experiment_metric_records (experiment_id, variant_id, metric, value, user_id, record_id, recorded_at_us) ",
-        );
-        insert.push_values(chunk, |mut row, record| {
-            row.push_bind(&record.experiment_id)
-                .push_bind(&record.variant_id)
-                .push_bind(&record.metric)
-                .push_bind(record.value)
-                .push_bind(&record.user_id)
-                .push_bind((!record.record_id.is_empty()).then_some(record.record_id.as_str()))
-                .push_bind(to_micros(record.time));
-        });
+        let mut insert = insert_records(chunk);
         insert.push(" ON CONFLICT DO NOTHING");
         insert
             .build()
