@@ -217,6 +217,14 @@ async fn a_deployment_moves_to_postgres_and_back_with_everything_it_had() {
     // A mistyped source is refused, not copied as an empty deployment.
     let (ok, _, stderr) = migrate("sqlite:///no/such/llmops.db", &postgres.url());
     assert!(!ok);
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    // An existing but empty database is refused too.
+    let empty = TestDatabase::new(Backend::Postgres).await;
+    let (ok, _, stderr) = migrate(
+        &empty.url(),
+        &sqlite_url(&TestDatabase::new(Backend::Sqlite).await),
+    );
+    assert!(!ok);
     assert!(stderr.contains("holds no llmops data"), "{stderr}");
 
     let server = TestServer::start_on(&postgres, |_| {}).await;

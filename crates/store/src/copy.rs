@@ -60,6 +60,9 @@ pub enum CopyError {
         /// Why it could not be opened.
         source: StoreOpenError,
     },
+    /// The source is a SQLite file that does not exist: nothing is created or copied.
+    #[error("the source {0} does not exist; check --from")]
+    SourceMissing(String),
     /// The source holds nothing to copy (a mistyped URL, most likely): nothing is
     /// created or copied.
     #[error("the source {0} holds no llmops data; check --from")]
@@ -122,7 +125,7 @@ pub async fn copy_database(
     // source that "copies" nothing.
     if let DatabaseUrl::Sqlite(path) = from {
         if !path.is_file() {
-            return Err(CopyError::SourceEmpty(from.to_string()));
+            return Err(CopyError::SourceMissing(from.to_string()));
         }
     }
     let source = Storage::open(from, options)
