@@ -116,6 +116,39 @@ mod tests {
     use super::*;
     use crate::scratch::ScratchSchema;
 
+    /// An acknowledged write is committed as durably as the server is configured to
+    /// commit: every pooled connection has the server's own `synchronous_commit` (what
+    /// a plain connection gets), which llmops never lowers; and the pool is as large as
+    /// configured.
+    #[tokio::test]
+    async fn commits_wait_for_the_wal_and_the_pool_has_the_configured_size() {
+        let schema = ScratchSchema::create().await;
+        let server_url = std::env::var(crate::scratch::TEST_DATABASE_URL_VAR)
+            .unwrap_or_else(|_| crate::scratch::DEFAULT_TEST_DATABASE_URL.to_owned());
+        let plain = PgPool::connect(&server_url).await.unwrap();
+        let configured: String = sqlx::query_scalar("SHOW synchronous_commit")
+            .fetch_one(&plain)
+            .await
+            .unwrap();
+        plain.close().await;
+        assert_ne!(configured, "off", "the test server must commit durably");
+        let store = PostgresStore::open(schema.url(), 3).await.unwrap();
+        assert_eq!(store.writer.options().get_max_connections(), 3);
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(store.writer.acquire().await.unwrap());
+        }
+        for connection in &mut held {
+            let setting: String = sqlx::query_scalar("SHOW synchronous_commit")
+                .fetch_one(&mut **connection)
+                .await
+                .unwrap();
+            assert_eq!(setting, configured);
+        }
+        drop(held);
+        store.close().await;
+    }
+
     /// Replicas of a deployment start in any order, often together: all of them must
     /// come up, and the schema must be migrated once.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
