@@ -84,7 +84,11 @@ impl std::fmt::Display for DatabaseUrl {
 /// `url` with its password (in the user information or a `password` parameter)
 /// replaced, and everything else as given: what `config show` and logs print.
 pub fn redact_database_url(url: &str) -> String {
-    let Ok(mut parsed) = url::Url::parse(url) else {
+    // Only PostgreSQL URLs carry credentials worth keeping the user of; anything else is
+    // shown as written (re-serialising a file URL would percent-encode its path).
+    let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+    let parsed = postgres.then(|| url::Url::parse(url).ok()).flatten();
+    let Some(mut parsed) = parsed else {
         return llmops_redact::redact_url(url);
     };
     if parsed.password().is_some() {
@@ -254,6 +258,17 @@ mod tests {
             DatabaseUrl::in_data_dir(Path::new("/d")).to_string(),
             "sqlite:///d/llmops.db"
         );
+    }
+
+    #[test]
+    fn other_urls_are_shown_as_written() {
+        for url in [
+            "",
+            "sqlite:///srv/my data/llmops.db",
+            "sqlite://rel.db?mode=rwc",
+        ] {
+            assert_eq!(redact_database_url(url), url);
+        }
     }
 
     #[test]
