@@ -4,9 +4,10 @@
 //! Start-up order matters to operators: the listeners are bound and health answers
 //! NOT_SERVING first; storage is opened and migrated (a PostgreSQL server not up yet is
 //! waited for, see `database`); only then does health say SERVING, and it says
-//! NOT_SERVING again whenever the database stops answering. On shutdown health says NOT_SERVING at once, open streams are ended, new
-//! connections are refused, in-flight calls get `shutdown_grace` to finish (those still
-//! running then are answered UNAVAILABLE by `cut_off`), and the store is closed last.
+//! NOT_SERVING again whenever the database stops answering. On shutdown health says
+//! NOT_SERVING at once, open streams are ended, new connections are refused, in-flight
+//! calls get `shutdown_grace` to finish (those still running then are answered
+//! UNAVAILABLE by `cut_off`), and the store is closed last.
 
 mod connection;
 mod cut_off;
