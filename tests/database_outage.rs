@@ -29,6 +29,22 @@ async fn create(server: &TestServer, name: &str) -> Result<(), tonic::Status> {
         .map(drop)
 }
 
+async fn prompt_names(server: &TestServer) -> Vec<String> {
+    server
+        .prompts()
+        .list_prompts(pb::ListPromptsRequest {
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .prompts
+        .into_iter()
+        .map(|p| p.name)
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_follows_the_database_and_nothing_acknowledged_is_lost() {
     let schema = ScratchSchema::create().await;
@@ -74,37 +90,13 @@ async fn health_follows_the_database_and_nothing_acknowledged_is_lost() {
         .wait_for_health(ServingStatus::Serving, Duration::from_secs(10))
         .await;
     create(&server, "after").await.unwrap();
-    let names: Vec<String> = server
-        .prompts()
-        .list_prompts(pb::ListPromptsRequest {
-            page_size: 100,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .prompts
-        .into_iter()
-        .map(|p| p.name)
-        .collect();
-    assert_eq!(names, ["after", "before"]);
+    assert_eq!(prompt_names(&server).await, ["after", "before"]);
     server.stop().await;
     // The server restarted on the same database sees the same.
     let server = TestServer::start_in(dir.path(), |config| {
         config.database_url = schema.url().to_owned();
     })
     .await;
-    let names = server
-        .prompts()
-        .list_prompts(pb::ListPromptsRequest {
-            page_size: 100,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .prompts
-        .len();
-    assert_eq!(names, 2);
+    assert_eq!(prompt_names(&server).await, ["after", "before"]);
     server.stop().await;
 }

@@ -580,7 +580,27 @@ async fn an_import_over_max_import_bytes_is_refused_whole() {
     add_when_released(&server, &dataset.id, 0..100).await;
 }
 
+/// A dataset's name is a stored, unique column: a NUL in it is the client's mistake on
+/// every backend (PostgreSQL's text cannot hold one), never a retryable failure.
+async fn a_nul_in_a_dataset_name_is_refused_with_the_field(backend: Backend) {
+    let server = TestServer::start_on_backend(backend, |_| {}).await;
+    let refused = server
+        .evaluation()
+        .create_dataset(pb::CreateDatasetRequest {
+            dataset: Some(pb::Dataset {
+                name: "golden\0".into(),
+                r#type: pb::DatasetType::Regression.into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert_eq!(common::eval::fields(&refused), ["dataset.name"]);
+}
+
 on_both_backends!(
+    a_nul_in_a_dataset_name_is_refused_with_the_field,
     every_change_is_a_version_with_an_order_independent_hash,
     an_import_stream_is_one_version_and_pages_cover_it,
     datasets_survive_a_restart_and_can_be_deleted,

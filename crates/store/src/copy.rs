@@ -26,9 +26,10 @@ pub(crate) enum Value {
     Bool(Option<bool>),
 }
 
-/// A database read for copying.
+/// One end of a copy: the source is read a page at a time; the target is counted (to
+/// refuse one that holds data) and written through [`CopyEnd::begin_copy`].
 #[async_trait]
-pub(crate) trait CopySource: Send + Sync {
+pub(crate) trait CopyEnd: Send + Sync {
     /// Up to `limit` rows of `table` with keys after `after`, in key order.
     async fn read_page(
         &self,
@@ -152,7 +153,7 @@ async fn copy_between(
     from: &DatabaseUrl,
     progress: &mut impl FnMut(CopyProgress),
 ) -> Result<CopyReport, CopyError> {
-    let (reader, writer) = (source.copy_source(), target.copy_source());
+    let (reader, writer) = (source.copy_end(), target.copy_end());
     if holds_data(reader).await?.is_none() {
         return Err(CopyError::SourceEmpty(from.to_string()));
     }
@@ -221,7 +222,7 @@ fn key_of(table: &Table, row: &[Value]) -> Vec<Value> {
 }
 
 /// The first table of `database` that holds data, with its rows; `None` if it is empty.
-async fn holds_data(database: &dyn CopySource) -> Result<Option<(&'static str, i64)>, CopyError> {
+async fn holds_data(database: &dyn CopyEnd) -> Result<Option<(&'static str, i64)>, CopyError> {
     for table in TABLES {
         let rows = if table.name == "event_sequences" {
             // Seeded by the migrations; holding data means a sequence has moved.
@@ -247,8 +248,8 @@ async fn holds_data(database: &dyn CopySource) -> Result<Option<(&'static str, i
 }
 
 async fn verify_counts(
-    source: &dyn CopySource,
-    target: &dyn CopySource,
+    source: &dyn CopyEnd,
+    target: &dyn CopyEnd,
     report: &CopyReport,
 ) -> Result<(), CopyError> {
     for (table, (name, copied)) in TABLES.iter().zip(&report.tables) {
@@ -310,5 +311,43 @@ fn database_error(table: &'static str, err: sqlx::Error) -> CopyError {
     CopyError::Database {
         table,
         message: llmops_redact::redact_url(&err.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    fn listed() -> BTreeSet<(String, String)> {
+        TABLES
+            .iter()
+            .flat_map(|table| {
+                table
+                    .columns
+                    .iter()
+                    .map(|(column, _)| (table.name.to_owned(), (*column).to_owned()))
+            })
+            .collect()
+    }
+
+    /// A table or column the migrations add but the copy does not list would be lost
+    /// by `llmops migrate` without a word; this fails first, on either backend.
+    #[tokio::test]
+    async fn every_table_and_column_of_the_schema_is_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = crate::scratch::ScratchSchema::create().await;
+        for url in [
+            DatabaseUrl::in_data_dir(dir.path()),
+            DatabaseUrl::parse(schema.url()).unwrap(),
+        ] {
+            let storage = Storage::open(&url, StorageOptions::default())
+                .await
+                .unwrap();
+            let columns: BTreeSet<_> = storage.schema_columns().await.into_iter().collect();
+            assert_eq!(columns, listed(), "{url}");
+            storage.close().await;
+        }
     }
 }

@@ -70,6 +70,18 @@ impl PostgresStore {
         self.writer.close().await;
     }
 
+    /// Every (table, column) of llmops's schema, for checking the copy's table list.
+    #[cfg(test)]
+    pub(crate) async fn schema_columns(&self) -> Vec<(String, String)> {
+        sqlx::query_as(
+            "SELECT table_name::text, column_name::text FROM information_schema.columns
+             WHERE table_schema = current_schema() AND table_name <> '_sqlx_migrations'",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .expect("the schema is readable")
+    }
+
     /// Whether the database answers now.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT 1")

@@ -113,6 +113,18 @@ impl SqliteStore {
         Ok(Self { writer, reader })
     }
 
+    /// Every (table, column) of llmops's schema, for checking the copy's table list.
+    #[cfg(test)]
+    pub(crate) async fn schema_columns(&self) -> Vec<(String, String)> {
+        sqlx::query_as(
+            "SELECT m.name, p.name FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p
+             WHERE m.type = 'table' AND m.name <> '_sqlx_migrations' AND m.name NOT LIKE 'sqlite!_%' ESCAPE '!'",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .expect("the schema is readable")
+    }
+
     /// Whether the database answers now.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT 1")

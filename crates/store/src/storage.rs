@@ -213,8 +213,17 @@ impl Storage {
         }
     }
 
-    /// This database as the source or target of a copy.
-    pub(crate) fn copy_source(&self) -> &dyn crate::copy::CopySource {
+    /// Every (table, column) of the schema.
+    #[cfg(test)]
+    pub(crate) async fn schema_columns(&self) -> Vec<(String, String)> {
+        match &self.backend {
+            Backend::Sqlite(store) => store.schema_columns().await,
+            Backend::Postgres(store) => store.schema_columns().await,
+        }
+    }
+
+    /// This database as either end of a copy.
+    pub(crate) fn copy_end(&self) -> &dyn crate::copy::CopyEnd {
         match &self.backend {
             Backend::Sqlite(store) => store,
             Backend::Postgres(store) => store,

@@ -83,6 +83,8 @@ pub(super) fn check_dataset(spec: &DatasetSpec) -> Result<(), EvaluationError> {
             "name",
             format!("is longer than {} bytes", limits::NAME_BYTES),
         ));
+    } else if spec.name.contains('\0') {
+        violations.push(FieldViolation::new("name", llmops_core::NUL_REFUSED));
     }
     if spec.description.len() > limits::DESCRIPTION_BYTES {
         violations.push(FieldViolation::new(

@@ -1,7 +1,7 @@
 //! Every table `llmops migrate` copies, in an order that satisfies the foreign keys,
 //! with its key (rows are read in key order, a page at a time) and its columns.
 //! Both backends' schemas have exactly these tables and columns; a table added to the
-//! migrations must be added here, which `every_table_of_the_schema_is_copied` checks.
+//! migrations must be added here, which `every_table_and_column_of_the_schema_is_copied` checks.
 
 /// How a column's values are read and written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

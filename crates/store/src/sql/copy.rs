@@ -7,7 +7,7 @@ use sqlx::{QueryBuilder, Row, Transaction};
 
 use super::{Db, Store};
 use crate::copy::tables::{Kind, Table};
-use crate::copy::{CopySource, CopyTarget, Value};
+use crate::copy::{CopyEnd, CopyTarget, Value};
 
 /// Rows per INSERT: at most 11 columns, well under either database's parameter limit.
 const ROWS_PER_STATEMENT: usize = 500;
@@ -44,7 +44,7 @@ fn column_list(table: &Table) -> String {
 }
 
 #[async_trait]
-impl CopySource for Store {
+impl CopyEnd for Store {
     async fn read_page(
         &self,
         table: &Table,
