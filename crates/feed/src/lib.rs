@@ -7,6 +7,13 @@
 //! far behind that the live feed drops events for it, it goes back to storage and catches
 //! up. So a subscriber sees every matching event after its cursor exactly once, in order,
 //! whatever is committed during the hand-over, and a slow subscriber never slows writers.
+//!
+//! A feed may have more than one publisher: a local writer, and the follower that
+//! publishes what other processes sharing the database committed. Their events can reach
+//! the live feed out of order. Sequences are dense (the store's sequencer hands out the
+//! next number inside the committing transaction), so an event that skips past the
+//! cursor proves that everything in between is committed: the subscription reads the gap
+//! from storage before delivering it, and later drops the stragglers as already seen.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,10 +54,11 @@ impl<E: Sequenced + Send + Sync + 'static> LiveFeed<E> {
         }
     }
 
-    /// Publishes a committed event. Callers publish in sequence order (they hold the
-    /// lock under which they committed).
+    /// Publishes a committed event. Publishing in sequence order is cheapest for
+    /// subscribers; an event published after a later one costs each subscriber a read
+    /// of the gap from storage, never a loss.
     pub fn publish(&self, event: Arc<E>) {
-        self.head.store(event.sequence(), Ordering::SeqCst);
+        self.head.fetch_max(event.sequence(), Ordering::SeqCst);
         // No subscribers is normal.
         let _ = self.sender.send(event);
     }
@@ -60,9 +68,9 @@ impl<E: Sequenced + Send + Sync + 'static> LiveFeed<E> {
         self.head.load(Ordering::SeqCst)
     }
 
-    /// Moves the head without an event (after reloading state from storage).
+    /// Moves the head forward without an event (after reloading state from storage).
     pub fn set_head(&self, head: u64) {
-        self.head.store(head, Ordering::SeqCst);
+        self.head.fetch_max(head, Ordering::SeqCst);
     }
 
     /// A subscription delivering matching events after `cursor`. Call it while no event
@@ -131,6 +139,10 @@ impl<E: Sequenced + Send + Sync + 'static> Subscription<E> {
                     if event.sequence() <= self.cursor {
                         continue;
                     }
+                    if event.sequence() > self.cursor + 1 {
+                        self.fill_gap_before(event).await?;
+                        continue;
+                    }
                     self.cursor = event.sequence();
                     if (self.matches)(&event) {
                         return Ok(Some(event));
@@ -152,6 +164,33 @@ impl<E: Sequenced + Send + Sync + 'static> Subscription<E> {
     /// The sequence of the last event delivered or passed over.
     pub fn cursor(&self) -> u64 {
         self.cursor
+    }
+
+    /// Queues the stored events between the cursor and `event` (committed, since a later
+    /// sequence was handed out), then `event` itself.
+    async fn fill_gap_before(&mut self, event: Arc<E>) -> Result<(), String> {
+        let until = event.sequence();
+        'read: loop {
+            let batch = self.source.events_after(self.cursor, REPLAY_BATCH).await?;
+            let complete = batch.len() < REPLAY_BATCH;
+            for stored in batch {
+                if stored.sequence() >= until {
+                    break 'read;
+                }
+                self.cursor = stored.sequence();
+                if (self.matches)(&stored) {
+                    self.pending.push_back(Arc::new(stored));
+                }
+            }
+            if complete {
+                break;
+            }
+        }
+        self.cursor = until;
+        if (self.matches)(&event) {
+            self.pending.push_back(event);
+        }
+        Ok(())
     }
 
     async fn replay(&mut self) -> Result<(), String> {

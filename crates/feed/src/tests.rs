@@ -96,6 +96,46 @@ async fn filters_apply_to_replayed_and_live_events() {
     assert_eq!(seen, [1, 3, 5]);
 }
 
+/// Commits to the log without publishing (another process's write, not yet followed).
+fn commit_elsewhere(log: &Log, tag: &'static str) -> Event {
+    let mut events = log.0.lock().unwrap();
+    let event = Event(events.len() as u64 + 1, tag);
+    events.push(event.clone());
+    event
+}
+
+#[tokio::test]
+async fn an_event_published_out_of_order_is_neither_lost_nor_repeated() {
+    let log = Arc::new(Log::default());
+    let feed = LiveFeed::new(8, 0);
+    let mut subscription = feed.subscribe(log.clone(), 0, false, |_| true);
+    // 1 and 2 are committed by another process; the local writer publishes 3 first.
+    let first = commit_elsewhere(&log, "a");
+    let second = commit_elsewhere(&log, "a");
+    let third = commit(&log, &feed, "a");
+    feed.publish(Arc::new(first));
+    feed.publish(Arc::new(second));
+    let fourth = commit(&log, &feed, "a");
+    assert_eq!(third, 3);
+    assert_eq!(collect(&mut subscription, fourth).await, [1, 2, 3, 4]);
+    assert_eq!(feed.head(), 4, "the head never moves back");
+}
+
+#[tokio::test]
+async fn a_filtered_subscriber_reads_a_gap_without_overtaking_the_live_event() {
+    let log = Arc::new(Log::default());
+    let feed = LiveFeed::new(8, 0);
+    let mut subscription = feed.subscribe(log.clone(), 0, false, |e: &Event| e.1 == "x");
+    for tag in ["x", "y", "x"] {
+        commit_elsewhere(&log, tag);
+    }
+    let published = commit(&log, &feed, "x");
+    // Committed after the event that revealed the gap: it comes from the live feed.
+    let later = commit(&log, &feed, "x");
+    assert_eq!(published, 4);
+    assert_eq!(collect(&mut subscription, later).await, [1, 3, 4, 5]);
+}
+
 #[tokio::test]
 async fn dropping_a_subscription_unsubscribes() {
     let log = Arc::new(Log::default());
@@ -107,6 +147,34 @@ async fn dropping_a_subscription_unsubscribes() {
 }
 
 proptest::proptest! {
+    /// Two publishers (a local writer and a follower of other processes' commits) reach
+    /// the live feed in any interleaving: a subscriber still sees each event once, in order.
+    #[test]
+    fn two_publishers_in_any_order(order in proptest::collection::vec(proptest::bool::ANY, 1..60), capacity in 1usize..8) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let log = Arc::new(Log::default());
+            let feed = LiveFeed::new(capacity, 0);
+            let mut subscription = feed.subscribe(log.clone(), 0, false, |_| true);
+            let mut unfollowed = Vec::new();
+            for local in &order {
+                if *local {
+                    commit(&log, &feed, "a");
+                } else {
+                    unfollowed.push(commit_elsewhere(&log, "a"));
+                }
+            }
+            // The follower publishes what it read afterwards, in its own order.
+            for event in unfollowed {
+                feed.publish(Arc::new(event));
+            }
+            let head = order.len() as u64;
+            let tail = commit(&log, &feed, "a");
+            let seen = collect(&mut subscription, tail).await;
+            assert_eq!(seen, (1..=head + 1).collect::<Vec<_>>());
+        });
+    }
+
     /// From any cursor, with writes racing the hand-over and a tiny live buffer, a
     /// subscriber sees every later event exactly once, in order.
     #[test]
