@@ -35,6 +35,13 @@ pub struct Config {
     /// The most connections to a PostgreSQL database, per process.
     #[serde(default = "default_database_max_connections")]
     pub database_max_connections: u32,
+    /// How often a replica reads the shared event feeds when no announcement woke it
+    /// (PostgreSQL; a lost announcement delays a change by at most this long).
+    #[serde(
+        default = "default_feed_poll_interval",
+        with = "humantime_serde_compat"
+    )]
+    pub feed_poll_interval: Duration,
     /// The Prometheus `/metrics` listen address.
     pub metrics_listen: SocketAddr,
     /// `full` (SQLite synchronous=FULL: a commit survives power loss) or `normal`.
@@ -200,6 +207,10 @@ fn default_database_max_connections() -> u32 {
     16
 }
 
+fn default_feed_poll_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
 impl Default for Config {
     fn default() -> Self {
         let limits = RegistryLimits::default();
@@ -208,6 +219,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./llmops-data"),
             database_url: String::new(),
             database_max_connections: default_database_max_connections(),
+            feed_poll_interval: default_feed_poll_interval(),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             durability: DurabilitySetting::Full,
             max_message_bytes: 4 * 1024 * 1024,
@@ -339,6 +351,11 @@ impl Config {
         }
         if !(1..=10_000).contains(&self.database_max_connections) {
             return bad("database_max_connections", "must be between 1 and 10000");
+        }
+        if !(Duration::from_millis(10)..=Duration::from_secs(3600))
+            .contains(&self.feed_poll_interval)
+        {
+            return bad("feed_poll_interval", "must be between 10ms and 1h");
         }
         if self.experiments.min_samples_for_significance < 2 {
             return bad(

@@ -12,6 +12,7 @@
 mod connection;
 mod cut_off;
 mod database;
+mod follow;
 mod health;
 mod starting;
 
@@ -444,6 +445,14 @@ async fn open_storage(
         config.experiments.alert_check_interval,
         stop.clone(),
     ));
+    let mut background = vec![webhooks, retention, monitor, probes];
+    background.extend(follow::spawn(
+        &storage,
+        registry.clone(),
+        alerts.clone(),
+        config.feed_poll_interval,
+        stop,
+    ));
     Ok((
         storage,
         Services {
@@ -456,7 +465,7 @@ async fn open_storage(
             schedules,
             gates,
         },
-        vec![webhooks, retention, monitor, probes],
+        background,
     ))
 }
 

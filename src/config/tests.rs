@@ -319,3 +319,15 @@ fn a_postgres_url_and_its_pool_size_come_from_the_environment_and_show_without_t
     .to_string();
     assert!(message.contains("database_max_connections"), "{message}");
 }
+
+#[test]
+fn feed_poll_interval_defaults_to_a_second_and_is_range_checked() {
+    assert_eq!(Config::default().feed_poll_interval, Duration::from_secs(1));
+    let loaded =
+        LoadedConfig::load(None, env(&[("LLMOPS_FEED_POLL_INTERVAL", "250ms")]), vec![]).unwrap();
+    assert_eq!(loaded.config.feed_poll_interval, Duration::from_millis(250));
+    let message = LoadedConfig::load(None, env(&[("LLMOPS_FEED_POLL_INTERVAL", "1ms")]), vec![])
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("feed_poll_interval"), "{message}");
+}

@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod backend;
+pub mod cluster;
 pub mod eval;
 pub mod outage;
 pub mod process;

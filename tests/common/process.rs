@@ -14,7 +14,7 @@ pub struct ServerProcess {
     pub address: SocketAddr,
 }
 
-fn free_address() -> SocketAddr {
+pub fn free_address() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -24,7 +24,18 @@ fn free_address() -> SocketAddr {
 impl ServerProcess {
     /// Starts the binary on `data_dir` with the extra `LLMOPS_*` variables in `env`.
     pub fn spawn(data_dir: &Path, env: &[(&str, &str)]) -> Self {
-        let address = free_address();
+        Self::spawn_on(free_address(), data_dir, env)
+    }
+
+    /// Starts the binary listening on `address` (a restarted replica keeps its address).
+    /// Its log goes to `server.log` in `data_dir`, for a failing test to show.
+    pub fn spawn_on(address: SocketAddr, data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        std::fs::create_dir_all(data_dir).expect("the data directory can be created");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.join("server.log"))
+            .expect("the server log can be created");
         let child = Command::new(env!("CARGO_BIN_EXE_llmops"))
             .args([
                 "serve",
@@ -37,7 +48,7 @@ impl ServerProcess {
             .arg(data_dir)
             .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("the llmops binary starts");
         Self { child, address }

@@ -21,6 +21,8 @@ use crate::store::{AlertCursor, AlertStore};
 use crate::validate::validate_new_alert;
 use crate::webhook::{alertmanager_body, WebhookDelivery, WebhookReceiver};
 
+mod follow;
+
 /// How many events a subscriber may fall behind before catching up from storage.
 const LIVE_FEED_CAPACITY: usize = 4096;
 
@@ -56,6 +58,8 @@ pub struct AlertService {
     feed: LiveFeed<AlertEvent>,
     /// Wakes the webhook sender after a commit that queued deliveries.
     delivery_waker: Option<Arc<Notify>>,
+    /// Where this process is in the feed shared with other processes.
+    follower: std::sync::Mutex<llmops_feed::FollowCursor>,
 }
 
 impl std::fmt::Debug for AlertService {
@@ -105,6 +109,7 @@ impl AlertService {
             open: Mutex::new(open),
             feed: LiveFeed::new(LIVE_FEED_CAPACITY, head),
             delivery_waker: None,
+            follower: std::sync::Mutex::new(llmops_feed::FollowCursor::starting_after(head)),
         })
     }
 
@@ -324,6 +329,7 @@ impl AlertService {
             );
         }
         event.sequence = sequence;
+        self.follower().record_local(sequence);
         self.feed.publish(Arc::new(event));
         if let (false, Some(waker)) = (deliveries.is_empty(), &self.delivery_waker) {
             waker.notify_one();

@@ -212,3 +212,84 @@ impl<E: Sequenced + Send + Sync + 'static> Subscription<E> {
 
 #[cfg(test)]
 mod tests;
+
+/// What a follower learns of an event it reads back from storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Followed {
+    /// Already applied (at or below the cursor).
+    Seen,
+    /// Committed and applied by this process; only the cursor moves.
+    Local,
+    /// Committed by another process sharing the database: apply it.
+    Remote,
+}
+
+/// A process's position in a feed it shares with other processes.
+///
+/// Each process serves reads from its own cache, so it reads back every event committed
+/// after its cursor and applies those it did not commit itself. Call [`Self::classify`]
+/// and [`Self::record_local`] under the lock the process's writers commit under, so a
+/// local commit is either recorded or not yet made when its event is read back.
+#[derive(Debug, Default)]
+pub struct FollowCursor {
+    /// Whether anything follows (a process on a shared database); until then local
+    /// sequences are not recorded, as nothing would ever remove them.
+    enabled: bool,
+    cursor: u64,
+    /// Sequences committed here and not yet passed by the cursor.
+    local: std::collections::BTreeSet<u64>,
+}
+
+impl FollowCursor {
+    /// A cursor after `sequence` (the head of the state a process loaded).
+    pub fn starting_after(sequence: u64) -> Self {
+        Self {
+            cursor: sequence,
+            ..Self::default()
+        }
+    }
+
+    /// Starts following: from now on, local commits are recorded.
+    pub fn enable(&mut self) {
+        self.enabled = true;
+    }
+
+    /// The sequence of the last event read back.
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// Continues after `cursor` (state loaded whole from storage includes everything up
+    /// to it).
+    pub fn restart_at(&mut self, cursor: u64) {
+        self.cursor = cursor;
+        self.local.clear();
+    }
+
+    /// Notes an event this process committed and applied.
+    pub fn record_local(&mut self, sequence: u64) {
+        if self.enabled && sequence > self.cursor {
+            self.local.insert(sequence);
+        }
+    }
+
+    /// What to do with an event read back from storage; [`Self::pass`] it once done.
+    pub fn classify(&self, sequence: u64) -> Followed {
+        if sequence <= self.cursor {
+            Followed::Seen
+        } else if self.local.contains(&sequence) {
+            Followed::Local
+        } else {
+            Followed::Remote
+        }
+    }
+
+    /// Moves the cursor past an event that is applied (or was applied here already).
+    pub fn pass(&mut self, sequence: u64) {
+        if sequence > self.cursor {
+            self.cursor = sequence;
+            // Whatever lies at or below the cursor now is settled.
+            self.local = self.local.split_off(&(sequence + 1));
+        }
+    }
+}

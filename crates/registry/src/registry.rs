@@ -6,6 +6,7 @@
 //! only then updates the cache and publishes the event, so the cache never shows a change
 //! that is not durable and events reach the live feed in sequence order.
 
+mod follow;
 mod paging;
 mod pointers;
 mod state;
@@ -79,6 +80,8 @@ pub struct Registry {
     feed: LiveFeed<PromptEvent>,
     /// Asked before the active pointer or a label moves; set once by the server.
     guard: std::sync::OnceLock<Arc<dyn ReleaseGuard>>,
+    /// Where this process is in the feed shared with other processes.
+    follower: std::sync::Mutex<llmops_feed::FollowCursor>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -102,13 +105,14 @@ impl Registry {
             write_lock: Mutex::new(()),
             feed: LiveFeed::new(LIVE_FEED_CAPACITY, 0),
             guard: std::sync::OnceLock::new(),
+            follower: std::sync::Mutex::new(llmops_feed::FollowCursor::default()),
         };
         registry.reload().await?;
         Ok(registry)
     }
 
-    /// Replaces the cache with what storage holds. Another replica sharing the database
-    /// calls this (or a finer-grained successor) when it learns of changes made elsewhere.
+    /// Replaces the cache with what storage holds; following resumes after the state
+    /// loaded.
     pub async fn reload(&self) -> Result<(), RegistryError> {
         let _guard = self.write_lock.lock().await;
         let state = self
@@ -123,6 +127,7 @@ impl Registry {
             self.prompts.insert(name, Arc::new(entry));
         }
         self.feed.set_head(state.head_sequence);
+        self.follower().restart_at(state.head_sequence);
         Ok(())
     }
 
@@ -322,6 +327,7 @@ impl Registry {
 
     fn publish(&self, mut event: PromptEvent, sequence: u64) {
         event.sequence = sequence;
+        self.record_local_commit(sequence);
         self.feed.publish(Arc::new(event));
     }
 

@@ -81,6 +81,11 @@ pub trait PromptStore: Send + Sync + 'static {
     /// Loads every prompt, version and label.
     async fn load_registry(&self) -> Result<RegistryState, StoreError>;
 
+    /// The stored state of one prompt (no versions when it does not exist), with the
+    /// head sequence of the same snapshot. A replica reloads a prompt that another
+    /// process changed with this.
+    async fn load_prompt(&self, name: &str) -> Result<RegistryState, StoreError>;
+
     /// Applies `change` and appends `event` in one transaction. The event's sequence is
     /// assigned by the store's sequencer in commit order and returned; the `sequence`
     /// field of `event` is ignored.

@@ -22,6 +22,6 @@ mod storage;
 
 pub use copy::{copy_database, CopyError, CopyProgress, CopyReport};
 pub use error::StoreOpenError;
-pub use postgres::PostgresStore;
+pub use postgres::{AppendListener, PostgresStore, FEED_CHANNEL};
 pub use sqlite::{Durability, SqliteStore};
 pub use storage::{redact_database_url, DatabaseUrl, Storage, StorageOptions};

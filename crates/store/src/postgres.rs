@@ -82,6 +82,13 @@ impl PostgresStore {
         .expect("the schema is readable")
     }
 
+    /// Listens for announcements of appends to the event streams (see [`FEED_CHANNEL`]).
+    pub async fn listen_for_appends(&self) -> Result<AppendListener, sqlx::Error> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.reader).await?;
+        listener.listen(FEED_CHANNEL).await?;
+        Ok(AppendListener { listener })
+    }
+
     /// Whether the database answers now.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT 1")
@@ -91,9 +98,45 @@ impl PostgresStore {
     }
 }
 
+/// Announcements of appends to the event streams, by any process sharing the database.
+pub struct AppendListener {
+    listener: sqlx::postgres::PgListener,
+}
+
+impl std::fmt::Debug for AppendListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppendListener").finish_non_exhaustive()
+    }
+}
+
+impl AppendListener {
+    /// The stream named by the next announcement, or `None` when the connection was lost
+    /// and is being made again: announcements made meanwhile are lost, so the caller
+    /// should read every stream.
+    pub async fn next(&mut self) -> Result<Option<String>, sqlx::Error> {
+        Ok(self
+            .listener
+            .try_recv()
+            .await?
+            .map(|notification| notification.payload().to_owned()))
+    }
+}
+
 /// What a read that a decision rests on appends: a share lock on the rows read, held to
 /// commit, so a concurrent change of them waits (or was committed before the read).
 const FOR_SHARE: &str = " FOR SHARE";
+
+/// The channel on which an append to an event stream is announced, with the stream's
+/// name as the payload. Notifications are delivered at commit, so a listener woken by
+/// one reads the event it announces.
+pub const FEED_CHANNEL: &str = "llmops_feed";
+
+/// Takes a stream's next sequence (see `sql/sequencer.rs`) and announces the append on
+/// [`FEED_CHANNEL`], in one round trip.
+const NEXT_SEQUENCE: &str = "WITH next AS (
+         UPDATE event_sequences SET value = value + 1 WHERE stream = $1 RETURNING value
+     )
+     SELECT next.value FROM next, pg_notify('llmops_feed', $1)";
 
 /// The driver the shared queries are compiled for.
 type Db = sqlx::Postgres;

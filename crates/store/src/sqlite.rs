@@ -144,6 +144,11 @@ impl SqliteStore {
 /// already serialises every transaction.
 const FOR_SHARE: &str = "";
 
+/// Takes a stream's next sequence (see `sql/sequencer.rs`). One process owns a SQLite
+/// database, so nobody else needs to hear of the append.
+const NEXT_SEQUENCE: &str =
+    "UPDATE event_sequences SET value = value + 1 WHERE stream = $1 RETURNING value";
+
 /// The driver the shared queries are compiled for.
 type Db = sqlx::Sqlite;
 type Connection = sqlx::SqliteConnection;

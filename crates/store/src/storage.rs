@@ -15,7 +15,7 @@ use llmops_experiments::ExperimentStore;
 use llmops_registry::PromptStore;
 
 use crate::error::StoreOpenError;
-use crate::postgres::PostgresStore;
+use crate::postgres::{AppendListener, PostgresStore};
 use crate::sqlite::{Durability, SqliteStore, DATABASE_FILE};
 
 /// Where the data lives: a parsed database URL.
@@ -238,6 +238,25 @@ impl Storage {
             Backend::Postgres(store) => store.ping().await,
         };
         answer.map_err(crate::error::db_error)
+    }
+
+    /// Announcements of event-stream appends by every process sharing the database, or
+    /// `None` when no other process can share it (SQLite).
+    pub async fn listen_for_appends(&self) -> Result<Option<AppendListener>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(None),
+            Backend::Postgres(store) => store
+                .listen_for_appends()
+                .await
+                .map(Some)
+                .map_err(crate::error::db_error),
+        }
+    }
+
+    /// Whether other processes may write to this database (PostgreSQL), so caches
+    /// must follow the shared event feeds.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
     }
 
     /// Waits for queries in flight, then closes every connection.

@@ -24,6 +24,10 @@ impl PromptStore for EventLogStore {
         Ok(RegistryState::default())
     }
 
+    async fn load_prompt(&self, _name: &str) -> Result<RegistryState, StoreError> {
+        Ok(RegistryState::default())
+    }
+
     async fn commit_prompt_change(
         &self,
         _change: &PromptChange,

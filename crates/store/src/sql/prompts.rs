@@ -19,53 +19,11 @@ const PROMPT_EVENTS: &str = "prompts";
 #[async_trait]
 impl PromptStore for Store {
     async fn load_registry(&self) -> Result<RegistryState, StoreError> {
-        // One snapshot for all four reads: the head sequence must match the state, or a
-        // watcher resuming from it would miss or repeat a change.
-        let mut tx = super::begin_snapshot(&self.reader)
-            .await
-            .map_err(db_error)?;
-        let rows = sqlx::query(
-            "SELECT record, updated_at_us FROM prompt_versions ORDER BY name, created_at_us",
-        )
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        let mut versions = Vec::with_capacity(rows.len());
-        for row in rows {
-            let mut record: PromptVersion = serde_json::from_str(row.get::<&str, _>(0))
-                .map_err(|e| corrupt("prompt version", e))?;
-            record.updated_at = from_micros(row.get(1));
-            versions.push(record);
-        }
-        let active = sqlx::query("SELECT name, active_version_id FROM prompts")
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db_error)?
-            .into_iter()
-            .map(|row| Ok((row.get::<String, _>(0), parse_id(row.get(1))?)))
-            .collect::<Result<_, StoreError>>()?;
-        let labels = sqlx::query("SELECT name, label, version_id FROM prompt_labels")
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db_error)?
-            .into_iter()
-            .map(|row| {
-                Ok((
-                    row.get::<String, _>(0),
-                    row.get::<String, _>(1),
-                    parse_id(row.get(2))?,
-                ))
-            })
-            .collect::<Result<_, StoreError>>()?;
-        let head = sequencer::current(&mut *tx, PROMPT_EVENTS)
-            .await
-            .map_err(db_error)?;
-        Ok(RegistryState {
-            versions,
-            active,
-            labels,
-            head_sequence: head as u64,
-        })
+        self.load_prompts(None).await
+    }
+
+    async fn load_prompt(&self, name: &str) -> Result<RegistryState, StoreError> {
+        self.load_prompts(Some(name)).await
     }
 
     async fn commit_prompt_change(
@@ -343,4 +301,76 @@ async fn append_event(
 
 fn parse_id(text: String) -> Result<Uuid, StoreError> {
     Uuid::parse_str(&text).map_err(|e| corrupt("id", e))
+}
+
+impl Store {
+    /// Every prompt's state, or only `name`'s, with the head sequence, in one snapshot:
+    /// the head must match the state, or a watcher resuming from it would miss or repeat
+    /// a change.
+    async fn load_prompts(&self, name: Option<&str>) -> Result<RegistryState, StoreError> {
+        let only = if name.is_some() {
+            " WHERE name = $1"
+        } else {
+            ""
+        };
+        let mut tx = super::begin_snapshot(&self.reader)
+            .await
+            .map_err(db_error)?;
+        let query = format!(
+            "SELECT record, updated_at_us FROM prompt_versions{only} ORDER BY name, created_at_us"
+        );
+        let rows = bind_name(sqlx::query(&query), name)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let mut versions = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut record: PromptVersion = serde_json::from_str(row.get::<&str, _>(0))
+                .map_err(|e| corrupt("prompt version", e))?;
+            record.updated_at = from_micros(row.get(1));
+            versions.push(record);
+        }
+        let query = format!("SELECT name, active_version_id FROM prompts{only}");
+        let active = bind_name(sqlx::query(&query), name)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .map(|row| Ok((row.get::<String, _>(0), parse_id(row.get(1))?)))
+            .collect::<Result<_, StoreError>>()?;
+        let query = format!("SELECT name, label, version_id FROM prompt_labels{only}");
+        let labels = bind_name(sqlx::query(&query), name)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .map(|row| {
+                Ok((
+                    row.get::<String, _>(0),
+                    row.get::<String, _>(1),
+                    parse_id(row.get(2))?,
+                ))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let head = sequencer::current(&mut *tx, PROMPT_EVENTS)
+            .await
+            .map_err(db_error)?;
+        Ok(RegistryState {
+            versions,
+            active,
+            labels,
+            head_sequence: head as u64,
+        })
+    }
+}
+
+/// Binds the prompt name a query filters on, when it filters.
+fn bind_name<'q>(
+    query: sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments<'q>>,
+    name: Option<&'q str>,
+) -> sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments<'q>> {
+    match name {
+        Some(name) => query.bind(name),
+        None => query,
+    }
 }

@@ -16,17 +16,16 @@ use sqlx::Transaction;
 
 use super::Db;
 
-/// Takes the next sequence of `stream` inside `tx`.
+/// Takes the next sequence of `stream` inside `tx` (on PostgreSQL also announcing the
+/// append to other processes, at commit).
 pub(crate) async fn next_sequence(
     tx: &mut Transaction<'_, Db>,
     stream: &str,
 ) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "UPDATE event_sequences SET value = value + 1 WHERE stream = $1 RETURNING value",
-    )
-    .bind(stream)
-    .fetch_one(&mut **tx)
-    .await
+    sqlx::query_scalar(super::NEXT_SEQUENCE)
+        .bind(stream)
+        .fetch_one(&mut **tx)
+        .await
 }
 
 /// The current value of `stream`.

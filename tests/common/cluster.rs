@@ -1,0 +1,95 @@
+//! Several real `llmops serve` processes sharing one fresh PostgreSQL schema, as an
+//! operator runs replicas behind a load balancer; any of them can be killed (SIGKILL)
+//! and started again on the same address.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use tonic::transport::Channel;
+
+use super::backend::{Backend, TestDatabase};
+use super::process::{free_address, ServerProcess};
+
+/// One replica's fixed place: its address and data directory (for its log).
+struct Slot {
+    address: SocketAddr,
+    data_dir: PathBuf,
+    process: Option<ServerProcess>,
+}
+
+/// Replicas of one deployment.
+pub struct Cluster {
+    database: TestDatabase,
+    env: Vec<(String, String)>,
+    slots: Vec<Slot>,
+}
+
+impl Cluster {
+    /// Starts `replicas` processes on a fresh PostgreSQL schema, each with the extra
+    /// `LLMOPS_*` variables in `env`, and waits until every one is SERVING.
+    pub async fn start(replicas: usize, env: &[(&str, &str)]) -> Self {
+        let database = TestDatabase::new(Backend::Postgres).await;
+        let env = env
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect();
+        let mut cluster = Self {
+            database,
+            env,
+            slots: Vec::new(),
+        };
+        for index in 0..replicas {
+            let data_dir = cluster.database.data_dir().join(format!("replica-{index}"));
+            std::fs::create_dir_all(&data_dir).unwrap();
+            cluster.slots.push(Slot {
+                address: free_address(),
+                data_dir,
+                process: None,
+            });
+            cluster.restart(index);
+        }
+        for index in 0..replicas {
+            cluster.channel(index).await;
+        }
+        cluster
+    }
+
+    /// A channel to replica `index` once it is SERVING.
+    pub async fn channel(&self, index: usize) -> Channel {
+        self.slots[index]
+            .process
+            .as_ref()
+            .expect("the replica is running")
+            .channel()
+            .await
+    }
+
+    /// Kills replica `index` with SIGKILL: nothing of its shutdown path runs.
+    pub fn kill(&mut self, index: usize) {
+        if let Some(mut process) = self.slots[index].process.take() {
+            process.kill();
+        }
+    }
+
+    /// Starts replica `index` (again) on its address.
+    pub fn restart(&mut self, index: usize) {
+        let url = self.database.url();
+        let slot = &mut self.slots[index];
+        let mut env: Vec<(&str, &str)> = vec![("LLMOPS_DATABASE_URL", url.as_str())];
+        env.extend(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        slot.process = Some(ServerProcess::spawn_on(slot.address, &slot.data_dir, &env));
+    }
+
+    /// Every replica's log, for a failing assertion's message.
+    pub fn logs(&self) -> String {
+        self.slots
+            .iter()
+            .enumerate()
+            .map(|(index, slot)| {
+                let log =
+                    std::fs::read_to_string(slot.data_dir.join("server.log")).unwrap_or_default();
+                format!("--- replica {index} ---\n{log}")
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,330 @@
+//! Several `llmops serve` processes on one PostgreSQL database, as replicas behind a
+//! load balancer: a write on any replica is read and streamed on every other, in one
+//! order, and the database's invariants hold across them. Real binaries, real kills.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::cluster::Cluster;
+use llmops::pb;
+use llmops::pb::alert_service_client::AlertServiceClient;
+use llmops::pb::prompt_service_client::PromptServiceClient;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+use tonic::Code;
+
+/// How long a change may take to reach another replica before a test gives up. The
+/// contract is 1 s at p99 under load; a shared test machine gets slack, and the figure
+/// itself is measured by the load tool.
+const PROPAGATION_LIMIT: Duration = Duration::from_secs(10);
+
+async fn prompts(cluster: &Cluster, replica: usize) -> PromptServiceClient<Channel> {
+    PromptServiceClient::new(cluster.channel(replica).await)
+}
+
+async fn alerts(cluster: &Cluster, replica: usize) -> AlertServiceClient<Channel> {
+    AlertServiceClient::new(cluster.channel(replica).await)
+}
+
+async fn create_version(
+    client: &mut PromptServiceClient<Channel>,
+    name: &str,
+    version: &str,
+) -> Result<pb::PromptVersion, tonic::Status> {
+    client
+        .create_prompt_version(pb::CreatePromptVersionRequest {
+            prompt_version: Some(pb::PromptVersion {
+                name: name.into(),
+                version: version.into(),
+                template: format!("version {version}"),
+                ..Default::default()
+            }),
+        })
+        .await
+        .map(|r| r.into_inner().prompt_version.unwrap())
+}
+
+/// The text replica `client` renders for `name`'s active version, if it knows the prompt.
+async fn rendered(client: &mut PromptServiceClient<Channel>, name: &str) -> Option<String> {
+    client
+        .render_prompt(pb::RenderPromptRequest {
+            name: name.into(),
+            ..Default::default()
+        })
+        .await
+        .ok()
+        .map(|r| r.into_inner().text)
+}
+
+/// Waits until replica `client` renders `expected` for `name`; returns how long it took.
+async fn wait_for_render(
+    cluster: &Cluster,
+    client: &mut PromptServiceClient<Channel>,
+    name: &str,
+    expected: &str,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        if rendered(client, name).await.as_deref() == Some(expected) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < PROPAGATION_LIMIT,
+            "the change never reached the replica; logs:\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_activation_on_one_replica_is_rendered_by_the_others() {
+    // A poll interval longer than the test: only the database's announcements can
+    // bring the change to the other replicas in time.
+    let cluster = Cluster::start(3, &[("LLMOPS_FEED_POLL_INTERVAL", "1h")]).await;
+    let mut a = prompts(&cluster, 0).await;
+    create_version(&mut a, "greeting", "1.0.0").await.unwrap();
+    for replica in [1, 2] {
+        let mut client = prompts(&cluster, replica).await;
+        wait_for_render(&cluster, &mut client, "greeting", "version 1.0.0").await;
+    }
+    create_version(&mut a, "greeting", "1.1.0").await.unwrap();
+    a.activate_prompt_version(pb::ActivatePromptVersionRequest {
+        name: "greeting".into(),
+        version: "1.1.0".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // At once on the replica that acknowledged it.
+    assert_eq!(
+        rendered(&mut a, "greeting").await.as_deref(),
+        Some("version 1.1.0")
+    );
+    for replica in [1, 2] {
+        let mut client = prompts(&cluster, replica).await;
+        let took = wait_for_render(&cluster, &mut client, "greeting", "version 1.1.0").await;
+        eprintln!("replica {replica} rendered the activation after {took:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_announcements_the_poll_still_brings_every_change() {
+    // Announcements reach only listeners; a replica that missed them (its listener
+    // reconnecting) catches up at its next poll. Here the poll is the only path that
+    // is guaranteed, so it must suffice: delete the prompt on A, and B stops serving it.
+    let cluster = Cluster::start(2, &[("LLMOPS_FEED_POLL_INTERVAL", "100ms")]).await;
+    let mut a = prompts(&cluster, 0).await;
+    let mut b = prompts(&cluster, 1).await;
+    create_version(&mut a, "doomed", "1.0.0").await.unwrap();
+    wait_for_render(&cluster, &mut b, "doomed", "version 1.0.0").await;
+    a.delete_prompt(pb::DeletePromptRequest {
+        name: "doomed".into(),
+    })
+    .await
+    .unwrap();
+    let start = Instant::now();
+    loop {
+        let answer = b
+            .render_prompt(pb::RenderPromptRequest {
+                name: "doomed".into(),
+                ..Default::default()
+            })
+            .await;
+        match answer {
+            Err(status) if status.code() == Code::NotFound => break,
+            _ => assert!(
+                start.elapsed() < PROPAGATION_LIMIT,
+                "B still serves a deleted prompt"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_on_different_replicas_keep_one_winner() {
+    let cluster = Cluster::start(3, &[]).await;
+    let mut clients = Vec::new();
+    for replica in 0..3 {
+        clients.push(prompts(&cluster, replica).await);
+    }
+    // The same new version created on three replicas at once: exactly one wins.
+    let racing = clients.iter().cloned().map(|mut client| {
+        tokio::spawn(async move { create_version(&mut client, "raced", "1.0.0").await })
+    });
+    let answers: Vec<_> = futures_util::future::join_all(racing)
+        .await
+        .into_iter()
+        .map(|joined| joined.unwrap())
+        .collect();
+    let won = answers.iter().filter(|a| a.is_ok()).count();
+    assert_eq!(won, 1, "{answers:?}");
+    for answer in &answers {
+        if let Err(status) = answer {
+            assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+        }
+    }
+
+    // Three versions, then racing activations of different ones on different replicas:
+    // every replica ends up rendering the same single active version.
+    for version in ["1.1.0", "1.2.0"] {
+        create_version(&mut clients[0], "raced", version)
+            .await
+            .unwrap();
+    }
+    for client in &mut clients {
+        wait_for_render(&cluster, client, "raced", "version 1.0.0").await;
+    }
+    let activations = ["1.0.0", "1.1.0", "1.2.0"].into_iter().zip(clients.clone());
+    let racing = activations.map(|(version, mut client)| {
+        tokio::spawn(async move {
+            client
+                .activate_prompt_version(pb::ActivatePromptVersionRequest {
+                    name: "raced".into(),
+                    version: version.into(),
+                    ..Default::default()
+                })
+                .await
+        })
+    });
+    for joined in futures_util::future::join_all(racing).await {
+        joined.unwrap().unwrap();
+    }
+    let start = Instant::now();
+    loop {
+        let mut seen = Vec::new();
+        for client in &mut clients {
+            let listed = client
+                .list_prompt_versions(pb::ListPromptVersionsRequest {
+                    name: "raced".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .prompt_versions;
+            let active: Vec<_> = listed
+                .iter()
+                .filter(|v| v.is_active)
+                .map(|v| v.version.clone())
+                .collect();
+            assert_eq!(active.len(), 1, "exactly one active version: {active:?}");
+            seen.push(active[0].clone());
+        }
+        if seen.iter().all(|v| *v == seen[0]) {
+            break;
+        }
+        assert!(
+            start.elapsed() < PROPAGATION_LIMIT,
+            "replicas disagree on the active version: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn alert(source_id: String) -> pb::Alert {
+    pb::Alert {
+        r#type: pb::AlertType::Threshold.into(),
+        severity: pb::AlertSeverity::Warning.into(),
+        message: "latency above threshold".into(),
+        source: "replica-test".into(),
+        source_id,
+        metric: "latency_p99".into(),
+        ..Default::default()
+    }
+}
+
+/// The next `count` alert events (heartbeats skipped) as (sequence, alert id).
+async fn next_events(
+    stream: &mut tonic::Streaming<pb::AlertEvent>,
+    count: usize,
+) -> Vec<(u64, String)> {
+    let mut events = Vec::new();
+    while events.len() < count {
+        let event = tokio::time::timeout(PROPAGATION_LIMIT, stream.next())
+            .await
+            .expect("an event arrives in time")
+            .expect("the stream stays open")
+            .expect("no stream error");
+        if let Some(alert) = event.alert {
+            events.push((event.sequence, alert.id));
+        }
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_on_every_replica_see_every_alert_once_in_one_order() {
+    let cluster = Cluster::start(3, &[]).await;
+    let mut streams = Vec::new();
+    for replica in [1, 2] {
+        let stream = alerts(&cluster, replica)
+            .await
+            .subscribe(pb::SubscribeRequest {
+                after_sequence: Some(0),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        streams.push(stream);
+    }
+    const PER_REPLICA: usize = 12;
+    let mut writers = Vec::new();
+    for replica in 0..3 {
+        let client = alerts(&cluster, replica).await;
+        writers.push(tokio::spawn(async move {
+            let mut created = Vec::new();
+            for n in 0..PER_REPLICA {
+                let answer = client
+                    .clone()
+                    .create_alert(pb::CreateAlertRequest {
+                        alert: Some(alert(format!("replica-{replica}-{n}"))),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                created.push(answer.alert.unwrap().id);
+            }
+            created
+        }));
+    }
+    let mut created: Vec<String> = Vec::new();
+    for writer in futures_util::future::join_all(writers).await {
+        created.extend(writer.unwrap());
+    }
+    let total = 3 * PER_REPLICA;
+    let on_b = next_events(&mut streams[0], total).await;
+    let on_c = next_events(&mut streams[1], total).await;
+    assert_eq!(on_b, on_c, "both replicas deliver one order");
+    let sequences: Vec<u64> = on_b.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        sequences,
+        (1..=total as u64).collect::<Vec<_>>(),
+        "no gap, no repeat"
+    );
+    let mut delivered: Vec<String> = on_b.iter().map(|(_, id)| id.clone()).collect();
+    delivered.sort();
+    created.sort();
+    assert_eq!(
+        delivered, created,
+        "every alert created on any replica, once"
+    );
+
+    // A resume point from one replica is valid on another: resume on C after the
+    // tenth event B delivered.
+    let (cursor, _) = on_b[9];
+    let mut resumed = alerts(&cluster, 2)
+        .await
+        .subscribe(pb::SubscribeRequest {
+            after_sequence: Some(cursor),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let rest = next_events(&mut resumed, total - 10).await;
+    assert_eq!(rest, on_b[10..]);
+}
