@@ -328,3 +328,48 @@ async fn subscribers_on_every_replica_see_every_alert_once_in_one_order() {
     let rest = next_events(&mut resumed, total - 10).await;
     assert_eq!(rest, on_b[10..]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_raises_of_one_problem_on_three_replicas_give_one_alert() {
+    let cluster = Cluster::start(3, &[]).await;
+    let mut clients = Vec::new();
+    for replica in 0..3 {
+        clients.push(alerts(&cluster, replica).await);
+    }
+    let racing = (0..48).map(|n| {
+        let mut client = clients[n % 3].clone();
+        tokio::spawn(async move {
+            client
+                .create_alert(pb::CreateAlertRequest {
+                    alert: Some(alert("the-same-problem".into())),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+        })
+    });
+    let answers: Vec<pb::CreateAlertResponse> = futures_util::future::join_all(racing)
+        .await
+        .into_iter()
+        .map(|joined| joined.unwrap())
+        .collect();
+    let ids: std::collections::BTreeSet<String> = answers
+        .iter()
+        .map(|a| a.alert.as_ref().unwrap().id.clone())
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(answers.iter().filter(|a| !a.deduplicated).count(), 1);
+    let id = ids.into_iter().next().unwrap();
+    for client in &mut clients {
+        let stored = client
+            .get_alert(pb::GetAlertRequest {
+                alert_id: id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .alert
+            .unwrap();
+        assert_eq!(stored.occurrences, 48);
+    }
+}

@@ -40,8 +40,9 @@ impl AlertError {
 impl From<StoreError> for AlertError {
     fn from(err: StoreError) -> Self {
         match err {
-            // The open-alert index prevents duplicates; a unique violation means another
-            // writer shares the database and won the race.
+            // The store answers a racing open of the same fingerprint as stale, for the
+            // service to fold into; a unique key can only clash here in ways nobody races
+            // for (a reused id).
             StoreError::Duplicate(message) => Self::FailedPrecondition(format!(
                 "a concurrent writer changed the alert: {message}"
             )),

@@ -22,4 +22,4 @@ pub use model::{
     Alert, AlertEvent, AlertEventKind, AlertSeverity, AlertStatus, AlertType, NewAlert,
 };
 pub use service::{AlertService, AlertSink, RaisedAlert};
-pub use store::{AlertCursor, AlertStore, StoreError};
+pub use store::{AlertCommit, AlertCursor, AlertStore, DeliveriesFor, StoreError};

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::error::AlertError;
 use crate::filter::{AlertFilter, SubscriptionFilter};
 use crate::model::{Alert, AlertEvent, AlertEventKind, AlertStatus, NewAlert};
-use crate::store::{AlertCursor, AlertStore};
+use crate::store::{AlertCommit, AlertCursor, AlertStore};
 use crate::validate::validate_new_alert;
 use crate::webhook::{alertmanager_body, WebhookDelivery, WebhookReceiver};
 
@@ -126,57 +126,31 @@ impl AlertService {
     }
 
     /// Raises an alert. An open alert with the same fingerprint is updated instead
-    /// (occurrences + 1, last seen, value, message; severity only ever raised).
+    /// (occurrences + 1, last seen, value, message; severity only ever raised), whichever
+    /// process sharing the database opened it.
     pub async fn create(&self, new: NewAlert) -> Result<RaisedAlert, AlertError> {
         validate_new_alert(&new)?;
         let fingerprint = new.dedup_key();
         let mut open = self.open.lock().await;
-        let now = now();
-        let (alert, kind) = match open.get(&fingerprint) {
-            Some(existing) => {
-                let mut alert = existing.clone();
-                alert.occurrences += 1;
-                alert.last_seen_at = now;
-                alert.message = new.message;
-                alert.actual_value = new.actual_value.or(alert.actual_value);
-                alert.threshold = new.threshold.or(alert.threshold);
-                alert.severity = alert.severity.max(new.severity);
-                alert.metadata.extend(new.metadata);
-                (alert, AlertEventKind::Updated)
+        let mut current = open.get(&fingerprint).cloned();
+        for _ in 0..MAX_STALE_RETRIES {
+            let now = now();
+            let (alert, kind) = merged(current.as_ref(), &new, &fingerprint, now);
+            match self.commit(&alert, current.as_ref(), kind, now).await? {
+                AlertCommit::Committed(_) => {
+                    open.insert(fingerprint, alert.clone());
+                    return Ok(RaisedAlert {
+                        alert,
+                        deduplicated: kind == AlertEventKind::Updated,
+                    });
+                }
+                // Changed by another process: decide again from what it committed.
+                AlertCommit::Stale(stored) => {
+                    current = stored.filter(|a| a.status != AlertStatus::Resolved);
+                }
             }
-            None => (
-                Alert {
-                    id: Uuid::now_v7(),
-                    alert_type: new.alert_type,
-                    severity: new.severity,
-                    status: AlertStatus::Firing,
-                    message: new.message,
-                    source: new.source,
-                    source_id: new.source_id,
-                    metric: new.metric,
-                    threshold: new.threshold,
-                    actual_value: new.actual_value,
-                    labels: new.labels,
-                    metadata: new.metadata,
-                    fingerprint: fingerprint.clone(),
-                    occurrences: 1,
-                    first_seen_at: now,
-                    last_seen_at: now,
-                    created_at: now,
-                    acknowledged_at: None,
-                    acknowledged_by: String::new(),
-                    ack_comment: String::new(),
-                    resolved_at: None,
-                },
-                AlertEventKind::Created,
-            ),
-        };
-        self.commit(&alert, kind, now).await?;
-        open.insert(fingerprint, alert.clone());
-        Ok(RaisedAlert {
-            alert,
-            deduplicated: kind == AlertEventKind::Updated,
-        })
+        }
+        Err(contended(&fingerprint))
     }
 
     /// One alert.
@@ -196,48 +170,95 @@ impl AlertService {
         comment: &str,
     ) -> Result<Alert, AlertError> {
         let mut open = self.open.lock().await;
-        let Some(mut alert) = open.values().find(|a| a.id == id).cloned() else {
-            let alert = self.get(id).await?;
-            return Err(AlertError::FailedPrecondition(format!(
-                "alert {} is {}; only open alerts can be acknowledged",
-                alert.id,
-                alert.status.as_str()
-            )));
-        };
-        if alert.acknowledged_at.is_some() {
-            return Ok(alert);
+        let mut current = self.current(&open, id).await?;
+        let mut verified = false;
+        for _ in 0..MAX_STALE_RETRIES {
+            if !verified && current.acknowledged_at.is_some() {
+                // Answering from the index alone could repeat what another process has
+                // changed since (resolved it, say): confirm against storage.
+                current = self.get(id).await?;
+                verified = true;
+                continue;
+            }
+            if current.status == AlertStatus::Resolved {
+                return Err(AlertError::FailedPrecondition(format!(
+                    "alert {} is {}; only open alerts can be acknowledged",
+                    current.id,
+                    current.status.as_str()
+                )));
+            }
+            if current.acknowledged_at.is_some() {
+                return Ok(current);
+            }
+            let now = now();
+            let mut alert = current.clone();
+            alert.status = AlertStatus::Acknowledged;
+            alert.acknowledged_at = Some(now);
+            alert.acknowledged_by = by.to_owned();
+            alert.ack_comment = comment.to_owned();
+            match self
+                .commit(&alert, Some(&current), AlertEventKind::Acknowledged, now)
+                .await?
+            {
+                AlertCommit::Committed(_) => {
+                    open.insert(alert.fingerprint.clone(), alert.clone());
+                    return Ok(alert);
+                }
+                AlertCommit::Stale(stored) => current = stored.ok_or_else(|| not_found(id))?,
+            }
         }
-        let now = now();
-        alert.status = AlertStatus::Acknowledged;
-        alert.acknowledged_at = Some(now);
-        alert.acknowledged_by = by.to_owned();
-        alert.ack_comment = comment.to_owned();
-        self.commit(&alert, AlertEventKind::Acknowledged, now)
-            .await?;
-        open.insert(alert.fingerprint.clone(), alert.clone());
-        Ok(alert)
+        Err(contended(&current.fingerprint))
     }
 
     /// Resolves an alert. Idempotent: resolving a resolved alert returns it unchanged.
     pub async fn resolve(&self, id: Uuid) -> Result<Alert, AlertError> {
         let mut open = self.open.lock().await;
-        let Some(alert) = open.values().find(|a| a.id == id).cloned() else {
-            return self.get(id).await;
-        };
-        self.resolve_open(&mut open, alert).await
+        let current = self.current(&open, id).await?;
+        self.resolve_open(&mut open, current).await
+    }
+
+    /// The alert with `id`: the index's copy of an open one, else as stored (opened by
+    /// another process and not followed yet, or resolved).
+    async fn current(&self, open: &HashMap<String, Alert>, id: Uuid) -> Result<Alert, AlertError> {
+        match open.values().find(|a| a.id == id) {
+            Some(alert) => Ok(alert.clone()),
+            None => self.get(id).await,
+        }
     }
 
     async fn resolve_open(
         &self,
         open: &mut HashMap<String, Alert>,
-        mut alert: Alert,
+        mut current: Alert,
     ) -> Result<Alert, AlertError> {
-        let now = now();
-        alert.status = AlertStatus::Resolved;
-        alert.resolved_at = Some(now);
-        self.commit(&alert, AlertEventKind::Resolved, now).await?;
-        open.remove(&alert.fingerprint);
-        Ok(alert)
+        for _ in 0..MAX_STALE_RETRIES {
+            if current.status == AlertStatus::Resolved {
+                if open
+                    .get(&current.fingerprint)
+                    .is_some_and(|a| a.id == current.id)
+                {
+                    open.remove(&current.fingerprint);
+                }
+                return Ok(current);
+            }
+            let now = now();
+            let mut alert = current.clone();
+            alert.status = AlertStatus::Resolved;
+            alert.resolved_at = Some(now);
+            match self
+                .commit(&alert, Some(&current), AlertEventKind::Resolved, now)
+                .await?
+            {
+                AlertCommit::Committed(_) => {
+                    open.remove(&alert.fingerprint);
+                    return Ok(alert);
+                }
+                AlertCommit::Stale(stored) => {
+                    current = stored.ok_or_else(|| not_found(current.id))?;
+                }
+            }
+        }
+        Err(contended(&current.fingerprint))
     }
 
     /// Alerts matching `filter`, newest first.
@@ -289,53 +310,112 @@ impl AlertService {
         Ok(self.store.prune_alerts(cutoff).await?)
     }
 
+    /// Commits `alert` in place of `previous` (`None`: a new alert) with its event and
+    /// webhook deliveries; once committed, publishes the event.
     async fn commit(
         &self,
         alert: &Alert,
+        previous: Option<&Alert>,
         kind: AlertEventKind,
         time: DateTime<Utc>,
-    ) -> Result<(), AlertError> {
-        let mut event = AlertEvent {
+    ) -> Result<AlertCommit, AlertError> {
+        let event = AlertEvent {
             sequence: 0,
             kind,
             alert: alert.clone(),
             time,
         };
-        // The sequence is assigned by storage; the webhook bodies carry it, so they are
-        // built with the sequence the event is about to get. One writer holds the lock,
-        // so the head cannot move in between.
-        event.sequence = self.head_sequence() + 1;
-        let deliveries: Vec<WebhookDelivery> = self
-            .receivers
-            .iter()
-            .filter(|receiver| receiver.filter.matches(alert))
-            .map(|receiver| WebhookDelivery {
-                id: Uuid::now_v7(),
-                receiver: receiver.name.clone(),
-                sequence: event.sequence,
-                body: alertmanager_body(&receiver.name, &event, &self.external_url),
-            })
-            .collect();
-        let sequence = self
+        // Built by the store once the event has its sequence, which the bodies carry.
+        let deliveries = |event: &AlertEvent| -> Vec<WebhookDelivery> {
+            self.receivers
+                .iter()
+                .filter(|receiver| receiver.filter.matches(&event.alert))
+                .map(|receiver| WebhookDelivery {
+                    id: Uuid::now_v7(),
+                    receiver: receiver.name.clone(),
+                    sequence: event.sequence,
+                    body: alertmanager_body(&receiver.name, event, &self.external_url),
+                })
+                .collect()
+        };
+        let outcome = self
             .store
-            .commit_alert(alert, kind == AlertEventKind::Created, &event, &deliveries)
+            .commit_alert(alert, previous, &event, &deliveries)
             .await?;
-        if sequence != event.sequence {
-            // Another writer shares the database; the bodies name a neighbouring sequence.
-            tracing::warn!(
-                expected = event.sequence,
-                sequence,
-                "alert event sequence moved under a concurrent writer"
-            );
+        if let AlertCommit::Committed(event) = &outcome {
+            self.follower().record_local(event.sequence);
+            self.feed.publish(Arc::new(event.clone()));
+            let queued = self.receivers.iter().any(|r| r.filter.matches(alert));
+            if let (true, Some(waker)) = (queued, &self.delivery_waker) {
+                waker.notify_one();
+            }
         }
-        event.sequence = sequence;
-        self.follower().record_local(sequence);
-        self.feed.publish(Arc::new(event));
-        if let (false, Some(waker)) = (deliveries.is_empty(), &self.delivery_waker) {
-            waker.notify_one();
-        }
-        Ok(())
+        Ok(outcome)
     }
+}
+
+/// How often one write decides again after finding its alert changed by another process
+/// before giving up; each retry means that another process committed a change of it.
+const MAX_STALE_RETRIES: usize = 64;
+
+/// `new` folded into `current` (the open alert with its fingerprint), or a new alert.
+fn merged(
+    current: Option<&Alert>,
+    new: &NewAlert,
+    fingerprint: &str,
+    now: DateTime<Utc>,
+) -> (Alert, AlertEventKind) {
+    let new = new.clone();
+    match current {
+        Some(existing) => {
+            let mut alert = existing.clone();
+            alert.occurrences += 1;
+            alert.last_seen_at = now;
+            alert.message = new.message;
+            alert.actual_value = new.actual_value.or(alert.actual_value);
+            alert.threshold = new.threshold.or(alert.threshold);
+            alert.severity = alert.severity.max(new.severity);
+            alert.metadata.extend(new.metadata);
+            (alert, AlertEventKind::Updated)
+        }
+        None => (
+            Alert {
+                id: Uuid::now_v7(),
+                alert_type: new.alert_type,
+                severity: new.severity,
+                status: AlertStatus::Firing,
+                message: new.message,
+                source: new.source,
+                source_id: new.source_id,
+                metric: new.metric,
+                threshold: new.threshold,
+                actual_value: new.actual_value,
+                labels: new.labels,
+                metadata: new.metadata,
+                fingerprint: fingerprint.to_owned(),
+                occurrences: 1,
+                first_seen_at: now,
+                last_seen_at: now,
+                created_at: now,
+                acknowledged_at: None,
+                acknowledged_by: String::new(),
+                ack_comment: String::new(),
+                resolved_at: None,
+            },
+            AlertEventKind::Created,
+        ),
+    }
+}
+
+fn not_found(id: Uuid) -> AlertError {
+    AlertError::NotFound(format!("alert {id} not found"))
+}
+
+/// Too many processes changed the alert at once for this write to land; retrying is safe.
+fn contended(fingerprint: &str) -> AlertError {
+    AlertError::Storage(format!(
+        "alert {fingerprint} kept changing under concurrent writers; retry"
+    ))
 }
 
 #[async_trait]

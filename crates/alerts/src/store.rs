@@ -12,6 +12,21 @@ use crate::webhook::{DeliveryOutcome, PendingDelivery, WebhookDelivery};
 /// Where listing resumes: after the alert with this creation time and id.
 pub type AlertCursor = (DateTime<Utc>, Uuid);
 
+/// Builds the webhook deliveries of an event once it has its sequence.
+pub type DeliveriesFor<'a> =
+    dyn for<'e> Fn(&'e AlertEvent) -> Vec<WebhookDelivery> + Send + Sync + 'a;
+
+/// What [`AlertStore::commit_alert`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AlertCommit {
+    /// Written; the event as stored, with its sequence.
+    Committed(AlertEvent),
+    /// Nothing written: the decision rested on an alert that changed meanwhile. Carries
+    /// the alert as stored now (for an insert, the open alert with the fingerprint; for
+    /// a replacement, the alert with the id, `None` if it is gone).
+    Stale(Option<Alert>),
+}
+
 /// Durable storage of alerts, their event log and the webhook outbox.
 #[async_trait]
 pub trait AlertStore: Send + Sync + 'static {
@@ -21,15 +36,22 @@ pub trait AlertStore: Send + Sync + 'static {
     /// The sequence of the last committed alert event.
     async fn alert_head_sequence(&self) -> Result<u64, StoreError>;
 
-    /// Inserts (`is_new`) or replaces an alert, appends `event` and queues `deliveries`,
-    /// in one transaction. Returns the event's sequence, assigned in commit order.
+    /// Inserts an alert (`previous` is `None`) or replaces `previous` with it, appends
+    /// `event` with the next sequence (assigned in commit order) and queues the webhook
+    /// deliveries `deliveries` builds for the event as stored, in one transaction.
+    ///
+    /// Other processes may write the same alerts, so the write is checked against what
+    /// is stored, under a row lock held to commit: an insert whose fingerprint already
+    /// has an open alert, or a replacement of an alert that no longer equals `previous`,
+    /// writes nothing and answers [`AlertCommit::Stale`] with the alert as stored; the
+    /// caller decides again from it.
     async fn commit_alert(
         &self,
         alert: &Alert,
-        is_new: bool,
+        previous: Option<&Alert>,
         event: &AlertEvent,
-        deliveries: &[WebhookDelivery],
-    ) -> Result<u64, StoreError>;
+        deliveries: &DeliveriesFor<'_>,
+    ) -> Result<AlertCommit, StoreError>;
 
     /// One alert.
     async fn get_alert(&self, id: Uuid) -> Result<Option<Alert>, StoreError>;

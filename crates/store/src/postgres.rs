@@ -126,6 +126,10 @@ impl AppendListener {
 /// commit, so a concurrent change of them waits (or was committed before the read).
 const FOR_SHARE: &str = " FOR SHARE";
 
+/// What a read appends when the transaction will change the rows read: an exclusive
+/// row lock held to commit, so a concurrent writer of them waits.
+const FOR_UPDATE: &str = " FOR UPDATE";
+
 /// The channel on which an append to an event stream is announced, with the stream's
 /// name as the payload. Notifications are delivered at commit, so a listener woken by
 /// one reads the event it announces.

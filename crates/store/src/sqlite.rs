@@ -144,6 +144,9 @@ impl SqliteStore {
 /// already serialises every transaction.
 const FOR_SHARE: &str = "";
 
+/// Row locks do not exist on SQLite: its one writer connection serialises writes.
+const FOR_UPDATE: &str = "";
+
 /// Takes a stream's next sequence (see `sql/sequencer.rs`). One process owns a SQLite
 /// database, so nobody else needs to hear of the append.
 const NEXT_SEQUENCE: &str =

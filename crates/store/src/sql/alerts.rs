@@ -2,9 +2,10 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use llmops_alerts::webhook::{DeliveryOutcome, PendingDelivery, WebhookDelivery};
+use llmops_alerts::webhook::{DeliveryOutcome, PendingDelivery};
 use llmops_alerts::{
-    Alert, AlertCursor, AlertEvent, AlertFilter, AlertStatus, AlertStore, StoreError,
+    Alert, AlertCommit, AlertCursor, AlertEvent, AlertFilter, AlertStatus, AlertStore,
+    DeliveriesFor, StoreError,
 };
 use sqlx::{QueryBuilder, Row};
 use uuid::Uuid;
@@ -35,21 +36,37 @@ impl AlertStore for Store {
     async fn commit_alert(
         &self,
         alert: &Alert,
-        is_new: bool,
+        previous: Option<&Alert>,
         event: &AlertEvent,
-        deliveries: &[WebhookDelivery],
-    ) -> Result<u64, StoreError> {
+        deliveries: &DeliveriesFor<'_>,
+    ) -> Result<AlertCommit, StoreError> {
         let record = serde_json::to_string(alert).map_err(|e| corrupt("alert", e))?;
         let mut tx = self.writer.begin().await.map_err(db_error)?;
-        let statement = if is_new {
-            "INSERT INTO alerts (id, fingerprint, alert_type, severity, status, source, source_id, acknowledged, record, created_at_us, resolved_at_us)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-        } else {
-            "UPDATE alerts SET fingerprint = $2, alert_type = $3, severity = $4, status = $5, source = $6, source_id = $7,
-                 acknowledged = $8, record = $9, created_at_us = $10, resolved_at_us = $11
-             WHERE id = $1"
+        let statement = match previous {
+            None => {
+                let open = locked_alert(
+                    &mut tx,
+                    "fingerprint = $1 AND status <> 'resolved'",
+                    &alert.fingerprint,
+                )
+                .await?;
+                if open.is_some() {
+                    return Ok(AlertCommit::Stale(open));
+                }
+                "INSERT INTO alerts (id, fingerprint, alert_type, severity, status, source, source_id, acknowledged, record, created_at_us, resolved_at_us)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            }
+            Some(previous) => {
+                let stored = locked_alert(&mut tx, "id = $1", &alert.id.to_string()).await?;
+                if stored.as_ref() != Some(previous) {
+                    return Ok(AlertCommit::Stale(stored));
+                }
+                "UPDATE alerts SET fingerprint = $2, alert_type = $3, severity = $4, status = $5, source = $6, source_id = $7,
+                     acknowledged = $8, record = $9, created_at_us = $10, resolved_at_us = $11
+                 WHERE id = $1"
+            }
         };
-        sqlx::query(statement)
+        let written = sqlx::query(statement)
             .bind(alert.id.to_string())
             .bind(&alert.fingerprint)
             .bind(alert.alert_type.as_str())
@@ -63,7 +80,18 @@ impl AlertStore for Store {
             .bind(alert.resolved_at.map(to_micros))
             .execute(&mut *tx)
             .await
-            .map_err(db_error)?;
+            .map_err(db_error);
+        match written {
+            Ok(_) => {}
+            // Another process opened an alert with this fingerprint after the check
+            // above and committed first (the insert waited for it): that one stands.
+            Err(StoreError::Duplicate(_)) if previous.is_none() => {
+                drop(tx);
+                let open = open_alert_with_fingerprint(&self.reader, &alert.fingerprint).await?;
+                return Ok(AlertCommit::Stale(open));
+            }
+            Err(err) => return Err(err),
+        }
 
         let sequence = sequencer::next_sequence(&mut tx, ALERT_EVENTS)
             .await
@@ -81,7 +109,7 @@ impl AlertStore for Store {
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
-        for delivery in deliveries {
+        for delivery in deliveries(&stored_event) {
             sqlx::query(
                 "INSERT INTO webhook_deliveries (id, receiver, sequence, body, state, attempts, next_attempt_at_us, last_error)
                  VALUES ($1, $2, $3, $4, 'pending', 0, $5, '')",
@@ -96,7 +124,7 @@ impl AlertStore for Store {
             .map_err(db_error)?;
         }
         tx.commit().await.map_err(db_error)?;
-        Ok(sequence as u64)
+        Ok(AlertCommit::Committed(stored_event))
     }
 
     async fn get_alert(&self, id: Uuid) -> Result<Option<Alert>, StoreError> {
@@ -334,4 +362,37 @@ fn parse_alert(record: &str) -> Result<Alert, StoreError> {
     let alert: Alert = serde_json::from_str(record).map_err(|e| corrupt("alert", e))?;
     debug_assert!(alert.status != AlertStatus::Resolved || alert.resolved_at.is_some());
     Ok(alert)
+}
+
+/// The alert `condition` (with one parameter, `key`) selects, locked until `tx` ends so
+/// no other process changes it meanwhile.
+async fn locked_alert(
+    tx: &mut sqlx::Transaction<'_, Db>,
+    condition: &str,
+    key: &str,
+) -> Result<Option<Alert>, StoreError> {
+    let query = format!(
+        "SELECT record FROM alerts WHERE {condition}{}",
+        super::FOR_UPDATE
+    );
+    let row = sqlx::query(&query)
+        .bind(key)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db_error)?;
+    row.map(|row| parse_alert(row.get(0))).transpose()
+}
+
+/// The open alert with `fingerprint`, as committed.
+async fn open_alert_with_fingerprint(
+    executor: impl sqlx::Executor<'_, Database = Db>,
+    fingerprint: &str,
+) -> Result<Option<Alert>, StoreError> {
+    let row =
+        sqlx::query("SELECT record FROM alerts WHERE fingerprint = $1 AND status <> 'resolved'")
+            .bind(fingerprint)
+            .fetch_optional(executor)
+            .await
+            .map_err(db_error)?;
+    row.map(|row| parse_alert(row.get(0))).transpose()
 }

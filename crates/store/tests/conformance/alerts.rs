@@ -555,3 +555,101 @@ async fn resume_while_others_write(
     prop_assert_eq!(seen, (cursor + 1..=head).collect::<Vec<u64>>());
     Ok(())
 }
+
+/// Two alert services on one database are two replicas: each decides dedup against its
+/// own index, which the other's commits make stale. Racing raises of one problem still
+/// give one alert that counts every occurrence, and every event has its own sequence.
+pub(crate) async fn services_sharing_a_database_deduplicate_into_one_alert(db: TestDatabase) {
+    let storage = db.open().await;
+    let replicas = [
+        Arc::new(service(&storage, vec![receiver(None)]).await),
+        Arc::new(service(&storage, vec![receiver(None)]).await),
+        Arc::new(service(&storage, vec![receiver(None)]).await),
+    ];
+    const PER_REPLICA: usize = 16;
+    let mut racers = Vec::new();
+    for replica in &replicas {
+        for _ in 0..PER_REPLICA {
+            let replica = replica.clone();
+            racers.push(tokio::spawn(async move {
+                replica
+                    .create(new_alert("shared", AlertSeverity::Warning))
+                    .await
+                    .unwrap()
+            }));
+        }
+    }
+    let mut raised = Vec::new();
+    for racer in racers {
+        raised.push(racer.await.unwrap());
+    }
+    let ids: std::collections::BTreeSet<_> = raised.iter().map(|r| r.alert.id).collect();
+    assert_eq!(ids.len(), 1, "one alert for one problem: {ids:?}");
+    assert_eq!(raised.iter().filter(|r| !r.deduplicated).count(), 1);
+    let stored = replicas[0].get(raised[0].alert.id).await.unwrap();
+    assert_eq!(stored.occurrences, 3 * PER_REPLICA as u64);
+
+    // One event per occurrence, each queued once for the webhook, its body naming the
+    // sequence the event was stored under.
+    let events = storage.alerts.alert_events_after(0, 1000).await.unwrap();
+    assert_eq!(events.len(), 3 * PER_REPLICA);
+    let deliveries = storage.alerts.due_deliveries(now(), 1000).await.unwrap();
+    let mut sequences: Vec<u64> = deliveries
+        .iter()
+        .map(|d| {
+            let body: serde_json::Value = serde_json::from_str(&d.body).unwrap();
+            body["llmops"]["sequence"].as_u64().unwrap()
+        })
+        .collect();
+    sequences.sort_unstable();
+    assert_eq!(sequences, (1..=3 * PER_REPLICA as u64).collect::<Vec<_>>());
+}
+
+/// A service whose index holds an old copy of an alert (another service acknowledged
+/// it since) neither overwrites the acknowledgement nor loses its own change.
+pub(crate) async fn a_change_from_another_service_is_neither_lost_nor_overwritten(
+    db: TestDatabase,
+) {
+    let storage = db.open().await;
+    let first = service(&storage, vec![]).await;
+    let second = service(&storage, vec![]).await;
+    let raised = first
+        .create(new_alert("p", AlertSeverity::Warning))
+        .await
+        .unwrap();
+    // The second service's index does not hold the first's alert: it learns of it from
+    // storage, and folds into it.
+    let folded = second
+        .create(new_alert("p", AlertSeverity::Critical))
+        .await
+        .unwrap();
+    assert!(folded.deduplicated);
+    assert_eq!(folded.alert.id, raised.alert.id);
+    assert_eq!(folded.alert.occurrences, 2);
+    second
+        .acknowledge(raised.alert.id, "oncall", "looking")
+        .await
+        .unwrap();
+    // The first service's copy still says one occurrence, unacknowledged.
+    let again = first
+        .create(new_alert("p", AlertSeverity::Warning))
+        .await
+        .unwrap();
+    assert_eq!(again.alert.occurrences, 3);
+    assert_eq!(again.alert.acknowledged_by, "oncall");
+    assert_eq!(again.alert.severity, AlertSeverity::Critical);
+    // Resolved on the second, it is resolved for the first too; the next raise opens
+    // a new alert.
+    second.resolve(raised.alert.id).await.unwrap();
+    let acknowledged = first.acknowledge(raised.alert.id, "late", "").await;
+    assert!(
+        matches!(acknowledged, Err(AlertError::FailedPrecondition(_))),
+        "{acknowledged:?}"
+    );
+    let reopened = first
+        .create(new_alert("p", AlertSeverity::Warning))
+        .await
+        .unwrap();
+    assert!(!reopened.deduplicated);
+    assert_ne!(reopened.alert.id, raised.alert.id);
+}

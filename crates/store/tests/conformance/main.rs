@@ -48,6 +48,8 @@ macro_rules! conformance {
                     the_sink_resolves_by_fingerprint,
                     bad_alerts_are_refused_with_the_field,
                     resuming_from_any_sequence_sees_every_later_event_once,
+                    services_sharing_a_database_deduplicate_into_one_alert,
+                    a_change_from_another_service_is_neither_lost_nor_overwritten,
                 ],
                 experiments: [
                     batches_report_which_writes_were_new,
