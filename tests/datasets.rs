@@ -511,7 +511,10 @@ async fn an_import_that_fails_late_or_is_abandoned_leaves_nothing_behind() {
         .unwrap_err();
     assert_eq!(busy.code(), Code::FailedPrecondition);
     assert!(busy.message().contains("import"), "{}", busy.message());
+    // The call is dropped (its stream reset) before the sender goes: dropping the
+    // sender first would end the stream cleanly, which commits the import.
     call.abort();
+    let _ = call.await;
     drop(sender);
 
     assert_eq!(
