@@ -345,7 +345,12 @@ mod tests {
             let storage = Storage::open(&url, StorageOptions::default())
                 .await
                 .unwrap();
-            let columns: BTreeSet<_> = storage.schema_columns().await.into_iter().collect();
+            let columns: BTreeSet<_> = storage
+                .schema_columns()
+                .await
+                .into_iter()
+                .filter(|(table, _)| !tables::NOT_COPIED.contains(&table.as_str()))
+                .collect();
             assert_eq!(columns, listed(), "{url}");
             storage.close().await;
         }

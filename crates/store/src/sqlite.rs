@@ -7,6 +7,8 @@
 // The portable queries (see the crate's doc), compiled against SQLite's types.
 #[path = "sql/alerts.rs"]
 mod alerts;
+#[path = "sql/cluster.rs"]
+mod cluster;
 #[path = "sql/copy.rs"]
 mod copy;
 #[path = "sql/datasets.rs"]
@@ -146,6 +148,9 @@ const FOR_SHARE: &str = "";
 
 /// Row locks do not exist on SQLite: its one writer connection serialises writes.
 const FOR_UPDATE: &str = "";
+
+/// The database clock now, in microseconds since the Unix epoch (leases and heartbeats).
+const NOW_US: &str = "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)";
 
 /// Takes a stream's next sequence (see `sql/sequencer.rs`). One process owns a SQLite
 /// database, so nobody else needs to hear of the append.

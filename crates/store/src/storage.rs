@@ -6,6 +6,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use llmops_alerts::AlertStore;
+use llmops_cluster::ClusterStore;
 use llmops_core::StoreError;
 use llmops_evaluator::datasets::DatasetStore;
 use llmops_evaluator::gates::GateStore;
@@ -151,6 +152,8 @@ pub struct Storage {
     pub schedules: Arc<dyn ScheduleStore>,
     /// Release gates.
     pub gates: Arc<dyn GateStore>,
+    /// Replicas, leases of background roles, and the change log of cached definitions.
+    pub cluster: Arc<dyn ClusterStore>,
     backend: Backend,
 }
 
@@ -199,6 +202,7 @@ impl Storage {
             + RunStore
             + ScheduleStore
             + GateStore
+            + ClusterStore
             + 'static,
     {
         Self {
@@ -208,7 +212,8 @@ impl Storage {
             datasets: shared.clone(),
             runs: shared.clone(),
             schedules: shared.clone(),
-            gates: shared,
+            gates: shared.clone(),
+            cluster: shared,
             backend,
         }
     }

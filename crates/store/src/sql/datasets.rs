@@ -5,6 +5,7 @@ use llmops_evaluator::datasets::{Dataset, DatasetStore, Sample, StoredSample};
 use llmops_evaluator::StoreError;
 use sqlx::{QueryBuilder, Row};
 
+use super::cluster::record_change;
 use super::{Connection, Db, Store};
 use crate::codec::{parse, record_of, to_micros};
 use crate::error::db_error;
@@ -52,7 +53,7 @@ async fn store_definition(tx: &mut Connection, dataset: &Dataset) -> Result<(), 
             dataset.id
         )));
     }
-    Ok(())
+    record_change(tx, DATASET, &dataset.id).await
 }
 
 /// Appends ` AND sample_id IN (...)` with `ids` bound: the shared tail of the queries
@@ -66,9 +67,13 @@ pub(super) fn push_sample_ids<'a>(query: &mut QueryBuilder<'a, Db>, ids: &'a [St
     query.push(")");
 }
 
+/// The change-log entity of a dataset (see `sql/cluster.rs`).
+const DATASET: &str = "dataset";
+
 #[async_trait]
 impl DatasetStore for Store {
     async fn insert_dataset(&self, dataset: &Dataset) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await.map_err(db_error)?;
         sqlx::query(
             "INSERT INTO datasets (id, name, record, created_at_us) VALUES ($1, $2, $3, $4)",
         )
@@ -76,10 +81,20 @@ impl DatasetStore for Store {
         .bind(&dataset.name)
         .bind(record_of("dataset", dataset)?)
         .bind(to_micros(dataset.created_at))
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        Ok(())
+        record_change(&mut tx, DATASET, &dataset.id).await?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn get_dataset(&self, id: &str) -> Result<Option<Dataset>, StoreError> {
+        let row = sqlx::query("SELECT record FROM datasets WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db_error)?;
+        row.map(|row| parse("dataset", row.get(0))).transpose()
     }
 
     async fn load_datasets(&self) -> Result<Vec<Dataset>, StoreError> {
@@ -93,12 +108,16 @@ impl DatasetStore for Store {
     }
 
     async fn delete_dataset(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM datasets WHERE id = $1")
+        let mut tx = self.writer.begin().await.map_err(db_error)?;
+        let deleted = sqlx::query("DELETE FROM datasets WHERE id = $1")
             .bind(id)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await
             .map_err(db_error)?;
-        Ok(())
+        if deleted.rows_affected() == 1 {
+            record_change(&mut tx, DATASET, id).await?;
+        }
+        tx.commit().await.map_err(db_error)
     }
 
     async fn current_samples(

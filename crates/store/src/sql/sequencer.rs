@@ -12,19 +12,14 @@
 //! process or connection wrote them. The cost is that appends to one stream commit one
 //! at a time (BENCHMARKS.md, "PostgreSQL").
 
-use sqlx::Transaction;
-
-use super::Db;
+use super::{Connection, Db};
 
 /// Takes the next sequence of `stream` inside `tx` (on PostgreSQL also announcing the
 /// append to other processes, at commit).
-pub(crate) async fn next_sequence(
-    tx: &mut Transaction<'_, Db>,
-    stream: &str,
-) -> Result<i64, sqlx::Error> {
+pub(crate) async fn next_sequence(tx: &mut Connection, stream: &str) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(super::NEXT_SEQUENCE)
         .bind(stream)
-        .fetch_one(&mut **tx)
+        .fetch_one(&mut *tx)
         .await
 }
 

@@ -11,6 +11,7 @@
 //! line at the bottom of this file.
 
 mod alerts;
+mod cluster;
 mod database;
 mod datasets;
 mod experiments;
@@ -81,6 +82,12 @@ macro_rules! conformance {
                 gates: [
                     a_gate_per_prompt_and_label_is_replaced_and_deleted,
                     gates_are_keyed_by_prompt_and_label_together,
+                ],
+                cluster: [
+                    a_lease_has_one_holder_until_it_lapses_or_is_freed,
+                    racing_replicas_take_a_free_lease_once,
+                    heartbeats_move_and_old_replicas_are_forgotten,
+                    definition_changes_are_logged_densely_in_commit_order,
                 ],
             );
         }
