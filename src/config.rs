@@ -42,6 +42,11 @@ pub struct Config {
         with = "humantime_serde_compat"
     )]
     pub feed_poll_interval: Duration,
+    /// How long a background role's lease lasts unrenewed, when several processes share
+    /// the database: a replica that dies (kill -9) hands its roles over within it, and
+    /// one silent for it is shown dead.
+    #[serde(default = "default_leader_lease", with = "humantime_serde_compat")]
+    pub leader_lease: Duration,
     /// The Prometheus `/metrics` listen address.
     pub metrics_listen: SocketAddr,
     /// `full` (SQLite synchronous=FULL: a commit survives power loss) or `normal`.
@@ -211,6 +216,10 @@ fn default_feed_poll_interval() -> Duration {
     Duration::from_secs(1)
 }
 
+fn default_leader_lease() -> Duration {
+    Duration::from_secs(10)
+}
+
 impl Default for Config {
     fn default() -> Self {
         let limits = RegistryLimits::default();
@@ -220,6 +229,7 @@ impl Default for Config {
             database_url: String::new(),
             database_max_connections: default_database_max_connections(),
             feed_poll_interval: default_feed_poll_interval(),
+            leader_lease: default_leader_lease(),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             durability: DurabilitySetting::Full,
             max_message_bytes: 4 * 1024 * 1024,
@@ -356,6 +366,9 @@ impl Config {
             .contains(&self.feed_poll_interval)
         {
             return bad("feed_poll_interval", "must be between 10ms and 1h");
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&self.leader_lease) {
+            return bad("leader_lease", "must be between 1s and 10m");
         }
         if self.experiments.min_samples_for_significance < 2 {
             return bad(

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use llmops_alerts::webhook::sender::WebhookSender;
 use llmops_alerts::AlertService;
+use llmops_cluster::{run_while_held, Membership, MembershipSettings, Role};
 use llmops_core::{Clock, SystemClock};
 use llmops_evaluator::dataset_users::DatasetUsers;
 use llmops_evaluator::datasets::DatasetService;
@@ -39,15 +40,17 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tonic_health::pb::health_check_response::ServingStatus;
+use uuid::Uuid;
 
 use self::starting::Starting;
 use crate::config::Config;
 use crate::grpc::bounded_status::BoundedStatusLayer;
 use crate::grpc::{
-    AlertApi, EvaluationApi, EvaluationServices, ExperimentApi, PromptApi, ProviderApi,
+    AlertApi, ClusterApi, EvaluationApi, EvaluationServices, ExperimentApi, PromptApi, ProviderApi,
 };
 use crate::pb;
 use crate::pb::alert_service_server::AlertServiceServer;
+use crate::pb::cluster_service_server::ClusterServiceServer;
 use crate::pb::evaluation_service_server::EvaluationServiceServer;
 use crate::pb::experiment_service_server::ExperimentServiceServer;
 use crate::pb::prompt_service_server::PromptServiceServer;
@@ -63,6 +66,7 @@ const SERVICE_NAMES: &[&str] = &[
     "llmops.v1.ExperimentService",
     "llmops.v1.EvaluationService",
     "llmops.v1.ProviderService",
+    "llmops.v1.ClusterService",
 ];
 
 /// How long the answers to calls cut off at the end of `shutdown_grace` get to reach
@@ -117,7 +121,7 @@ pub async fn serve_with_clock(
 
     tokio::pin!(shutdown);
     let opened = tokio::select! {
-        opened = open_storage(&config, clock, &stop) => opened,
+        opened = open_storage(&config, clock, grpc_address, &stop) => opened,
         () = &mut shutdown => {
             tracing::info!("shut down before the database could be opened");
             stop.cancel();
@@ -224,6 +228,7 @@ fn grpc_server(
         .add_service(slots.experiments.clone())
         .add_service(slots.evaluation.clone())
         .add_service(slots.providers.clone())
+        .add_service(slots.cluster.clone())
         .serve_with_incoming_shutdown(incoming, stop.cancelled_owned()))
 }
 
@@ -238,6 +243,7 @@ struct Services {
     runs: Arc<RunService>,
     schedules: Arc<ScheduleService>,
     gates: Arc<GateService>,
+    membership: Arc<Membership>,
 }
 
 /// The gRPC services, registered with the router before storage is open and filled once
@@ -248,6 +254,7 @@ struct Slots {
     experiments: Starting<ExperimentServiceServer<ExperimentApi>>,
     evaluation: Starting<EvaluationServiceServer<EvaluationApi>>,
     providers: Starting<ProviderServiceServer<ProviderApi>>,
+    cluster: Starting<ClusterServiceServer<ClusterApi>>,
 }
 
 impl Slots {
@@ -258,6 +265,7 @@ impl Slots {
             experiments: Starting::new(),
             evaluation: Starting::new(),
             providers: Starting::new(),
+            cluster: Starting::new(),
         }
     }
 
@@ -312,6 +320,11 @@ impl Slots {
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
         );
+        self.cluster.fill(
+            ClusterServiceServer::new(ClusterApi::new(services.membership.clone()))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        );
     }
 }
 
@@ -321,6 +334,7 @@ impl Slots {
 async fn open_storage(
     config: &Config,
     clock: Arc<dyn Clock>,
+    address: std::net::SocketAddr,
     stop: &CancellationToken,
 ) -> anyhow::Result<(Storage, Services, Vec<tokio::task::JoinHandle<()>>)> {
     let receivers = config.webhook_receivers()?;
@@ -341,6 +355,25 @@ async fn open_storage(
     let storage = database::open_with_retry(&url, options)
         .await
         .with_context(|| format!("opening storage at {url}"))?;
+    // Before any cache is loaded: a change committed meanwhile is then followed again,
+    // which reloads what is already current, rather than missed.
+    let change_head = storage
+        .cluster
+        .change_head()
+        .await
+        .context("reading the change log")?;
+    let membership = Membership::join(
+        Uuid::now_v7().to_string(),
+        storage.cluster.clone(),
+        MembershipSettings {
+            lease: config.leader_lease,
+            address: address.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            shared: storage.is_shared(),
+        },
+    )
+    .await
+    .context("registering this replica")?;
     let registry = Registry::open(storage.prompts.clone(), config.registry_limits())
         .await
         .context("loading the prompt registry")?;
@@ -391,7 +424,12 @@ async fn open_storage(
             .collect(),
         config.providers_health.settings(),
     );
-    let probes = tokio::spawn(provider_set.health().clone().run(stop.clone()));
+    let health = provider_set.health().clone();
+    let probes = tokio::spawn(run_while_held(
+        membership.leadership(Role::ProviderProbes),
+        stop.clone(),
+        move |token| tokio::spawn(health.clone().run(token)),
+    ));
     let providers = Arc::new(ProviderRegistry::new(provider_set));
     let runs = RunService::open(
         storage.runs.clone(),
@@ -422,6 +460,9 @@ async fn open_storage(
             auto_evaluation: config.evaluation.auto_evaluation,
             interval: config.evaluation.interval,
             clock: clock.clone(),
+            leadership: storage
+                .is_shared()
+                .then(|| membership.leadership(Role::Scheduler)),
         },
         stop,
     )
@@ -429,27 +470,67 @@ async fn open_storage(
     .context("loading evaluation schedules")?;
     let schedules = Arc::new(schedules);
 
-    let sender_stop = stop.clone();
-    let webhooks = tokio::spawn(async move { sender.run(sender_stop.cancelled_owned()).await });
-    let retention = tokio::spawn(prune_alerts(
-        alerts.clone(),
-        clock.clone(),
-        config.alerts.retention,
-        config.alerts.prune_interval,
+    let sender = Arc::new(sender);
+    let webhooks = tokio::spawn(run_while_held(
+        membership.leadership(Role::WebhookSender),
         stop.clone(),
+        move |token| {
+            let sender = sender.clone();
+            tokio::spawn(async move { sender.run(token.cancelled_owned()).await })
+        },
     ));
-    let monitor = tokio::spawn(monitor_experiments(
-        experiments.clone(),
-        alerts.clone(),
-        clock.clone(),
-        config.experiments.alert_check_interval,
-        stop.clone(),
-    ));
-    let mut background = vec![webhooks, retention, monitor, probes];
+    let retention = {
+        let (alerts, cluster, clock) = (alerts.clone(), storage.cluster.clone(), clock.clone());
+        let (retention, interval) = (config.alerts.retention, config.alerts.prune_interval);
+        tokio::spawn(run_while_held(
+            membership.leadership(Role::Retention),
+            stop.clone(),
+            move |token| {
+                tokio::spawn(prune(
+                    alerts.clone(),
+                    cluster.clone(),
+                    clock.clone(),
+                    retention,
+                    interval,
+                    token,
+                ))
+            },
+        ))
+    };
+    let monitor = {
+        let (experiments, alerts, clock) = (experiments.clone(), alerts.clone(), clock.clone());
+        let interval = config.experiments.alert_check_interval;
+        tokio::spawn(run_while_held(
+            membership.leadership(Role::ExperimentMonitor),
+            stop.clone(),
+            move |token| {
+                tokio::spawn(monitor_experiments(
+                    experiments.clone(),
+                    alerts.clone(),
+                    clock.clone(),
+                    interval,
+                    token,
+                ))
+            },
+        ))
+    };
+    let mut background = vec![
+        webhooks,
+        retention,
+        monitor,
+        probes,
+        tokio::spawn(membership.clone().run(stop.clone())),
+    ];
     background.extend(follow::spawn(
         &storage,
-        registry.clone(),
-        alerts.clone(),
+        follow::Followed {
+            registry: registry.clone(),
+            alerts: alerts.clone(),
+            schedules: schedules.clone(),
+            datasets: datasets.clone(),
+            gates: gates.clone(),
+            change_head,
+        },
         config.feed_poll_interval,
         stop,
     ));
@@ -464,6 +545,7 @@ async fn open_storage(
             runs,
             schedules,
             gates,
+            membership,
         },
         background,
     ))
@@ -493,9 +575,15 @@ async fn monitor_experiments(
     }
 }
 
-/// Prunes resolved alerts and old alert events every `interval` until `stop`.
-async fn prune_alerts(
+/// How long the change log keeps a change: a replica further behind than this (cut off
+/// from the database meanwhile) reloads every cached definition instead.
+const CHANGE_LOG_RETENTION: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
+/// Prunes resolved alerts, old alert events and the old change log every `interval`
+/// until `stop`.
+async fn prune(
     alerts: Arc<AlertService>,
+    cluster: Arc<dyn llmops_cluster::ClusterStore>,
     clock: Arc<dyn Clock>,
     retention: std::time::Duration,
     interval: std::time::Duration,
@@ -512,6 +600,9 @@ async fn prune_alerts(
                 Ok(pruned) => tracing::info!(pruned, %cutoff, "pruned resolved alerts"),
                 Err(err) => tracing::warn!(error = %err, "pruning alerts failed; will retry"),
             }
+        }
+        if let Err(err) = cluster.prune_changes(CHANGE_LOG_RETENTION).await {
+            tracing::warn!(error = %err, "pruning the change log failed; will retry");
         }
         tokio::select! {
             _ = stop.cancelled() => return,

@@ -331,3 +331,14 @@ fn feed_poll_interval_defaults_to_a_second_and_is_range_checked() {
         .to_string();
     assert!(message.contains("feed_poll_interval"), "{message}");
 }
+
+#[test]
+fn leader_lease_defaults_to_ten_seconds_and_is_range_checked() {
+    assert_eq!(Config::default().leader_lease, Duration::from_secs(10));
+    let loaded = LoadedConfig::load(None, env(&[("LLMOPS_LEADER_LEASE", "3s")]), vec![]).unwrap();
+    assert_eq!(loaded.config.leader_lease, Duration::from_secs(3));
+    let message = LoadedConfig::load(None, env(&[("LLMOPS_LEADER_LEASE", "100ms")]), vec![])
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("leader_lease"), "{message}");
+}

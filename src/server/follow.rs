@@ -1,4 +1,5 @@
-//! Following the shared event feeds, when other processes may write to the database.
+//! Following the shared event feeds and the change log, when other processes may write
+//! to the database.
 //!
 //! Each replica serves reads from caches and streams from its own live feeds, so what
 //! another replica commits must reach it. PostgreSQL announces every append to an event
@@ -12,6 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use llmops_alerts::AlertService;
+use llmops_cluster::ClusterStore;
+use llmops_evaluator::datasets::DatasetService;
+use llmops_evaluator::gates::GateService;
+use llmops_evaluator::schedules::ScheduleService;
 use llmops_registry::Registry;
 use llmops_store::Storage;
 use tokio::sync::Notify;
@@ -21,28 +26,52 @@ use tokio_util::sync::CancellationToken;
 /// The wait before listening again after the listener's connection failed.
 const RELISTEN_DELAY: Duration = Duration::from_secs(1);
 
-/// Starts following the prompt and alert feeds; nothing when the database is not shared.
+/// What a replica keeps in memory that other processes change.
+pub(super) struct Followed {
+    pub(super) registry: Arc<Registry>,
+    pub(super) alerts: Arc<AlertService>,
+    pub(super) schedules: Arc<ScheduleService>,
+    pub(super) datasets: Arc<DatasetService>,
+    pub(super) gates: Arc<GateService>,
+    /// The change log's head before the caches were loaded.
+    pub(super) change_head: u64,
+}
+
+/// Starts following the prompt and alert feeds and the change log; nothing when the
+/// database is not shared.
 pub(super) fn spawn(
     storage: &Storage,
-    registry: Arc<Registry>,
-    alerts: Arc<AlertService>,
+    followed: Followed,
     poll_interval: Duration,
     stop: &CancellationToken,
 ) -> Vec<JoinHandle<()>> {
     if !storage.is_shared() {
         return Vec::new();
     }
-    let prompts_wake = Arc::new(Notify::new());
-    let alerts_wake = Arc::new(Notify::new());
     let wakers = Wakers {
-        prompts: prompts_wake.clone(),
-        alerts: alerts_wake.clone(),
+        prompts: Arc::new(Notify::new()),
+        alerts: Arc::new(Notify::new()),
+        changes: Arc::new(Notify::new()),
     };
+    let Followed {
+        registry,
+        alerts,
+        schedules,
+        datasets,
+        gates,
+        change_head,
+    } = followed;
+    let changes = Arc::new(ChangeFollower {
+        cluster: storage.cluster.clone(),
+        schedules,
+        datasets,
+        gates,
+        cursor: tokio::sync::Mutex::new(change_head),
+    });
     vec![
-        tokio::spawn(listen(storage.clone(), wakers, stop.clone())),
         tokio::spawn(follow_loop(
             "prompts",
-            prompts_wake,
+            wakers.prompts.clone(),
             poll_interval,
             stop.clone(),
             move || {
@@ -52,7 +81,7 @@ pub(super) fn spawn(
         )),
         tokio::spawn(follow_loop(
             "alerts",
-            alerts_wake,
+            wakers.alerts.clone(),
             poll_interval,
             stop.clone(),
             move || {
@@ -60,13 +89,87 @@ pub(super) fn spawn(
                 async move { alerts.follow().await.map_err(|err| err.to_string()) }
             },
         )),
+        tokio::spawn(follow_loop(
+            "changes",
+            wakers.changes.clone(),
+            poll_interval,
+            stop.clone(),
+            move || {
+                let changes = changes.clone();
+                async move { changes.follow().await }
+            },
+        )),
+        tokio::spawn(listen(storage.clone(), wakers, stop.clone())),
     ]
+}
+
+/// Follows the change log of cached definitions (schedules, datasets, release gates),
+/// reloading each changed one.
+struct ChangeFollower {
+    cluster: Arc<dyn ClusterStore>,
+    schedules: Arc<ScheduleService>,
+    datasets: Arc<DatasetService>,
+    gates: Arc<GateService>,
+    /// The sequence of the last change applied.
+    cursor: tokio::sync::Mutex<u64>,
+}
+
+/// How many changes one read takes.
+const CHANGE_BATCH: usize = 500;
+
+impl ChangeFollower {
+    async fn follow(&self) -> Result<usize, String> {
+        let mut cursor = self.cursor.lock().await;
+        let mut read = 0;
+        loop {
+            let batch = self
+                .cluster
+                .changes_after(*cursor, CHANGE_BATCH)
+                .await
+                .map_err(|err| err.to_string())?;
+            if batch.first().is_some_and(|c| c.sequence > *cursor + 1) {
+                // The log was pruned past this replica's place (it was cut off from
+                // the database for long): what changed is unknown, so reload it all.
+                tracing::warn!(
+                    cursor = *cursor,
+                    "fell behind the change log; reloading every definition"
+                );
+                self.datasets
+                    .refresh_all()
+                    .await
+                    .map_err(|err| err.to_string())?;
+                self.schedules
+                    .refresh_all()
+                    .await
+                    .map_err(|err| err.to_string())?;
+                self.gates
+                    .refresh_all()
+                    .await
+                    .map_err(|err| err.to_string())?;
+            }
+            read += batch.len();
+            for change in &batch {
+                let refreshed = match change.entity.as_str() {
+                    "dataset" => self.datasets.refresh(&change.key).await,
+                    "schedule" => self.schedules.refresh(&change.key).await,
+                    "gate" => self.gates.refresh_all().await,
+                    _ => Ok(()),
+                };
+                refreshed.map_err(|err| err.to_string())?;
+                *cursor = change.sequence;
+            }
+            if batch.len() < CHANGE_BATCH {
+                return Ok(read);
+            }
+        }
+    }
 }
 
 /// The followers to wake, by the stream names the store announces.
 struct Wakers {
     prompts: Arc<Notify>,
     alerts: Arc<Notify>,
+    changes: Arc<Notify>,
 }
 
 impl Wakers {
@@ -74,6 +177,7 @@ impl Wakers {
         match stream {
             "prompts" => self.prompts.notify_one(),
             "alerts" => self.alerts.notify_one(),
+            "changes" => self.changes.notify_one(),
             _ => {}
         }
     }
@@ -81,6 +185,7 @@ impl Wakers {
     fn wake_all(&self) {
         self.prompts.notify_one();
         self.alerts.notify_one();
+        self.changes.notify_one();
     }
 }
 

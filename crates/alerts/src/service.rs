@@ -95,13 +95,15 @@ impl AlertService {
         receivers: Vec<WebhookReceiver>,
         external_url: String,
     ) -> Result<Self, AlertError> {
+        // The head first: an event committed between the two reads is then both in the
+        // index and after the head, and following it again changes nothing.
+        let head = store.alert_head_sequence().await?;
         let open = store
             .open_alerts()
             .await?
             .into_iter()
             .map(|a| (a.fingerprint.clone(), a))
             .collect();
-        let head = store.alert_head_sequence().await?;
         Ok(Self {
             store,
             receivers,

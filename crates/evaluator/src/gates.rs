@@ -106,6 +106,22 @@ impl GateService {
         })
     }
 
+    /// Reloads every gate from storage after another process changed one. (A label
+    /// move checked against a gate this process has not reloaded yet still fails: the
+    /// move's transaction checks the gate it was decided on; see `ReleaseBasis`.)
+    pub async fn refresh_all(&self) -> Result<(), EvaluationError> {
+        // Under the lock local changes commit under, so the cache never moves back.
+        let mut gates = self.gates.lock().await;
+        *gates = self
+            .store
+            .load_gates()
+            .await?
+            .into_iter()
+            .map(|gate| ((gate.prompt_name.clone(), gate.label.clone()), gate))
+            .collect();
+        Ok(())
+    }
+
     /// Creates or replaces a gate (its times are set here).
     pub async fn set(&self, mut gate: ReleaseGate) -> Result<ReleaseGate, EvaluationError> {
         let mut violations = Vec::new();

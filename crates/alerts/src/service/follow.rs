@@ -57,6 +57,15 @@ impl AlertService {
             }
         }
         self.follower().pass(sequence);
+        // Its deliveries were queued by the process that committed it; if this one
+        // sends webhooks, they are due now.
+        let queued = self
+            .receivers
+            .iter()
+            .any(|r| r.filter.matches(&event.alert));
+        if let (true, Some(waker)) = (queued, &self.delivery_waker) {
+            waker.notify_one();
+        }
         self.feed.publish(Arc::new(event));
         Ok(())
     }

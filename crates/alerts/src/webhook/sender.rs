@@ -69,8 +69,8 @@ impl WebhookSender {
     /// Shutdown ends the loop at once, even in the middle of a batch or while a backlog
     /// keeps every batch full: deliveries whose outcome was not recorded stay due in the
     /// outbox and are sent after the next start (receivers dedup by `Idempotency-Key`).
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let this = Arc::new(self);
+    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
+        let this = self;
         tokio::pin!(shutdown);
         loop {
             let sent = tokio::select! {

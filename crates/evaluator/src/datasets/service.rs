@@ -84,6 +84,33 @@ impl DatasetService {
         })
     }
 
+    /// Reloads dataset `id`'s definition from storage after another process changed it.
+    pub async fn refresh(&self, id: &str) -> Result<(), EvaluationError> {
+        // Local changes commit and update the cache under this lock, so the definition
+        // read here is never older than the cached one.
+        let _changes = self.changes.lock().await;
+        match self.store.get_dataset(id).await? {
+            Some(dataset) => {
+                self.datasets.insert(id.to_owned(), dataset);
+            }
+            None => {
+                self.datasets.remove(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reloads every dataset's definition (after falling too far behind the change log).
+    pub async fn refresh_all(&self) -> Result<(), EvaluationError> {
+        let _changes = self.changes.lock().await;
+        let stored = self.store.load_datasets().await?;
+        self.datasets.clear();
+        for dataset in stored {
+            self.datasets.insert(dataset.id.clone(), dataset);
+        }
+        Ok(())
+    }
+
     /// Begins an import into `dataset_id` of at most `max_samples` samples (see
     /// [`ImportSession`]). FAILED_PRECONDITION while another import into it runs.
     pub async fn begin_import(

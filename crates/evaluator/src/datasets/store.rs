@@ -24,7 +24,10 @@ pub trait DatasetStore: Send + Sync + 'static {
     /// Every dataset.
     async fn load_datasets(&self) -> Result<Vec<Dataset>, StoreError>;
 
-    /// Deletes a dataset and all its samples.
+    /// One dataset's definition.
+    async fn get_dataset(&self, id: &str) -> Result<Option<Dataset>, StoreError>;
+
+    /// Deletes a dataset and its samples.
     async fn delete_dataset(&self, id: &str) -> Result<(), StoreError>;
 
     /// Of `ids`, those of samples not removed: the dataset's current version and any

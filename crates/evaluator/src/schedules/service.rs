@@ -66,6 +66,9 @@ pub struct ScheduleSettings {
     pub interval: Duration,
     /// Where "now" comes from: the system clock in the server, a manual one in tests.
     pub clock: Arc<dyn Clock>,
+    /// When several processes share the database: the scheduler role, without which
+    /// this process fires no due time (`None`: it always fires).
+    pub leadership: Option<llmops_cluster::Leadership>,
 }
 
 /// What a client gives to create a schedule.
@@ -176,6 +179,42 @@ impl ScheduleService {
             inner,
             tasks: SyncMutex::new(vec![ticks, watcher]),
         })
+    }
+
+    /// Reloads schedule `id` from storage after another process changed it.
+    pub async fn refresh(&self, id: &str) -> Result<(), EvaluationError> {
+        let inner = &self.inner;
+        let mut schedules = inner.schedules.lock().await;
+        match inner.store.get_schedule(id).await? {
+            Some(stored) => {
+                inner.show(&stored);
+                schedules.insert(id.to_owned(), stored);
+            }
+            None => {
+                schedules.remove(id);
+                inner.view.write().expect("view lock").remove(id);
+            }
+        }
+        inner.wake.notify_one();
+        Ok(())
+    }
+
+    /// Reloads every schedule from storage (after falling too far behind the change log
+    /// to know what changed).
+    pub async fn refresh_all(&self) -> Result<(), EvaluationError> {
+        let inner = &self.inner;
+        let mut schedules = inner.schedules.lock().await;
+        let stored = inner.store.load_schedules().await?;
+        let mut view = inner.view.write().expect("view lock");
+        schedules.clear();
+        view.clear();
+        for schedule in stored {
+            view.insert(schedule.id.clone(), schedule.clone());
+            schedules.insert(schedule.id.clone(), schedule);
+        }
+        drop(view);
+        inner.wake.notify_one();
+        Ok(())
     }
 
     /// Stops the loops and waits for them; a run being started finishes starting.

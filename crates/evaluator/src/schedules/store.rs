@@ -1,6 +1,7 @@
 //! What schedules need from storage.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use super::model::Schedule;
 use crate::error::StoreError;
@@ -13,6 +14,19 @@ pub trait ScheduleStore: Send + Sync + 'static {
 
     /// Replaces a stored schedule.
     async fn update_schedule(&self, schedule: &Schedule) -> Result<(), StoreError>;
+
+    /// Replaces the stored schedule with `next` only if it is still the version last
+    /// written at `expected_updated_at` (checked under a row lock); false, writing
+    /// nothing, when another process changed it since. Firing uses it, so a due time
+    /// fires once however many processes try.
+    async fn replace_schedule(
+        &self,
+        expected_updated_at: DateTime<Utc>,
+        next: &Schedule,
+    ) -> Result<bool, StoreError>;
+
+    /// One schedule.
+    async fn get_schedule(&self, id: &str) -> Result<Option<Schedule>, StoreError>;
 
     /// Deletes a schedule; false if there was none.
     async fn delete_schedule(&self, id: &str) -> Result<bool, StoreError>;

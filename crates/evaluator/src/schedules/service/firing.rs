@@ -24,6 +24,16 @@ impl Inner {
                 _ = self.wake.notified() => continue,
                 _ = clock.sleep_until(until) => {}
             }
+            if let Some(leadership) = &self.settings.leadership {
+                if !leadership.is_held() {
+                    // Another replica fires due times; wait to take over from it.
+                    let mut leadership = leadership.clone();
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return,
+                        _ = leadership.wait_until_held() => continue,
+                    }
+                }
+            }
             if let Err(err) = self.fire_due().await {
                 tracing::warn!(error = %err, "starting scheduled runs failed; will retry");
                 tokio::select! {
@@ -68,10 +78,10 @@ impl Inner {
             let previous = self.runs.get(&schedule.last_run_id).ok();
             if let Some(previous) = previous.filter(|run| !run.status.is_terminal()) {
                 next.skipped_ticks += 1;
-                self.store.update_schedule(&next).await?;
+                if !self.claim_firing(schedule, next).await? {
+                    return Ok(());
+                }
                 metrics::counter!(SKIPPED_TICKS_TOTAL).increment(1);
-                self.show(&next);
-                *schedule = next;
                 tracing::info!(schedule_id = %schedule.id, run_id = %previous.id, skipped_ticks = schedule.skipped_ticks, "skipped a tick: the previous run is still going");
                 return Ok(());
             }
@@ -103,10 +113,35 @@ impl Inner {
         }
         let pending = PendingRun { spec, trigger };
         next.pending = Some(pending.clone());
-        self.store.update_schedule(&next).await?;
-        self.show(&next);
-        *schedule = next;
+        if !self.claim_firing(schedule, next).await? {
+            return Ok(());
+        }
         self.launch(schedule, pending).await
+    }
+
+    /// Stores `next` in place of `schedule` if no other process changed it since this
+    /// one read it; so of several processes firing one due time (or one prompt change),
+    /// exactly one does. When another won, `schedule` is reloaded and false returned.
+    async fn claim_firing(
+        &self,
+        schedule: &mut Schedule,
+        next: Schedule,
+    ) -> Result<bool, EvaluationError> {
+        if self
+            .store
+            .replace_schedule(schedule.updated_at, &next)
+            .await?
+        {
+            self.show(&next);
+            *schedule = next;
+            return Ok(true);
+        }
+        tracing::info!(schedule_id = %schedule.id, "another replica fired or changed the schedule first");
+        if let Some(stored) = self.store.get_schedule(&schedule.id).await? {
+            self.show(&stored);
+            *schedule = stored;
+        }
+        Ok(false)
     }
 
     /// Creates and starts a pending run, then records the outcome. Idempotent: a run
