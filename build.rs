@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/llmops/v1/experiments.proto",
         "proto/llmops/v1/evaluation.proto",
         "proto/llmops/v1/providers.proto",
+        "proto/llmops/v1/cluster.proto",
     ];
     let file_descriptors = protox::compile(protos, ["proto"])?;
 

@@ -3,6 +3,7 @@
 
 mod alerts;
 pub mod bounded_status;
+mod cluster;
 pub mod codec;
 pub(crate) mod convert;
 mod evaluation;
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 pub use alerts::AlertApi;
+pub use cluster::ClusterApi;
 pub use evaluation::{EvaluationApi, EvaluationServices};
 pub use experiments::ExperimentApi;
 pub use prompts::PromptApi;

@@ -44,6 +44,8 @@ enum Command {
     Gate(cli::gate::GateArgs),
     /// Show the model providers' health and scores, and the one `auto` would use.
     Providers(cli::providers::ProvidersArgs),
+    /// Show the replicas serving this deployment and the background roles each holds.
+    Cluster(cli::cluster::ClusterArgs),
     /// Copy a whole deployment into an empty database (e.g. SQLite to PostgreSQL) and verify it.
     Migrate(cli::migrate::MigrateArgs),
     /// Drive load against a server and report throughput and latency.
@@ -180,6 +182,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Schedule(args) => cli::schedule::run(args, &cli.client).await,
         Command::Gate(args) => cli::gate::run(args, &cli.client).await,
         Command::Providers(args) => cli::providers::run(args, &cli.client).await,
+        Command::Cluster(args) => cli::cluster::run(args, &cli.client).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Migrate(args) => cli::migrate::run(args, cli.client.json).await,
     }

@@ -194,6 +194,8 @@ const BASELINES: &[(&str, &str)] = &[
     // ProviderService
     ("ListProviders", r#"{}"#),
     ("SelectProvider", r#"{"candidates": ["echo"]}"#),
+    // ClusterService
+    ("ListReplicas", r#"{}"#),
 ];
 
 /// RPCs that only read: their answers may change no state, whatever they are.
