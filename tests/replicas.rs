@@ -6,9 +6,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::backend::Backend;
 use common::cluster::Cluster;
 use llmops::pb;
 use llmops::pb::alert_service_client::AlertServiceClient;
+use llmops::pb::cluster_service_client::ClusterServiceClient;
+use llmops::pb::evaluation_service_client::EvaluationServiceClient;
 use llmops::pb::prompt_service_client::PromptServiceClient;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
@@ -372,4 +375,232 @@ async fn racing_raises_of_one_problem_on_three_replicas_give_one_alert() {
             .unwrap();
         assert_eq!(stored.occurrences, 48);
     }
+}
+
+async fn cluster_status(cluster: &Cluster, replica: usize) -> pb::ListReplicasResponse {
+    ClusterServiceClient::new(cluster.channel(replica).await)
+        .list_replicas(pb::ListReplicasRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The index of the replica holding `role`'s unexpired lease, as replica `asking` sees it.
+async fn holder_of(cluster: &Cluster, asking: usize, role: &str) -> Option<usize> {
+    let status = cluster_status(cluster, asking).await;
+    let lease = status.leases.iter().find(|l| l.role == role && l.held)?;
+    let replica = status.replicas.iter().find(|r| r.id == lease.replica_id)?;
+    cluster.index_of(&replica.address)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_background_role_has_one_holder_and_a_dead_ones_roles_move_within_the_lease() {
+    let lease = Duration::from_secs(2);
+    let mut cluster = Cluster::start(3, &[("LLMOPS_LEADER_LEASE", "2s")]).await;
+    let status = cluster_status(&cluster, 0).await;
+    assert_eq!(status.replicas.len(), 3);
+    assert!(status
+        .replicas
+        .iter()
+        .all(|r| r.state == pb::ReplicaState::Alive as i32));
+    assert_eq!(status.replicas.iter().filter(|r| r.is_self).count(), 1);
+    let roles = [
+        "scheduler",
+        "webhook-sender",
+        "provider-probes",
+        "retention",
+        "experiment-monitor",
+    ];
+    for role in roles {
+        let holders = status
+            .replicas
+            .iter()
+            .filter(|r| r.roles.iter().any(|held| held == role))
+            .count();
+        assert_eq!(holders, 1, "{role}: {status:?}");
+    }
+    // Every replica tells the same story.
+    for replica in [1, 2] {
+        let other = cluster_status(&cluster, replica).await;
+        let ids = |s: &pb::ListReplicasResponse| -> Vec<String> {
+            s.replicas.iter().map(|r| r.id.clone()).collect()
+        };
+        assert_eq!(ids(&other), ids(&status));
+    }
+
+    let leader = holder_of(&cluster, 0, "scheduler").await.unwrap();
+    let survivor = (leader + 1) % 3;
+    cluster.kill(leader);
+    let killed_at = Instant::now();
+    let taken_by = loop {
+        if let Some(holder) = holder_of(&cluster, survivor, "scheduler").await {
+            if holder != leader {
+                break holder;
+            }
+        }
+        assert!(
+            killed_at.elapsed() < lease * 3,
+            "no replica took over within the lease; logs:\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let took = killed_at.elapsed();
+    eprintln!("replica {taken_by} took the scheduler {took:?} after the kill");
+    assert!(
+        took <= lease + lease / 3 + Duration::from_secs(1),
+        "{took:?}"
+    );
+    assert!(cluster.is_running(taken_by));
+    let status = cluster_status(&cluster, survivor).await;
+    let dead: Vec<_> = status
+        .replicas
+        .iter()
+        .filter(|r| r.state == pb::ReplicaState::Dead as i32)
+        .collect();
+    assert_eq!(dead.len(), 1, "{status:?}");
+    assert!(dead[0].roles.is_empty(), "a dead replica holds nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_fires_once_per_due_time_across_replicas_and_through_a_takeover() {
+    let mut cluster = Cluster::start(3, &[("LLMOPS_LEADER_LEASE", "2s")]).await;
+    let leader = holder_of(&cluster, 0, "scheduler").await.unwrap();
+    let other = (leader + 1) % 3;
+    let channel = cluster.channel(other).await;
+    let mut evaluation = EvaluationServiceClient::new(channel.clone());
+    let mut prompts = PromptServiceClient::new(channel);
+    create_version(&mut prompts, "scheduled", "1.0.0")
+        .await
+        .unwrap();
+    let dataset = evaluation
+        .create_dataset(pb::CreateDatasetRequest {
+            dataset: Some(pb::Dataset {
+                name: "ticks".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .dataset
+        .unwrap();
+    evaluation
+        .add_samples(pb::AddSamplesRequest {
+            dataset_id: dataset.id.clone(),
+            samples: vec![pb::Sample {
+                id: "a".into(),
+                input: Some(prost_types::Value {
+                    kind: Some(prost_types::value::Kind::StringValue("x".into())),
+                }),
+                ..Default::default()
+            }],
+        })
+        .await
+        .unwrap();
+    // Created on a replica that does not hold the scheduler role.
+    let schedule = evaluation
+        .schedule_run(pb::ScheduleRunRequest {
+            run_template: Some(pb::Run {
+                dataset_id: dataset.id.clone(),
+                prompt_name: "scheduled".into(),
+                model: "echo".into(),
+                metrics: vec![pb::MetricConfig {
+                    name: "exact".into(),
+                    scorer: "exact_match".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            schedule: "@every 1s".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .schedule
+        .unwrap();
+    wait_for_runs(&cluster, other, &schedule.id, 3).await;
+
+    cluster.kill(leader);
+    let before = runs_started(&cluster, other, &schedule.id).await;
+    wait_for_runs(&cluster, other, &schedule.id, before + 3).await;
+
+    // Each due time started one run, whichever replica fired it.
+    let storage = cluster.database().open_storage().await;
+    let runs = storage.runs.load_runs().await.unwrap();
+    let mut due_times: Vec<&str> = runs.iter().map(|r| r.description.as_str()).collect();
+    assert!(due_times.len() >= 6, "{due_times:?}");
+    due_times.sort_unstable();
+    let total = due_times.len();
+    due_times.dedup();
+    assert_eq!(due_times.len(), total, "a due time fired twice");
+    storage.close().await;
+}
+
+/// How many runs schedule `id` has started, as replica `replica` sees it.
+async fn runs_started(cluster: &Cluster, replica: usize, id: &str) -> u64 {
+    EvaluationServiceClient::new(cluster.channel(replica).await)
+        .get_schedule(pb::GetScheduleRequest {
+            schedule_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .schedule
+        .unwrap()
+        .runs_started
+}
+
+async fn wait_for_runs(cluster: &Cluster, replica: usize, id: &str, target: u64) {
+    let start = Instant::now();
+    while runs_started(cluster, replica, id).await < target {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the schedule stopped firing; logs:\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_lists_itself_holding_every_role_and_a_clean_stop_frees_them_at_once() {
+    // Embedded SQLite: one process, every role its own, nothing written for it.
+    let server = common::TestServer::start_on_backend(Backend::Sqlite, |_| {}).await;
+    let status = ClusterServiceClient::new(server.channel.clone())
+        .list_replicas(pb::ListReplicasRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.replicas.len(), 1);
+    let replica = &status.replicas[0];
+    assert!(replica.is_self);
+    assert_eq!(replica.state, pb::ReplicaState::Alive as i32);
+    assert_eq!(replica.address, server.address.to_string());
+    assert_eq!(replica.roles.len(), 5, "{replica:?}");
+    server.stop().await;
+
+    // On PostgreSQL a replica that stops cleanly frees its roles: another takes them at
+    // its next renewal (every third of the lease), not after the lease.
+    let lease = Duration::from_secs(9);
+    let mut cluster = Cluster::start(2, &[("LLMOPS_LEADER_LEASE", "9s")]).await;
+    let leader = holder_of(&cluster, 0, "scheduler").await.unwrap();
+    let other = 1 - leader;
+    cluster.terminate(leader).await;
+    let stopped_at = Instant::now();
+    while holder_of(&cluster, other, "scheduler").await != Some(other) {
+        assert!(
+            stopped_at.elapsed() < lease * 2 / 3,
+            "the stopped replica's role was not freed; logs:\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = cluster_status(&cluster, other).await;
+    let states: Vec<i32> = status.replicas.iter().map(|r| r.state).collect();
+    assert!(
+        states.contains(&(pb::ReplicaState::Stopped as i32)),
+        "{status:?}"
+    );
 }

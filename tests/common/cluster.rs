@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use tonic::transport::Channel;
 
@@ -71,6 +72,16 @@ impl Cluster {
         }
     }
 
+    /// Stops replica `index` with SIGTERM, as an orchestrator does, and waits for it to
+    /// exit.
+    pub async fn terminate(&mut self, index: usize) {
+        if let Some(mut process) = self.slots[index].process.take() {
+            process.terminate();
+            let exited = process.wait_for_exit(Duration::from_secs(30)).await;
+            assert!(exited.is_some(), "replica {index} did not stop");
+        }
+    }
+
     /// Starts replica `index` (again) on its address.
     pub fn restart(&mut self, index: usize) {
         let url = self.database.url();
@@ -78,6 +89,23 @@ impl Cluster {
         let mut env: Vec<(&str, &str)> = vec![("LLMOPS_DATABASE_URL", url.as_str())];
         env.extend(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         slot.process = Some(ServerProcess::spawn_on(slot.address, &slot.data_dir, &env));
+    }
+
+    /// The shared database (to read what the replicas stored).
+    pub fn database(&self) -> &TestDatabase {
+        &self.database
+    }
+
+    /// The index of the replica serving on `address`.
+    pub fn index_of(&self, address: &str) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|slot| slot.address.to_string() == address)
+    }
+
+    /// Whether replica `index` is running.
+    pub fn is_running(&self, index: usize) -> bool {
+        self.slots[index].process.is_some()
     }
 
     /// Every replica's log, for a failing assertion's message.
