@@ -125,6 +125,11 @@ pub struct BenchArgs {
     /// `fanout`: how long alerts are created for, e.g. `30s`.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub fanout_duration: Duration,
+    /// `fanout`: create the alerts on this server instead, another replica of the
+    /// deployment the subscribers are on; the delivery latency is then the replication
+    /// delay (a write on one replica to the event on another).
+    #[arg(long, value_name = "URL")]
+    pub fanout_publisher: Option<String>,
     /// Print the results as a JSON array instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -187,6 +192,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT);
 
+    let publisher = args
+        .fanout_publisher
+        .as_deref()
+        .map(|url| {
+            Endpoint::from_shared(url.to_owned())
+                .with_context(|| format!("invalid --fanout-publisher URL {url:?}"))
+                .map(|e| e.connect_timeout(CONNECT_TIMEOUT).timeout(REQUEST_TIMEOUT))
+        })
+        .transpose()?;
     let server_pid = spawned.as_ref().map(SpawnedServer::pid);
     let import_samples = args
         .scenarios
@@ -216,7 +230,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 None => None,
             };
             let fanout = match fanout {
-                Some(fanout) => Some(run_fanout(&endpoint, fanout, server_pid).await?),
+                Some(fanout) => Some(run_fanout(&endpoint, publisher.as_ref(), fanout, server_pid).await?),
                 None => None,
             };
             anyhow::Ok((rows, fanout, import, evaluation))
@@ -258,14 +272,16 @@ fn print_import(row: &ImportRow, url: &str) {
     );
 }
 
-/// Runs the fanout scenario; `server_pid` is the server's process when the tool started
+/// Runs the fanout scenario, publishing on `publisher` when given (else on the server
+/// the subscribers are on); `server_pid` is the server's process when the tool started
 /// it (for its memory).
 async fn run_fanout(
     endpoint: &Endpoint,
+    publisher: Option<&Endpoint>,
     shape: FanoutShape,
     server_pid: Option<u32>,
 ) -> anyhow::Result<FanoutRow> {
-    let outcome = fanout::run(endpoint, shape, server_pid)
+    let outcome = fanout::run(endpoint, publisher, shape, server_pid)
         .await
         .context("running scenario fanout")?;
     if let Some(error) = &outcome.first_error {

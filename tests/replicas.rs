@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::backend::Backend;
@@ -602,5 +603,107 @@ async fn a_server_lists_itself_holding_every_role_and_a_clean_stop_frees_them_at
     assert!(
         states.contains(&(pb::ReplicaState::Stopped as i32)),
         "{status:?}"
+    );
+}
+
+/// What a webhook receiver got: (Idempotency-Key, the event's sequence) per request.
+type Deliveries = Arc<Mutex<Vec<(String, u64)>>>;
+
+async fn webhook_receiver() -> (String, Deliveries) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let deliveries: Deliveries = Arc::default();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post({
+            let deliveries = deliveries.clone();
+            move |headers: http::HeaderMap, body: String| async move {
+                let key = headers
+                    .get("idempotency-key")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                let sequence = json["llmops"]["sequence"].as_u64().unwrap_or_default();
+                deliveries.lock().unwrap().push((key, sequence));
+                http::StatusCode::OK
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, deliveries)
+}
+
+async fn create_alerts(cluster: &Cluster, replicas: &[usize], prefix: &str, count: usize) {
+    for n in 0..count {
+        let replica = replicas[n % replicas.len()];
+        alerts(cluster, replica)
+            .await
+            .create_alert(pb::CreateAlertRequest {
+                alert: Some(alert(format!("{prefix}-{n}"))),
+            })
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_webhook_is_delivered_through_a_sender_takeover_with_one_key_per_event() {
+    let (url, deliveries) = webhook_receiver().await;
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        format!("[[webhooks]]\nname = \"ops\"\nurl = \"{url}\"\n"),
+    )
+    .unwrap();
+    let config_path = config.path().to_str().unwrap().to_owned();
+    let mut cluster = Cluster::start(
+        3,
+        &[
+            ("LLMOPS_LEADER_LEASE", "2s"),
+            ("LLMOPS_CONFIG", config_path.as_str()),
+        ],
+    )
+    .await;
+    create_alerts(&cluster, &[0, 1, 2], "before", 15).await;
+    let sender = holder_of(&cluster, 0, "webhook-sender").await.unwrap();
+    cluster.kill(sender);
+    let survivors: Vec<usize> = (0..3).filter(|r| *r != sender).collect();
+    create_alerts(&cluster, &survivors, "after", 15).await;
+
+    let start = Instant::now();
+    loop {
+        let delivered: std::collections::BTreeSet<u64> =
+            deliveries.lock().unwrap().iter().map(|(_, s)| *s).collect();
+        if delivered.len() == 30 {
+            assert_eq!(delivered, (1..=30).collect(), "every event, no other");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{} of 30 events delivered; logs:\n{}",
+            delivered.len(),
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A delivery repeated across the takeover carries the key it was first sent with.
+    let received = deliveries.lock().unwrap().clone();
+    let mut keys: std::collections::BTreeMap<u64, std::collections::BTreeSet<String>> =
+        Default::default();
+    for (key, sequence) in &received {
+        assert!(!key.is_empty());
+        keys.entry(*sequence).or_default().insert(key.clone());
+    }
+    assert!(keys.values().all(|k| k.len() == 1), "{keys:?}");
+    // Only one replica sends: an event committed after the takeover went out once.
+    for sequence in 16..=30 {
+        let sent = received.iter().filter(|(_, s)| *s == sequence).count();
+        assert_eq!(sent, 1, "event {sequence} was sent {sent} times");
+    }
+    eprintln!(
+        "{} requests for 30 events ({} repeated across the takeover)",
+        received.len(),
+        received.len() - 30
     );
 }

@@ -10,7 +10,9 @@
 //! [`DRAIN_TIMEOUT`] has passed), when every stream is dropped.
 //!
 //! Delivery latency is the receive time minus the event's `time`, the server's commit
-//! time: client and server run on this machine and read the same clock. Each subscriber
+//! time: client and server run on this machine and read the same clock. With a
+//! publisher on another replica of the deployment (`--fanout-publisher`), it is the
+//! replication delay: commit on one replica to delivery by another. Each subscriber
 //! keeps its samples in a plain vector, merged into one histogram at the end (a
 //! histogram per subscriber would cost tens of KiB each, hundreds of MiB in all).
 //!
@@ -156,13 +158,14 @@ impl ServerMemory {
 /// started) the server's memory is read from `/proc`.
 pub(crate) async fn run(
     endpoint: &Endpoint,
+    publisher: Option<&Endpoint>,
     shape: FanoutShape,
     server_pid: Option<u32>,
 ) -> anyhow::Result<FanoutOutcome> {
     check_open_files(shape.connections);
     let rss = || server_pid.map(read_vm_rss_kib).transpose();
     let before_kib = rss()?;
-    let publisher = AlertServiceClient::new(connect(endpoint, 0, 1).await?);
+    let publisher = AlertServiceClient::new(connect(publisher.unwrap_or(endpoint), 0, 1).await?);
     let channels = connect_all(endpoint, shape.connections).await?;
     let connected_kib = rss()?;
 
