@@ -494,9 +494,18 @@ async fn an_import_that_fails_late_or_is_abandoned_leaves_nothing_behind() {
     while reserved(&server, &id).await {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+    // Through a proxy that then cuts the connection: the client is gone without ending
+    // its stream (ending it cleanly would commit the import).
+    let proxy = common::outage::Outage::down(server.address.to_string()).await;
+    proxy.restore();
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", proxy.address))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let (sender, receiver) = tokio::sync::mpsc::channel(4);
     sender.send(batch(&id, 0..300)).await.unwrap();
-    let mut client = server.evaluation();
+    let mut client = llmops::pb::evaluation_service_client::EvaluationServiceClient::new(channel);
     let call = tokio::spawn(async move {
         client
             .import_samples(tokio_stream::wrappers::ReceiverStream::new(receiver))
@@ -511,11 +520,8 @@ async fn an_import_that_fails_late_or_is_abandoned_leaves_nothing_behind() {
         .unwrap_err();
     assert_eq!(busy.code(), Code::FailedPrecondition);
     assert!(busy.message().contains("import"), "{}", busy.message());
-    // The call is dropped (its stream reset) before the sender goes: dropping the
-    // sender first would end the stream cleanly, which commits the import.
-    call.abort();
+    proxy.cut();
     let _ = call.await;
-    drop(sender);
 
     assert_eq!(
         (
@@ -527,6 +533,7 @@ async fn an_import_that_fails_late_or_is_abandoned_leaves_nothing_behind() {
     add_when_released(&server, &id, 0..1000).await;
     let after = current(&server, &id).await;
     assert_eq!((after.version, after.sample_count), (2, 1000));
+    drop(sender);
 }
 
 /// An import stopped by a server stop (or crash) is discarded at the next start.
