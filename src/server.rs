@@ -529,6 +529,7 @@ async fn open_storage(
             schedules: schedules.clone(),
             datasets: datasets.clone(),
             gates: gates.clone(),
+            experiments: experiments.clone(),
             change_head,
         },
         config.feed_poll_interval,

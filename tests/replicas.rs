@@ -178,8 +178,27 @@ async fn concurrent_writes_on_different_replicas_keep_one_winner() {
             .await
             .unwrap();
     }
+    // Every replica knows all three versions before they are activated there.
     for client in &mut clients {
-        wait_for_render(&cluster, client, "raced", "version 1.0.0").await;
+        let start = Instant::now();
+        loop {
+            let listed = client
+                .list_prompt_versions(pb::ListPromptVersionsRequest {
+                    name: "raced".into(),
+                    ..Default::default()
+                })
+                .await
+                .map(|r| r.into_inner().prompt_versions.len())
+                .unwrap_or(0);
+            if listed == 3 {
+                break;
+            }
+            assert!(
+                start.elapsed() < PROPAGATION_LIMIT,
+                "versions never arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
     let activations = ["1.0.0", "1.1.0", "1.2.0"].into_iter().zip(clients.clone());
     let racing = activations.map(|(version, mut client)| {
@@ -706,4 +725,148 @@ async fn every_webhook_is_delivered_through_a_sender_takeover_with_one_key_per_e
         received.len(),
         received.len() - 30
     );
+}
+
+async fn experiments_client(
+    cluster: &Cluster,
+    replica: usize,
+) -> llmops::pb::experiment_service_client::ExperimentServiceClient<Channel> {
+    llmops::pb::experiment_service_client::ExperimentServiceClient::new(
+        cluster.channel(replica).await,
+    )
+}
+
+/// Replica `replica`'s results of `id`, without the evaluation time that differs per call.
+async fn results(cluster: &Cluster, replica: usize, id: &str) -> pb::GetExperimentResultsResponse {
+    let mut results = experiments_client(cluster, replica)
+        .await
+        .get_experiment_results(pb::GetExperimentResultsRequest {
+            experiment_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    results.experiment = None;
+    results
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn experiment_results_agree_on_every_replica_and_a_completion_anywhere_stops_writes_everywhere(
+) {
+    let cluster = Cluster::start(3, &[]).await;
+    common::process::start_quality_experiment(cluster.channel(0).await, "shared").await;
+    // Every replica knows the running experiment.
+    for replica in [1, 2] {
+        let start = Instant::now();
+        loop {
+            let known = experiments_client(&cluster, replica)
+                .await
+                .get_experiment(pb::GetExperimentRequest {
+                    experiment_id: "shared".into(),
+                })
+                .await
+                .is_ok_and(|r| {
+                    r.into_inner().experiment.unwrap().status
+                        == pb::ExperimentStatus::Running as i32
+                });
+            if known {
+                break;
+            }
+            assert!(
+                start.elapsed() < PROPAGATION_LIMIT,
+                "replica {replica} never saw it"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    // Exposures and records on all three replicas, in parallel; one record id repeated
+    // on two replicas counts once.
+    let mut writers = Vec::new();
+    for replica in 0..3 {
+        let mut client = experiments_client(&cluster, replica).await;
+        writers.push(tokio::spawn(async move {
+            for n in 0..20 {
+                let user = format!("user-{replica}-{n}");
+                let assigned = client
+                    .assign_variant(pb::AssignVariantRequest {
+                        experiment_id: "shared".into(),
+                        user_id: user.clone(),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                client
+                    .record_metric(pb::RecordMetricRequest {
+                        experiment_id: "shared".into(),
+                        variant_id: assigned.variant.unwrap().id,
+                        metric: "quality".into(),
+                        value: f64::from(n % 7),
+                        user_id: user,
+                        record_id: if n == 0 {
+                            "the-same-everywhere".into()
+                        } else {
+                            String::new()
+                        },
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for writer in futures_util::future::join_all(writers).await {
+        writer.unwrap();
+    }
+    let start = Instant::now();
+    let agreed = loop {
+        let all = [
+            results(&cluster, 0, "shared").await,
+            results(&cluster, 1, "shared").await,
+            results(&cluster, 2, "shared").await,
+        ];
+        let count: u64 = all[0].stats.iter().map(|s| s.n).sum();
+        if all[1] == all[0] && all[2] == all[0] && count > 0 {
+            break all[0].clone();
+        }
+        assert!(
+            start.elapsed() < PROPAGATION_LIMIT,
+            "results differ between replicas: {all:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let records: u64 = agreed.stats.iter().map(|s| s.n).sum();
+    // 60 records, the repeated id stored once (only one of the n == 0 records had the id
+    // first; the other two were repeats).
+    assert_eq!(records, 58, "{agreed:?}");
+
+    // Completed on B: a record sent to C afterwards is refused, whether or not C has
+    // heard of the completion yet, and the results stay as they were.
+    experiments_client(&cluster, 1)
+        .await
+        .complete_experiment(pb::CompleteExperimentRequest {
+            experiment_id: "shared".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let refused = experiments_client(&cluster, 2)
+        .await
+        .record_metric(pb::RecordMetricRequest {
+            experiment_id: "shared".into(),
+            variant_id: "control".into(),
+            metric: "quality".into(),
+            value: 1.0,
+            user_id: "late".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    let after: u64 = results(&cluster, 0, "shared")
+        .await
+        .stats
+        .iter()
+        .map(|s| s.n)
+        .sum();
+    assert_eq!(after, records);
 }

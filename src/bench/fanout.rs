@@ -820,7 +820,7 @@ mod tests {
             alert_rate: 20.0,
             duration: Duration::from_millis(300),
         };
-        let outcome = run(&endpoint, shape, Some(std::process::id()))
+        let outcome = run(&endpoint, None, shape, Some(std::process::id()))
             .await
             .unwrap();
         assert_eq!(outcome.opened, 7);

@@ -17,6 +17,7 @@ use llmops_cluster::ClusterStore;
 use llmops_evaluator::datasets::DatasetService;
 use llmops_evaluator::gates::GateService;
 use llmops_evaluator::schedules::ScheduleService;
+use llmops_experiments::ExperimentService;
 use llmops_registry::Registry;
 use llmops_store::Storage;
 use tokio::sync::Notify;
@@ -33,6 +34,7 @@ pub(super) struct Followed {
     pub(super) schedules: Arc<ScheduleService>,
     pub(super) datasets: Arc<DatasetService>,
     pub(super) gates: Arc<GateService>,
+    pub(super) experiments: Arc<ExperimentService>,
     /// The change log's head before the caches were loaded.
     pub(super) change_head: u64,
 }
@@ -52,6 +54,7 @@ pub(super) fn spawn(
         prompts: Arc::new(Notify::new()),
         alerts: Arc::new(Notify::new()),
         changes: Arc::new(Notify::new()),
+        experiment_writes: Arc::new(Notify::new()),
     };
     let Followed {
         registry,
@@ -59,6 +62,7 @@ pub(super) fn spawn(
         schedules,
         datasets,
         gates,
+        experiments,
         change_head,
     } = followed;
     let changes = Arc::new(ChangeFollower {
@@ -66,6 +70,7 @@ pub(super) fn spawn(
         schedules,
         datasets,
         gates,
+        experiments: experiments.clone(),
         cursor: tokio::sync::Mutex::new(change_head),
     });
     vec![
@@ -99,17 +104,28 @@ pub(super) fn spawn(
                 async move { changes.follow().await }
             },
         )),
+        tokio::spawn(follow_loop(
+            "experiment writes",
+            wakers.experiment_writes.clone(),
+            poll_interval,
+            stop.clone(),
+            move || {
+                let experiments = experiments.clone();
+                async move { experiments.follow().await.map_err(|err| err.to_string()) }
+            },
+        )),
         tokio::spawn(listen(storage.clone(), wakers, stop.clone())),
     ]
 }
 
-/// Follows the change log of cached definitions (schedules, datasets, release gates),
-/// reloading each changed one.
+/// Follows the change log of cached definitions (schedules, datasets, release gates,
+/// experiments), reloading each changed one.
 struct ChangeFollower {
     cluster: Arc<dyn ClusterStore>,
     schedules: Arc<ScheduleService>,
     datasets: Arc<DatasetService>,
     gates: Arc<GateService>,
+    experiments: Arc<ExperimentService>,
     /// The sequence of the last change applied.
     cursor: tokio::sync::Mutex<u64>,
 }
@@ -153,6 +169,7 @@ impl ChangeFollower {
                     "dataset" => self.datasets.refresh(&change.key).await,
                     "schedule" => self.schedules.refresh(&change.key).await,
                     "gate" => self.gates.refresh_all().await,
+                    "experiment" => self.experiments.refresh(&change.key).await,
                     _ => Ok(()),
                 };
                 refreshed.map_err(|err| err.to_string())?;
@@ -170,6 +187,7 @@ struct Wakers {
     prompts: Arc<Notify>,
     alerts: Arc<Notify>,
     changes: Arc<Notify>,
+    experiment_writes: Arc<Notify>,
 }
 
 impl Wakers {
@@ -178,6 +196,7 @@ impl Wakers {
             "prompts" => self.prompts.notify_one(),
             "alerts" => self.alerts.notify_one(),
             "changes" => self.changes.notify_one(),
+            "experiment_writes" => self.experiment_writes.notify_one(),
             _ => {}
         }
     }
@@ -186,6 +205,7 @@ impl Wakers {
         self.prompts.notify_one();
         self.alerts.notify_one();
         self.changes.notify_one();
+        self.experiment_writes.notify_one();
     }
 }
 

@@ -31,6 +31,6 @@ pub use service::{
     PromptExperiment, PromptVersions, RecordInput, RecordNaming, RecordOutcome, TemplateError,
     DEFAULT_TREATMENT_SHARE,
 };
-pub use store::{Committed, ExperimentStore, RecordVisitor};
+pub use store::{BatchWrites, Committed, ExperimentStore, RecordVisitor};
 pub use tally::Tally;
 pub use validate::{limits, ExperimentSpec};

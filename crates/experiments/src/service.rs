@@ -29,10 +29,11 @@ use crate::validate::{
     check_analysis, check_coverage, check_identifier, check_length, check_metadata, check_metrics,
     check_variants, limits, ExperimentSpec, Violations,
 };
-use crate::writer::{GroupCommit, OnCommit, Writes};
+use crate::writer::{FollowLock, GroupCommit, OnCommit, Writes};
 
 mod assignment;
 mod definitions;
+mod follow;
 mod recording;
 mod templates;
 
@@ -142,6 +143,8 @@ pub struct ExperimentService {
     /// Serialises definition and lifecycle changes.
     changes: tokio::sync::Mutex<()>,
     defaults: Defaults,
+    /// Where this process is in the shared stream of write batches.
+    follower: FollowLock,
 }
 
 impl std::fmt::Debug for ExperimentService {
@@ -159,43 +162,34 @@ impl ExperimentService {
         store: Arc<dyn ExperimentStore>,
         defaults: Defaults,
     ) -> Result<Self, ExperimentError> {
+        // The write stream's head first, and every tally loaded through it: following
+        // then continues after it, neither missing nor repeating a batch.
+        let head = store.write_head().await?;
         let experiments: Arc<Experiments> = Arc::new(DashMap::new());
         for experiment in store.load_experiments().await? {
             let id = experiment.id.clone();
-            let mut tally = Tally::new(&experiment);
-            store
-                .visit_records(&id, &mut |variant, metric, value, user| {
-                    tally.add_record(variant, metric, value, user);
-                })
-                .await?;
-            let exposures = store.load_exposures(&id).await?;
-            // Only an experiment that can still assign needs to know who is in it.
-            let assigning = matches!(
-                experiment.status,
-                ExperimentStatus::Running | ExperimentStatus::Paused
-            );
-            let live = Live::new(experiment);
-            let snapshot = live.snapshot();
-            for (user, variant) in exposures {
-                tally.add_exposure(&variant);
-                if let Some(index) = snapshot
-                    .experiment
-                    .variant_index(&variant)
-                    .filter(|_| assigning)
-                {
-                    live.known_users.insert(user, index);
-                }
-            }
-            *live.tally() = tally;
+            let live = load_live(store.as_ref(), experiment, head).await?;
             experiments.insert(id, Arc::new(live));
         }
-        let writer = GroupCommit::start(store.clone(), recording::fold_into(experiments.clone()));
+        let follower: FollowLock = Arc::new(tokio::sync::Mutex::new(
+            llmops_feed::FollowCursor::starting_after(head),
+        ));
+        let writer = GroupCommit::start(
+            store.clone(),
+            recording::fold_into(experiments.clone()),
+            follower.clone(),
+            Box::new(follow::RemoteFolder {
+                store: store.clone(),
+                experiments: experiments.clone(),
+            }),
+        );
         Ok(Self {
             store,
             experiments,
             writer,
             changes: tokio::sync::Mutex::new(()),
             defaults,
+            follower,
         })
     }
 
@@ -227,4 +221,40 @@ impl ExperimentService {
             .map(|entry| entry.key().clone())
             .collect()
     }
+}
+
+/// `experiment` in memory with its statistics and exposed users, from the write batches
+/// stored through `through`.
+async fn load_live(
+    store: &dyn ExperimentStore,
+    experiment: Experiment,
+    through: u64,
+) -> Result<Live, ExperimentError> {
+    let id = experiment.id.clone();
+    let mut tally = Tally::new(&experiment);
+    store
+        .visit_records(&id, Some(through), &mut |variant, metric, value, user| {
+            tally.add_record(variant, metric, value, user);
+        })
+        .await?;
+    let exposures = store.load_exposures(&id, Some(through)).await?;
+    // Only an experiment that can still assign needs to know who is in it.
+    let assigning = matches!(
+        experiment.status,
+        ExperimentStatus::Running | ExperimentStatus::Paused
+    );
+    let live = Live::new(experiment);
+    let snapshot = live.snapshot();
+    for (user, variant) in exposures {
+        tally.add_exposure(&variant);
+        if let Some(index) = snapshot
+            .experiment
+            .variant_index(&variant)
+            .filter(|_| assigning)
+        {
+            live.known_users.insert(user, index);
+        }
+    }
+    *live.tally() = tally;
+    Ok(live)
 }

@@ -38,6 +38,22 @@ struct Pending {
 /// writes into the in-memory state.
 pub(crate) type OnCommit = Box<dyn Fn(&Writes, &Committed) + Send + Sync>;
 
+/// This process's place in the shared stream of write batches; the writer holds it
+/// across each commit (see `ExperimentService::follow`).
+pub(crate) type FollowLock = Arc<tokio::sync::Mutex<llmops_feed::FollowCursor>>;
+
+/// Folds the batches other processes committed, through a sequence.
+#[async_trait::async_trait]
+pub(crate) trait CatchUp: Send + Sync {
+    /// Folds every batch after `cursor` through `through` (all of them other processes'),
+    /// moving the cursor; returns how many writes it read.
+    async fn catch_up(
+        &self,
+        cursor: &mut llmops_feed::FollowCursor,
+        through: u64,
+    ) -> Result<usize, ExperimentError>;
+}
+
 /// The queue in front of the writer task.
 pub(crate) struct GroupCommit {
     queue: mpsc::Sender<Pending>,
@@ -47,10 +63,20 @@ pub(crate) struct GroupCommit {
 
 impl GroupCommit {
     /// Starts the writer task.
-    pub(crate) fn start(store: Arc<dyn ExperimentStore>, on_commit: OnCommit) -> Self {
+    pub(crate) fn start(
+        store: Arc<dyn ExperimentStore>,
+        on_commit: OnCommit,
+        follow: FollowLock,
+        catch_up: Box<dyn CatchUp>,
+    ) -> Self {
         let (queue, requests) = mpsc::channel(QUEUE_DEPTH);
         let stop = Arc::new(Notify::new());
-        let task = tokio::spawn(run(store, requests, on_commit, stop.clone()));
+        let folding = Folding {
+            on_commit,
+            follow,
+            catch_up,
+        };
+        let task = tokio::spawn(run(store, requests, folding, stop.clone()));
         Self {
             queue,
             stop,
@@ -82,10 +108,17 @@ fn shutting_down() -> ExperimentError {
     ExperimentError::Storage("the server is shutting down; the write was not made".to_owned())
 }
 
+/// How the writer folds what it committed: in the shared write stream's order.
+struct Folding {
+    on_commit: OnCommit,
+    follow: FollowLock,
+    catch_up: Box<dyn CatchUp>,
+}
+
 async fn run(
     store: Arc<dyn ExperimentStore>,
     mut requests: mpsc::Receiver<Pending>,
-    on_commit: OnCommit,
+    folding: Folding,
     stop: Arc<Notify>,
 ) {
     loop {
@@ -111,55 +144,133 @@ async fn run(
                 Err(_) => break,
             }
         }
-        commit_batch(store.as_ref(), batch, &on_commit).await;
+        commit_batch(store.as_ref(), batch, &folding).await;
     }
 }
 
-async fn commit_batch(store: &dyn ExperimentStore, batch: Vec<Pending>, on_commit: &OnCommit) {
+async fn commit_batch(store: &dyn ExperimentStore, batch: Vec<Pending>, folding: &Folding) {
     let mut all = Writes::default();
-    let mut shapes = Vec::with_capacity(batch.len());
-    let mut replies = Vec::with_capacity(batch.len());
+    let mut parts = Vec::with_capacity(batch.len());
     for pending in batch {
-        shapes.push((pending.writes.exposures.len(), pending.writes.records.len()));
+        parts.push((
+            (pending.writes.exposures.len(), pending.writes.records.len()),
+            pending.reply,
+        ));
         all.exposures.extend(pending.writes.exposures);
         all.records.extend(pending.writes.records);
-        replies.push(pending.reply);
     }
-    metrics::histogram!("llmops_experiment_commit_batch_writes").record(all.len() as f64);
-    let started = std::time::Instant::now();
-    let result = store
-        .commit_writes(&all.exposures, &all.records)
-        .await
-        .map_err(ExperimentError::from)
-        .and_then(|committed| {
-            let complete = committed.exposures.len() == all.exposures.len()
-                && committed.records.len() == all.records.len();
-            complete.then_some(committed).ok_or_else(|| {
-                ExperimentError::Storage(
-                    "the store answered for the wrong number of writes".to_owned(),
-                )
-            })
-        });
-    metrics::histogram!("llmops_experiment_commit_seconds").record(started.elapsed().as_secs_f64());
-    match result {
-        Ok(committed) => {
-            on_commit(&all, &committed);
-            let (mut e, mut r) = (0, 0);
-            for ((exposures, records), reply) in shapes.into_iter().zip(replies) {
-                let part = Committed {
-                    exposures: committed.exposures[e..e + exposures].to_vec(),
-                    records: committed.records[r..r + records].to_vec(),
+    loop {
+        metrics::histogram!("llmops_experiment_commit_batch_writes").record(all.len() as f64);
+        let started = std::time::Instant::now();
+        // Held from the commit until the batch is folded and noted as this process's,
+        // so a follower of the shared write stream never folds it a second time.
+        let mut cursor = folding.follow.lock().await;
+        let result = store
+            .commit_writes(&all.exposures, &all.records)
+            .await
+            .map_err(ExperimentError::from)
+            .and_then(|committed| {
+                let complete = !committed.closed.is_empty()
+                    || (committed.exposures.len() == all.exposures.len()
+                        && committed.records.len() == all.records.len());
+                complete.then_some(committed).ok_or_else(|| {
+                    ExperimentError::Storage(
+                        "the store answered for the wrong number of writes".to_owned(),
+                    )
+                })
+            });
+        metrics::histogram!("llmops_experiment_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(committed) if committed.closed.is_empty() => {
+                // Other processes' batches before this one are folded first, so every
+                // process folds every write in the one stream order (and computes the
+                // same floating-point results). Should that read fail, this batch is
+                // left to the follower too, which folds it in order later.
+                let in_order = match committed.sequence {
+                    0 => true,
+                    sequence => match folding.catch_up.catch_up(&mut cursor, sequence - 1).await {
+                        Ok(_) => true,
+                        Err(err) => {
+                            tracing::warn!(error = %err, "reading other replicas' experiment writes failed; this batch is folded when they can be read");
+                            false
+                        }
+                    },
                 };
-                e += exposures;
-                r += records;
-                let _ = reply.send(Ok(part));
+                if in_order {
+                    (folding.on_commit)(&all, &committed);
+                    cursor.pass(committed.sequence);
+                }
+                drop(cursor);
+                let (mut e, mut r) = (0, 0);
+                for ((exposures, records), reply) in parts {
+                    let part = Committed {
+                        sequence: committed.sequence,
+                        closed: Vec::new(),
+                        exposures: committed.exposures[e..e + exposures].to_vec(),
+                        records: committed.records[r..r + records].to_vec(),
+                    };
+                    e += exposures;
+                    r += records;
+                    let _ = reply.send(Ok(part));
+                }
+                return;
             }
-        }
-        Err(err) => {
-            tracing::warn!(error = %err, writes = all.len(), "group commit failed");
-            for reply in replies {
-                let _ = reply.send(Err(ExperimentError::Storage(err.to_string())));
+            Ok(committed) => {
+                drop(cursor);
+                // Another process completed (or stopped) an experiment this batch writes
+                // to after the calls were checked: those calls are refused whole and the
+                // others committed without them.
+                let (kept, kept_parts) = refuse_closed(all, parts, &committed.closed);
+                if kept_parts.is_empty() {
+                    return;
+                }
+                all = kept;
+                parts = kept_parts;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, writes = all.len(), "group commit failed");
+                for (_, reply) in parts {
+                    let _ = reply.send(Err(ExperimentError::Storage(err.to_string())));
+                }
+                return;
             }
         }
     }
+}
+
+type Part = (
+    (usize, usize),
+    oneshot::Sender<Result<Committed, ExperimentError>>,
+);
+
+/// Answers the calls writing to a `closed` experiment, and returns the writes and calls
+/// of the others.
+fn refuse_closed(all: Writes, parts: Vec<Part>, closed: &[String]) -> (Writes, Vec<Part>) {
+    let mut exposures = all.exposures.into_iter();
+    let mut records = all.records.into_iter();
+    let mut kept = Writes::default();
+    let mut kept_parts = Vec::new();
+    for ((exposure_count, record_count), reply) in parts {
+        let own_exposures: Vec<Exposure> = exposures.by_ref().take(exposure_count).collect();
+        let own_records: Vec<MetricRecord> = records.by_ref().take(record_count).collect();
+        let hit = own_exposures
+            .iter()
+            .map(|e| &e.experiment_id)
+            .chain(own_records.iter().map(|r| &r.experiment_id))
+            .find(|id| closed.contains(id));
+        match hit {
+            Some(id) => {
+                let _ = reply.send(Err(ExperimentError::FailedPrecondition(format!(
+                    "experiment {id} is no longer running (another replica completed or stopped it); nothing of this call was stored"
+                ))));
+            }
+            None => {
+                kept.exposures.extend(own_exposures);
+                kept.records.extend(own_records);
+                kept_parts.push(((exposure_count, record_count), reply));
+            }
+        }
+    }
+    (kept, kept_parts)
 }

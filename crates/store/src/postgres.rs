@@ -261,8 +261,8 @@ mod tests {
             .fetch_one(&stores[0].reader)
             .await
             .unwrap();
-        // prompts, alerts, alerts_floor, changes: each seeded once.
-        assert_eq!(sequences, 4, "the seed rows were inserted once");
+        // prompts, alerts, alerts_floor, changes, experiment_writes: each seeded once.
+        assert_eq!(sequences, 5, "the seed rows were inserted once");
         for store in stores {
             store.close().await;
         }

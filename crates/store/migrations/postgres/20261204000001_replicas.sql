@@ -30,3 +30,13 @@ CREATE TABLE changes (
     created_at_us BIGINT NOT NULL
 );
 INSERT INTO event_sequences (stream, value) VALUES ('changes', 0);
+
+-- Experiment write batches in commit order (the 'experiment_writes' stream): every
+-- exposure and record carries its batch's sequence, so other processes fold exactly
+-- the batches they have not seen. Rows written before this migration, or on SQLite
+-- (one process), carry 0.
+ALTER TABLE experiment_exposures ADD COLUMN batch_sequence BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE experiment_metric_records ADD COLUMN batch_sequence BIGINT NOT NULL DEFAULT 0;
+CREATE INDEX experiment_exposures_by_batch ON experiment_exposures (batch_sequence);
+CREATE INDEX experiment_metric_records_by_batch ON experiment_metric_records (batch_sequence);
+INSERT INTO event_sequences (stream, value) VALUES ('experiment_writes', 0);

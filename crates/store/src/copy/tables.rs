@@ -140,6 +140,7 @@ pub(crate) const TABLES: &[Table] = &[
             ("user_id", Text),
             ("variant_id", Text),
             ("exposed_at_us", Int),
+            ("batch_sequence", Int),
         ],
     },
     Table {
@@ -154,6 +155,7 @@ pub(crate) const TABLES: &[Table] = &[
             ("user_id", Text),
             ("record_id", Text),
             ("recorded_at_us", Int),
+            ("batch_sequence", Int),
         ],
     },
     Table {

@@ -2,13 +2,20 @@
 
 use async_trait::async_trait;
 use llmops_experiments::{
-    Committed, Experiment, ExperimentStore, Exposure, MetricRecord, RecordVisitor, StoreError,
+    BatchWrites, Committed, Experiment, ExperimentStore, Exposure, MetricRecord, RecordVisitor,
+    StoreError,
 };
 use sqlx::{QueryBuilder, Row};
 
-use super::{Db, Store};
-use crate::codec::to_micros;
+use super::cluster::record_change;
+use super::{sequencer, Db, Store};
+use crate::codec::{from_micros, to_micros};
 use crate::error::{corrupt, db_error};
+
+/// The stream numbering write batches in commit order (other processes follow it).
+pub(super) const EXPERIMENT_WRITES: &str = "experiment_writes";
+/// The change-log entity of an experiment definition (see `sql/cluster.rs`).
+const EXPERIMENT: &str = "experiment";
 
 /// Records read per query while rebuilding statistics.
 const VISIT_PAGE: i64 = 10_000;
@@ -17,6 +24,7 @@ const VISIT_PAGE: i64 = 10_000;
 impl ExperimentStore for Store {
     async fn insert_experiment(&self, experiment: &Experiment) -> Result<(), StoreError> {
         let record = serde_json::to_string(experiment).map_err(|e| corrupt("experiment", e))?;
+        let mut tx = self.writer.begin().await.map_err(db_error)?;
         sqlx::query(
             "INSERT INTO experiments (id, status, record, created_at_us, updated_at_us) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -25,14 +33,16 @@ impl ExperimentStore for Store {
         .bind(record)
         .bind(to_micros(experiment.created_at))
         .bind(to_micros(experiment.updated_at))
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        Ok(())
+        record_change(&mut tx, EXPERIMENT, &experiment.id).await?;
+        tx.commit().await.map_err(db_error)
     }
 
     async fn update_experiment(&self, experiment: &Experiment) -> Result<(), StoreError> {
         let record = serde_json::to_string(experiment).map_err(|e| corrupt("experiment", e))?;
+        let mut tx = self.writer.begin().await.map_err(db_error)?;
         let updated = sqlx::query(
             "UPDATE experiments SET status = $2, record = $3, updated_at_us = $4 WHERE id = $1",
         )
@@ -40,7 +50,7 @@ impl ExperimentStore for Store {
         .bind(experiment.status.as_str())
         .bind(record)
         .bind(to_micros(experiment.updated_at))
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await
         .map_err(db_error)?;
         if updated.rows_affected() == 0 {
@@ -49,7 +59,8 @@ impl ExperimentStore for Store {
                 experiment.id
             )));
         }
-        Ok(())
+        record_change(&mut tx, EXPERIMENT, &experiment.id).await?;
+        tx.commit().await.map_err(db_error)
     }
 
     async fn load_experiments(&self) -> Result<Vec<Experiment>, StoreError> {
@@ -64,6 +75,95 @@ impl ExperimentStore for Store {
             .collect()
     }
 
+    async fn get_experiment(&self, id: &str) -> Result<Option<Experiment>, StoreError> {
+        let row = sqlx::query("SELECT record FROM experiments WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db_error)?;
+        row.map(|row| {
+            serde_json::from_str(row.get::<&str, _>(0)).map_err(|e| corrupt("experiment", e))
+        })
+        .transpose()
+    }
+
+    async fn write_head(&self) -> Result<u64, StoreError> {
+        Ok(sequencer::current(&self.reader, EXPERIMENT_WRITES)
+            .await
+            .map_err(db_error)? as u64)
+    }
+
+    async fn writes_after(&self, after: u64, batches: u64) -> Result<BatchWrites, StoreError> {
+        // One snapshot: a batch is read whole or not at all.
+        let mut tx = super::begin_snapshot(&self.reader)
+            .await
+            .map_err(db_error)?;
+        let head = sequencer::current(&mut *tx, EXPERIMENT_WRITES)
+            .await
+            .map_err(db_error)? as u64;
+        let through = head.min(after.saturating_add(batches));
+        let mut writes = BatchWrites {
+            through: through.max(after),
+            ..BatchWrites::default()
+        };
+        if through <= after {
+            return Ok(writes);
+        }
+        let rows = sqlx::query(
+            "SELECT batch_sequence, experiment_id, user_id, variant_id, exposed_at_us
+             FROM experiment_exposures WHERE batch_sequence > $1 AND batch_sequence <= $2
+             ORDER BY batch_sequence",
+        )
+        .bind(after as i64)
+        .bind(through as i64)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        writes.exposures = rows
+            .into_iter()
+            .map(|row| {
+                (
+                    row.get::<i64, _>(0) as u64,
+                    Exposure {
+                        experiment_id: row.get(1),
+                        user_id: row.get(2),
+                        variant_id: row.get(3),
+                        time: from_micros(row.get(4)),
+                    },
+                )
+            })
+            .collect();
+        let rows = sqlx::query(
+            "SELECT batch_sequence, experiment_id, variant_id, metric, value, user_id,
+                    COALESCE(record_id, ''), recorded_at_us
+             FROM experiment_metric_records WHERE batch_sequence > $1 AND batch_sequence <= $2
+             ORDER BY batch_sequence, id",
+        )
+        .bind(after as i64)
+        .bind(through as i64)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        writes.records = rows
+            .into_iter()
+            .map(|row| {
+                (
+                    row.get::<i64, _>(0) as u64,
+                    MetricRecord {
+                        experiment_id: row.get(1),
+                        variant_id: row.get(2),
+                        metric: row.get(3),
+                        value: row.get(4),
+                        user_id: row.get(5),
+                        record_id: row.get(6),
+                        time: from_micros(row.get(7)),
+                    },
+                )
+            })
+            .collect();
+        Ok(writes)
+    }
+
     async fn commit_writes(
         &self,
         exposures: &[Exposure],
@@ -75,11 +175,14 @@ impl ExperimentStore for Store {
     async fn load_exposures(
         &self,
         experiment_id: &str,
+        through: Option<u64>,
     ) -> Result<Vec<(String, String)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT user_id, variant_id FROM experiment_exposures WHERE experiment_id = $1",
+            "SELECT user_id, variant_id FROM experiment_exposures
+             WHERE experiment_id = $1 AND batch_sequence <= $2",
         )
         .bind(experiment_id)
+        .bind(through.map_or(i64::MAX, |t| t as i64))
         .fetch_all(&self.reader)
         .await
         .map_err(db_error)?;
@@ -92,6 +195,7 @@ impl ExperimentStore for Store {
     async fn visit_records(
         &self,
         experiment_id: &str,
+        through: Option<u64>,
         visit: &mut RecordVisitor<'_>,
     ) -> Result<(), StoreError> {
         // Keyset pages keep memory flat however many records there are.
@@ -99,11 +203,13 @@ impl ExperimentStore for Store {
         loop {
             let rows = sqlx::query(
                 "SELECT id, variant_id, metric, value, user_id FROM experiment_metric_records
-                 WHERE experiment_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+                 WHERE experiment_id = $1 AND id > $2 AND batch_sequence <= $4
+                 ORDER BY id LIMIT $3",
             )
             .bind(experiment_id)
             .bind(after)
             .bind(VISIT_PAGE)
+            .bind(through.map_or(i64::MAX, |t| t as i64))
             .fetch_all(&self.reader)
             .await
             .map_err(db_error)?;
@@ -120,24 +226,25 @@ impl ExperimentStore for Store {
 
 /// `INSERT INTO experiment_exposures ... VALUES` for `chunk`, ending after the values so
 /// each backend adds its conflict clause.
-pub(super) fn insert_exposures(chunk: &[Exposure]) -> QueryBuilder<'_, Db> {
+pub(super) fn insert_exposures(chunk: &[Exposure], batch: i64) -> QueryBuilder<'_, Db> {
     let mut insert = QueryBuilder::<Db>::new(
-        "INSERT INTO experiment_exposures (experiment_id, user_id, variant_id, exposed_at_us) ",
+        "INSERT INTO experiment_exposures (experiment_id, user_id, variant_id, exposed_at_us, batch_sequence) ",
     );
     insert.push_values(chunk, |mut row, exposure| {
         row.push_bind(&exposure.experiment_id)
             .push_bind(&exposure.user_id)
             .push_bind(&exposure.variant_id)
-            .push_bind(to_micros(exposure.time));
+            .push_bind(to_micros(exposure.time))
+            .push_bind(batch);
     });
     insert
 }
 
 /// `INSERT INTO experiment_metric_records ... VALUES` for `chunk` (an empty record id
 /// stored as NULL, which never conflicts), ending after the values.
-pub(super) fn insert_records(chunk: &[MetricRecord]) -> QueryBuilder<'_, Db> {
+pub(super) fn insert_records(chunk: &[MetricRecord], batch: i64) -> QueryBuilder<'_, Db> {
     let mut insert = QueryBuilder::<Db>::new(
-        "INSERT INTO experiment_metric_records (experiment_id, variant_id, metric, value, user_id, record_id, recorded_at_us) ",
+        "INSERT INTO experiment_metric_records (experiment_id, variant_id, metric, value, user_id, record_id, recorded_at_us, batch_sequence) ",
     );
     insert.push_values(chunk, |mut row, record| {
         row.push_bind(&record.experiment_id)
@@ -146,7 +253,8 @@ pub(super) fn insert_records(chunk: &[MetricRecord]) -> QueryBuilder<'_, Db> {
             .push_bind(record.value)
             .push_bind(&record.user_id)
             .push_bind((!record.record_id.is_empty()).then_some(record.record_id.as_str()))
-            .push_bind(to_micros(record.time));
+            .push_bind(to_micros(record.time))
+            .push_bind(batch);
     });
     insert
 }

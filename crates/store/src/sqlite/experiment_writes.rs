@@ -62,9 +62,12 @@ async fn insert_writes(
     exposures: &[Exposure],
     records: &[MetricRecord],
 ) -> Result<Committed, StoreError> {
+    // One process owns a SQLite database: nothing follows its batches (sequence 0), and
+    // the service's own status check under its write gate is the whole story.
     let mut committed = Committed {
         exposures: Vec::with_capacity(exposures.len()),
         records: Vec::with_capacity(records.len()),
+        ..Committed::default()
     };
     for chunk in exposures.chunks(ROWS_PER_STATEMENT) {
         let keys: Vec<(&str, &str)> = chunk
@@ -73,7 +76,7 @@ async fn insert_writes(
             .collect();
         let stored = stored_keys(conn, "experiment_exposures", "user_id", &keys).await?;
         committed.exposures.extend(new_rows(&keys, &stored));
-        let mut insert = insert_exposures(chunk);
+        let mut insert = insert_exposures(chunk, 0);
         insert.push(" ON CONFLICT DO NOTHING");
         insert
             .build()
@@ -99,7 +102,7 @@ async fn insert_writes(
                 .iter()
                 .map(|record| record.record_id.is_empty() || keyed.next().unwrap_or(false)),
         );
-        let mut insert = insert_records(chunk);
+        let mut insert = insert_records(chunk, 0);
         insert.push(" ON CONFLICT DO NOTHING");
         insert
             .build()

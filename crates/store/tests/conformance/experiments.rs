@@ -97,7 +97,7 @@ async fn visited(
 ) -> Vec<(String, String, f64, String)> {
     let mut seen = Vec::new();
     store
-        .visit_records(experiment, &mut |variant, metric, value, user| {
+        .visit_records(experiment, None, &mut |variant, metric, value, user| {
             seen.push((variant.into(), metric.into(), value, user.into()));
         })
         .await
@@ -107,7 +107,7 @@ async fn visited(
 
 /// An experiment's exposures, sorted by user.
 async fn exposures(store: &dyn ExperimentStore, experiment: &str) -> Vec<(String, String)> {
-    let mut exposures = store.load_exposures(experiment).await.unwrap();
+    let mut exposures = store.load_exposures(experiment, None).await.unwrap();
     exposures.sort();
     exposures
 }
@@ -176,7 +176,7 @@ pub(crate) async fn batches_report_which_writes_were_new(db: TestDatabase) {
     let store = storage.experiments;
     let mut values = Vec::new();
     store
-        .visit_records("e1", &mut |variant, metric, value, _user| {
+        .visit_records("e1", None, &mut |variant, metric, value, _user| {
             assert_eq!((variant, metric), ("b", "m"));
             values.push(value);
         })
@@ -188,7 +188,7 @@ pub(crate) async fn batches_report_which_writes_were_new(db: TestDatabase) {
         "stored values, in the order they were stored"
     );
     let mut users: Vec<_> = store
-        .load_exposures("e1")
+        .load_exposures("e1", None)
         .await
         .unwrap()
         .into_iter()
@@ -331,7 +331,7 @@ pub(crate) async fn a_batch_naming_a_missing_experiment_is_refused_whole(db: Tes
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
     assert!(
-        store.load_exposures("e1").await.unwrap().is_empty(),
+        store.load_exposures("e1", None).await.unwrap().is_empty(),
         "the batch's exposures are rolled back with it"
     );
     assert!(visited(&*store, "e1").await.is_empty());
