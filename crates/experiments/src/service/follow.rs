@@ -99,6 +99,11 @@ impl ExperimentService {
         // Held throughout: the local writer commits and folds its batches under it.
         let mut cursor = self.follower.lock().await;
         cursor.enable();
+        // Most wake-ups announce this process's own batches, already folded: one
+        // query tells, where reading the batches takes a snapshot of three.
+        if self.store.write_head().await? <= cursor.cursor() {
+            return Ok(0);
+        }
         let folder = RemoteFolder {
             store: self.store.clone(),
             experiments: self.experiments.clone(),
