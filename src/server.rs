@@ -530,6 +530,7 @@ async fn open_storage(
             datasets: datasets.clone(),
             gates: gates.clone(),
             experiments: experiments.clone(),
+            runs: runs.clone(),
             change_head,
         },
         config.feed_poll_interval,

@@ -493,45 +493,11 @@ async fn a_schedule_fires_once_per_due_time_across_replicas_and_through_a_takeov
     create_version(&mut prompts, "scheduled", "1.0.0")
         .await
         .unwrap();
-    let dataset = evaluation
-        .create_dataset(pb::CreateDatasetRequest {
-            dataset: Some(pb::Dataset {
-                name: "ticks".into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .dataset
-        .unwrap();
-    evaluation
-        .add_samples(pb::AddSamplesRequest {
-            dataset_id: dataset.id.clone(),
-            samples: vec![pb::Sample {
-                id: "a".into(),
-                input: Some(prost_types::Value {
-                    kind: Some(prost_types::value::Kind::StringValue("x".into())),
-                }),
-                ..Default::default()
-            }],
-        })
-        .await
-        .unwrap();
+    let dataset_id = one_sample_dataset(&mut evaluation, "ticks").await;
     // Created on a replica that does not hold the scheduler role.
     let schedule = evaluation
         .schedule_run(pb::ScheduleRunRequest {
-            run_template: Some(pb::Run {
-                dataset_id: dataset.id.clone(),
-                prompt_name: "scheduled".into(),
-                model: "echo".into(),
-                metrics: vec![pb::MetricConfig {
-                    name: "exact".into(),
-                    scorer: "exact_match".into(),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
+            run_template: Some(echo_run(&dataset_id, "scheduled")),
             schedule: "@every 1s".into(),
             ..Default::default()
         })
@@ -869,4 +835,102 @@ async fn experiment_results_agree_on_every_replica_and_a_completion_anywhere_sto
         .map(|s| s.n)
         .sum();
     assert_eq!(after, records);
+}
+
+/// A dataset named `name` holding one sample; returns its id.
+async fn one_sample_dataset(
+    evaluation: &mut EvaluationServiceClient<Channel>,
+    name: &str,
+) -> String {
+    let dataset = evaluation
+        .create_dataset(pb::CreateDatasetRequest {
+            dataset: Some(pb::Dataset {
+                name: name.into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .dataset
+        .unwrap();
+    evaluation
+        .add_samples(pb::AddSamplesRequest {
+            dataset_id: dataset.id.clone(),
+            samples: vec![pb::Sample {
+                id: "a".into(),
+                input: Some(prost_types::Value {
+                    kind: Some(prost_types::value::Kind::StringValue("x".into())),
+                }),
+                ..Default::default()
+            }],
+        })
+        .await
+        .unwrap();
+    dataset.id
+}
+
+/// A run of `prompt`'s active version on the built-in echo model, scored by exact match.
+fn echo_run(dataset_id: &str, prompt: &str) -> pb::Run {
+    pb::Run {
+        dataset_id: dataset_id.into(),
+        prompt_name: prompt.into(),
+        model: "echo".into(),
+        metrics: vec![pb::MetricConfig {
+            name: "exact".into(),
+            scorer: "exact_match".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_started_on_one_replica_is_read_on_the_others_once_it_ends() {
+    let cluster = Cluster::start(3, &[]).await;
+    let channel = cluster.channel(0).await;
+    let mut prompts = PromptServiceClient::new(channel.clone());
+    let mut evaluation = EvaluationServiceClient::new(channel);
+    create_version(&mut prompts, "evaluated", "1.0.0")
+        .await
+        .unwrap();
+    let dataset_id = one_sample_dataset(&mut evaluation, "evaluated").await;
+    let run = evaluation
+        .create_run(pb::CreateRunRequest {
+            run: Some(echo_run(&dataset_id, "evaluated")),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap();
+    evaluation
+        .start_run(pb::StartRunRequest {
+            run_id: run.id.clone(),
+        })
+        .await
+        .unwrap();
+    for replica in [1, 2] {
+        let mut client = EvaluationServiceClient::new(cluster.channel(replica).await);
+        let start = Instant::now();
+        loop {
+            let seen = client
+                .get_run(pb::GetRunRequest {
+                    run_id: run.id.clone(),
+                })
+                .await
+                .ok()
+                .and_then(|r| r.into_inner().run);
+            if let Some(seen) = seen.filter(|r| r.status == pb::RunStatus::Completed as i32) {
+                assert_eq!(seen.progress.unwrap().done, 1);
+                break;
+            }
+            assert!(
+                start.elapsed() < PROPAGATION_LIMIT,
+                "replica {replica} never saw the run end; logs:\n{}",
+                cluster.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }

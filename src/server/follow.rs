@@ -16,6 +16,7 @@ use llmops_alerts::AlertService;
 use llmops_cluster::ClusterStore;
 use llmops_evaluator::datasets::DatasetService;
 use llmops_evaluator::gates::GateService;
+use llmops_evaluator::runs::RunService;
 use llmops_evaluator::schedules::ScheduleService;
 use llmops_experiments::ExperimentService;
 use llmops_registry::Registry;
@@ -35,6 +36,7 @@ pub(super) struct Followed {
     pub(super) datasets: Arc<DatasetService>,
     pub(super) gates: Arc<GateService>,
     pub(super) experiments: Arc<ExperimentService>,
+    pub(super) runs: Arc<RunService>,
     /// The change log's head before the caches were loaded.
     pub(super) change_head: u64,
 }
@@ -63,6 +65,7 @@ pub(super) fn spawn(
         datasets,
         gates,
         experiments,
+        runs,
         change_head,
     } = followed;
     let changes = Arc::new(ChangeFollower {
@@ -71,6 +74,7 @@ pub(super) fn spawn(
         datasets,
         gates,
         experiments: experiments.clone(),
+        runs,
         cursor: tokio::sync::Mutex::new(change_head),
     });
     vec![
@@ -119,13 +123,14 @@ pub(super) fn spawn(
 }
 
 /// Follows the change log of cached definitions (schedules, datasets, release gates,
-/// experiments), reloading each changed one.
+/// experiments, evaluation runs), reloading each changed one.
 struct ChangeFollower {
     cluster: Arc<dyn ClusterStore>,
     schedules: Arc<ScheduleService>,
     datasets: Arc<DatasetService>,
     gates: Arc<GateService>,
     experiments: Arc<ExperimentService>,
+    runs: Arc<RunService>,
     /// The sequence of the last change applied.
     cursor: tokio::sync::Mutex<u64>,
 }
@@ -170,6 +175,7 @@ impl ChangeFollower {
                     "schedule" => self.schedules.refresh(&change.key).await,
                     "gate" => self.gates.refresh_all().await,
                     "experiment" => self.experiments.refresh(&change.key).await,
+                    "run" => self.runs.refresh(&change.key).await,
                     _ => Ok(()),
                 };
                 refreshed.map_err(|err| err.to_string())?;

@@ -136,6 +136,35 @@ fn not_found(id: &str) -> EvaluationError {
 }
 
 impl RunService {
+    /// Reloads run `id` after another process created or changed it (its status, or its
+    /// results once it ended), so reads, `WatchRun` and release gates on this process see
+    /// it. A run this process executes is its own to change, and is left alone.
+    pub async fn refresh(&self, id: &str) -> Result<(), EvaluationError> {
+        let inner = &self.inner;
+        let _transitions = inner.transitions.lock().await;
+        if inner
+            .executors
+            .lock()
+            .expect("executors lock")
+            .contains_key(id)
+        {
+            return Ok(());
+        }
+        let Some(stored) = inner.store.get_run(id).await? else {
+            inner.runs.remove(id);
+            return Ok(());
+        };
+        match inner.runs.get(id) {
+            Some(sender) => {
+                sender.send_replace(stored);
+            }
+            None => {
+                inner.runs.insert(id.to_owned(), watch::channel(stored).0);
+            }
+        }
+        Ok(())
+    }
+
     /// Loads every run and resumes those that were RUNNING.
     pub async fn open(
         store: Arc<dyn RunStore>,

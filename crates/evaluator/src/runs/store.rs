@@ -14,6 +14,9 @@ pub trait RunStore: Send + Sync + 'static {
     /// Replaces a stored run's record (status, resolved versions, results).
     async fn update_run(&self, run: &Run) -> Result<(), StoreError>;
 
+    /// One run.
+    async fn get_run(&self, id: &str) -> Result<Option<Run>, StoreError>;
+
     /// Every run.
     async fn load_runs(&self) -> Result<Vec<Run>, StoreError>;
 

@@ -5,8 +5,12 @@ use llmops_evaluator::runs::{Run, RunStore, SampleResult};
 use llmops_evaluator::StoreError;
 use sqlx::{QueryBuilder, Row};
 
+use super::cluster::record_change;
 use super::datasets::push_sample_ids;
 use super::{Db, Store};
+
+/// The change-log entity of an evaluation run (see `sql/cluster.rs`).
+const RUN: &str = "run";
 use crate::codec::{parse, record_of, to_micros};
 use crate::error::db_error;
 
@@ -20,6 +24,7 @@ fn status_of(run: &Run) -> &'static str {
 #[async_trait]
 impl RunStore for Store {
     async fn insert_run(&self, run: &Run) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await.map_err(db_error)?;
         sqlx::query(
             "INSERT INTO eval_runs (id, dataset_id, status, created_at_us, record) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -28,18 +33,29 @@ impl RunStore for Store {
         .bind(status_of(run))
         .bind(to_micros(run.created_at))
         .bind(record_of("run", run)?)
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        Ok(())
+        record_change(&mut tx, RUN, &run.id).await?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn get_run(&self, id: &str) -> Result<Option<Run>, StoreError> {
+        let row = sqlx::query("SELECT record FROM eval_runs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db_error)?;
+        row.map(|row| parse("run", row.get(0))).transpose()
     }
 
     async fn update_run(&self, run: &Run) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await.map_err(db_error)?;
         let updated = sqlx::query("UPDATE eval_runs SET status = $2, record = $3 WHERE id = $1")
             .bind(&run.id)
             .bind(status_of(run))
             .bind(record_of("run", run)?)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await
             .map_err(db_error)?;
         if updated.rows_affected() != 1 {
@@ -48,7 +64,8 @@ impl RunStore for Store {
                 run.id
             )));
         }
-        Ok(())
+        record_change(&mut tx, RUN, &run.id).await?;
+        tx.commit().await.map_err(db_error)
     }
 
     async fn load_runs(&self) -> Result<Vec<Run>, StoreError> {
