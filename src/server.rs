@@ -424,12 +424,9 @@ async fn open_storage(
             .collect(),
         config.providers_health.settings(),
     );
-    let health = provider_set.health().clone();
-    let probes = tokio::spawn(run_while_held(
-        membership.leadership(Role::ProviderProbes),
-        stop.clone(),
-        move |token| tokio::spawn(health.clone().run(token)),
-    ));
+    // Every replica probes: selection on each reads its own view of provider health,
+    // which is not shared between replicas yet. The probes are cheap reads.
+    let probes = tokio::spawn(provider_set.health().clone().run(stop.clone()));
     let providers = Arc::new(ProviderRegistry::new(provider_set));
     let runs = RunService::open(
         storage.runs.clone(),

@@ -24,8 +24,6 @@ pub enum Role {
     Scheduler,
     /// Delivers the webhook outbox.
     WebhookSender,
-    /// Probes the configured providers' health.
-    ProviderProbes,
     /// Prunes resolved alerts, old events and the change log.
     Retention,
     /// Raises and resolves experiment alerts.
@@ -34,10 +32,9 @@ pub enum Role {
 
 impl Role {
     /// Every role, in display order.
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 4] = [
         Role::Scheduler,
         Role::WebhookSender,
-        Role::ProviderProbes,
         Role::Retention,
         Role::ExperimentMonitor,
     ];
@@ -47,7 +44,6 @@ impl Role {
         match self {
             Role::Scheduler => "scheduler",
             Role::WebhookSender => "webhook-sender",
-            Role::ProviderProbes => "provider-probes",
             Role::Retention => "retention",
             Role::ExperimentMonitor => "experiment-monitor",
         }
