@@ -136,8 +136,8 @@ fn not_found(id: &str) -> EvaluationError {
 }
 
 impl RunService {
-    /// Reloads run `id` after another process created or changed it (its status, or its
-    /// results once it ended), so reads, `WatchRun` and release gates on this process see
+    /// Reloads run `id` after another process created it or changed its status (and its
+    /// results, once it ended), so reads, `WatchRun` and release gates on this process see
     /// it. A run this process executes is its own to change, and is left alone.
     pub async fn refresh(&self, id: &str) -> Result<(), EvaluationError> {
         let inner = &self.inner;
@@ -155,6 +155,10 @@ impl RunService {
             return Ok(());
         };
         match inner.runs.get(id) {
+            // Only a change of status is news: within one status this process's copy is
+            // as new as storage's or newer (a run whose outputs are submitted here counts
+            // its progress in memory until it ends).
+            Some(sender) if sender.borrow().status == stored.status => {}
             Some(sender) => {
                 sender.send_replace(stored);
             }
