@@ -136,18 +136,22 @@ fn not_found(id: &str) -> EvaluationError {
 }
 
 impl RunService {
+    /// Whether this process executes run `id` now.
+    pub fn executes(&self, id: &str) -> bool {
+        self.inner
+            .executors
+            .lock()
+            .expect("executors lock")
+            .contains_key(id)
+    }
+
     /// Reloads run `id` after another process created it or changed its status (and its
     /// results, once it ended), so reads, `WatchRun` and release gates on this process see
     /// it. A run this process executes is its own to change, and is left alone.
     pub async fn refresh(&self, id: &str) -> Result<(), EvaluationError> {
         let inner = &self.inner;
         let _transitions = inner.transitions.lock().await;
-        if inner
-            .executors
-            .lock()
-            .expect("executors lock")
-            .contains_key(id)
-        {
+        if self.executes(id) {
             return Ok(());
         }
         let Some(stored) = inner.store.get_run(id).await? else {

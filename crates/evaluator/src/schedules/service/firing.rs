@@ -75,8 +75,13 @@ impl Inner {
         next.updated_at = now;
         if let Trigger::Tick { due } = &trigger {
             next.next_run_at = self.next_due(schedule, now.max(*due));
+            // The previous run is still going only if it executes here: the replica
+            // that held this role before may have died with it unfinished (it resumes
+            // when a replica restarts), and a dead run must not hold the schedule back.
             let previous = self.runs.get(&schedule.last_run_id).ok();
-            if let Some(previous) = previous.filter(|run| !run.status.is_terminal()) {
+            let going =
+                previous.filter(|run| !run.status.is_terminal() && self.runs.executes(&run.id));
+            if let Some(previous) = going {
                 next.skipped_ticks += 1;
                 if !self.claim_firing(schedule, next).await? {
                     return Ok(());
