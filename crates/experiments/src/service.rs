@@ -126,6 +126,32 @@ impl Live {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Snapshot::new(experiment);
     }
 
+    /// Folds a stored exposure: the user is known from now on, and a `new` one counts.
+    fn fold_exposure(&self, exposure: &Exposure, new: bool) {
+        if let Some(index) = self
+            .snapshot()
+            .experiment
+            .variant_index(&exposure.variant_id)
+        {
+            self.known_users
+                .entry(exposure.user_id.clone())
+                .or_insert(index);
+        }
+        if new {
+            self.tally().add_exposure(&exposure.variant_id);
+        }
+    }
+
+    /// Folds a stored (new) metric record into the statistics.
+    fn fold_record(&self, record: &MetricRecord) {
+        self.tally().add_record(
+            &record.variant_id,
+            &record.metric,
+            record.value,
+            &record.user_id,
+        );
+    }
+
     fn tally(&self) -> std::sync::MutexGuard<'_, Tally> {
         self.tally
             .lock()
@@ -145,6 +171,8 @@ pub struct ExperimentService {
     defaults: Defaults,
     /// Where this process is in the shared stream of write batches.
     follower: FollowLock,
+    /// Folds other processes' batches (also the writer's, before each of its own).
+    remote: Arc<follow::RemoteFolder>,
 }
 
 impl std::fmt::Debug for ExperimentService {
@@ -174,14 +202,15 @@ impl ExperimentService {
         let follower: FollowLock = Arc::new(tokio::sync::Mutex::new(
             llmops_feed::FollowCursor::starting_after(head),
         ));
+        let remote = Arc::new(follow::RemoteFolder {
+            store: store.clone(),
+            experiments: experiments.clone(),
+        });
         let writer = GroupCommit::start(
             store.clone(),
             recording::fold_into(experiments.clone()),
             follower.clone(),
-            Box::new(follow::RemoteFolder {
-                store: store.clone(),
-                experiments: experiments.clone(),
-            }),
+            remote.clone(),
         );
         Ok(Self {
             store,
@@ -190,6 +219,7 @@ impl ExperimentService {
             changes: tokio::sync::Mutex::new(()),
             defaults,
             follower,
+            remote,
         })
     }
 

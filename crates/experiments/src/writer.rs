@@ -67,7 +67,7 @@ impl GroupCommit {
         store: Arc<dyn ExperimentStore>,
         on_commit: OnCommit,
         follow: FollowLock,
-        catch_up: Box<dyn CatchUp>,
+        catch_up: Arc<dyn CatchUp>,
     ) -> Self {
         let (queue, requests) = mpsc::channel(QUEUE_DEPTH);
         let stop = Arc::new(Notify::new());
@@ -112,7 +112,7 @@ fn shutting_down() -> ExperimentError {
 struct Folding {
     on_commit: OnCommit,
     follow: FollowLock,
-    catch_up: Box<dyn CatchUp>,
+    catch_up: Arc<dyn CatchUp>,
 }
 
 async fn run(

@@ -119,11 +119,14 @@ impl AppendListener {
     /// The stream named by the next announcement, or `None` when the connection was lost
     /// and is being made again: announcements made meanwhile are lost, so the caller
     /// should read every stream.
-    pub async fn next(&mut self) -> Result<Option<String>, sqlx::Error> {
+    pub async fn next(&mut self) -> Result<Option<String>, llmops_core::StoreError> {
+        // A driver error may name the server; it is logged under a correlation id, as
+        // every store error is, and only the id travels on.
         Ok(self
             .listener
             .try_recv()
-            .await?
+            .await
+            .map_err(crate::error::db_error)?
             .map(|notification| notification.payload().to_owned()))
     }
 }

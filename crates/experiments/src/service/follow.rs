@@ -44,23 +44,13 @@ impl CatchUp for RemoteFolder {
             }
             read += batches.exposures.len() + batches.records.len();
             let mut unknown = BTreeSet::new();
+            // Every stored row was new when its batch committed.
             for (sequence, exposure) in &batches.exposures {
                 if cursor.classify(*sequence) != Followed::Remote {
                     continue;
                 }
                 match self.experiments.get(&exposure.experiment_id) {
-                    Some(live) => {
-                        if let Some(index) = live
-                            .snapshot()
-                            .experiment
-                            .variant_index(&exposure.variant_id)
-                        {
-                            live.known_users
-                                .entry(exposure.user_id.clone())
-                                .or_insert(index);
-                        }
-                        live.tally().add_exposure(&exposure.variant_id);
-                    }
+                    Some(live) => live.fold_exposure(exposure, true),
                     None => {
                         unknown.insert(exposure.experiment_id.clone());
                     }
@@ -71,12 +61,7 @@ impl CatchUp for RemoteFolder {
                     continue;
                 }
                 match self.experiments.get(&record.experiment_id) {
-                    Some(live) => live.tally().add_record(
-                        &record.variant_id,
-                        &record.metric,
-                        record.value,
-                        &record.user_id,
-                    ),
+                    Some(live) => live.fold_record(record),
                     None => {
                         unknown.insert(record.experiment_id.clone());
                     }
@@ -104,11 +89,7 @@ impl ExperimentService {
         if self.store.write_head().await? <= cursor.cursor() {
             return Ok(0);
         }
-        let folder = RemoteFolder {
-            store: self.store.clone(),
-            experiments: self.experiments.clone(),
-        };
-        folder.catch_up(&mut cursor, u64::MAX).await
+        self.remote.catch_up(&mut cursor, u64::MAX).await
     }
 
     /// Reloads experiment `id`'s definition after another process changed it or its

@@ -219,40 +219,15 @@ pub struct RecordOutcome {
 /// caller of the batch is answered.
 pub(super) fn fold_into(experiments: Arc<Experiments>) -> OnCommit {
     Box::new(move |writes: &Writes, committed: &Committed| {
+        let live = |id: &str| experiments.get(id).map(|e| e.value().clone());
         for (exposure, &new) in writes.exposures.iter().zip(&committed.exposures) {
-            let Some(live) = experiments
-                .get(&exposure.experiment_id)
-                .map(|e| e.value().clone())
-            else {
-                continue;
-            };
-            if let Some(index) = live
-                .snapshot()
-                .experiment
-                .variant_index(&exposure.variant_id)
-            {
-                live.known_users
-                    .entry(exposure.user_id.clone())
-                    .or_insert(index);
-            }
-            if new {
-                live.tally().add_exposure(&exposure.variant_id);
+            if let Some(live) = live(&exposure.experiment_id) {
+                live.fold_exposure(exposure, new);
             }
         }
         for (record, &new) in writes.records.iter().zip(&committed.records) {
-            if !new {
-                continue;
-            }
-            if let Some(live) = experiments
-                .get(&record.experiment_id)
-                .map(|e| e.value().clone())
-            {
-                live.tally().add_record(
-                    &record.variant_id,
-                    &record.metric,
-                    record.value,
-                    &record.user_id,
-                );
+            if let (true, Some(live)) = (new, live(&record.experiment_id)) {
+                live.fold_record(record);
             }
         }
     })
