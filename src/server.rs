@@ -437,6 +437,8 @@ async fn open_storage(
         RunSettings {
             panel_evaluation: config.evaluation.panel_evaluation,
             alert_thresholds: config.alert_thresholds.clone(),
+            worker: membership.id().to_owned(),
+            claim_lease: config.leader_lease,
         },
     )
     .await

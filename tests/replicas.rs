@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::backend::Backend;
 use common::cluster::Cluster;
+use llmops::bench::mock_provider::MockProvider;
 use llmops::pb;
 use llmops::pb::alert_service_client::AlertServiceClient;
 use llmops::pb::cluster_service_client::ClusterServiceClient;
@@ -22,6 +23,9 @@ use tonic::Code;
 /// contract is 1 s at p99 under load; a shared test machine gets slack, and the figure
 /// itself is measured by the load tool.
 const PROPAGATION_LIMIT: Duration = Duration::from_secs(10);
+
+/// The counter of samples a replica evaluated and stored.
+const SAMPLES_EVALUATED: &str = "llmops_run_samples_evaluated_total";
 
 async fn prompts(cluster: &Cluster, replica: usize) -> PromptServiceClient<Channel> {
     PromptServiceClient::new(cluster.channel(replica).await)
@@ -932,4 +936,196 @@ async fn a_run_started_on_one_replica_is_read_on_the_others_once_it_ends() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// A configuration file naming the mock model `mock`, for replicas to read.
+fn mock_provider_config(dir: &std::path::Path, mock: &MockProvider) -> std::path::PathBuf {
+    let path = dir.join("llmops.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[providers]]\nname = \"mock\"\nkind = \"openai\"\nbase_url = {:?}\nmodel = \"m\"\ntimeout = \"10s\"\nmax_retries = 0\n",
+            mock.base_url()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The ids of every result of a run, read from replica `replica`.
+async fn result_ids(cluster: &Cluster, replica: usize, run_id: &str) -> Vec<String> {
+    let mut client = EvaluationServiceClient::new(cluster.channel(replica).await);
+    let mut ids = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_run_results(pb::ListRunResultsRequest {
+                run_id: run_id.into(),
+                page_size: 1000,
+                page_token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        ids.extend(page.results.into_iter().map(|r| r.sample_id));
+        if page.next_page_token.is_empty() {
+            return ids;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_is_shared_by_every_replica_and_finishes_when_one_is_killed_mid_run() {
+    const SAMPLES: usize = 500;
+    const CONCURRENCY: u32 = 4;
+    let mock = MockProvider::start(Duration::from_millis(40))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = mock_provider_config(dir.path(), &mock);
+    let config = config.to_str().unwrap();
+    let mut cluster = Cluster::start(
+        3,
+        &[("LLMOPS_CONFIG", config), ("LLMOPS_LEADER_LEASE", "2s")],
+    )
+    .await;
+    let channel = cluster.channel(0).await;
+    let mut prompts = PromptServiceClient::new(channel.clone());
+    let mut evaluation = EvaluationServiceClient::new(channel);
+    create_version(&mut prompts, "shared-run", "1.0.0")
+        .await
+        .unwrap();
+    let dataset = evaluation
+        .create_dataset(pb::CreateDatasetRequest {
+            dataset: Some(pb::Dataset {
+                name: "shared-run".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .dataset
+        .unwrap();
+    evaluation
+        .add_samples(pb::AddSamplesRequest {
+            dataset_id: dataset.id.clone(),
+            samples: (0..SAMPLES)
+                .map(|i| pb::Sample {
+                    id: format!("s{i:03}"),
+                    input: Some(prost_types::Value {
+                        kind: Some(prost_types::value::Kind::StringValue(format!("q{i}"))),
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+        })
+        .await
+        .unwrap();
+    let run = evaluation
+        .create_run(pb::CreateRunRequest {
+            run: Some(pb::Run {
+                model: "mock".into(),
+                concurrency: CONCURRENCY,
+                ..echo_run(&dataset.id, "shared-run")
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap();
+    evaluation
+        .start_run(pb::StartRunRequest {
+            run_id: run.id.clone(),
+        })
+        .await
+        .unwrap();
+
+    // Every replica takes a share; replica 2's progress counts the others' results.
+    let mut watcher = EvaluationServiceClient::new(cluster.channel(2).await);
+    let start = Instant::now();
+    let killed_share = loop {
+        let share = cluster.counter(1, SAMPLES_EVALUATED).await;
+        let progress = watcher
+            .get_run(pb::GetRunRequest {
+                run_id: run.id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .run
+            .unwrap()
+            .progress
+            .unwrap();
+        let others_shown = progress.done as f64 > cluster.counter(2, SAMPLES_EVALUATED).await;
+        if share > 0.0 && progress.done >= 100 && others_shown {
+            break share;
+        }
+        assert!(
+            start.elapsed() < PROPAGATION_LIMIT && progress.done < SAMPLES as u64,
+            "replica 1 took no share, or replica 2 never showed the others' progress; logs:\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    cluster.kill(1);
+
+    let start = Instant::now();
+    let ended = loop {
+        let seen = evaluation
+            .get_run(pb::GetRunRequest {
+                run_id: run.id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .run
+            .unwrap();
+        if seen.status != pb::RunStatus::Running as i32 {
+            break seen;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the run never ended; logs:\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        ended.status,
+        pb::RunStatus::Completed as i32,
+        "{ended:?}\n{}",
+        cluster.logs()
+    );
+    assert_eq!(ended.progress.unwrap().done, SAMPLES as u64);
+    assert_eq!(ended.results.unwrap().total, SAMPLES as u64);
+    let mut ids = result_ids(&cluster, 2, &run.id).await;
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), SAMPLES, "one result per sample");
+
+    // Each sample was asked of the model once, apart from those the killed replica had
+    // sent and not yet stored, which another replica evaluated again: its calls in
+    // flight (its concurrency), and the results queued for its writer (twice its
+    // concurrency, plus one) and in the batch being committed (as many).
+    let calls = mock.requests();
+    let queued = 2 * u64::from(CONCURRENCY) + 1;
+    let in_flight = u64::from(CONCURRENCY) + 2 * queued;
+    assert!(
+        (SAMPLES as u64..=SAMPLES as u64 + in_flight).contains(&calls),
+        "{calls} model calls for {SAMPLES} samples"
+    );
+    let shares = [
+        cluster.counter(0, SAMPLES_EVALUATED).await,
+        killed_share,
+        cluster.counter(2, SAMPLES_EVALUATED).await,
+    ];
+    assert!(shares.iter().all(|share| *share > 0.0), "shares {shares:?}");
+    assert!(
+        shares.iter().sum::<f64>() <= SAMPLES as f64,
+        "shares {shares:?}: a stored result counts once"
+    );
 }

@@ -14,6 +14,7 @@ use super::process::{free_address, ServerProcess};
 /// One replica's fixed place: its address and data directory (for its log).
 struct Slot {
     address: SocketAddr,
+    metrics: SocketAddr,
     data_dir: PathBuf,
     process: Option<ServerProcess>,
 }
@@ -44,6 +45,7 @@ impl Cluster {
             std::fs::create_dir_all(&data_dir).unwrap();
             cluster.slots.push(Slot {
                 address: free_address(),
+                metrics: free_address(),
                 data_dir,
                 process: None,
             });
@@ -88,7 +90,25 @@ impl Cluster {
         let slot = &mut self.slots[index];
         let mut env: Vec<(&str, &str)> = vec![("LLMOPS_DATABASE_URL", url.as_str())];
         env.extend(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        slot.process = Some(ServerProcess::spawn_on(slot.address, &slot.data_dir, &env));
+        slot.process = Some(ServerProcess::spawn_serving(
+            slot.address,
+            slot.metrics,
+            &slot.data_dir,
+            &env,
+        ));
+    }
+
+    /// The value of counter `name` (summed over its labels) on replica `index`'s
+    /// metrics endpoint; 0 before it is first counted.
+    pub async fn counter(&self, index: usize, name: &str) -> f64 {
+        let text = super::metrics_text(self.slots[index].metrics).await;
+        text.lines()
+            .filter(|line| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with([' ', '{']))
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     /// The shared database (to read what the replicas stored).

@@ -232,17 +232,7 @@ impl TestServer {
 
     /// GET /metrics as text.
     pub async fn metrics_text(&self) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(self.metrics_address)
-            .await
-            .unwrap();
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        response
+        metrics_text(self.metrics_address).await
     }
 }
 
@@ -264,4 +254,17 @@ pub fn number_value(n: f64) -> prost_types::Value {
     prost_types::Value {
         kind: Some(prost_types::value::Kind::NumberValue(n)),
     }
+}
+
+/// GET /metrics of the metrics endpoint at `address`, as text.
+pub async fn metrics_text(address: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
 }

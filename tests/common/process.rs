@@ -30,6 +30,16 @@ impl ServerProcess {
     /// Starts the binary listening on `address` (a restarted replica keeps its address).
     /// Its log goes to `server.log` in `data_dir`, for a failing test to show.
     pub fn spawn_on(address: SocketAddr, data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::spawn_serving(address, free_address(), data_dir, env)
+    }
+
+    /// Starts the binary listening on `address`, with its metrics endpoint on `metrics`.
+    pub fn spawn_serving(
+        address: SocketAddr,
+        metrics: SocketAddr,
+        data_dir: &Path,
+        env: &[(&str, &str)],
+    ) -> Self {
         std::fs::create_dir_all(data_dir).expect("the data directory can be created");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -42,7 +52,7 @@ impl ServerProcess {
                 "--listen",
                 &address.to_string(),
                 "--metrics-listen",
-                "127.0.0.1:0",
+                &metrics.to_string(),
             ])
             .arg("--data-dir")
             .arg(data_dir)

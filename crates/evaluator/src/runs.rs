@@ -14,11 +14,11 @@ mod validate;
 pub use compare::{pass_rate_regressed, Comparison, MetricChange, PairedOutcomes, PASS_RATE_DROP};
 pub use metric::JUDGE_SCORERS;
 pub use model::{
-    JudgeScore, LatencySummary, MetricConfig, MetricSummary, Outcome, Run, RunProgress, RunResults,
-    RunSpec, RunStatus, SampleResult, DEFAULT_CONCURRENCY, DEFAULT_SAMPLE_TIMEOUT,
-    DEFAULT_THRESHOLD,
+    JudgeScore, LatencySummary, MetricConfig, MetricSummary, Outcome, ResultCounts, Run,
+    RunProgress, RunResults, RunSpec, RunStatus, SampleResult, DEFAULT_CONCURRENCY,
+    DEFAULT_SAMPLE_TIMEOUT, DEFAULT_THRESHOLD,
 };
 pub use service::{ResultPage, RunFilter, RunService, RunSettings, SubmittedOutput};
-pub use store::RunStore;
+pub use store::{OnDuplicate, RunStore, SampleChunk, StoredResults};
 pub use summary::{quantile, summarise};
 pub use validate::limits;

@@ -139,6 +139,10 @@ const FOR_SHARE: &str = " FOR SHARE";
 /// row lock held to commit, so a concurrent writer of them waits.
 const FOR_UPDATE: &str = " FOR UPDATE";
 
+/// What a claim's read appends: a row lock that passes over rows another transaction
+/// holds, so concurrent claimers each take a different row without waiting.
+const SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";
+
 /// The database clock now, in microseconds since the Unix epoch (leases and heartbeats).
 const NOW_US: &str = "CAST(EXTRACT(EPOCH FROM statement_timestamp()) * 1000000 AS BIGINT)";
 

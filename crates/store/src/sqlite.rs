@@ -149,6 +149,9 @@ const FOR_SHARE: &str = "";
 /// Row locks do not exist on SQLite: its one writer connection serialises writes.
 const FOR_UPDATE: &str = "";
 
+/// Claims need no row locks on SQLite: its one writer connection serialises them.
+const SKIP_LOCKED: &str = "";
+
 /// The database clock now, in microseconds since the Unix epoch (leases and heartbeats).
 const NOW_US: &str = "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)";
 

@@ -109,6 +109,39 @@ pub struct RunProgress {
 }
 
 impl RunProgress {
+    /// The stored results counted so far (every process's).
+    pub fn counts(&self) -> ResultCounts {
+        ResultCounts {
+            done: self.done,
+            passed: self.passed,
+            failed: self.failed,
+            errored: self.errored,
+        }
+    }
+
+    /// Takes the counts of stored results, keeping the total.
+    pub fn set_counts(&mut self, counts: ResultCounts) {
+        self.done = counts.done;
+        self.passed = counts.passed;
+        self.failed = counts.failed;
+        self.errored = counts.errored;
+    }
+}
+
+/// A run's stored results, counted by outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ResultCounts {
+    /// Results.
+    pub done: u64,
+    /// Passed.
+    pub passed: u64,
+    /// Scored below a threshold or unscored.
+    pub failed: u64,
+    /// Errored.
+    pub errored: u64,
+}
+
+impl ResultCounts {
     /// Counts one more result.
     pub fn count(&mut self, result: &SampleResult) {
         self.done += 1;
@@ -117,6 +150,15 @@ impl RunProgress {
             Outcome::Failed => self.failed += 1,
             Outcome::Errored => self.errored += 1,
         }
+    }
+
+    /// The counts of `results`.
+    pub fn of<'a>(results: impl IntoIterator<Item = &'a SampleResult>) -> Self {
+        let mut counts = Self::default();
+        for result in results {
+            counts.count(result);
+        }
+        counts
     }
 }
 

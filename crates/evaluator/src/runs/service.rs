@@ -45,12 +45,13 @@ use super::executor::{
 };
 use super::metric::{compile_metric, CompiledMetric};
 use super::model::{
-    Run, RunProgress, RunSpec, RunStatus, SampleResult, DEFAULT_CONCURRENCY, DEFAULT_SAMPLE_TIMEOUT,
+    ResultCounts, Run, RunProgress, RunSpec, RunStatus, SampleResult, DEFAULT_CONCURRENCY,
+    DEFAULT_SAMPLE_TIMEOUT,
 };
-use super::store::RunStore;
+use super::store::{OnDuplicate, RunStore, SampleChunk};
 use super::summary::summarise;
 use super::validate::{check_spec, check_submitted_score, limits};
-use crate::datasets::DatasetService;
+use crate::datasets::{DatasetService, StoredSample};
 use crate::error::{EvaluationError, FieldViolation, StoreError};
 use crate::paging::newest_first;
 use crate::providers::registry::ProviderRegistry;
@@ -67,6 +68,12 @@ pub struct RunSettings {
     pub panel_evaluation: bool,
     /// `[alert_thresholds]`: `pass_rate` (min), `latency_p99` (max, ms), else metric mins.
     pub alert_thresholds: BTreeMap<String, f64>,
+    /// This process's name in claims of samples (its replica id): every replica that
+    /// serves a running run evaluates a share of its samples.
+    pub worker: String,
+    /// How long a claim of samples lasts unrenewed (`leader_lease`): the samples of a
+    /// replica that dies are claimed again after it.
+    pub claim_lease: Duration,
 }
 
 /// Which runs `list` returns; unset fields match everything.
@@ -145,30 +152,48 @@ impl RunService {
             .contains_key(id)
     }
 
-    /// Reloads run `id` after another process created it or changed its status (and its
-    /// results, once it ended), so reads, `WatchRun` and release gates on this process see
-    /// it. A run this process executes is its own to change, and is left alone.
+    /// Reloads run `id` after another process created it, changed its status or stored
+    /// results of it, so reads, `WatchRun` and release gates on this process see it. A
+    /// running run is joined: this process claims a share of its samples. A run ended
+    /// elsewhere stops this process's executor of it.
     pub async fn refresh(&self, id: &str) -> Result<(), EvaluationError> {
         let inner = &self.inner;
         let _transitions = inner.transitions.lock().await;
-        if self.executes(id) {
-            return Ok(());
-        }
         let Some(stored) = inner.store.get_run(id).await? else {
             inner.runs.remove(id);
             return Ok(());
         };
+        let status = stored.status;
         match inner.runs.get(id) {
-            // Only a change of status is news: within one status this process's copy is
-            // as new as storage's or newer (a run whose outputs are submitted here counts
-            // its progress in memory until it ends).
-            Some(sender) if sender.borrow().status == stored.status => {}
+            Some(sender) if sender.borrow().status == status => {
+                drop(sender);
+                inner.take_counts(id, stored.progress.counts());
+            }
             Some(sender) => {
-                sender.send_replace(stored);
+                sender.send_replace(stored.clone());
             }
             None => {
-                inner.runs.insert(id.to_owned(), watch::channel(stored).0);
+                inner
+                    .runs
+                    .insert(id.to_owned(), watch::channel(stored.clone()).0);
             }
+        }
+        let executor = inner
+            .executors
+            .lock()
+            .expect("executors lock")
+            .get(id)
+            .cloned();
+        match executor {
+            // Not waited for: it ends by itself, and its end would wait for this lock.
+            Some(executor) if status.is_terminal() => executor.cancel(),
+            None if status == RunStatus::Running
+                && !stored.submitted_outputs
+                && !inner.shutdown.is_cancelled() =>
+            {
+                inner.spawn_executor(stored);
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -197,17 +222,8 @@ impl RunService {
         });
         let mut resume = Vec::new();
         let mut complete = Vec::new();
-        for mut run in inner.store.load_runs().await? {
+        for run in inner.store.load_runs().await? {
             if run.status == RunStatus::Running {
-                // Progress is not stored with each result; count what was stored.
-                let total = run.progress.total;
-                run.progress = RunProgress {
-                    total,
-                    ..RunProgress::default()
-                };
-                for result in inner.all_results(&run.id).await? {
-                    run.progress.count(&result);
-                }
                 if !run.submitted_outputs {
                     resume.push(run.clone());
                 } else if run.progress.done >= run.progress.total {
@@ -219,8 +235,9 @@ impl RunService {
             inner.runs.insert(run.id.clone(), watch::Sender::new(run));
         }
         for id in complete {
-            let ended = inner.complete_submitted(&id).await?;
-            inner.raise_alerts(&ended).await;
+            if let Some(ended) = inner.complete_submitted(&id).await? {
+                inner.raise_alerts(&ended).await;
+            }
         }
         for run in resume {
             tracing::info!(run_id = %run.id, done = run.progress.done, total = run.progress.total, "resuming an evaluation run");
@@ -411,7 +428,14 @@ impl RunService {
                 run.status.as_str()
             )));
         }
-        inner.end(run, RunStatus::Failed, reason, &[]).await
+        inner
+            .end(run, RunStatus::Failed, reason, &[])
+            .await?
+            .ok_or_else(|| {
+                EvaluationError::FailedPrecondition(format!(
+                    "run {id} was changed by another call meanwhile"
+                ))
+            })
     }
 
     /// The most recently created run that `matches`.
@@ -509,9 +533,13 @@ impl RunService {
                     run.status.as_str()
                 )));
             }
-            return inner
+            // Another process changed the run meanwhile: look again.
+            if let Some(ended) = inner
                 .end(run, RunStatus::Cancelled, String::new(), &results)
-                .await;
+                .await?
+            {
+                return Ok(ended);
+            }
         }
     }
 }
@@ -571,9 +599,29 @@ impl Inner {
         };
         run.status = RunStatus::Running;
         run.started_at = Some(Utc::now());
-        self.store.update_run(&run).await?;
+        if self
+            .store
+            .transition_run(&run, RunStatus::Pending)
+            .await?
+            .is_none()
+        {
+            let now = self.reload(&run.id).await?;
+            return Err(EvaluationError::FailedPrecondition(format!(
+                "run {} is {} now: another call changed it first",
+                run.id,
+                now.status.as_str()
+            )));
+        }
         self.publish(run.clone());
         Ok(run)
+    }
+
+    /// Replaces this process's copy of a run with the stored one, which another process
+    /// changed, and returns it.
+    async fn reload(&self, id: &str) -> Result<Run, EvaluationError> {
+        let stored = self.store.get_run(id).await?.ok_or_else(|| not_found(id))?;
+        self.publish(stored.clone());
+        Ok(stored)
     }
 
     fn publish(&self, run: Run) {
@@ -582,34 +630,64 @@ impl Inner {
         }
     }
 
-    /// Counts stored results into the run's progress; returns the new progress.
-    fn count(&self, id: &str, results: &[SampleResult]) -> RunProgress {
+    /// Takes the counts of a running run's stored results (every process's) as its
+    /// progress, unless this process has counted further already; returns the progress.
+    fn take_counts(&self, id: &str, counts: ResultCounts) -> RunProgress {
         let Some(sender) = self.runs.get(id) else {
             return RunProgress::default();
         };
         sender.send_if_modified(|run| {
             // An ended run's progress is its results; nothing is counted after the end.
-            if run.status != RunStatus::Running {
+            if run.status != RunStatus::Running || counts.done <= run.progress.done {
                 return false;
             }
-            for result in results {
-                run.progress.count(result);
-            }
+            run.progress.set_counts(counts);
             true
         });
         let progress = sender.borrow().progress;
         progress
     }
 
-    /// Ends a run with its results summarised from storage. Called under the
-    /// transitions lock.
+    /// Ends a run with its results summarised from storage, if its status is still as
+    /// this process knows it; Ok(None) when another process changed it first (the
+    /// stored run is then this process's copy). Called under the transitions lock.
     async fn end(
+        &self,
+        run: Run,
+        status: RunStatus,
+        error: String,
+        results: &[SampleResult],
+    ) -> Result<Option<Run>, EvaluationError> {
+        let from = run.status;
+        let mut ended = self.summarised(run, status, error, results);
+        let Some(counted) = self.store.transition_run(&ended, from).await? else {
+            self.reload(&ended.id).await?;
+            return Ok(None);
+        };
+        // Another replica's executor stored results after `results` were read and before
+        // the end, after which none are stored: summarise them all.
+        if counted != ended.progress.done {
+            let results = self.all_results(&ended.id).await?;
+            let error = std::mem::take(&mut ended.error);
+            ended = self.summarised(ended, status, error, &results);
+            if self.store.transition_run(&ended, status).await?.is_none() {
+                self.reload(&ended.id).await?;
+                return Ok(None);
+            }
+        }
+        self.note_pass_rate(&ended);
+        self.publish(ended.clone());
+        Ok(Some(ended))
+    }
+
+    /// A run ended with `status`, its results summarised.
+    fn summarised(
         &self,
         mut run: Run,
         status: RunStatus,
         error: String,
         results: &[SampleResult],
-    ) -> Result<Run, EvaluationError> {
+    ) -> Run {
         let summary = summarise(results, &thresholds(&run));
         run.progress.done = summary.total;
         run.progress.passed = summary.passed;
@@ -622,9 +700,6 @@ impl Inner {
         if status == RunStatus::Completed {
             run.compared_with_run_id = self.baseline_of(&run).map(|b| b.id).unwrap_or_default();
         }
-        self.store.update_run(&run).await?;
-        self.note_pass_rate(&run);
-        self.publish(run.clone());
-        Ok(run)
+        run
     }
 }

@@ -26,8 +26,10 @@ use Kind::{Bool, Int, Real, Text};
 /// Tables of a running deployment's processes, not of its data: the source's replicas
 /// and leases mean nothing to the target's processes, and the change log only serves
 /// caches of processes running now (the target's processes load everything at start).
+/// Sample chunks are claims of the source's workers: the target's workers divide a
+/// running run's snapshot again and skip the samples that have a result.
 #[cfg(test)]
-pub(crate) const NOT_COPIED: &[&str] = &["replicas", "leases", "changes"];
+pub(crate) const NOT_COPIED: &[&str] = &["replicas", "leases", "changes", "eval_run_chunks"];
 
 pub(crate) const TABLES: &[Table] = &[
     Table {
@@ -189,6 +191,9 @@ pub(crate) const TABLES: &[Table] = &[
             ("status", Text),
             ("created_at_us", Int),
             ("record", Text),
+            ("done_count", Int),
+            ("passed_count", Int),
+            ("errored_count", Int),
         ],
     },
     Table {

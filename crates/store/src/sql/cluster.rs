@@ -13,7 +13,7 @@ use crate::error::db_error;
 
 const CHANGES: &str = "changes";
 
-fn micros(duration: Duration) -> i64 {
+pub(super) fn micros(duration: Duration) -> i64 {
     i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
 }
 

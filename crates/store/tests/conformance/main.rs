@@ -69,10 +69,13 @@ macro_rules! conformance {
                     everything_survives_a_reopen,
                 ],
                 runs: [
-                    a_run_round_trips_and_an_update_replaces_it,
+                    a_run_round_trips_and_a_transition_replaces_it,
                     results_are_paged_in_dataset_order,
                     existing_results_are_reported_and_never_stored_twice,
                     a_result_for_a_missing_run_is_a_conflict,
+                    results_are_counted_and_refused_once_the_run_ended,
+                    samples_are_claimed_in_chunks_under_leases,
+                    concurrent_claimers_take_different_chunks,
                     runs_and_results_survive_a_reopen,
                 ],
                 schedules: [

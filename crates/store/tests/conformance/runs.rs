@@ -1,12 +1,14 @@
-//! `RunStore`: runs round-trip and are replaced whole; results are stored a batch at a
-//! time, all or none, paged in dataset order, and never twice for one sample.
+//! `RunStore`: runs round-trip and change status only from the status their writer saw;
+//! results are stored a batch at a time, all or none, counted with the run, paged in
+//! dataset order, and never twice for one sample; samples are claimed in chunks under
+//! leases that lapse.
 
 use std::time::Duration;
 
 use chrono::TimeDelta;
 use llmops_evaluator::runs::{
-    JudgeScore, MetricConfig, MetricSummary, Run, RunProgress, RunResults, RunStatus, RunStore,
-    SampleResult,
+    JudgeScore, MetricConfig, MetricSummary, OnDuplicate, ResultCounts, Run, RunProgress,
+    RunResults, RunStatus, RunStore, SampleChunk, SampleResult,
 };
 use llmops_evaluator::StoreError;
 
@@ -49,6 +51,17 @@ fn run(id: &str) -> Run {
         started_at: None,
         finished_at: None,
     }
+}
+
+/// A run that is running, inserted into `store`.
+async fn insert_running(store: &dyn RunStore, id: &str) -> Run {
+    let running = Run {
+        status: RunStatus::Running,
+        started_at: Some(now()),
+        ..run(id)
+    };
+    store.insert_run(&running).await.unwrap();
+    running
 }
 
 /// The result of the sample at `position`: passed, failed, or (`error`) errored.
@@ -117,7 +130,7 @@ async fn load(store: &dyn RunStore, id: &str) -> Option<Run> {
     runs.into_iter().find(|run| run.id == id)
 }
 
-pub(crate) async fn a_run_round_trips_and_an_update_replaces_it(db: TestDatabase) {
+pub(crate) async fn a_run_round_trips_and_a_transition_replaces_it(db: TestDatabase) {
     let storage = db.open().await;
     let store = storage.runs.clone();
     let pending = run("r1");
@@ -138,15 +151,26 @@ pub(crate) async fn a_run_round_trips_and_an_update_replaces_it(db: TestDatabase
         started_at: Some(started),
         progress: RunProgress {
             total: 10,
-            done: 4,
-            passed: 2,
-            failed: 1,
-            errored: 1,
+            ..RunProgress::default()
         },
         ..pending.clone()
     };
-    store.update_run(&running).await.unwrap();
+    assert_eq!(
+        store
+            .transition_run(&running, RunStatus::Pending)
+            .await
+            .unwrap(),
+        Some(0)
+    );
     assert_eq!(load(&*store, "r1").await, Some(running.clone()));
+    assert_eq!(
+        store
+            .transition_run(&running, RunStatus::Pending)
+            .await
+            .unwrap(),
+        None,
+        "a second start finds the run running"
+    );
 
     let finished = started + TimeDelta::microseconds(2_000_001);
     let completed = Run {
@@ -185,15 +209,34 @@ pub(crate) async fn a_run_round_trips_and_an_update_replaces_it(db: TestDatabase
         compared_with_run_id: "r0".into(),
         ..running
     };
-    store.update_run(&completed).await.unwrap();
+    assert_eq!(
+        store
+            .transition_run(&completed, RunStatus::Running)
+            .await
+            .unwrap(),
+        Some(0)
+    );
+    let cancelled = Run {
+        status: RunStatus::Cancelled,
+        ..completed.clone()
+    };
+    assert_eq!(
+        store
+            .transition_run(&cancelled, RunStatus::Running)
+            .await
+            .unwrap(),
+        None,
+        "a cancel decided on a running copy loses to the completion"
+    );
     let err = store.insert_run(&run("r1")).await.unwrap_err();
     assert!(matches!(err, StoreError::Duplicate(_)), "{err:?}");
-    assert!(
-        matches!(
-            store.update_run(&run("never-inserted")).await,
-            Err(StoreError::NotFound(_))
-        ),
-        "an update does not create"
+    assert_eq!(
+        store
+            .transition_run(&run("never-inserted"), RunStatus::Pending)
+            .await
+            .unwrap(),
+        None,
+        "a transition does not create"
     );
 
     let storage = db.reopen(storage).await;
@@ -210,8 +253,8 @@ pub(crate) async fn a_run_round_trips_and_an_update_replaces_it(db: TestDatabase
 
 pub(crate) async fn results_are_paged_in_dataset_order(db: TestDatabase) {
     let store = db.open().await.runs;
-    store.insert_run(&run("r1")).await.unwrap();
-    store.insert_run(&run("r2")).await.unwrap();
+    insert_running(&*store, "r1").await;
+    insert_running(&*store, "r2").await;
     // Stored out of order, in two batches.
     let s1 = result("s1", 10, false, "");
     let s2 = result("s2", 20, true, "");
@@ -219,16 +262,20 @@ pub(crate) async fn results_are_paged_in_dataset_order(db: TestDatabase) {
     let s4 = result("s4", 40, false, "model timed out");
     let s5 = result("s5", 50, false, "");
     store
-        .insert_results("r1", &[s3.clone(), s1.clone()])
+        .insert_results("r1", &[s3.clone(), s1.clone()], OnDuplicate::Refuse)
         .await
         .unwrap();
     store
-        .insert_results("r1", &[s5.clone(), s2.clone(), s4.clone()])
+        .insert_results(
+            "r1",
+            &[s5.clone(), s2.clone(), s4.clone()],
+            OnDuplicate::Refuse,
+        )
         .await
         .unwrap();
     // The same samples in another run do not mix in.
     store
-        .insert_results("r2", &[result("s1", 10, true, "")])
+        .insert_results("r2", &[result("s1", 10, true, "")], OnDuplicate::Refuse)
         .await
         .unwrap();
 
@@ -256,12 +303,12 @@ pub(crate) async fn results_are_paged_in_dataset_order(db: TestDatabase) {
 
 pub(crate) async fn existing_results_are_reported_and_never_stored_twice(db: TestDatabase) {
     let store = db.open().await.runs;
-    store.insert_run(&run("r1")).await.unwrap();
-    store.insert_run(&run("r2")).await.unwrap();
+    insert_running(&*store, "r1").await;
+    insert_running(&*store, "r2").await;
     let a = result("a", 1, true, "");
     let b = result("b", 2, false, "");
     store
-        .insert_results("r1", &[a.clone(), b.clone()])
+        .insert_results("r1", &[a.clone(), b.clone()], OnDuplicate::Refuse)
         .await
         .unwrap();
     assert_eq!(
@@ -276,7 +323,11 @@ pub(crate) async fn existing_results_are_reported_and_never_stored_twice(db: Tes
         ..a.clone()
     };
     let err = store
-        .insert_results("r1", &[result("c", 3, true, ""), retried_a])
+        .insert_results(
+            "r1",
+            &[result("c", 3, true, ""), retried_a.clone()],
+            OnDuplicate::Refuse,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Duplicate(_)), "{err:?}");
@@ -292,12 +343,18 @@ pub(crate) async fn existing_results_are_reported_and_never_stored_twice(db: Tes
         .map(|i| result(&format!("m{i:04}"), 100 + i, true, ""))
         .collect();
     many.push(b.clone());
-    let err = store.insert_results("r1", &many).await.unwrap_err();
+    let err = store
+        .insert_results("r1", &many, OnDuplicate::Refuse)
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::Duplicate(_)), "{err:?}");
     assert_eq!(all_results(&*store, "r1", false, 1000).await.len(), 2);
 
     many.pop();
-    store.insert_results("r1", &many).await.unwrap();
+    store
+        .insert_results("r1", &many, OnDuplicate::Refuse)
+        .await
+        .unwrap();
     let every_id: Vec<String> = many.iter().map(|r| r.sample_id.clone()).collect();
     let found = store.existing_results("r1", &every_id).await.unwrap();
     assert_eq!(
@@ -306,14 +363,214 @@ pub(crate) async fn existing_results_are_reported_and_never_stored_twice(db: Tes
         "asked for more ids than one statement takes"
     );
     let stored = all_results(&*store, "r1", false, 1000).await;
-    assert_eq!(stored[..2], [a, b]);
+    assert_eq!(stored[..2], [a.clone(), b]);
     assert_eq!(stored[2..], many);
+
+    // A worker whose claim lapsed stores what it evaluated: the repeats are passed over,
+    // the first results stay, and only the new one is counted.
+    let c = result("c", 3, false, "model timed out");
+    let skipped = store
+        .insert_results("r1", &[retried_a, c.clone()], OnDuplicate::Skip)
+        .await
+        .unwrap();
+    assert_eq!(skipped.stored, ["c"]);
+    assert_eq!(
+        skipped.counts,
+        ResultCounts {
+            done: 1503,
+            passed: 1501,
+            failed: 1,
+            errored: 1
+        }
+    );
+    assert_eq!(
+        store.results_page("r1", false, 0, 3).await.unwrap(),
+        [a, result("b", 2, false, ""), c],
+        "the first results stay, unchanged"
+    );
+}
+
+pub(crate) async fn results_are_counted_and_refused_once_the_run_ended(db: TestDatabase) {
+    let store = db.open().await.runs;
+    let running = insert_running(&*store, "r1").await;
+    let stored = store
+        .insert_results(
+            "r1",
+            &[result("a", 1, true, ""), result("b", 2, false, "")],
+            OnDuplicate::Refuse,
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.stored, ["a", "b"]);
+    let counts = ResultCounts {
+        done: 2,
+        passed: 1,
+        failed: 1,
+        errored: 0,
+    };
+    assert_eq!(stored.counts, counts);
+    assert_eq!(
+        store
+            .get_run("r1")
+            .await
+            .unwrap()
+            .unwrap()
+            .progress
+            .counts(),
+        counts,
+        "a running run's progress is its stored results, whoever stored them"
+    );
+
+    let cancelled = Run {
+        status: RunStatus::Cancelled,
+        ..running
+    };
+    assert_eq!(
+        store
+            .transition_run(&cancelled, RunStatus::Running)
+            .await
+            .unwrap(),
+        Some(2),
+        "the results counted when it ended"
+    );
+    let err = store
+        .insert_results("r1", &[result("c", 3, true, "")], OnDuplicate::Skip)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(existing(&*store, "r1", &["a", "b", "c"]).await, ["a", "b"]);
+}
+
+pub(crate) async fn samples_are_claimed_in_chunks_under_leases(db: TestDatabase) {
+    let store = db.open().await.runs;
+    let running = insert_running(&*store, "r1").await;
+    insert_running(&*store, "r2").await;
+    let long = Duration::from_secs(3600);
+    let first = SampleChunk {
+        after: 0,
+        through: 8,
+    };
+    let second = SampleChunk {
+        after: 8,
+        through: 16,
+    };
+    assert_eq!(store.chunk_frontier("r1").await.unwrap(), 0);
+    assert!(store
+        .claim_new_chunk("r1", first, "w1", long)
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .claim_new_chunk("r1", first, "w2", long)
+            .await
+            .unwrap(),
+        "one claim per chunk"
+    );
+    assert_eq!(store.chunk_frontier("r1").await.unwrap(), 8);
+    assert!(store
+        .claim_new_chunk("r1", second, "w2", long)
+        .await
+        .unwrap());
+    assert_eq!(store.chunk_frontier("r2").await.unwrap(), 0, "per run");
+    assert_eq!(store.unfinished_chunks("r1").await.unwrap(), 2);
+    assert_eq!(
+        store.claim_lapsed_chunk("r1", "w3", long).await.unwrap(),
+        None,
+        "held claims are not taken"
+    );
+
+    // w2 stops and gives its chunk up; w1 dies and its claim lapses.
+    store.release_chunks("r1", "w2").await.unwrap();
+    assert_eq!(
+        store.claim_lapsed_chunk("r1", "w3", long).await.unwrap(),
+        Some(second)
+    );
+    store
+        .renew_chunks("r1", "w1", Duration::ZERO)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(
+        store.claim_lapsed_chunk("r1", "w3", long).await.unwrap(),
+        Some(first)
+    );
+    store.renew_chunks("r1", "w1", long).await.unwrap();
+    assert_eq!(
+        store.claim_lapsed_chunk("r1", "w4", long).await.unwrap(),
+        None,
+        "a renewal by the worker that lost the claim does not take it back"
+    );
+
+    store.finish_chunks("r1", &[0]).await.unwrap();
+    assert_eq!(store.unfinished_chunks("r1").await.unwrap(), 1);
+    store.release_chunks("r1", "w3").await.unwrap();
+    assert_eq!(
+        store.claim_lapsed_chunk("r1", "w4", long).await.unwrap(),
+        Some(second),
+        "a finished chunk is never claimed again"
+    );
+
+    let completed = Run {
+        status: RunStatus::Completed,
+        ..running
+    };
+    store
+        .transition_run(&completed, RunStatus::Running)
+        .await
+        .unwrap();
+    assert_eq!(store.unfinished_chunks("r1").await.unwrap(), 0);
+    assert_eq!(
+        store.chunk_frontier("r1").await.unwrap(),
+        0,
+        "an ended run's claims go"
+    );
+}
+
+pub(crate) async fn concurrent_claimers_take_different_chunks(db: TestDatabase) {
+    let store = db.open().await.runs;
+    insert_running(&*store, "r1").await;
+    for index in 0..12 {
+        let chunk = SampleChunk {
+            after: index * 10,
+            through: index * 10 + 10,
+        };
+        assert!(store
+            .claim_new_chunk("r1", chunk, "dead", Duration::ZERO)
+            .await
+            .unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let claims: Vec<_> = (0..12)
+        .map(|worker| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .claim_lapsed_chunk("r1", &format!("w{worker}"), Duration::from_secs(60))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut claimed = Vec::new();
+    for claim in claims {
+        let chunk = claim
+            .await
+            .unwrap()
+            .expect("a lapsed chunk for every claimer");
+        claimed.push(chunk.after);
+    }
+    claimed.sort_unstable();
+    assert_eq!(claimed, (0..12).map(|i| i * 10).collect::<Vec<_>>());
 }
 
 pub(crate) async fn a_result_for_a_missing_run_is_a_conflict(db: TestDatabase) {
     let store = db.open().await.runs;
     let err = store
-        .insert_results("never-inserted", &[result("a", 1, true, "")])
+        .insert_results(
+            "never-inserted",
+            &[result("a", 1, true, "")],
+            OnDuplicate::Skip,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
@@ -322,21 +579,29 @@ pub(crate) async fn a_result_for_a_missing_run_is_a_conflict(db: TestDatabase) {
 
 pub(crate) async fn runs_and_results_survive_a_reopen(db: TestDatabase) {
     let storage = db.open().await;
-    let running = Run {
-        status: RunStatus::Running,
-        started_at: Some(now()),
-        ..run("r1")
-    };
-    storage.runs.insert_run(&running).await.unwrap();
+    let mut running = insert_running(&*storage.runs, "r1").await;
     let results = [result("a", 1, true, ""), result("b", 2, false, "boom")];
-    storage.runs.insert_results("r1", &results).await.unwrap();
+    storage
+        .runs
+        .insert_results("r1", &results, OnDuplicate::Refuse)
+        .await
+        .unwrap();
 
     let storage = db.reopen(storage).await;
     let store = &*storage.runs;
+    running.progress.set_counts(ResultCounts {
+        done: 2,
+        passed: 1,
+        failed: 0,
+        errored: 1,
+    });
     assert_eq!(store.load_runs().await.unwrap(), [running]);
     assert_eq!(all_results(store, "r1", false, 10).await, results);
     assert_eq!(all_results(store, "r1", true, 10).await, results[1..]);
     assert_eq!(existing(store, "r1", &["a", "b", "c"]).await, ["a", "b"]);
-    let err = store.insert_results("r1", &results[..1]).await.unwrap_err();
+    let err = store
+        .insert_results("r1", &results[..1], OnDuplicate::Refuse)
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::Duplicate(_)), "{err:?}");
 }

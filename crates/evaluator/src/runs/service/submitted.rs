@@ -120,32 +120,52 @@ impl RunService {
                 )))
             }
         }
-        match inner.store.insert_results(id, &results).await {
-            Ok(()) => {}
+        let stored = match inner
+            .store
+            .insert_results(id, &results, OnDuplicate::Refuse)
+            .await
+        {
+            Ok(stored) => stored,
             Err(StoreError::Duplicate(_)) => {
                 return Err(EvaluationError::AlreadyExists(format!(
                     "another call submitted outputs for some of these samples to run {id} meanwhile"
                 )))
             }
+            Err(StoreError::Conflict(_)) => {
+                let now = inner.reload(id).await?;
+                return Err(EvaluationError::FailedPrecondition(format!(
+                    "run {id} was {} while these outputs were scored",
+                    now.status.as_str()
+                )));
+            }
             Err(other) => return Err(other.into()),
-        }
-        let progress = inner.count(id, &results);
-        let run = if progress.done >= progress.total {
-            let ended = inner.complete_submitted(id).await?;
-            drop(guard);
-            inner.raise_alerts(&ended).await;
-            ended
+        };
+        let progress = inner.take_counts(id, stored.counts);
+        // The call that stores the last outputs (on whichever replica) completes the run.
+        let completed = if progress.done >= progress.total {
+            inner.complete_submitted(id).await?
         } else {
-            inner.get(id)?
+            None
+        };
+        drop(guard);
+        let run = match completed {
+            Some(ended) => {
+                inner.raise_alerts(&ended).await;
+                ended
+            }
+            None => inner.get(id)?,
         };
         Ok((run, results))
     }
 }
 
 impl Inner {
-    /// Completes a submitted-outputs run whose every sample has a result. Called under
-    /// the transitions lock.
-    pub(super) async fn complete_submitted(&self, id: &str) -> Result<Run, EvaluationError> {
+    /// Completes a submitted-outputs run whose every sample has a result; None when
+    /// another process completed it first. Called under the transitions lock.
+    pub(super) async fn complete_submitted(
+        &self,
+        id: &str,
+    ) -> Result<Option<Run>, EvaluationError> {
         let results = self.all_results(id).await?;
         self.end(self.get(id)?, RunStatus::Completed, String::new(), &results)
             .await

@@ -76,20 +76,24 @@ impl Inner {
             }
         };
         match ended {
-            Ok(ended) => {
+            Ok(Some(ended)) => {
                 tracing::info!(run_id = %ended.id, status = ended.status.as_str(), pass_rate = ended.results.as_ref().map(|r| r.pass_rate), "evaluation run ended");
                 if ended.status == RunStatus::Completed {
                     self.raise_alerts(&ended).await;
                 }
             }
+            // Another replica ended it first (each worker finds the last chunk finished).
+            Ok(None) => {}
             Err(err) => {
                 tracing::error!(run_id = %run.id, error = %err, "storing the end of an evaluation run failed; it resumes at the next start")
             }
         }
     }
 
-    /// Runs the samples that have no result yet. Ok(true) when all have one, Ok(false)
-    /// when cancelled, Err when the run cannot go on.
+    /// Evaluates the run's samples with the other workers (every replica's executor of
+    /// the run): claims a chunk of samples at a time and evaluates those without a
+    /// result. Ok(true) when every chunk is finished, Ok(false) when cancelled, Err when
+    /// the run cannot go on.
     pub(super) async fn run_samples(
         self: &Arc<Self>,
         run: &Run,
@@ -108,52 +112,80 @@ impl Inner {
             model,
             prompt: Arc::new(prompt),
         };
-        let done: HashSet<String> = self
-            .all_results(&run.id)
-            .await
-            .map_err(|err| format!("reading stored results: {err}"))?
-            .into_iter()
-            .map(|r| r.sample_id)
-            .collect();
         // No more samples in flight than the model takes at once: the rest would wait
         // for the provider inside their time limit and could time out unsent.
         let concurrency = (run.concurrency.max(1) as usize)
             .min(context.model.max_concurrency().unwrap_or(usize::MAX).max(1));
-        let (sender, receiver) = mpsc::channel(concurrency * 2);
+        let claims = Claims {
+            run,
+            size: (concurrency * 2).clamp(MIN_CHUNK, SAMPLE_PAGE),
+        };
+        let (sender, receiver) = mpsc::channel(concurrency * 2 + 1);
         let writer_failed = CancellationToken::new();
         let writer = tokio::spawn(self.clone().write_results(
             run.id.clone(),
             receiver,
             writer_failed.clone(),
         ));
+        let held = CancellationToken::new();
+        let renewal = tokio::spawn(self.clone().renew_claims(run.id.clone(), held.clone()));
         let slots = Arc::new(Semaphore::new(concurrency));
         let mut tasks = JoinSet::new();
         let mut failure = None;
-        let mut after = 0;
-        'pages: loop {
-            let page = match self
-                .datasets
-                .export_page(&run.dataset_id, run.dataset_version, after, SAMPLE_PAGE)
-                .await
-            {
-                Ok(page) => page,
+        let mut finished = false;
+        'work: loop {
+            while let Some(joined) = tasks.try_join_next() {
+                if matches!(joined, Err(err) if err.is_panic()) {
+                    failure = Some(PANICKED.to_owned());
+                    break 'work;
+                }
+            }
+            let claimed = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                _ = writer_failed.cancelled() => break,
+                claimed = self.claim(&claims) => claimed,
+            };
+            let (chunk, samples) = match claimed {
+                Ok(Some(claimed)) => claimed,
+                Ok(None) => {
+                    // Nothing left to claim: the run is done once every chunk is
+                    // finished (this worker's by its writer, the others' by theirs, or
+                    // after their lease lapses, by whoever claims them again).
+                    match self.store.unfinished_chunks(&run.id).await {
+                        Ok(0) => {
+                            finished = true;
+                            break;
+                        }
+                        Ok(_) => {}
+                        Err(err) => {
+                            failure = Some(format!("reading the run's claims: {err}"));
+                            break;
+                        }
+                    }
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = writer_failed.cancelled() => break,
+                        _ = tokio::time::sleep(CLAIM_POLL) => continue,
+                    }
+                }
                 Err(err) => {
-                    failure = Some(format!("reading dataset {}: {err}", run.dataset_id));
+                    failure = Some(err);
                     break;
                 }
             };
-            let Some(last) = page.last() else {
-                break;
+            let announced = Work::Chunk {
+                after: chunk.after,
+                pending: samples.len(),
             };
-            after = last.position;
-            for sample in page {
-                if done.contains(&sample.sample.id) {
-                    continue;
-                }
+            if sender.send(announced).await.is_err() {
+                break;
+            }
+            for sample in samples {
                 let slot = tokio::select! {
                     biased;
-                    _ = cancel.cancelled() => break 'pages,
-                    _ = writer_failed.cancelled() => break 'pages,
+                    _ = cancel.cancelled() => break 'work,
+                    _ = writer_failed.cancelled() => break 'work,
                     slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
                 };
                 let context = context.clone();
@@ -161,10 +193,14 @@ impl Inner {
                 let timeout = run.sample_timeout;
                 tasks.spawn(async move {
                     let result = evaluate(&context, &sample, timeout).await;
-                    let _ = sender.send(result).await;
+                    let _ = sender
+                        .send(Work::Result {
+                            chunk: chunk.after,
+                            result,
+                        })
+                        .await;
                     drop(slot);
                 });
-                while tasks.try_join_next().is_some() {}
             }
         }
         drop(sender);
@@ -183,7 +219,7 @@ impl Inner {
                 joined = tasks.join_next() => match joined {
                     None => break,
                     Some(Err(err)) if err.is_panic() && failure.is_none() => {
-                        failure = Some("evaluating a sample panicked; this is a bug, please report it".to_owned());
+                        failure = Some(PANICKED.to_owned());
                     }
                     Some(_) => {}
                 },
@@ -191,7 +227,21 @@ impl Inner {
                 _ = writer_failed.cancelled(), if !aborted => {}
             }
         }
-        match writer.await {
+        let written = writer.await;
+        held.cancel();
+        let _ = renewal.await;
+        if !finished {
+            // What this worker claimed and did not finish is for the others at once,
+            // not after its lease.
+            if let Err(err) = self
+                .store
+                .release_chunks(&run.id, &self.settings.worker)
+                .await
+            {
+                tracing::warn!(run_id = %run.id, error = %err, "releasing claimed samples failed; other replicas take them when the claim lapses");
+            }
+        }
+        match written {
             Ok(Ok(())) => {}
             Ok(Err(err)) => return Err(err),
             Err(err) => return Err(format!("the result writer stopped: {err}")),
@@ -199,34 +249,202 @@ impl Inner {
         if let Some(failure) = failure {
             return Err(failure);
         }
-        Ok(!cancel.is_cancelled())
+        Ok(finished)
     }
 
-    /// Stores results as they arrive, in batches of whatever is ready, and counts them
-    /// into the run's progress once stored.
+    /// Claims the next chunk of samples for this worker: one whose claim lapsed, else a
+    /// new one past the others; with those of its samples that have no result yet.
+    /// None when the snapshot is divided up and no claim lapsed.
+    async fn claim(
+        &self,
+        claims: &Claims<'_>,
+    ) -> Result<Option<(SampleChunk, Vec<StoredSample>)>, String> {
+        let run = claims.run;
+        let (worker, lease) = (&self.settings.worker, self.settings.claim_lease);
+        let read = |err: EvaluationError| format!("reading dataset {}: {err}", run.dataset_id);
+        let claim_failed = |err: StoreError| format!("claiming samples: {err}");
+        let (chunk, samples) = loop {
+            if let Some(chunk) = self
+                .store
+                .claim_lapsed_chunk(&run.id, worker, lease)
+                .await
+                .map_err(claim_failed)?
+            {
+                break (chunk, self.chunk_samples(run, chunk).await.map_err(read)?);
+            }
+            let frontier = self
+                .store
+                .chunk_frontier(&run.id)
+                .await
+                .map_err(claim_failed)?;
+            let page = self
+                .datasets
+                .export_page(&run.dataset_id, run.dataset_version, frontier, claims.size)
+                .await
+                .map_err(read)?;
+            let Some(last) = page.last() else {
+                return Ok(None);
+            };
+            let chunk = SampleChunk {
+                after: frontier,
+                through: last.position,
+            };
+            // Another worker may have claimed a chunk starting there first: look again.
+            if self
+                .store
+                .claim_new_chunk(&run.id, chunk, worker, lease)
+                .await
+                .map_err(claim_failed)?
+            {
+                break (chunk, page);
+            }
+        };
+        // A chunk claimed again holds the results its first worker stored.
+        let ids: Vec<String> = samples.iter().map(|s| s.sample.id.clone()).collect();
+        let done: HashSet<String> = self
+            .store
+            .existing_results(&run.id, &ids)
+            .await
+            .map_err(|err| format!("reading stored results: {err}"))?
+            .into_iter()
+            .collect();
+        let pending = samples
+            .into_iter()
+            .filter(|s| !done.contains(&s.sample.id))
+            .collect();
+        Ok(Some((chunk, pending)))
+    }
+
+    /// The samples of a chunk.
+    async fn chunk_samples(
+        &self,
+        run: &Run,
+        chunk: SampleChunk,
+    ) -> Result<Vec<StoredSample>, EvaluationError> {
+        let mut samples = Vec::new();
+        let mut after = chunk.after;
+        while after < chunk.through {
+            let page = self
+                .datasets
+                .export_page(&run.dataset_id, run.dataset_version, after, SAMPLE_PAGE)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = last.position;
+            samples.extend(page.into_iter().filter(|s| s.position <= chunk.through));
+        }
+        Ok(samples)
+    }
+
+    /// Renews this worker's claims in the run until `held` is cancelled, so they lapse
+    /// only if this process dies.
+    async fn renew_claims(self: Arc<Self>, run_id: String, held: CancellationToken) {
+        let (worker, lease) = (&self.settings.worker, self.settings.claim_lease);
+        loop {
+            tokio::select! {
+                _ = held.cancelled() => return,
+                _ = tokio::time::sleep(lease / 3) => {}
+            }
+            if let Err(err) = self.store.renew_chunks(&run_id, worker, lease).await {
+                tracing::warn!(run_id = %run_id, error = %err, "renewing claimed samples failed; another replica may evaluate them too");
+            }
+        }
+    }
+
+    /// Stores results as they arrive, in batches of whatever is ready, takes the run's
+    /// counts of stored results as its progress, and marks chunks finished once each
+    /// of their samples has a result.
     pub(super) async fn write_results(
         self: Arc<Self>,
         run_id: String,
-        mut receiver: mpsc::Receiver<SampleResult>,
+        mut receiver: mpsc::Receiver<Work>,
         failed: CancellationToken,
     ) -> Result<(), String> {
+        // Per claimed chunk, its samples without a stored result.
+        let mut pending: HashMap<i64, usize> = HashMap::new();
         while let Some(first) = receiver.recv().await {
-            let mut batch = vec![first];
-            while batch.len() < WRITE_BATCH {
+            let mut work = vec![first];
+            while work.len() < WRITE_BATCH {
                 match receiver.try_recv() {
-                    Ok(result) => batch.push(result),
+                    Ok(more) => work.push(more),
                     Err(_) => break,
                 }
             }
-            if let Err(err) = self.store.insert_results(&run_id, &batch).await {
-                failed.cancel();
-                return Err(format!("storing results: {err}"));
+            let mut batch = Vec::new();
+            let mut finished = Vec::new();
+            for item in work {
+                match item {
+                    Work::Chunk { after, pending: 0 } => finished.push(after),
+                    Work::Chunk { after, pending: n } => {
+                        pending.insert(after, n);
+                    }
+                    Work::Result { chunk, result } => batch.push((chunk, result)),
+                }
             }
-            self.count(&run_id, &batch);
+            if !batch.is_empty() {
+                let results: Vec<SampleResult> = batch.iter().map(|(_, r)| r.clone()).collect();
+                match self
+                    .store
+                    .insert_results(&run_id, &results, OnDuplicate::Skip)
+                    .await
+                {
+                    Ok(stored) => {
+                        metrics::counter!(SAMPLES_EVALUATED_TOTAL)
+                            .increment(stored.stored.len() as u64);
+                        self.take_counts(&run_id, stored.counts);
+                    }
+                    Err(err) => {
+                        failed.cancel();
+                        return Err(format!("storing results: {err}"));
+                    }
+                }
+                for (chunk, _) in &batch {
+                    if let Some(left) = pending.get_mut(chunk) {
+                        *left -= 1;
+                        if *left == 0 {
+                            pending.remove(chunk);
+                            finished.push(*chunk);
+                        }
+                    }
+                }
+            }
+            if let Err(err) = self.store.finish_chunks(&run_id, &finished).await {
+                failed.cancel();
+                return Err(format!("recording finished samples: {err}"));
+            }
         }
         Ok(())
     }
 }
+
+/// How a worker divides a run's snapshot into chunks.
+struct Claims<'a> {
+    run: &'a Run,
+    /// Samples per new chunk: about two rounds of the worker's concurrency, so a
+    /// replica that dies leaves little claimed and unstarted, and the snapshot spreads
+    /// over the replicas.
+    size: usize,
+}
+
+/// What an executor tells its result writer.
+pub(super) enum Work {
+    /// A chunk claimed, with `pending` samples to evaluate (0: it is finished already).
+    Chunk { after: i64, pending: usize },
+    /// A sample's result, of the chunk after `chunk`.
+    Result { chunk: i64, result: SampleResult },
+}
+
+/// Counter of samples this process evaluated and stored (its share of every run).
+pub(super) const SAMPLES_EVALUATED_TOTAL: &str = "llmops_run_samples_evaluated_total";
+
+/// The error of a run whose sample evaluation panicked.
+const PANICKED: &str = "evaluating a sample panicked; this is a bug, please report it";
+
+/// The fewest samples in a chunk.
+const MIN_CHUNK: usize = 8;
+
+/// How often a worker with nothing to claim looks again (another worker's claim may
+/// lapse), until every chunk is finished.
+const CLAIM_POLL: Duration = Duration::from_millis(250);
 
 /// Samples read from the dataset per page while a run goes.
 pub(super) const SAMPLE_PAGE: usize = 500;
@@ -243,6 +461,11 @@ pub(super) struct Executor {
 }
 
 impl Executor {
+    /// Cancels the executor; it exits soon after.
+    pub(super) fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
     /// Cancels the executor and waits until it has exited.
     pub(super) async fn stop(mut self) {
         self.cancel.cancel();
