@@ -976,19 +976,23 @@ async fn result_ids(cluster: &Cluster, replica: usize, run_id: &str) -> Vec<Stri
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_is_shared_by_every_replica_and_finishes_when_one_is_killed_mid_run() {
-    const SAMPLES: usize = 500;
-    const CONCURRENCY: u32 = 4;
-    let mock = MockProvider::start(Duration::from_millis(40))
-        .await
-        .unwrap();
+/// Three replicas sharing a mock model at `latency`, and a started run of `samples`
+/// samples on it at `concurrency` (per replica); returns the run's id. The directory
+/// holds the replicas' configuration.
+async fn shared_run(
+    samples: usize,
+    concurrency: u32,
+    latency: Duration,
+) -> (Cluster, MockProvider, String, tempfile::TempDir) {
+    let mock = MockProvider::start(latency).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = mock_provider_config(dir.path(), &mock);
-    let config = config.to_str().unwrap();
-    let mut cluster = Cluster::start(
+    let cluster = Cluster::start(
         3,
-        &[("LLMOPS_CONFIG", config), ("LLMOPS_LEADER_LEASE", "2s")],
+        &[
+            ("LLMOPS_CONFIG", config.to_str().unwrap()),
+            ("LLMOPS_LEADER_LEASE", "2s"),
+        ],
     )
     .await;
     let channel = cluster.channel(0).await;
@@ -1012,7 +1016,7 @@ async fn a_run_is_shared_by_every_replica_and_finishes_when_one_is_killed_mid_ru
     evaluation
         .add_samples(pb::AddSamplesRequest {
             dataset_id: dataset.id.clone(),
-            samples: (0..SAMPLES)
+            samples: (0..samples)
                 .map(|i| pb::Sample {
                     id: format!("s{i:03}"),
                     input: Some(prost_types::Value {
@@ -1028,7 +1032,7 @@ async fn a_run_is_shared_by_every_replica_and_finishes_when_one_is_killed_mid_ru
         .create_run(pb::CreateRunRequest {
             run: Some(pb::Run {
                 model: "mock".into(),
-                concurrency: CONCURRENCY,
+                concurrency,
                 ..echo_run(&dataset.id, "shared-run")
             }),
         })
@@ -1043,6 +1047,31 @@ async fn a_run_is_shared_by_every_replica_and_finishes_when_one_is_killed_mid_ru
         })
         .await
         .unwrap();
+    (cluster, mock, run.id, dir)
+}
+
+/// Run `id` as replica `replica` shows it.
+async fn run_on(cluster: &Cluster, replica: usize, id: &str) -> pb::Run {
+    EvaluationServiceClient::new(cluster.channel(replica).await)
+        .get_run(pb::GetRunRequest { run_id: id.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_is_shared_by_every_replica_and_finishes_when_one_is_killed_mid_run() {
+    const SAMPLES: usize = 500;
+    const CONCURRENCY: u32 = 4;
+    let (mut cluster, mock, run_id, _config) =
+        shared_run(SAMPLES, CONCURRENCY, Duration::from_millis(40)).await;
+    let mut evaluation = EvaluationServiceClient::new(cluster.channel(0).await);
+    let run = pb::Run {
+        id: run_id,
+        ..Default::default()
+    };
 
     // Every replica takes a share; replica 2's progress counts the others' results.
     let mut watcher = EvaluationServiceClient::new(cluster.channel(2).await);
@@ -1127,5 +1156,58 @@ async fn a_run_is_shared_by_every_replica_and_finishes_when_one_is_killed_mid_ru
     assert!(
         shares.iter().sum::<f64>() <= SAMPLES as f64,
         "shares {shares:?}: a stored result counts once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_cancelled_on_one_replica_stops_on_every_replica_with_its_results_summarised() {
+    let (cluster, mock, run_id, _config) = shared_run(500, 4, Duration::from_millis(40)).await;
+    let start = Instant::now();
+    while run_on(&cluster, 0, &run_id).await.progress.unwrap().done < 60 {
+        assert!(start.elapsed() < PROPAGATION_LIMIT, "{}", cluster.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cancelled = EvaluationServiceClient::new(cluster.channel(1).await)
+        .cancel_run(pb::CancelRunRequest {
+            run_id: run_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap();
+    assert_eq!(cancelled.status, pb::RunStatus::Cancelled as i32);
+    let summarised = cancelled.results.unwrap().total;
+    assert!(summarised < 500, "cancelled mid-run: {summarised}");
+
+    // Every replica stops: the model hears no more, and nothing is stored after the end.
+    let mut calls = mock.requests();
+    let start = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = mock.requests();
+        if now == calls {
+            break;
+        }
+        calls = now;
+        assert!(
+            start.elapsed() < PROPAGATION_LIMIT,
+            "replicas kept calling the model after the cancel; logs:\n{}",
+            cluster.logs()
+        );
+    }
+    for replica in 0..3 {
+        let seen = run_on(&cluster, replica, &run_id).await;
+        assert_eq!(
+            seen.status,
+            pb::RunStatus::Cancelled as i32,
+            "replica {replica}"
+        );
+        assert_eq!(seen.results.unwrap().total, summarised, "replica {replica}");
+    }
+    assert_eq!(
+        result_ids(&cluster, 2, &run_id).await.len() as u64,
+        summarised,
+        "the summary counts every stored result, and none was stored after it"
     );
 }

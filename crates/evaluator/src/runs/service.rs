@@ -5,13 +5,15 @@
 //! report their pass rates.
 //!
 //! Runs live in memory as `watch` channels (the current state, which `WatchRun` follows)
-//! and in storage. Status changes happen under one lock and are stored before they are
-//! published. Each started run has an executor task: it pages through the dataset
-//! snapshot, keeps up to `concurrency` samples in flight, and hands finished results to
-//! a writer that stores them in batches (whatever finished while the last batch was
-//! committing), so each result is durable moments after it is known. A run that was
-//! RUNNING at shutdown stays RUNNING in storage and resumes its remaining samples when
-//! the service opens again.
+//! and in storage. Status changes happen under one lock, are stored (compare-and-set on
+//! the stored status, as other processes change runs too) before they are published.
+//! Each process serving a running run has an executor task for it, one worker of the
+//! run: it claims chunks of the dataset snapshot (shared with the other processes' workers
+//! through storage), keeps up to `concurrency` samples in flight, and hands finished
+//! results to a writer that stores them in batches (whatever finished while the last
+//! batch was committing), so each result is durable moments after it is known. A run
+//! that was RUNNING at shutdown stays RUNNING in storage; other processes go on with it,
+//! and this one rejoins it when the service opens again.
 
 mod alerting;
 mod results;
@@ -165,12 +167,22 @@ impl RunService {
         };
         let status = stored.status;
         match inner.runs.get(id) {
-            Some(sender) if sender.borrow().status == status => {
+            // A running run's news is its count of results (this process may have
+            // counted its own further already).
+            Some(sender) if status == RunStatus::Running && sender.borrow().status == status => {
                 drop(sender);
                 inner.take_counts(id, stored.progress.counts());
             }
+            // Otherwise the stored run is the newest: an end is stored again when
+            // results stored meanwhile are summarised too.
             Some(sender) => {
-                sender.send_replace(stored.clone());
+                sender.send_if_modified(|run| {
+                    let changed = *run != stored;
+                    if changed {
+                        *run = stored.clone();
+                    }
+                    changed
+                });
             }
             None => {
                 inner
