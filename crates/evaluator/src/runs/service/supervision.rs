@@ -196,7 +196,7 @@ impl Inner {
                     let _ = sender
                         .send(Work::Result {
                             chunk: chunk.after,
-                            result,
+                            result: Box::new(result),
                         })
                         .await;
                     drop(slot);
@@ -369,7 +369,8 @@ impl Inner {
                     Err(_) => break,
                 }
             }
-            let mut batch = Vec::new();
+            let mut results = Vec::new();
+            let mut chunks = Vec::new();
             let mut finished = Vec::new();
             for item in work {
                 match item {
@@ -377,11 +378,13 @@ impl Inner {
                     Work::Chunk { after, pending: n } => {
                         pending.insert(after, n);
                     }
-                    Work::Result { chunk, result } => batch.push((chunk, result)),
+                    Work::Result { chunk, result } => {
+                        chunks.push(chunk);
+                        results.push(*result);
+                    }
                 }
             }
-            if !batch.is_empty() {
-                let results: Vec<SampleResult> = batch.iter().map(|(_, r)| r.clone()).collect();
+            if !results.is_empty() {
                 match self
                     .store
                     .insert_results(&run_id, &results, OnDuplicate::Skip)
@@ -397,12 +400,12 @@ impl Inner {
                         return Err(format!("storing results: {err}"));
                     }
                 }
-                for (chunk, _) in &batch {
-                    if let Some(left) = pending.get_mut(chunk) {
+                for chunk in chunks {
+                    if let Some(left) = pending.get_mut(&chunk) {
                         *left -= 1;
                         if *left == 0 {
-                            pending.remove(chunk);
-                            finished.push(*chunk);
+                            pending.remove(&chunk);
+                            finished.push(chunk);
                         }
                     }
                 }
@@ -430,7 +433,10 @@ pub(super) enum Work {
     /// A chunk claimed, with `pending` samples to evaluate (0: it is finished already).
     Chunk { after: i64, pending: usize },
     /// A sample's result, of the chunk after `chunk`.
-    Result { chunk: i64, result: SampleResult },
+    Result {
+        chunk: i64,
+        result: Box<SampleResult>,
+    },
 }
 
 /// Counter of samples this process evaluated and stored (its share of every run).
