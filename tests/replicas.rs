@@ -845,6 +845,15 @@ async fn one_sample_dataset(
     evaluation: &mut EvaluationServiceClient<Channel>,
     name: &str,
 ) -> String {
+    dataset_of(evaluation, name, [("a".to_owned(), "x".to_owned())]).await
+}
+
+/// A dataset named `name` holding samples of (id, text input); returns its id.
+async fn dataset_of(
+    evaluation: &mut EvaluationServiceClient<Channel>,
+    name: &str,
+    samples: impl IntoIterator<Item = (String, String)>,
+) -> String {
     let dataset = evaluation
         .create_dataset(pb::CreateDatasetRequest {
             dataset: Some(pb::Dataset {
@@ -860,13 +869,16 @@ async fn one_sample_dataset(
     evaluation
         .add_samples(pb::AddSamplesRequest {
             dataset_id: dataset.id.clone(),
-            samples: vec![pb::Sample {
-                id: "a".into(),
-                input: Some(prost_types::Value {
-                    kind: Some(prost_types::value::Kind::StringValue("x".into())),
-                }),
-                ..Default::default()
-            }],
+            samples: samples
+                .into_iter()
+                .map(|(id, input)| pb::Sample {
+                    id,
+                    input: Some(prost_types::Value {
+                        kind: Some(prost_types::value::Kind::StringValue(input)),
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
         })
         .await
         .unwrap();
@@ -1001,39 +1013,18 @@ async fn shared_run(
     create_version(&mut prompts, "shared-run", "1.0.0")
         .await
         .unwrap();
-    let dataset = evaluation
-        .create_dataset(pb::CreateDatasetRequest {
-            dataset: Some(pb::Dataset {
-                name: "shared-run".into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .dataset
-        .unwrap();
-    evaluation
-        .add_samples(pb::AddSamplesRequest {
-            dataset_id: dataset.id.clone(),
-            samples: (0..samples)
-                .map(|i| pb::Sample {
-                    id: format!("s{i:03}"),
-                    input: Some(prost_types::Value {
-                        kind: Some(prost_types::value::Kind::StringValue(format!("q{i}"))),
-                    }),
-                    ..Default::default()
-                })
-                .collect(),
-        })
-        .await
-        .unwrap();
+    let dataset_id = dataset_of(
+        &mut evaluation,
+        "shared-run",
+        (0..samples).map(|i| (format!("s{i:03}"), format!("q{i}"))),
+    )
+    .await;
     let run = evaluation
         .create_run(pb::CreateRunRequest {
             run: Some(pb::Run {
                 model: "mock".into(),
                 concurrency,
-                ..echo_run(&dataset.id, "shared-run")
+                ..echo_run(&dataset_id, "shared-run")
             }),
         })
         .await

@@ -34,7 +34,7 @@ use dashmap::DashMap;
 use futures_util::stream::{self, StreamExt};
 use llmops_alerts::AlertSink;
 use llmops_registry::{Registry, VersionSelector};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;

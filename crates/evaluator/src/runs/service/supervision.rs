@@ -122,10 +122,12 @@ impl Inner {
         };
         let (sender, receiver) = mpsc::channel(concurrency * 2 + 1);
         let writer_failed = CancellationToken::new();
+        let chunk_finished = Arc::new(Notify::new());
         let writer = tokio::spawn(self.clone().write_results(
             run.id.clone(),
             receiver,
             writer_failed.clone(),
+            chunk_finished.clone(),
         ));
         let held = CancellationToken::new();
         let renewal = tokio::spawn(self.clone().renew_claims(run.id.clone(), held.clone()));
@@ -163,9 +165,12 @@ impl Inner {
                             break;
                         }
                     }
+                    // This worker's own last chunk usually finishes the run: look again as
+                    // soon as its writer finishes one, else after a while.
                     tokio::select! {
                         _ = cancel.cancelled() => break,
                         _ = writer_failed.cancelled() => break,
+                        _ = chunk_finished.notified() => continue,
                         _ = tokio::time::sleep(CLAIM_POLL) => continue,
                     }
                 }
@@ -352,12 +357,13 @@ impl Inner {
 
     /// Stores results as they arrive, in batches of whatever is ready, takes the run's
     /// counts of stored results as its progress, and marks chunks finished once each
-    /// of their samples has a result.
+    /// of their samples has a result (and says so on `chunk_finished`).
     pub(super) async fn write_results(
         self: Arc<Self>,
         run_id: String,
         mut receiver: mpsc::Receiver<Work>,
         failed: CancellationToken,
+        chunk_finished: Arc<Notify>,
     ) -> Result<(), String> {
         // Per claimed chunk, its samples without a stored result.
         let mut pending: HashMap<i64, usize> = HashMap::new();
@@ -413,6 +419,9 @@ impl Inner {
             if let Err(err) = self.store.finish_chunks(&run_id, &finished).await {
                 failed.cancel();
                 return Err(format!("recording finished samples: {err}"));
+            }
+            if !finished.is_empty() {
+                chunk_finished.notify_one();
             }
         }
         Ok(())
