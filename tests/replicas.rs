@@ -900,20 +900,10 @@ fn echo_run(dataset_id: &str, prompt: &str) -> pb::Run {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_started_on_one_replica_is_read_on_the_others_once_it_ends() {
-    let cluster = Cluster::start(3, &[]).await;
-    let channel = cluster.channel(0).await;
-    let mut prompts = PromptServiceClient::new(channel.clone());
-    let mut evaluation = EvaluationServiceClient::new(channel);
-    create_version(&mut prompts, "evaluated", "1.0.0")
-        .await
-        .unwrap();
-    let dataset_id = one_sample_dataset(&mut evaluation, "evaluated").await;
+/// Creates `run` and starts it; returns its id.
+async fn start_run(evaluation: &mut EvaluationServiceClient<Channel>, run: pb::Run) -> String {
     let run = evaluation
-        .create_run(pb::CreateRunRequest {
-            run: Some(echo_run(&dataset_id, "evaluated")),
-        })
+        .create_run(pb::CreateRunRequest { run: Some(run) })
         .await
         .unwrap()
         .into_inner()
@@ -925,13 +915,27 @@ async fn a_run_started_on_one_replica_is_read_on_the_others_once_it_ends() {
         })
         .await
         .unwrap();
+    run.id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_started_on_one_replica_is_read_on_the_others_once_it_ends() {
+    let cluster = Cluster::start(3, &[]).await;
+    let channel = cluster.channel(0).await;
+    let mut prompts = PromptServiceClient::new(channel.clone());
+    let mut evaluation = EvaluationServiceClient::new(channel);
+    create_version(&mut prompts, "evaluated", "1.0.0")
+        .await
+        .unwrap();
+    let dataset_id = one_sample_dataset(&mut evaluation, "evaluated").await;
+    let run_id = start_run(&mut evaluation, echo_run(&dataset_id, "evaluated")).await;
     for replica in [1, 2] {
         let mut client = EvaluationServiceClient::new(cluster.channel(replica).await);
         let start = Instant::now();
         loop {
             let seen = client
                 .get_run(pb::GetRunRequest {
-                    run_id: run.id.clone(),
+                    run_id: run_id.clone(),
                 })
                 .await
                 .ok()
@@ -1019,26 +1023,13 @@ async fn shared_run(
         (0..samples).map(|i| (format!("s{i:03}"), format!("q{i}"))),
     )
     .await;
-    let run = evaluation
-        .create_run(pb::CreateRunRequest {
-            run: Some(pb::Run {
-                model: "mock".into(),
-                concurrency,
-                ..echo_run(&dataset_id, "shared-run")
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .run
-        .unwrap();
-    evaluation
-        .start_run(pb::StartRunRequest {
-            run_id: run.id.clone(),
-        })
-        .await
-        .unwrap();
-    (cluster, mock, run.id, dir)
+    let run = pb::Run {
+        model: "mock".into(),
+        concurrency,
+        ..echo_run(&dataset_id, "shared-run")
+    };
+    let run_id = start_run(&mut evaluation, run).await;
+    (cluster, mock, run_id, dir)
 }
 
 /// Run `id` as replica `replica` shows it.
@@ -1059,11 +1050,6 @@ async fn a_run_is_shared_by_every_replica_and_finishes_when_one_is_killed_mid_ru
     let (mut cluster, mock, run_id, _config) =
         shared_run(SAMPLES, CONCURRENCY, Duration::from_millis(40)).await;
     let mut evaluation = EvaluationServiceClient::new(cluster.channel(0).await);
-    let run = pb::Run {
-        id: run_id,
-        ..Default::default()
-    };
-
     // Every replica takes a share; replica 2's progress counts the others' results.
     let mut watcher = EvaluationServiceClient::new(cluster.channel(2).await);
     let start = Instant::now();
@@ -1071,7 +1057,7 @@ async fn a_run_is_shared_by_every_replica_and_finishes_when_one_is_killed_mid_ru
         let share = cluster.counter(1, SAMPLES_EVALUATED).await;
         let progress = watcher
             .get_run(pb::GetRunRequest {
-                run_id: run.id.clone(),
+                run_id: run_id.clone(),
             })
             .await
             .unwrap()
@@ -1097,7 +1083,7 @@ async fn a_run_is_shared_by_every_replica_and_finishes_when_one_is_killed_mid_ru
     let ended = loop {
         let seen = evaluation
             .get_run(pb::GetRunRequest {
-                run_id: run.id.clone(),
+                run_id: run_id.clone(),
             })
             .await
             .unwrap()
@@ -1122,7 +1108,7 @@ async fn a_run_is_shared_by_every_replica_and_finishes_when_one_is_killed_mid_ru
     );
     assert_eq!(ended.progress.unwrap().done, SAMPLES as u64);
     assert_eq!(ended.results.unwrap().total, SAMPLES as u64);
-    let mut ids = result_ids(&cluster, 2, &run.id).await;
+    let mut ids = result_ids(&cluster, 2, &run_id).await;
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), SAMPLES, "one result per sample");

@@ -147,11 +147,7 @@ fn not_found(id: &str) -> EvaluationError {
 impl RunService {
     /// Whether this process executes run `id` now.
     pub fn executes(&self, id: &str) -> bool {
-        self.inner
-            .executors
-            .lock()
-            .expect("executors lock")
-            .contains_key(id)
+        self.inner.executor(id).is_some()
     }
 
     /// Reloads run `id` after another process created it, changed its status or stored
@@ -190,13 +186,7 @@ impl RunService {
                     .insert(id.to_owned(), watch::channel(stored.clone()).0);
             }
         }
-        let executor = inner
-            .executors
-            .lock()
-            .expect("executors lock")
-            .get(id)
-            .cloned();
-        match executor {
+        match inner.executor(id) {
             // Not waited for: it ends by itself, and its end would wait for this lock.
             Some(executor) if status.is_terminal() => executor.cancel(),
             None if status == RunStatus::Running
@@ -516,13 +506,7 @@ impl RunService {
         let inner = &self.inner;
         inner.get(id)?;
         loop {
-            let executor = inner
-                .executors
-                .lock()
-                .expect("executors lock")
-                .get(id)
-                .cloned();
-            if let Some(executor) = executor {
+            if let Some(executor) = inner.executor(id) {
                 executor.stop().await;
             }
             // The executor has exited, so the stored results are final: summarise them
@@ -530,12 +514,7 @@ impl RunService {
             let results = inner.all_results(id).await?;
             let _guard = inner.transitions.lock().await;
             // A StartRun that got the lock first has just spawned an executor: stop it too.
-            if inner
-                .executors
-                .lock()
-                .expect("executors lock")
-                .contains_key(id)
-            {
+            if inner.executor(id).is_some() {
                 continue;
             }
             let run = inner.get(id)?;
@@ -562,6 +541,15 @@ impl Inner {
             .get(id)
             .map(|sender| sender.borrow().clone())
             .ok_or_else(|| not_found(id))
+    }
+
+    /// This process's executor of run `id`, while it runs.
+    fn executor(&self, id: &str) -> Option<Executor> {
+        self.executors
+            .lock()
+            .expect("executors lock")
+            .get(id)
+            .cloned()
     }
 
     /// The exact version a run's prompt fields select now.

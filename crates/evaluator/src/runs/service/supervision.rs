@@ -85,7 +85,7 @@ impl Inner {
             // Another replica ended it first (each worker finds the last chunk finished).
             Ok(None) => {}
             Err(err) => {
-                tracing::error!(run_id = %run.id, error = %err, "storing the end of an evaluation run failed; it resumes at the next start")
+                tracing::error!(run_id = %run.id, error = %err, "storing the end of an evaluation run failed; another replica's worker, or this one when it joins the run again, ends it")
             }
         }
     }
@@ -116,10 +116,10 @@ impl Inner {
         // for the provider inside their time limit and could time out unsent.
         let concurrency = (run.concurrency.max(1) as usize)
             .min(context.model.max_concurrency().unwrap_or(usize::MAX).max(1));
-        let claims = Claims {
-            run,
-            size: (concurrency * 2).clamp(MIN_CHUNK, SAMPLE_PAGE),
-        };
+        // About two rounds of the worker's concurrency per new chunk, so a replica that
+        // dies leaves little claimed and unstarted, and the snapshot spreads over the
+        // replicas.
+        let chunk_size = (concurrency * 2).clamp(MIN_CHUNK, SAMPLE_PAGE);
         let (sender, receiver) = mpsc::channel(concurrency * 2 + 1);
         let writer_failed = CancellationToken::new();
         let chunk_finished = Arc::new(Notify::new());
@@ -146,7 +146,7 @@ impl Inner {
                 biased;
                 _ = cancel.cancelled() => break,
                 _ = writer_failed.cancelled() => break,
-                claimed = self.claim(&claims) => claimed,
+                claimed = self.claim(run, chunk_size) => claimed,
             };
             let (chunk, samples) = match claimed {
                 Ok(Some(claimed)) => claimed,
@@ -262,9 +262,9 @@ impl Inner {
     /// None when the snapshot is divided up and no claim lapsed.
     async fn claim(
         &self,
-        claims: &Claims<'_>,
+        run: &Run,
+        chunk_size: usize,
     ) -> Result<Option<(SampleChunk, Vec<StoredSample>)>, String> {
-        let run = claims.run;
         let (worker, lease) = (&self.settings.worker, self.settings.claim_lease);
         let read = |err: EvaluationError| format!("reading dataset {}: {err}", run.dataset_id);
         let claim_failed = |err: StoreError| format!("claiming samples: {err}");
@@ -284,7 +284,7 @@ impl Inner {
                 .map_err(claim_failed)?;
             let page = self
                 .datasets
-                .export_page(&run.dataset_id, run.dataset_version, frontier, claims.size)
+                .export_page(&run.dataset_id, run.dataset_version, frontier, chunk_size)
                 .await
                 .map_err(read)?;
             let Some(last) = page.last() else {
@@ -426,15 +426,6 @@ impl Inner {
         }
         Ok(())
     }
-}
-
-/// How a worker divides a run's snapshot into chunks.
-struct Claims<'a> {
-    run: &'a Run,
-    /// Samples per new chunk: about two rounds of the worker's concurrency, so a
-    /// replica that dies leaves little claimed and unstarted, and the snapshot spreads
-    /// over the replicas.
-    size: usize,
 }
 
 /// What an executor tells its result writer.

@@ -75,9 +75,10 @@ impl Inner {
         next.updated_at = now;
         if let Trigger::Tick { due } = &trigger {
             next.next_run_at = self.next_due(schedule, now.max(*due));
-            // The previous run is still going only if it executes here: the replica
-            // that held this role before may have died with it unfinished (it resumes
-            // when a replica restarts), and a dead run must not hold the schedule back.
+            // The previous run is still going only if it executes here: every replica
+            // works on every running run, so one that does not execute here was left
+            // pending (the replica that held this role died between creating and
+            // starting it) or is being ended, and must not hold the schedule back.
             let previous = self.runs.get(&schedule.last_run_id).ok();
             let going =
                 previous.filter(|run| !run.status.is_terminal() && self.runs.executes(&run.id));
