@@ -27,6 +27,7 @@ use llmops_core::{Clock, SystemClock};
 use llmops_evaluator::dataset_users::DatasetUsers;
 use llmops_evaluator::datasets::DatasetService;
 use llmops_evaluator::gates::GateService;
+use llmops_evaluator::providers::limits::{Quota, SharedQuota};
 use llmops_evaluator::providers::openai::OpenAiProvider;
 use llmops_evaluator::providers::registry::ProviderRegistry;
 use llmops_evaluator::providers::{ConfiguredProvider, Provider, ProviderSet};
@@ -403,11 +404,24 @@ async fn open_storage(
         .await
         .context("loading datasets")?;
     let datasets = Arc::new(datasets);
+    // Replicas count the providers' caps together, in the database, so the caps hold
+    // for the deployment as the provider sees it.
+    let (quota, quota_renewal) = if storage.is_shared() {
+        let shared = SharedQuota::new(
+            storage.cluster.clone(),
+            membership.id(),
+            config.leader_lease,
+        );
+        let renewal = tokio::spawn(shared.clone().renew(stop.clone()));
+        (Quota::Shared(shared), Some(renewal))
+    } else {
+        (Quota::Local, None)
+    };
     let providers = providers
         .into_iter()
         .map(|settings| {
             let name = settings.name.clone();
-            OpenAiProvider::new(settings)
+            OpenAiProvider::with_quota(settings, quota.clone())
                 .map(|provider| Arc::new(provider) as Arc<dyn Provider>)
                 .with_context(|| format!("setting up provider {name}"))
         })
@@ -424,9 +438,16 @@ async fn open_storage(
             .collect(),
         config.providers_health.settings(),
     );
-    // Every replica probes: selection on each reads its own view of provider health,
-    // which is not shared between replicas yet. The probes are cheap reads.
-    let probes = tokio::spawn(provider_set.health().clone().run(stop.clone()));
+    // Replicas share probes: the prober role's holder probes for all of them.
+    let probes = if storage.is_shared() {
+        tokio::spawn(provider_set.health().clone().run_shared(
+            membership.leadership(Role::ProviderProber),
+            storage.cluster.clone(),
+            stop.clone(),
+        ))
+    } else {
+        tokio::spawn(provider_set.health().clone().run(stop.clone()))
+    };
     let providers = Arc::new(ProviderRegistry::new(provider_set));
     let runs = RunService::open(
         storage.runs.clone(),
@@ -520,6 +541,7 @@ async fn open_storage(
         probes,
         tokio::spawn(membership.clone().run(stop.clone())),
     ];
+    background.extend(quota_renewal);
     background.extend(follow::spawn(
         &storage,
         follow::Followed {

@@ -15,6 +15,7 @@ use llmops::pb::alert_service_client::AlertServiceClient;
 use llmops::pb::cluster_service_client::ClusterServiceClient;
 use llmops::pb::evaluation_service_client::EvaluationServiceClient;
 use llmops::pb::prompt_service_client::PromptServiceClient;
+use llmops::pb::provider_service_client::ProviderServiceClient;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tonic::Code;
@@ -433,6 +434,7 @@ async fn every_background_role_has_one_holder_and_a_dead_ones_roles_move_within_
         "webhook-sender",
         "retention",
         "experiment-monitor",
+        "provider-prober",
     ];
     for role in roles {
         let holders = status
@@ -1043,13 +1045,29 @@ async fn run_on(cluster: &Cluster, replica: usize, id: &str) -> pb::Run {
         .unwrap()
 }
 
+/// Run `id` once it ended, as replica `replica` shows it (polled, for up to a minute).
+async fn run_ended(cluster: &Cluster, replica: usize, id: &str) -> pb::Run {
+    let start = Instant::now();
+    loop {
+        let seen = run_on(cluster, replica, id).await;
+        if seen.status != pb::RunStatus::Running as i32 {
+            return seen;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "run {id} never ended; logs:\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_is_shared_by_every_replica_and_finishes_when_one_is_killed_mid_run() {
     const SAMPLES: usize = 500;
     const CONCURRENCY: u32 = 4;
     let (mut cluster, mock, run_id, _config) =
         shared_run(SAMPLES, CONCURRENCY, Duration::from_millis(40)).await;
-    let mut evaluation = EvaluationServiceClient::new(cluster.channel(0).await);
     // Every replica takes a share; replica 2's progress counts the others' results.
     let mut watcher = EvaluationServiceClient::new(cluster.channel(2).await);
     let start = Instant::now();
@@ -1079,27 +1097,7 @@ async fn a_run_is_shared_by_every_replica_and_finishes_when_one_is_killed_mid_ru
     };
     cluster.kill(1);
 
-    let start = Instant::now();
-    let ended = loop {
-        let seen = evaluation
-            .get_run(pb::GetRunRequest {
-                run_id: run_id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .run
-            .unwrap();
-        if seen.status != pb::RunStatus::Running as i32 {
-            break seen;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the run never ended; logs:\n{}",
-            cluster.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let ended = run_ended(&cluster, 0, &run_id).await;
     assert_eq!(
         ended.status,
         pb::RunStatus::Completed as i32,
@@ -1187,4 +1185,178 @@ async fn a_run_cancelled_on_one_replica_stops_on_every_replica_with_its_results_
         summarised,
         "the summary counts every stored result, and none was stored after it"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_caps_hold_for_the_whole_deployment_not_per_replica() {
+    // Two models: one capped at 3 calls in flight, one at 1,200 calls a minute (20/s).
+    // Each replica alone stays under either cap; three together would not, were the caps
+    // counted per replica.
+    const IN_FLIGHT_CAP: u64 = 3;
+    const PER_SECOND_CAP: f64 = 20.0;
+    let concurrent = MockProvider::start(Duration::from_millis(60))
+        .await
+        .unwrap();
+    let paced = MockProvider::start(Duration::from_millis(5)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("llmops.toml");
+    let entry = |name: &str, mock: &MockProvider, cap: &str| {
+        format!(
+            "[[providers]]\nname = {name:?}\nkind = \"openai\"\nbase_url = {:?}\nmodel = \"m\"\n\
+             timeout = \"10s\"\nmax_retries = 0\n{cap}\n",
+            mock.base_url()
+        )
+    };
+    std::fs::write(
+        &config,
+        entry(
+            "concurrent",
+            &concurrent,
+            &format!("max_concurrency = {IN_FLIGHT_CAP}"),
+        ) + &entry("paced", &paced, "requests_per_minute = 1200"),
+    )
+    .unwrap();
+    let cluster = Cluster::start(
+        3,
+        &[
+            ("LLMOPS_CONFIG", config.to_str().unwrap()),
+            ("LLMOPS_LEADER_LEASE", "2s"),
+        ],
+    )
+    .await;
+    let channel = cluster.channel(0).await;
+    let mut prompts = PromptServiceClient::new(channel.clone());
+    let mut evaluation = EvaluationServiceClient::new(channel);
+    create_version(&mut prompts, "capped", "1.0.0")
+        .await
+        .unwrap();
+
+    let dataset_id = dataset_of(
+        &mut evaluation,
+        "capped-concurrency",
+        (0..150).map(|i| (format!("s{i:03}"), format!("q{i}"))),
+    )
+    .await;
+    let run = pb::Run {
+        model: "concurrent".into(),
+        concurrency: 8,
+        ..echo_run(&dataset_id, "capped")
+    };
+    let run_id = start_run(&mut evaluation, run).await;
+    let ended = run_ended(&cluster, 0, &run_id).await;
+    assert_eq!(ended.status, pb::RunStatus::Completed as i32, "{ended:?}");
+    let shares = [
+        cluster.counter(0, SAMPLES_EVALUATED).await,
+        cluster.counter(1, SAMPLES_EVALUATED).await,
+        cluster.counter(2, SAMPLES_EVALUATED).await,
+    ];
+    assert!(
+        shares.iter().filter(|share| **share > 0.0).count() >= 2,
+        "the run was shared, so the cap was shared: shares {shares:?}"
+    );
+    assert!(
+        concurrent.peak_in_flight() <= IN_FLIGHT_CAP,
+        "{} calls in flight at once under a deployment cap of {IN_FLIGHT_CAP}",
+        concurrent.peak_in_flight()
+    );
+    assert_eq!(
+        concurrent.peak_in_flight(),
+        IN_FLIGHT_CAP,
+        "the cap is used whole"
+    );
+
+    let dataset_id = dataset_of(
+        &mut evaluation,
+        "capped-rate",
+        (0..81).map(|i| (format!("s{i:03}"), format!("q{i}"))),
+    )
+    .await;
+    let run = pb::Run {
+        model: "paced".into(),
+        concurrency: 8,
+        ..echo_run(&dataset_id, "capped")
+    };
+    let run_id = start_run(&mut evaluation, run).await;
+    let ended = run_ended(&cluster, 1, &run_id).await;
+    assert_eq!(ended.status, pb::RunStatus::Completed as i32, "{ended:?}");
+    let arrivals = paced.arrivals();
+    assert_eq!(arrivals.len(), 81);
+    let span = arrivals[80].duration_since(arrivals[0]).as_secs_f64();
+    let rate = 80.0 / span;
+    assert!(
+        rate <= PER_SECOND_CAP * 1.1,
+        "{rate:.1} calls/s under a deployment cap of {PER_SECOND_CAP}/s"
+    );
+    assert!(
+        rate >= PER_SECOND_CAP * 0.8,
+        "{rate:.1} calls/s: the cap of {PER_SECOND_CAP}/s was not used"
+    );
+}
+
+/// Whether replica `replica` shows provider `name` healthy, and whether it was probed.
+async fn provider_health(cluster: &Cluster, replica: usize, name: &str) -> (bool, bool) {
+    let providers = ProviderServiceClient::new(cluster.channel(replica).await)
+        .list_providers(pb::ListProvidersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .providers;
+    let provider = providers
+        .into_iter()
+        .find(|provider| provider.name == name)
+        .unwrap();
+    (provider.healthy, provider.last_probe_at.is_some())
+}
+
+/// Waits until every replica shows provider `name` probed, healthy or not as `healthy`.
+async fn wait_for_health(cluster: &Cluster, name: &str, healthy: bool) {
+    let start = Instant::now();
+    for replica in 0..3 {
+        while provider_health(cluster, replica, name).await != (healthy, true) {
+            assert!(
+                start.elapsed() < PROPAGATION_LIMIT,
+                "replica {replica} never showed {name} healthy = {healthy}; logs:\n{}",
+                cluster.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_probes_a_provider_for_all_and_every_replica_shows_its_health() {
+    let interval = Duration::from_millis(200);
+    let mock = MockProvider::start(Duration::from_millis(1)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = mock_provider_config(dir.path(), &mock);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("[providers_health]\ninterval = \"200ms\"\nfailure_threshold = 2\n");
+    std::fs::write(&config, text).unwrap();
+    let cluster = Cluster::start(
+        3,
+        &[
+            ("LLMOPS_CONFIG", config.to_str().unwrap()),
+            ("LLMOPS_LEADER_LEASE", "2s"),
+        ],
+    )
+    .await;
+    wait_for_health(&cluster, "mock", true).await;
+
+    // One replica probes: about one probe a round, where three probing replicas would
+    // send three.
+    let (before, start) = (mock.probes(), Instant::now());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let probes = mock.probes() - before;
+    let rounds = start.elapsed().as_secs_f64() / interval.as_secs_f64();
+    assert!(
+        (probes as f64) <= rounds + 2.0,
+        "{probes} probes in {rounds:.0} rounds: more than one replica probes"
+    );
+    assert!(probes > 0, "nobody probes");
+
+    // What the prober finds, every replica shows.
+    mock.set_down(true);
+    wait_for_health(&cluster, "mock", false).await;
+    mock.set_down(false);
+    wait_for_health(&cluster, "mock", true).await;
 }

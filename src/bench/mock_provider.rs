@@ -45,6 +45,11 @@ static CRITERION: LazyLock<Regex> = LazyLock::new(|| {
 #[derive(Debug, Default)]
 struct Counters {
     requests: AtomicU64,
+    /// Completion requests being answered now, and the most there ever were at once.
+    in_flight: AtomicU64,
+    peak_in_flight: AtomicU64,
+    /// When each completion request arrived, in arrival order.
+    arrivals: std::sync::Mutex<Vec<std::time::Instant>>,
     probes: AtomicU64,
     latency_ms: AtomicU64,
     /// While set, every request answers 503.
@@ -94,6 +99,20 @@ impl MockProvider {
     /// Chat completion requests answered (or refused) so far.
     pub fn requests(&self) -> u64 {
         self.counters.requests.load(Ordering::Relaxed)
+    }
+
+    /// The most completion requests that were being answered at once.
+    pub fn peak_in_flight(&self) -> u64 {
+        self.counters.peak_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// When each completion request arrived, in arrival order.
+    pub fn arrivals(&self) -> Vec<std::time::Instant> {
+        self.counters
+            .arrivals
+            .lock()
+            .expect("arrivals lock")
+            .clone()
     }
 
     /// Health probes (`GET /v1/models`) answered (or refused) so far.
@@ -146,12 +165,35 @@ async fn models(State(counters): State<Arc<Counters>>, headers: HeaderMap) -> Re
     axum::Json(json!({"object": "list", "data": []})).into_response()
 }
 
+/// Counts a request as in flight until dropped (on every way out of the handler).
+struct InFlight<'a>(&'a Counters);
+
+impl<'a> InFlight<'a> {
+    fn enter(counters: &'a Counters) -> Self {
+        let now = counters.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        counters.peak_in_flight.fetch_max(now, Ordering::SeqCst);
+        Self(counters)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 async fn complete(
     State(counters): State<Arc<Counters>>,
     headers: HeaderMap,
     body: String,
 ) -> Response {
     counters.requests.fetch_add(1, Ordering::Relaxed);
+    counters
+        .arrivals
+        .lock()
+        .expect("arrivals lock")
+        .push(std::time::Instant::now());
+    let _answering = InFlight::enter(&counters);
     if counters.down.load(Ordering::SeqCst) {
         return unavailable(&headers);
     }

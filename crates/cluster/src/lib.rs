@@ -13,7 +13,7 @@ mod store;
 pub use membership::{
     run_while_held, ClusterStatus, Leadership, Membership, MembershipSettings, ReplicaStatus,
 };
-pub use store::{Change, ClusterStore, LeaseRow, ReplicaRow, StoreError};
+pub use store::{Change, ClusterStore, LeaseRow, ProbeRow, ReplicaRow, StoreError};
 
 use std::fmt;
 
@@ -28,15 +28,18 @@ pub enum Role {
     Retention,
     /// Raises and resolves experiment alerts.
     ExperimentMonitor,
+    /// Probes the providers' health for every replica.
+    ProviderProber,
 }
 
 impl Role {
     /// Every role, in display order.
-    pub const ALL: [Role; 4] = [
+    pub const ALL: [Role; 5] = [
         Role::Scheduler,
         Role::WebhookSender,
         Role::Retention,
         Role::ExperimentMonitor,
+        Role::ProviderProber,
     ];
 
     /// The role's name in the database and in answers.
@@ -46,6 +49,7 @@ impl Role {
             Role::WebhookSender => "webhook-sender",
             Role::Retention => "retention",
             Role::ExperimentMonitor => "experiment-monitor",
+            Role::ProviderProber => "provider-prober",
         }
     }
 }

@@ -46,6 +46,21 @@ pub struct Change {
     pub key: String,
 }
 
+/// A provider's health as the prober last found it, shared with the other replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeRow {
+    /// The provider's configured name.
+    pub provider: String,
+    /// Whether it counts as serving.
+    pub healthy: bool,
+    /// Failed probes since the last successful one.
+    pub consecutive_failures: u32,
+    /// Why the last probe failed, while probes are failing.
+    pub last_error: String,
+    /// When the last probe ended, in microseconds since the Unix epoch.
+    pub probed_at_us: i64,
+}
+
 /// Membership, leases and the change log in the shared database.
 #[async_trait]
 pub trait ClusterStore: Send + Sync + 'static {
@@ -94,4 +109,40 @@ pub trait ClusterStore: Send + Sync + 'static {
     /// Deletes changes older than `age`; a process that fell further behind reloads
     /// everything instead.
     async fn prune_changes(&self, age: Duration) -> Result<u64, StoreError>;
+
+    /// Takes one of `provider`'s first `capacity` call slots for `holder` until `lease`
+    /// from now, if one is free (never taken, released, or its lease lapsed); its
+    /// number, or `None` while every one is held.
+    async fn take_call_slot(
+        &self,
+        provider: &str,
+        capacity: u32,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<Option<u32>, StoreError>;
+
+    /// Frees `provider`'s call slot `slot` if `holder` still holds it.
+    async fn release_call_slot(
+        &self,
+        provider: &str,
+        slot: u32,
+        holder: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Extends every call slot `holder` holds to `lease` from now; how many it holds.
+    async fn renew_call_slots(&self, holder: &str, lease: Duration) -> Result<u64, StoreError>;
+
+    /// Reserves the start of one call to `provider`, `spacing` after the start the
+    /// previous reservation got (or now, when that is past); how long to wait for it.
+    async fn reserve_call_start(
+        &self,
+        provider: &str,
+        spacing: Duration,
+    ) -> Result<Duration, StoreError>;
+
+    /// Replaces the stored health of each provider in `probes`.
+    async fn store_probes(&self, probes: &[ProbeRow]) -> Result<(), StoreError>;
+
+    /// Every provider's stored health.
+    async fn probes(&self) -> Result<Vec<ProbeRow>, StoreError>;
 }

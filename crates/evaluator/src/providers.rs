@@ -5,10 +5,12 @@
 //! retries of 429 and 5xx answers with exponential backoff that honours `Retry-After`.
 //! [`echo`] answers with the prompt itself, so evaluations run offline for demos and tests.
 //! [`health`] probes the providers and keeps their recent call statistics; [`selection`]
-//! picks the best healthy one (what the model `auto` means).
+//! picks the best healthy one (what the model `auto` means). [`limits`] counts a
+//! provider's caps, per process or for the whole deployment.
 
 pub mod echo;
 pub mod health;
+pub mod limits;
 pub mod openai;
 pub mod registry;
 pub mod selection;

@@ -143,6 +143,9 @@ const FOR_UPDATE: &str = " FOR UPDATE";
 /// holds, so concurrent claimers each take a different row without waiting.
 const SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";
 
+/// The larger of two values (SQLite's two-argument `MAX` is the same function).
+const GREATEST: &str = "GREATEST";
+
 /// The database clock now, in microseconds since the Unix epoch (leases and heartbeats).
 const NOW_US: &str = "CAST(EXTRACT(EPOCH FROM statement_timestamp()) * 1000000 AS BIGINT)";
 

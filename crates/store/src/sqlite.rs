@@ -152,6 +152,9 @@ const FOR_UPDATE: &str = "";
 /// Claims need no row locks on SQLite: its one writer connection serialises them.
 const SKIP_LOCKED: &str = "";
 
+/// The larger of two values (SQLite's two-argument `MAX` is the same function).
+const GREATEST: &str = "MAX";
+
 /// The database clock now, in microseconds since the Unix epoch (leases and heartbeats).
 const NOW_US: &str = "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)";
 

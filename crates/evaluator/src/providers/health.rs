@@ -12,6 +12,11 @@
 //! treating unknown as down would leave a freshly started server with nothing to choose
 //! (and a server with probing turned off with nothing ever).
 //!
+//! Replicas of one deployment share probes ([`ProviderHealth::run_shared`]): the one
+//! holding the prober role probes and stores what it found, the others take it, so a
+//! provider is probed once per round however many replicas there are and every
+//! replica selects by the same health. Call statistics stay each replica's own.
+//!
 //! Probes and real calls both feed a rolling window of the last [`CALL_WINDOW`]
 //! requests per provider, from which `latency_p50` (of the successful ones: a refused
 //! connection answers fast and would flatter a dead provider) and `error_rate` come.
@@ -24,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use llmops_cluster::{ClusterStore, Leadership, ProbeRow};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
@@ -289,6 +295,85 @@ impl ProviderHealth {
                 _ = stop.cancelled() => return,
                 _ = self.probe_all() => {}
             }
+        }
+    }
+
+    /// Like [`ProviderHealth::run`], for replicas that share probes through `store`:
+    /// while this replica holds `prober` it probes and stores what it found; otherwise
+    /// it takes the stored health, so one replica probes for all and every replica
+    /// selects by the same health.
+    pub async fn run_shared(
+        self: Arc<Self>,
+        prober: Leadership,
+        store: Arc<dyn ClusterStore>,
+        stop: CancellationToken,
+    ) {
+        if !self.settings.enabled || !self.tracked.iter().any(|t| t.probed) {
+            return;
+        }
+        let mut ticks = tokio::time::interval(self.settings.interval);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            let shared = if prober.is_held() {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = self.probe_all() => {}
+                }
+                store.store_probes(&self.probe_rows()).await
+            } else {
+                store.probes().await.map(|rows| self.adopt(&rows))
+            };
+            if let Err(error) = shared {
+                tracing::warn!(%error, "sharing provider health failed; trying again next round");
+            }
+        }
+    }
+
+    /// The probed providers' health, for the other replicas.
+    fn probe_rows(&self) -> Vec<ProbeRow> {
+        self.tracked
+            .iter()
+            .filter_map(|tracked| {
+                let state = tracked.state.lock().expect("provider state lock");
+                let probed_at = state.last_probe_at?;
+                Some(ProbeRow {
+                    provider: tracked.name.clone(),
+                    healthy: state.healthy,
+                    consecutive_failures: state.consecutive_failures,
+                    last_error: state.last_error.clone(),
+                    probed_at_us: probed_at.timestamp_micros(),
+                })
+            })
+            .collect()
+    }
+
+    /// Takes the health another replica probed. Rows of providers this replica does
+    /// not know (a configuration rolling out) are passed over.
+    fn adopt(&self, rows: &[ProbeRow]) {
+        for row in rows {
+            let Some(tracked) = self
+                .tracked
+                .iter()
+                .find(|tracked| tracked.probed && tracked.name == row.provider)
+            else {
+                continue;
+            };
+            {
+                let mut state = tracked.state.lock().expect("provider state lock");
+                if state.healthy != row.healthy {
+                    tracing::info!(provider = %tracked.name, healthy = row.healthy, "provider health changed, as probed by another replica");
+                }
+                state.healthy = row.healthy;
+                state.consecutive_failures = row.consecutive_failures;
+                state.last_error.clone_from(&row.last_error);
+                state.last_probe_at = DateTime::from_timestamp_micros(row.probed_at_us);
+            }
+            metrics::gauge!(PROVIDER_HEALTHY, "provider" => tracked.name.clone())
+                .set(if row.healthy { 1.0 } else { 0.0 });
         }
     }
 

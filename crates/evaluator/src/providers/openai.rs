@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
-use tokio::sync::{Mutex, Semaphore};
 
+use super::limits::{CallLimits, Quota};
 use super::{Completion, CompletionRequest, Provider, ProviderError, QueueClock};
 
 /// The longest `Retry-After` honoured; longer asks are capped.
@@ -79,9 +79,7 @@ pub struct OpenAiProvider {
     redactor: llmops_redact::Redactor,
     url: String,
     http: reqwest::Client,
-    in_flight: Option<Semaphore>,
-    /// When the next request may start, under a requests-per-minute cap.
-    next_start: Option<Mutex<Instant>>,
+    limits: CallLimits,
 }
 
 enum Attempt {
@@ -94,8 +92,13 @@ enum Attempt {
 }
 
 impl OpenAiProvider {
-    /// A client for `settings`.
+    /// A client for `settings`, whose caps are counted in this process.
     pub fn new(settings: OpenAiSettings) -> Result<Self, ProviderError> {
+        Self::with_quota(settings, Quota::Local)
+    }
+
+    /// A client for `settings`, whose caps are counted where `quota` says.
+    pub fn with_quota(settings: OpenAiSettings, quota: Quota) -> Result<Self, ProviderError> {
         let http = reqwest::Client::builder()
             .timeout(settings.timeout)
             .build()
@@ -106,29 +109,16 @@ impl OpenAiProvider {
                 "{}/chat/completions",
                 settings.base_url.trim_end_matches('/')
             ),
-            in_flight: settings.max_concurrency.map(Semaphore::new),
-            next_start: settings
-                .requests_per_minute
-                .map(|_| Mutex::new(Instant::now())),
+            limits: CallLimits::new(
+                &settings.name,
+                settings.max_concurrency,
+                settings.requests_per_minute,
+                quota,
+                settings.timeout,
+            ),
             http,
             settings,
         })
-    }
-
-    /// Waits for this request's slot under the requests-per-minute cap.
-    async fn pace(&self) {
-        let (Some(next_start), Some(rpm)) = (&self.next_start, self.settings.requests_per_minute)
-        else {
-            return;
-        };
-        let spacing = Duration::from_secs(60) / rpm.max(1);
-        let start = {
-            let mut next = next_start.lock().await;
-            let start = (*next).max(Instant::now());
-            *next = start + spacing;
-            start
-        };
-        tokio::time::sleep_until(start.into()).await;
     }
 
     fn body(&self, request: &CompletionRequest) -> Value {
@@ -142,7 +132,9 @@ impl OpenAiProvider {
     async fn attempt(&self, body: &Value, queue: &QueueClock) -> Attempt {
         {
             let _waiting = queue.wait();
-            self.pace().await;
+            if let Err(error) = self.limits.pace().await {
+                return Attempt::Fail(error);
+            }
         }
         let started = Instant::now();
         let mut call = self.http.post(&self.url).json(body);
@@ -353,17 +345,9 @@ impl OpenAiProvider {
         &self,
         request: &CompletionRequest,
     ) -> Result<Completion, ProviderError> {
-        let _permit = match &self.in_flight {
-            Some(semaphore) => {
-                let _waiting = request.queue.wait();
-                Some(
-                    semaphore
-                        .acquire()
-                        .await
-                        .map_err(|e| ProviderError::Connection(e.to_string()))?,
-                )
-            }
-            None => None,
+        let _slot = {
+            let _waiting = request.queue.wait();
+            self.limits.slot().await?
         };
         let body = self.body(request);
         let mut retries = 0;

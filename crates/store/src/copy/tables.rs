@@ -27,9 +27,18 @@ use Kind::{Bool, Int, Real, Text};
 /// and leases mean nothing to the target's processes, and the change log only serves
 /// caches of processes running now (the target's processes load everything at start).
 /// Sample chunks are claims of the source's workers: the target's workers divide a
-/// running run's snapshot again and skip the samples that have a result.
+/// running run's snapshot again and skip the samples that have a result. Provider call
+/// slots, pacing and probes belong to the source's processes; the target's probe again.
 #[cfg(test)]
-pub(crate) const NOT_COPIED: &[&str] = &["replicas", "leases", "changes", "eval_run_chunks"];
+pub(crate) const NOT_COPIED: &[&str] = &[
+    "replicas",
+    "leases",
+    "changes",
+    "eval_run_chunks",
+    "provider_call_slots",
+    "provider_call_pacing",
+    "provider_probes",
+];
 
 pub(crate) const TABLES: &[Table] = &[
     Table {

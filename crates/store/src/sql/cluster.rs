@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use llmops_cluster::{Change, ClusterStore, LeaseRow, ReplicaRow, StoreError};
+use llmops_cluster::{Change, ClusterStore, LeaseRow, ProbeRow, ReplicaRow, StoreError};
 use sqlx::Row;
 
-use super::{sequencer, Connection, Store, NOW_US};
+use super::{sequencer, Connection, Store, GREATEST, NOW_US, SKIP_LOCKED};
 use crate::error::db_error;
 
 const CHANGES: &str = "changes";
@@ -66,6 +66,11 @@ impl ClusterStore for Store {
             .await
             .map_err(db_error)?;
         sqlx::query("DELETE FROM leases WHERE holder = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        sqlx::query("UPDATE provider_call_slots SET holder = NULL WHERE holder = $1")
             .bind(id)
             .execute(&mut *tx)
             .await
@@ -186,6 +191,151 @@ impl ClusterStore for Store {
         .await
         .map_err(db_error)?;
         Ok(pruned.rows_affected())
+    }
+
+    async fn take_call_slot(
+        &self,
+        provider: &str,
+        capacity: u32,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<Option<u32>, StoreError> {
+        // A free slot among those that exist: racing takers each lock a different row
+        // (or find none), so no slot is given twice.
+        let taken: Option<i64> = sqlx::query_scalar(&format!(
+            "UPDATE provider_call_slots SET holder = $3, expires_at_us = {NOW_US} + $4
+             WHERE provider = $1 AND slot = (
+                 SELECT slot FROM provider_call_slots
+                 WHERE provider = $1 AND slot < $2
+                   AND (holder IS NULL OR expires_at_us < {NOW_US})
+                 ORDER BY slot LIMIT 1{SKIP_LOCKED})
+             RETURNING slot"
+        ))
+        .bind(provider)
+        .bind(i64::from(capacity))
+        .bind(holder)
+        .bind(micros(lease))
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(db_error)?;
+        if let Some(slot) = taken {
+            return Ok(Some(slot as u32));
+        }
+        // None free: add the next number while fewer than `capacity` exist. Two racing
+        // adders pick the same number and the key lets one of them in.
+        let added: Option<i64> = sqlx::query_scalar(&format!(
+            "INSERT INTO provider_call_slots (provider, slot, holder, expires_at_us)
+             SELECT $1, COUNT(*), $3, {NOW_US} + $4 FROM provider_call_slots
+             WHERE provider = $1 HAVING COUNT(*) < $2
+             ON CONFLICT (provider, slot) DO NOTHING
+             RETURNING slot"
+        ))
+        .bind(provider)
+        .bind(i64::from(capacity))
+        .bind(holder)
+        .bind(micros(lease))
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(db_error)?;
+        Ok(added.map(|slot| slot as u32))
+    }
+
+    async fn release_call_slot(
+        &self,
+        provider: &str,
+        slot: u32,
+        holder: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE provider_call_slots SET holder = NULL
+             WHERE provider = $1 AND slot = $2 AND holder = $3",
+        )
+        .bind(provider)
+        .bind(i64::from(slot))
+        .bind(holder)
+        .execute(&self.writer)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn renew_call_slots(&self, holder: &str, lease: Duration) -> Result<u64, StoreError> {
+        let renewed = sqlx::query(&format!(
+            "UPDATE provider_call_slots SET expires_at_us = {NOW_US} + $2 WHERE holder = $1"
+        ))
+        .bind(holder)
+        .bind(micros(lease))
+        .execute(&self.writer)
+        .await
+        .map_err(db_error)?;
+        Ok(renewed.rows_affected())
+    }
+
+    async fn reserve_call_start(
+        &self,
+        provider: &str,
+        spacing: Duration,
+    ) -> Result<Duration, StoreError> {
+        // One statement: the row's lock orders racing callers, each one `spacing` after
+        // the one before, so the deployment's starts are spaced as one client's would be.
+        let wait_us: i64 = sqlx::query_scalar(&format!(
+            "INSERT INTO provider_call_pacing (provider, next_start_us)
+             VALUES ($1, {NOW_US} + $2)
+             ON CONFLICT (provider) DO UPDATE SET next_start_us =
+                 {GREATEST}(provider_call_pacing.next_start_us, {NOW_US}) + $2
+             RETURNING next_start_us - $2 - {NOW_US}"
+        ))
+        .bind(provider)
+        .bind(micros(spacing))
+        .fetch_one(&self.writer)
+        .await
+        .map_err(db_error)?;
+        Ok(Duration::from_micros(wait_us.max(0) as u64))
+    }
+
+    async fn store_probes(&self, probes: &[ProbeRow]) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await.map_err(db_error)?;
+        for probe in probes {
+            sqlx::query(
+                "INSERT INTO provider_probes
+                     (provider, healthy, consecutive_failures, last_error, probed_at_us)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (provider) DO UPDATE SET
+                     healthy = excluded.healthy,
+                     consecutive_failures = excluded.consecutive_failures,
+                     last_error = excluded.last_error,
+                     probed_at_us = excluded.probed_at_us",
+            )
+            .bind(&probe.provider)
+            .bind(probe.healthy)
+            .bind(i64::from(probe.consecutive_failures))
+            .bind(&probe.last_error)
+            .bind(probe.probed_at_us)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn probes(&self) -> Result<Vec<ProbeRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT provider, healthy, consecutive_failures, last_error, probed_at_us
+             FROM provider_probes ORDER BY provider",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| ProbeRow {
+                provider: row.get(0),
+                healthy: row.get(1),
+                consecutive_failures: u32::try_from(row.get::<i64, _>(2)).unwrap_or(u32::MAX),
+                last_error: row.get(3),
+                probed_at_us: row.get(4),
+            })
+            .collect())
     }
 }
 

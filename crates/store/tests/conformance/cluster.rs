@@ -121,3 +121,179 @@ pub(crate) async fn definition_changes_are_logged_densely_in_commit_order(db: Te
         0
     );
 }
+
+pub(crate) async fn call_slots_are_held_up_to_the_cap_until_released_or_lapsed(db: TestDatabase) {
+    let storage = db.open().await;
+    let cluster = &storage.cluster;
+    let long = Duration::from_secs(60);
+    let mut held = Vec::new();
+    for holder in ["a", "b", "a"] {
+        held.push(
+            cluster
+                .take_call_slot("gpt", 3, holder, long)
+                .await
+                .unwrap()
+                .expect("a slot under the cap"),
+        );
+    }
+    held.sort();
+    assert_eq!(held, vec![0, 1, 2], "slots are numbered densely from 0");
+    assert_eq!(
+        cluster.take_call_slot("gpt", 3, "c", long).await.unwrap(),
+        None,
+        "a fourth call beside three holders of a cap of 3"
+    );
+    // Caps are per provider.
+    assert!(cluster
+        .take_call_slot("claude", 1, "c", long)
+        .await
+        .unwrap()
+        .is_some());
+    // Only the holder releases its slot.
+    cluster
+        .release_call_slot("gpt", held[0], "c")
+        .await
+        .unwrap();
+    assert_eq!(
+        cluster.take_call_slot("gpt", 3, "c", long).await.unwrap(),
+        None
+    );
+    let a_slot = held[0];
+    cluster.release_call_slot("gpt", a_slot, "a").await.ok();
+    cluster.release_call_slot("gpt", a_slot, "b").await.ok();
+    assert_eq!(
+        cluster.take_call_slot("gpt", 3, "c", long).await.unwrap(),
+        Some(a_slot),
+        "a released slot is free"
+    );
+    // A lowered cap counts only the first slots; a raised one adds the next number.
+    assert_eq!(
+        cluster.take_call_slot("gpt", 2, "d", long).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        cluster.take_call_slot("gpt", 4, "d", long).await.unwrap(),
+        Some(3)
+    );
+
+    // A lapsed slot goes to the next caller unless its holder renewed it.
+    let short = Duration::from_millis(300);
+    let e = cluster
+        .take_call_slot("judge", 2, "e", short)
+        .await
+        .unwrap()
+        .unwrap();
+    let f = cluster
+        .take_call_slot("judge", 2, "f", short)
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(cluster.renew_call_slots("e", short).await.unwrap(), 1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        cluster.take_call_slot("judge", 2, "g", long).await.unwrap(),
+        Some(f),
+        "f's lapsed slot is taken, e's renewed one is not"
+    );
+    assert_eq!(
+        cluster.take_call_slot("judge", 2, "g", long).await.unwrap(),
+        None
+    );
+    let _ = e;
+
+    // A replica that stops frees its slots at once.
+    cluster.register_replica("d", "d:1", "0.1.0").await.unwrap();
+    cluster.stop_replica("d").await.unwrap();
+    assert_eq!(
+        cluster.take_call_slot("gpt", 4, "h", long).await.unwrap(),
+        Some(3)
+    );
+}
+
+pub(crate) async fn racing_callers_never_hold_more_slots_than_the_cap(db: TestDatabase) {
+    let storage = db.open().await;
+    let mut racers = Vec::new();
+    for caller in 0..12 {
+        let cluster = storage.cluster.clone();
+        racers.push(tokio::spawn(async move {
+            cluster
+                .take_call_slot("gpt", 5, &format!("r{caller}"), Duration::from_secs(60))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut slots = Vec::new();
+    for racer in racers {
+        slots.extend(racer.await.unwrap());
+    }
+    slots.sort();
+    assert!(slots.len() <= 5, "{slots:?} given for a cap of 5");
+    assert!(
+        slots.windows(2).all(|pair| pair[0] != pair[1]),
+        "one slot given twice: {slots:?}"
+    );
+    assert!(!slots.is_empty());
+}
+
+pub(crate) async fn call_starts_are_spaced_for_every_caller_together(db: TestDatabase) {
+    let storage = db.open().await;
+    let spacing = Duration::from_millis(100);
+    let mut racers = Vec::new();
+    for _ in 0..10 {
+        let cluster = storage.cluster.clone();
+        racers.push(tokio::spawn(async move {
+            cluster.reserve_call_start("gpt", spacing).await.unwrap()
+        }));
+    }
+    let mut waits = Vec::new();
+    for racer in racers {
+        waits.push(racer.await.unwrap());
+    }
+    waits.sort();
+    // Ten reservations made within a few milliseconds get starts about 0, 100, ...,
+    // 900 ms away: each one spacing after the previous.
+    for (index, wait) in waits.iter().enumerate() {
+        let ideal = spacing * index as u32;
+        assert!(
+            *wait <= ideal && ideal - *wait < Duration::from_millis(80),
+            "reservation {index} waits {wait:?}, not about {ideal:?}: {waits:?}"
+        );
+    }
+    // Another provider is paced apart.
+    assert!(storage
+        .cluster
+        .reserve_call_start("claude", spacing)
+        .await
+        .unwrap()
+        .is_zero());
+}
+
+pub(crate) async fn probed_health_is_stored_per_provider_and_replaced(db: TestDatabase) {
+    use llmops_cluster::ProbeRow;
+    let storage = db.open().await;
+    let cluster = &storage.cluster;
+    let row = |provider: &str, healthy: bool, failures: u32, at: i64| ProbeRow {
+        provider: provider.into(),
+        healthy,
+        consecutive_failures: failures,
+        last_error: if healthy {
+            String::new()
+        } else {
+            "HTTP 503".into()
+        },
+        probed_at_us: at,
+    };
+    cluster
+        .store_probes(&[row("gpt", true, 0, 1), row("claude", false, 3, 1)])
+        .await
+        .unwrap();
+    cluster
+        .store_probes(&[row("gpt", false, 2, 2)])
+        .await
+        .unwrap();
+    assert_eq!(
+        cluster.probes().await.unwrap(),
+        vec![row("claude", false, 3, 1), row("gpt", false, 2, 2)]
+    );
+}

@@ -91,6 +91,10 @@ macro_rules! conformance {
                     racing_replicas_take_a_free_lease_once,
                     heartbeats_move_and_old_replicas_are_forgotten,
                     definition_changes_are_logged_densely_in_commit_order,
+                    call_slots_are_held_up_to_the_cap_until_released_or_lapsed,
+                    racing_callers_never_hold_more_slots_than_the_cap,
+                    call_starts_are_spaced_for_every_caller_together,
+                    probed_health_is_stored_per_provider_and_replaced,
                 ],
             );
         }
