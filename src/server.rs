@@ -25,7 +25,7 @@ use llmops_alerts::AlertService;
 use llmops_cluster::{run_while_held, Membership, MembershipSettings, Role};
 use llmops_core::{Clock, SystemClock};
 use llmops_evaluator::dataset_users::DatasetUsers;
-use llmops_evaluator::datasets::DatasetService;
+use llmops_evaluator::datasets::{DatasetService, ImportLeases};
 use llmops_evaluator::gates::GateService;
 use llmops_evaluator::providers::limits::{Quota, SharedQuota};
 use llmops_evaluator::providers::openai::OpenAiProvider;
@@ -400,9 +400,16 @@ async fn open_storage(
     .await
     .context("loading experiments")?;
     let experiments = Arc::new(experiments);
-    let datasets = DatasetService::open(storage.datasets.clone())
-        .await
-        .context("loading datasets")?;
+    let datasets = DatasetService::open(
+        storage.datasets.clone(),
+        ImportLeases {
+            holder: membership.id().to_owned(),
+            lease: config.leader_lease,
+            alone: !storage.is_shared(),
+        },
+    )
+    .await
+    .context("loading datasets")?;
     let datasets = Arc::new(datasets);
     // Replicas count the providers' caps together, in the database, so the caps hold
     // for the deployment as the provider sees it.

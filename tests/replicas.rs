@@ -569,7 +569,7 @@ async fn a_server_lists_itself_holding_every_role_and_a_clean_stop_frees_them_at
     assert!(replica.is_self);
     assert_eq!(replica.state, pb::ReplicaState::Alive as i32);
     assert_eq!(replica.address, server.address.to_string());
-    assert_eq!(replica.roles.len(), 4, "{replica:?}");
+    assert_eq!(replica.roles.len(), 5, "{replica:?}");
     server.stop().await;
 
     // On PostgreSQL a replica that stops cleanly frees its roles: another takes them at
@@ -850,6 +850,17 @@ async fn one_sample_dataset(
     dataset_of(evaluation, name, [("a".to_owned(), "x".to_owned())]).await
 }
 
+/// A sample of a text input.
+fn text_sample(id: &str, input: &str) -> pb::Sample {
+    pb::Sample {
+        id: id.into(),
+        input: Some(prost_types::Value {
+            kind: Some(prost_types::value::Kind::StringValue(input.into())),
+        }),
+        ..Default::default()
+    }
+}
+
 /// A dataset named `name` holding samples of (id, text input); returns its id.
 async fn dataset_of(
     evaluation: &mut EvaluationServiceClient<Channel>,
@@ -873,13 +884,7 @@ async fn dataset_of(
             dataset_id: dataset.id.clone(),
             samples: samples
                 .into_iter()
-                .map(|(id, input)| pb::Sample {
-                    id,
-                    input: Some(prost_types::Value {
-                        kind: Some(prost_types::value::Kind::StringValue(input)),
-                    }),
-                    ..Default::default()
-                })
+                .map(|(id, input)| text_sample(&id, &input))
                 .collect(),
         })
         .await
@@ -1359,4 +1364,137 @@ async fn one_replica_probes_a_provider_for_all_and_every_replica_shows_its_healt
     wait_for_health(&cluster, "mock", false).await;
     mock.set_down(false);
     wait_for_health(&cluster, "mock", true).await;
+}
+
+/// A batch of an import into `dataset_id`: samples `{prefix}{i}` for `range`.
+fn import_batch(
+    dataset_id: &str,
+    prefix: &str,
+    range: std::ops::Range<usize>,
+) -> pb::ImportSamplesRequest {
+    pb::ImportSamplesRequest {
+        dataset_id: dataset_id.into(),
+        samples: range
+            .map(|i| text_sample(&format!("{prefix}{i}"), "q"))
+            .collect(),
+    }
+}
+
+/// Opens an import on replica `replica` whose stream stays open until the sender is
+/// dropped (which commits it), and waits until the import holds the dataset.
+async fn open_import(
+    cluster: &Cluster,
+    replica: usize,
+    first: pb::ImportSamplesRequest,
+) -> (
+    tokio::sync::mpsc::Sender<pb::ImportSamplesRequest>,
+    tokio::task::JoinHandle<Result<tonic::Response<pb::ImportSamplesResponse>, tonic::Status>>,
+) {
+    let dataset_id = first.dataset_id.clone();
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    sender.send(first).await.unwrap();
+    let mut client = EvaluationServiceClient::new(cluster.channel(replica).await);
+    let call = tokio::spawn(async move {
+        client
+            .import_samples(tokio_stream::wrappers::ReceiverStream::new(receiver))
+            .await
+    });
+    // The importing replica refuses any other change of the dataset once its import
+    // holds it (a delete of a missing sample is refused before it is looked for).
+    let start = Instant::now();
+    let mut importer = EvaluationServiceClient::new(cluster.channel(replica).await);
+    loop {
+        let refused = importer
+            .delete_samples(pb::DeleteSamplesRequest {
+                dataset_id: dataset_id.clone(),
+                sample_ids: vec!["no-such-sample".into()],
+            })
+            .await
+            .unwrap_err();
+        if refused.code() == Code::FailedPrecondition {
+            return (sender, call);
+        }
+        assert!(
+            start.elapsed() < PROPAGATION_LIMIT,
+            "the import never began"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Adds sample `id` to the dataset through replica `replica`.
+async fn add_one(
+    cluster: &Cluster,
+    replica: usize,
+    dataset_id: &str,
+    id: &str,
+) -> Result<pb::Dataset, tonic::Status> {
+    EvaluationServiceClient::new(cluster.channel(replica).await)
+        .add_samples(pb::AddSamplesRequest {
+            dataset_id: dataset_id.into(),
+            samples: vec![text_sample(id, "q")],
+        })
+        .await
+        .map(|response| response.into_inner().dataset.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_holds_its_dataset_on_every_replica_until_it_ends_or_its_replica_dies() {
+    let mut cluster = Cluster::start(3, &[("LLMOPS_LEADER_LEASE", "2s")]).await;
+    let mut evaluation = EvaluationServiceClient::new(cluster.channel(0).await);
+    let id = dataset_of(
+        &mut evaluation,
+        "imported",
+        [("s0".to_owned(), "q".to_owned())],
+    )
+    .await;
+
+    let (sender, call) = open_import(&cluster, 0, import_batch(&id, "a", 0..100)).await;
+    let refused = add_one(&cluster, 1, &id, "x").await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains("import"),
+        "{}",
+        refused.message()
+    );
+    let competing = EvaluationServiceClient::new(cluster.channel(2).await)
+        .import_samples(tokio_stream::iter([import_batch(&id, "b", 0..10)]))
+        .await
+        .unwrap_err();
+    assert_eq!(competing.code(), Code::FailedPrecondition, "{competing:?}");
+    let delete = EvaluationServiceClient::new(cluster.channel(2).await)
+        .delete_dataset(pb::DeleteDatasetRequest {
+            dataset_id: id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(delete.code(), Code::FailedPrecondition, "{delete:?}");
+
+    sender.send(import_batch(&id, "a", 100..200)).await.unwrap();
+    drop(sender);
+    let imported = call.await.unwrap().unwrap().into_inner().dataset.unwrap();
+    assert_eq!((imported.version, imported.sample_count), (3, 201));
+    // Another replica builds on the import at once, whether or not it has heard of it.
+    let added = add_one(&cluster, 1, &id, "x").await.unwrap();
+    assert_eq!((added.version, added.sample_count), (4, 202));
+
+    // An import whose replica dies holds the dataset until its reservation lapses; then
+    // its staged samples are gone and the next change goes through.
+    let (_sender, _call) = open_import(&cluster, 2, import_batch(&id, "c", 0..100)).await;
+    cluster.kill(2);
+    let killed_at = Instant::now();
+    let after = loop {
+        match add_one(&cluster, 1, &id, "c0").await {
+            Ok(dataset) => break dataset,
+            Err(status) => assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}"),
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(10),
+            "the dead replica's import still holds the dataset; logs:\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // "c0" was staged by the dead import; it is added now, as the only new sample.
+    assert_eq!((after.version, after.sample_count), (5, 203));
 }

@@ -6,9 +6,12 @@
 //! the commit moves the dataset to that version (one small write), and an abandoned
 //! import (an error, a client that went away, a crash) deletes them. The dataset is
 //! reserved for the import meanwhile: other changes to it are FAILED_PRECONDITION rather
-//! than waiting behind a stream that may take minutes.
+//! than waiting behind a stream that may take minutes. The reservation is stored
+//! ([`DatasetStore::begin_import`]) and renewed while the import runs, so it holds for
+//! every replica, and lapses when the importing process dies.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use dashmap::DashSet;
@@ -20,11 +23,26 @@ use super::store::DatasetStore;
 use super::validate::check_samples;
 use crate::error::{EvaluationError, StoreError};
 
+/// Who holds imports' reservations, and for how long without renewal.
+#[derive(Debug, Clone)]
+pub struct ImportLeases {
+    /// This process (its replica id).
+    pub holder: String,
+    /// How long a reservation outlives its last renewal; it is renewed every third.
+    pub lease: Duration,
+    /// Whether this process is the only one on its database (embedded SQLite): then
+    /// every stored reservation at start is a dead process's.
+    pub alone: bool,
+}
+
 /// An import in progress. Dropped without [`ImportSession::commit`], it deletes what it
 /// stored and releases the dataset.
 pub struct ImportSession {
     store: Arc<dyn DatasetStore>,
     importing: Arc<DashSet<String>>,
+    holder: String,
+    /// Renews the stored reservation until the import ends.
+    renewal: tokio::task::JoinHandle<()>,
     /// The dataset as it was when the import began; nothing else changes it meanwhile.
     base: Dataset,
     hash: ContentHash,
@@ -43,16 +61,26 @@ impl std::fmt::Debug for ImportSession {
 }
 
 impl ImportSession {
+    /// An import into `base`, whose reservation `leases.holder` has just stored.
     pub(super) fn new(
         store: Arc<dyn DatasetStore>,
         importing: Arc<DashSet<String>>,
+        leases: &ImportLeases,
         base: Dataset,
         max_samples: usize,
     ) -> Self {
+        let renewal = tokio::spawn(renew(
+            store.clone(),
+            base.id.clone(),
+            leases.holder.clone(),
+            leases.lease,
+        ));
         Self {
             hash: ContentHash::from_hex(&base.content_hash).unwrap_or_default(),
             store,
             importing,
+            holder: leases.holder.clone(),
+            renewal,
             base,
             staged: 0,
             max_samples,
@@ -142,8 +170,10 @@ impl ImportSession {
             updated_at: Utc::now(),
             ..self.base.clone()
         };
-        self.store.update_dataset(&next).await?;
-        self.finished = true;
+        self.renewal.abort();
+        let committed = self.store.commit_import(&next, &self.holder).await;
+        self.finished = committed.is_ok();
+        committed?;
         self.importing.remove(&self.base.id);
         Ok(next)
     }
@@ -151,6 +181,7 @@ impl ImportSession {
 
 impl Drop for ImportSession {
     fn drop(&mut self) {
+        self.renewal.abort();
         if self.finished {
             return;
         }
@@ -158,8 +189,9 @@ impl Drop for ImportSession {
         let importing = self.importing.clone();
         let dataset_id = self.base.id.clone();
         let version = self.base.version;
+        let holder = self.holder.clone();
         let discard = async move {
-            match store.discard_samples_after(&dataset_id, version).await {
+            match store.abandon_import(&dataset_id, version, &holder).await {
                 // Released only once the samples are gone: a later change of the dataset
                 // reuses their version and would otherwise take them in.
                 Ok(()) => {
@@ -168,7 +200,7 @@ impl Drop for ImportSession {
                 Err(err) => tracing::warn!(
                     error = %err,
                     dataset = %dataset_id,
-                    "discarding an abandoned import failed; the dataset stays reserved until the next start discards it"
+                    "discarding an abandoned import failed; the dataset stays reserved until its reservation lapses"
                 ),
             }
         };
@@ -178,6 +210,24 @@ impl Drop for ImportSession {
             }
             Err(_) => {
                 tracing::warn!(dataset = %self.base.id, "an abandoned import is discarded at the next start")
+            }
+        }
+    }
+}
+
+/// Renews an import's reservation every third of `lease` until aborted.
+async fn renew(store: Arc<dyn DatasetStore>, dataset_id: String, holder: String, lease: Duration) {
+    let mut ticks = tokio::time::interval(lease / 3);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        match store.renew_import(&dataset_id, &holder, lease).await {
+            Ok(true) => {}
+            // Taken over after a lapse: the commit will say so.
+            Ok(false) => return,
+            Err(error) => {
+                tracing::warn!(%error, dataset = %dataset_id, "renewing an import's reservation failed")
             }
         }
     }

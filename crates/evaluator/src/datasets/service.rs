@@ -8,7 +8,7 @@ use dashmap::{DashMap, DashSet};
 use uuid::Uuid;
 
 use super::hash::ContentHash;
-use super::import::ImportSession;
+use super::import::{ImportLeases, ImportSession};
 use super::model::{Dataset, DatasetSpec, DatasetType, Sample};
 use super::store::{DatasetStore, StoredSample};
 use super::validate::{check_dataset, check_samples};
@@ -37,8 +37,10 @@ pub struct DatasetService {
     datasets: DashMap<String, Dataset>,
     /// Serialises changes, so each gets the next version.
     changes: tokio::sync::Mutex<()>,
-    /// Datasets an import is adding to; other changes to them are refused meanwhile.
+    /// Datasets an import in this process is adding to; other changes to them are
+    /// refused meanwhile (the stored reservation refuses other processes' changes).
     importing: Arc<DashSet<String>>,
+    leases: ImportLeases,
     /// Held while a dataset gains a user (a run starting, a schedule or a release gate
     /// set) and while one is deleted after checking it has none, so the two never
     /// interleave. These are rare operations: one lock for all datasets is enough.
@@ -64,14 +66,19 @@ fn not_found(id: &str) -> EvaluationError {
 }
 
 impl DatasetService {
-    /// Loads every dataset's definition from `store`.
-    pub async fn open(store: Arc<dyn DatasetStore>) -> Result<Self, EvaluationError> {
+    /// Loads every dataset's definition from `store`; imports reserve datasets under
+    /// `leases`.
+    pub async fn open(
+        store: Arc<dyn DatasetStore>,
+        leases: ImportLeases,
+    ) -> Result<Self, EvaluationError> {
         let datasets = DashMap::new();
         for dataset in store.load_datasets().await? {
             // Samples past the dataset's version belong to an import that never
-            // committed (the server stopped during it).
+            // committed (its process stopped during it), unless another replica's
+            // import is live.
             store
-                .discard_samples_after(&dataset.id, dataset.version)
+                .discard_abandoned_import(&dataset.id, leases.alone)
                 .await?;
             datasets.insert(dataset.id.clone(), dataset);
         }
@@ -80,6 +87,7 @@ impl DatasetService {
             datasets,
             changes: tokio::sync::Mutex::new(()),
             importing: Arc::new(DashSet::new()),
+            leases,
             claims: tokio::sync::Mutex::new(()),
         })
     }
@@ -119,12 +127,21 @@ impl DatasetService {
         max_samples: usize,
     ) -> Result<ImportSession, EvaluationError> {
         let _guard = self.changes.lock().await;
-        let dataset = self.get(dataset_id)?;
         self.refuse_while_importing(dataset_id)?;
+        let dataset = self.stored(dataset_id).await?;
+        self.store
+            .begin_import(
+                dataset_id,
+                dataset.version,
+                &self.leases.holder,
+                self.leases.lease,
+            )
+            .await?;
         self.importing.insert(dataset_id.to_owned());
         Ok(ImportSession::new(
             self.store.clone(),
             self.importing.clone(),
+            &self.leases,
             dataset,
             max_samples,
         ))
@@ -136,6 +153,22 @@ impl DatasetService {
         let dataset = import.commit().await?;
         self.datasets.insert(dataset.id.clone(), dataset.clone());
         Ok(dataset)
+    }
+
+    /// Dataset `id` as stored now, which the cache then holds: a change builds on it,
+    /// not on a cache another replica's change may not have reached yet. Call under
+    /// the changes lock.
+    async fn stored(&self, id: &str) -> Result<Dataset, EvaluationError> {
+        match self.store.get_dataset(id).await? {
+            Some(dataset) => {
+                self.datasets.insert(id.to_owned(), dataset.clone());
+                Ok(dataset)
+            }
+            None => {
+                self.datasets.remove(id);
+                Err(not_found(id))
+            }
+        }
     }
 
     fn refuse_while_importing(&self, dataset_id: &str) -> Result<(), EvaluationError> {
@@ -262,8 +295,8 @@ impl DatasetService {
         }
         check_samples(&samples, 0)?;
         let _guard = self.changes.lock().await;
-        let current = self.get(dataset_id)?;
         self.refuse_while_importing(dataset_id)?;
+        let current = self.stored(dataset_id).await?;
         let ids: Vec<String> = samples.iter().map(|s| s.id.clone()).collect();
         let mut hash = ContentHash::from_hex(&current.content_hash).unwrap_or_default();
         for sample in &samples {
@@ -322,8 +355,8 @@ impl DatasetService {
         unique.sort();
         unique.dedup();
         let _guard = self.changes.lock().await;
-        let current = self.get(dataset_id)?;
         self.refuse_while_importing(dataset_id)?;
+        let current = self.stored(dataset_id).await?;
         let found = self.store.current_samples(dataset_id, &unique).await?;
         if found.len() != unique.len() {
             let missing: Vec<&String> = unique

@@ -1,5 +1,7 @@
 //! What datasets need from storage.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 
 use super::model::{Dataset, Sample};
@@ -42,6 +44,8 @@ pub trait DatasetStore: Send + Sync + 'static {
 
     /// In one transaction: adds `added` and deletes `deleted` (by id) as of
     /// `dataset.version`, and stores `dataset` (its new version, count and hash).
+    /// `Conflict` if the stored dataset is not at `dataset.version - 1` (another process
+    /// changed it) or an import holds it (see [`Self::begin_import`]).
     async fn change_samples(
         &self,
         dataset: &Dataset,
@@ -64,8 +68,50 @@ pub trait DatasetStore: Send + Sync + 'static {
     async fn discard_samples_after(&self, dataset_id: &str, version: u64)
         -> Result<(), StoreError>;
 
-    /// Stores the dataset's definition (its version, count and hash): an import's commit.
+    /// Stores the dataset's definition (its version, count and hash).
     async fn update_dataset(&self, dataset: &Dataset) -> Result<(), StoreError>;
+
+    /// Reserves the dataset for an import by `holder` until `lease` from now, while the
+    /// stored dataset is at `base_version`: the import's batches are then staged at the
+    /// next version and nothing else changes the dataset. `Conflict` if the dataset
+    /// changed or another import's reservation is live; the staged samples of a
+    /// reservation that lapsed (its process died) are discarded first.
+    async fn begin_import(
+        &self,
+        dataset_id: &str,
+        base_version: u64,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<(), StoreError>;
+
+    /// Extends `holder`'s reservation to `lease` from now; false if it holds none.
+    async fn renew_import(
+        &self,
+        dataset_id: &str,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError>;
+
+    /// Stores `dataset` (the import's next version) and frees the reservation, in one
+    /// transaction. `Conflict` if `holder` no longer holds it.
+    async fn commit_import(&self, dataset: &Dataset, holder: &str) -> Result<(), StoreError>;
+
+    /// Deletes the samples staged after `base_version` and frees the reservation, if
+    /// `holder` holds it; nothing otherwise (another import's staged samples stay).
+    async fn abandon_import(
+        &self,
+        dataset_id: &str,
+        base_version: u64,
+        holder: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Discards the staged samples of an import whose reservation lapsed, or of any
+    /// import when `alone` (a process alone at start: every import is its own dead one).
+    async fn discard_abandoned_import(
+        &self,
+        dataset_id: &str,
+        alone: bool,
+    ) -> Result<(), StoreError>;
 
     /// Up to `limit` samples of the dataset as of `version`, after `after` (a position),
     /// in the order they were added.

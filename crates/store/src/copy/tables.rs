@@ -29,6 +29,8 @@ use Kind::{Bool, Int, Real, Text};
 /// Sample chunks are claims of the source's workers: the target's workers divide a
 /// running run's snapshot again and skip the samples that have a result. Provider call
 /// slots, pacing and probes belong to the source's processes; the target's probe again.
+/// An import's reservation belongs to its process; its staged samples are copied and
+/// discarded by the target's first start.
 #[cfg(test)]
 pub(crate) const NOT_COPIED: &[&str] = &[
     "replicas",
@@ -38,6 +40,7 @@ pub(crate) const NOT_COPIED: &[&str] = &[
     "provider_call_slots",
     "provider_call_pacing",
     "provider_probes",
+    "dataset_imports",
 ];
 
 pub(crate) const TABLES: &[Table] = &[

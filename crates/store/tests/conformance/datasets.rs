@@ -2,6 +2,8 @@
 //! version stays readable; an import is invisible until committed and leaves nothing
 //! when abandoned; deleting a dataset takes its samples with it.
 
+use std::time::Duration;
+
 use llmops_evaluator::datasets::{Dataset, DatasetStore, DatasetType, Sample, StoredSample};
 use llmops_evaluator::StoreError;
 
@@ -469,4 +471,97 @@ pub(crate) async fn everything_survives_a_reopen(db: TestDatabase) {
         .stage_samples("d1", 4, &samples(&["d"]))
         .await
         .unwrap();
+}
+
+pub(crate) async fn an_import_reservation_excludes_other_changes_until_it_ends_or_lapses(
+    db: TestDatabase,
+) {
+    let storage = db.open().await;
+    let store = &storage.datasets;
+    let long = Duration::from_secs(60);
+    let v1 = dataset("d1");
+    store.insert_dataset(&v1).await.unwrap();
+    let conflict = |result: Result<(), StoreError>| matches!(result, Err(StoreError::Conflict(_)));
+
+    // A reservation is taken only at the stored version, and only once.
+    assert!(conflict(store.begin_import("d1", 7, "a", long).await));
+    store.begin_import("d1", 1, "a", long).await.unwrap();
+    assert!(conflict(store.begin_import("d1", 1, "b", long).await));
+    store
+        .stage_samples("d1", 2, &[sample("staged")])
+        .await
+        .unwrap();
+    // Nothing else changes the dataset meanwhile.
+    let v2 = at_version(&v1, 2, 1);
+    assert!(conflict(
+        store.change_samples(&v2, &[sample("other")], &[]).await
+    ));
+    assert!(conflict(store.delete_dataset("d1").await));
+    assert!(store.renew_import("d1", "a", long).await.unwrap());
+    assert!(!store.renew_import("d1", "b", long).await.unwrap());
+    // Only the holder commits it.
+    assert!(conflict(store.commit_import(&v2, "b").await));
+    store.commit_import(&v2, "a").await.unwrap();
+    assert_eq!(store.get_dataset("d1").await.unwrap().unwrap().version, 2);
+    // A change built on an old version is refused.
+    assert!(conflict(
+        store.change_samples(&v2, &[sample("late")], &[]).await
+    ));
+
+    // A reservation that lapsed gives way: its staged samples go, the change goes in,
+    // and the late holder can neither commit nor discard anything of the new change.
+    store
+        .begin_import("d1", 2, "a", Duration::from_millis(100))
+        .await
+        .unwrap();
+    store
+        .stage_samples("d1", 3, &[sample("orphan")])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let v3 = at_version(&v1, 3, 2);
+    store
+        .change_samples(
+            &v3,
+            &[Sample {
+                context: "again".into(),
+                ..sample("orphan")
+            }],
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(conflict(store.commit_import(&v3, "a").await));
+    store.abandon_import("d1", 2, "a").await.unwrap();
+    let ids: Vec<String> = store
+        .samples_at("d1", 3, 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|stored| format!("{} ({})", stored.sample.id, stored.sample.context))
+        .collect();
+    assert_eq!(ids, vec!["staged (context of staged)", "orphan (again)"]);
+
+    // At start, a live reservation's staged samples stay unless the process is alone.
+    store.begin_import("d1", 3, "c", long).await.unwrap();
+    store
+        .stage_samples("d1", 4, &[sample("pending")])
+        .await
+        .unwrap();
+    store.discard_abandoned_import("d1", false).await.unwrap();
+    assert_eq!(
+        store
+            .current_samples("d1", &["pending".into()])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    store.discard_abandoned_import("d1", true).await.unwrap();
+    assert!(store
+        .current_samples("d1", &["pending".into()])
+        .await
+        .unwrap()
+        .is_empty());
+    store.begin_import("d1", 3, "d", long).await.unwrap();
 }

@@ -66,6 +66,7 @@ macro_rules! conformance {
                     large_changes_are_stored_whole_and_in_order,
                     an_import_is_invisible_until_committed_and_an_abandoned_one_leaves_nothing,
                     deleting_a_dataset_removes_it_and_its_samples,
+                    an_import_reservation_excludes_other_changes_until_it_ends_or_lapses,
                     everything_survives_a_reopen,
                 ],
                 runs: [
