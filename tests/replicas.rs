@@ -1498,3 +1498,63 @@ async fn an_import_holds_its_dataset_on_every_replica_until_it_ends_or_its_repli
     // "c0" was staged by the dead import; it is added now, as the only new sample.
     assert_eq!((after.version, after.sample_count), (5, 203));
 }
+
+/// Experiment `id`'s status as replica `replica` shows it.
+async fn experiment_status(cluster: &Cluster, replica: usize, id: &str) -> Option<i32> {
+    experiments_client(cluster, replica)
+        .await
+        .get_experiment(pb::GetExperimentRequest {
+            experiment_id: id.into(),
+        })
+        .await
+        .ok()
+        .map(|response| response.into_inner().experiment.unwrap().status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_missed_pruned_changes_reloads_every_definition() {
+    let cluster = Cluster::start(2, &[]).await;
+    common::process::start_quality_experiment(cluster.channel(0).await, "gap").await;
+    let running = Some(pb::ExperimentStatus::Running as i32);
+    let start = Instant::now();
+    while experiment_status(&cluster, 1, "gap").await != running {
+        assert!(
+            start.elapsed() < PROPAGATION_LIMIT,
+            "replica 1 never saw it"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Replica 1 is cut off while the experiment completes, and the change log loses
+    // that change (as retention prunes it after a day); a later change arrives.
+    cluster.pause(1);
+    experiments_client(&cluster, 0)
+        .await
+        .complete_experiment(pb::CompleteExperimentRequest {
+            experiment_id: "gap".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let storage = cluster.database().open_storage().await;
+    storage.cluster.prune_changes(Duration::ZERO).await.unwrap();
+    let mut evaluation = EvaluationServiceClient::new(cluster.channel(0).await);
+    dataset_of(
+        &mut evaluation,
+        "after-the-gap",
+        [("s0".to_owned(), "q".to_owned())],
+    )
+    .await;
+    cluster.resume(1);
+
+    let completed = Some(pb::ExperimentStatus::Completed as i32);
+    let start = Instant::now();
+    while experiment_status(&cluster, 1, "gap").await != completed {
+        assert!(
+            start.elapsed() < PROPAGATION_LIMIT,
+            "replica 1 never learned of the pruned completion; logs:\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

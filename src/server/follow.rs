@@ -167,6 +167,14 @@ impl ChangeFollower {
                     .refresh_all()
                     .await
                     .map_err(|err| err.to_string())?;
+                self.experiments
+                    .refresh_all()
+                    .await
+                    .map_err(|err| err.to_string())?;
+                self.runs
+                    .refresh_all()
+                    .await
+                    .map_err(|err| err.to_string())?;
             }
             read += batch.len();
             for change in &batch {

@@ -84,6 +84,30 @@ impl Cluster {
         }
     }
 
+    /// Freezes replica `index` (SIGSTOP), as a long pause or a partition would: it
+    /// neither serves, nor follows, nor heartbeats until [`Cluster::resume`].
+    pub fn pause(&self, index: usize) {
+        self.signal(index, "-STOP");
+    }
+
+    /// Lets a paused replica go on (SIGCONT).
+    pub fn resume(&self, index: usize) {
+        self.signal(index, "-CONT");
+    }
+
+    fn signal(&self, index: usize, signal: &str) {
+        let pid = self.slots[index]
+            .process
+            .as_ref()
+            .expect("the replica is running")
+            .pid();
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
     /// Starts replica `index` (again) on its address.
     pub fn restart(&mut self, index: usize) {
         let url = self.database.url();

@@ -150,6 +150,29 @@ impl RunService {
         self.inner.executor(id).is_some()
     }
 
+    /// Reloads every run, stored or cached (after falling too far behind the change
+    /// log to know which changed).
+    pub async fn refresh_all(&self) -> Result<(), EvaluationError> {
+        let mut ids: std::collections::BTreeSet<String> = self
+            .inner
+            .runs
+            .iter()
+            .map(|run| run.key().clone())
+            .collect();
+        ids.extend(
+            self.inner
+                .store
+                .load_runs()
+                .await?
+                .into_iter()
+                .map(|run| run.id),
+        );
+        for id in ids {
+            self.refresh(&id).await?;
+        }
+        Ok(())
+    }
+
     /// Reloads run `id` after another process created it, changed its status or stored
     /// results of it, so reads, `WatchRun` and release gates on this process see it. A
     /// running run is joined: this process claims a share of its samples. A run ended

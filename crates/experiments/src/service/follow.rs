@@ -116,6 +116,23 @@ impl ExperimentService {
         live.replace(stored);
         Ok(())
     }
+
+    /// Reloads every experiment, stored or cached (after falling too far behind the
+    /// change log to know which changed).
+    pub async fn refresh_all(&self) -> Result<(), ExperimentError> {
+        let mut ids: BTreeSet<String> = self.experiments.iter().map(|e| e.key().clone()).collect();
+        ids.extend(
+            self.store
+                .load_experiments()
+                .await?
+                .into_iter()
+                .map(|e| e.id),
+        );
+        for id in ids {
+            self.refresh(&id).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Replaces experiment `id` in memory with what storage holds, its statistics counting
