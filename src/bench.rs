@@ -119,6 +119,11 @@ pub struct BenchArgs {
     /// pointing at a mock in this process.
     #[arg(long, value_name = "NAME")]
     pub eval_provider: Option<String>,
+    /// Only serve the mock provider (answering after `--eval-latency`) on this address
+    /// until interrupted, for the providers of a deployment started apart (e.g.
+    /// `base_url = "http://127.0.0.1:18080/v1"`) to point at; runs no scenario.
+    #[arg(long, value_name = "ADDRESS")]
+    pub serve_mock: Option<std::net::SocketAddr>,
     /// `import`: samples to import in one stream.
     #[arg(long, value_name = "N", default_value_t = 200_000)]
     pub import_samples: usize,
@@ -130,6 +135,10 @@ pub struct BenchArgs {
     /// delay (a write on one replica to the event on another).
     #[arg(long, value_name = "URL")]
     pub fanout_publisher: Option<String>,
+    /// `fanout`: other replicas of the deployment to spread the subscribers over, with
+    /// the server (round-robin by connection), e.g. `http://b:50051,http://c:50051`.
+    #[arg(long, value_name = "URL,...", value_delimiter = ',')]
+    pub fanout_spread: Vec<String>,
     /// Print the results as a JSON array instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -139,6 +148,21 @@ pub struct BenchArgs {
 /// goes to stderr). A server started by the tool is stopped before this returns, also
 /// on error.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(address) = args.serve_mock {
+        let mock = MockProvider::start_on(address, args.eval_latency)
+            .await
+            .with_context(|| format!("starting the mock provider on {address}"))?;
+        eprintln!(
+            "mock provider at {} answering after {:?}; interrupt to stop",
+            mock.base_url(),
+            args.eval_latency
+        );
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for an interrupt")?;
+        eprintln!("mock provider answered {} requests", mock.requests());
+        return Ok(());
+    }
     if args.connections == 0 || args.streams == 0 {
         bail!("--connections and --streams must be at least 1");
     }
@@ -201,6 +225,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 .map(|e| e.connect_timeout(CONNECT_TIMEOUT).timeout(REQUEST_TIMEOUT))
         })
         .transpose()?;
+    let mut subscriber_endpoints = vec![endpoint.clone()];
+    for url in &args.fanout_spread {
+        subscriber_endpoints.push(
+            Endpoint::from_shared(url.clone())
+                .with_context(|| format!("invalid --fanout-spread URL {url:?}"))?
+                .connect_timeout(CONNECT_TIMEOUT)
+                .timeout(REQUEST_TIMEOUT),
+        );
+    }
     let server_pid = spawned.as_ref().map(SpawnedServer::pid);
     let import_samples = args
         .scenarios
@@ -230,7 +263,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 None => None,
             };
             let fanout = match fanout {
-                Some(fanout) => Some(run_fanout(&endpoint, publisher.as_ref(), fanout, server_pid).await?),
+                Some(fanout) => Some(run_fanout(&subscriber_endpoints, publisher.as_ref(), fanout, server_pid).await?),
                 None => None,
             };
             anyhow::Ok((rows, fanout, import, evaluation))
@@ -272,16 +305,16 @@ fn print_import(row: &ImportRow, url: &str) {
     );
 }
 
-/// Runs the fanout scenario, publishing on `publisher` when given (else on the server
-/// the subscribers are on); `server_pid` is the server's process when the tool started
-/// it (for its memory).
+/// Runs the fanout scenario with subscribers spread over `endpoints` (the first is the
+/// server), publishing on `publisher` when given (else on the server); `server_pid` is
+/// the server's process when the tool started it (for its memory).
 async fn run_fanout(
-    endpoint: &Endpoint,
+    endpoints: &[Endpoint],
     publisher: Option<&Endpoint>,
     shape: FanoutShape,
     server_pid: Option<u32>,
 ) -> anyhow::Result<FanoutRow> {
-    let outcome = fanout::run(endpoint, publisher, shape, server_pid)
+    let outcome = fanout::run(endpoints, publisher, shape, server_pid)
         .await
         .context("running scenario fanout")?;
     if let Some(error) = &outcome.first_error {

@@ -154,10 +154,12 @@ impl ServerMemory {
     }
 }
 
-/// Runs the fanout scenario against `endpoint`. With `server_pid` (a server this tool
-/// started) the server's memory is read from `/proc`.
+/// Runs the fanout scenario with its connections spread round-robin over `endpoints`
+/// (replicas of one deployment; the alerts are created on the first unless `publisher`
+/// is given). With `server_pid` (a server this tool started) the server's memory is
+/// read from `/proc`.
 pub(crate) async fn run(
-    endpoint: &Endpoint,
+    endpoints: &[Endpoint],
     publisher: Option<&Endpoint>,
     shape: FanoutShape,
     server_pid: Option<u32>,
@@ -165,8 +167,9 @@ pub(crate) async fn run(
     check_open_files(shape.connections);
     let rss = || server_pid.map(read_vm_rss_kib).transpose();
     let before_kib = rss()?;
-    let publisher = AlertServiceClient::new(connect(publisher.unwrap_or(endpoint), 0, 1).await?);
-    let channels = connect_all(endpoint, shape.connections).await?;
+    let publisher =
+        AlertServiceClient::new(connect(publisher.unwrap_or(&endpoints[0]), 0, 1).await?);
+    let channels = connect_all(endpoints, shape.connections).await?;
     let connected_kib = rss()?;
 
     let shared = Arc::new(Shared::new(run_prefix()));
@@ -294,12 +297,12 @@ async fn connect(endpoint: &Endpoint, index: usize, count: usize) -> anyhow::Res
     })
 }
 
-/// Opens `count` connections; each `connect` is its own HTTP/2 connection, while clones
-/// of one channel would share it.
-async fn connect_all(endpoint: &Endpoint, count: usize) -> anyhow::Result<Vec<Channel>> {
+/// Opens `count` connections, round-robin over `endpoints`; each `connect` is its own
+/// HTTP/2 connection, while clones of one channel would share it.
+async fn connect_all(endpoints: &[Endpoint], count: usize) -> anyhow::Result<Vec<Channel>> {
     let mut channels = Vec::with_capacity(count);
     for index in 0..count {
-        channels.push(connect(endpoint, index, count).await?);
+        channels.push(connect(&endpoints[index % endpoints.len()], index, count).await?);
     }
     Ok(channels)
 }
@@ -820,9 +823,14 @@ mod tests {
             alert_rate: 20.0,
             duration: Duration::from_millis(300),
         };
-        let outcome = run(&endpoint, None, shape, Some(std::process::id()))
-            .await
-            .unwrap();
+        let outcome = run(
+            std::slice::from_ref(&endpoint),
+            None,
+            shape,
+            Some(std::process::id()),
+        )
+        .await
+        .unwrap();
         assert_eq!(outcome.opened, 7);
         assert_eq!(outcome.published, 6);
         assert_eq!(outcome.deliveries, outcome.expected_deliveries());

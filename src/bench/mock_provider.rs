@@ -67,7 +67,12 @@ pub struct MockProvider {
 impl MockProvider {
     /// Starts a mock on a free loopback port that answers after `latency`.
     pub async fn start(latency: Duration) -> std::io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), latency).await
+    }
+
+    /// Starts a mock on `address` that answers after `latency`.
+    pub async fn start_on(address: SocketAddr, latency: Duration) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(address).await?;
         let address = listener.local_addr()?;
         let counters = Arc::new(Counters::default());
         counters
