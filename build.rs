@@ -3,8 +3,6 @@
 
 use std::path::PathBuf;
 
-use prost::Message as _;
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     let protos = [
@@ -14,14 +12,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/llmops/v1/evaluation.proto",
         "proto/llmops/v1/providers.proto",
         "proto/llmops/v1/cluster.proto",
+        "proto/llmops/v1/auth.proto",
     ];
-    let file_descriptors = protox::compile(protos, ["proto"])?;
+    let mut compiler = protox::Compiler::new(["proto"])?;
+    compiler
+        .include_source_info(true)
+        .include_imports(true)
+        .open_files(protos)?;
+    let file_descriptors = compiler.file_descriptor_set();
 
-    // `compile_fds` does not write the descriptor set; reflection needs it, so write it here.
+    // `compile_fds` does not write the descriptor set; reflection and the server's role
+    // checks (each RPC's `required_role` option) need it, so write it here. Encoded by
+    // the compiler, so that custom options are kept.
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(
         out_dir.join("llmops_descriptor.bin"),
-        file_descriptors.encode_to_vec(),
+        compiler.encode_file_descriptor_set(),
     )?;
 
     tonic_prost_build::configure()

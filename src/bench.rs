@@ -34,6 +34,7 @@ mod server;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Endpoint;
 
 use self::eval::{EvalRow, EvalShape};
@@ -139,6 +140,9 @@ pub struct BenchArgs {
     /// the server (round-robin by connection), e.g. `http://b:50051,http://c:50051`.
     #[arg(long, value_name = "URL,...", value_delimiter = ',')]
     pub fanout_spread: Vec<String>,
+    /// The API key to call with: the global `--api-key` (or `LLMOPS_API_KEY`).
+    #[arg(skip)]
+    pub api_key: Option<String>,
     /// Print the results as a JSON array instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -250,7 +254,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     });
     let (rows, fanout, import, evaluation) = tokio::select! {
         results = async {
-            let rows = run_all(&endpoint, &closed_loop, shape).await?;
+            let rows = run_all(&endpoint, &closed_loop, shape, args.api_key.as_deref()).await?;
             let import = match import_samples {
                 Some(samples) => Some(import::run(&endpoint, samples).await.context("running scenario import")?),
                 None => None,
@@ -331,11 +335,12 @@ async fn run_all(
     endpoint: &Endpoint,
     scenarios: &[Scenario],
     shape: LoadShape,
+    api_key: Option<&str>,
 ) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::with_capacity(scenarios.len());
     let mut health_rps = None;
     for &scenario in scenarios {
-        let row = run_scenario(endpoint, scenario, shape, health_rps).await?;
+        let row = run_scenario(endpoint, scenario, shape, health_rps, api_key).await?;
         if scenario == Scenario::Health {
             health_rps = Some(row.rps);
         }
@@ -350,20 +355,25 @@ async fn run_scenario(
     scenario: Scenario,
     shape: LoadShape,
     health_rps: Option<f64>,
+    api_key: Option<&str>,
 ) -> anyhow::Result<Row> {
     let name = scenario.name();
     let setup_channel = endpoint
         .connect()
         .await
         .with_context(|| format!("cannot connect to {}", endpoint.uri()))?;
+    let credentials = crate::cli::Credentials::new(api_key)?;
     scenario
-        .setup(setup_channel.clone())
+        .setup(InterceptedService::new(
+            setup_channel.clone(),
+            credentials.clone(),
+        ))
         .await
         .with_context(|| format!("setting up scenario {name}"))?;
     // One request before the load, so that a scenario that cannot work fails with its
     // reason instead of a table full of errors.
     scenario
-        .caller(setup_channel)
+        .caller(setup_channel, &credentials)
         .call()
         .await
         .map_err(|status| anyhow::anyhow!("scenario {name}: the first request failed: {status}"))?;
@@ -375,9 +385,11 @@ async fn run_scenario(
         humantime::format_duration(shape.warmup),
         humantime::format_duration(shape.duration),
     );
-    let outcome = load::drive(endpoint, shape, |channel| scenario.caller(channel))
-        .await
-        .with_context(|| format!("running scenario {name}"))?;
+    let outcome = load::drive(endpoint, shape, |channel| {
+        scenario.caller(channel, &credentials)
+    })
+    .await
+    .with_context(|| format!("running scenario {name}"))?;
     if let Some(status) = &outcome.first_error {
         eprintln!("{name}: {} errors; the first: {status}", outcome.errors);
     }
@@ -587,7 +599,10 @@ mod tests {
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while Scenario::Health
-            .caller(endpoint.connect_lazy())
+            .caller(
+                endpoint.connect_lazy(),
+                &crate::cli::Credentials::new(None).unwrap(),
+            )
             .call()
             .await
             .is_err()
@@ -596,7 +611,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         for _ in 0..2 {
-            let rows = run_all(&endpoint, &Scenario::CLOSED_LOOP, shape)
+            let rows = run_all(&endpoint, &Scenario::CLOSED_LOOP, shape, None)
                 .await
                 .unwrap();
             let names: Vec<_> = rows.iter().map(|row| row.scenario).collect();

@@ -10,6 +10,7 @@
 //! `files` and, for tests, a stand-in for the binary's parser in `testing`.
 
 pub mod alerts;
+pub mod auth;
 pub mod cluster;
 pub mod dataset;
 pub mod eval;
@@ -29,6 +30,8 @@ mod values;
 
 use std::time::Duration;
 
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::{InterceptedService, Interceptor};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
@@ -50,16 +53,81 @@ pub struct ClientOptions {
         default_value = "http://127.0.0.1:50051"
     )]
     pub server: String,
+    /// The API key's secret to call with (`[auth] mode = "api_keys"`), sent as
+    /// `authorization: Bearer <secret>`.
+    #[arg(
+        long,
+        global = true,
+        env = "LLMOPS_API_KEY",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub api_key: Option<String>,
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
 }
 
-/// Connects to `options.server` (`host:port` without a scheme means `http://host:port`).
+/// A connection to the server whose calls carry the API key, if one was given.
+pub type Connection = InterceptedService<Channel, Credentials>;
+
+/// Adds `authorization: Bearer <secret>` to every call.
+#[derive(Clone)]
+pub struct Credentials(Option<MetadataValue<Ascii>>);
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Credentials(..)"
+        } else {
+            "Credentials(none)"
+        })
+    }
+}
+
+impl Interceptor for Credentials {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+impl Credentials {
+    /// Credentials for `api_key` (none without one); an error for a key that cannot be
+    /// a header value, without repeating it.
+    pub fn new(api_key: Option<&str>) -> anyhow::Result<Self> {
+        match api_key.map(str::trim).filter(|key| !key.is_empty()) {
+            None => Ok(Self(None)),
+            Some(key) => {
+                let mut value: MetadataValue<Ascii> =
+                    format!("Bearer {key}").parse().map_err(|_| {
+                        ConnectionError(
+                            "the API key holds characters a header cannot carry".to_owned(),
+                        )
+                    })?;
+                value.set_sensitive(true);
+                Ok(Self(Some(value)))
+            }
+        }
+    }
+}
+
+/// Connects to `options.server` (`host:port` without a scheme means `http://host:port`),
+/// with `options.api_key` on every call.
 ///
 /// Fails with a one-line error naming the address when the address is not valid or the
 /// server cannot be reached.
-pub async fn connect(options: &ClientOptions) -> anyhow::Result<Channel> {
+pub async fn connect(options: &ClientOptions) -> anyhow::Result<Connection> {
+    let credentials = Credentials::new(options.api_key.as_deref())?;
+    let channel = connect_channel(options).await?;
+    Ok(InterceptedService::new(channel, credentials))
+}
+
+async fn connect_channel(options: &ClientOptions) -> anyhow::Result<Channel> {
     let address = server_url(&options.server);
     let endpoint = Endpoint::from_shared(address.clone())
         .map_err(|err| {
@@ -272,6 +340,7 @@ mod tests {
             .port();
         let options = ClientOptions {
             server: format!("127.0.0.1:{port}"),
+            api_key: None,
             json: false,
         };
         let err = connect(&options).await.unwrap_err().to_string();

@@ -82,6 +82,40 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     /// `[providers_health]`: how the providers are probed for provider selection.
     pub providers_health: ProvidersHealthConfig,
+    /// `[auth]`: whether calls need an API key.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Labels only ROLE_ADMIN may move or delete (with API keys).
+    #[serde(default = "default_protected_labels")]
+    pub protected_labels: Vec<String>,
+}
+
+/// `[auth]`: whether calls need an API key.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `none` (every call may do everything) or `api_keys` (`authorization: Bearer`).
+    #[serde(default)]
+    pub mode: AuthMode,
+    /// Lets `mode = "none"` serve on an address other than loopback (when a proxy in
+    /// front authenticates).
+    #[serde(default)]
+    pub allow_unauthenticated: bool,
+}
+
+/// `[auth] mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// No keys: the embedded quickstart's default, on loopback only.
+    #[default]
+    None,
+    /// Every call (but health and reflection) needs an API key.
+    ApiKeys,
+}
+
+fn default_protected_labels() -> Vec<String> {
+    vec!["production".to_owned()]
 }
 
 /// `[server]`: what one client's connections may hold.
@@ -266,6 +300,8 @@ impl Default for Config {
             webhooks: Vec::new(),
             providers: Vec::new(),
             providers_health: ProvidersHealthConfig::default(),
+            auth: AuthConfig::default(),
+            protected_labels: default_protected_labels(),
         }
     }
 }
@@ -369,6 +405,21 @@ impl Config {
         }
         if !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&self.leader_lease) {
             return bad("leader_lease", "must be between 1s and 10m");
+        }
+        if self.auth.mode == AuthMode::None
+            && !self.listen.ip().is_loopback()
+            && !self.auth.allow_unauthenticated
+        {
+            return bad(
+                "auth.mode",
+                &format!(
+                    "\"none\" lets anyone who reaches {} do anything, and it is not a loopback \
+                     address: set [auth] mode = \"api_keys\" (the first key comes from \
+                     `llmops auth bootstrap`), or [auth] allow_unauthenticated = true if a \
+                     proxy in front authenticates every call",
+                    self.listen
+                ),
+            );
         }
         if self.experiments.min_samples_for_significance < 2 {
             return bad(

@@ -2,6 +2,7 @@
 //! converts the answer back. Domain crates know nothing of protobuf.
 
 mod alerts;
+mod auth;
 pub mod bounded_status;
 mod cluster;
 pub mod codec;
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 pub use alerts::AlertApi;
+pub use auth::AuthApi;
 pub use cluster::ClusterApi;
 pub use evaluation::{EvaluationApi, EvaluationServices};
 pub use experiments::ExperimentApi;

@@ -46,10 +46,35 @@ enum Command {
     Providers(cli::providers::ProvidersArgs),
     /// Show the replicas serving this deployment and the background roles each holds.
     Cluster(cli::cluster::ClusterArgs),
+    /// Manage API keys: the first admin key, then keys for every caller.
+    Auth(AuthArgs),
     /// Copy a whole deployment into an empty database (e.g. SQLite to PostgreSQL) and verify it.
     Migrate(cli::migrate::MigrateArgs),
     /// Drive load against a server and report throughput and latency.
     Bench(bench::BenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct AuthArgs {
+    #[command(subcommand)]
+    command: AuthCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuthCommand {
+    /// Create the first admin key in the configured database and print its secret once.
+    ///
+    /// Run against the database, like a migration, not through the API (nobody has a
+    /// key yet). Refused when a usable admin key exists.
+    Bootstrap {
+        #[command(flatten)]
+        config: ServeArgs,
+        /// The key's name.
+        #[arg(long, default_value = "admin")]
+        name: String,
+    },
+    #[command(flatten)]
+    Api(cli::auth::AuthApiCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -183,7 +208,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gate(args) => cli::gate::run(args, &cli.client).await,
         Command::Providers(args) => cli::providers::run(args, &cli.client).await,
         Command::Cluster(args) => cli::cluster::run(args, &cli.client).await,
-        Command::Bench(args) => bench::run(args).await,
+        Command::Auth(AuthArgs {
+            command: AuthCommand::Bootstrap { config, name },
+        }) => cli::auth::bootstrap(&config.load()?.config, &name, cli.client.json).await,
+        Command::Auth(AuthArgs {
+            command: AuthCommand::Api(command),
+        }) => cli::auth::run(command, &cli.client).await,
+        Command::Bench(mut args) => {
+            args.api_key.clone_from(&cli.client.api_key);
+            bench::run(args).await
+        }
         Command::Migrate(args) => cli::migrate::run(args, cli.client.json).await,
     }
 }

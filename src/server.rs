@@ -9,6 +9,7 @@
 //! calls get `shutdown_grace` to finish (those still running then are answered
 //! UNAVAILABLE by `cut_off`), and the store is closed last.
 
+pub(crate) mod access;
 mod connection;
 mod cut_off;
 mod database;
@@ -20,6 +21,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use llmops_access::{KeyService, LAST_USED_RESOLUTION};
 use llmops_alerts::webhook::sender::WebhookSender;
 use llmops_alerts::AlertService;
 use llmops_cluster::{run_while_held, Membership, MembershipSettings, Role};
@@ -44,13 +46,15 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use uuid::Uuid;
 
 use self::starting::Starting;
-use crate::config::Config;
+use crate::config::{AuthMode, Config};
 use crate::grpc::bounded_status::BoundedStatusLayer;
 use crate::grpc::{
-    AlertApi, ClusterApi, EvaluationApi, EvaluationServices, ExperimentApi, PromptApi, ProviderApi,
+    AlertApi, AuthApi, ClusterApi, EvaluationApi, EvaluationServices, ExperimentApi, PromptApi,
+    ProviderApi,
 };
 use crate::pb;
 use crate::pb::alert_service_server::AlertServiceServer;
+use crate::pb::auth_service_server::AuthServiceServer;
 use crate::pb::cluster_service_server::ClusterServiceServer;
 use crate::pb::evaluation_service_server::EvaluationServiceServer;
 use crate::pb::experiment_service_server::ExperimentServiceServer;
@@ -59,6 +63,7 @@ use crate::pb::provider_service_server::ProviderServiceServer;
 use crate::prompt_versions::RegistryVersions;
 use crate::release_guard::EvaluationGuard;
 use crate::telemetry::{self, GrpcMetricsLayer};
+use access::{Access, AccessLayer, MethodRoles};
 
 /// The services health reports on, besides the overall status ("").
 const SERVICE_NAMES: &[&str] = &[
@@ -68,6 +73,7 @@ const SERVICE_NAMES: &[&str] = &[
     "llmops.v1.EvaluationService",
     "llmops.v1.ProviderService",
     "llmops.v1.ClusterService",
+    "llmops.v1.AuthService",
 ];
 
 /// How long the answers to calls cut off at the end of `shutdown_grace` get to reach
@@ -108,10 +114,15 @@ pub async fn serve_with_clock(
     // Cancelled when `shutdown_grace` is over: calls still in flight are cut off.
     let cut_off = CancellationToken::new();
     let slots = Slots::new();
+    let access = Access::new(
+        MethodRoles::from_descriptor().context("reading each RPC's required role")?,
+        config.auth.mode == AuthMode::ApiKeys,
+    );
     let grpc_address = grpc_listener.local_addr()?;
     let mut grpc = tokio::spawn(grpc_server(
         &config,
         &slots,
+        access.clone(),
         health_service,
         grpc_listener,
         stop.clone(),
@@ -139,6 +150,7 @@ pub async fn serve_with_clock(
         }
     };
     slots.fill(&services, &config, &stop);
+    access.fill(services.keys.clone());
     health.set_all(SERVICE_NAMES, ServingStatus::Serving);
     background.push(tokio::spawn(database::watch(
         storage.clone(),
@@ -183,6 +195,7 @@ pub async fn serve_with_clock(
 fn grpc_server(
     config: &Config,
     slots: &Slots,
+    access: Arc<Access>,
     health_service: tonic_health::pb::health_server::HealthServer<health::HealthService>,
     listener: TcpListener,
     stop: CancellationToken,
@@ -217,6 +230,7 @@ fn grpc_server(
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
         .max_concurrent_streams(Some(limits.max_concurrent_streams))
         .layer(GrpcMetricsLayer)
+        .layer(AccessLayer::new(access))
         .layer(BoundedStatusLayer)
         .layer(cut_off::CutOffLayer::new(cut_off))
         // Innermost: it wraps the response bodies of the services themselves.
@@ -230,6 +244,7 @@ fn grpc_server(
         .add_service(slots.evaluation.clone())
         .add_service(slots.providers.clone())
         .add_service(slots.cluster.clone())
+        .add_service(slots.auth.clone())
         .serve_with_incoming_shutdown(incoming, stop.cancelled_owned()))
 }
 
@@ -245,6 +260,7 @@ struct Services {
     schedules: Arc<ScheduleService>,
     gates: Arc<GateService>,
     membership: Arc<Membership>,
+    keys: Arc<KeyService>,
 }
 
 /// The gRPC services, registered with the router before storage is open and filled once
@@ -256,6 +272,7 @@ struct Slots {
     evaluation: Starting<EvaluationServiceServer<EvaluationApi>>,
     providers: Starting<ProviderServiceServer<ProviderApi>>,
     cluster: Starting<ClusterServiceServer<ClusterApi>>,
+    auth: Starting<AuthServiceServer<AuthApi>>,
 }
 
 impl Slots {
@@ -267,6 +284,7 @@ impl Slots {
             evaluation: Starting::new(),
             providers: Starting::new(),
             cluster: Starting::new(),
+            auth: Starting::new(),
         }
     }
 
@@ -274,9 +292,13 @@ impl Slots {
     fn fill(&self, services: &Services, config: &Config, stop: &CancellationToken) {
         let limit = config.max_message_bytes;
         self.prompts.fill(
-            PromptServiceServer::new(PromptApi::new(services.registry.clone(), stop.clone()))
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit),
+            PromptServiceServer::new(PromptApi::new(
+                services.registry.clone(),
+                stop.clone(),
+                config.protected_labels.clone(),
+            ))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
         );
         self.alerts.fill(
             AlertServiceServer::new(AlertApi::new(
@@ -323,6 +345,11 @@ impl Slots {
         );
         self.cluster.fill(
             ClusterServiceServer::new(ClusterApi::new(services.membership.clone()))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        );
+        self.auth.fill(
+            AuthServiceServer::new(AuthApi::new(services.keys.clone()))
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
         );
@@ -549,6 +576,12 @@ async fn open_storage(
         tokio::spawn(membership.clone().run(stop.clone())),
     ];
     background.extend(quota_renewal);
+    let keys = Arc::new(
+        KeyService::open(storage.keys.clone())
+            .await
+            .context("loading API keys")?,
+    );
+    background.push(tokio::spawn(record_key_uses(keys.clone(), stop.clone())));
     background.extend(follow::spawn(
         &storage,
         follow::Followed {
@@ -559,6 +592,7 @@ async fn open_storage(
             gates: gates.clone(),
             experiments: experiments.clone(),
             runs: runs.clone(),
+            keys: keys.clone(),
             change_head,
         },
         config.feed_poll_interval,
@@ -576,9 +610,29 @@ async fn open_storage(
             schedules,
             gates,
             membership,
+            keys,
         },
         background,
     ))
+}
+
+/// Writes API keys' last uses every [`LAST_USED_RESOLUTION`] until `stop`, and once more
+/// then.
+async fn record_key_uses(keys: Arc<KeyService>, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(LAST_USED_RESOLUTION);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            () = stop.cancelled() => true,
+            _ = ticks.tick() => false,
+        };
+        if let Err(error) = keys.flush_uses().await {
+            tracing::warn!(%error, "recording API keys' last uses failed; trying again later");
+        }
+        if stopping {
+            return;
+        }
+    }
 }
 
 /// Checks running experiments for alerts every `interval` until `stop`.

@@ -196,6 +196,15 @@ const BASELINES: &[(&str, &str)] = &[
     ("SelectProvider", r#"{"candidates": ["echo"]}"#),
     // ClusterService
     ("ListReplicas", r#"{}"#),
+    // AuthService
+    (
+        "CreateApiKey",
+        r#"{"name": "bad-input", "role": "ROLE_READER"}"#,
+    ),
+    ("ListApiKeys", r#"{}"#),
+    ("GetApiKey", r#"{"apiKeyId": "key_missing"}"#),
+    ("RevokeApiKey", r#"{"apiKeyId": "key_missing"}"#),
+    ("WhoAmI", r#"{}"#),
 ];
 
 /// RPCs that only read: their answers may change no state, whatever they are.

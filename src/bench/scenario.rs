@@ -7,7 +7,10 @@
 
 use std::collections::BTreeMap;
 
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+
+use crate::cli::Credentials;
 use tonic::{Code, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -114,7 +117,7 @@ impl Scenario {
     }
 
     /// Creates what the scenario reads. Safe to run again against the same server.
-    pub(crate) async fn setup(self, channel: Channel) -> anyhow::Result<()> {
+    pub(crate) async fn setup(self, channel: Authed) -> anyhow::Result<()> {
         match self {
             // Fanout creates its alerts, and import its dataset, as they run.
             Self::Health | Self::Fanout | Self::Import | Self::Eval | Self::CreateAlert => Ok(()),
@@ -129,7 +132,8 @@ impl Scenario {
     ///
     /// For a scenario that is not [closed-loop](Self::is_closed_loop); `bench::run`
     /// sends those elsewhere.
-    pub(crate) fn caller(self, channel: Channel) -> Caller {
+    pub(crate) fn caller(self, channel: Channel, credentials: &Credentials) -> Caller {
+        let channel = InterceptedService::new(channel, credentials.clone());
         match self {
             Self::Health => Caller::Health(HealthClient::new(channel)),
             Self::GetPrompt => Caller::GetPrompt(
@@ -205,21 +209,24 @@ pub(crate) fn run_order(selected: &[Scenario]) -> Vec<Scenario> {
         .collect()
 }
 
+/// A channel whose calls carry the API key given to the tool, if any.
+pub(crate) type Authed = InterceptedService<Channel, Credentials>;
+
 /// A client with its prepared request, for one in-flight stream.
 #[derive(Debug)]
 pub(crate) enum Caller {
     /// Health/Check of the overall status.
-    Health(HealthClient<Channel>),
+    Health(HealthClient<Authed>),
     /// GetPromptVersion.
-    GetPrompt(PromptServiceClient<Channel>, pb::GetPromptVersionRequest),
+    GetPrompt(PromptServiceClient<Authed>, pb::GetPromptVersionRequest),
     /// RenderPrompt.
-    Render(PromptServiceClient<Channel>, pb::RenderPromptRequest),
+    Render(PromptServiceClient<Authed>, pb::RenderPromptRequest),
     /// AssignVariant, with the users to send.
-    Assign(ExperimentServiceClient<Channel>, UserIds),
+    Assign(ExperimentServiceClient<Authed>, UserIds),
     /// RecordMetric.
-    RecordMetric(ExperimentServiceClient<Channel>, pb::RecordMetricRequest),
+    RecordMetric(ExperimentServiceClient<Authed>, pb::RecordMetricRequest),
     /// CreateAlert, each for a new source (the ids' prefix keeps them apart).
-    CreateAlert(AlertServiceClient<Channel>, UserIds),
+    CreateAlert(AlertServiceClient<Authed>, UserIds),
 }
 
 impl Call for Caller {
@@ -280,7 +287,7 @@ impl Call for Caller {
 }
 
 /// Creates `bench-prompt` 1.0.0; a version left by an earlier run is fine.
-async fn create_bench_prompt(channel: Channel) -> anyhow::Result<()> {
+async fn create_bench_prompt(channel: Authed) -> anyhow::Result<()> {
     let variables = PROMPT_VARIABLES
         .iter()
         .map(|(name, description, _)| pb::PromptVariable {
@@ -316,7 +323,7 @@ async fn create_bench_prompt(channel: Channel) -> anyhow::Result<()> {
 
 /// Creates and starts `bench-experiment` (two variants, one metric); an experiment left
 /// running by an earlier run is reused.
-async fn start_bench_experiment(channel: Channel) -> anyhow::Result<()> {
+async fn start_bench_experiment(channel: Authed) -> anyhow::Result<()> {
     let mut client = ExperimentServiceClient::new(channel);
     let experiment = pb::Experiment {
         id: EXPERIMENT_ID.into(),

@@ -196,7 +196,7 @@ pub async fn run(args: AlertsArgs, options: &ClientOptions) -> anyhow::Result<()
 }
 
 async fn list_alerts(
-    client: &mut AlertServiceClient<tonic::transport::Channel>,
+    client: &mut AlertServiceClient<crate::cli::Connection>,
     args: ListArgs,
 ) -> anyhow::Result<Vec<pb::Alert>> {
     let mut alerts = Vec::new();

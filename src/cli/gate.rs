@@ -6,7 +6,6 @@ use std::io::{self, Write};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use serde_json::json;
-use tonic::transport::Channel;
 
 use crate::cli::output::number;
 use crate::cli::output::{self, emit, table, write_table, yes_no};
@@ -110,7 +109,7 @@ fn parse_pass_rate(text: &str) -> Result<f64, String> {
     }
 }
 
-type Client = EvaluationServiceClient<Channel>;
+type Client = EvaluationServiceClient<crate::cli::Connection>;
 
 /// Runs a `llmops gate` subcommand against the server in `options`.
 pub async fn run(args: GateArgs, options: &ClientOptions) -> anyhow::Result<()> {

@@ -9,7 +9,6 @@ mod format;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use serde_json::json;
-use tonic::transport::Channel;
 
 use super::eval::RunTemplateArgs;
 use crate::cli::output::{self, emit};
@@ -120,7 +119,7 @@ impl CreateArgs {
     }
 }
 
-type Client = EvaluationServiceClient<Channel>;
+type Client = EvaluationServiceClient<crate::cli::Connection>;
 
 /// Runs a `llmops schedule` subcommand against the server in `options`.
 pub async fn run(args: ScheduleArgs, options: &ClientOptions) -> anyhow::Result<()> {

@@ -8,6 +8,7 @@ pub(crate) use self::messages::{
 
 use std::sync::Arc;
 
+use llmops_access::{Caller, Role};
 use llmops_registry::{Registry, VersionSelector, WatchItem};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -20,18 +21,64 @@ use crate::grpc::status::{invalid_field, IntoStatus as _, OrStatus as _};
 use crate::grpc::{response_stream, ResponseStream};
 use crate::pb;
 use crate::pb::prompt_service_server::PromptService;
+use crate::server::access::caller_of;
 
 /// The PromptService adapter.
 #[derive(Debug, Clone)]
 pub struct PromptApi {
     registry: Arc<Registry>,
     shutdown: CancellationToken,
+    /// Labels only ROLE_ADMIN may move or delete (`protected_labels`).
+    protected_labels: Arc<[String]>,
 }
 
 impl PromptApi {
-    /// An adapter over the registry; watches end at `shutdown`.
-    pub fn new(registry: Arc<Registry>, shutdown: CancellationToken) -> Self {
-        Self { registry, shutdown }
+    /// An adapter over the registry; watches end at `shutdown`; `protected_labels` move
+    /// only for ROLE_ADMIN.
+    pub fn new(
+        registry: Arc<Registry>,
+        shutdown: CancellationToken,
+        protected_labels: Vec<String>,
+    ) -> Self {
+        Self {
+            registry,
+            shutdown,
+            protected_labels: protected_labels.into(),
+        }
+    }
+
+    /// PERMISSION_DENIED unless `caller` may move or delete `label`, and may override
+    /// its gate when `overriding`.
+    fn check_label_move(
+        &self,
+        caller: &Caller,
+        label: &str,
+        overriding: bool,
+    ) -> Result<(), Status> {
+        if caller.role >= Role::Admin {
+            return Ok(());
+        }
+        if self
+            .protected_labels
+            .iter()
+            .any(|protected| protected == label)
+        {
+            return Err(Status::permission_denied(format!(
+                "label {label:?} is protected (protected_labels): moving or deleting it needs {}; {} has {}",
+                Role::Admin,
+                caller.identity,
+                caller.role
+            )));
+        }
+        if overriding {
+            return Err(Status::permission_denied(format!(
+                "overriding a release gate (override_reason) needs {}; {} has {}",
+                Role::Admin,
+                caller.identity,
+                caller.role
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -158,12 +205,14 @@ impl PromptService for PromptApi {
         &self,
         request: Request<pb::SetPromptLabelRequest>,
     ) -> Result<Response<pb::SetPromptLabelResponse>, Status> {
+        let caller = caller_of(&request);
         let pb::SetPromptLabelRequest {
             name,
             label,
             version,
             override_reason,
         } = request.into_inner();
+        self.check_label_move(&caller, &label, !override_reason.is_empty())?;
         let (view, previous) = self
             .registry
             .set_label(&name, &label, &version, non_empty(&override_reason))
@@ -179,7 +228,9 @@ impl PromptService for PromptApi {
         &self,
         request: Request<pb::DeletePromptLabelRequest>,
     ) -> Result<Response<pb::DeletePromptLabelResponse>, Status> {
+        let caller = caller_of(&request);
         let pb::DeletePromptLabelRequest { name, label } = request.into_inner();
+        self.check_label_move(&caller, &label, false)?;
         let previous = self
             .registry
             .delete_label(&name, &label)

@@ -12,6 +12,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use llmops_access::KeyService;
 use llmops_alerts::AlertService;
 use llmops_cluster::ClusterStore;
 use llmops_evaluator::datasets::DatasetService;
@@ -37,6 +38,7 @@ pub(super) struct Followed {
     pub(super) gates: Arc<GateService>,
     pub(super) experiments: Arc<ExperimentService>,
     pub(super) runs: Arc<RunService>,
+    pub(super) keys: Arc<KeyService>,
     /// The change log's head before the caches were loaded.
     pub(super) change_head: u64,
 }
@@ -66,6 +68,7 @@ pub(super) fn spawn(
         gates,
         experiments,
         runs,
+        keys,
         change_head,
     } = followed;
     let changes = Arc::new(ChangeFollower {
@@ -75,6 +78,7 @@ pub(super) fn spawn(
         gates,
         experiments: experiments.clone(),
         runs,
+        keys,
         cursor: tokio::sync::Mutex::new(change_head),
     });
     vec![
@@ -131,6 +135,7 @@ struct ChangeFollower {
     gates: Arc<GateService>,
     experiments: Arc<ExperimentService>,
     runs: Arc<RunService>,
+    keys: Arc<KeyService>,
     /// The sequence of the last change applied.
     cursor: tokio::sync::Mutex<u64>,
 }
@@ -175,6 +180,10 @@ impl ChangeFollower {
                     .refresh_all()
                     .await
                     .map_err(|err| err.to_string())?;
+                self.keys
+                    .refresh_all()
+                    .await
+                    .map_err(|err| err.to_string())?;
             }
             read += batch.len();
             for change in &batch {
@@ -184,6 +193,7 @@ impl ChangeFollower {
                     "gate" => self.gates.refresh_all().await,
                     "experiment" => self.experiments.refresh(&change.key).await,
                     "run" => self.runs.refresh(&change.key).await,
+                    "api_key" => self.keys.refresh(&change.key).await,
                     _ => Ok(()),
                 };
                 refreshed.map_err(|err| err.to_string())?;

@@ -18,6 +18,8 @@ mod experiment_writes;
 mod experiments;
 #[path = "sql/gates.rs"]
 mod gates;
+#[path = "sql/keys.rs"]
+mod keys;
 #[path = "sql/prompts.rs"]
 mod prompts;
 #[path = "sql/runs.rs"]

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
+use llmops_access::KeyStore;
 use llmops_alerts::AlertStore;
 use llmops_cluster::ClusterStore;
 use llmops_core::StoreError;
@@ -154,6 +155,8 @@ pub struct Storage {
     pub gates: Arc<dyn GateStore>,
     /// Replicas, leases of background roles, and the change log of cached definitions.
     pub cluster: Arc<dyn ClusterStore>,
+    /// API keys.
+    pub keys: Arc<dyn KeyStore>,
     backend: Backend,
 }
 
@@ -203,6 +206,7 @@ impl Storage {
             + ScheduleStore
             + GateStore
             + ClusterStore
+            + KeyStore
             + 'static,
     {
         Self {
@@ -213,7 +217,8 @@ impl Storage {
             runs: shared.clone(),
             schedules: shared.clone(),
             gates: shared.clone(),
-            cluster: shared,
+            cluster: shared.clone(),
+            keys: shared,
             backend,
         }
     }

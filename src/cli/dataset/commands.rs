@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 use serde_json::json;
-use tonic::transport::Channel;
 
 use super::{csv_file, format, jsonl, samples, DatasetCommand, FormatArg, TypeArg};
 use crate::cli::output::{self, emit};
@@ -16,7 +15,7 @@ use crate::cli::{connect, status_error, ClientOptions};
 use crate::pb;
 use crate::pb::evaluation_service_client::EvaluationServiceClient;
 
-type Client = EvaluationServiceClient<Channel>;
+type Client = EvaluationServiceClient<crate::cli::Connection>;
 
 /// The largest answer accepted: the server's own limit is at most this, and an export
 /// batch of large samples can pass the 4 MiB default.

@@ -1,7 +1,6 @@
 //! The calls each `llmops eval` subcommand makes, and what it prints.
 
 use anyhow::{bail, Context as _};
-use tonic::transport::Channel;
 
 use super::{format, progress, EvalCommand};
 use crate::cli::output::{self, emit};
@@ -10,7 +9,7 @@ use crate::cli::{connect, status_error, ClientOptions};
 use crate::pb;
 use crate::pb::evaluation_service_client::EvaluationServiceClient;
 
-pub(crate) type Client = EvaluationServiceClient<Channel>;
+pub(crate) type Client = EvaluationServiceClient<crate::cli::Connection>;
 
 /// The largest answer accepted: a page of results with long outputs can pass the 4 MiB
 /// default.

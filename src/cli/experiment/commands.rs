@@ -1,7 +1,6 @@
 //! The calls each `llmops experiment` subcommand makes, and what it prints.
 
 use anyhow::Context as _;
-use tonic::transport::Channel;
 
 use super::{format, spec, ExperimentCommand, StatusArg};
 use crate::cli::output::{self, emit};
@@ -10,7 +9,7 @@ use crate::cli::{connect, status_error, ClientOptions};
 use crate::pb;
 use crate::pb::experiment_service_client::ExperimentServiceClient;
 
-type Client = ExperimentServiceClient<Channel>;
+type Client = ExperimentServiceClient<crate::cli::Connection>;
 
 /// Runs one subcommand. The experiment file is read before connecting, so its errors do
 /// not depend on the server.

@@ -6,7 +6,6 @@ use anyhow::{bail, Context as _};
 use llmops_registry::NewPromptVersion;
 use serde_json::{json, Map, Value as JsonValue};
 use tokio_stream::StreamExt as _;
-use tonic::transport::Channel;
 
 use super::{convert, output, vars, LabelCommand, PromptCommand, Selector};
 use crate::cli::files::read_document;
@@ -17,7 +16,7 @@ use crate::cli::{connect, status_error, ClientOptions};
 use crate::pb;
 use crate::pb::prompt_service_client::PromptServiceClient;
 
-type Client = PromptServiceClient<Channel>;
+type Client = PromptServiceClient<crate::cli::Connection>;
 
 /// Runs one subcommand. Local inputs (files, `--var`) are read before connecting, so
 /// their errors do not depend on the server.

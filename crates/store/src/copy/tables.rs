@@ -229,6 +229,17 @@ pub(crate) const TABLES: &[Table] = &[
         key: &["prompt_name", "label"],
         columns: &[("prompt_name", Text), ("label", Text), ("record", Text)],
     },
+    Table {
+        name: "api_keys",
+        key: &["id"],
+        columns: &[
+            ("id", Text),
+            ("name", Text),
+            ("secret_hash", Text),
+            ("record", Text),
+            ("created_at_us", Int),
+        ],
+    },
 ];
 
 /// Tables whose key the database generates: after rows are copied in with their own

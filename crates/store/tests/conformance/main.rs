@@ -17,6 +17,7 @@ mod datasets;
 mod experiments;
 mod fixtures;
 mod gates;
+mod keys;
 mod prompts;
 mod runs;
 mod schedules;
@@ -86,6 +87,10 @@ macro_rules! conformance {
                 gates: [
                     a_gate_per_prompt_and_label_is_replaced_and_deleted,
                     gates_are_keyed_by_prompt_and_label_together,
+                ],
+                keys: [
+                    keys_round_trip_and_names_and_secrets_are_unique,
+                    the_first_admin_is_stored_only_while_no_admin_key_is_usable,
                 ],
                 cluster: [
                     a_lease_has_one_holder_until_it_lapses_or_is_freed,

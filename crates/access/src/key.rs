@@ -1,0 +1,77 @@
+//! API keys as callers and listings see them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::role::Role;
+
+/// An API key, without its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKey {
+    /// Assigned at creation (`key_` and a UUID v7).
+    pub id: String,
+    /// Unique among keys.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// What it is for.
+    pub description: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it stops working.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When it was revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// When it was last used, to within [`crate::KeyService`]'s flush interval.
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// The first characters of its secret.
+    pub secret_prefix: String,
+    /// Calls per second it may make on each replica; 0: no limit.
+    pub requests_per_second: u32,
+}
+
+/// What a new key should be.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeySpec {
+    /// 1-128 characters from `[A-Za-z0-9._@:/-]`.
+    pub name: String,
+    /// Required.
+    pub role: Option<Role>,
+    /// At most 1,024 characters.
+    pub description: String,
+    /// In the future, when set.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// 0: no limit.
+    pub requests_per_second: u32,
+}
+
+/// Who is calling: a key, or nobody in particular when authentication is off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The key the call came with; `None` without authentication.
+    pub key: Option<ApiKey>,
+    /// What the caller may do.
+    pub role: Role,
+    /// How logs, audit entries and actor fields name the caller.
+    pub identity: String,
+}
+
+impl Caller {
+    /// A caller when authentication is off: anyone may do anything.
+    pub fn anonymous() -> Self {
+        Self {
+            key: None,
+            role: Role::Admin,
+            identity: "anonymous".to_owned(),
+        }
+    }
+
+    /// The caller of a key.
+    pub fn of_key(key: ApiKey) -> Self {
+        Self {
+            role: key.role,
+            identity: key.name.clone(),
+            key: Some(key),
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! Who may call what, checked before any handler runs.
+//!
+//! Every RPC of every llmops service declares the least role it needs in the proto
+//! (`option (llmops.v1.required_role) = ROLE_EDITOR;`); [`MethodRoles`] reads those
+//! options from the descriptor set compiled into the binary, and start-up fails if one
+//! is missing. [`AccessLayer`] then answers each call:
+//! - health and reflection pass without a key (mesh probes and tools);
+//! - with `[auth] mode = "none"` every call passes as the anonymous admin;
+//! - with `mode = "api_keys"`: no or an unknown key is UNAUTHENTICATED, a revoked or
+//!   expired one UNAUTHENTICATED with the reason, a key past its rate limit
+//!   RESOURCE_EXHAUSTED with retry info, and too little role PERMISSION_DENIED naming the
+//!   role needed.
+//!
+//! A call that passes carries its [`Caller`] in the request's extensions, for handlers
+//! that decide more finely (protected labels, gate overrides, `WhoAmI`).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+
+use anyhow::{bail, Context as _};
+use http::{Request, Response};
+use llmops_access::{AuthError, Caller, KeyService, Role};
+use prost_reflect::DescriptorPool;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+use tower::{Layer, Service};
+
+use crate::pb;
+
+/// The custom method option every RPC declares.
+const REQUIRED_ROLE: &str = "llmops.v1.required_role";
+
+/// The role each llmops RPC requires, by its HTTP/2 path (`/llmops.v1.X/Method`).
+#[derive(Debug, Clone)]
+pub(crate) struct MethodRoles(HashMap<String, Role>);
+
+impl MethodRoles {
+    /// The roles declared in the compiled descriptor set; an error names every RPC of
+    /// an llmops service that declares none (or an unknown role).
+    pub(crate) fn from_descriptor() -> anyhow::Result<Self> {
+        Self::from_encoded(pb::FILE_DESCRIPTOR_SET)
+    }
+
+    fn from_encoded(descriptor: &[u8]) -> anyhow::Result<Self> {
+        let pool = DescriptorPool::decode(descriptor).context("reading the descriptor set")?;
+        let option = pool
+            .get_extension_by_name(REQUIRED_ROLE)
+            .with_context(|| format!("the descriptor set has no option {REQUIRED_ROLE}"))?;
+        let mut roles = HashMap::new();
+        let mut undeclared = Vec::new();
+        for service in pool.services() {
+            if service.package_name() != "llmops.v1" {
+                continue;
+            }
+            for method in service.methods() {
+                let path = format!("/{}/{}", service.full_name(), method.name());
+                let options = method.options();
+                let role = options
+                    .has_extension(&option)
+                    .then(|| options.get_extension(&option).as_enum_number())
+                    .flatten()
+                    .and_then(Role::from_number);
+                match role {
+                    Some(role) => {
+                        roles.insert(path, role);
+                    }
+                    None => undeclared.push(path),
+                }
+            }
+        }
+        if !undeclared.is_empty() {
+            bail!(
+                "these RPCs declare no {REQUIRED_ROLE}: {}",
+                undeclared.join(", ")
+            );
+        }
+        Ok(Self(roles))
+    }
+
+    /// The role `path` requires; `None` for a path that is not an llmops RPC.
+    pub(crate) fn required(&self, path: &str) -> Option<Role> {
+        self.0.get(path).copied()
+    }
+}
+
+/// How calls are authenticated (`[auth] mode`).
+#[derive(Debug)]
+pub(crate) struct Access {
+    roles: MethodRoles,
+    /// The keys, once storage is open; `None` for ever with `mode = "none"`.
+    keys: OnceLock<Arc<KeyService>>,
+    required: bool,
+}
+
+impl Access {
+    /// Access with keys required (`api_keys`) or not (`none`).
+    pub(crate) fn new(roles: MethodRoles, required: bool) -> Arc<Self> {
+        Arc::new(Self {
+            roles,
+            keys: OnceLock::new(),
+            required,
+        })
+    }
+
+    /// Keys are checked from here on (calls before are answered UNAVAILABLE, like every
+    /// service before storage is open).
+    pub(crate) fn fill(&self, keys: Arc<KeyService>) {
+        let _ = self.keys.set(keys);
+    }
+
+    /// The caller of a call to `path` with these headers, or the status refusing it.
+    /// `Ok(None)` for a call outside the llmops services (health, reflection).
+    fn check(&self, path: &str, headers: &http::HeaderMap) -> Result<Option<Caller>, Status> {
+        let Some(required) = self.roles.required(path) else {
+            return Ok(None);
+        };
+        if !self.required {
+            return Ok(Some(Caller::anonymous()));
+        }
+        let Some(keys) = self.keys.get() else {
+            return Err(Status::unavailable(
+                "the server is starting; retry in a moment",
+            ));
+        };
+        let caller = match bearer(headers) {
+            None => Err(AuthError::Missing),
+            Some(secret) => keys.authenticate(secret, chrono::Utc::now()),
+        }
+        .map_err(refusal)?;
+        if caller.role < required {
+            return Err(Status::permission_denied(format!(
+                "{path} needs {required}; {} has {}",
+                describe(&caller),
+                caller.role
+            )));
+        }
+        Ok(Some(caller))
+    }
+}
+
+/// The token of an `authorization: Bearer <token>` header.
+fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn describe(caller: &Caller) -> String {
+    match &caller.key {
+        Some(key) => format!("API key {:?}", key.name),
+        None => caller.identity.clone(),
+    }
+}
+
+/// The status for refused credentials; it names the key, never the secret.
+fn refusal(error: AuthError) -> Status {
+    match &error {
+        AuthError::RateLimited { retry_after, .. } => Status::with_error_details(
+            Code::ResourceExhausted,
+            error.to_string(),
+            ErrorDetails::with_retry_info(Some(*retry_after)),
+        ),
+        _ => Status::unauthenticated(error.to_string()),
+    }
+}
+
+/// Checks every call against [`Access`] before it reaches a service.
+#[derive(Debug, Clone)]
+pub(crate) struct AccessLayer {
+    access: Arc<Access>,
+}
+
+impl AccessLayer {
+    pub(crate) fn new(access: Arc<Access>) -> Self {
+        Self { access }
+    }
+}
+
+impl<S> Layer<S> for AccessLayer {
+    type Service = AccessCheck<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AccessCheck {
+            inner,
+            access: self.access.clone(),
+        }
+    }
+}
+
+/// The service [`AccessLayer`] wraps.
+#[derive(Debug, Clone)]
+pub(crate) struct AccessCheck<S> {
+    inner: S,
+    access: Arc<Access>,
+}
+
+impl<S, B> Service<Request<B>> for AccessCheck<S>
+where
+    S: Service<Request<B>, Response = Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        match self.access.check(request.uri().path(), request.headers()) {
+            Ok(caller) => {
+                if let Some(caller) = caller {
+                    request.extensions_mut().insert(caller);
+                }
+                Box::pin(self.inner.call(request))
+            }
+            Err(status) => Box::pin(async move { Ok(status.into_http()) }),
+        }
+    }
+}
+
+/// The caller of a request that passed [`AccessLayer`] (the anonymous admin for a
+/// request that did not come through it: handlers called directly in tests).
+pub(crate) fn caller_of<T>(request: &tonic::Request<T>) -> Caller {
+    request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or_else(Caller::anonymous)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_llmops_rpc_declares_its_role() {
+        let roles = MethodRoles::from_descriptor().unwrap();
+        let pool = DescriptorPool::decode(pb::FILE_DESCRIPTOR_SET).unwrap();
+        let mut rpcs = Vec::new();
+        for service in pool.services() {
+            if service.package_name() == "llmops.v1" {
+                for method in service.methods() {
+                    rpcs.push(format!("/{}/{}", service.full_name(), method.name()));
+                }
+            }
+        }
+        assert!(rpcs.len() > 60, "{rpcs:?}");
+        for rpc in &rpcs {
+            assert!(roles.required(rpc).is_some(), "{rpc} declares no role");
+        }
+        assert_eq!(
+            roles.required("/llmops.v1.PromptService/RenderPrompt"),
+            Some(Role::Reader)
+        );
+        assert_eq!(
+            roles.required("/llmops.v1.ExperimentService/RecordMetric"),
+            Some(Role::App)
+        );
+        assert_eq!(
+            roles.required("/llmops.v1.AuthService/CreateApiKey"),
+            Some(Role::Admin)
+        );
+        assert_eq!(roles.required("/grpc.health.v1.Health/Check"), None);
+    }
+
+    #[test]
+    fn rpcs_without_a_declared_role_are_refused_by_name() {
+        // Decoded by prost and encoded again, the set loses its custom options (prost
+        // keeps no unknown fields), so no RPC declares a role any more.
+        use prost::Message as _;
+        let set = prost_types::FileDescriptorSet::decode(pb::FILE_DESCRIPTOR_SET).unwrap();
+        let error = MethodRoles::from_encoded(&set.encode_to_vec()).unwrap_err();
+        for rpc in [
+            "/llmops.v1.PromptService/RenderPrompt",
+            "/llmops.v1.AuthService/CreateApiKey",
+        ] {
+            assert!(error.to_string().contains(rpc), "{error}");
+        }
+    }
+
+    #[test]
+    fn bearer_tokens_are_read_from_the_authorization_header() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(bearer(&headers), None);
+        headers.insert(
+            http::header::AUTHORIZATION,
+            "Bearer llmops_x".parse().unwrap(),
+        );
+        assert_eq!(bearer(&headers), Some("llmops_x"));
+        headers.insert(
+            http::header::AUTHORIZATION,
+            "bearer  llmops_y ".parse().unwrap(),
+        );
+        assert_eq!(bearer(&headers), Some("llmops_y"));
+        headers.insert(http::header::AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert_eq!(bearer(&headers), None);
+    }
+}

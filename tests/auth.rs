@@ -1,0 +1,531 @@
+//! API keys and roles, end to end against the real binary: `llmops auth bootstrap`, every
+//! RPC called with no key, a revoked key and each role, protected labels, rate limits,
+//! revocation across replicas, and secrets kept out of logs and answers.
+
+mod common;
+
+use std::str::FromStr as _;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf as _, BufMut as _};
+use common::cluster::Cluster;
+use common::process::{free_address, ServerProcess};
+use llmops::pb;
+use llmops::pb::auth_service_client::AuthServiceClient;
+use llmops::pb::prompt_service_client::PromptServiceClient;
+use prost_reflect::DescriptorPool;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+
+const API_KEYS: (&str, &str) = ("LLMOPS_AUTH__MODE", "api_keys");
+
+/// Runs `llmops auth bootstrap` on `data_dir`'s database (with `env`); its output.
+fn bootstrap(data_dir: &std::path::Path, env: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_llmops"))
+        .args(["auth", "bootstrap", "--data-dir"])
+        .arg(data_dir)
+        .envs(env.iter().copied())
+        .output()
+        .expect("the llmops binary runs")
+}
+
+/// The secret a successful bootstrap printed.
+fn bootstrapped_secret(output: &std::process::Output) -> String {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("secret: "))
+        .unwrap_or_else(|| panic!("no secret in {stdout:?}"))
+        .to_owned()
+}
+
+/// `request` with `authorization: Bearer <secret>`.
+fn with_key<T>(mut request: Request<T>, secret: &str) -> Request<T> {
+    request.metadata_mut().insert(
+        "authorization",
+        MetadataValue::from_str(&format!("Bearer {secret}")).unwrap(),
+    );
+    request
+}
+
+async fn create_key(
+    channel: &Channel,
+    admin: &str,
+    name: &str,
+    role: pb::Role,
+    requests_per_second: u32,
+) -> (String, String) {
+    let created = AuthServiceClient::new(channel.clone())
+        .create_api_key(with_key(
+            Request::new(pb::CreateApiKeyRequest {
+                name: name.into(),
+                role: role.into(),
+                requests_per_second,
+                ..Default::default()
+            }),
+            admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    (created.api_key.unwrap().api_key_id, created.secret)
+}
+
+async fn revoke(channel: &Channel, admin: &str, id: &str) {
+    AuthServiceClient::new(channel.clone())
+        .revoke_api_key(with_key(
+            Request::new(pb::RevokeApiKeyRequest {
+                api_key_id: id.into(),
+            }),
+            admin,
+        ))
+        .await
+        .unwrap();
+}
+
+/// Passes message bytes through untouched, so any RPC can be called by its path.
+#[derive(Debug, Clone, Copy, Default)]
+struct Raw;
+
+impl Codec for Raw {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Raw;
+    type Decoder = Raw;
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl Encoder for Raw {
+    type Item = Vec<u8>;
+    type Error = Status;
+    fn encode(&mut self, item: Vec<u8>, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        buf.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for Raw {
+    type Item = Vec<u8>;
+    type Error = Status;
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+        let bytes = buf.chunk().to_vec();
+        buf.advance(bytes.len());
+        Ok(Some(bytes))
+    }
+}
+
+/// Calls `path` with one empty message and `secret` (if any); the code it answered with
+/// (OK for a stream that opened).
+async fn call(channel: &Channel, path: &str, secret: Option<&str>) -> Code {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.unwrap();
+    let mut request = Request::new(tokio_stream::iter(vec![Vec::<u8>::new()]));
+    if let Some(secret) = secret {
+        request = with_key(request, secret);
+    }
+    let uri = http::uri::PathAndQuery::from_str(path).unwrap();
+    match tokio::time::timeout(Duration::from_secs(10), grpc.streaming(request, uri, Raw)).await {
+        Ok(Ok(_)) => Code::Ok,
+        Ok(Err(status)) => status.code(),
+        Err(_) => panic!("{path} did not answer"),
+    }
+}
+
+/// Every llmops RPC with the role it declares.
+fn declared_roles() -> Vec<(String, pb::Role)> {
+    let pool = DescriptorPool::decode(pb::FILE_DESCRIPTOR_SET).unwrap();
+    let option = pool
+        .get_extension_by_name("llmops.v1.required_role")
+        .unwrap();
+    let mut rpcs = Vec::new();
+    for service in pool.services() {
+        if service.package_name() != "llmops.v1" {
+            continue;
+        }
+        for method in service.methods() {
+            let role = method
+                .options()
+                .get_extension(&option)
+                .as_enum_number()
+                .and_then(|n| pb::Role::try_from(n).ok())
+                .unwrap_or(pb::Role::Unspecified);
+            rpcs.push((format!("/{}/{}", service.full_name(), method.name()), role));
+        }
+    }
+    rpcs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_admits_exactly_the_roles_its_declared_option_allows() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = bootstrapped_secret(&bootstrap(dir.path(), &[]));
+    let server = ServerProcess::spawn(dir.path(), &[API_KEYS]);
+    let channel = server.channel().await;
+
+    let mut callers = Vec::new();
+    for role in [
+        pb::Role::Reader,
+        pb::Role::App,
+        pb::Role::Editor,
+        pb::Role::Admin,
+    ] {
+        let (_, secret) = create_key(&channel, &admin, role.as_str_name(), role, 0).await;
+        callers.push((role, secret));
+    }
+    let (revoked_id, revoked) = create_key(&channel, &admin, "gone", pb::Role::Admin, 0).await;
+    revoke(&channel, &admin, &revoked_id).await;
+
+    let rpcs = declared_roles();
+    assert!(rpcs.len() > 70, "{}", rpcs.len());
+    for (path, required) in &rpcs {
+        assert_ne!(*required, pb::Role::Unspecified, "{path} declares no role");
+        assert_eq!(
+            call(&channel, path, None).await,
+            Code::Unauthenticated,
+            "{path} without a key"
+        );
+        assert_eq!(
+            call(&channel, path, Some(&revoked)).await,
+            Code::Unauthenticated,
+            "{path} with a revoked key"
+        );
+        assert_eq!(
+            call(&channel, path, Some("llmops_not-a-key")).await,
+            Code::Unauthenticated,
+            "{path} with an unknown key"
+        );
+        for (role, secret) in &callers {
+            let code = call(&channel, path, Some(secret)).await;
+            let allowed = (*role as i32) >= (*required as i32);
+            assert_eq!(
+                code != Code::PermissionDenied && code != Code::Unauthenticated,
+                allowed,
+                "{path} (needs {required:?}) with {role:?} answered {code:?}"
+            );
+        }
+    }
+
+    // Health and reflection need no key.
+    let health = tonic_health::pb::health_client::HealthClient::new(channel.clone())
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "llmops.v1.PromptService".into(),
+        })
+        .await;
+    assert!(health.is_ok(), "{health:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_say_why_and_never_repeat_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = bootstrapped_secret(&bootstrap(dir.path(), &[]));
+    // A second bootstrap is refused: an admin key exists.
+    let again = bootstrap(dir.path(), &[]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("an admin key exists"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let server = ServerProcess::spawn(dir.path(), &[API_KEYS]);
+    let channel = server.channel().await;
+    let mut auth = AuthServiceClient::new(channel.clone());
+
+    let me = auth
+        .who_am_i(with_key(Request::new(pb::WhoAmIRequest {}), &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(me.role, pb::Role::Admin as i32);
+    assert_eq!(me.identity, "admin");
+
+    let missing = auth.who_am_i(pb::WhoAmIRequest {}).await.unwrap_err();
+    assert_eq!(missing.code(), Code::Unauthenticated);
+    assert!(
+        missing.message().contains("Bearer"),
+        "{}",
+        missing.message()
+    );
+
+    let (reader_id, reader) = create_key(&channel, &admin, "dashboards", pb::Role::Reader, 0).await;
+    let denied = auth
+        .create_api_key(with_key(
+            Request::new(pb::CreateApiKeyRequest {
+                name: "sneaky".into(),
+                role: pb::Role::Admin.into(),
+                ..Default::default()
+            }),
+            &reader,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    assert!(
+        denied.message().contains("ROLE_ADMIN") && denied.message().contains("dashboards"),
+        "{}",
+        denied.message()
+    );
+
+    revoke(&channel, &admin, &reader_id).await;
+    let revoked = auth
+        .who_am_i(with_key(Request::new(pb::WhoAmIRequest {}), &reader))
+        .await
+        .unwrap_err();
+    assert_eq!(revoked.code(), Code::Unauthenticated);
+    assert!(
+        revoked.message().contains("revoked"),
+        "{}",
+        revoked.message()
+    );
+
+    // A key past its rate limit is told when to come back.
+    let (_, limited) = create_key(&channel, &admin, "batch", pb::Role::Reader, 2).await;
+    let mut codes = Vec::new();
+    let mut retry = None;
+    for _ in 0..5 {
+        match auth
+            .who_am_i(with_key(Request::new(pb::WhoAmIRequest {}), &limited))
+            .await
+        {
+            Ok(_) => codes.push(Code::Ok),
+            Err(status) => {
+                use tonic_types::StatusExt as _;
+                retry = status.get_details_retry_info().and_then(|r| r.retry_delay);
+                codes.push(status.code());
+            }
+        }
+    }
+    assert!(codes.contains(&Code::ResourceExhausted), "{codes:?}");
+    assert!(
+        retry.is_some_and(|delay| delay <= Duration::from_secs(1)),
+        "{retry:?}"
+    );
+
+    // A canary secret appears nowhere but where the client put it.
+    let canary = "llmops_CANARYcanaryCANARYcanaryCANARYcanary12345";
+    let unknown = auth
+        .who_am_i(with_key(Request::new(pb::WhoAmIRequest {}), canary))
+        .await
+        .unwrap_err();
+    assert!(
+        !unknown.message().contains("CANARY"),
+        "{}",
+        unknown.message()
+    );
+    let listed = auth
+        .list_api_keys(with_key(
+            Request::new(pb::ListApiKeysRequest::default()),
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let listing = format!("{listed:?}");
+    for secret in [&admin, &reader, &limited] {
+        assert!(
+            !listing.contains(secret.as_str()),
+            "a listing shows a secret"
+        );
+        assert!(
+            listing.contains(&secret[..11]),
+            "a listing shows each key's prefix"
+        );
+    }
+    drop(server);
+    let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap();
+    for secret in [admin.as_str(), reader.as_str(), limited.as_str(), canary] {
+        assert!(!log.contains(secret), "the server log holds a secret");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protected_labels_activations_and_gate_overrides_need_an_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = bootstrapped_secret(&bootstrap(dir.path(), &[]));
+    let server = ServerProcess::spawn(dir.path(), &[API_KEYS]);
+    let channel = server.channel().await;
+    let (_, editor) = create_key(&channel, &admin, "ci", pb::Role::Editor, 0).await;
+    let mut prompts = PromptServiceClient::new(channel.clone());
+    for version in ["1.0.0", "1.1.0"] {
+        prompts
+            .create_prompt_version(with_key(
+                Request::new(pb::CreatePromptVersionRequest {
+                    prompt_version: Some(pb::PromptVersion {
+                        name: "greet".into(),
+                        version: version.into(),
+                        template: "Hello".into(),
+                        ..Default::default()
+                    }),
+                }),
+                &editor,
+            ))
+            .await
+            .unwrap();
+    }
+    let set = |label: &str, reason: &str| pb::SetPromptLabelRequest {
+        name: "greet".into(),
+        label: label.into(),
+        version: "1.1.0".into(),
+        override_reason: reason.into(),
+    };
+    prompts
+        .set_prompt_label(with_key(Request::new(set("staging", "")), &editor))
+        .await
+        .unwrap();
+    let protected = prompts
+        .set_prompt_label(with_key(Request::new(set("production", "")), &editor))
+        .await
+        .unwrap_err();
+    assert_eq!(protected.code(), Code::PermissionDenied);
+    assert!(
+        protected.message().contains("protected") && protected.message().contains("ROLE_ADMIN"),
+        "{}",
+        protected.message()
+    );
+    let overriding = prompts
+        .set_prompt_label(with_key(Request::new(set("staging", "hotfix")), &editor))
+        .await
+        .unwrap_err();
+    assert_eq!(overriding.code(), Code::PermissionDenied);
+    let activation = prompts
+        .activate_prompt_version(with_key(
+            Request::new(pb::ActivatePromptVersionRequest {
+                name: "greet".into(),
+                version: "1.1.0".into(),
+                ..Default::default()
+            }),
+            &editor,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(activation.code(), Code::PermissionDenied);
+
+    prompts
+        .set_prompt_label(with_key(Request::new(set("production", "")), &admin))
+        .await
+        .unwrap();
+    let deleted = prompts
+        .delete_prompt_label(with_key(
+            Request::new(pb::DeletePromptLabelRequest {
+                name: "greet".into(),
+                label: "production".into(),
+            }),
+            &editor,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(deleted.code(), Code::PermissionDenied);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_keys_serving_beyond_loopback_is_refused_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_llmops"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("auth.mode") && stderr.contains("allow_unauthenticated"),
+        "{stderr}"
+    );
+    // Allowed explicitly, it serves.
+    let server = ServerProcess::spawn_on(
+        std::net::SocketAddr::from(([0, 0, 0, 0], free_address().port())),
+        dir.path(),
+        &[("LLMOPS_AUTH__ALLOW_UNAUTHENTICATED", "true")],
+    );
+    let channel = server.channel().await;
+    let me = AuthServiceClient::new(channel)
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (me.role, me.identity.as_str()),
+        (pb::Role::Admin as i32, "anonymous")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_revoked_on_one_replica_is_refused_by_the_others() {
+    let cluster = Cluster::start(3, &[API_KEYS]).await;
+    let admin = {
+        let storage = cluster.database().open_storage().await;
+        let (_, secret) = llmops_access::KeyService::bootstrap(
+            storage.keys.as_ref(),
+            "admin",
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+        secret
+    };
+    let first = cluster.channel(0).await;
+    // Bootstrapped while the replicas run: they learn of it from the change log.
+    let start = Instant::now();
+    while AuthServiceClient::new(first.clone())
+        .who_am_i(with_key(Request::new(pb::WhoAmIRequest {}), &admin))
+        .await
+        .is_err()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (id, secret) = create_key(&first, &admin, "app", pb::Role::App, 0).await;
+    let who = |replica: usize| {
+        let secret = secret.clone();
+        let cluster = &cluster;
+        async move {
+            AuthServiceClient::new(cluster.channel(replica).await)
+                .who_am_i(with_key(Request::new(pb::WhoAmIRequest {}), &secret))
+                .await
+                .map(|_| ())
+                .map_err(|status| status.code())
+        }
+    };
+    // Every replica learns of the new key.
+    for replica in [1, 2] {
+        let start = Instant::now();
+        while who(replica).await.is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "replica {replica}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    revoke(&first, &admin, &id).await;
+    let revoked_at = Instant::now();
+    for replica in [1, 2] {
+        while who(replica).await != Err(Code::Unauthenticated) {
+            assert!(
+                revoked_at.elapsed() < Duration::from_secs(3),
+                "replica {replica} still admits the revoked key; logs:\n{}",
+                cluster.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    eprintln!(
+        "both other replicas refused the revoked key {:?} after the revocation",
+        revoked_at.elapsed()
+    );
+}
