@@ -137,8 +137,8 @@ impl AuthServiceRpc for AuthApi {
         let caller = caller_of(&request);
         Ok(Response::new(pb::WhoAmIResponse {
             role: role_to_pb(caller.role).into(),
-            identity: caller.identity,
-            api_key: caller.key.map(key_to_pb),
+            identity: caller.identity.to_string(),
+            api_key: caller.key.map(|key| key_to_pb(ApiKey::clone(&key))),
         }))
     }
 }

@@ -151,7 +151,7 @@ fn bearer(headers: &http::HeaderMap) -> Option<&str> {
 fn describe(caller: &Caller) -> String {
     match &caller.key {
         Some(key) => format!("API key {:?}", key.name),
-        None => caller.identity.clone(),
+        None => caller.identity.to_string(),
     }
 }
 

@@ -38,6 +38,8 @@ PROTO_FILES = [
     "llmops/v1/experiments.proto",
     "llmops/v1/evaluation.proto",
     "llmops/v1/providers.proto",
+    # Imported by every service's proto: the roles each RPC requires.
+    "llmops/v1/auth.proto",
 ]
 
 RPC_TIMEOUT = 10.0

@@ -1,5 +1,7 @@
 //! API keys as callers and listings see them.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -45,15 +47,16 @@ pub struct KeySpec {
     pub requests_per_second: u32,
 }
 
-/// Who is calling: a key, or nobody in particular when authentication is off.
+/// Who is calling: a key, or nobody in particular when authentication is off. Cheap to
+/// clone (every call carries one): the key is shared with the key service's cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     /// The key the call came with; `None` without authentication.
-    pub key: Option<ApiKey>,
+    pub key: Option<Arc<ApiKey>>,
     /// What the caller may do.
     pub role: Role,
     /// How logs, audit entries and actor fields name the caller.
-    pub identity: String,
+    pub identity: Arc<str>,
 }
 
 impl Caller {
@@ -62,15 +65,15 @@ impl Caller {
         Self {
             key: None,
             role: Role::Admin,
-            identity: "anonymous".to_owned(),
+            identity: Arc::from("anonymous"),
         }
     }
 
     /// The caller of a key.
-    pub fn of_key(key: ApiKey) -> Self {
+    pub fn of_key(key: Arc<ApiKey>) -> Self {
         Self {
             role: key.role,
-            identity: key.name.clone(),
+            identity: Arc::from(key.name.as_str()),
             key: Some(key),
         }
     }

@@ -1,6 +1,6 @@
 //! The key service: every key in memory, so a call's check reads no database.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -73,8 +73,11 @@ pub struct KeyPage {
 
 #[derive(Debug)]
 struct Entry {
-    key: ApiKey,
+    /// Shared with the callers of calls made with it.
+    key: Arc<ApiKey>,
     hash: SecretHash,
+    /// The key's caller, built once: a call clones it.
+    caller: Caller,
 }
 
 /// A token bucket of one second's calls.
@@ -86,7 +89,7 @@ struct Bucket {
 
 /// API keys: created, listed, revoked, and checked on every call.
 pub struct KeyService {
-    store: std::sync::Arc<dyn KeyStore>,
+    store: Arc<dyn KeyStore>,
     /// By id.
     keys: DashMap<String, Entry>,
     /// Key id by secret hash.
@@ -107,13 +110,21 @@ impl std::fmt::Debug for KeyService {
     }
 }
 
+fn entry(key: Arc<ApiKey>, hash: SecretHash) -> Entry {
+    Entry {
+        caller: Caller::of_key(key.clone()),
+        key,
+        hash,
+    }
+}
+
 fn not_found(id: &str) -> ServiceError {
     ServiceError::NotFound(format!("API key {id:?} not found"))
 }
 
 impl KeyService {
     /// Loads every key from `store`.
-    pub async fn open(store: std::sync::Arc<dyn KeyStore>) -> Result<Self, ServiceError> {
+    pub async fn open(store: Arc<dyn KeyStore>) -> Result<Self, ServiceError> {
         let service = Self {
             store,
             keys: DashMap::new(),
@@ -134,13 +145,8 @@ impl KeyService {
             return;
         };
         self.by_hash.insert(hash, stored.key.id.clone());
-        self.keys.insert(
-            stored.key.id.clone(),
-            Entry {
-                key: stored.key,
-                hash,
-            },
-        );
+        self.keys
+            .insert(stored.key.id.clone(), entry(Arc::new(stored.key), hash));
     }
 
     /// A new key for `spec`, and its secret (to be shown once).
@@ -184,7 +190,7 @@ impl KeyService {
     pub fn get(&self, id: &str) -> Result<ApiKey, ServiceError> {
         self.keys
             .get(id)
-            .map(|entry| entry.key.clone())
+            .map(|entry| ApiKey::clone(&entry.key))
             .ok_or_else(|| not_found(id))
     }
 
@@ -194,7 +200,11 @@ impl KeyService {
             0 => DEFAULT_PAGE_SIZE,
             n => n.min(MAX_PAGE_SIZE),
         };
-        let mut all: Vec<ApiKey> = self.keys.iter().map(|entry| entry.key.clone()).collect();
+        let mut all: Vec<ApiKey> = self
+            .keys
+            .iter()
+            .map(|entry| ApiKey::clone(&entry.key))
+            .collect();
         all.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
         let start = if page_token.is_empty() {
             0
@@ -226,8 +236,9 @@ impl KeyService {
             .revoke_key(id, now)
             .await?
             .ok_or_else(|| not_found(id))?;
-        if let Some(mut entry) = self.keys.get_mut(id) {
-            entry.key = key.clone();
+        if let Some(mut cached) = self.keys.get_mut(id) {
+            let hash = cached.hash;
+            *cached = entry(Arc::new(key.clone()), hash);
         }
         Ok(key)
     }
@@ -270,24 +281,27 @@ impl KeyService {
             .get(&hash)
             .map(|id| id.clone())
             .ok_or(AuthError::Unknown)?;
-        let key = {
+        let caller = {
             let entry = self.keys.get(&id).ok_or(AuthError::Unknown)?;
             if !entry.hash.matches(&hash) {
                 return Err(AuthError::Unknown);
             }
-            entry.key.clone()
+            entry.caller.clone()
         };
+        let key = caller.key.as_deref().ok_or(AuthError::Unknown)?;
         if let Some(at) = key.revoked_at {
-            return Err(AuthError::Revoked { name: key.name, at });
+            let name = key.name.clone();
+            return Err(AuthError::Revoked { name, at });
         }
         if let Some(at) = key.expires_at.filter(|at| *at <= now) {
-            return Err(AuthError::Expired { name: key.name, at });
+            let name = key.name.clone();
+            return Err(AuthError::Expired { name, at });
         }
         if key.requests_per_second > 0 {
-            self.admit(&key)?;
+            self.admit(key)?;
         }
-        self.note_use(&key, now);
-        Ok(Caller::of_key(key))
+        self.note_use(key, now);
+        Ok(caller)
     }
 
     /// Takes a token of the key's bucket (one second's calls, refilled continuously).
@@ -323,8 +337,11 @@ impl KeyService {
             return;
         }
         self.uses.insert(key.id.clone(), now);
-        if let Some(mut entry) = self.keys.get_mut(&key.id) {
-            entry.key.last_used_at = Some(now);
+        if let Some(mut cached) = self.keys.get_mut(&key.id) {
+            let mut used = ApiKey::clone(&cached.key);
+            used.last_used_at = Some(now);
+            let hash = cached.hash;
+            *cached = entry(Arc::new(used), hash);
         }
     }
 
@@ -401,8 +418,6 @@ fn new_key(spec: KeySpec, now: DateTime<Utc>) -> Result<(StoredKey, String), Ser
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use async_trait::async_trait;
     use llmops_core::StoreError;
 
@@ -497,10 +512,7 @@ mod tests {
         );
         assert!(!format!("{:?}", store.load_keys().await.unwrap()).contains(&secret));
         let caller = keys.authenticate(&secret, now).unwrap();
-        assert_eq!(
-            (caller.role, caller.identity.as_str()),
-            (Role::Editor, "ci")
-        );
+        assert_eq!((caller.role, &*caller.identity), (Role::Editor, "ci"));
         assert_eq!(
             keys.authenticate("llmops_other", now),
             Err(AuthError::Unknown)
