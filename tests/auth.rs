@@ -373,6 +373,22 @@ async fn protected_labels_activations_and_gate_overrides_need_an_admin() {
             .await
             .unwrap();
     }
+    // The calling key's name fills the author a client left empty.
+    let created = prompts
+        .get_prompt_version(with_key(
+            Request::new(pb::GetPromptVersionRequest {
+                name: "greet".into(),
+                version: "1.0.0".into(),
+                ..Default::default()
+            }),
+            &editor,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .prompt_version
+        .unwrap();
+    assert_eq!(created.author, "ci");
     let set = |label: &str, reason: &str| pb::SetPromptLabelRequest {
         name: "greet".into(),
         label: label.into(),
@@ -528,4 +544,53 @@ async fn a_key_revoked_on_one_replica_is_refused_by_the_others() {
         "both other replicas refused the revoked key {:?} after the revocation",
         revoked_at.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledgement_names_the_calling_key_when_the_client_did_not() {
+    use llmops::pb::alert_service_client::AlertServiceClient;
+    let dir = tempfile::tempdir().unwrap();
+    let admin = bootstrapped_secret(&bootstrap(dir.path(), &[]));
+    let server = ServerProcess::spawn(dir.path(), &[API_KEYS]);
+    let channel = server.channel().await;
+    let (_, oncall) = create_key(&channel, &admin, "oncall@example.com", pb::Role::Editor, 0).await;
+    let mut alerts = AlertServiceClient::new(channel);
+    let mut acknowledged = Vec::new();
+    for (source_id, by) in [("a", ""), ("b", "ada")] {
+        let alert = alerts
+            .create_alert(with_key(
+                Request::new(pb::CreateAlertRequest {
+                    alert: Some(pb::Alert {
+                        r#type: pb::AlertType::Threshold.into(),
+                        severity: pb::AlertSeverity::Info.into(),
+                        message: "m".into(),
+                        source: "evaluation".into(),
+                        source_id: source_id.into(),
+                        ..Default::default()
+                    }),
+                }),
+                &oncall,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .alert
+            .unwrap();
+        let acked = alerts
+            .acknowledge_alert(with_key(
+                Request::new(pb::AcknowledgeAlertRequest {
+                    alert_id: alert.id,
+                    acknowledged_by: by.into(),
+                    comment: String::new(),
+                }),
+                &oncall,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .alert
+            .unwrap();
+        acknowledged.push(acked.acknowledged_by);
+    }
+    assert_eq!(acknowledged, ["oncall@example.com", "ada"]);
 }

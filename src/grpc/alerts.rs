@@ -17,6 +17,7 @@ use crate::grpc::status::{invalid_field, OrStatus as _};
 use crate::grpc::{response_stream, ResponseStream};
 use crate::pb;
 use crate::pb::alert_service_server::AlertService as AlertServiceRpc;
+use crate::server::access::caller_of;
 
 const DEFAULT_PAGE_SIZE: usize = 50;
 const MAX_PAGE_SIZE: usize = 1000;
@@ -179,11 +180,16 @@ impl AlertServiceRpc for AlertApi {
         &self,
         request: Request<pb::AcknowledgeAlertRequest>,
     ) -> Result<Response<pb::AcknowledgeAlertResponse>, Status> {
+        let caller = caller_of(&request);
         let pb::AcknowledgeAlertRequest {
             alert_id: id,
-            acknowledged_by,
+            mut acknowledged_by,
             comment,
         } = request.into_inner();
+        // Who acknowledged, when the client did not say: the calling key's name.
+        if acknowledged_by.is_empty() && caller.key.is_some() {
+            acknowledged_by = caller.identity.to_string();
+        }
         let id = alert_id(&id)?;
         if acknowledged_by.len() > MAX_ACK_BY_BYTES {
             return Err(invalid_field(

@@ -97,6 +97,7 @@ impl PromptService for PromptApi {
         &self,
         request: Request<pb::CreatePromptVersionRequest>,
     ) -> Result<Response<pb::CreatePromptVersionResponse>, Status> {
+        let caller = caller_of(&request);
         let pb::CreatePromptVersionRequest { prompt_version } = request.into_inner();
         let Some(prompt_version) = prompt_version else {
             return Err(invalid_field(
@@ -104,7 +105,11 @@ impl PromptService for PromptApi {
                 "prompt_version is required",
             ));
         };
-        let new = new_prompt_version(prompt_version)?;
+        let mut new = new_prompt_version(prompt_version)?;
+        // Who made it, when the client did not say: the calling key's name.
+        if new.author.is_empty() && caller.key.is_some() {
+            new.author = caller.identity.to_string();
+        }
         let view = self
             .registry
             .create_version(new)
