@@ -6,7 +6,9 @@ The stubs are generated at run time from proto/llmops/v1/{prompts,experiments}.p
 so this test checks the wire contract (field names, enums, status codes) as a non-Rust
 client sees it. The experiment checks also assign users locally with GrowthBook's own
 Python SDK and require the server to agree: the assignment hash is reproducible in
-another language.
+another language. A second server runs with `[auth] mode = "api_keys"` (its first
+admin key from `llmops auth bootstrap`): keys are sent as bearer metadata, and the role
+each RPC requires is read from the generated descriptors.
 
 Usage (from anywhere; paths are resolved against the repo root):
 
@@ -59,6 +61,7 @@ exp_pb2_grpc = None
 def generate_stubs(out_dir):
     """Runs grpc_tools.protoc on the protos into out_dir and imports the result."""
     global pb2, pb2_grpc, exp_pb2, exp_pb2_grpc, eval_pb2, eval_pb2_grpc, prov_pb2, prov_pb2_grpc
+    global auth_pb2, auth_pb2_grpc
     os.makedirs(out_dir, exist_ok=True)
     wkt_include = str(importlib.resources.files("grpc_tools") / "_proto")
     cmd = [
@@ -93,6 +96,8 @@ def generate_stubs(out_dir):
     eval_pb2_grpc = importlib.import_module("llmops.v1.evaluation_pb2_grpc")
     prov_pb2 = importlib.import_module("llmops.v1.providers_pb2")
     prov_pb2_grpc = importlib.import_module("llmops.v1.providers_pb2_grpc")
+    auth_pb2 = importlib.import_module("llmops.v1.auth_pb2")
+    auth_pb2_grpc = importlib.import_module("llmops.v1.auth_pb2_grpc")
 
 
 # --------------------------------------------------------------------------- server
@@ -121,7 +126,7 @@ def log_tail(path, lines=40):
         return "(no server log: %s)" % e
 
 
-def start_server(binary, port, data_dir, log_path):
+def start_server(binary, port, data_dir, log_path, env=None):
     if not os.path.isfile(binary) or not os.access(binary, os.X_OK):
         raise RuntimeError("server binary %s not found or not executable (run `cargo build` first "
                            "or set LLMOPS_BIN)" % binary)
@@ -139,6 +144,7 @@ def start_server(binary, port, data_dir, log_path):
                 "127.0.0.1:0",
             ],
             cwd=REPO_ROOT,
+            env=dict(os.environ, **(env or {})),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -707,6 +713,80 @@ def make_continuous_checks(stub, prompts, providers):
     ]
 
 
+def bootstrap_admin(binary, data_dir):
+    """Runs `llmops auth bootstrap` on data_dir's database; the admin secret it printed."""
+    out = subprocess.run([binary, "auth", "bootstrap", "--data-dir", data_dir],
+                         cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        if line.startswith("secret: "):
+            return line[len("secret: "):]
+    raise AssertionError("no secret in %r" % out)
+
+
+def make_auth_checks(channel, admin):
+    """Keys and roles as a Python client sees them: bearer metadata, the codes, and the
+    role each RPC declares, read from the generated descriptors."""
+    import grpc
+
+    auth = auth_pb2_grpc.AuthServiceStub(channel)
+    prompts = pb2_grpc.PromptServiceStub(channel)
+    bearer = lambda secret: (("authorization", "Bearer " + secret),)  # noqa: E731
+    keys = {}
+
+    def declared_roles():
+        service = pb2.DESCRIPTOR.services_by_name["PromptService"]
+        role = lambda method: service.methods_by_name[method].GetOptions().Extensions[  # noqa: E731
+            auth_pb2.required_role]
+        assert role("RenderPrompt") == auth_pb2.ROLE_READER
+        assert role("CreatePromptVersion") == auth_pb2.ROLE_EDITOR
+        assert role("ActivatePromptVersion") == auth_pb2.ROLE_ADMIN
+
+    def no_key():
+        expect_status(grpc.StatusCode.UNAUTHENTICATED,
+                      lambda: auth.WhoAmI(auth_pb2.WhoAmIRequest(), timeout=RPC_TIMEOUT))
+
+    def admin_key():
+        me = auth.WhoAmI(auth_pb2.WhoAmIRequest(), metadata=bearer(admin), timeout=RPC_TIMEOUT)
+        assert me.role == auth_pb2.ROLE_ADMIN and me.identity == "admin", me
+
+    def reader_key():
+        created = auth.CreateApiKey(
+            auth_pb2.CreateApiKeyRequest(name="py-reader", role=auth_pb2.ROLE_READER),
+            metadata=bearer(admin), timeout=RPC_TIMEOUT)
+        assert created.secret.startswith("llmops_"), created
+        assert created.api_key.secret_prefix == created.secret[:11]
+        keys["reader"] = created
+        version = pb2.PromptVersion(name="py-auth", version="1.0.0", template="Hi")
+        expect_status(grpc.StatusCode.PERMISSION_DENIED, lambda: prompts.CreatePromptVersion(
+            pb2.CreatePromptVersionRequest(prompt_version=version),
+            metadata=bearer(created.secret), timeout=RPC_TIMEOUT))
+        # Allowed to read: the prompt does not exist, which is not a refusal.
+        expect_status(grpc.StatusCode.NOT_FOUND, lambda: prompts.GetPromptVersion(
+            pb2.GetPromptVersionRequest(name="py-auth", version="1.0.0"),
+            metadata=bearer(created.secret), timeout=RPC_TIMEOUT))
+
+    def revoked_key():
+        reader = keys["reader"]
+        auth.RevokeApiKey(auth_pb2.RevokeApiKeyRequest(api_key_id=reader.api_key.api_key_id),
+                          metadata=bearer(admin), timeout=RPC_TIMEOUT)
+        try:
+            auth.WhoAmI(auth_pb2.WhoAmIRequest(), metadata=bearer(reader.secret),
+                        timeout=RPC_TIMEOUT)
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.UNAUTHENTICATED, e
+            assert "revoked" in e.details() and reader.secret not in e.details(), e.details()
+        else:
+            raise AssertionError("a revoked key was admitted")
+
+    return [
+        ("each RPC's role is readable from the descriptors", declared_roles),
+        ("no API key is UNAUTHENTICATED", no_key),
+        ("the bootstrapped admin key", admin_key),
+        ("a reader key reads but does not write", reader_key),
+        ("a revoked key is UNAUTHENTICATED saying so", revoked_key),
+    ]
+
+
 def describe(exc):
     import grpc
 
@@ -776,15 +856,35 @@ def main(argv):
             + make_evaluation_checks(evaluation, stub)
             + make_continuous_checks(evaluation, stub, providers)
         )
-        for name, check in checks:
-            try:
-                check()
-            except Exception as e:  # noqa: BLE001
-                report(False, name, describe(e))
-                failed += 1
-            else:
-                report(True, name)
-                passed += 1
+        # A second server that needs API keys, its first admin key bootstrapped.
+        auth_port = free_port()
+        auth_dir = os.path.join(work, "auth-data")
+        os.makedirs(auth_dir)
+        auth_log = os.path.join(work, "auth-server.log")
+        try:
+            admin = bootstrap_admin(resolve_bin(), auth_dir)
+            auth_proc = start_server(resolve_bin(), auth_port, auth_dir, auth_log,
+                                     env={"LLMOPS_AUTH__MODE": "api_keys"})
+            auth_channel = grpc.insecure_channel("127.0.0.1:%d" % auth_port)
+            wait_healthy(auth_channel, auth_proc, auth_log)
+        except Exception as e:  # noqa: BLE001
+            report(False, "server with API keys start", describe(e))
+            failed += 1
+            return 1
+        checks = checks + make_auth_checks(auth_channel, admin)
+        try:
+            for name, check in checks:
+                try:
+                    check()
+                except Exception as e:  # noqa: BLE001
+                    report(False, name, describe(e))
+                    failed += 1
+                else:
+                    report(True, name)
+                    passed += 1
+        finally:
+            auth_channel.close()
+            stop_server(auth_proc)
         if failed:
             print("# server log (tail):")
             for line in log_tail(log_path).splitlines():
