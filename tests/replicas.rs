@@ -999,6 +999,18 @@ async fn result_ids(cluster: &Cluster, replica: usize, run_id: &str) -> Vec<Stri
     }
 }
 
+/// Three replicas reading the configuration file `config`, with a 2 s lease.
+async fn three_replicas_reading(config: &std::path::Path) -> Cluster {
+    Cluster::start(
+        3,
+        &[
+            ("LLMOPS_CONFIG", config.to_str().unwrap()),
+            ("LLMOPS_LEADER_LEASE", "2s"),
+        ],
+    )
+    .await
+}
+
 /// Three replicas sharing a mock model at `latency`, and a started run of `samples`
 /// samples on it at `concurrency` (per replica); returns the run's id. The directory
 /// holds the replicas' configuration.
@@ -1010,14 +1022,7 @@ async fn shared_run(
     let mock = MockProvider::start(latency).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = mock_provider_config(dir.path(), &mock);
-    let cluster = Cluster::start(
-        3,
-        &[
-            ("LLMOPS_CONFIG", config.to_str().unwrap()),
-            ("LLMOPS_LEADER_LEASE", "2s"),
-        ],
-    )
-    .await;
+    let cluster = three_replicas_reading(&config).await;
     let channel = cluster.channel(0).await;
     let mut prompts = PromptServiceClient::new(channel.clone());
     let mut evaluation = EvaluationServiceClient::new(channel);
@@ -1221,14 +1226,7 @@ async fn provider_caps_hold_for_the_whole_deployment_not_per_replica() {
         ) + &entry("paced", &paced, "requests_per_minute = 1200"),
     )
     .unwrap();
-    let cluster = Cluster::start(
-        3,
-        &[
-            ("LLMOPS_CONFIG", config.to_str().unwrap()),
-            ("LLMOPS_LEADER_LEASE", "2s"),
-        ],
-    )
-    .await;
+    let cluster = three_replicas_reading(&config).await;
     let channel = cluster.channel(0).await;
     let mut prompts = PromptServiceClient::new(channel.clone());
     let mut evaluation = EvaluationServiceClient::new(channel);
@@ -1337,14 +1335,7 @@ async fn one_replica_probes_a_provider_for_all_and_every_replica_shows_its_healt
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str("[providers_health]\ninterval = \"200ms\"\nfailure_threshold = 2\n");
     std::fs::write(&config, text).unwrap();
-    let cluster = Cluster::start(
-        3,
-        &[
-            ("LLMOPS_CONFIG", config.to_str().unwrap()),
-            ("LLMOPS_LEADER_LEASE", "2s"),
-        ],
-    )
-    .await;
+    let cluster = three_replicas_reading(&config).await;
     wait_for_health(&cluster, "mock", true).await;
 
     // One replica probes: about one probe a round, where three probing replicas would
