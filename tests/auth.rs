@@ -431,6 +431,27 @@ async fn protected_labels_activations_and_gate_overrides_need_an_admin() {
         .set_prompt_label(with_key(Request::new(set("production", "")), &admin))
         .await
         .unwrap();
+    // The label history names who moved each pointer.
+    let history = prompts
+        .list_label_history(with_key(
+            Request::new(pb::ListLabelHistoryRequest {
+                name: "greet".into(),
+                ..Default::default()
+            }),
+            &editor,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let actors: Vec<(&str, &str)> = history
+        .iter()
+        .map(|event| (event.label.as_str(), event.actor.as_str()))
+        .collect();
+    assert!(
+        actors.contains(&("staging", "ci")) && actors.contains(&("production", "admin")),
+        "{actors:?}"
+    );
     let deleted = prompts
         .delete_prompt_label(with_key(
             Request::new(pb::DeletePromptLabelRequest {

@@ -82,6 +82,11 @@ impl PromptApi {
     }
 }
 
+/// The name a change records as its actor: the calling key's, none without keys.
+fn actor_of(caller: &Caller) -> Option<&str> {
+    caller.key.as_ref().map(|key| key.name.as_str())
+}
+
 /// An optional string field: empty means unset.
 fn non_empty(text: &str) -> Option<&str> {
     (!text.is_empty()).then_some(text)
@@ -191,6 +196,7 @@ impl PromptService for PromptApi {
         &self,
         request: Request<pb::ActivatePromptVersionRequest>,
     ) -> Result<Response<pb::ActivatePromptVersionResponse>, Status> {
+        let caller = caller_of(&request);
         let pb::ActivatePromptVersionRequest {
             name,
             version,
@@ -198,7 +204,12 @@ impl PromptService for PromptApi {
         } = request.into_inner();
         let view = self
             .registry
-            .activate(&name, &version, non_empty(&override_reason))
+            .activate_by(
+                &name,
+                &version,
+                non_empty(&override_reason),
+                actor_of(&caller),
+            )
             .await
             .or_status()?;
         Ok(Response::new(pb::ActivatePromptVersionResponse {
@@ -220,7 +231,13 @@ impl PromptService for PromptApi {
         self.check_label_move(&caller, &label, !override_reason.is_empty())?;
         let (view, previous) = self
             .registry
-            .set_label(&name, &label, &version, non_empty(&override_reason))
+            .set_label_by(
+                &name,
+                &label,
+                &version,
+                non_empty(&override_reason),
+                actor_of(&caller),
+            )
             .await
             .or_status()?;
         Ok(Response::new(pb::SetPromptLabelResponse {
@@ -238,7 +255,7 @@ impl PromptService for PromptApi {
         self.check_label_move(&caller, &label, false)?;
         let previous = self
             .registry
-            .delete_label(&name, &label)
+            .delete_label_by(&name, &label, actor_of(&caller))
             .await
             .or_status()?;
         Ok(Response::new(pb::DeletePromptLabelResponse {

@@ -44,4 +44,7 @@ pub struct PromptEvent {
     /// Why a release gate was bypassed, when it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub override_reason: Option<String>,
+    /// Who made a pointer move (the calling API key's name), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
 }

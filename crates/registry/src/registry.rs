@@ -322,6 +322,7 @@ impl Registry {
             time: now(),
             previous_version: None,
             override_reason: None,
+            actor: None,
         }
     }
 

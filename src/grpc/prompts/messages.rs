@@ -240,6 +240,7 @@ pub(crate) fn event_to_pb(event: &PromptEvent) -> pb::PromptEvent {
         time: Some(timestamp(event.time)),
         previous_version: event.previous_version.clone().unwrap_or_default(),
         override_reason: event.override_reason.clone().unwrap_or_default(),
+        actor: event.actor.clone().unwrap_or_default(),
     }
 }
 

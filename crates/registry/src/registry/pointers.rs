@@ -61,6 +61,17 @@ impl Registry {
         version: &str,
         override_reason: Option<&str>,
     ) -> Result<PromptVersionView, RegistryError> {
+        self.activate_by(name, version, override_reason, None).await
+    }
+
+    /// [`Registry::activate`], recording `actor` as who did it.
+    pub async fn activate_by(
+        &self,
+        name: &str,
+        version: &str,
+        override_reason: Option<&str>,
+        actor: Option<&str>,
+    ) -> Result<PromptVersionView, RegistryError> {
         let _guard = self.write_lock.lock().await;
         let entry = self.entry(name)?;
         let cached = self.select(&entry, name, &VersionSelector::Version(version.to_owned()))?;
@@ -97,6 +108,7 @@ impl Registry {
         );
         event.previous_version = previous;
         event.override_reason = released.override_reason;
+        event.actor = actor.map(str::to_owned);
         self.commit(change, event, entry).await?;
         Ok(view)
     }
@@ -109,6 +121,19 @@ impl Registry {
         label: &str,
         version: &str,
         override_reason: Option<&str>,
+    ) -> Result<(PromptVersionView, Option<Version>), RegistryError> {
+        self.set_label_by(name, label, version, override_reason, None)
+            .await
+    }
+
+    /// [`Registry::set_label`], recording `actor` as who did it.
+    pub async fn set_label_by(
+        &self,
+        name: &str,
+        label: &str,
+        version: &str,
+        override_reason: Option<&str>,
+        actor: Option<&str>,
     ) -> Result<(PromptVersionView, Option<Version>), RegistryError> {
         validate_label("label", label).map_err(invalid)?;
         let _guard = self.write_lock.lock().await;
@@ -149,12 +174,23 @@ impl Registry {
         );
         event.previous_version = previous.as_ref().map(ToString::to_string);
         event.override_reason = released.override_reason;
+        event.actor = actor.map(str::to_owned);
         self.commit(change, event, entry).await?;
         Ok((view, previous))
     }
 
     /// Removes a label; returns the version it pointed at.
     pub async fn delete_label(&self, name: &str, label: &str) -> Result<Version, RegistryError> {
+        self.delete_label_by(name, label, None).await
+    }
+
+    /// [`Registry::delete_label`], recording `actor` as who did it.
+    pub async fn delete_label_by(
+        &self,
+        name: &str,
+        label: &str,
+        actor: Option<&str>,
+    ) -> Result<Version, RegistryError> {
         validate_label("label", label).map_err(invalid)?;
         let _guard = self.write_lock.lock().await;
         let entry = self.entry(name)?;
@@ -172,6 +208,7 @@ impl Registry {
         };
         let mut event = self.event(PromptEventKind::LabelDeleted, name, Some(view), Some(label));
         event.previous_version = Some(cached.record.version.to_string());
+        event.actor = actor.map(str::to_owned);
         self.commit(change, event, entry).await?;
         Ok(cached.record.version.clone())
     }

@@ -38,6 +38,8 @@ fn event(kind: PromptEventKind, name: &str) -> PromptEvent {
         time: now(),
         previous_version: None,
         override_reason: None,
+        // Stored in the event's payload: a reload must keep it.
+        actor: Some("ci".into()),
     }
 }
 
@@ -200,6 +202,10 @@ pub(crate) async fn events_are_sequenced_and_filtered(db: TestDatabase) {
     assert_eq!(
         all.iter().map(|e| e.sequence).collect::<Vec<_>>(),
         [1, 2, 3, 4]
+    );
+    assert!(
+        all.iter().all(|e| e.actor.as_deref() == Some("ci")),
+        "an event's actor is stored with it"
     );
     let only_a = store.prompt_events_after(1, Some("a"), 100).await.unwrap();
     assert_eq!(only_a.iter().map(|e| e.sequence).collect::<Vec<_>>(), [3]);
