@@ -142,7 +142,7 @@ pub struct BenchArgs {
     pub fanout_spread: Vec<String>,
     /// The API key to call with: the global `--api-key` (or `LLMOPS_API_KEY`).
     #[arg(skip)]
-    pub api_key: Option<String>,
+    pub api_key: Option<crate::cli::ApiKeySecret>,
     /// Print the results as a JSON array instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -254,7 +254,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     });
     let (rows, fanout, import, evaluation) = tokio::select! {
         results = async {
-            let rows = run_all(&endpoint, &closed_loop, shape, args.api_key.as_deref()).await?;
+            let rows = run_all(&endpoint, &closed_loop, shape, args.api_key.as_ref().map(crate::cli::ApiKeySecret::expose)).await?;
             let import = match import_samples {
                 Some(samples) => Some(import::run(&endpoint, samples).await.context("running scenario import")?),
                 None => None,

@@ -62,10 +62,36 @@ pub struct ClientOptions {
         hide_env_values = true,
         value_name = "SECRET"
     )]
-    pub api_key: Option<String>,
+    pub api_key: Option<ApiKeySecret>,
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+}
+
+/// An API key's secret as the command line gave it; `Debug` never shows it, so no
+/// debug print of the options can leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKeySecret(String);
+
+impl ApiKeySecret {
+    /// The secret itself, for the `authorization` header.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ApiKeySecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKeySecret(..)")
+    }
+}
+
+impl std::str::FromStr for ApiKeySecret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(secret: &str) -> Result<Self, Self::Err> {
+        Ok(Self(secret.to_owned()))
+    }
 }
 
 /// A connection to the server whose calls carry the API key, if one was given.
@@ -122,7 +148,7 @@ impl Credentials {
 /// Fails with a one-line error naming the address when the address is not valid or the
 /// server cannot be reached.
 pub async fn connect(options: &ClientOptions) -> anyhow::Result<Connection> {
-    let credentials = Credentials::new(options.api_key.as_deref())?;
+    let credentials = Credentials::new(options.api_key.as_ref().map(ApiKeySecret::expose))?;
     let channel = connect_channel(options).await?;
     Ok(InterceptedService::new(channel, credentials))
 }

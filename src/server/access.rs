@@ -90,9 +90,11 @@ impl MethodRoles {
 #[derive(Debug)]
 pub(crate) struct Access {
     roles: MethodRoles,
-    /// The keys, once storage is open; `None` for ever with `mode = "none"`.
+    /// The keys, once storage is open (read only with `mode = "api_keys"`).
     keys: OnceLock<Arc<KeyService>>,
     required: bool,
+    /// The caller of every call with `mode = "none"`, built once.
+    anonymous: Caller,
 }
 
 impl Access {
@@ -102,6 +104,7 @@ impl Access {
             roles,
             keys: OnceLock::new(),
             required,
+            anonymous: Caller::anonymous(),
         })
     }
 
@@ -118,7 +121,7 @@ impl Access {
             return Ok(None);
         };
         if !self.required {
-            return Ok(Some(Caller::anonymous()));
+            return Ok(Some(self.anonymous.clone()));
         }
         let Some(keys) = self.keys.get() else {
             return Err(Status::unavailable(

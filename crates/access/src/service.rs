@@ -73,11 +73,18 @@ pub struct KeyPage {
 
 #[derive(Debug)]
 struct Entry {
-    /// Shared with the callers of calls made with it.
-    key: Arc<ApiKey>,
-    hash: SecretHash,
-    /// The key's caller, built once: a call clones it.
+    /// The key's caller, built once: a call clones it (the key is shared, not copied).
     caller: Caller,
+    hash: SecretHash,
+}
+
+impl Entry {
+    fn api_key(&self) -> &ApiKey {
+        self.caller
+            .key
+            .as_deref()
+            .expect("the caller of a key carries the key")
+    }
 }
 
 /// A token bucket of one second's calls.
@@ -112,8 +119,7 @@ impl std::fmt::Debug for KeyService {
 
 fn entry(key: Arc<ApiKey>, hash: SecretHash) -> Entry {
     Entry {
-        caller: Caller::of_key(key.clone()),
-        key,
+        caller: Caller::of_key(key),
         hash,
     }
 }
@@ -190,7 +196,7 @@ impl KeyService {
     pub fn get(&self, id: &str) -> Result<ApiKey, ServiceError> {
         self.keys
             .get(id)
-            .map(|entry| ApiKey::clone(&entry.key))
+            .map(|entry| entry.api_key().clone())
             .ok_or_else(|| not_found(id))
     }
 
@@ -203,7 +209,7 @@ impl KeyService {
         let mut all: Vec<ApiKey> = self
             .keys
             .iter()
-            .map(|entry| ApiKey::clone(&entry.key))
+            .map(|entry| entry.api_key().clone())
             .collect();
         all.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
         let start = if page_token.is_empty() {
@@ -338,7 +344,7 @@ impl KeyService {
         }
         self.uses.insert(key.id.clone(), now);
         if let Some(mut cached) = self.keys.get_mut(&key.id) {
-            let mut used = ApiKey::clone(&cached.key);
+            let mut used = cached.api_key().clone();
             used.last_used_at = Some(now);
             let hash = cached.hash;
             *cached = entry(Arc::new(used), hash);

@@ -119,15 +119,18 @@ impl Drop for CallSlot<'_> {
             return;
         };
         // Dropped in a call's future (also when it is cancelled), so the release runs on
-        // its own; if it fails, the lease lapses instead.
+        // its own. A failed release is retried until it goes through: the replica's
+        // renewals extend every slot it holds, so a slot left held would stay taken for
+        // as long as the replica lives. (A clean stop frees them all anyway.)
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                if let Err(error) = quota
+                while let Err(error) = quota
                     .store
                     .release_call_slot(&provider, slot, &quota.holder)
                     .await
                 {
-                    tracing::warn!(%error, provider, slot, "releasing a provider call slot failed");
+                    tracing::warn!(%error, provider, slot, "releasing a provider call slot failed; retrying");
+                    tokio::time::sleep(quota.lease / 3).await;
                 }
             });
         }

@@ -31,6 +31,29 @@ async fn insert(tx: &mut Connection, key: &StoredKey) -> Result<(), StoreError> 
     record_change(tx, API_KEY, &key.key.id).await
 }
 
+/// Key `id`, locked for the rest of the transaction; `None` if there is none.
+async fn locked_key(tx: &mut Connection, id: &str) -> Result<Option<ApiKey>, StoreError> {
+    let record: Option<String> = sqlx::query_scalar(&format!(
+        "SELECT record FROM api_keys WHERE id = $1{FOR_UPDATE}"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(db_error)?;
+    record.map(|record| parse("API key", &record)).transpose()
+}
+
+/// Replaces the stored record of `key`.
+async fn store_record(tx: &mut Connection, key: &ApiKey) -> Result<(), StoreError> {
+    sqlx::query("UPDATE api_keys SET record = $2 WHERE id = $1")
+        .bind(&key.id)
+        .bind(record_of("API key", key)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
 #[async_trait]
 impl KeyStore for Store {
     async fn insert_key(&self, key: &StoredKey) -> Result<(), StoreError> {
@@ -97,25 +120,12 @@ impl KeyStore for Store {
 
     async fn revoke_key(&self, id: &str, at: DateTime<Utc>) -> Result<Option<ApiKey>, StoreError> {
         let mut tx = self.writer.begin().await.map_err(db_error)?;
-        let record: Option<String> = sqlx::query_scalar(&format!(
-            "SELECT record FROM api_keys WHERE id = $1{FOR_UPDATE}"
-        ))
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        let Some(record) = record else {
+        let Some(mut key) = locked_key(&mut tx, id).await? else {
             return Ok(None);
         };
-        let mut key: ApiKey = parse("API key", &record)?;
         if key.revoked_at.is_none() {
             key.revoked_at = Some(at);
-            sqlx::query("UPDATE api_keys SET record = $2 WHERE id = $1")
-                .bind(id)
-                .bind(record_of("API key", &key)?)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
+            store_record(&mut tx, &key).await?;
             record_change(&mut tx, API_KEY, id).await?;
         }
         tx.commit().await.map_err(db_error)?;
@@ -126,25 +136,14 @@ impl KeyStore for Store {
         // Not logged as a change: other replicas need not reload a key for it.
         let mut tx = self.writer.begin().await.map_err(db_error)?;
         for (id, at) in uses {
-            let record: Option<String> = sqlx::query_scalar(&format!(
-                "SELECT record FROM api_keys WHERE id = $1{FOR_UPDATE}"
-            ))
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_error)?;
-            let Some(record) = record else { continue };
-            let mut key: ApiKey = parse("API key", &record)?;
+            let Some(mut key) = locked_key(&mut tx, id).await? else {
+                continue;
+            };
             if key.last_used_at.is_some_and(|last| last >= *at) {
                 continue;
             }
             key.last_used_at = Some(*at);
-            sqlx::query("UPDATE api_keys SET record = $2 WHERE id = $1")
-                .bind(id)
-                .bind(record_of("API key", &key)?)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
+            store_record(&mut tx, &key).await?;
         }
         tx.commit().await.map_err(db_error)
     }
