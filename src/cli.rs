@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::{InterceptedService, Interceptor};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::Status;
 
 use crate::telemetry::code_name;
@@ -63,6 +63,28 @@ pub struct ClientOptions {
         value_name = "SECRET"
     )]
     pub api_key: Option<ApiKeySecret>,
+    /// CA certificate (PEM) to verify an `https://` server with, instead of the
+    /// system's roots.
+    #[arg(long, global = true, env = "LLMOPS_CA_CERT", value_name = "PATH")]
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) to present to a server that requires one (mTLS).
+    #[arg(
+        long,
+        global = true,
+        env = "LLMOPS_CLIENT_CERT",
+        value_name = "PATH",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(
+        long,
+        global = true,
+        env = "LLMOPS_CLIENT_KEY",
+        value_name = "PATH",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<std::path::PathBuf>,
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
@@ -163,12 +185,53 @@ async fn connect_channel(options: &ClientOptions) -> anyhow::Result<Channel> {
             ))
         })?
         .connect_timeout(CONNECT_TIMEOUT);
+    let endpoint = match tls_config(options, &address)? {
+        Some(tls) => endpoint.tls_config(tls).map_err(|err| {
+            ConnectionError(format!(
+                "cannot use TLS for {address}: {}",
+                root_cause(&err)
+            ))
+        })?,
+        None => endpoint,
+    };
     endpoint.connect().await.map_err(|err| {
         anyhow::Error::new(ConnectionError(format!(
             "cannot connect to the server at {address}: {}",
             root_cause(&err)
         )))
     })
+}
+
+/// The TLS settings for an `https://` address: the server verified by `--ca-cert` (or
+/// the system's roots), and `--client-cert` presented when given. `None` for `http://`;
+/// an error for TLS options given with an `http://` address (they would be ignored).
+fn tls_config(options: &ClientOptions, address: &str) -> anyhow::Result<Option<ClientTlsConfig>> {
+    let read = |flag: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|err| {
+            ConnectionError(format!("{flag}: cannot read {}: {err}", path.display()))
+        })
+    };
+    if !address.starts_with("https://") {
+        if options.ca_cert.is_some() || options.client_cert.is_some() {
+            return Err(ConnectionError(format!(
+                "--ca-cert and --client-cert need an https:// server address, not {address}"
+            ))
+            .into());
+        }
+        return Ok(None);
+    }
+    let mut tls = ClientTlsConfig::new();
+    match &options.ca_cert {
+        Some(path) => tls = tls.ca_certificate(Certificate::from_pem(read("--ca-cert", path)?)),
+        None => tls = tls.with_native_roots(),
+    }
+    if let (Some(cert), Some(key)) = (&options.client_cert, &options.client_key) {
+        tls = tls.identity(Identity::from_pem(
+            read("--client-cert", cert)?,
+            read("--client-key", key)?,
+        ));
+    }
+    Ok(Some(tls))
 }
 
 /// The server address as a URL: `host:port` gets an `http://` prefix.
@@ -367,6 +430,9 @@ mod tests {
         let options = ClientOptions {
             server: format!("127.0.0.1:{port}"),
             api_key: None,
+            ca_cert: None,
+            client_cert: None,
+            client_key: None,
             json: false,
         };
         let err = connect(&options).await.unwrap_err().to_string();

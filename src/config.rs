@@ -88,6 +88,75 @@ pub struct Config {
     /// Labels only ROLE_ADMIN may move or delete (with API keys).
     #[serde(default = "default_protected_labels")]
     pub protected_labels: Vec<String>,
+    /// `[tls]`: serve TLS, and require client certificates (mTLS).
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// Serve `/metrics` over TLS with the `[tls]` certificate too.
+    #[serde(default)]
+    pub metrics_tls: bool,
+}
+
+/// `[tls]`: the server's certificate and, for mTLS, the clients' CA and the roles of
+/// their identities. Empty paths mean plain TCP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server's certificate chain (PEM), leaf first. With `key_file`, turns TLS on.
+    #[serde(default)]
+    pub cert_file: String,
+    /// The server certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[serde(default)]
+    pub key_file: String,
+    /// CA certificates (PEM) that sign client certificates; when set, every connection
+    /// must present one (mTLS), and its identity is a credential.
+    #[serde(default)]
+    pub client_ca_file: String,
+    /// How often the files are checked for a new certificate (rotation without
+    /// restart; open connections keep theirs).
+    #[serde(default = "default_tls_reload_interval", with = "humantime_serde_compat")]
+    pub reload_interval: Duration,
+    /// `[[tls.identities]]`: the role of each client certificate identity.
+    #[serde(default)]
+    pub identities: Vec<TlsIdentityConfig>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert_file: String::new(),
+            key_file: String::new(),
+            client_ca_file: String::new(),
+            reload_interval: default_tls_reload_interval(),
+            identities: Vec::new(),
+        }
+    }
+}
+
+impl TlsConfig {
+    /// Whether the listeners serve TLS.
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.is_empty()
+    }
+
+    /// Whether clients must present a certificate.
+    pub fn mutual(&self) -> bool {
+        self.enabled() && !self.client_ca_file.is_empty()
+    }
+}
+
+/// `[[tls.identities]]`: a client certificate identity and its role.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsIdentityConfig {
+    /// `CN=<common name>` for the subject's common name, or a URI SAN such as a SPIFFE
+    /// ID (`spiffe://trust-domain/ns/team/sa/app`), matched exactly.
+    pub subject: String,
+    /// `reader`, `app`, `editor` or `admin` (or `ROLE_READER`...).
+    pub role: String,
+}
+
+fn default_tls_reload_interval() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// `[auth]`: whether calls need an API key.
@@ -302,6 +371,8 @@ impl Default for Config {
             providers_health: ProvidersHealthConfig::default(),
             auth: AuthConfig::default(),
             protected_labels: default_protected_labels(),
+            tls: TlsConfig::default(),
+            metrics_tls: false,
         }
     }
 }
@@ -381,6 +452,57 @@ impl Config {
     }
 
     /// Range checks that types alone do not express; each error names its key.
+    fn validate_tls(&self) -> Result<(), (String, String)> {
+        let bad = |key: &str, why: &str| Err((key.to_owned(), why.to_owned()));
+        let tls = &self.tls;
+        if tls.cert_file.is_empty() != tls.key_file.is_empty() {
+            return bad(
+                "tls.cert_file",
+                "cert_file and key_file are set together (TLS needs both) or not at all",
+            );
+        }
+        if !tls.enabled() {
+            if !tls.client_ca_file.is_empty() {
+                return bad(
+                    "tls.client_ca_file",
+                    "client certificates need TLS: set cert_file and key_file too",
+                );
+            }
+            if self.metrics_tls {
+                return bad(
+                    "metrics_tls",
+                    "needs the [tls] certificate: set tls.cert_file and tls.key_file",
+                );
+            }
+        }
+        if !tls.identities.is_empty() && tls.client_ca_file.is_empty() {
+            return bad(
+                "tls.identities",
+                "identities are read from client certificates: set tls.client_ca_file",
+            );
+        }
+        for (i, identity) in tls.identities.iter().enumerate() {
+            if identity.subject.trim().is_empty() {
+                return bad(&format!("tls.identities[{i}].subject"), "must not be empty");
+            }
+            if llmops_access::Role::parse(&identity.role).is_none() {
+                return bad(
+                    &format!("tls.identities[{i}].role"),
+                    &format!(
+                        "{:?} is not a role: reader, app, editor or admin",
+                        identity.role
+                    ),
+                );
+            }
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(3600))
+            .contains(&tls.reload_interval)
+        {
+            return bad("tls.reload_interval", "must be between 100ms and 1h");
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), (String, String)> {
         let bad = |key: &str, why: &str| Err((key.to_owned(), why.to_owned()));
         if self.max_import_bytes == 0 {
@@ -406,7 +528,9 @@ impl Config {
         if !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&self.leader_lease) {
             return bad("leader_lease", "must be between 1s and 10m");
         }
+        self.validate_tls()?;
         if self.auth.mode == AuthMode::None
+            && !self.tls.mutual()
             && !self.listen.ip().is_loopback()
             && !self.auth.allow_unauthenticated
         {
@@ -415,8 +539,9 @@ impl Config {
                 &format!(
                     "\"none\" lets anyone who reaches {} do anything, and it is not a loopback \
                      address: set [auth] mode = \"api_keys\" (the first key comes from \
-                     `llmops auth bootstrap`), or [auth] allow_unauthenticated = true if a \
-                     proxy in front authenticates every call",
+                     `llmops auth bootstrap`), [tls] client_ca_file for client certificates, \
+                     or [auth] allow_unauthenticated = true if a proxy in front \
+                     authenticates every call",
                     self.listen
                 ),
             );

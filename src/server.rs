@@ -16,6 +16,7 @@ mod database;
 mod follow;
 mod health;
 mod starting;
+pub(crate) mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -64,6 +65,7 @@ use crate::prompt_versions::RegistryVersions;
 use crate::release_guard::EvaluationGuard;
 use crate::telemetry::{self, GrpcMetricsLayer};
 use access::{Access, AccessLayer, MethodRoles};
+use tls::{MetricsTlsListener, ServerTls};
 
 /// The services health reports on, besides the overall status ("").
 const SERVICE_NAMES: &[&str] = &[
@@ -116,8 +118,15 @@ pub async fn serve_with_clock(
     let slots = Slots::new();
     let access = Access::new(
         MethodRoles::from_descriptor().context("reading each RPC's required role")?,
-        config.auth.mode == AuthMode::ApiKeys,
+        config.auth.mode == AuthMode::ApiKeys || config.tls.mutual(),
     );
+    let tls = if config.tls.enabled() {
+        let tls = ServerTls::load(&config.tls).context("loading [tls]")?;
+        tokio::spawn(tls.clone().watch(stop.clone()));
+        Some(tls)
+    } else {
+        None
+    };
     let grpc_address = grpc_listener.local_addr()?;
     let mut grpc = tokio::spawn(grpc_server(
         &config,
@@ -125,11 +134,23 @@ pub async fn serve_with_clock(
         access.clone(),
         health_service,
         grpc_listener,
+        tls.clone(),
         stop.clone(),
         cut_off.clone(),
     )?);
     let metrics_address = metrics_listener.local_addr()?;
-    let metrics = tokio::spawn(telemetry::serve_metrics(metrics_listener, stop.clone()));
+    let metrics = match tls.filter(|_| config.metrics_tls) {
+        Some(tls) => {
+            let listener = MetricsTlsListener::new(
+                metrics_listener,
+                tls,
+                config.server.handshake_timeout,
+                stop.clone(),
+            )?;
+            tokio::spawn(telemetry::serve_metrics(listener, stop.clone()))
+        }
+        None => tokio::spawn(telemetry::serve_metrics(metrics_listener, stop.clone())),
+    };
 
     tokio::pin!(shutdown);
     let opened = tokio::select! {
@@ -158,7 +179,7 @@ pub async fn serve_with_clock(
         stop.clone(),
     )));
     let database = config.database_url()?;
-    tracing::info!(%grpc_address, %metrics_address, %database, "llmops is serving");
+    tracing::info!(%grpc_address, %metrics_address, %database, tls = config.tls.enabled(), mtls = config.tls.mutual(), "llmops is serving");
 
     shutdown.await;
     tracing::info!("shutting down: refusing new calls, draining in-flight ones");
@@ -198,6 +219,7 @@ fn grpc_server(
     access: Arc<Access>,
     health_service: tonic_health::pb::health_server::HealthServer<health::HealthService>,
     listener: TcpListener,
+    tls: Option<Arc<ServerTls>>,
     stop: CancellationToken,
     cut_off: CancellationToken,
 ) -> anyhow::Result<impl Future<Output = Result<(), tonic::transport::Error>>> {
@@ -224,6 +246,7 @@ fn grpc_server(
             handshake_timeout: limits.handshake_timeout,
             idle_timeout: limits.idle_timeout,
         },
+        tls,
     );
     Ok(Server::builder()
         .http2_keepalive_interval(Some(limits.keepalive_interval))

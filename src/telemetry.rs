@@ -51,10 +51,11 @@ pub fn prometheus() -> &'static PrometheusHandle {
 }
 
 /// Serves `GET /metrics` on `listener` until `shutdown`.
-pub async fn serve_metrics(
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
+pub async fn serve_metrics<L>(listener: L, shutdown: CancellationToken) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let handle = prometheus();
     let app = axum::Router::new().route(
         "/metrics",

@@ -186,9 +186,9 @@ impl AlertServiceRpc for AlertApi {
             mut acknowledged_by,
             comment,
         } = request.into_inner();
-        // Who acknowledged, when the client did not say: the calling key's name.
-        if acknowledged_by.is_empty() && caller.key.is_some() {
-            acknowledged_by = caller.identity.to_string();
+        // Who acknowledged, when the client did not say: the caller's key or certificate.
+        if let (true, Some(actor)) = (acknowledged_by.is_empty(), caller.actor()) {
+            acknowledged_by = actor.to_owned();
         }
         let id = alert_id(&id)?;
         if acknowledged_by.len() > MAX_ACK_BY_BYTES {

@@ -82,11 +82,6 @@ impl PromptApi {
     }
 }
 
-/// The name a change records as its actor: the calling key's, none without keys.
-fn actor_of(caller: &Caller) -> Option<&str> {
-    caller.key.as_ref().map(|key| key.name.as_str())
-}
-
 /// An optional string field: empty means unset.
 fn non_empty(text: &str) -> Option<&str> {
     (!text.is_empty()).then_some(text)
@@ -111,9 +106,9 @@ impl PromptService for PromptApi {
             ));
         };
         let mut new = new_prompt_version(prompt_version)?;
-        // Who made it, when the client did not say: the calling key's name.
-        if new.author.is_empty() && caller.key.is_some() {
-            new.author = caller.identity.to_string();
+        // Who made it, when the client did not say: the caller's key or certificate.
+        if let (true, Some(actor)) = (new.author.is_empty(), caller.actor()) {
+            new.author = actor.to_owned();
         }
         let view = self
             .registry
@@ -208,7 +203,7 @@ impl PromptService for PromptApi {
                 &name,
                 &version,
                 non_empty(&override_reason),
-                actor_of(&caller),
+                caller.actor(),
             )
             .await
             .or_status()?;
@@ -236,7 +231,7 @@ impl PromptService for PromptApi {
                 &label,
                 &version,
                 non_empty(&override_reason),
-                actor_of(&caller),
+                caller.actor(),
             )
             .await
             .or_status()?;
@@ -255,7 +250,7 @@ impl PromptService for PromptApi {
         self.check_label_move(&caller, &label, false)?;
         let previous = self
             .registry
-            .delete_label_by(&name, &label, actor_of(&caller))
+            .delete_label_by(&name, &label, caller.actor())
             .await
             .or_status()?;
         Ok(Response::new(pb::DeletePromptLabelResponse {

@@ -6,7 +6,10 @@
 //! is missing. [`AccessLayer`] then answers each call:
 //! - health and reflection pass without a key (mesh probes and tools);
 //! - with `[auth] mode = "none"` every call passes as the anonymous admin;
-//! - with `mode = "api_keys"`: no or an unknown key is UNAUTHENTICATED, a revoked or
+//! - with `mode = "api_keys"`, or with client certificates required (`[tls]
+//!   client_ca_file`): a call is made by its API key when it carries one, else by its
+//!   client certificate's identity (`[[tls.identities]]`). No credential, an unknown key
+//!   or an identity without a role is UNAUTHENTICATED, a revoked or
 //!   expired one UNAUTHENTICATED with the reason, a key past its rate limit
 //!   RESOURCE_EXHAUSTED with retry info, and too little role PERMISSION_DENIED naming the
 //!   role needed.
@@ -28,6 +31,8 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use tower::{Layer, Service};
 
+use super::connection::ConnectionInfo;
+use super::tls::Peer;
 use crate::pb;
 
 /// The custom method option every RPC declares.
@@ -92,13 +97,14 @@ pub(crate) struct Access {
     roles: MethodRoles,
     /// The keys, once storage is open (read only with `mode = "api_keys"`).
     keys: OnceLock<Arc<KeyService>>,
+    /// Whether calls need a credential (API keys or client certificates are on).
     required: bool,
     /// The caller of every call with `mode = "none"`, built once.
     anonymous: Caller,
 }
 
 impl Access {
-    /// Access with keys required (`api_keys`) or not (`none`).
+    /// Access with a credential required (`api_keys`, or client certificates) or not.
     pub(crate) fn new(roles: MethodRoles, required: bool) -> Arc<Self> {
         Arc::new(Self {
             roles,
@@ -114,25 +120,43 @@ impl Access {
         let _ = self.keys.set(keys);
     }
 
-    /// The caller of a call to `path` with these headers, or the status refusing it.
-    /// `Ok(None)` for a call outside the llmops services (health, reflection).
-    fn check(&self, path: &str, headers: &http::HeaderMap) -> Result<Option<Caller>, Status> {
+    /// The caller of a call to `path` with these headers over a connection from `peer`,
+    /// or the status refusing it. `Ok(None)` for a call outside the llmops services
+    /// (health, reflection).
+    fn check(
+        &self,
+        path: &str,
+        headers: &http::HeaderMap,
+        peer: Option<&Peer>,
+    ) -> Result<Option<Caller>, Status> {
         let Some(required) = self.roles.required(path) else {
             return Ok(None);
         };
         if !self.required {
             return Ok(Some(self.anonymous.clone()));
         }
-        let Some(keys) = self.keys.get() else {
-            return Err(Status::unavailable(
-                "the server is starting; retry in a moment",
-            ));
+        let caller = match (bearer(headers), peer) {
+            (Some(secret), _) => {
+                let Some(keys) = self.keys.get() else {
+                    return Err(Status::unavailable(
+                        "the server is starting; retry in a moment",
+                    ));
+                };
+                keys.authenticate(secret, chrono::Utc::now())
+                    .map_err(refusal)?
+            }
+            (None, Some(peer)) => peer.caller.clone().ok_or_else(|| {
+                Status::unauthenticated(format!(
+                    "the client certificate ({}) matches no [[tls.identities]] subject",
+                    if peer.names.is_empty() {
+                        "no CN or URI SAN".to_owned()
+                    } else {
+                        peer.names.join(", ")
+                    }
+                ))
+            })?,
+            (None, None) => return Err(refusal(AuthError::Missing)),
         };
-        let caller = match bearer(headers) {
-            None => Err(AuthError::Missing),
-            Some(secret) => keys.authenticate(secret, chrono::Utc::now()),
-        }
-        .map_err(refusal)?;
         if caller.role < required {
             return Err(Status::permission_denied(format!(
                 "{path} needs {required}; {} has {}",
@@ -154,7 +178,7 @@ fn bearer(headers: &http::HeaderMap) -> Option<&str> {
 fn describe(caller: &Caller) -> String {
     match &caller.key {
         Some(key) => format!("API key {:?}", key.name),
-        None => caller.identity.to_string(),
+        None => format!("client certificate {:?}", caller.identity),
     }
 }
 
@@ -215,7 +239,14 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        match self.access.check(request.uri().path(), request.headers()) {
+        let peer = request
+            .extensions()
+            .get::<ConnectionInfo>()
+            .and_then(|info| info.peer.clone());
+        match self
+            .access
+            .check(request.uri().path(), request.headers(), peer.as_deref())
+        {
             Ok(caller) => {
                 if let Some(caller) = caller {
                     request.extensions_mut().insert(caller);

@@ -11,6 +11,10 @@
 //!   (a call, a stream such as `Subscribe` included, is activity; bytes are not, since
 //!   keepalive pings would keep any connection busy).
 //!
+//! With `[tls]`, the TLS handshake must also finish within `handshake_timeout`; the
+//! handshakes of new connections run concurrently, so a slow one holds up nobody. The
+//! preface is then counted in decrypted bytes.
+//!
 //! Keepalive pings (a peer that vanished without closing) and the per-connection stream
 //! limit are HTTP/2 settings, applied in `server.rs`.
 //!
@@ -39,7 +43,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tonic::transport::server::{Connected, TcpIncoming};
+use tokio_rustls::server::TlsStream;
 use tower::{Layer, Service};
+
+use super::tls::{Peer, ServerTls, TLS_HANDSHAKE_FAILURES_TOTAL};
 
 /// Connections open now.
 pub(crate) const OPEN_CONNECTIONS: &str = "llmops_open_connections";
@@ -57,17 +64,20 @@ pub(crate) struct ConnectionLimits {
     pub(crate) idle_timeout: Duration,
 }
 
-/// The accepted connections of `listener`, with TCP_NODELAY set, each under `limits`;
-/// connections past `max_connections` are closed as soon as they are accepted.
+/// The accepted connections of `listener`, with TCP_NODELAY set, each under `limits`
+/// and, with `tls`, after its TLS handshake; connections past `max_connections` are
+/// closed as soon as they are accepted.
 pub(crate) fn incoming(
     listener: TcpListener,
     limits: ConnectionLimits,
+    tls: Option<Arc<ServerTls>>,
 ) -> impl Stream<Item = io::Result<Connection>> {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     TcpIncoming::from(listener)
         .with_nodelay(Some(true))
-        .filter_map(move |accepted| {
+        .map(move |accepted| {
             let permits = permits.clone();
+            let tls = tls.clone();
             async move {
                 let stream = match accepted {
                     Ok(stream) => stream,
@@ -78,17 +88,89 @@ pub(crate) fn incoming(
                     metrics::counter!(CLOSED_CONNECTIONS_TOTAL, "reason" => "refused").increment(1);
                     return None;
                 };
-                Some(Ok(Connection::new(stream, permit, limits)))
+                let Some(tls) = tls else {
+                    return Some(Ok(Connection::new(Io::Plain(stream), None, permit, limits)));
+                };
+                let handshake = tls.grpc_acceptor().accept(stream);
+                match tokio::time::timeout(limits.handshake_timeout, handshake).await {
+                    Ok(Ok(stream)) => {
+                        let peer = tls.peer(stream.get_ref().1).map(Arc::new);
+                        let io = Io::Tls(Box::new(stream));
+                        Some(Ok(Connection::new(io, peer, permit, limits)))
+                    }
+                    Ok(Err(err)) => {
+                        metrics::counter!(TLS_HANDSHAKE_FAILURES_TOTAL, "listener" => "grpc")
+                            .increment(1);
+                        tracing::debug!(%err, "TLS handshake failed");
+                        None
+                    }
+                    Err(_) => {
+                        metrics::counter!(CLOSED_CONNECTIONS_TOTAL, "reason" => "handshake_timeout")
+                            .increment(1);
+                        None
+                    }
+                }
             }
         })
+        // Handshakes run side by side; the permits bound how many.
+        .buffer_unordered(limits.max_connections)
+        .filter_map(std::future::ready)
+}
+
+/// A connection's byte stream: plain TCP, or TLS over it.
+#[derive(Debug)]
+pub(crate) enum Io {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Io::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Io::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Io::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Io::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
+        }
+    }
 }
 
 pin_project! {
     /// An accepted connection under [`ConnectionLimits`], whose writes h2 batches.
     pub(crate) struct Connection {
         #[pin]
-        inner: TcpStream,
+        inner: Io,
         activity: Arc<Activity>,
+        peer: Option<Arc<Peer>>,
         preface_read: usize,
         handshake_deadline: Option<Pin<Box<Sleep>>>,
         idle_deadline: Pin<Box<Sleep>>,
@@ -104,11 +186,17 @@ pin_project! {
 }
 
 impl Connection {
-    fn new(inner: TcpStream, permit: OwnedSemaphorePermit, limits: ConnectionLimits) -> Self {
+    fn new(
+        inner: Io,
+        peer: Option<Arc<Peer>>,
+        permit: OwnedSemaphorePermit,
+        limits: ConnectionLimits,
+    ) -> Self {
         metrics::gauge!(OPEN_CONNECTIONS).increment(1.0);
         Self {
             inner,
             activity: Arc::new(Activity::new()),
+            peer,
             preface_read: 0,
             handshake_deadline: Some(Box::pin(tokio::time::sleep(limits.handshake_timeout))),
             idle_deadline: Box::pin(tokio::time::sleep(limits.idle_timeout)),
@@ -169,10 +257,12 @@ impl Drop for CallInFlight {
     }
 }
 
-/// What tonic stores in each request's extensions: the connection's activity.
+/// What tonic stores in each request's extensions: the connection's activity, and its
+/// client certificate's identity (mTLS).
 #[derive(Debug, Clone)]
 pub(crate) struct ConnectionInfo {
     activity: Arc<Activity>,
+    pub(crate) peer: Option<Arc<Peer>>,
 }
 
 impl Connected for Connection {
@@ -181,6 +271,7 @@ impl Connected for Connection {
     fn connect_info(&self) -> Self::ConnectInfo {
         ConnectionInfo {
             activity: self.activity.clone(),
+            peer: self.peer.clone(),
         }
     }
 }

@@ -59,13 +59,34 @@ pub struct Caller {
     pub identity: Arc<str>,
 }
 
+/// The identity of the caller when authentication is off.
+const ANONYMOUS: &str = "anonymous";
+
 impl Caller {
     /// A caller when authentication is off: anyone may do anything.
     pub fn anonymous() -> Self {
         Self {
             key: None,
             role: Role::Admin,
-            identity: Arc::from("anonymous"),
+            identity: Arc::from(ANONYMOUS),
+        }
+    }
+
+    /// The caller of a client certificate whose identity `subject` has `role`.
+    pub fn of_certificate(subject: &str, role: Role) -> Self {
+        Self {
+            key: None,
+            role,
+            identity: Arc::from(subject),
+        }
+    }
+
+    /// How actor fields (author, acknowledged by, label history) name the caller:
+    /// the key's name or the certificate identity; `None` without authentication.
+    pub fn actor(&self) -> Option<&str> {
+        match &self.key {
+            Some(key) => Some(key.name.as_str()),
+            None => (&*self.identity != ANONYMOUS).then_some(&*self.identity),
         }
     }
 
