@@ -396,6 +396,41 @@ role = "ROLE_ADMIN"
         }
     }
 
+    // The CLI presents a client certificate to an https:// server it verifies by --ca-cert.
+    let files = |name: &str, issued: &Issued| write_pair(dir.path(), name, issued);
+    let (bot_cert, bot_key) = files("release-bot", &release_bot);
+    let server_ca_file = dir.path().join("server-ca.pem");
+    std::fs::write(&server_ca_file, server_ca.pem()).unwrap();
+    let https = format!("https://localhost:{}", server.address.port());
+    let whoami = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_llmops"))
+            .args(["auth", "whoami", "--server", &https])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let output = whoami(&[
+        "--ca-cert".as_ref(),
+        server_ca_file.as_os_str(),
+        "--client-cert".as_ref(),
+        bot_cert.as_os_str(),
+        "--client-key".as_ref(),
+        bot_key.as_os_str(),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(stdout.trim(), "CN=release-bot (ROLE_ADMIN)");
+    // Without the CA, the server's certificate is not trusted.
+    let output = whoami(&[
+        "--client-cert".as_ref(),
+        bot_cert.as_os_str(),
+        "--client-key".as_ref(),
+        bot_key.as_os_str(),
+    ]);
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&https), "{stderr}");
+
     // Health needs no certificate identity, but still the handshake.
     let health = tonic_health::pb::health_client::HealthClient::new(
         connect(&server, &server_ca.pem(), Some(&stranger))

@@ -723,6 +723,40 @@ def bootstrap_admin(binary, data_dir):
     raise AssertionError("no secret in %r" % out)
 
 
+def make_certificate(work):
+    """A self-signed certificate for 127.0.0.1 and localhost (openssl); its paths."""
+    cert = os.path.join(work, "server.pem")
+    key = os.path.join(work, "server.key")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return cert, key
+
+
+def make_tls_checks(port, admin):
+    """The TLS server as a Python client sees it: plain text reaches no service."""
+    import grpc
+
+    def plain_text_is_refused():
+        channel = grpc.insecure_channel("127.0.0.1:%d" % port)
+        try:
+            auth = auth_pb2_grpc.AuthServiceStub(channel)
+            try:
+                auth.WhoAmI(auth_pb2.WhoAmIRequest(), timeout=5,
+                            metadata=[("authorization", "Bearer " + admin)])
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise AssertionError("expected UNAVAILABLE, got %s" % e.code())
+            else:
+                raise AssertionError("a plain-text call to the TLS port was answered")
+        finally:
+            channel.close()
+
+    return [("tls: a plain-text client reaches no service", plain_text_is_refused)]
+
+
 def make_auth_checks(channel, admin):
     """Keys and roles as a Python client sees them: bearer metadata, the codes, and the
     role each RPC declares, read from the generated descriptors."""
@@ -856,22 +890,29 @@ def main(argv):
             + make_evaluation_checks(evaluation, stub)
             + make_continuous_checks(evaluation, stub, providers)
         )
-        # A second server that needs API keys, its first admin key bootstrapped.
+        # A second server that needs API keys, its first admin key bootstrapped, and
+        # serves TLS with a certificate made here.
         auth_port = free_port()
         auth_dir = os.path.join(work, "auth-data")
         os.makedirs(auth_dir)
         auth_log = os.path.join(work, "auth-server.log")
         try:
             admin = bootstrap_admin(resolve_bin(), auth_dir)
+            cert, key = make_certificate(work)
             auth_proc = start_server(resolve_bin(), auth_port, auth_dir, auth_log,
-                                     env={"LLMOPS_AUTH__MODE": "api_keys"})
-            auth_channel = grpc.insecure_channel("127.0.0.1:%d" % auth_port)
+                                     env={"LLMOPS_AUTH__MODE": "api_keys",
+                                          "LLMOPS_TLS__CERT_FILE": cert,
+                                          "LLMOPS_TLS__KEY_FILE": key})
+            with open(cert, "rb") as f:
+                credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+            auth_channel = grpc.secure_channel("127.0.0.1:%d" % auth_port, credentials)
             wait_healthy(auth_channel, auth_proc, auth_log)
         except Exception as e:  # noqa: BLE001
             report(False, "server with API keys start", describe(e))
             failed += 1
             return 1
-        checks = checks + make_auth_checks(auth_channel, admin)
+        checks = (checks + make_auth_checks(auth_channel, admin)
+                  + make_tls_checks(auth_port, admin))
         try:
             for name, check in checks:
                 try:
