@@ -10,6 +10,7 @@
 //! `files` and, for tests, a stand-in for the binary's parser in `testing`.
 
 pub mod alerts;
+pub mod audit;
 pub mod auth;
 pub mod cluster;
 pub mod dataset;

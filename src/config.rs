@@ -88,6 +88,10 @@ pub struct Config {
     /// Labels only ROLE_ADMIN may move or delete (with API keys).
     #[serde(default = "default_protected_labels")]
     pub protected_labels: Vec<String>,
+    /// How long audit entries are kept (pruned with resolved alerts, every
+    /// `alerts.prune_interval`).
+    #[serde(default = "default_audit_retention", with = "humantime_serde_compat")]
+    pub audit_retention: Duration,
     /// `[tls]`: serve TLS, and require client certificates (mTLS).
     #[serde(default)]
     pub tls: TlsConfig,
@@ -113,7 +117,10 @@ pub struct TlsConfig {
     pub client_ca_file: String,
     /// How often the files are checked for a new certificate (rotation without
     /// restart; open connections keep theirs).
-    #[serde(default = "default_tls_reload_interval", with = "humantime_serde_compat")]
+    #[serde(
+        default = "default_tls_reload_interval",
+        with = "humantime_serde_compat"
+    )]
     pub reload_interval: Duration,
     /// `[[tls.identities]]`: the role of each client certificate identity.
     #[serde(default)]
@@ -153,6 +160,10 @@ pub struct TlsIdentityConfig {
     pub subject: String,
     /// `reader`, `app`, `editor` or `admin` (or `ROLE_READER`...).
     pub role: String,
+}
+
+fn default_audit_retention() -> Duration {
+    Duration::from_secs(365 * 24 * 60 * 60)
 }
 
 fn default_tls_reload_interval() -> Duration {
@@ -371,6 +382,7 @@ impl Default for Config {
             providers_health: ProvidersHealthConfig::default(),
             auth: AuthConfig::default(),
             protected_labels: default_protected_labels(),
+            audit_retention: default_audit_retention(),
             tls: TlsConfig::default(),
             metrics_tls: false,
         }
@@ -495,8 +507,7 @@ impl Config {
                 );
             }
         }
-        if !(Duration::from_millis(100)..=Duration::from_secs(3600))
-            .contains(&tls.reload_interval)
+        if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&tls.reload_interval)
         {
             return bad("tls.reload_interval", "must be between 100ms and 1h");
         }
@@ -505,6 +516,9 @@ impl Config {
 
     fn validate(&self) -> Result<(), (String, String)> {
         let bad = |key: &str, why: &str| Err((key.to_owned(), why.to_owned()));
+        if self.audit_retention < Duration::from_secs(3600) {
+            return bad("audit_retention", "must be at least 1h");
+        }
         if self.max_import_bytes == 0 {
             return bad("max_import_bytes", "must be greater than zero");
         }

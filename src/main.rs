@@ -48,6 +48,8 @@ enum Command {
     Cluster(cli::cluster::ClusterArgs),
     /// Manage API keys: the first admin key, then keys for every caller.
     Auth(AuthArgs),
+    /// Show the audit log: who changed what, and how each call ended (ROLE_ADMIN).
+    Audit(cli::audit::AuditArgs),
     /// Copy a whole deployment into an empty database (e.g. SQLite to PostgreSQL) and verify it.
     Migrate(cli::migrate::MigrateArgs),
     /// Drive load against a server and report throughput and latency.
@@ -214,6 +216,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Auth(AuthArgs {
             command: AuthCommand::Api(command),
         }) => cli::auth::run(command, &cli.client).await,
+        Command::Audit(args) => cli::audit::run(args, &cli.client).await,
         Command::Bench(mut args) => {
             args.api_key.clone_from(&cli.client.api_key);
             bench::run(args).await

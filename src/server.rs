@@ -10,6 +10,7 @@
 //! UNAVAILABLE by `cut_off`), and the store is closed last.
 
 pub(crate) mod access;
+pub(crate) mod audit;
 mod connection;
 mod cut_off;
 mod database;
@@ -22,7 +23,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use llmops_access::{KeyService, LAST_USED_RESOLUTION};
+use llmops_access::{AuditLog, KeyService, LAST_USED_RESOLUTION};
 use llmops_alerts::webhook::sender::WebhookSender;
 use llmops_alerts::AlertService;
 use llmops_cluster::{run_while_held, Membership, MembershipSettings, Role};
@@ -65,6 +66,7 @@ use crate::prompt_versions::RegistryVersions;
 use crate::release_guard::EvaluationGuard;
 use crate::telemetry::{self, GrpcMetricsLayer};
 use access::{Access, AccessLayer, MethodRoles};
+use audit::{AuditLayer, Auditor};
 use tls::{MetricsTlsListener, ServerTls};
 
 /// The services health reports on, besides the overall status ("").
@@ -116,10 +118,13 @@ pub async fn serve_with_clock(
     // Cancelled when `shutdown_grace` is over: calls still in flight are cut off.
     let cut_off = CancellationToken::new();
     let slots = Slots::new();
+    let methods =
+        Arc::new(MethodRoles::from_descriptor().context("reading each RPC's required role")?);
     let access = Access::new(
-        MethodRoles::from_descriptor().context("reading each RPC's required role")?,
+        methods.clone(),
         config.auth.mode == AuthMode::ApiKeys || config.tls.mutual(),
     );
+    let auditor = Auditor::new();
     let tls = if config.tls.enabled() {
         let tls = ServerTls::load(&config.tls).context("loading [tls]")?;
         tokio::spawn(tls.clone().watch(stop.clone()));
@@ -131,10 +136,13 @@ pub async fn serve_with_clock(
     let mut grpc = tokio::spawn(grpc_server(
         &config,
         &slots,
-        access.clone(),
+        CallChecks {
+            audit: AuditLayer::new(methods.clone(), auditor.clone()),
+            access: access.clone(),
+            tls: tls.clone(),
+        },
         health_service,
         grpc_listener,
-        tls.clone(),
         stop.clone(),
         cut_off.clone(),
     )?);
@@ -170,8 +178,9 @@ pub async fn serve_with_clock(
             return Err(err);
         }
     };
-    slots.fill(&services, &config, &stop);
+    slots.fill(&services, &config, &stop, &methods);
     access.fill(services.keys.clone());
+    auditor.fill(AuditLog::start(storage.audit.clone()));
     health.set_all(SERVICE_NAMES, ServingStatus::Serving);
     background.push(tokio::spawn(database::watch(
         storage.clone(),
@@ -213,13 +222,20 @@ pub async fn serve_with_clock(
     Ok(())
 }
 
+/// What every connection and call passes before a service: TLS, the access check and
+/// the audit log.
+struct CallChecks {
+    audit: AuditLayer,
+    access: Arc<Access>,
+    tls: Option<Arc<ServerTls>>,
+}
+
 fn grpc_server(
     config: &Config,
     slots: &Slots,
-    access: Arc<Access>,
+    checks: CallChecks,
     health_service: tonic_health::pb::health_server::HealthServer<health::HealthService>,
     listener: TcpListener,
-    tls: Option<Arc<ServerTls>>,
     stop: CancellationToken,
     cut_off: CancellationToken,
 ) -> anyhow::Result<impl Future<Output = Result<(), tonic::transport::Error>>> {
@@ -246,14 +262,15 @@ fn grpc_server(
             handshake_timeout: limits.handshake_timeout,
             idle_timeout: limits.idle_timeout,
         },
-        tls,
+        checks.tls,
     );
     Ok(Server::builder()
         .http2_keepalive_interval(Some(limits.keepalive_interval))
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
         .max_concurrent_streams(Some(limits.max_concurrent_streams))
         .layer(GrpcMetricsLayer)
-        .layer(AccessLayer::new(access))
+        .layer(checks.audit)
+        .layer(AccessLayer::new(checks.access))
         .layer(BoundedStatusLayer)
         .layer(cut_off::CutOffLayer::new(cut_off))
         // Innermost: it wraps the response bodies of the services themselves.
@@ -284,6 +301,7 @@ struct Services {
     gates: Arc<GateService>,
     membership: Arc<Membership>,
     keys: Arc<KeyService>,
+    audit: Arc<dyn llmops_access::AuditStore>,
 }
 
 /// The gRPC services, registered with the router before storage is open and filled once
@@ -312,7 +330,13 @@ impl Slots {
     }
 
     /// Builds every adapter over its services; calls are served from here on.
-    fn fill(&self, services: &Services, config: &Config, stop: &CancellationToken) {
+    fn fill(
+        &self,
+        services: &Services,
+        config: &Config,
+        stop: &CancellationToken,
+        methods: &Arc<MethodRoles>,
+    ) {
         let limit = config.max_message_bytes;
         self.prompts.fill(
             PromptServiceServer::new(PromptApi::new(
@@ -372,9 +396,13 @@ impl Slots {
                 .max_encoding_message_size(limit),
         );
         self.auth.fill(
-            AuthServiceServer::new(AuthApi::new(services.keys.clone()))
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit),
+            AuthServiceServer::new(AuthApi::new(
+                services.keys.clone(),
+                services.audit.clone(),
+                methods.clone(),
+            ))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
         );
     }
 }
@@ -557,8 +585,17 @@ async fn open_storage(
         },
     ));
     let retention = {
-        let (alerts, cluster, clock) = (alerts.clone(), storage.cluster.clone(), clock.clone());
-        let (retention, interval) = (config.alerts.retention, config.alerts.prune_interval);
+        let (alerts, cluster, audit, clock) = (
+            alerts.clone(),
+            storage.cluster.clone(),
+            storage.audit.clone(),
+            clock.clone(),
+        );
+        let retention = Retention {
+            alerts: config.alerts.retention,
+            audit: config.audit_retention,
+            interval: config.alerts.prune_interval,
+        };
         tokio::spawn(run_while_held(
             membership.leadership(Role::Retention),
             stop.clone(),
@@ -566,9 +603,9 @@ async fn open_storage(
                 tokio::spawn(prune(
                     alerts.clone(),
                     cluster.clone(),
+                    audit.clone(),
                     clock.clone(),
                     retention,
-                    interval,
                     token,
                 ))
             },
@@ -621,6 +658,7 @@ async fn open_storage(
         config.feed_poll_interval,
         stop,
     ));
+    let audit = storage.audit.clone();
     Ok((
         storage,
         Services {
@@ -634,6 +672,7 @@ async fn open_storage(
             gates,
             membership,
             keys,
+            audit,
         },
         background,
     ))
@@ -686,26 +725,45 @@ async fn monitor_experiments(
 /// from the database meanwhile) reloads every cached definition instead.
 const CHANGE_LOG_RETENTION: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
 
-/// Prunes resolved alerts, old alert events and the old change log every `interval`
-/// until `stop`.
+/// How long resolved alerts and audit entries are kept, and how often they are pruned.
+#[derive(Debug, Clone, Copy)]
+struct Retention {
+    alerts: std::time::Duration,
+    audit: std::time::Duration,
+    interval: std::time::Duration,
+}
+
+/// Prunes resolved alerts, old alert events, old audit entries and the old change log
+/// every `retention.interval` until `stop`.
 async fn prune(
     alerts: Arc<AlertService>,
     cluster: Arc<dyn llmops_cluster::ClusterStore>,
+    audit: Arc<dyn llmops_access::AuditStore>,
     clock: Arc<dyn Clock>,
-    retention: std::time::Duration,
-    interval: std::time::Duration,
+    retention: Retention,
     stop: CancellationToken,
 ) {
-    loop {
-        // A retention longer than recorded time keeps everything: nothing to prune.
-        let cutoff = chrono::Duration::from_std(retention)
+    // A retention longer than recorded time keeps everything: nothing to prune.
+    let cutoff = |kept: std::time::Duration| {
+        chrono::Duration::from_std(kept)
             .ok()
-            .and_then(|retention| clock.now().checked_sub_signed(retention));
-        if let Some(cutoff) = cutoff {
+            .and_then(|kept| clock.now().checked_sub_signed(kept))
+    };
+    loop {
+        if let Some(cutoff) = cutoff(retention.alerts) {
             match alerts.prune(cutoff).await {
                 Ok(0) => {}
                 Ok(pruned) => tracing::info!(pruned, %cutoff, "pruned resolved alerts"),
                 Err(err) => tracing::warn!(error = %err, "pruning alerts failed; will retry"),
+            }
+        }
+        if let Some(cutoff) = cutoff(retention.audit) {
+            match audit.prune_audit(cutoff).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(pruned, %cutoff, "pruned audit entries"),
+                Err(err) => {
+                    tracing::warn!(error = %err, "pruning the audit log failed; will retry")
+                }
             }
         }
         if let Err(err) = cluster.prune_changes(CHANGE_LOG_RETENTION).await {
@@ -713,7 +771,7 @@ async fn prune(
         }
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = clock.sleep(interval) => {}
+            _ = clock.sleep(retention.interval) => {}
         }
     }
 }

@@ -615,3 +615,408 @@ async fn an_acknowledgement_names_the_calling_key_when_the_client_did_not() {
     }
     assert_eq!(acknowledged, ["oncall@example.com", "ada"]);
 }
+
+/// The audit log as the admin lists it with `request`.
+async fn audit(
+    channel: &Channel,
+    admin: &str,
+    request: pb::ListAuditEventsRequest,
+) -> Vec<pb::AuditEvent> {
+    AuthServiceClient::new(channel.clone())
+        .list_audit_events(with_key(Request::new(request), admin))
+        .await
+        .unwrap()
+        .into_inner()
+        .audit_events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_change_is_audited_with_its_caller_resource_outcome_and_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = bootstrapped_secret(&bootstrap(dir.path(), &[]));
+    let server = ServerProcess::spawn(dir.path(), &[API_KEYS]);
+    let channel = server.channel().await;
+    let (editor_id, editor) = create_key(&channel, &admin, "ci", pb::Role::Editor, 0).await;
+    let (_, reader) = create_key(&channel, &admin, "dashboard", pb::Role::Reader, 0).await;
+    let mut prompts = PromptServiceClient::new(channel.clone());
+    let mut create = with_key(
+        Request::new(pb::CreatePromptVersionRequest {
+            prompt_version: Some(pb::PromptVersion {
+                name: "greet".into(),
+                version: "1.0.0".into(),
+                template: "Hello".into(),
+                ..Default::default()
+            }),
+        }),
+        &editor,
+    );
+    create
+        .metadata_mut()
+        .insert("x-request-id", MetadataValue::from_static("deploy-42"));
+    let created = prompts.create_prompt_version(create).await.unwrap();
+    assert_eq!(
+        created.metadata().get("x-request-id").unwrap(),
+        "deploy-42",
+        "the request id comes back"
+    );
+    let set = |label: &str| pb::SetPromptLabelRequest {
+        name: "greet".into(),
+        label: label.into(),
+        version: "1.0.0".into(),
+        ..Default::default()
+    };
+    prompts
+        .set_prompt_label(with_key(Request::new(set("staging")), &editor))
+        .await
+        .unwrap();
+    // Refused by the handler (a protected label) and by the access check (a reader).
+    let refused = prompts
+        .set_prompt_label(with_key(Request::new(set("production")), &editor))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let refused = prompts
+        .set_prompt_label(with_key(Request::new(set("canary")), &reader))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    // Reads and calls without a key are not stored.
+    prompts
+        .list_prompts(with_key(
+            Request::new(pb::ListPromptsRequest::default()),
+            &editor,
+        ))
+        .await
+        .unwrap();
+    let anonymous = prompts
+        .set_prompt_label(Request::new(set("anonymous")))
+        .await
+        .unwrap_err();
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+
+    let by_ci = audit(
+        &channel,
+        &admin,
+        pb::ListAuditEventsRequest {
+            actor: "ci".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let seen: Vec<(&str, &str, &str)> = by_ci
+        .iter()
+        .map(|e| (e.method.as_str(), e.resource.as_str(), e.code.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                "llmops.v1.PromptService/SetPromptLabel",
+                "greet/production/1.0.0",
+                "PERMISSION_DENIED"
+            ),
+            (
+                "llmops.v1.PromptService/SetPromptLabel",
+                "greet/staging/1.0.0",
+                "OK"
+            ),
+            (
+                "llmops.v1.PromptService/CreatePromptVersion",
+                "greet/1.0.0",
+                "OK"
+            ),
+        ]
+    );
+    assert!(by_ci.iter().all(|e| e.api_key_id == editor_id));
+    assert_eq!(by_ci[2].request_id, "deploy-42");
+    assert!(
+        by_ci[0].request_id.len() >= 32,
+        "a request id is made when none is sent"
+    );
+
+    // Filters: a bare method name, a resource and what is under it, a time window.
+    let labels = audit(
+        &channel,
+        &admin,
+        pb::ListAuditEventsRequest {
+            method: "SetPromptLabel".into(),
+            resource: "greet".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(labels.len(), 3, "{labels:?}");
+    assert_eq!(labels[0].actor, "dashboard");
+    let unknown = AuthServiceClient::new(channel.clone())
+        .list_audit_events(with_key(
+            Request::new(pb::ListAuditEventsRequest {
+                method: "SetLabel".into(),
+                ..Default::default()
+            }),
+            &admin,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::InvalidArgument);
+    let later = audit(
+        &channel,
+        &admin,
+        pb::ListAuditEventsRequest {
+            since: by_ci[0].time,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        later.len(),
+        2,
+        "the reader's refusal and the last of ci's: {later:?}"
+    );
+    // Pages of one walk the whole log once.
+    let mut walked = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = AuthServiceClient::new(channel.clone())
+            .list_audit_events(with_key(
+                Request::new(pb::ListAuditEventsRequest {
+                    page_size: 1,
+                    page_token,
+                    ..Default::default()
+                }),
+                &admin,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        walked.extend(page.audit_events);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    let everything = audit(&channel, &admin, pb::ListAuditEventsRequest::default()).await;
+    assert_eq!(walked, everything);
+    // Two keys created, two versions of label moves refused, ...: no reads, no anonymous.
+    let methods: Vec<&str> = everything.iter().map(|e| e.method.as_str()).collect();
+    assert!(
+        !methods.iter().any(|m| m.ends_with("/ListPrompts")),
+        "{methods:?}"
+    );
+    assert_eq!(everything.len(), 6, "{methods:?}");
+    // Readers may not read the log, and no entry holds a secret.
+    let status = AuthServiceClient::new(channel.clone())
+        .list_audit_events(with_key(
+            Request::new(pb::ListAuditEventsRequest::default()),
+            &editor,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let text = format!("{everything:?}");
+    for secret in [&admin, &editor, &reader] {
+        assert!(!text.contains(secret.as_str()));
+    }
+
+    // The log is durable, and the CLI lists it.
+    drop(server);
+    let server = ServerProcess::spawn(dir.path(), &[API_KEYS]);
+    let channel = server.channel().await;
+    let after = audit(&channel, &admin, pb::ListAuditEventsRequest::default()).await;
+    assert_eq!(after, everything);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_llmops"))
+        .args([
+            "audit",
+            "list",
+            "--actor",
+            "ci",
+            "--method",
+            "SetPromptLabel",
+        ])
+        .args(["--server", &format!("http://{}", server.address)])
+        .env("LLMOPS_API_KEY", &admin)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        stdout.lines().count(),
+        3,
+        "a header and two entries: {stdout}"
+    );
+    assert!(stdout.contains("greet/production/1.0.0") && stdout.contains("PERMISSION_DENIED"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_schedules_and_experiment_status_changes_name_who_made_them() {
+    use llmops::pb::evaluation_service_client::EvaluationServiceClient;
+    use llmops::pb::experiment_service_client::ExperimentServiceClient;
+    let dir = tempfile::tempdir().unwrap();
+    let admin = bootstrapped_secret(&bootstrap(dir.path(), &[]));
+    let server = ServerProcess::spawn(dir.path(), &[API_KEYS]);
+    let channel = server.channel().await;
+    let (_, editor) = create_key(&channel, &admin, "ci", pb::Role::Editor, 0).await;
+
+    let mut experiments = ExperimentServiceClient::new(channel.clone());
+    let created = experiments
+        .create_model_experiment(with_key(
+            Request::new(pb::CreateModelExperimentRequest {
+                name: "models".into(),
+                models: vec!["echo".into(), "auto".into()],
+                ..Default::default()
+            }),
+            &editor,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .experiment
+        .unwrap();
+    assert_eq!(created.created_by, "ci");
+    let id = created.id;
+    experiments
+        .start_experiment(with_key(
+            Request::new(pb::StartExperimentRequest {
+                experiment_id: id.clone(),
+            }),
+            &editor,
+        ))
+        .await
+        .unwrap();
+    let paused = experiments
+        .pause_experiment(with_key(
+            Request::new(pb::PauseExperimentRequest {
+                experiment_id: id.clone(),
+            }),
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .experiment
+        .unwrap();
+    let changes: Vec<(pb::ExperimentStatus, &str)> = paused
+        .status_changes
+        .iter()
+        .map(|c| (c.status(), c.actor.as_str()))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            (pb::ExperimentStatus::Running, "ci"),
+            (pb::ExperimentStatus::Paused, "admin")
+        ]
+    );
+
+    let mut evaluation = EvaluationServiceClient::new(channel.clone());
+    let dataset = evaluation
+        .create_dataset(with_key(
+            Request::new(pb::CreateDatasetRequest {
+                dataset: Some(pb::Dataset {
+                    name: "qa".into(),
+                    ..Default::default()
+                }),
+            }),
+            &editor,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .dataset
+        .unwrap();
+    PromptServiceClient::new(channel.clone())
+        .create_prompt_version(with_key(
+            Request::new(pb::CreatePromptVersionRequest {
+                prompt_version: Some(pb::PromptVersion {
+                    name: "greet".into(),
+                    version: "1.0.0".into(),
+                    template: "Hello".into(),
+                    ..Default::default()
+                }),
+            }),
+            &editor,
+        ))
+        .await
+        .unwrap();
+    let template = pb::Run {
+        dataset_id: dataset.id.clone(),
+        prompt_name: "greet".into(),
+        prompt_version: "1.0.0".into(),
+        model: "echo".into(),
+        metrics: vec![pb::MetricConfig {
+            name: "contains".into(),
+            scorer: "contains".into(),
+            params: Some(prost_types::Struct {
+                fields: [(
+                    "value".to_owned(),
+                    prost_types::Value {
+                        kind: Some(prost_types::value::Kind::StringValue("Hello".into())),
+                    },
+                )]
+                .into(),
+            }),
+            ..Default::default()
+        }],
+        // A client cannot claim to be someone else.
+        created_by: "someone-else".into(),
+        ..Default::default()
+    };
+    let run = evaluation
+        .create_run(with_key(
+            Request::new(pb::CreateRunRequest {
+                run: Some(template.clone()),
+            }),
+            &editor,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap();
+    assert_eq!(run.created_by, "ci");
+    let schedule = evaluation
+        .schedule_run(with_key(
+            Request::new(pb::ScheduleRunRequest {
+                run_template: Some(pb::Run {
+                    prompt_version: String::new(),
+                    ..template
+                }),
+                schedule: "@every 1h".into(),
+                ..Default::default()
+            }),
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .schedule
+        .unwrap();
+    assert_eq!(schedule.created_by, "admin");
+
+    // Durable: the same after a restart.
+    drop(server);
+    let server = ServerProcess::spawn(dir.path(), &[API_KEYS]);
+    let channel = server.channel().await;
+    let again = ExperimentServiceClient::new(channel.clone())
+        .get_experiment(with_key(
+            Request::new(pb::GetExperimentRequest { experiment_id: id }),
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .experiment
+        .unwrap();
+    assert_eq!(again.created_by, "ci");
+    assert_eq!(again.status_changes, paused.status_changes);
+    let run = EvaluationServiceClient::new(channel.clone())
+        .get_run(with_key(
+            Request::new(pb::GetRunRequest { run_id: run.id }),
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap();
+    assert_eq!(run.created_by, "ci");
+}

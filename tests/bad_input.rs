@@ -205,6 +205,7 @@ const BASELINES: &[(&str, &str)] = &[
     ("GetApiKey", r#"{"apiKeyId": "key_missing"}"#),
     ("RevokeApiKey", r#"{"apiKeyId": "key_missing"}"#),
     ("WhoAmI", r#"{}"#),
+    ("ListAuditEvents", r#"{"method": "SetPromptLabel"}"#),
 ];
 
 /// RPCs that only read: their answers may change no state, whatever they are.

@@ -183,6 +183,7 @@ async fn an_every_schedule_runs_by_itself_until_paused_and_resumes_from_now(back
         "the run says which schedule started it: {:?}",
         last.description
     );
+    assert_eq!(last.created_by, format!("schedule/{}", created.id));
 
     let paused = server
         .evaluation()

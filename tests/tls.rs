@@ -13,9 +13,7 @@ use common::process::ServerProcess;
 use llmops::pb;
 use llmops::pb::auth_service_client::AuthServiceClient;
 use llmops::pb::prompt_service_client::PromptServiceClient;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType,
-};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_stream::StreamExt as _;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -197,7 +195,10 @@ async fn tls_serves_grpc_and_metrics_and_a_rotated_certificate_keeps_open_stream
     );
     let channel = serving(&server, &first_ca.pem(), None).await;
     let mut prompts = PromptServiceClient::new(channel.clone());
-    prompts.create_prompt_version(version("greet", "1.0.0")).await.unwrap();
+    prompts
+        .create_prompt_version(version("greet", "1.0.0"))
+        .await
+        .unwrap();
 
     // Plain text reaches no service.
     let plain = Channel::from_shared(format!("http://{}", server.address))
@@ -339,7 +340,7 @@ role = "ROLE_ADMIN"
     assert_eq!(who.identity, "CN=release-bot");
     assert_eq!(who.role(), pb::Role::Admin);
     assert!(who.api_key.is_none());
-    let created = PromptServiceClient::new(admin)
+    let created = PromptServiceClient::new(admin.clone())
         .create_prompt_version(version("greet", "1.0.0"))
         .await
         .unwrap()
@@ -347,6 +348,15 @@ role = "ROLE_ADMIN"
         .prompt_version
         .unwrap();
     assert_eq!(created.author, "CN=release-bot");
+    let audited = AuthServiceClient::new(admin)
+        .list_audit_events(pb::ListAuditEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .audit_events;
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    assert_eq!(audited[0].actor, "CN=release-bot");
+    assert_eq!(audited[0].resource, "greet/1.0.0");
 
     // The SPIFFE identity reads but may not write.
     let reader = connect(&server, &server_ca.pem(), Some(&storefront))

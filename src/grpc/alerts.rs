@@ -18,6 +18,7 @@ use crate::grpc::{response_stream, ResponseStream};
 use crate::pb;
 use crate::pb::alert_service_server::AlertService as AlertServiceRpc;
 use crate::server::access::caller_of;
+use crate::server::audit::with_audit_resource;
 
 const DEFAULT_PAGE_SIZE: usize = 50;
 const MAX_PAGE_SIZE: usize = 1000;
@@ -101,10 +102,14 @@ impl AlertServiceRpc for AlertApi {
         let pb::CreateAlertRequest { alert } = request.into_inner();
         let alert = new_alert(alert.ok_or_else(|| invalid_field("alert", "alert is required"))?)?;
         let raised = self.alerts.create(alert).await.or_status()?;
-        Ok(Response::new(pb::CreateAlertResponse {
-            alert: Some(alert_to_pb(&raised.alert)),
-            deduplicated: raised.deduplicated,
-        }))
+        let id = raised.alert.id.to_string();
+        Ok(with_audit_resource(
+            Response::new(pb::CreateAlertResponse {
+                alert: Some(alert_to_pb(&raised.alert)),
+                deduplicated: raised.deduplicated,
+            }),
+            id,
+        ))
     }
 
     async fn get_alert(

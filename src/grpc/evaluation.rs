@@ -28,6 +28,8 @@ use crate::grpc::status::{invalid_field, IntoStatus as _, OrStatus as _};
 use crate::grpc::{response_stream, ResponseStream};
 use crate::pb;
 use crate::pb::evaluation_service_server::EvaluationService as EvaluationServiceRpc;
+use crate::server::access::caller_of;
+use crate::server::audit::with_audit_resource;
 
 const DEFAULT_DATASET_PAGE: usize = 50;
 const DEFAULT_SAMPLE_PAGE: usize = 100;
@@ -341,14 +343,20 @@ impl EvaluationServiceRpc for EvaluationApi {
         &self,
         request: Request<pb::CreateRunRequest>,
     ) -> Result<Response<pb::CreateRunResponse>, Status> {
+        let caller = caller_of(&request);
         let Some(run) = request.into_inner().run else {
             return Err(invalid_field("run", "is required"));
         };
-        let spec = run_spec_from_pb(run, "run")?;
+        let mut spec = run_spec_from_pb(run, "run")?;
+        spec.created_by = caller.actor().unwrap_or_default().to_owned();
         let run = self.runs.create(spec).await.or_status_at("run")?;
-        Ok(Response::new(pb::CreateRunResponse {
-            run: Some(run_to_pb(run)),
-        }))
+        let id = run.id.to_string();
+        Ok(with_audit_resource(
+            Response::new(pb::CreateRunResponse {
+                run: Some(run_to_pb(run)),
+            }),
+            id,
+        ))
     }
 
     async fn start_run(
@@ -498,11 +506,17 @@ impl EvaluationServiceRpc for EvaluationApi {
         &self,
         request: Request<pb::ScheduleRunRequest>,
     ) -> Result<Response<pb::ScheduleRunResponse>, Status> {
-        let new = new_schedule_from_pb(request.into_inner())?;
+        let caller = caller_of(&request);
+        let mut new = new_schedule_from_pb(request.into_inner())?;
+        new.created_by = caller.actor().unwrap_or_default().to_owned();
         let schedule = self.schedules.create(new).await.or_status()?;
-        Ok(Response::new(pb::ScheduleRunResponse {
-            schedule: Some(schedule_to_pb(schedule)),
-        }))
+        let id = schedule.id.to_string();
+        Ok(with_audit_resource(
+            Response::new(pb::ScheduleRunResponse {
+                schedule: Some(schedule_to_pb(schedule)),
+            }),
+            id,
+        ))
     }
 
     async fn get_schedule(

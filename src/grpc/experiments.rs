@@ -20,6 +20,8 @@ use crate::grpc::status::{invalid_field, IntoStatus as _, OrStatus as _};
 use crate::pb;
 use crate::pb::experiment_service_server::ExperimentService as ExperimentServiceRpc;
 use crate::prompt_versions::RegistryVersions;
+use crate::server::access::caller_of;
+use crate::server::audit::with_audit_resource;
 
 const DEFAULT_PAGE_SIZE: usize = 50;
 /// Stream records are committed in chunks of at most this many.
@@ -62,18 +64,24 @@ impl ExperimentServiceRpc for ExperimentApi {
         &self,
         request: Request<pb::CreateExperimentRequest>,
     ) -> Result<Response<pb::CreateExperimentResponse>, Status> {
+        let caller = caller_of(&request);
         let Some(experiment) = request.into_inner().experiment else {
             return Err(invalid_field("experiment", "is required"));
         };
-        let spec = spec_from_pb(experiment, "experiment")?;
+        let mut spec = spec_from_pb(experiment, "experiment")?;
+        spec.created_by = caller.actor().unwrap_or_default().to_owned();
         let created = self
             .experiments
             .create(spec)
             .await
             .or_status_at("experiment")?;
-        Ok(Response::new(pb::CreateExperimentResponse {
-            experiment: Some(experiment_to_pb(created)),
-        }))
+        let id = created.id.to_string();
+        Ok(with_audit_resource(
+            Response::new(pb::CreateExperimentResponse {
+                experiment: Some(experiment_to_pb(created)),
+            }),
+            id,
+        ))
     }
 
     async fn get_experiment(
@@ -131,9 +139,14 @@ impl ExperimentServiceRpc for ExperimentApi {
         &self,
         request: Request<pb::StartExperimentRequest>,
     ) -> Result<Response<pb::StartExperimentResponse>, Status> {
+        let caller = caller_of(&request);
         let id = request.into_inner().experiment_id;
         required_id(&id)?;
-        let experiment = self.experiments.start(&id).await.or_status()?;
+        let experiment = self
+            .experiments
+            .start(&id, caller.actor().unwrap_or_default())
+            .await
+            .or_status()?;
         Ok(Response::new(pb::StartExperimentResponse {
             experiment: Some(experiment_to_pb(experiment)),
         }))
@@ -143,9 +156,14 @@ impl ExperimentServiceRpc for ExperimentApi {
         &self,
         request: Request<pb::PauseExperimentRequest>,
     ) -> Result<Response<pb::PauseExperimentResponse>, Status> {
+        let caller = caller_of(&request);
         let id = request.into_inner().experiment_id;
         required_id(&id)?;
-        let experiment = self.experiments.pause(&id).await.or_status()?;
+        let experiment = self
+            .experiments
+            .pause(&id, caller.actor().unwrap_or_default())
+            .await
+            .or_status()?;
         Ok(Response::new(pb::PauseExperimentResponse {
             experiment: Some(experiment_to_pb(experiment)),
         }))
@@ -155,11 +173,16 @@ impl ExperimentServiceRpc for ExperimentApi {
         &self,
         request: Request<pb::CompleteExperimentRequest>,
     ) -> Result<Response<pb::CompleteExperimentResponse>, Status> {
+        let caller = caller_of(&request);
         let request = request.into_inner();
         required_id(&request.experiment_id)?;
         let experiment = self
             .experiments
-            .complete(&request.experiment_id, &request.winner_variant_id)
+            .complete(
+                &request.experiment_id,
+                &request.winner_variant_id,
+                caller.actor().unwrap_or_default(),
+            )
             .await
             .or_status()?;
         Ok(Response::new(pb::CompleteExperimentResponse {
@@ -171,9 +194,14 @@ impl ExperimentServiceRpc for ExperimentApi {
         &self,
         request: Request<pb::CancelExperimentRequest>,
     ) -> Result<Response<pb::CancelExperimentResponse>, Status> {
+        let caller = caller_of(&request);
         let id = request.into_inner().experiment_id;
         required_id(&id)?;
-        let experiment = self.experiments.cancel(&id).await.or_status()?;
+        let experiment = self
+            .experiments
+            .cancel(&id, caller.actor().unwrap_or_default())
+            .await
+            .or_status()?;
         Ok(Response::new(pb::CancelExperimentResponse {
             experiment: Some(experiment_to_pb(experiment)),
         }))
@@ -317,6 +345,7 @@ impl ExperimentServiceRpc for ExperimentApi {
         &self,
         request: Request<pb::CreatePromptExperimentRequest>,
     ) -> Result<Response<pb::CreatePromptExperimentResponse>, Status> {
+        let caller = caller_of(&request);
         let request = request.into_inner();
         let (Some(control), Some(treatment)) = (request.control, request.treatment) else {
             return Err(invalid_field(
@@ -342,6 +371,7 @@ impl ExperimentServiceRpc for ExperimentApi {
                     control: arm(control)?,
                     treatment: arm(treatment)?,
                     treatment_share: request.treatment_share,
+                    created_by: caller.actor().unwrap_or_default().to_owned(),
                 },
                 &self.prompt_versions,
             )
@@ -350,15 +380,20 @@ impl ExperimentServiceRpc for ExperimentApi {
                 TemplateError::Experiment(err) => err.into_status(),
                 TemplateError::Prompts(err) => err.into_status(),
             })?;
-        Ok(Response::new(pb::CreatePromptExperimentResponse {
-            experiment: Some(experiment_to_pb(created)),
-        }))
+        let id = created.id.to_string();
+        Ok(with_audit_resource(
+            Response::new(pb::CreatePromptExperimentResponse {
+                experiment: Some(experiment_to_pb(created)),
+            }),
+            id,
+        ))
     }
 
     async fn create_model_experiment(
         &self,
         request: Request<pb::CreateModelExperimentRequest>,
     ) -> Result<Response<pb::CreateModelExperimentResponse>, Status> {
+        let caller = caller_of(&request);
         let request = request.into_inner();
         let created = self
             .experiments
@@ -371,11 +406,16 @@ impl ExperimentServiceRpc for ExperimentApi {
                     .parameters
                     .map(crate::grpc::convert::json_from_struct)
                     .unwrap_or_default(),
+                created_by: caller.actor().unwrap_or_default().to_owned(),
             })
             .await
             .or_status()?;
-        Ok(Response::new(pb::CreateModelExperimentResponse {
-            experiment: Some(experiment_to_pb(created)),
-        }))
+        let id = created.id.to_string();
+        Ok(with_audit_resource(
+            Response::new(pb::CreateModelExperimentResponse {
+                experiment: Some(experiment_to_pb(created)),
+            }),
+            id,
+        ))
     }
 }

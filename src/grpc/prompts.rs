@@ -199,12 +199,7 @@ impl PromptService for PromptApi {
         } = request.into_inner();
         let view = self
             .registry
-            .activate_by(
-                &name,
-                &version,
-                non_empty(&override_reason),
-                caller.actor(),
-            )
+            .activate_by(&name, &version, non_empty(&override_reason), caller.actor())
             .await
             .or_status()?;
         Ok(Response::new(pb::ActivatePromptVersionResponse {

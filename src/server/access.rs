@@ -26,11 +26,12 @@ use std::task::{Context, Poll};
 use anyhow::{bail, Context as _};
 use http::{Request, Response};
 use llmops_access::{AuthError, Caller, KeyService, Role};
-use prost_reflect::DescriptorPool;
+use prost_reflect::{DescriptorPool, MessageDescriptor};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use tower::{Layer, Service};
 
+use super::audit::{request_start, RefusedRequest};
 use super::connection::ConnectionInfo;
 use super::tls::Peer;
 use crate::pb;
@@ -38,9 +39,24 @@ use crate::pb;
 /// The custom method option every RPC declares.
 const REQUIRED_ROLE: &str = "llmops.v1.required_role";
 
-/// The role each llmops RPC requires, by its HTTP/2 path (`/llmops.v1.X/Method`).
+/// Calls refused before any handler, by `code` (UNAUTHENTICATED, PERMISSION_DENIED,
+/// RESOURCE_EXHAUSTED).
+pub(crate) const AUTH_REFUSALS_TOTAL: &str = "llmops_auth_refusals_total";
+
+/// `idempotency_level = NO_SIDE_EFFECTS` (google/protobuf/descriptor.proto).
+const NO_SIDE_EFFECTS: i32 = 1;
+
+/// What the descriptor declares of each llmops RPC, by its HTTP/2 path
+/// (`/llmops.v1.X/Method`): the role it requires and, for an RPC that changes something
+/// (no `idempotency_level = NO_SIDE_EFFECTS`), its input type, for the audit log.
 #[derive(Debug, Clone)]
-pub(crate) struct MethodRoles(HashMap<String, Role>);
+pub(crate) struct MethodRoles(HashMap<String, Declared>);
+
+#[derive(Debug, Clone)]
+struct Declared {
+    role: Role,
+    audited: Option<MessageDescriptor>,
+}
 
 impl MethodRoles {
     /// The roles declared in the compiled descriptor set; an error names every RPC of
@@ -68,9 +84,16 @@ impl MethodRoles {
                     .then(|| options.get_extension(&option).as_enum_number())
                     .flatten()
                     .and_then(Role::from_number);
+                let side_effects = method
+                    .method_descriptor_proto()
+                    .options
+                    .as_ref()
+                    .and_then(|options| options.idempotency_level)
+                    != Some(NO_SIDE_EFFECTS);
+                let audited = side_effects.then(|| method.input());
                 match role {
                     Some(role) => {
-                        roles.insert(path, role);
+                        roles.insert(path, Declared { role, audited });
                     }
                     None => undeclared.push(path),
                 }
@@ -87,14 +110,35 @@ impl MethodRoles {
 
     /// The role `path` requires; `None` for a path that is not an llmops RPC.
     pub(crate) fn required(&self, path: &str) -> Option<Role> {
-        self.0.get(path).copied()
+        self.0.get(path).map(|declared| declared.role)
+    }
+
+    /// The input type of `path` when its calls are audited.
+    pub(crate) fn audited_input(&self, path: &str) -> Option<MessageDescriptor> {
+        self.0
+            .get(path)
+            .and_then(|declared| declared.audited.clone())
+    }
+
+    /// The full names (`llmops.v1.PromptService/SetPromptLabel`) of the RPCs named
+    /// `name` in any service.
+    pub(crate) fn full_names(&self, name: &str) -> Vec<String> {
+        let suffix = format!("/{name}");
+        let mut names: Vec<String> = self
+            .0
+            .keys()
+            .filter(|path| path.ends_with(&suffix))
+            .map(|path| path.trim_start_matches('/').to_owned())
+            .collect();
+        names.sort();
+        names
     }
 }
 
 /// How calls are authenticated (`[auth] mode`).
 #[derive(Debug)]
 pub(crate) struct Access {
-    roles: MethodRoles,
+    roles: Arc<MethodRoles>,
     /// The keys, once storage is open (read only with `mode = "api_keys"`).
     keys: OnceLock<Arc<KeyService>>,
     /// Whether calls need a credential (API keys or client certificates are on).
@@ -105,7 +149,7 @@ pub(crate) struct Access {
 
 impl Access {
     /// Access with a credential required (`api_keys`, or client certificates) or not.
-    pub(crate) fn new(roles: MethodRoles, required: bool) -> Arc<Self> {
+    pub(crate) fn new(roles: Arc<MethodRoles>, required: bool) -> Arc<Self> {
         Arc::new(Self {
             roles,
             keys: OnceLock::new(),
@@ -128,7 +172,7 @@ impl Access {
         path: &str,
         headers: &http::HeaderMap,
         peer: Option<&Peer>,
-    ) -> Result<Option<Caller>, Status> {
+    ) -> Result<Option<Caller>, Refused> {
         let Some(required) = self.roles.required(path) else {
             return Ok(None);
         };
@@ -138,9 +182,9 @@ impl Access {
         let caller = match (bearer(headers), peer) {
             (Some(secret), _) => {
                 let Some(keys) = self.keys.get() else {
-                    return Err(Status::unavailable(
-                        "the server is starting; retry in a moment",
-                    ));
+                    return Err(
+                        Status::unavailable("the server is starting; retry in a moment").into(),
+                    );
                 };
                 keys.authenticate(secret, chrono::Utc::now())
                     .map_err(refusal)?
@@ -155,16 +199,37 @@ impl Access {
                     }
                 ))
             })?,
-            (None, None) => return Err(refusal(AuthError::Missing)),
+            (None, None) => return Err(refusal(AuthError::Missing).into()),
         };
         if caller.role < required {
-            return Err(Status::permission_denied(format!(
+            let status = Status::permission_denied(format!(
                 "{path} needs {required}; {} has {}",
                 describe(&caller),
                 caller.role
-            )));
+            ));
+            // A known caller's refusal is audited.
+            return Err(Refused {
+                status,
+                caller: Some(caller),
+            });
         }
         Ok(Some(caller))
+    }
+}
+
+/// A refused call: the answer, and the caller when it is known.
+#[derive(Debug)]
+struct Refused {
+    status: Status,
+    caller: Option<Caller>,
+}
+
+impl From<Status> for Refused {
+    fn from(status: Status) -> Self {
+        Self {
+            status,
+            caller: None,
+        }
     }
 }
 
@@ -224,9 +289,9 @@ pub(crate) struct AccessCheck<S> {
     access: Arc<Access>,
 }
 
-impl<S, B> Service<Request<B>> for AccessCheck<S>
+impl<S> Service<Request<tonic::body::Body>> for AccessCheck<S>
 where
-    S: Service<Request<B>, Response = Response<tonic::body::Body>>,
+    S: Service<Request<tonic::body::Body>, Response = Response<tonic::body::Body>>,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
 {
@@ -238,7 +303,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<tonic::body::Body>) -> Self::Future {
         let peer = request
             .extensions()
             .get::<ConnectionInfo>()
@@ -247,13 +312,33 @@ where
             .access
             .check(request.uri().path(), request.headers(), peer.as_deref())
         {
-            Ok(caller) => {
-                if let Some(caller) = caller {
-                    request.extensions_mut().insert(caller);
-                }
-                Box::pin(self.inner.call(request))
+            Ok(None) => Box::pin(self.inner.call(request)),
+            Ok(Some(caller)) => {
+                request.extensions_mut().insert(caller.clone());
+                let response = self.inner.call(request);
+                // The caller goes out with the answer, for the audit log.
+                Box::pin(async move {
+                    let mut response = response.await?;
+                    response.extensions_mut().insert(caller);
+                    Ok(response)
+                })
             }
-            Err(status) => Box::pin(async move { Ok(status.into_http()) }),
+            Err(refused) => {
+                metrics::counter!(AUTH_REFUSALS_TOTAL, "code" => refused.status.code().description())
+                    .increment(1);
+                let mut response = refused.status.into_http();
+                let Some(caller) = refused.caller else {
+                    return Box::pin(async move { Ok(response) });
+                };
+                // A known caller's refusal is audited, with the resource it asked for.
+                response.extensions_mut().insert(caller);
+                let body = request.into_body();
+                Box::pin(async move {
+                    let start = request_start(body).await;
+                    response.extensions_mut().insert(RefusedRequest(start));
+                    Ok(response)
+                })
+            }
         }
     }
 }

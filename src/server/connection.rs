@@ -42,8 +42,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
-use tonic::transport::server::{Connected, TcpIncoming};
 use tokio_rustls::server::TlsStream;
+use tonic::transport::server::{Connected, TcpIncoming};
 use tower::{Layer, Service};
 
 use super::tls::{Peer, ServerTls, TLS_HANDSHAKE_FAILURES_TOTAL};

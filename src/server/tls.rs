@@ -397,7 +397,10 @@ mod tests {
         let other = rcgen::KeyPair::generate().unwrap();
         std::fs::write(&key, other.serialize_pem()).unwrap();
         let error = format!("{:#}", ServerTls::load(&settings).unwrap_err());
-        assert!(error.contains("is not the key of the certificate"), "{error}");
+        assert!(
+            error.contains("is not the key of the certificate"),
+            "{error}"
+        );
 
         std::fs::write(&key, pair.signing_key.serialize_pem()).unwrap();
         ServerTls::load(&settings).unwrap();

@@ -5,12 +5,14 @@
 //! [`KeyService`] keeps every key in memory, so checking a call touches no database;
 //! other replicas' changes (a revocation) arrive through the change log.
 
+mod audit;
 mod key;
 mod role;
 mod secret;
 mod service;
 mod store;
 
+pub use audit::{AuditEvent, AuditLog, AuditQuery, AuditStore};
 pub use key::{ApiKey, Caller, KeySpec};
 pub use role::Role;
 pub use secret::{hash_secret, SecretHash, SECRET_PREFIX};

@@ -15,6 +15,7 @@ fn experiment() -> Experiment {
     let mut control = Variant::new("a");
     control.is_control = true;
     let spec = ExperimentSpec {
+        created_by: String::new(),
         name: "bench".into(),
         variants: vec![control, Variant::new("b"), Variant::new("c")],
         metrics: vec![

@@ -191,6 +191,24 @@ pub struct Experiment {
     pub created_at: DateTime<Utc>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+    /// Who created it (an API key's name or a certificate identity); empty when unknown
+    /// (no authentication, or stored before it was recorded).
+    #[serde(default)]
+    pub created_by: String,
+    /// Every status change, oldest first, with who made it.
+    #[serde(default)]
+    pub status_changes: Vec<StatusChange>,
+}
+
+/// One change of an experiment's status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusChange {
+    /// The status it moved to.
+    pub status: ExperimentStatus,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who made it; empty when unknown.
+    pub actor: String,
 }
 
 impl Experiment {
@@ -226,6 +244,8 @@ impl Experiment {
             metadata: spec.metadata,
             created_at: now,
             updated_at: now,
+            created_by: spec.created_by,
+            status_changes: Vec::new(),
         }
     }
 

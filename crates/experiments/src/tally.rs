@@ -169,6 +169,7 @@ mod tests {
             )
         };
         let spec = ExperimentSpec {
+            created_by: String::new(),
             name: "e".into(),
             variants: vec![Variant::new("a"), Variant::new("b")],
             metrics: vec![

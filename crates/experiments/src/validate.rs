@@ -42,6 +42,8 @@ pub(crate) const WEIGHT_SUM_TOLERANCE: f64 = 0.01;
 pub struct ExperimentSpec {
     /// Unique id; generated when empty.
     pub id: String,
+    /// Who creates it (an API key's name or a certificate identity); empty when unknown.
+    pub created_by: String,
     /// Required.
     pub name: String,
     /// Free text.

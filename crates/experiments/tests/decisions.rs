@@ -12,6 +12,7 @@ fn experiment(metrics: Vec<MetricDefinition>) -> Experiment {
     let mut control = Variant::new("a");
     control.is_control = true;
     let spec = ExperimentSpec {
+        created_by: String::new(),
         name: "e".into(),
         variants: vec![control, Variant::new("b")],
         metrics,

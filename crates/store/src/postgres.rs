@@ -7,6 +7,8 @@
 
 #[path = "sql/alerts.rs"]
 mod alerts;
+#[path = "sql/audit.rs"]
+mod audit;
 #[path = "sql/cluster.rs"]
 mod cluster;
 #[path = "sql/copy.rs"]

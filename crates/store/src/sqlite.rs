@@ -7,6 +7,8 @@
 // The portable queries (see the crate's doc), compiled against SQLite's types.
 #[path = "sql/alerts.rs"]
 mod alerts;
+#[path = "sql/audit.rs"]
+mod audit;
 #[path = "sql/cluster.rs"]
 mod cluster;
 #[path = "sql/copy.rs"]

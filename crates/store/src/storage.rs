@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
-use llmops_access::KeyStore;
+use llmops_access::{AuditStore, KeyStore};
 use llmops_alerts::AlertStore;
 use llmops_cluster::ClusterStore;
 use llmops_core::StoreError;
@@ -157,6 +157,8 @@ pub struct Storage {
     pub cluster: Arc<dyn ClusterStore>,
     /// API keys.
     pub keys: Arc<dyn KeyStore>,
+    /// The audit log.
+    pub audit: Arc<dyn AuditStore>,
     backend: Backend,
 }
 
@@ -207,6 +209,7 @@ impl Storage {
             + GateStore
             + ClusterStore
             + KeyStore
+            + AuditStore
             + 'static,
     {
         Self {
@@ -218,7 +221,8 @@ impl Storage {
             schedules: shared.clone(),
             gates: shared.clone(),
             cluster: shared.clone(),
-            keys: shared,
+            keys: shared.clone(),
+            audit: shared,
             backend,
         }
     }

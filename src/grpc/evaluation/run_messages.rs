@@ -62,6 +62,8 @@ pub(crate) fn spec_from_pb(run: pb::Run, field: &str) -> Result<RunSpec, Status>
         })
         .collect();
     Ok(RunSpec {
+        // Who creates it is the caller, set by the handler, never the message.
+        created_by: String::new(),
         id: run.id,
         name: run.name,
         description: run.description,
@@ -189,6 +191,7 @@ pub(crate) fn run_to_pb(run: Run) -> pb::Run {
         submitted_outputs: run.submitted_outputs,
         compared_with_run_id: run.compared_with_run_id,
         requested_model: run.requested_model,
+        created_by: run.created_by,
     }
 }
 

@@ -18,6 +18,8 @@ pub(crate) fn new_schedule_from_pb(request: pb::ScheduleRunRequest) -> Result<Ne
         schedule: request.schedule,
         on_prompt_change: request.on_prompt_change,
         watch_label: request.watch_label,
+        // Set by the handler from the caller.
+        created_by: String::new(),
     })
 }
 
@@ -37,5 +39,6 @@ pub(crate) fn schedule_to_pb(schedule: Schedule) -> pb::Schedule {
         last_error: schedule.last_error,
         watched_version: schedule.watched_version,
         updated_at: Some(timestamp(schedule.updated_at)),
+        created_by: schedule.created_by,
     }
 }

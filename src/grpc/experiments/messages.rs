@@ -164,6 +164,7 @@ pub(crate) fn spec_from_pb(
         .collect();
     let spec = ExperimentSpec {
         id: experiment.id,
+        created_by: String::new(),
         name: experiment.name,
         description: experiment.description,
         seed: experiment.seed,
@@ -306,6 +307,16 @@ pub(crate) fn experiment_to_pb(experiment: Experiment) -> pb::Experiment {
         metadata: experiment.metadata.into_iter().collect(),
         created_at: Some(timestamp(experiment.created_at)),
         updated_at: Some(timestamp(experiment.updated_at)),
+        created_by: experiment.created_by,
+        status_changes: experiment
+            .status_changes
+            .into_iter()
+            .map(|change| pb::ExperimentStatusChange {
+                status: status_to_pb(change.status).into(),
+                time: Some(timestamp(change.at)),
+                actor: change.actor,
+            })
+            .collect(),
     }
 }
 

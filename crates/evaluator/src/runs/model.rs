@@ -91,6 +91,9 @@ pub struct RunSpec {
     pub baseline_run_id: String,
     /// Outputs come from SubmitRunOutputs.
     pub submitted_outputs: bool,
+    /// Who creates it (an API key's name, a certificate identity, or `schedule/<id>`);
+    /// empty when unknown.
+    pub created_by: String,
 }
 
 /// How far a run has got.
@@ -209,6 +212,9 @@ pub struct Run {
     pub error: String,
     /// The run the regression check compared with.
     pub compared_with_run_id: String,
+    /// Who created it; empty when unknown (or stored before it was recorded).
+    #[serde(default)]
+    pub created_by: String,
     /// Creation time.
     pub created_at: DateTime<Utc>,
     /// Start time.

@@ -332,6 +332,7 @@ impl RunService {
             progress: RunProgress::default(),
             error: String::new(),
             compared_with_run_id: String::new(),
+            created_by: spec.created_by,
             created_at: Utc::now(),
             started_at: None,
             finished_at: None,

@@ -41,6 +41,9 @@ pub struct Schedule {
     pub created_at: DateTime<Utc>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+    /// Who created it; empty when unknown (or stored before it was recorded).
+    #[serde(default)]
+    pub created_by: String,
 }
 
 /// A run a schedule decided to start.

@@ -84,6 +84,8 @@ pub struct NewSchedule {
     pub on_prompt_change: bool,
     /// The label to watch instead of the active version.
     pub watch_label: String,
+    /// Who creates it; empty when unknown.
+    pub created_by: String,
 }
 
 use self::watcher::Pointers;
@@ -252,6 +254,7 @@ impl ScheduleService {
             pending: None,
             created_at: now,
             updated_at: now,
+            created_by: new.created_by,
         };
         schedule.next_run_at = expression.next_after(now, inner.default_interval());
         let mut schedules = inner.schedules.lock().await;

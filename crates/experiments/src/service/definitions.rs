@@ -3,6 +3,7 @@
 
 use super::templates::TemplateError;
 use super::*;
+use crate::model::StatusChange;
 
 impl ExperimentService {
     /// Validates `spec`, fills in defaults and stores it as a draft.
@@ -249,25 +250,34 @@ impl ExperimentService {
         Ok(next)
     }
 
-    /// Starts a draft, or resumes a paused experiment.
-    pub async fn start(&self, id: &str) -> Result<Experiment, ExperimentError> {
-        self.transition(id, ExperimentStatus::Running, None).await
+    /// Starts a draft, or resumes a paused experiment. `actor` (who asks; empty when
+    /// unknown) is recorded with the change, as with every status change.
+    pub async fn start(&self, id: &str, actor: &str) -> Result<Experiment, ExperimentError> {
+        self.transition(id, ExperimentStatus::Running, None, actor)
+            .await
     }
 
     /// Pauses a running experiment: no assignment; metrics are still recorded.
-    pub async fn pause(&self, id: &str) -> Result<Experiment, ExperimentError> {
-        self.transition(id, ExperimentStatus::Paused, None).await
+    pub async fn pause(&self, id: &str, actor: &str) -> Result<Experiment, ExperimentError> {
+        self.transition(id, ExperimentStatus::Paused, None, actor)
+            .await
     }
 
     /// Completes a running or paused experiment, with an optional winner.
-    pub async fn complete(&self, id: &str, winner: &str) -> Result<Experiment, ExperimentError> {
-        self.transition(id, ExperimentStatus::Completed, Some(winner))
+    pub async fn complete(
+        &self,
+        id: &str,
+        winner: &str,
+        actor: &str,
+    ) -> Result<Experiment, ExperimentError> {
+        self.transition(id, ExperimentStatus::Completed, Some(winner), actor)
             .await
     }
 
     /// Cancels an experiment that is not final.
-    pub async fn cancel(&self, id: &str) -> Result<Experiment, ExperimentError> {
-        self.transition(id, ExperimentStatus::Cancelled, None).await
+    pub async fn cancel(&self, id: &str, actor: &str) -> Result<Experiment, ExperimentError> {
+        self.transition(id, ExperimentStatus::Cancelled, None, actor)
+            .await
     }
 
     async fn transition(
@@ -275,6 +285,7 @@ impl ExperimentService {
         id: &str,
         to: ExperimentStatus,
         winner: Option<&str>,
+        actor: &str,
     ) -> Result<Experiment, ExperimentError> {
         let _guard = self.changes.lock().await;
         let live = self.live(id)?;
@@ -303,6 +314,11 @@ impl ExperimentService {
         }
         next.status = to;
         next.updated_at = now;
+        next.status_changes.push(StatusChange {
+            status: to,
+            at: now,
+            actor: actor.to_owned(),
+        });
         self.store.update_experiment(&next).await?;
         live.replace(next.clone());
         Ok(next)

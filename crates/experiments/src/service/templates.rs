@@ -57,6 +57,8 @@ pub struct PromptExperiment<V> {
     /// The treatment's share of traffic, in (0, 1); [`DEFAULT_TREATMENT_SHARE`] when
     /// `None`.
     pub treatment_share: Option<f64>,
+    /// Who creates it; empty when unknown.
+    pub created_by: String,
 }
 
 /// A model experiment as a client asks for it.
@@ -72,6 +74,8 @@ pub struct ModelExperiment {
     pub models: Vec<String>,
     /// Parameters every variant passes to its model.
     pub parameters: Map<String, Value>,
+    /// Who creates it; empty when unknown.
+    pub created_by: String,
 }
 
 /// Why a prompt experiment was refused: by the experiment's own rules or by the
@@ -137,6 +141,7 @@ impl ExperimentService {
             description,
             control,
             treatment,
+            created_by,
             ..
         } = request;
         let mut variants = vec![variant("control", true), variant("treatment", false)];
@@ -150,6 +155,7 @@ impl ExperimentService {
         }
         let spec = ExperimentSpec {
             id,
+            created_by,
             name,
             description,
             variants,
@@ -192,6 +198,7 @@ impl ExperimentService {
             .collect();
         self.create(ExperimentSpec {
             id: request.id,
+            created_by: request.created_by,
             name: request.name,
             description: request.description,
             variants,

@@ -240,6 +240,20 @@ pub(crate) const TABLES: &[Table] = &[
             ("created_at_us", Int),
         ],
     },
+    Table {
+        name: "audit_events",
+        key: &["id"],
+        columns: &[
+            ("id", Text),
+            ("time_us", Int),
+            ("actor", Text),
+            ("api_key_id", Text),
+            ("method", Text),
+            ("resource", Text),
+            ("code", Text),
+            ("request_id", Text),
+        ],
+    },
 ];
 
 /// Tables whose key the database generates: after rows are copied in with their own

@@ -12,6 +12,7 @@ use crate::fixtures::now;
 
 fn experiment(id: &str) -> Experiment {
     let spec = ExperimentSpec {
+        created_by: String::new(),
         name: id.into(),
         variants: vec![Variant::new("a"), Variant::new("b")],
         ..ExperimentSpec::default()
@@ -39,6 +40,7 @@ fn detailed_experiment(id: &str) -> Experiment {
         ..Variant::new("treatment")
     };
     let spec = ExperimentSpec {
+        created_by: String::new(),
         name: format!("{id} name"),
         description: "does shorter help?".into(),
         seed: "seed-1".into(),

@@ -2,8 +2,8 @@
 //! a revocation sticks, uses only move forward, the first admin is stored once, and
 //! everything survives a reopen.
 
-use chrono::Duration;
-use llmops_access::{ApiKey, Role, StoredKey};
+use chrono::{DateTime, Duration, Utc};
+use llmops_access::{ApiKey, AuditEvent, AuditQuery, Role, StoredKey};
 use llmops_core::StoreError;
 
 use crate::database::TestDatabase;
@@ -127,4 +127,120 @@ pub(crate) async fn the_first_admin_is_stored_only_while_no_admin_key_is_usable(
         .await
         .unwrap());
     assert_eq!(store.load_keys().await.unwrap().len(), 4);
+}
+
+fn audit_event(
+    base: DateTime<Utc>,
+    n: u32,
+    actor: &str,
+    method: &str,
+    resource: &str,
+) -> AuditEvent {
+    AuditEvent {
+        // UUIDv7-shaped ids in the order of `n`, as the writer makes them.
+        id: format!("0190a000-0000-7000-8000-{n:012}"),
+        time: base + Duration::seconds(i64::from(n)),
+        actor: actor.into(),
+        api_key_id: format!("key_{actor}"),
+        method: format!("llmops.v1.PromptService/{method}"),
+        resource: resource.into(),
+        code: if n % 2 == 0 {
+            "OK"
+        } else {
+            "PERMISSION_DENIED"
+        }
+        .into(),
+        request_id: format!("req-{n}"),
+    }
+}
+
+pub(crate) async fn audit_entries_are_filtered_paged_newest_first_and_pruned(db: TestDatabase) {
+    let storage = db.open().await;
+    let base = now();
+    let events = vec![
+        audit_event(base, 1, "ci", "CreatePromptVersion", "greet/1.0.0"),
+        audit_event(base, 2, "ci", "SetPromptLabel", "greet/1.0.0/staging"),
+        audit_event(
+            base,
+            3,
+            "ops",
+            "SetPromptLabel",
+            "greeting/1.0.0/production",
+        ),
+        audit_event(base, 4, "ops", "DeletePrompt", "greet"),
+    ];
+    storage.audit.append_audit(&events[..2]).await.unwrap();
+    storage.audit.append_audit(&events[2..]).await.unwrap();
+    let all = |query: AuditQuery| {
+        let audit = storage.audit.clone();
+        async move {
+            audit
+                .list_audit(&AuditQuery { limit: 10, ..query })
+                .await
+                .unwrap()
+        }
+    };
+    let ids =
+        |events: Vec<AuditEvent>| events.into_iter().map(|e| e.request_id).collect::<Vec<_>>();
+
+    assert_eq!(all(AuditQuery::default()).await, {
+        let mut newest_first = events.clone();
+        newest_first.reverse();
+        newest_first
+    });
+    let by_ops = AuditQuery {
+        actor: Some("ops".into()),
+        ..AuditQuery::default()
+    };
+    assert_eq!(ids(all(by_ops).await), ["req-4", "req-3"]);
+    let labels = AuditQuery {
+        method: Some("llmops.v1.PromptService/SetPromptLabel".into()),
+        ..AuditQuery::default()
+    };
+    assert_eq!(ids(all(labels).await), ["req-3", "req-2"]);
+    // A resource matches itself and what is under it, not a longer name.
+    let greet = AuditQuery {
+        resource: Some("greet".into()),
+        ..AuditQuery::default()
+    };
+    assert_eq!(ids(all(greet).await), ["req-4", "req-2", "req-1"]);
+    let window = AuditQuery {
+        since: Some(base + Duration::seconds(2)),
+        until: Some(base + Duration::seconds(4)),
+        ..AuditQuery::default()
+    };
+    assert_eq!(ids(all(window).await), ["req-3", "req-2"]);
+    // Pages walk by id.
+    let page = storage
+        .audit
+        .list_audit(&AuditQuery {
+            limit: 2,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(page.clone()), ["req-4", "req-3"]);
+    let next = AuditQuery {
+        before_id: Some(page[1].id.clone()),
+        ..AuditQuery::default()
+    };
+    assert_eq!(ids(all(next).await), ["req-2", "req-1"]);
+
+    let pruned = storage
+        .audit
+        .prune_audit(base + Duration::seconds(3))
+        .await
+        .unwrap();
+    assert_eq!(pruned, 2);
+    drop(storage);
+    let reopened = db.open().await;
+    let left = reopened
+        .audit
+        .list_audit(&AuditQuery {
+            limit: 10,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(left), ["req-4", "req-3"]);
 }

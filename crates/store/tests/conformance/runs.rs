@@ -47,6 +47,7 @@ fn run(id: &str) -> Run {
         progress: RunProgress::default(),
         error: String::new(),
         compared_with_run_id: String::new(),
+        created_by: "ci".into(),
         created_at: now(),
         started_at: None,
         finished_at: None,

@@ -31,6 +31,7 @@ fn schedule(id: &str) -> Schedule {
         pending: None,
         created_at: now,
         updated_at: now,
+        created_by: "ci".into(),
     }
 }
 

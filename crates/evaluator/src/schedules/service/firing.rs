@@ -94,6 +94,7 @@ impl Inner {
         }
         let mut spec = schedule.template.clone();
         spec.id = Uuid::now_v7().to_string();
+        spec.created_by = format!("schedule/{}", schedule.id);
         if spec.description.is_empty() {
             spec.description = format!("{} (schedule {})", trigger.describe(), schedule.id);
         }
