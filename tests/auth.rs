@@ -342,6 +342,25 @@ async fn refusals_say_why_and_never_repeat_a_secret() {
             "a listing shows each key's prefix"
         );
     }
+    // Nor does the audit log, nor `config show` with the canary as the CLI's key.
+    let audited = format!(
+        "{:?}",
+        audit(&channel, &admin, pb::ListAuditEventsRequest::default()).await
+    );
+    assert!(audited.contains("CreateApiKey"), "{audited}");
+    for secret in [admin.as_str(), reader.as_str(), limited.as_str(), canary] {
+        assert!(!audited.contains(secret), "the audit log holds a secret");
+    }
+    let shown = std::process::Command::new(env!("CARGO_BIN_EXE_llmops"))
+        .args(["config", "show", "--api-key", canary])
+        .env("LLMOPS_API_KEY", canary)
+        .env("LLMOPS_AUTH__MODE", "api_keys")
+        .output()
+        .unwrap();
+    assert!(shown.status.success(), "{shown:?}");
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("auth.mode"), "{shown}");
+    assert!(!shown.contains("CANARY"), "config show prints the key: {shown}");
     drop(server);
     let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap();
     for secret in [admin.as_str(), reader.as_str(), limited.as_str(), canary] {
