@@ -143,6 +143,9 @@ pub struct BenchArgs {
     /// The API key to call with: the global `--api-key` (or `LLMOPS_API_KEY`).
     #[arg(skip)]
     pub api_key: Option<crate::cli::ApiKeySecret>,
+    /// The CA certificate to verify an `https://` server with: the global `--ca-cert`.
+    #[arg(skip)]
+    pub ca_cert: Option<std::path::PathBuf>,
     /// Print the results as a JSON array instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -215,10 +218,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             url
         }
     };
-    let endpoint = Endpoint::from_shared(url.clone())
+    let mut endpoint = Endpoint::from_shared(url.clone())
         .with_context(|| format!("invalid server URL {url:?}"))?
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT);
+    if url.starts_with("https://") {
+        let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
+        if let Some(path) = &args.ca_cert {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("--ca-cert: cannot read {}", path.display()))?;
+            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        }
+        endpoint = endpoint.tls_config(tls).context("configuring TLS")?;
+    }
 
     let publisher = args
         .fanout_publisher

@@ -92,6 +92,11 @@ pub struct Config {
     /// `alerts.prune_interval`).
     #[serde(default = "default_audit_retention", with = "humantime_serde_compat")]
     pub audit_retention: Duration,
+    /// Audit the calls of an application's runtime too (the RPCs ROLE_APP may call:
+    /// AssignVariant, RecordExposures, RecordMetric(s), IngestMetrics), which can be
+    /// thousands a second; `false` audits only changes of what llmops holds.
+    #[serde(default = "default_true")]
+    pub audit_runtime_calls: bool,
     /// `[tls]`: serve TLS, and require client certificates (mTLS).
     #[serde(default)]
     pub tls: TlsConfig,
@@ -160,6 +165,10 @@ pub struct TlsIdentityConfig {
     pub subject: String,
     /// `reader`, `app`, `editor` or `admin` (or `ROLE_READER`...).
     pub role: String,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_audit_retention() -> Duration {
@@ -383,6 +392,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             protected_labels: default_protected_labels(),
             audit_retention: default_audit_retention(),
+            audit_runtime_calls: true,
             tls: TlsConfig::default(),
             metrics_tls: false,
         }

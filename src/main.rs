@@ -219,6 +219,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(args) => cli::audit::run(args, &cli.client).await,
         Command::Bench(mut args) => {
             args.api_key.clone_from(&cli.client.api_key);
+            args.ca_cert.clone_from(&cli.client.ca_cert);
             bench::run(args).await
         }
         Command::Migrate(args) => cli::migrate::run(args, cli.client.json).await,

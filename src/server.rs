@@ -137,7 +137,7 @@ pub async fn serve_with_clock(
         &config,
         &slots,
         CallChecks {
-            audit: AuditLayer::new(methods.clone(), auditor.clone()),
+            audit: AuditLayer::new(methods.clone(), auditor.clone(), config.audit_runtime_calls),
             access: access.clone(),
             tls: tls.clone(),
         },

@@ -360,7 +360,10 @@ async fn refusals_say_why_and_never_repeat_a_secret() {
     assert!(shown.status.success(), "{shown:?}");
     let shown = String::from_utf8_lossy(&shown.stdout);
     assert!(shown.contains("auth.mode"), "{shown}");
-    assert!(!shown.contains("CANARY"), "config show prints the key: {shown}");
+    assert!(
+        !shown.contains("CANARY"),
+        "config show prints the key: {shown}"
+    );
     drop(server);
     let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap();
     for secret in [admin.as_str(), reader.as_str(), limited.as_str(), canary] {
@@ -1038,4 +1041,86 @@ async fn runs_schedules_and_experiment_status_changes_name_who_made_them() {
         .run
         .unwrap();
     assert_eq!(run.created_by, "ci");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_applications_calls_are_audited_unless_switched_off() {
+    use llmops::pb::experiment_service_client::ExperimentServiceClient;
+    for runtime_calls in ["true", "false"] {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = bootstrapped_secret(&bootstrap(dir.path(), &[]));
+        let server = ServerProcess::spawn(
+            dir.path(),
+            &[API_KEYS, ("LLMOPS_AUDIT_RUNTIME_CALLS", runtime_calls)],
+        );
+        let channel = server.channel().await;
+        let (_, app) = create_key(&channel, &admin, "storefront", pb::Role::App, 0).await;
+        let mut experiments = ExperimentServiceClient::new(channel.clone());
+        let id = experiments
+            .create_model_experiment(with_key(
+                Request::new(pb::CreateModelExperimentRequest {
+                    experiment_id: "models".into(),
+                    name: "models".into(),
+                    models: vec!["echo".into(), "auto".into()],
+                    ..Default::default()
+                }),
+                &admin,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .experiment
+            .unwrap()
+            .id;
+        experiments
+            .start_experiment(with_key(
+                Request::new(pb::StartExperimentRequest {
+                    experiment_id: id.clone(),
+                }),
+                &admin,
+            ))
+            .await
+            .unwrap();
+        experiments
+            .assign_variant(with_key(
+                Request::new(pb::AssignVariantRequest {
+                    experiment_id: id.clone(),
+                    user_id: "alice".into(),
+                    ..Default::default()
+                }),
+                &app,
+            ))
+            .await
+            .unwrap();
+        let by_app = audit(
+            &channel,
+            &admin,
+            pb::ListAuditEventsRequest {
+                actor: "storefront".into(),
+                ..Default::default()
+            },
+        )
+        .await;
+        let by_admin = audit(
+            &channel,
+            &admin,
+            pb::ListAuditEventsRequest {
+                actor: "admin".into(),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(by_admin.len(), 3, "key, experiment, start: {by_admin:?}");
+        assert_eq!(by_admin[1].resource, "models");
+        if runtime_calls == "true" {
+            assert_eq!(by_app.len(), 1, "{by_app:?}");
+            assert_eq!(
+                by_app[0].method,
+                "llmops.v1.ExperimentService/AssignVariant"
+            );
+            assert_eq!(by_app[0].resource, "models", "the user is not a resource");
+        } else {
+            assert!(by_app.is_empty(), "{by_app:?}");
+        }
+    }
 }

@@ -108,11 +108,22 @@ impl Auditor {
 pub(crate) struct AuditLayer {
     methods: Arc<MethodRoles>,
     auditor: Arc<Auditor>,
+    runtime_calls: bool,
 }
 
 impl AuditLayer {
-    pub(crate) fn new(methods: Arc<MethodRoles>, auditor: Arc<Auditor>) -> Self {
-        Self { methods, auditor }
+    /// Audits the changing calls of `methods`; with `runtime_calls`, those ROLE_APP may
+    /// make too (`audit_runtime_calls`).
+    pub(crate) fn new(
+        methods: Arc<MethodRoles>,
+        auditor: Arc<Auditor>,
+        runtime_calls: bool,
+    ) -> Self {
+        Self {
+            methods,
+            auditor,
+            runtime_calls,
+        }
     }
 }
 
@@ -124,6 +135,7 @@ impl<S> Layer<S> for AuditLayer {
             inner,
             methods: self.methods.clone(),
             auditor: self.auditor.clone(),
+            runtime_calls: self.runtime_calls,
         }
     }
 }
@@ -134,6 +146,7 @@ pub(crate) struct Audit<S> {
     inner: S,
     methods: Arc<MethodRoles>,
     auditor: Arc<Auditor>,
+    runtime_calls: bool,
 }
 
 impl<S> Service<Request<tonic::body::Body>> for Audit<S>
@@ -151,7 +164,11 @@ where
     }
 
     fn call(&mut self, request: Request<tonic::body::Body>) -> Self::Future {
-        let Some(input) = self.methods.audited_input(request.uri().path()) else {
+        let path = request.uri().path();
+        let audited = self.methods.audited_input(path).filter(|_| {
+            self.runtime_calls || self.methods.required(path) != Some(llmops_access::Role::App)
+        });
+        let Some(input) = audited else {
             return Box::pin(self.inner.call(request));
         };
         let method = request.uri().path().trim_start_matches('/').to_owned();

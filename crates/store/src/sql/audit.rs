@@ -4,33 +4,41 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use llmops_access::{AuditEvent, AuditQuery, AuditStore};
 use llmops_core::StoreError;
-use sqlx::Row;
+use sqlx::{QueryBuilder, Row};
 
-use super::Store;
+use super::{Db, Store};
 use crate::codec::{from_micros, to_micros};
 use crate::error::db_error;
+
+/// Entries per INSERT statement (8 parameters each, far below either database's limit).
+const INSERT_ROWS: usize = 256;
 
 #[async_trait]
 impl AuditStore for Store {
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await.map_err(db_error)?;
-        for event in events {
-            sqlx::query(
+        // One statement per chunk: a statement per entry made a batch's commit cost
+        // grow with its size (each statement is a round trip to the database).
+        for chunk in events.chunks(INSERT_ROWS) {
+            let mut insert = QueryBuilder::<Db>::new(
                 "INSERT INTO audit_events
-                     (id, time_us, actor, api_key_id, method, resource, code, request_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(&event.id)
-            .bind(to_micros(event.time))
-            .bind(&event.actor)
-            .bind(&event.api_key_id)
-            .bind(&event.method)
-            .bind(&event.resource)
-            .bind(&event.code)
-            .bind(&event.request_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
+                     (id, time_us, actor, api_key_id, method, resource, code, request_id) ",
+            );
+            insert.push_values(chunk, |mut row, event| {
+                row.push_bind(&event.id)
+                    .push_bind(to_micros(event.time))
+                    .push_bind(&event.actor)
+                    .push_bind(&event.api_key_id)
+                    .push_bind(&event.method)
+                    .push_bind(&event.resource)
+                    .push_bind(&event.code)
+                    .push_bind(&event.request_id);
+            });
+            insert
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
         }
         tx.commit().await.map_err(db_error)
     }
