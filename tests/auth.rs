@@ -1057,12 +1057,20 @@ async fn an_applications_calls_are_audited_unless_switched_off() {
         let (_, app) = create_key(&channel, &admin, "storefront", pb::Role::App, 0).await;
         let mut experiments = ExperimentServiceClient::new(channel.clone());
         let id = experiments
-            .create_model_experiment(with_key(
-                Request::new(pb::CreateModelExperimentRequest {
-                    experiment_id: "models".into(),
-                    name: "models".into(),
-                    models: vec!["echo".into(), "auto".into()],
-                    ..Default::default()
+            .create_experiment(with_key(
+                Request::new(pb::CreateExperimentRequest {
+                    experiment: Some(pb::Experiment {
+                        id: "models".into(),
+                        name: "models".into(),
+                        variants: ["control", "treatment"]
+                            .map(|id| pb::Variant {
+                                id: id.into(),
+                                is_control: id == "control",
+                                ..Default::default()
+                            })
+                            .to_vec(),
+                        ..Default::default()
+                    }),
                 }),
                 &admin,
             ))

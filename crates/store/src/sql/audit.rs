@@ -34,11 +34,7 @@ impl AuditStore for Store {
                     .push_bind(&event.code)
                     .push_bind(&event.request_id);
             });
-            insert
-                .build()
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
+            insert.build().execute(&mut *tx).await.map_err(db_error)?;
         }
         tx.commit().await.map_err(db_error)
     }
