@@ -1094,7 +1094,6 @@ async fn an_applications_calls_are_audited_unless_switched_off() {
                 Request::new(pb::AssignVariantRequest {
                     experiment_id: id.clone(),
                     user_id: "alice".into(),
-                    ..Default::default()
                 }),
                 &app,
             ))
