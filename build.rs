@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/llmops/v1/providers.proto",
         "proto/llmops/v1/cluster.proto",
         "proto/llmops/v1/auth.proto",
+        "proto/llmops/v1/generations.proto",
     ];
     let mut compiler = protox::Compiler::new(["proto"])?;
     compiler

@@ -18,6 +18,7 @@ pub mod eval;
 pub mod experiment;
 mod files;
 pub mod gate;
+pub mod generations;
 pub mod migrate;
 mod output;
 mod paging;

@@ -97,12 +97,46 @@ pub struct Config {
     /// thousands a second; `false` audits only changes of what llmops holds.
     #[serde(default = "default_true")]
     pub audit_runtime_calls: bool,
+    /// `input` and `output` of a logged generation longer than this many bytes are cut
+    /// (and flagged `input_truncated` / `output_truncated`).
+    #[serde(default = "default_max_generation_text_bytes")]
+    pub max_generation_text_bytes: usize,
+    /// How long generations are kept (pruned every `alerts.prune_interval`).
+    #[serde(
+        default = "default_generation_retention",
+        with = "humantime_serde_compat"
+    )]
+    pub generation_retention: Duration,
+    /// `[[prices]]`: prices per 1,000 tokens by model, for generations logged without a
+    /// cost (a configured provider's prices count for its name and its model too).
+    #[serde(default)]
+    pub prices: Vec<PriceConfig>,
     /// `[tls]`: serve TLS, and require client certificates (mTLS).
     #[serde(default)]
     pub tls: TlsConfig,
     /// Serve `/metrics` over TLS with the `[tls]` certificate too.
     #[serde(default)]
     pub metrics_tls: bool,
+}
+
+/// `[[prices]]`: what a model costs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceConfig {
+    /// The model, as generations name it.
+    pub model: String,
+    /// Per 1,000 input tokens.
+    pub input_price_per_1k: f64,
+    /// Per 1,000 output tokens.
+    pub output_price_per_1k: f64,
+}
+
+fn default_max_generation_text_bytes() -> usize {
+    256 * 1024
+}
+
+fn default_generation_retention() -> Duration {
+    Duration::from_secs(30 * 24 * 60 * 60)
 }
 
 /// `[tls]`: the server's certificate and, for mTLS, the clients' CA and the roles of
@@ -393,6 +427,9 @@ impl Default for Config {
             protected_labels: default_protected_labels(),
             audit_retention: default_audit_retention(),
             audit_runtime_calls: true,
+            max_generation_text_bytes: default_max_generation_text_bytes(),
+            generation_retention: default_generation_retention(),
+            prices: Vec::new(),
             tls: TlsConfig::default(),
             metrics_tls: false,
         }
@@ -416,6 +453,34 @@ impl Config {
         }
         shown.alerts.external_url = llmops_redact::redact_url(&shown.alerts.external_url);
         shown
+    }
+
+    /// Prices by model name: each configured provider's (by its name and its model), then
+    /// `[[prices]]`, which win.
+    pub fn model_prices(&self) -> std::collections::HashMap<String, llmops_generations::Prices> {
+        let mut prices = std::collections::HashMap::new();
+        for provider in &self.providers {
+            if let (Some(input), Some(output)) =
+                (provider.input_price_per_1k, provider.output_price_per_1k)
+            {
+                let price = llmops_generations::Prices {
+                    input_per_1k: input,
+                    output_per_1k: output,
+                };
+                prices.insert(provider.name.clone(), price);
+                prices.insert(provider.model.clone(), price);
+            }
+        }
+        for price in &self.prices {
+            prices.insert(
+                price.model.clone(),
+                llmops_generations::Prices {
+                    input_per_1k: price.input_price_per_1k,
+                    output_per_1k: price.output_price_per_1k,
+                },
+            );
+        }
+        prices
     }
 
     /// The database to open: `database_url`, or the embedded file under `data_dir`.
@@ -528,6 +593,31 @@ impl Config {
         let bad = |key: &str, why: &str| Err((key.to_owned(), why.to_owned()));
         if self.audit_retention < Duration::from_secs(3600) {
             return bad("audit_retention", "must be at least 1h");
+        }
+        if self.generation_retention < Duration::from_secs(3600) {
+            return bad("generation_retention", "must be at least 1h");
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.max_generation_text_bytes) {
+            return bad(
+                "max_generation_text_bytes",
+                "must be between 1024 and 16777216",
+            );
+        }
+        for (i, price) in self.prices.iter().enumerate() {
+            if price.model.trim().is_empty() {
+                return bad(&format!("prices[{i}].model"), "must not be empty");
+            }
+            for (field, value) in [
+                ("input_price_per_1k", price.input_price_per_1k),
+                ("output_price_per_1k", price.output_price_per_1k),
+            ] {
+                if !(value.is_finite() && value >= 0.0) {
+                    return bad(
+                        &format!("prices[{i}].{field}"),
+                        "must be a finite number >= 0",
+                    );
+                }
+            }
         }
         if self.max_import_bytes == 0 {
             return bad("max_import_bytes", "must be greater than zero");

@@ -9,6 +9,7 @@ pub mod codec;
 pub(crate) mod convert;
 mod evaluation;
 mod experiments;
+mod generations;
 pub(crate) mod prompts;
 mod providers;
 mod status;
@@ -25,6 +26,7 @@ pub use auth::AuthApi;
 pub use cluster::ClusterApi;
 pub use evaluation::{EvaluationApi, EvaluationServices};
 pub use experiments::ExperimentApi;
+pub use generations::GenerationApi;
 pub use prompts::PromptApi;
 pub use providers::ProviderApi;
 

@@ -39,6 +39,7 @@ use llmops_evaluator::runs::{RunService, RunSettings};
 use llmops_evaluator::schedules::{ScheduleService, ScheduleSettings};
 use llmops_experiments::monitor::AlertMonitor;
 use llmops_experiments::ExperimentService;
+use llmops_generations::{GenerationLimits, GenerationService};
 use llmops_registry::Registry;
 use llmops_store::{Storage, StorageOptions};
 use tokio::net::TcpListener;
@@ -51,8 +52,8 @@ use self::starting::Starting;
 use crate::config::{AuthMode, Config};
 use crate::grpc::bounded_status::BoundedStatusLayer;
 use crate::grpc::{
-    AlertApi, AuthApi, ClusterApi, EvaluationApi, EvaluationServices, ExperimentApi, PromptApi,
-    ProviderApi,
+    AlertApi, AuthApi, ClusterApi, EvaluationApi, EvaluationServices, ExperimentApi, GenerationApi,
+    PromptApi, ProviderApi,
 };
 use crate::pb;
 use crate::pb::alert_service_server::AlertServiceServer;
@@ -60,6 +61,7 @@ use crate::pb::auth_service_server::AuthServiceServer;
 use crate::pb::cluster_service_server::ClusterServiceServer;
 use crate::pb::evaluation_service_server::EvaluationServiceServer;
 use crate::pb::experiment_service_server::ExperimentServiceServer;
+use crate::pb::generation_service_server::GenerationServiceServer;
 use crate::pb::prompt_service_server::PromptServiceServer;
 use crate::pb::provider_service_server::ProviderServiceServer;
 use crate::prompt_versions::RegistryVersions;
@@ -78,6 +80,7 @@ const SERVICE_NAMES: &[&str] = &[
     "llmops.v1.ProviderService",
     "llmops.v1.ClusterService",
     "llmops.v1.AuthService",
+    "llmops.v1.GenerationService",
 ];
 
 /// How long the answers to calls cut off at the end of `shutdown_grace` get to reach
@@ -285,6 +288,7 @@ fn grpc_server(
         .add_service(slots.providers.clone())
         .add_service(slots.cluster.clone())
         .add_service(slots.auth.clone())
+        .add_service(slots.generations.clone())
         .serve_with_incoming_shutdown(incoming, stop.cancelled_owned()))
 }
 
@@ -302,6 +306,7 @@ struct Services {
     membership: Arc<Membership>,
     keys: Arc<KeyService>,
     audit: Arc<dyn llmops_access::AuditStore>,
+    generations: Arc<GenerationService>,
 }
 
 /// The gRPC services, registered with the router before storage is open and filled once
@@ -314,6 +319,7 @@ struct Slots {
     providers: Starting<ProviderServiceServer<ProviderApi>>,
     cluster: Starting<ClusterServiceServer<ClusterApi>>,
     auth: Starting<AuthServiceServer<AuthApi>>,
+    generations: Starting<GenerationServiceServer<GenerationApi>>,
 }
 
 impl Slots {
@@ -326,6 +332,7 @@ impl Slots {
             providers: Starting::new(),
             cluster: Starting::new(),
             auth: Starting::new(),
+            generations: Starting::new(),
         }
     }
 
@@ -400,6 +407,14 @@ impl Slots {
                 services.keys.clone(),
                 services.audit.clone(),
                 methods.clone(),
+            ))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
+        );
+        self.generations.fill(
+            GenerationServiceServer::new(GenerationApi::new(
+                services.generations.clone(),
+                stop.clone(),
             ))
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit),
@@ -585,15 +600,15 @@ async fn open_storage(
         },
     ));
     let retention = {
-        let (alerts, cluster, audit, clock) = (
-            alerts.clone(),
-            storage.cluster.clone(),
-            storage.audit.clone(),
-            clock.clone(),
-        );
+        let (alerts, cluster, clock) = (alerts.clone(), storage.cluster.clone(), clock.clone());
+        let logs = Logs {
+            audit: storage.audit.clone(),
+            generations: storage.generations.clone(),
+        };
         let retention = Retention {
             alerts: config.alerts.retention,
             audit: config.audit_retention,
+            generations: config.generation_retention,
             interval: config.alerts.prune_interval,
         };
         tokio::spawn(run_while_held(
@@ -603,7 +618,7 @@ async fn open_storage(
                 tokio::spawn(prune(
                     alerts.clone(),
                     cluster.clone(),
-                    audit.clone(),
+                    logs.clone(),
                     clock.clone(),
                     retention,
                     token,
@@ -659,6 +674,13 @@ async fn open_storage(
         stop,
     ));
     let audit = storage.audit.clone();
+    let generations = Arc::new(GenerationService::start(
+        storage.generations.clone(),
+        GenerationLimits {
+            max_text_bytes: config.max_generation_text_bytes,
+        },
+        config.model_prices(),
+    ));
     Ok((
         storage,
         Services {
@@ -673,6 +695,7 @@ async fn open_storage(
             membership,
             keys,
             audit,
+            generations,
         },
         background,
     ))
@@ -730,15 +753,23 @@ const CHANGE_LOG_RETENTION: std::time::Duration = std::time::Duration::from_secs
 struct Retention {
     alerts: std::time::Duration,
     audit: std::time::Duration,
+    generations: std::time::Duration,
     interval: std::time::Duration,
 }
 
-/// Prunes resolved alerts, old alert events, old audit entries and the old change log
-/// every `retention.interval` until `stop`.
+/// The logs retention prunes besides alerts.
+#[derive(Clone)]
+struct Logs {
+    audit: Arc<dyn llmops_access::AuditStore>,
+    generations: Arc<dyn llmops_generations::GenerationStore>,
+}
+
+/// Prunes resolved alerts, old alert events, old audit entries, old generations and the
+/// old change log every `retention.interval` until `stop`.
 async fn prune(
     alerts: Arc<AlertService>,
     cluster: Arc<dyn llmops_cluster::ClusterStore>,
-    audit: Arc<dyn llmops_access::AuditStore>,
+    logs: Logs,
     clock: Arc<dyn Clock>,
     retention: Retention,
     stop: CancellationToken,
@@ -758,11 +789,20 @@ async fn prune(
             }
         }
         if let Some(cutoff) = cutoff(retention.audit) {
-            match audit.prune_audit(cutoff).await {
+            match logs.audit.prune_audit(cutoff).await {
                 Ok(0) => {}
                 Ok(pruned) => tracing::info!(pruned, %cutoff, "pruned audit entries"),
                 Err(err) => {
                     tracing::warn!(error = %err, "pruning the audit log failed; will retry")
+                }
+            }
+        }
+        if let Some(cutoff) = cutoff(retention.generations) {
+            match logs.generations.prune_generations(cutoff).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(pruned, %cutoff, "pruned generations"),
+                Err(err) => {
+                    tracing::warn!(error = %err, "pruning generations failed; will retry")
                 }
             }
         }

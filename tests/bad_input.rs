@@ -206,6 +206,18 @@ const BASELINES: &[(&str, &str)] = &[
     ("RevokeApiKey", r#"{"apiKeyId": "key_missing"}"#),
     ("WhoAmI", r#"{}"#),
     ("ListAuditEvents", r#"{"method": "SetPromptLabel"}"#),
+    // GenerationService
+    (
+        "LogGenerations",
+        r#"{"generations": [{"id": "bad-input", "promptName": "greet", "model": "m"}]}"#,
+    ),
+    ("GetGeneration", r#"{"generationId": "bad-input"}"#),
+    ("ListGenerations", r#"{"promptName": "greet"}"#),
+    (
+        "IngestGenerations",
+        r#"{"generations": [{"id": "bad-input-2", "model": "m"}]}"#,
+    ),
+    ("TailGenerations", r#"{"filter": {"model": "m"}}"#),
 ];
 
 /// RPCs that only read: their answers may change no state, whatever they are.
@@ -214,6 +226,7 @@ const READ_PREFIXES: &[&str] = &[
     "List",
     "Watch",
     "Subscribe",
+    "Tail",
     "Render",
     "Diff",
     "Compare",

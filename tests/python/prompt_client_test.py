@@ -40,6 +40,7 @@ PROTO_FILES = [
     "llmops/v1/experiments.proto",
     "llmops/v1/evaluation.proto",
     "llmops/v1/providers.proto",
+    "llmops/v1/generations.proto",
     # Imported by every service's proto: the roles each RPC requires.
     "llmops/v1/auth.proto",
 ]
@@ -61,7 +62,7 @@ exp_pb2_grpc = None
 def generate_stubs(out_dir):
     """Runs grpc_tools.protoc on the protos into out_dir and imports the result."""
     global pb2, pb2_grpc, exp_pb2, exp_pb2_grpc, eval_pb2, eval_pb2_grpc, prov_pb2, prov_pb2_grpc
-    global auth_pb2, auth_pb2_grpc
+    global auth_pb2, auth_pb2_grpc, gen_pb2, gen_pb2_grpc
     os.makedirs(out_dir, exist_ok=True)
     wkt_include = str(importlib.resources.files("grpc_tools") / "_proto")
     cmd = [
@@ -98,6 +99,8 @@ def generate_stubs(out_dir):
     prov_pb2_grpc = importlib.import_module("llmops.v1.providers_pb2_grpc")
     auth_pb2 = importlib.import_module("llmops.v1.auth_pb2")
     auth_pb2_grpc = importlib.import_module("llmops.v1.auth_pb2_grpc")
+    gen_pb2 = importlib.import_module("llmops.v1.generations_pb2")
+    gen_pb2_grpc = importlib.import_module("llmops.v1.generations_pb2_grpc")
 
 
 # --------------------------------------------------------------------------- server
@@ -723,6 +726,49 @@ def bootstrap_admin(binary, data_dir):
     raise AssertionError("no secret in %r" % out)
 
 
+def make_generation_checks(channel):
+    """Generations as a Python client logs and reads them: idempotent ids, the cost
+    field's presence (proto3 `optional`), and a bad batch naming its field."""
+    import grpc
+
+    stub = gen_pb2_grpc.GenerationServiceStub(channel)
+
+    def log_and_read_back():
+        g = gen_pb2.Generation(id="py-gen-1", prompt_name=PROMPT, prompt_version="1.0.0",
+                               model="py-model", input="hi", output="hello",
+                               latency_ms=42.5, input_tokens=3, output_tokens=5)
+        first = stub.LogGenerations(gen_pb2.LogGenerationsRequest(generations=[g]),
+                                    timeout=RPC_TIMEOUT)
+        again = stub.LogGenerations(gen_pb2.LogGenerationsRequest(generations=[g]),
+                                    timeout=RPC_TIMEOUT)
+        if (first.accepted, first.duplicates, again.accepted, again.duplicates) != (1, 0, 0, 1):
+            raise AssertionError("not idempotent: %s / %s" % (first, again))
+        got = stub.GetGeneration(gen_pb2.GetGenerationRequest(generation_id="py-gen-1"),
+                                 timeout=RPC_TIMEOUT).generation
+        if got.output != "hello" or got.latency_ms != 42.5 or got.HasField("cost"):
+            raise AssertionError("read back %s" % got)
+        listed = stub.ListGenerations(gen_pb2.ListGenerationsRequest(model="py-model"),
+                                      timeout=RPC_TIMEOUT).generations
+        if [x.id for x in listed] != ["py-gen-1"]:
+            raise AssertionError("listed %s" % [x.id for x in listed])
+
+    def bad_batch_names_the_field():
+        bad = gen_pb2.Generation(id="py-gen-2", latency_ms=-1)
+        try:
+            stub.LogGenerations(gen_pb2.LogGenerationsRequest(generations=[bad]),
+                                timeout=RPC_TIMEOUT)
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                raise AssertionError("expected INVALID_ARGUMENT, got %s" % e.code())
+            if "generations[0].latency_ms" not in e.details():
+                raise AssertionError("the field is not named: %s" % e.details())
+        else:
+            raise AssertionError("a negative latency was stored")
+
+    return [("generations: logged once, read back", log_and_read_back),
+            ("generations: a bad batch names the field", bad_batch_names_the_field)]
+
+
 def make_certificate(work):
     """A self-signed certificate for 127.0.0.1 and localhost (openssl); its paths."""
     cert = os.path.join(work, "server.pem")
@@ -890,6 +936,7 @@ def main(argv):
             + make_experiment_checks(experiments)
             + make_evaluation_checks(evaluation, stub)
             + make_continuous_checks(evaluation, stub, providers)
+            + make_generation_checks(channel)
         )
         # A second server that needs API keys, its first admin key bootstrapped, and
         # serves TLS with a certificate made here.

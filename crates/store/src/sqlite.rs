@@ -20,6 +20,8 @@ mod experiment_writes;
 mod experiments;
 #[path = "sql/gates.rs"]
 mod gates;
+#[path = "sql/generations.rs"]
+mod generations;
 #[path = "sql/keys.rs"]
 mod keys;
 #[path = "sql/prompts.rs"]

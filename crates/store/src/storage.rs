@@ -14,6 +14,7 @@ use llmops_evaluator::gates::GateStore;
 use llmops_evaluator::runs::RunStore;
 use llmops_evaluator::schedules::ScheduleStore;
 use llmops_experiments::ExperimentStore;
+use llmops_generations::GenerationStore;
 use llmops_registry::PromptStore;
 
 use crate::error::StoreOpenError;
@@ -159,6 +160,8 @@ pub struct Storage {
     pub keys: Arc<dyn KeyStore>,
     /// The audit log.
     pub audit: Arc<dyn AuditStore>,
+    /// Generations logged by applications.
+    pub generations: Arc<dyn GenerationStore>,
     backend: Backend,
 }
 
@@ -210,6 +213,7 @@ impl Storage {
             + ClusterStore
             + KeyStore
             + AuditStore
+            + GenerationStore
             + 'static,
     {
         Self {
@@ -222,7 +226,8 @@ impl Storage {
             gates: shared.clone(),
             cluster: shared.clone(),
             keys: shared.clone(),
-            audit: shared,
+            audit: shared.clone(),
+            generations: shared,
             backend,
         }
     }

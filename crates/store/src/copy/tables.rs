@@ -254,6 +254,22 @@ pub(crate) const TABLES: &[Table] = &[
             ("request_id", Text),
         ],
     },
+    Table {
+        name: "generations",
+        key: &["id"],
+        columns: &[
+            ("id", Text),
+            ("time_us", Int),
+            ("prompt_name", Text),
+            ("prompt_version", Text),
+            ("model", Text),
+            ("experiment_id", Text),
+            ("variant_id", Text),
+            ("user_id", Text),
+            ("status", Text),
+            ("record", Text),
+        ],
+    },
 ];
 
 /// Tables whose key the database generates: after rows are copied in with their own

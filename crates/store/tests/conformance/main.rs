@@ -17,6 +17,7 @@ mod datasets;
 mod experiments;
 mod fixtures;
 mod gates;
+mod generations;
 mod keys;
 mod prompts;
 mod runs;
@@ -92,6 +93,9 @@ macro_rules! conformance {
                     keys_round_trip_and_names_and_secrets_are_unique,
                     the_first_admin_is_stored_only_while_no_admin_key_is_usable,
                     audit_entries_are_filtered_paged_newest_first_and_pruned,
+                ],
+                generations: [
+                    generations_are_stored_once_filtered_paged_and_pruned,
                 ],
                 cluster: [
                     a_lease_has_one_holder_until_it_lapses_or_is_freed,

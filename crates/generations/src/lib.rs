@@ -1,0 +1,18 @@
+//! Generations: what an application asked a model and what it answered, with timing,
+//! tokens, cost and attribution (prompt version, experiment variant, user).
+//!
+//! [`GenerationService`] validates a batch (every problem named by its field), caps large
+//! texts (flagging the truncation), fills in ids and costs, and stores it through a
+//! group-commit writer: concurrent batches share one transaction, and each call returns
+//! once its batch is durable. A generation's id makes logging idempotent: a repeated id is
+//! counted as a duplicate and changes nothing.
+
+mod model;
+mod service;
+mod store;
+mod validate;
+
+pub use model::{Generation, GenerationPage, GenerationQuery, GenerationStatus, Prices};
+pub use service::{GenerationLimits, GenerationService, Logged};
+pub use store::GenerationStore;
+pub use validate::MAX_BATCH;

@@ -1,0 +1,130 @@
+//! [`GenerationStore`] on SQLite and PostgreSQL (one source, compiled for each).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use llmops_core::StoreError;
+use llmops_generations::{Generation, GenerationQuery, GenerationStore};
+use sqlx::QueryBuilder;
+
+use super::{Db, Store};
+use crate::codec::{parse, record_of, to_micros};
+use crate::error::db_error;
+
+/// Generations per INSERT statement (10 parameters each, far below either database's
+/// limit).
+const INSERT_ROWS: usize = 500;
+
+#[async_trait]
+impl GenerationStore for Store {
+    async fn insert_generations(
+        &self,
+        generations: &[Generation],
+    ) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.writer.begin().await.map_err(db_error)?;
+        let mut new = Vec::new();
+        for chunk in generations.chunks(INSERT_ROWS) {
+            let rows = chunk
+                .iter()
+                .map(|g| Ok((g, record_of("generation", g)?)))
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            let mut insert = QueryBuilder::<Db>::new(
+                "INSERT INTO generations (id, time_us, prompt_name, prompt_version, model, \
+                 experiment_id, variant_id, user_id, status, record) ",
+            );
+            insert.push_values(&rows, |mut row, (g, record)| {
+                row.push_bind(&g.id)
+                    .push_bind(to_micros(g.time()))
+                    .push_bind(&g.prompt_name)
+                    .push_bind(&g.prompt_version)
+                    .push_bind(&g.model)
+                    .push_bind(&g.experiment_id)
+                    .push_bind(&g.variant_id)
+                    .push_bind(&g.user_id)
+                    .push_bind(g.status.as_str())
+                    .push_bind(record);
+            });
+            // A stored id changes nothing; the ids that were new come back.
+            insert.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+            let ids: Vec<String> = insert
+                .build_query_scalar()
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            new.extend(ids);
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(new)
+    }
+
+    async fn get_generation(&self, id: &str) -> Result<Option<Generation>, StoreError> {
+        let record: Option<String> =
+            sqlx::query_scalar("SELECT record FROM generations WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(db_error)?;
+        record.map(|r| parse("generation", &r)).transpose()
+    }
+
+    async fn list_generations(
+        &self,
+        query: &GenerationQuery,
+    ) -> Result<Vec<Generation>, StoreError> {
+        let mut select = QueryBuilder::<Db>::new("SELECT record FROM generations WHERE 1 = 1");
+        for (column, value) in [
+            ("prompt_name", &query.prompt_name),
+            ("prompt_version", &query.prompt_version),
+            ("model", &query.model),
+            ("experiment_id", &query.experiment_id),
+            ("variant_id", &query.variant_id),
+            ("user_id", &query.user_id),
+        ] {
+            if let Some(value) = value {
+                select
+                    .push(format!(" AND {column} = "))
+                    .push_bind(value.clone());
+            }
+        }
+        if let Some(status) = query.status {
+            select.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(since) = query.since {
+            select.push(" AND time_us >= ").push_bind(to_micros(since));
+        }
+        if let Some(until) = query.until {
+            select.push(" AND time_us < ").push_bind(to_micros(until));
+        }
+        if let Some((time, id)) = &query.before {
+            let time = to_micros(*time);
+            select
+                .push(" AND (time_us < ")
+                .push_bind(time)
+                .push(" OR (time_us = ")
+                .push_bind(time)
+                .push(" AND id < ")
+                .push_bind(id.clone())
+                .push("))");
+        }
+        select
+            .push(" ORDER BY time_us DESC, id DESC LIMIT ")
+            .push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
+        let records: Vec<String> = select
+            .build_query_scalar()
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_error)?;
+        records
+            .iter()
+            .map(|record| parse("generation", record))
+            .collect()
+    }
+
+    async fn prune_generations(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM generations WHERE time_us < $1")
+            .bind(to_micros(before))
+            .execute(&self.writer)
+            .await
+            .map_err(db_error)?;
+        Ok(done.rows_affected())
+    }
+}

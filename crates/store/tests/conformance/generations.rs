@@ -1,0 +1,125 @@
+//! `GenerationStore`: only new ids are stored (also within one batch), filters and pages
+//! run newest first, pruning removes what started before the cutoff, and everything
+//! survives a reopen.
+
+use chrono::Duration;
+use llmops_generations::{Generation, GenerationQuery, GenerationStatus};
+
+use crate::database::TestDatabase;
+use crate::fixtures::now;
+
+fn generation(
+    id: &str,
+    version: &str,
+    second: i64,
+    base: chrono::DateTime<chrono::Utc>,
+) -> Generation {
+    Generation {
+        id: id.into(),
+        prompt_name: "greet".into(),
+        prompt_version: version.into(),
+        model: "m".into(),
+        user_id: format!("u{second}"),
+        output: format!("answer {id}"),
+        start_time: Some(base + Duration::seconds(second)),
+        logged_at: Some(base),
+        cost: Some(0.5),
+        ..Generation::default()
+    }
+}
+
+pub(crate) async fn generations_are_stored_once_filtered_paged_and_pruned(db: TestDatabase) {
+    let storage = db.open().await;
+    let store = storage.generations.clone();
+    let base = now();
+    let first = vec![
+        generation("a", "1.0.0", 1, base),
+        generation("b", "1.1.0", 2, base),
+        generation("a", "9.9.9", 9, base),
+    ];
+    let mut new = store.insert_generations(&first).await.unwrap();
+    new.sort();
+    assert_eq!(
+        new,
+        ["a", "b"],
+        "a repeated id within a batch is stored once"
+    );
+    let errored = Generation {
+        status: GenerationStatus::Error,
+        error: "timeout".into(),
+        ..generation("c", "1.0.0", 3, base)
+    };
+    let new = store
+        .insert_generations(&[generation("b", "2.0.0", 2, base), errored.clone()])
+        .await
+        .unwrap();
+    assert_eq!(new, ["c"]);
+    assert_eq!(store.get_generation("c").await.unwrap(), Some(errored));
+    assert_eq!(
+        store
+            .get_generation("a")
+            .await
+            .unwrap()
+            .unwrap()
+            .prompt_version,
+        "1.0.0"
+    );
+    assert_eq!(store.get_generation("z").await.unwrap(), None);
+
+    let ids = |page: Vec<Generation>| page.into_iter().map(|g| g.id).collect::<Vec<_>>();
+    let query = |q: GenerationQuery| {
+        let store = store.clone();
+        async move {
+            ids(store
+                .list_generations(&GenerationQuery { limit: 10, ..q })
+                .await
+                .unwrap())
+        }
+    };
+    assert_eq!(query(GenerationQuery::default()).await, ["c", "b", "a"]);
+    let version = GenerationQuery {
+        prompt_version: Some("1.0.0".into()),
+        ..GenerationQuery::default()
+    };
+    assert_eq!(query(version).await, ["c", "a"]);
+    let errors = GenerationQuery {
+        status: Some(GenerationStatus::Error),
+        ..GenerationQuery::default()
+    };
+    assert_eq!(query(errors).await, ["c"]);
+    let user = GenerationQuery {
+        user_id: Some("u2".into()),
+        ..GenerationQuery::default()
+    };
+    assert_eq!(query(user).await, ["b"]);
+    let window = GenerationQuery {
+        since: Some(base + Duration::seconds(2)),
+        until: Some(base + Duration::seconds(3)),
+        ..GenerationQuery::default()
+    };
+    assert_eq!(query(window).await, ["b"]);
+    let after_b = GenerationQuery {
+        before: Some((base + Duration::seconds(2), "b".into())),
+        ..GenerationQuery::default()
+    };
+    assert_eq!(query(after_b).await, ["a"]);
+
+    assert_eq!(
+        store
+            .prune_generations(base + Duration::seconds(2))
+            .await
+            .unwrap(),
+        1
+    );
+    drop(storage);
+    let reopened = db.open().await;
+    let left = reopened
+        .generations
+        .list_generations(&GenerationQuery {
+            limit: 10,
+            ..GenerationQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(left), ["c", "b"]);
+}

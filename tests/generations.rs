@@ -1,0 +1,328 @@
+//! Generations end to end: logging is durable and idempotent, large texts are cut and
+//! flagged, a bad batch stores nothing, costs come from the model's prices, and listings
+//! filter and page newest first; on both backends.
+
+mod common;
+
+use common::backend::{Backend, TestDatabase};
+use common::TestServer;
+use llmops::config::PriceConfig;
+use llmops::pb;
+use llmops::pb::generation_service_client::GenerationServiceClient;
+use tonic::transport::Channel;
+use tonic::Code;
+
+fn client(server: &TestServer) -> GenerationServiceClient<Channel> {
+    GenerationServiceClient::new(server.channel.clone())
+}
+
+fn at(seconds: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: 1_800_000_000 + seconds,
+        nanos: 0,
+    }
+}
+
+fn generation(id: &str, version: &str, model: &str, second: i64) -> pb::Generation {
+    pb::Generation {
+        id: id.into(),
+        prompt_name: "greet".into(),
+        prompt_version: version.into(),
+        model: model.into(),
+        user_id: format!("user-{second}"),
+        input: "Hello Ada".into(),
+        output: "Hi!".into(),
+        latency_ms: 120.0 + second as f64,
+        input_tokens: 1000,
+        output_tokens: 500,
+        start_time: Some(at(second)),
+        ..Default::default()
+    }
+}
+
+async fn log(
+    server: &TestServer,
+    generations: Vec<pb::Generation>,
+) -> Result<pb::LogGenerationsResponse, tonic::Status> {
+    client(server)
+        .log_generations(pb::LogGenerationsRequest { generations })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn list(server: &TestServer, request: pb::ListGenerationsRequest) -> Vec<String> {
+    client(server)
+        .list_generations(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .generations
+        .into_iter()
+        .map(|g| g.id)
+        .collect()
+}
+
+async fn generations_are_durable_idempotent_priced_and_listed_newest_first(backend: Backend) {
+    let database = TestDatabase::new(backend).await;
+    let tweak = |config: &mut llmops::config::Config| {
+        config.max_generation_text_bytes = 1024;
+        config.prices = vec![PriceConfig {
+            model: "gpt-small".into(),
+            input_price_per_1k: 0.5,
+            output_price_per_1k: 1.5,
+        }];
+    };
+    let server = TestServer::start_on(&database, tweak).await;
+    let mut long = generation("g-long", "1.1.0", "other", 4);
+    long.output = "é".repeat(1000);
+    long.cost = Some(0.25);
+    let logged = log(
+        &server,
+        vec![
+            generation("g-1", "1.0.0", "gpt-small", 1),
+            generation("g-2", "1.1.0", "gpt-small", 2),
+            pb::Generation {
+                error: "upstream timeout".into(),
+                ..generation("", "1.0.0", "gpt-small", 3)
+            },
+            long,
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!((logged.accepted, logged.duplicates), (4, 0));
+    assert_eq!(logged.ids[..2], ["g-1", "g-2"]);
+    let generated = logged.ids[2].clone();
+    assert_eq!(generated.len(), 36, "a UUID for a generation without an id");
+
+    // The same ids again (a client retrying) change nothing.
+    let mut changed = generation("g-1", "9.9.9", "gpt-small", 1);
+    changed.output = "something else".into();
+    let again = log(&server, vec![changed, generation("g-5", "1.0.0", "x", 5)])
+        .await
+        .unwrap();
+    assert_eq!((again.accepted, again.duplicates), (1, 1));
+
+    let g1 = client(&server)
+        .get_generation(pb::GetGenerationRequest {
+            generation_id: "g-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .generation
+        .unwrap();
+    assert_eq!(g1.prompt_version, "1.0.0");
+    assert_eq!(g1.output, "Hi!");
+    // 1,000 input tokens at 0.5 and 500 output tokens at 1.5 per 1,000.
+    assert_eq!(g1.cost, Some(1.25));
+    assert_eq!(g1.status(), pb::GenerationStatus::Ok);
+    assert!(g1.logged_at.is_some());
+
+    let long = client(&server)
+        .get_generation(pb::GetGenerationRequest {
+            generation_id: "g-long".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .generation
+        .unwrap();
+    assert!(long.output_truncated && !long.input_truncated);
+    assert_eq!(long.output.len(), 1024, "cut on a character boundary");
+    assert_eq!(long.cost, Some(0.25), "a given cost is kept");
+
+    // Newest first, filtered, paged.
+    assert_eq!(
+        list(&server, pb::ListGenerationsRequest::default()).await,
+        ["g-5", "g-long", generated.as_str(), "g-2", "g-1"]
+    );
+    let version = pb::ListGenerationsRequest {
+        prompt_name: "greet".into(),
+        prompt_version: "1.0.0".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        list(&server, version).await,
+        ["g-5", generated.as_str(), "g-1"]
+    );
+    let errors = pb::ListGenerationsRequest {
+        status: pb::GenerationStatus::Error.into(),
+        ..Default::default()
+    };
+    assert_eq!(list(&server, errors).await, [generated.as_str()]);
+    let window = pb::ListGenerationsRequest {
+        model: "gpt-small".into(),
+        since: Some(at(2)),
+        until: Some(at(3)),
+        ..Default::default()
+    };
+    assert_eq!(list(&server, window).await, ["g-2"]);
+    let mut walked = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client(&server)
+            .list_generations(pb::ListGenerationsRequest {
+                page_size: 2,
+                page_token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        walked.extend(page.generations.into_iter().map(|g| g.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(walked.len(), 5);
+    assert_eq!(walked[0], "g-5");
+
+    // A bad batch is refused whole, naming the field, and stores nothing.
+    let status = log(
+        &server,
+        vec![
+            generation("g-6", "1.0.0", "x", 6),
+            pb::Generation {
+                latency_ms: -1.0,
+                ..generation("g-7", "1.0.0", "x", 7)
+            },
+        ],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("generations[1].latency_ms"),
+        "{status:?}"
+    );
+    let status = log(&server, vec![pb::Generation::default(); 1001])
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let status = client(&server)
+        .get_generation(pb::GetGenerationRequest {
+            generation_id: "g-6".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+
+    // Durable: all of it after a restart.
+    server.stop().await;
+    let server = TestServer::start_on(&database, tweak).await;
+    assert_eq!(
+        list(&server, pb::ListGenerationsRequest::default())
+            .await
+            .len(),
+        5
+    );
+    let again = log(&server, vec![generation("g-2", "1.1.0", "gpt-small", 2)])
+        .await
+        .unwrap();
+    assert_eq!((again.accepted, again.duplicates), (0, 1));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingest_stream_stores_batch_by_batch_and_a_tail_sees_what_matches() {
+    use tokio_stream::StreamExt as _;
+    let server = TestServer::start().await;
+    let mut tail = client(&server)
+        .tail_generations(pb::TailGenerationsRequest {
+            filter: Some(pb::ListGenerationsRequest {
+                model: "tailed".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let batches = vec![
+        pb::IngestGenerationsRequest {
+            generations: vec![
+                generation("i-1", "1.0.0", "tailed", 1),
+                generation("i-2", "1.0.0", "other", 2),
+            ],
+        },
+        pb::IngestGenerationsRequest {
+            generations: vec![
+                generation("i-3", "1.0.0", "tailed", 3),
+                generation("i-1", "1.0.0", "tailed", 1),
+            ],
+        },
+    ];
+    let totals = client(&server)
+        .ingest_generations(tokio_stream::iter(batches))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (totals.batches, totals.accepted, totals.duplicates),
+        (2, 3, 1)
+    );
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let next = tokio::time::timeout(std::time::Duration::from_secs(10), tail.next())
+            .await
+            .expect("the tail delivers")
+            .unwrap()
+            .unwrap();
+        seen.push(next.generation.unwrap().id);
+    }
+    assert_eq!(seen, ["i-1", "i-3"], "only what matches, once, in order");
+
+    // A bad batch ends the stream naming it; the batches before it stay stored.
+    let batches = vec![
+        pb::IngestGenerationsRequest {
+            generations: vec![generation("i-4", "1.0.0", "x", 4)],
+        },
+        pb::IngestGenerationsRequest {
+            generations: vec![pb::Generation {
+                latency_ms: f64::NAN,
+                ..generation("i-5", "1.0.0", "x", 5)
+            }],
+        },
+    ];
+    let status = client(&server)
+        .ingest_generations(tokio_stream::iter(batches))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status
+            .message()
+            .contains("batches[1].generations[0].latency_ms"),
+        "{status:?}"
+    );
+    assert_eq!(
+        list(&server, pb::ListGenerationsRequest::default()).await,
+        ["i-4", "i-3", "i-2", "i-1"]
+    );
+
+    // The CLI lists and shows them.
+    let cli = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_llmops"))
+            .args(["--server", &format!("http://{}", server.address)])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let listed = cli(&["generations", "list", "--model", "tailed"]);
+    assert_eq!(listed.lines().count(), 3, "a header and two rows: {listed}");
+    assert!(
+        listed.contains("i-3") && listed.contains("greet@1.0.0"),
+        "{listed}"
+    );
+    let shown = cli(&["generations", "get", "i-2"]);
+    assert!(
+        shown.contains("Hello Ada") && shown.contains("Hi!"),
+        "{shown}"
+    );
+    server.stop().await;
+}
+
+on_both_backends!(generations_are_durable_idempotent_priced_and_listed_newest_first);
