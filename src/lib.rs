@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod cli;
 pub mod config;
+mod generation_metrics;
 pub mod grpc;
 pub mod memory;
 pub mod prompt_versions;

@@ -680,6 +680,7 @@ async fn open_storage(
             max_text_bytes: config.max_generation_text_bytes,
         },
         config.model_prices(),
+        Some(crate::generation_metrics::ExperimentMetricsFromGenerations::new(experiments.clone())),
     ));
     Ok((
         storage,

@@ -108,6 +108,7 @@ fn metric(
         kind: kind.into(),
         direction: direction.into(),
         role: role.into(),
+        ..Default::default()
     }
 }
 

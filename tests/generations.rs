@@ -326,3 +326,169 @@ async fn an_ingest_stream_stores_batch_by_batch_and_a_tail_sees_what_matches() {
 }
 
 on_both_backends!(generations_are_durable_idempotent_priced_and_listed_newest_first);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_experiment_learns_latency_cost_and_errors_from_its_generations() {
+    let server = TestServer::start().await;
+    let metric =
+        |name: &str, kind: pb::MetricKind, source: pb::MetricSource| pb::MetricDefinition {
+            name: name.into(),
+            kind: kind.into(),
+            direction: pb::MetricDirection::LowerIsBetter.into(),
+            role: pb::MetricRole::Guardrail.into(),
+            source: source.into(),
+        };
+    let mut experiments = server.experiments();
+    // A generation-sourced metric must have the kind its source gives.
+    let refused = experiments
+        .create_experiment(pb::CreateExperimentRequest {
+            experiment: Some(pb::Experiment {
+                id: "wrong".into(),
+                name: "wrong".into(),
+                variants: ["control", "treatment"]
+                    .map(|id| pb::Variant {
+                        id: id.into(),
+                        is_control: id == "control",
+                        ..Default::default()
+                    })
+                    .to_vec(),
+                metrics: vec![metric(
+                    "errors",
+                    pb::MetricKind::Mean,
+                    pb::MetricSource::Error,
+                )],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused.message().contains("metrics[0].source"),
+        "{refused:?}"
+    );
+
+    experiments
+        .create_experiment(pb::CreateExperimentRequest {
+            experiment: Some(pb::Experiment {
+                id: "prompt-ab".into(),
+                name: "prompt-ab".into(),
+                variants: ["control", "treatment"]
+                    .map(|id| pb::Variant {
+                        id: id.into(),
+                        is_control: id == "control",
+                        ..Default::default()
+                    })
+                    .to_vec(),
+                metrics: vec![
+                    pb::MetricDefinition {
+                        role: pb::MetricRole::Primary.into(),
+                        ..metric("latency", pb::MetricKind::Mean, pb::MetricSource::LatencyMs)
+                    },
+                    metric("cost", pb::MetricKind::Mean, pb::MetricSource::Cost),
+                    metric(
+                        "tokens",
+                        pb::MetricKind::Mean,
+                        pb::MetricSource::OutputTokens,
+                    ),
+                    metric(
+                        "errors",
+                        pb::MetricKind::Proportion,
+                        pb::MetricSource::Error,
+                    ),
+                ],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    experiments
+        .start_experiment(pb::StartExperimentRequest {
+            experiment_id: "prompt-ab".into(),
+        })
+        .await
+        .unwrap();
+    // Control: latencies 100..=109, cost 0.01, 10 tokens, one error in ten. Treatment:
+    // latencies 200..=219 step 2, cost 0.03, 30 tokens, no errors. One generation names
+    // no variant, one an unknown experiment: neither counts.
+    let mut batch = Vec::new();
+    for i in 0..10u32 {
+        batch.push(pb::Generation {
+            id: format!("c-{i}"),
+            experiment_id: "prompt-ab".into(),
+            variant_id: "control".into(),
+            latency_ms: 100.0 + f64::from(i),
+            cost: Some(0.01),
+            output_tokens: 10,
+            error: if i == 3 {
+                "timeout".into()
+            } else {
+                String::new()
+            },
+            ..Default::default()
+        });
+        batch.push(pb::Generation {
+            id: format!("t-{i}"),
+            experiment_id: "prompt-ab".into(),
+            variant_id: "treatment".into(),
+            latency_ms: 200.0 + 2.0 * f64::from(i),
+            cost: Some(0.03),
+            output_tokens: 30,
+            ..Default::default()
+        });
+    }
+    batch.push(pb::Generation {
+        id: "no-variant".into(),
+        experiment_id: "prompt-ab".into(),
+        latency_ms: 1e6,
+        ..Default::default()
+    });
+    batch.push(pb::Generation {
+        id: "elsewhere".into(),
+        experiment_id: "missing".into(),
+        variant_id: "control".into(),
+        latency_ms: 1e6,
+        ..Default::default()
+    });
+    log(&server, batch.clone()).await.unwrap();
+    // A retried batch counts nothing twice.
+    let again = log(&server, batch).await.unwrap();
+    assert_eq!(again.accepted, 0);
+
+    let results = experiments
+        .get_experiment_results(pb::GetExperimentResultsRequest {
+            experiment_id: "prompt-ab".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let stats = |variant: &str, metric: &str| {
+        results
+            .stats
+            .iter()
+            .find(|s| s.variant_id == variant && s.metric == metric)
+            .unwrap_or_else(|| panic!("no stats for {variant}/{metric}: {:?}", results.stats))
+            .clone()
+    };
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+    let latency = stats("control", "latency");
+    assert_eq!(latency.n, 10);
+    assert!(close(latency.mean, 104.5), "{latency:?}");
+    let latency = stats("treatment", "latency");
+    assert_eq!(latency.n, 10);
+    assert!(close(latency.mean, 209.0), "{latency:?}");
+    assert!(close(stats("control", "cost").mean, 0.01));
+    assert!(close(stats("treatment", "cost").mean, 0.03));
+    assert!(close(stats("treatment", "tokens").mean, 30.0));
+    assert!(close(stats("control", "errors").mean, 0.1));
+    assert!(close(stats("treatment", "errors").mean, 0.0));
+    let comparison = results
+        .comparisons
+        .iter()
+        .find(|c| c.metric == "latency")
+        .expect("latency is compared");
+    let absolute = comparison.absolute.clone().unwrap();
+    assert!(close(absolute.estimate, 104.5), "{comparison:?}");
+    assert!(absolute.p_value < 0.001, "{comparison:?}");
+    server.stop().await;
+}

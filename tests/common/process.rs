@@ -186,6 +186,7 @@ pub async fn start_quality_experiment(channel: Channel, id: &str) {
                     kind: pb::MetricKind::Mean.into(),
                     direction: pb::MetricDirection::HigherIsBetter.into(),
                     role: pb::MetricRole::Primary.into(),
+                    ..Default::default()
                 }],
                 ..Default::default()
             }),

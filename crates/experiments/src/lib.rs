@@ -24,7 +24,7 @@ mod writer;
 pub use error::{ExperimentError, FieldViolation, StoreError};
 pub use model::{
     AnalysisUnit, Experiment, ExperimentStatus, Exposure, MetricDefinition, MetricDirection,
-    MetricKind, MetricRecord, MetricRole, StatusChange, Variant,
+    MetricKind, MetricRecord, MetricRole, MetricSource, StatusChange, Variant,
 };
 pub use service::{
     Assignment, Defaults, ExperimentService, ExperimentUpdate, ModelExperiment, PromptArm,

@@ -108,6 +108,26 @@ pub struct MetricDefinition {
     pub direction: MetricDirection,
     /// Primary, secondary or guardrail.
     pub role: MetricRole,
+    /// Where values come from: clients, or the generations attributed to a variant.
+    #[serde(default)]
+    pub source: MetricSource,
+}
+
+/// Where a metric's values come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricSource {
+    /// RecordMetric and its kin.
+    #[default]
+    Client,
+    /// Each attributed generation's `latency_ms` (a mean).
+    LatencyMs,
+    /// Each attributed generation's cost (a mean; generations without one are skipped).
+    Cost,
+    /// Each attributed generation's output tokens (a mean).
+    OutputTokens,
+    /// Whether each attributed generation failed (a proportion).
+    Error,
 }
 
 impl MetricDefinition {
@@ -123,6 +143,7 @@ impl MetricDefinition {
             kind,
             direction,
             role,
+            source: MetricSource::Client,
         }
     }
 }

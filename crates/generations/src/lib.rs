@@ -13,6 +13,6 @@ mod store;
 mod validate;
 
 pub use model::{Generation, GenerationPage, GenerationQuery, GenerationStatus, Prices};
-pub use service::{GenerationLimits, GenerationService, Logged};
+pub use service::{GenerationLimits, GenerationObserver, GenerationService, Logged};
 pub use store::GenerationStore;
 pub use validate::MAX_BATCH;

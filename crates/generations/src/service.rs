@@ -44,6 +44,18 @@ type Pending = (
     oneshot::Sender<Result<Vec<String>, StoreError>>,
 );
 
+/// What learns of each generation once it is stored (experiments record the metrics
+/// they take from generations). Called before `log` returns, with the new generations
+/// only, so a retried batch is not observed twice.
+#[async_trait::async_trait]
+pub trait GenerationObserver: Send + Sync + 'static {
+    /// `generations` were stored now.
+    async fn stored(&self, generations: &[Generation]);
+
+    /// Whether `generation` is of interest (so that only those are kept for `stored`).
+    fn wants(&self, generation: &Generation) -> bool;
+}
+
 /// Generations, stored through a group-commit writer.
 pub struct GenerationService {
     store: Arc<dyn GenerationStore>,
@@ -53,6 +65,7 @@ pub struct GenerationService {
     prices: HashMap<String, Prices>,
     /// Every generation this process stored, as it is stored (for live tails).
     stored: broadcast::Sender<Arc<Generation>>,
+    observer: Option<Arc<dyn GenerationObserver>>,
 }
 
 impl std::fmt::Debug for GenerationService {
@@ -69,6 +82,7 @@ impl GenerationService {
         store: Arc<dyn GenerationStore>,
         limits: GenerationLimits,
         prices: HashMap<String, Prices>,
+        observer: Option<Arc<dyn GenerationObserver>>,
     ) -> Self {
         let (pending, queue) = mpsc::channel::<Pending>(QUEUE);
         tokio::spawn(write(store.clone(), queue));
@@ -79,6 +93,7 @@ impl GenerationService {
             limits,
             prices,
             stored,
+            observer,
         }
     }
 
@@ -106,8 +121,16 @@ impl GenerationService {
             }
         }
         let ids: Vec<String> = batch.iter().map(|g| g.id.clone()).collect();
-        // Kept only while someone tails.
+        // Kept only while someone tails, and what the observer wants.
         let tailed = (self.stored.receiver_count() > 0).then(|| batch.clone());
+        let observed: Vec<Generation> = match &self.observer {
+            Some(observer) => batch
+                .iter()
+                .filter(|g| observer.wants(g))
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        };
         let (done, stored) = oneshot::channel();
         let closed = || ServiceError::Storage("the generation writer is closed".to_owned());
         self.pending
@@ -121,6 +144,16 @@ impl GenerationService {
             .iter()
             .filter(|id| new.contains(*id) && counted.insert(id.as_str()))
             .count() as u64;
+        if let Some(observer) = &self.observer {
+            let mut seen = HashSet::new();
+            let fresh: Vec<Generation> = observed
+                .into_iter()
+                .filter(|g| new.contains(&g.id) && seen.insert(g.id.clone()))
+                .collect();
+            if !fresh.is_empty() {
+                observer.stored(&fresh).await;
+            }
+        }
         if let Some(tailed) = tailed {
             let mut sent = HashSet::new();
             for generation in tailed {

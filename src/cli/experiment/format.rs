@@ -610,6 +610,7 @@ mod tests {
                 kind: pb::MetricKind::Mean as i32,
                 direction: pb::MetricDirection::LowerIsBetter as i32,
                 role: pb::MetricRole::Guardrail as i32,
+                ..Default::default()
             }],
             ..Default::default()
         };

@@ -94,6 +94,19 @@ struct MetricFile {
     direction: MetricDirection,
     #[serde(default)]
     role: Option<MetricRole>,
+    /// `client` (the default), `latency_ms`, `cost`, `output_tokens` or `error`.
+    #[serde(default)]
+    source: Option<MetricSource>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum MetricSource {
+    Client,
+    LatencyMs,
+    Cost,
+    OutputTokens,
+    Error,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -204,6 +217,15 @@ fn metric_to_pb(metric: MetricFile) -> pb::MetricDefinition {
                 MetricRole::Primary => pb::MetricRole::Primary,
                 MetricRole::Secondary => pb::MetricRole::Secondary,
                 MetricRole::Guardrail => pb::MetricRole::Guardrail,
+            }) as i32,
+        source: metric
+            .source
+            .map_or(pb::MetricSource::Unspecified, |source| match source {
+                MetricSource::Client => pb::MetricSource::Client,
+                MetricSource::LatencyMs => pb::MetricSource::LatencyMs,
+                MetricSource::Cost => pb::MetricSource::Cost,
+                MetricSource::OutputTokens => pb::MetricSource::OutputTokens,
+                MetricSource::Error => pb::MetricSource::Error,
             }) as i32,
     }
 }

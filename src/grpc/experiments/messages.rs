@@ -4,7 +4,7 @@ use llmops_experiments::results::{ExperimentResults, MetricComparison};
 use llmops_experiments::stats::ttest::Outcome;
 use llmops_experiments::{
     AnalysisUnit, Experiment, ExperimentSpec, ExperimentStatus, ExperimentUpdate, MetricDefinition,
-    MetricDirection, MetricKind, MetricRole, RecordInput, Variant,
+    MetricDirection, MetricKind, MetricRole, MetricSource, RecordInput, Variant,
 };
 use llmops_registry::FieldViolation;
 use tonic::Status;
@@ -114,11 +114,54 @@ fn metric_from_pb(
             MetricRole::Secondary
         }
     };
+    let source = match pb::MetricSource::try_from(metric.source) {
+        Ok(pb::MetricSource::Unspecified | pb::MetricSource::Client) => MetricSource::Client,
+        Ok(pb::MetricSource::LatencyMs) => MetricSource::LatencyMs,
+        Ok(pb::MetricSource::Cost) => MetricSource::Cost,
+        Ok(pb::MetricSource::OutputTokens) => MetricSource::OutputTokens,
+        Ok(pb::MetricSource::Error) => MetricSource::Error,
+        Err(_) => {
+            problems.add(
+                field("source"),
+                format!("{} is not a MetricSource", metric.source),
+            );
+            MetricSource::Client
+        }
+    };
+    let wanted = match source {
+        MetricSource::Client => None,
+        MetricSource::Error => Some(MetricKind::Proportion),
+        _ => Some(MetricKind::Mean),
+    };
+    if wanted.is_some_and(|wanted| wanted != kind) {
+        problems.add(
+            field("source"),
+            format!(
+                "a {source:?} metric is a {}: set kind to match",
+                if wanted == Some(MetricKind::Proportion) {
+                    "PROPORTION"
+                } else {
+                    "MEAN"
+                }
+            ),
+        );
+    }
     MetricDefinition {
         name: metric.name,
         kind,
         direction,
         role,
+        source,
+    }
+}
+
+pub(crate) fn source_to_pb(source: MetricSource) -> pb::MetricSource {
+    match source {
+        MetricSource::Client => pb::MetricSource::Client,
+        MetricSource::LatencyMs => pb::MetricSource::LatencyMs,
+        MetricSource::Cost => pb::MetricSource::Cost,
+        MetricSource::OutputTokens => pb::MetricSource::OutputTokens,
+        MetricSource::Error => pb::MetricSource::Error,
     }
 }
 
@@ -295,6 +338,7 @@ pub(crate) fn experiment_to_pb(experiment: Experiment) -> pb::Experiment {
                 }
                 .into(),
                 role: role_to_pb(m.role).into(),
+                source: source_to_pb(m.source).into(),
             })
             .collect(),
         alpha: Some(experiment.alpha),
