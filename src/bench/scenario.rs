@@ -20,6 +20,7 @@ use super::load::Call;
 use crate::pb;
 use crate::pb::alert_service_client::AlertServiceClient;
 use crate::pb::experiment_service_client::ExperimentServiceClient;
+use crate::pb::generation_service_client::GenerationServiceClient;
 use crate::pb::prompt_service_client::PromptServiceClient;
 
 /// The prompt the prompt scenarios read.
@@ -62,6 +63,10 @@ pub enum Scenario {
     /// CreateAlert of a new alert (a fresh fingerprint each call): a durable write with
     /// an event on the ordered feed. Only run when named.
     CreateAlert,
+    /// LogGenerations of [`GENERATIONS_PER_CALL`] new generations (a few hundred bytes
+    /// of input and output each), durable before the answer: generations per second are
+    /// RPS x 100. Only run when named.
+    LogGenerations,
     /// ImportSamples of a new dataset, streamed in batches: samples per second. Only
     /// run when named.
     Import,
@@ -75,25 +80,27 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in the order they run.
-    pub(crate) const ALL: [Self; 9] = [
+    pub(crate) const ALL: [Self; 10] = [
         Self::Health,
         Self::GetPrompt,
         Self::Render,
         Self::Assign,
         Self::RecordMetric,
         Self::CreateAlert,
+        Self::LogGenerations,
         Self::Import,
         Self::Fanout,
         Self::Eval,
     ];
     /// The closed-loop request scenarios, run by `load`; the default selection.
-    pub(crate) const CLOSED_LOOP: [Self; 6] = [
+    pub(crate) const CLOSED_LOOP: [Self; 7] = [
         Self::Health,
         Self::GetPrompt,
         Self::Render,
         Self::Assign,
         Self::RecordMetric,
         Self::CreateAlert,
+        Self::LogGenerations,
     ];
 
     /// The name used on the command line and in reports.
@@ -105,6 +112,7 @@ impl Scenario {
             Self::Assign => "assign",
             Self::RecordMetric => "record-metric",
             Self::CreateAlert => "create-alert",
+            Self::LogGenerations => "log-generations",
             Self::Import => "import",
             Self::Fanout => "fanout",
             Self::Eval => "eval",
@@ -120,7 +128,12 @@ impl Scenario {
     pub(crate) async fn setup(self, channel: Authed) -> anyhow::Result<()> {
         match self {
             // Fanout creates its alerts, and import its dataset, as they run.
-            Self::Health | Self::Fanout | Self::Import | Self::Eval | Self::CreateAlert => Ok(()),
+            Self::Health
+            | Self::Fanout
+            | Self::Import
+            | Self::Eval
+            | Self::CreateAlert
+            | Self::LogGenerations => Ok(()),
             Self::GetPrompt | Self::Render => create_bench_prompt(channel).await,
             Self::Assign | Self::RecordMetric => start_bench_experiment(channel).await,
         }
@@ -166,6 +179,9 @@ impl Scenario {
             ),
             Self::CreateAlert => {
                 Caller::CreateAlert(AlertServiceClient::new(channel), UserIds::new())
+            }
+            Self::LogGenerations => {
+                Caller::LogGenerations(GenerationServiceClient::new(channel), UserIds::new())
             }
             Self::Fanout | Self::Import | Self::Eval => {
                 unreachable!("{} is not a closed-loop scenario", self.name())
@@ -227,6 +243,8 @@ pub(crate) enum Caller {
     RecordMetric(ExperimentServiceClient<Authed>, pb::RecordMetricRequest),
     /// CreateAlert, each for a new source (the ids' prefix keeps them apart).
     CreateAlert(AlertServiceClient<Authed>, UserIds),
+    /// LogGenerations of new generations (the ids' prefix keeps them apart).
+    LogGenerations(GenerationServiceClient<Authed>, UserIds),
 }
 
 impl Call for Caller {
@@ -282,7 +300,48 @@ impl Call for Caller {
                 client.create_alert(request).await?;
                 Ok(())
             }
+            Self::LogGenerations(client, ids) => {
+                let generations = (0..GENERATIONS_PER_CALL)
+                    .map(|_| {
+                        ids.sent += 1;
+                        bench_generation(format!("{:016x}-{}", ids.prefix, ids.sent), ids.sent)
+                    })
+                    .collect();
+                client
+                    .log_generations(pb::LogGenerationsRequest { generations })
+                    .await?;
+                Ok(())
+            }
         }
+    }
+}
+
+/// Generations per `log-generations` call.
+pub(crate) const GENERATIONS_PER_CALL: u64 = 100;
+
+/// A generation as an application would log it: a rendered prompt of about 200 bytes and
+/// an answer of about 300.
+fn bench_generation(id: String, n: u64) -> pb::Generation {
+    pb::Generation {
+        id,
+        prompt_name: PROMPT_NAME.into(),
+        prompt_version: PROMPT_VERSION.into(),
+        model: "bench-model".into(),
+        provider: "bench".into(),
+        user_id: format!("user-{}", n % 1000),
+        input: "You are a helpful assistant. Summarise the following support ticket in two \
+                sentences for an engineer on call, naming the product area and the customer's \
+                plan: the export to CSV times out for workspaces over 10k rows."
+            .into(),
+        output: "The CSV export times out for workspaces with more than 10,000 rows. The \
+                 customer is on the Business plan and the issue is in the reporting area; \
+                 exports of smaller workspaces succeed, so the cause is likely the synchronous \
+                 export path hitting the request timeout."
+            .into(),
+        latency_ms: 840.0 + (n % 100) as f64,
+        input_tokens: 48,
+        output_tokens: 64,
+        ..Default::default()
     }
 }
 
@@ -339,6 +398,7 @@ async fn start_bench_experiment(channel: Authed) -> anyhow::Result<()> {
             kind: pb::MetricKind::Mean.into(),
             direction: pb::MetricDirection::HigherIsBetter.into(),
             role: pb::MetricRole::Primary.into(),
+            ..Default::default()
         }],
         ..Default::default()
     };
