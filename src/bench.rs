@@ -75,7 +75,7 @@ pub struct BenchArgs {
     )]
     pub server: Option<String>,
     /// The scenarios to run, comma-separated. `health` always runs first. `import`,
-    /// `create-alert`, `fanout` (10,000 subscriptions) and `eval` (an evaluation run against a mock
+    /// `create-alert`, `log-generations`, `fanout` (10,000 subscriptions) and `eval` (an evaluation run against a mock
     /// provider) are not in the default list: ask for them by name, e.g.
     /// `--scenarios eval`.
     #[arg(
@@ -465,10 +465,10 @@ mod tests {
     #[test]
     fn defaults_run_the_read_and_experiment_scenarios_but_not_fanout_or_alerts() {
         let args = Cli::parse_from(["bench"]).bench;
-        // create-alert leaves thousands of alerts behind: only when named.
+        // create-alert and log-generations leave thousands of rows behind: only when named.
         let defaults: Vec<_> = Scenario::CLOSED_LOOP
             .into_iter()
-            .filter(|s| *s != Scenario::CreateAlert)
+            .filter(|s| !matches!(s, Scenario::CreateAlert | Scenario::LogGenerations))
             .collect();
         assert_eq!(args.scenarios, defaults);
         assert_eq!((args.connections, args.streams), (4, 16));
