@@ -635,7 +635,8 @@ mod tests {
                     "render",
                     "assign",
                     "record-metric",
-                    "create-alert"
+                    "create-alert",
+                    "log-generations"
                 ]
             );
             for row in &rows {
