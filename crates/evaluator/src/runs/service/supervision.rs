@@ -94,6 +94,34 @@ impl Inner {
     /// the run): claims a chunk of samples at a time and evaluates those without a
     /// result. Ok(true) when every chunk is finished, Ok(false) when cancelled, Err when
     /// the run cannot go on.
+    /// The run's prompt version. A worker on another replica than the one that started
+    /// the run may not have seen the version yet (its registry follows the shared change
+    /// feed, which can lag under load): a version it does not know is looked up again
+    /// until [`PROMPT_CATCH_UP`] has passed before the run fails.
+    async fn resolve_prompt_in_time(
+        &self,
+        run: &Run,
+        cancel: &CancellationToken,
+    ) -> Result<PreparedPrompt, String> {
+        let deadline = tokio::time::Instant::now() + PROMPT_CATCH_UP;
+        loop {
+            match PreparedPrompt::resolve(&self.registry, &run.prompt_name, &run.prompt_version) {
+                Ok(prompt) => return Ok(prompt),
+                Err(llmops_registry::RegistryError::NotFound(_))
+                    if tokio::time::Instant::now() < deadline && !cancel.is_cancelled() =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(err) => {
+                    return Err(format!(
+                        "prompt {} {}: {err}",
+                        run.prompt_name, run.prompt_version
+                    ))
+                }
+            }
+        }
+    }
+
     pub(super) async fn run_samples(
         self: &Arc<Self>,
         run: &Run,
@@ -104,8 +132,7 @@ impl Inner {
             .providers()
             .get(&run.model)
             .ok_or_else(|| format!("model {:?} is no longer configured", run.model))?;
-        let prompt = PreparedPrompt::resolve(&self.registry, &run.prompt_name, &run.prompt_version)
-            .map_err(|err| format!("prompt {} {}: {err}", run.prompt_name, run.prompt_version))?;
+        let prompt = self.resolve_prompt_in_time(run, cancel).await?;
         let scoring = self.scoring(run).map_err(|err| err.to_string())?;
         let context = SampleContext {
             scoring,
@@ -451,6 +478,9 @@ const MIN_CHUNK: usize = 8;
 /// How often a worker with nothing to claim looks again (another worker's claim may
 /// lapse), until every chunk is finished.
 const CLAIM_POLL: Duration = Duration::from_millis(250);
+/// How long a worker waits for its registry to learn of a run's prompt version that
+/// another replica created (see `resolve_prompt_in_time`).
+const PROMPT_CATCH_UP: Duration = Duration::from_secs(10);
 
 /// Samples read from the dataset per page while a run goes.
 pub(super) const SAMPLE_PAGE: usize = 500;
