@@ -346,11 +346,14 @@ impl Slots {
     ) {
         let limit = config.max_message_bytes;
         self.prompts.fill(
-            PromptServiceServer::new(PromptApi::new(
-                services.registry.clone(),
-                stop.clone(),
-                config.protected_labels.clone(),
-            ))
+            PromptServiceServer::new(
+                PromptApi::new(
+                    services.registry.clone(),
+                    stop.clone(),
+                    config.protected_labels.clone(),
+                )
+                .serving_experiments(services.experiments.clone()),
+            )
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit),
         );

@@ -983,6 +983,7 @@ async fn prompt_experiments_register_prompts_and_model_experiments_split_evenly(
         treatment_share: Some(0.2),
         experiment_id: id.into(),
         description: String::new(),
+        ..Default::default()
     };
     let created = client
         .create_prompt_experiment(request("p1", prompt("1.1.0", "Hi there, {{name}}!")))
@@ -1007,6 +1008,7 @@ async fn prompt_experiments_register_prompts_and_model_experiments_split_evenly(
             name: "greeting".into(),
             version: "1.1.0".into(),
             label: String::new(),
+            user_id: String::new(),
         })
         .await
         .unwrap();

@@ -492,3 +492,211 @@ async fn an_experiment_learns_latency_cost_and_errors_from_its_generations() {
     assert!(absolute.p_value < 0.001, "{comparison:?}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_label_served_by_an_experiment_gives_each_user_their_variant_and_a_render_id() {
+    let server = TestServer::start().await;
+    let version = |v: &str, greeting: &str| pb::PromptVersion {
+        name: "greet".into(),
+        version: v.into(),
+        template: format!("{greeting} {{{{ name }}}}"),
+        variables: vec![pb::PromptVariable {
+            name: "name".into(),
+            r#type: pb::VariableType::String.into(),
+            required: true,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let mut experiments = server.experiments();
+    let create = |id: &str, prompt: &str, label: &str| pb::CreatePromptExperimentRequest {
+        experiment_id: id.into(),
+        name: id.into(),
+        control: Some(version("1.0.0", "Hello")),
+        treatment: Some(version("1.1.0", "Hi")),
+        prompt_name: prompt.into(),
+        label: label.into(),
+        ..Default::default()
+    };
+    // Both or neither; the arms must be versions of the served prompt.
+    let refused = experiments
+        .create_prompt_experiment(create("x", "greet", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(refused.message().contains("label"), "{refused:?}");
+    let refused = experiments
+        .create_prompt_experiment(create("x", "other", "production"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(refused.message().contains("prompt_name"), "{refused:?}");
+
+    let created = experiments
+        .create_prompt_experiment(create("greet-ab", "greet", "production"))
+        .await
+        .unwrap()
+        .into_inner()
+        .experiment
+        .unwrap();
+    assert_eq!(
+        (created.prompt_name.as_str(), created.label.as_str()),
+        ("greet", "production")
+    );
+    let mut prompts = server.prompts();
+    prompts
+        .set_prompt_label(pb::SetPromptLabelRequest {
+            name: "greet".into(),
+            label: "production".into(),
+            version: "1.0.0".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let render = |user: &str| pb::RenderPromptRequest {
+        name: "greet".into(),
+        label: "production".into(),
+        variables: [("name".to_owned(), common::string_value("Ada"))].into(),
+        user_id: user.into(),
+        ..Default::default()
+    };
+    // Not running yet: the label's own version, no experiment.
+    let before = prompts
+        .render_prompt(render("u-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (before.version.as_str(), before.experiment_id.as_str()),
+        ("1.0.0", "")
+    );
+    experiments
+        .start_experiment(pb::StartExperimentRequest {
+            experiment_id: "greet-ab".into(),
+        })
+        .await
+        .unwrap();
+    // A second experiment on the same label cannot start while this one runs.
+    experiments
+        .create_prompt_experiment(create("greet-ab-2", "greet", "production"))
+        .await
+        .unwrap();
+    let second = experiments
+        .start_experiment(pb::StartExperimentRequest {
+            experiment_id: "greet-ab-2".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(second.code(), Code::FailedPrecondition);
+    assert!(second.message().contains("greet-ab"), "{second:?}");
+
+    // Each user gets the version of the variant AssignVariant gives them.
+    let mut seen = std::collections::BTreeMap::new();
+    for i in 0..200 {
+        let user = format!("user-{i}");
+        let rendered = prompts
+            .render_prompt(render(&user))
+            .await
+            .unwrap()
+            .into_inner();
+        let assigned = experiments
+            .assign_variant(pb::AssignVariantRequest {
+                experiment_id: "greet-ab".into(),
+                user_id: user.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(assigned.in_experiment);
+        let assigned = assigned.variant.unwrap();
+        assert_eq!(rendered.experiment_id, "greet-ab");
+        assert_eq!(rendered.variant_id, assigned.id, "{user}");
+        assert_eq!(rendered.version, assigned.prompt_version, "{user}");
+        let expected = if assigned.id == "control" {
+            "1.0.0"
+        } else {
+            "1.1.0"
+        };
+        assert_eq!(rendered.version, expected, "{user}");
+        assert_eq!(
+            rendered.text,
+            if expected == "1.0.0" {
+                "Hello Ada"
+            } else {
+                "Hi Ada"
+            }
+        );
+        let got = prompts
+            .get_prompt_version(pb::GetPromptVersionRequest {
+                name: "greet".into(),
+                label: "production".into(),
+                user_id: user.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got.prompt_version.unwrap().version, expected);
+        assert_eq!(got.variant_id, rendered.variant_id);
+        *seen.entry(rendered.variant_id.clone()).or_insert(0) += 1;
+        if i == 0 {
+            // The render's token attributes a generation that names nothing else.
+            log(
+                &server,
+                vec![pb::Generation {
+                    id: "attributed".into(),
+                    render_id: rendered.render_id.clone(),
+                    user_id: user.clone(),
+                    ..Default::default()
+                }],
+            )
+            .await
+            .unwrap();
+            let g = client(&server)
+                .get_generation(pb::GetGenerationRequest {
+                    generation_id: "attributed".into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .generation
+                .unwrap();
+            assert_eq!(
+                (
+                    g.prompt_name.as_str(),
+                    g.prompt_version.as_str(),
+                    g.experiment_id.as_str(),
+                    g.variant_id.as_str()
+                ),
+                ("greet", expected, "greet-ab", rendered.variant_id.as_str())
+            );
+        }
+    }
+    assert_eq!(seen.len(), 2, "both variants are served: {seen:?}");
+    // Without a user, or for another label, the label's version is served.
+    let anonymous = prompts
+        .render_prompt(render(""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (anonymous.version.as_str(), anonymous.experiment_id.as_str()),
+        ("1.0.0", "")
+    );
+    let forged = log(
+        &server,
+        vec![pb::Generation {
+            id: "forged".into(),
+            render_id: "not-a-token".into(),
+            ..Default::default()
+        }],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(forged.code(), Code::InvalidArgument);
+    assert!(
+        forged.message().contains("generations[0].render_id"),
+        "{forged:?}"
+    );
+    server.stop().await;
+}

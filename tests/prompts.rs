@@ -87,6 +87,7 @@ async fn create_get_render_and_the_seed_example(backend: Backend) {
             name: "code-review".into(),
             version: "1.0.0".into(),
             label: String::new(),
+            user_id: String::new(),
         })
         .await
         .unwrap()
@@ -275,6 +276,7 @@ async fn duplicates_and_missing_things_get_their_codes() {
         name: name.into(),
         version: version.into(),
         label: label.into(),
+        user_id: String::new(),
     };
     let cases = [
         (("nope", "", ""), Code::NotFound),

@@ -155,6 +155,7 @@ impl Scenario {
                     name: PROMPT_NAME.into(),
                     version: PROMPT_VERSION.into(),
                     label: String::new(),
+                    user_id: String::new(),
                 },
             ),
             Self::Render => Caller::Render(
@@ -164,6 +165,7 @@ impl Scenario {
                     version: PROMPT_VERSION.into(),
                     label: String::new(),
                     variables: render_values(),
+                    user_id: String::new(),
                 },
             ),
             Self::Assign => Caller::Assign(ExperimentServiceClient::new(channel), UserIds::new()),

@@ -121,6 +121,10 @@ pub enum PromptCommand {
         /// A JSON or YAML file with an object of variable values.
         #[arg(long, value_name = "FILE")]
         vars_file: Option<PathBuf>,
+        /// The end user: while an experiment serves the label, render the user's
+        /// variant's version (and say which, on stderr).
+        #[arg(long, value_name = "USER")]
+        user: Option<String>,
     },
     /// Show how two versions differ: a unified diff and the variable changes.
     Diff {

@@ -347,6 +347,22 @@ impl ExperimentServiceRpc for ExperimentApi {
     ) -> Result<Response<pb::CreatePromptExperimentResponse>, Status> {
         let caller = caller_of(&request);
         let request = request.into_inner();
+        let serves = match (request.prompt_name.is_empty(), request.label.is_empty()) {
+            (true, true) => None,
+            (false, false) => Some((request.prompt_name.clone(), request.label.clone())),
+            (true, false) => {
+                return Err(invalid_field(
+                    "prompt_name",
+                    "the prompt whose label is served is required with label",
+                ))
+            }
+            (false, true) => {
+                return Err(invalid_field(
+                    "label",
+                    "the label to serve is required with prompt_name",
+                ))
+            }
+        };
         let (Some(control), Some(treatment)) = (request.control, request.treatment) else {
             return Err(invalid_field(
                 "control",
@@ -372,6 +388,7 @@ impl ExperimentServiceRpc for ExperimentApi {
                     treatment: arm(treatment)?,
                     treatment_share: request.treatment_share,
                     created_by: caller.actor().unwrap_or_default().to_owned(),
+                    serves,
                 },
                 &self.prompt_versions,
             )

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use llmops_generations::{Generation, GenerationQuery, GenerationService, GenerationStatus};
+use llmops_generations::{
+    Generation, GenerationQuery, GenerationService, GenerationStatus, RenderRef,
+};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
@@ -85,7 +87,26 @@ fn status_to_pb(status: GenerationStatus) -> pb::GenerationStatus {
 }
 
 /// The domain generation of `g`; a bad time is INVALID_ARGUMENT at `at.<field>`.
-fn generation_from_pb(g: pb::Generation, at: &str) -> Result<Generation, Status> {
+fn generation_from_pb(mut g: pb::Generation, at: &str) -> Result<Generation, Status> {
+    // A render's token fills in what the client left out.
+    if !g.render_id.is_empty() {
+        let render = RenderRef::decode(&g.render_id).ok_or_else(|| {
+            invalid_field(
+                &format!("{at}.render_id"),
+                "not a render_id RenderPrompt or GetPromptVersion returned",
+            )
+        })?;
+        for (field, value) in [
+            (&mut g.prompt_name, render.prompt_name),
+            (&mut g.prompt_version, render.prompt_version),
+            (&mut g.experiment_id, render.experiment_id),
+            (&mut g.variant_id, render.variant_id),
+        ] {
+            if field.is_empty() {
+                *field = value;
+            }
+        }
+    }
     let time = |field: &str, stamp: Option<prost_types::Timestamp>| match stamp {
         None => Ok(None),
         Some(stamp) => time_from_timestamp(&stamp)

@@ -22,6 +22,8 @@ use crate::grpc::{response_stream, ResponseStream};
 use crate::pb;
 use crate::pb::prompt_service_server::PromptService;
 use crate::server::access::caller_of;
+use llmops_experiments::ExperimentService;
+use llmops_generations::RenderRef;
 
 /// The PromptService adapter.
 #[derive(Debug, Clone)]
@@ -30,6 +32,9 @@ pub struct PromptApi {
     shutdown: CancellationToken,
     /// Labels only ROLE_ADMIN may move or delete (`protected_labels`).
     protected_labels: Arc<[String]>,
+    /// The experiments that serve prompt labels to users; none in adapters built
+    /// without them.
+    experiments: Option<Arc<ExperimentService>>,
 }
 
 impl PromptApi {
@@ -44,6 +49,46 @@ impl PromptApi {
             registry,
             shutdown,
             protected_labels: protected_labels.into(),
+            experiments: None,
+        }
+    }
+
+    /// The adapter, serving users the version their experiment variant names while an
+    /// experiment serves the label they ask for.
+    pub fn serving_experiments(mut self, experiments: Arc<ExperimentService>) -> Self {
+        self.experiments = Some(experiments);
+        self
+    }
+
+    /// What `user_id` is served for `name`'s `label`: the variant's version, the
+    /// experiment and the variant, when a running experiment serves that label and the
+    /// user is in it; `None` otherwise (the label's own version is served).
+    async fn served(
+        &self,
+        name: &str,
+        version: &str,
+        label: &str,
+        user_id: &str,
+    ) -> Result<Option<(String, String, String)>, Status> {
+        if user_id.is_empty() || label.is_empty() || !version.is_empty() {
+            return Ok(None);
+        }
+        let Some(experiments) = &self.experiments else {
+            return Ok(None);
+        };
+        let Some(experiment) = experiments.serving(name, label) else {
+            return Ok(None);
+        };
+        match experiments.assign(&experiment.id, user_id).await {
+            Ok(assignment) if assignment.in_experiment => Ok(Some((
+                assignment.variant.prompt_version,
+                experiment.id,
+                assignment.variant.id,
+            ))),
+            Ok(_) => Ok(None),
+            // Paused or ended since it was found: the label serves everyone.
+            Err(llmops_core::ServiceError::FailedPrecondition(_)) => Ok(None),
+            Err(err) => Err(err.into_status()),
         }
     }
 
@@ -128,13 +173,30 @@ impl PromptService for PromptApi {
             name,
             version,
             label,
+            user_id,
         } = request.into_inner();
-        let view = self
-            .registry
-            .get_version(&name, &selector(&version, &label)?)
-            .or_status()?;
+        let served = self.served(&name, &version, &label, &user_id).await?;
+        let chosen = match &served {
+            Some((version, ..)) => selector(version, "")?,
+            None => selector(&version, &label)?,
+        };
+        let view = self.registry.get_version(&name, &chosen).or_status()?;
+        let (experiment_id, variant_id) = served
+            .map(|(_, experiment, variant)| (experiment, variant))
+            .unwrap_or_default();
+        let prompt_version = prompt_version_to_pb(view);
+        let render_id = RenderRef {
+            prompt_name: name,
+            prompt_version: prompt_version.version.clone(),
+            experiment_id: experiment_id.clone(),
+            variant_id: variant_id.clone(),
+        }
+        .encode();
         Ok(Response::new(pb::GetPromptVersionResponse {
-            prompt_version: Some(prompt_version_to_pb(view)),
+            prompt_version: Some(prompt_version),
+            experiment_id,
+            variant_id,
+            render_id,
         }))
     }
 
@@ -274,18 +336,24 @@ impl PromptService for PromptApi {
             version,
             label,
             variables,
+            user_id,
         } = request.into_inner();
+        let served = self.served(&name, &version, &label, &user_id).await?;
+        let chosen = match &served {
+            Some((version, ..)) => selector(version, "")?,
+            None => selector(&version, &label)?,
+        };
+        let (experiment_id, variant_id) = served
+            .map(|(_, experiment, variant)| (experiment, variant))
+            .unwrap_or_default();
         let values = render_values(variables);
-        let (rendered, version) = self
-            .registry
-            .render(&name, &selector(&version, &label)?, &values)
-            .map_err(|e| {
-                if let llmops_registry::RegistryError::ResourceExhausted(_) = e {
-                    // The render may have used its whole memory budget: hand it back.
-                    crate::memory::release();
-                }
-                e.into_status()
-            })?;
+        let (rendered, version) = self.registry.render(&name, &chosen, &values).map_err(|e| {
+            if let llmops_registry::RegistryError::ResourceExhausted(_) = e {
+                // The render may have used its whole memory budget: hand it back.
+                crate::memory::release();
+            }
+            e.into_status()
+        })?;
         Ok(Response::new(pb::RenderPromptResponse {
             text: rendered.text,
             messages: rendered
@@ -296,8 +364,17 @@ impl PromptService for PromptApi {
                     content: m.content,
                 })
                 .collect(),
+            render_id: RenderRef {
+                prompt_name: name.clone(),
+                prompt_version: version.to_string(),
+                experiment_id: experiment_id.clone(),
+                variant_id: variant_id.clone(),
+            }
+            .encode(),
             name,
             version: version.to_string(),
+            experiment_id,
+            variant_id,
         }))
     }
 

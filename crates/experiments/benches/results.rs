@@ -16,6 +16,8 @@ fn experiment() -> Experiment {
     control.is_control = true;
     let spec = ExperimentSpec {
         created_by: String::new(),
+        serves_prompt: String::new(),
+        serves_label: String::new(),
         name: "bench".into(),
         variants: vec![control, Variant::new("b"), Variant::new("c")],
         metrics: vec![

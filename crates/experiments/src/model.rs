@@ -219,6 +219,14 @@ pub struct Experiment {
     /// Every status change, oldest first, with who made it.
     #[serde(default)]
     pub status_changes: Vec<StatusChange>,
+    /// The prompt whose `serves_label` this experiment serves while it runs: a call
+    /// for that (prompt, label) with a user gets the user's variant's version. Empty
+    /// when it serves nothing.
+    #[serde(default)]
+    pub serves_prompt: String,
+    /// The label it serves.
+    #[serde(default)]
+    pub serves_label: String,
 }
 
 /// One change of an experiment's status.
@@ -267,6 +275,8 @@ impl Experiment {
             updated_at: now,
             created_by: spec.created_by,
             status_changes: Vec::new(),
+            serves_prompt: spec.serves_prompt,
+            serves_label: spec.serves_label,
         }
     }
 

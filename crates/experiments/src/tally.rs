@@ -170,6 +170,8 @@ mod tests {
         };
         let spec = ExperimentSpec {
             created_by: String::new(),
+            serves_prompt: String::new(),
+            serves_label: String::new(),
             name: "e".into(),
             variants: vec![Variant::new("a"), Variant::new("b")],
             metrics: vec![

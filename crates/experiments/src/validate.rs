@@ -44,6 +44,10 @@ pub struct ExperimentSpec {
     pub id: String,
     /// Who creates it (an API key's name or a certificate identity); empty when unknown.
     pub created_by: String,
+    /// The prompt and label it serves while running (prompt experiments); empty for none.
+    pub serves_prompt: String,
+    /// See `serves_prompt`.
+    pub serves_label: String,
     /// Required.
     pub name: String,
     /// Free text.

@@ -13,6 +13,8 @@ fn experiment(metrics: Vec<MetricDefinition>) -> Experiment {
     control.is_control = true;
     let spec = ExperimentSpec {
         created_by: String::new(),
+        serves_prompt: String::new(),
+        serves_label: String::new(),
         name: "e".into(),
         variants: vec![control, Variant::new("b")],
         metrics,

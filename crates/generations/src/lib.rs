@@ -8,11 +8,13 @@
 //! counted as a duplicate and changes nothing.
 
 mod model;
+mod render_ref;
 mod service;
 mod store;
 mod validate;
 
 pub use model::{Generation, GenerationPage, GenerationQuery, GenerationStatus, Prices};
+pub use render_ref::RenderRef;
 pub use service::{GenerationLimits, GenerationObserver, GenerationService, Logged};
 pub use store::GenerationStore;
 pub use validate::MAX_BATCH;

@@ -100,13 +100,14 @@ pub(crate) async fn run(command: PromptCommand, options: &ClientOptions) -> anyh
             selector,
             vars,
             vars_file,
+            user,
         } => {
             let file_values: Map<String, JsonValue> = match &vars_file {
                 Some(path) => read_document(path)?,
                 None => Map::new(),
             };
             let mut client = client(options).await?;
-            render(&mut client, json, name, selector, file_values, &vars).await
+            render(&mut client, json, name, selector, file_values, &vars, user).await
         }
         PromptCommand::Diff { name, from, to } => {
             let mut client = client(options).await?;
@@ -155,6 +156,7 @@ async fn get_version(
             name: name.to_owned(),
             version: selector.version.clone().unwrap_or_default(),
             label: selector.label.clone().unwrap_or_default(),
+            user_id: String::new(),
         })
         .await
         .map_err(status_error)?
@@ -344,17 +346,36 @@ async fn render(
     mut selector: Selector,
     file_values: Map<String, JsonValue>,
     var_args: &[(String, String)],
+    user: Option<String>,
 ) -> anyhow::Result<()> {
     let mut declared = BTreeMap::new();
-    if !var_args.is_empty() {
+    // What an experiment served the user: its id, the variant and the render's token.
+    let mut served = None;
+    if !var_args.is_empty() || user.is_some() {
         // `--var` values are strings: look up the declared types to convert them, and
         // render exactly the version looked up, so a label moving in between cannot
-        // pair these values with another version's types.
-        let version = get_version(client, &name, &selector).await?;
+        // pair these values with another version's types. With `--user`, the lookup is
+        // also the user's assignment when an experiment serves the label.
+        let got = client
+            .get_prompt_version(pb::GetPromptVersionRequest {
+                name: name.clone(),
+                version: selector.version.clone().unwrap_or_default(),
+                label: selector.label.clone().unwrap_or_default(),
+                user_id: user.unwrap_or_default(),
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        let version = got
+            .prompt_version
+            .context("the server sent no prompt version")?;
         for variable in &version.variables {
             if let Some(var_type) = convert::type_from_pb(variable.r#type) {
                 declared.insert(variable.name.clone(), var_type);
             }
+        }
+        if !got.experiment_id.is_empty() {
+            served = Some((got.experiment_id, got.variant_id, got.render_id));
         }
         selector = Selector {
             version: Some(version.version),
@@ -362,7 +383,7 @@ async fn render(
         };
     }
     let values = vars::merge(file_values, var_args, &declared)?;
-    let rendered = client
+    let mut rendered = client
         .render_prompt(pb::RenderPromptRequest {
             name,
             version: selector.version.unwrap_or_default(),
@@ -371,10 +392,21 @@ async fn render(
                 .iter()
                 .map(|(k, v)| (k.clone(), value_from_json(v)))
                 .collect(),
+            user_id: String::new(),
         })
         .await
         .map_err(status_error)?
         .into_inner();
+    if let Some((experiment, variant, render_id)) = served {
+        // On stderr: stdout stays the rendered prompt, fit for a pipe.
+        eprintln!(
+            "served by experiment {experiment}, variant {variant}: version {}",
+            rendered.version
+        );
+        rendered.experiment_id = experiment;
+        rendered.variant_id = variant;
+        rendered.render_id = render_id;
+    }
     if json {
         emit(|out| crate::cli::output::message(out, &rendered))
     } else {

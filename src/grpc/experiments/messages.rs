@@ -208,6 +208,8 @@ pub(crate) fn spec_from_pb(
     let spec = ExperimentSpec {
         id: experiment.id,
         created_by: String::new(),
+        serves_prompt: String::new(),
+        serves_label: String::new(),
         name: experiment.name,
         description: experiment.description,
         seed: experiment.seed,
@@ -352,6 +354,8 @@ pub(crate) fn experiment_to_pb(experiment: Experiment) -> pb::Experiment {
         created_at: Some(timestamp(experiment.created_at)),
         updated_at: Some(timestamp(experiment.updated_at)),
         created_by: experiment.created_by,
+        prompt_name: experiment.serves_prompt,
+        label: experiment.serves_label,
         status_changes: experiment
             .status_changes
             .into_iter()

@@ -250,6 +250,18 @@ impl ExperimentService {
         Ok(next)
     }
 
+    /// The running experiment that serves `prompt`'s `label`, if any.
+    pub fn serving(&self, prompt: &str, label: &str) -> Option<Experiment> {
+        self.experiments.iter().find_map(|entry| {
+            let snapshot = entry.value().snapshot();
+            let experiment = &snapshot.experiment;
+            (experiment.status == ExperimentStatus::Running
+                && experiment.serves_prompt == prompt
+                && experiment.serves_label == label)
+                .then(|| experiment.clone())
+        })
+    }
+
     /// Starts a draft, or resumes a paused experiment. `actor` (who asks; empty when
     /// unknown) is recorded with the change, as with every status change.
     pub async fn start(&self, id: &str, actor: &str) -> Result<Experiment, ExperimentError> {
@@ -293,6 +305,16 @@ impl ExperimentService {
         let _writes = live.gate.write().await;
         let mut next = live.snapshot().experiment.clone();
         lifecycle::check(id, next.status, to)?;
+        if to == ExperimentStatus::Running && !next.serves_prompt.is_empty() {
+            if let Some(other) = self.serving(&next.serves_prompt, &next.serves_label) {
+                if other.id != next.id {
+                    return Err(ExperimentError::FailedPrecondition(format!(
+                        "experiment {:?} already serves {:?} label {:?}; complete, pause or cancel it first",
+                        other.id, next.serves_prompt, next.serves_label
+                    )));
+                }
+            }
+        }
         if let Some(winner) = winner.filter(|w| !w.is_empty()) {
             if next.variant_index(winner).is_none() {
                 return Err(ExperimentError::invalid(

@@ -59,6 +59,9 @@ pub struct PromptExperiment<V> {
     pub treatment_share: Option<f64>,
     /// Who creates it; empty when unknown.
     pub created_by: String,
+    /// The prompt and label to serve while running (both or neither): a RenderPrompt or
+    /// GetPromptVersion of that label with a user gets the user's variant's version.
+    pub serves: Option<(String, String)>,
 }
 
 /// A model experiment as a client asks for it.
@@ -142,8 +145,20 @@ impl ExperimentService {
             control,
             treatment,
             created_by,
+            serves,
             ..
         } = request;
+        let (serves_prompt, serves_label) = serves.unwrap_or_default();
+        if !serves_prompt.is_empty()
+            && (control.prompt_name != serves_prompt || treatment.prompt_name != serves_prompt)
+        {
+            return Err(TemplateError::Experiment(ExperimentError::invalid(
+                "prompt_name",
+                format!(
+                    "the experiment serves {serves_prompt:?}, so control and treatment must be versions of it"
+                ),
+            )));
+        }
         let mut variants = vec![variant("control", true), variant("treatment", false)];
         for (variant, (arm, weight)) in variants
             .iter_mut()
@@ -156,6 +171,8 @@ impl ExperimentService {
         let spec = ExperimentSpec {
             id,
             created_by,
+            serves_prompt,
+            serves_label,
             name,
             description,
             variants,
@@ -199,6 +216,8 @@ impl ExperimentService {
         self.create(ExperimentSpec {
             id: request.id,
             created_by: request.created_by,
+            serves_prompt: String::new(),
+            serves_label: String::new(),
             name: request.name,
             description: request.description,
             variants,

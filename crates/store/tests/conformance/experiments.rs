@@ -13,6 +13,8 @@ use crate::fixtures::now;
 fn experiment(id: &str) -> Experiment {
     let spec = ExperimentSpec {
         created_by: String::new(),
+        serves_prompt: String::new(),
+        serves_label: String::new(),
         name: id.into(),
         variants: vec![Variant::new("a"), Variant::new("b")],
         ..ExperimentSpec::default()
@@ -41,6 +43,8 @@ fn detailed_experiment(id: &str) -> Experiment {
     };
     let spec = ExperimentSpec {
         created_by: String::new(),
+        serves_prompt: String::new(),
+        serves_label: String::new(),
         name: format!("{id} name"),
         description: "does shorter help?".into(),
         seed: "seed-1".into(),
