@@ -16,6 +16,11 @@ impl RegistryVersions {
     pub fn new(registry: Arc<Registry>) -> Self {
         Self(registry)
     }
+
+    /// The registry the versions go to.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.0
+    }
 }
 
 #[async_trait::async_trait]

@@ -367,11 +367,14 @@ impl Slots {
             .max_encoding_message_size(limit),
         );
         self.experiments.fill(
-            ExperimentServiceServer::new(ExperimentApi::new(
-                services.experiments.clone(),
-                RegistryVersions::new(services.registry.clone()),
-                services.providers.clone(),
-            ))
+            ExperimentServiceServer::new(
+                ExperimentApi::new(
+                    services.experiments.clone(),
+                    RegistryVersions::new(services.registry.clone()),
+                    services.providers.clone(),
+                )
+                .protecting(config.protected_labels.clone()),
+            )
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit),
         );

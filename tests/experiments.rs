@@ -317,6 +317,7 @@ async fn the_lifecycle_allows_only_its_moves() {
         .complete_experiment(pb::CompleteExperimentRequest {
             experiment_id: id(),
             winner_variant_id: "nope".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -325,6 +326,7 @@ async fn the_lifecycle_allows_only_its_moves() {
         .complete_experiment(pb::CompleteExperimentRequest {
             experiment_id: id(),
             winner_variant_id: "treatment".into(),
+            ..Default::default()
         })
         .await
         .unwrap()

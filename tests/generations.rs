@@ -698,5 +698,65 @@ async fn a_label_served_by_an_experiment_gives_each_user_their_variant_and_a_ren
         forged.message().contains("generations[0].render_id"),
         "{forged:?}"
     );
+
+    // Completing with promote_winner moves the label to the winner's version first,
+    // naming the experiment in the label history.
+    let complete = |winner: &str| pb::CompleteExperimentRequest {
+        experiment_id: "greet-ab".into(),
+        winner_variant_id: winner.into(),
+        promote_winner: true,
+    };
+    let refused = experiments
+        .complete_experiment(complete(""))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused.message().contains("winner_variant_id"),
+        "{refused:?}"
+    );
+    let completed = experiments
+        .complete_experiment(complete("treatment"))
+        .await
+        .unwrap()
+        .into_inner()
+        .experiment
+        .unwrap();
+    assert_eq!(completed.status(), pb::ExperimentStatus::Completed);
+    let production = prompts
+        .get_prompt_version(pb::GetPromptVersionRequest {
+            name: "greet".into(),
+            label: "production".into(),
+            user_id: "user-0".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(production.prompt_version.unwrap().version, "1.1.0");
+    assert_eq!(
+        production.experiment_id, "",
+        "the completed experiment serves no one"
+    );
+    let history = prompts
+        .list_label_history(pb::ListLabelHistoryRequest {
+            name: "greet".into(),
+            label: "production".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert!(
+        history
+            .iter()
+            .any(|event| event.actor == "experiment/greet-ab"
+                && event
+                    .prompt_version
+                    .as_ref()
+                    .is_some_and(|v| v.version == "1.1.0")),
+        "{history:?}"
+    );
     server.stop().await;
 }

@@ -77,6 +77,10 @@ enum ExperimentCommand {
         /// The winning variant's id.
         #[arg(long = "winner", value_name = "VARIANT")]
         winner: Option<String>,
+        /// Move the label the experiment serves to the winner's version first (through
+        /// its release gate).
+        #[arg(long, requires = "winner")]
+        promote: bool,
     },
     /// Cancel a draft, running or paused experiment.
     Cancel {
@@ -240,11 +244,17 @@ mod tests {
         let ExperimentCommand::Complete {
             experiment_id,
             winner,
+            promote,
         } = parse(&["complete", "e1", "--winner", "b"]).unwrap()
         else {
             panic!("not complete")
         };
         assert_eq!(experiment_id, "e1");
         assert_eq!(winner.as_deref(), Some("b"));
+        assert!(!promote);
+        assert!(
+            parse(&["complete", "e1", "--promote"]).is_err(),
+            "--promote needs --winner"
+        );
     }
 }

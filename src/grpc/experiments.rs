@@ -15,6 +15,7 @@ use self::messages::{
     experiment_to_pb, record_from_pb, results_to_pb, spec_from_pb, status_filter, update_from_pb,
     variant_to_pb,
 };
+use crate::grpc::prompts::check_label_move;
 use crate::grpc::prompts::new_prompt_version;
 use crate::grpc::status::{invalid_field, IntoStatus as _, OrStatus as _};
 use crate::pb;
@@ -33,6 +34,8 @@ pub struct ExperimentApi {
     experiments: Arc<ExperimentService>,
     prompt_versions: RegistryVersions,
     providers: Arc<ProviderRegistry>,
+    /// Labels only ROLE_ADMIN may move (`protected_labels`), for `promote_winner`.
+    protected_labels: Arc<[String]>,
 }
 
 impl ExperimentApi {
@@ -47,7 +50,74 @@ impl ExperimentApi {
             experiments,
             prompt_versions,
             providers,
+            protected_labels: Arc::from([]),
         }
+    }
+
+    /// The adapter, with `protected_labels` moved by `promote_winner` only for ROLE_ADMIN.
+    pub fn protecting(mut self, protected_labels: Vec<String>) -> Self {
+        self.protected_labels = protected_labels.into();
+        self
+    }
+
+    /// The (prompt, label, version) `promote_winner` moves, checked before anything
+    /// changes; `None` without `promote_winner`.
+    fn promotion(
+        &self,
+        request: &pb::CompleteExperimentRequest,
+        caller: &llmops_access::Caller,
+    ) -> Result<Option<(String, String, String)>, Status> {
+        if !request.promote_winner {
+            return Ok(None);
+        }
+        let experiment = self.experiments.get(&request.experiment_id).or_status()?;
+        if experiment.serves_prompt.is_empty() {
+            return Err(invalid_field(
+                "promote_winner",
+                "the experiment serves no prompt label: create it with prompt_name and label",
+            ));
+        }
+        if request.winner_variant_id.is_empty() {
+            return Err(invalid_field(
+                "winner_variant_id",
+                "promote_winner needs the winner",
+            ));
+        }
+        let Some(winner) = experiment
+            .variants
+            .iter()
+            .find(|v| v.id == request.winner_variant_id)
+        else {
+            return Err(invalid_field(
+                "winner_variant_id",
+                format!(
+                    "{:?} is not a variant of experiment {}",
+                    request.winner_variant_id, experiment.id
+                ),
+            ));
+        };
+        if !matches!(
+            experiment.status,
+            llmops_experiments::ExperimentStatus::Running
+                | llmops_experiments::ExperimentStatus::Paused
+        ) {
+            return Err(Status::failed_precondition(format!(
+                "experiment {} is {}; only a running or paused experiment completes",
+                experiment.id,
+                experiment.status.as_str()
+            )));
+        }
+        check_label_move(
+            &self.protected_labels,
+            caller,
+            &experiment.serves_label,
+            false,
+        )?;
+        Ok(Some((
+            experiment.serves_prompt,
+            experiment.serves_label,
+            winner.prompt_version.clone(),
+        )))
     }
 }
 
@@ -176,6 +246,15 @@ impl ExperimentServiceRpc for ExperimentApi {
         let caller = caller_of(&request);
         let request = request.into_inner();
         required_id(&request.experiment_id)?;
+        // The label moves first: a move the gate refuses leaves the experiment as it was.
+        if let Some((prompt, label, version)) = self.promotion(&request, &caller)? {
+            let actor = format!("experiment/{}", request.experiment_id);
+            self.prompt_versions
+                .registry()
+                .set_label_by(&prompt, &label, &version, None, Some(&actor))
+                .await
+                .or_status()?;
+        }
         let experiment = self
             .experiments
             .complete(

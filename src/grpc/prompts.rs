@@ -100,31 +100,38 @@ impl PromptApi {
         label: &str,
         overriding: bool,
     ) -> Result<(), Status> {
-        if caller.role >= Role::Admin {
-            return Ok(());
-        }
-        if self
-            .protected_labels
-            .iter()
-            .any(|protected| protected == label)
-        {
-            return Err(Status::permission_denied(format!(
-                "label {label:?} is protected (protected_labels): moving or deleting it needs {}; {} has {}",
-                Role::Admin,
-                caller.identity,
-                caller.role
-            )));
-        }
-        if overriding {
-            return Err(Status::permission_denied(format!(
-                "overriding a release gate (override_reason) needs {}; {} has {}",
-                Role::Admin,
-                caller.identity,
-                caller.role
-            )));
-        }
-        Ok(())
+        check_label_move(&self.protected_labels, caller, label, overriding)
     }
+}
+
+/// PERMISSION_DENIED unless `caller` may move or delete `label` (a `protected` one
+/// needs ROLE_ADMIN), and may override its gate when `overriding`.
+pub(crate) fn check_label_move(
+    protected: &[String],
+    caller: &Caller,
+    label: &str,
+    overriding: bool,
+) -> Result<(), Status> {
+    if caller.role >= Role::Admin {
+        return Ok(());
+    }
+    if protected.iter().any(|protected| protected == label) {
+        return Err(Status::permission_denied(format!(
+            "label {label:?} is protected (protected_labels): moving or deleting it needs {}; {} has {}",
+            Role::Admin,
+            caller.identity,
+            caller.role
+        )));
+    }
+    if overriding {
+        return Err(Status::permission_denied(format!(
+            "overriding a release gate (override_reason) needs {}; {} has {}",
+            Role::Admin,
+            caller.identity,
+            caller.role
+        )));
+    }
+    Ok(())
 }
 
 /// An optional string field: empty means unset.

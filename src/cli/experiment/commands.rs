@@ -67,12 +67,14 @@ pub(crate) async fn run(command: ExperimentCommand, options: &ClientOptions) -> 
         ExperimentCommand::Complete {
             experiment_id,
             winner,
+            promote,
         } => {
             let mut client = client(options).await?;
             let completed = client
                 .complete_experiment(pb::CompleteExperimentRequest {
                     experiment_id,
                     winner_variant_id: winner.unwrap_or_default(),
+                    promote_winner: promote,
                 })
                 .await
                 .map_err(status_error)?
