@@ -75,7 +75,7 @@ pub struct BenchArgs {
     )]
     pub server: Option<String>,
     /// The scenarios to run, comma-separated. `health` always runs first. `import`,
-    /// `create-alert`, `log-generations`, `fanout` (10,000 subscriptions) and `eval` (an evaluation run against a mock
+    /// `create-alert`, `render-served`, `render-served-new-user`, `log-generations`, `fanout` (10,000 subscriptions) and `eval` (an evaluation run against a mock
     /// provider) are not in the default list: ask for them by name, e.g.
     /// `--scenarios eval`.
     #[arg(
@@ -468,7 +468,15 @@ mod tests {
         // create-alert and log-generations leave thousands of rows behind: only when named.
         let defaults: Vec<_> = Scenario::CLOSED_LOOP
             .into_iter()
-            .filter(|s| !matches!(s, Scenario::CreateAlert | Scenario::LogGenerations))
+            .filter(|s| {
+                !matches!(
+                    s,
+                    Scenario::CreateAlert
+                        | Scenario::LogGenerations
+                        | Scenario::RenderServed
+                        | Scenario::RenderServedNewUser
+                )
+            })
             .collect();
         assert_eq!(args.scenarios, defaults);
         assert_eq!((args.connections, args.streams), (4, 16));
@@ -636,6 +644,8 @@ mod tests {
                     "assign",
                     "record-metric",
                     "create-alert",
+                    "render-served",
+                    "render-served-new-user",
                     "log-generations"
                 ]
             );

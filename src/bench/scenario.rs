@@ -63,6 +63,12 @@ pub enum Scenario {
     /// CreateAlert of a new alert (a fresh fingerprint each call): a durable write with
     /// an event on the ordered feed. Only run when named.
     CreateAlert,
+    /// RenderPrompt of a label an experiment serves, with a user from a fixed set of
+    /// 1,000 (after the first round, every user returns: no write). Only run when named.
+    RenderServed,
+    /// RenderPrompt of a label an experiment serves, for a new user each call (each
+    /// stores an exposure). Only run when named.
+    RenderServedNewUser,
     /// LogGenerations of [`GENERATIONS_PER_CALL`] new generations (a few hundred bytes
     /// of input and output each), durable before the answer: generations per second are
     /// RPS x 100. Only run when named.
@@ -80,26 +86,30 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in the order they run.
-    pub(crate) const ALL: [Self; 10] = [
+    pub(crate) const ALL: [Self; 12] = [
         Self::Health,
         Self::GetPrompt,
         Self::Render,
         Self::Assign,
         Self::RecordMetric,
         Self::CreateAlert,
+        Self::RenderServed,
+        Self::RenderServedNewUser,
         Self::LogGenerations,
         Self::Import,
         Self::Fanout,
         Self::Eval,
     ];
     /// The closed-loop request scenarios, run by `load`; the default selection.
-    pub(crate) const CLOSED_LOOP: [Self; 7] = [
+    pub(crate) const CLOSED_LOOP: [Self; 9] = [
         Self::Health,
         Self::GetPrompt,
         Self::Render,
         Self::Assign,
         Self::RecordMetric,
         Self::CreateAlert,
+        Self::RenderServed,
+        Self::RenderServedNewUser,
         Self::LogGenerations,
     ];
 
@@ -112,6 +122,8 @@ impl Scenario {
             Self::Assign => "assign",
             Self::RecordMetric => "record-metric",
             Self::CreateAlert => "create-alert",
+            Self::RenderServed => "render-served",
+            Self::RenderServedNewUser => "render-served-new-user",
             Self::LogGenerations => "log-generations",
             Self::Import => "import",
             Self::Fanout => "fanout",
@@ -136,6 +148,9 @@ impl Scenario {
             | Self::LogGenerations => Ok(()),
             Self::GetPrompt | Self::Render => create_bench_prompt(channel).await,
             Self::Assign | Self::RecordMetric => start_bench_experiment(channel).await,
+            Self::RenderServed | Self::RenderServedNewUser => {
+                start_serving_experiment(channel).await
+            }
         }
     }
 
@@ -185,6 +200,11 @@ impl Scenario {
             Self::LogGenerations => {
                 Caller::LogGenerations(GenerationServiceClient::new(channel), UserIds::new())
             }
+            Self::RenderServed | Self::RenderServedNewUser => Caller::RenderServed(
+                PromptServiceClient::new(channel),
+                UserIds::new(),
+                self == Self::RenderServedNewUser,
+            ),
             Self::Fanout | Self::Import | Self::Eval => {
                 unreachable!("{} is not a closed-loop scenario", self.name())
             }
@@ -245,6 +265,8 @@ pub(crate) enum Caller {
     RecordMetric(ExperimentServiceClient<Authed>, pb::RecordMetricRequest),
     /// CreateAlert, each for a new source (the ids' prefix keeps them apart).
     CreateAlert(AlertServiceClient<Authed>, UserIds),
+    /// RenderPrompt of the served label, for returning users or (`true`) new ones.
+    RenderServed(PromptServiceClient<Authed>, UserIds, bool),
     /// LogGenerations of new generations (the ids' prefix keeps them apart).
     LogGenerations(GenerationServiceClient<Authed>, UserIds),
 }
@@ -302,6 +324,28 @@ impl Call for Caller {
                 client.create_alert(request).await?;
                 Ok(())
             }
+            Self::RenderServed(client, users, new_users) => {
+                users.sent += 1;
+                let user_id = if *new_users {
+                    format!("new-{:016x}-{}", users.prefix, users.sent)
+                } else {
+                    format!("served-{}", users.sent % ASSIGN_RETURNING_USERS)
+                };
+                let request = pb::RenderPromptRequest {
+                    name: SERVED_PROMPT.into(),
+                    label: SERVED_LABEL.into(),
+                    variables: render_values(),
+                    user_id,
+                    ..Default::default()
+                };
+                let rendered = client.render_prompt(request).await?.into_inner();
+                if rendered.experiment_id.is_empty() {
+                    return Err(Status::internal(
+                        "the served label answered without its experiment",
+                    ));
+                }
+                Ok(())
+            }
             Self::LogGenerations(client, ids) => {
                 let generations = (0..GENERATIONS_PER_CALL)
                     .map(|_| {
@@ -315,6 +359,76 @@ impl Call for Caller {
                 Ok(())
             }
         }
+    }
+}
+
+/// The prompt, label and experiment `render-served` renders: an experiment serving the
+/// label splits users between two versions.
+const SERVED_PROMPT: &str = "bench-served";
+const SERVED_LABEL: &str = "live";
+const SERVED_EXPERIMENT: &str = "bench-served-experiment";
+
+/// Creates the served prompt's two versions through a prompt experiment serving its
+/// label, points the label at the control and starts the experiment; what an earlier
+/// run left is reused.
+async fn start_serving_experiment(channel: Authed) -> anyhow::Result<()> {
+    let version = |version: &str, template: &str| pb::PromptVersion {
+        name: SERVED_PROMPT.into(),
+        version: version.into(),
+        template: template.into(),
+        variables: PROMPT_VARIABLES
+            .iter()
+            .map(|(name, description, _)| pb::PromptVariable {
+                name: (*name).into(),
+                r#type: pb::VariableType::String.into(),
+                required: true,
+                description: (*description).into(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let mut experiments = ExperimentServiceClient::new(channel.clone());
+    let created = experiments
+        .create_prompt_experiment(pb::CreatePromptExperimentRequest {
+            experiment_id: SERVED_EXPERIMENT.into(),
+            name: "llmops bench: a served label".into(),
+            control: Some(version("1.0.0", PROMPT_TEMPLATE)),
+            treatment: Some(version(
+                "1.1.0",
+                "Carefully review this {{ language }} code for {{ focus_area }}: {{ code }}",
+            )),
+            prompt_name: SERVED_PROMPT.into(),
+            label: SERVED_LABEL.into(),
+            ..Default::default()
+        })
+        .await;
+    match created {
+        Ok(_) => {}
+        Err(status) if status.code() == Code::AlreadyExists => {}
+        Err(status) => anyhow::bail!("cannot create {SERVED_EXPERIMENT}: {status}"),
+    }
+    PromptServiceClient::new(channel)
+        .set_prompt_label(pb::SetPromptLabelRequest {
+            name: SERVED_PROMPT.into(),
+            label: SERVED_LABEL.into(),
+            version: "1.0.0".into(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|status| anyhow::anyhow!("cannot point {SERVED_LABEL}: {status}"))?;
+    match experiments
+        .start_experiment(pb::StartExperimentRequest {
+            experiment_id: SERVED_EXPERIMENT.into(),
+        })
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Running since an earlier run.
+        Err(status) if status.code() == Code::FailedPrecondition => Ok(()),
+        Err(status) => Err(anyhow::anyhow!(
+            "cannot start {SERVED_EXPERIMENT}: {status}"
+        )),
     }
 }
 
