@@ -31,6 +31,7 @@ use tonic::Code;
 use tower::{Layer, Service};
 
 use super::access::MethodRoles;
+use crate::telemetry::code_name;
 
 /// Audit entries that could not be stored (the call's answer still went out).
 pub(crate) const AUDIT_WRITE_FAILURES_TOTAL: &str = "llmops_audit_write_failures_total";
@@ -245,29 +246,6 @@ fn answer_code(response: &Response<tonic::body::Body>) -> Code {
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<i32>().ok())
         .map_or(Code::Ok, Code::from_i32)
-}
-
-/// The proto name of `code` (`PERMISSION_DENIED`).
-fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
 }
 
 pin_project! {
