@@ -12,13 +12,23 @@ use tonic::transport::Channel;
 pub struct ServerProcess {
     child: Child,
     pub address: SocketAddr,
+    log: std::path::PathBuf,
 }
 
+/// A loopback address nothing listens on, for a server process to bind later.
+///
+/// The port is drawn below the kernel's ephemeral range (32768-60999 by default):
+/// a port the kernel handed out with `bind(0)` could be handed out again, as the local
+/// end of any outgoing connection (to PostgreSQL, to another replica), before the
+/// server binds it, and that server would then never start.
 pub fn free_address() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    let mut rng = fastrand::Rng::new();
+    loop {
+        let port = rng.u16(20_000..32_000);
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return listener.local_addr().unwrap();
+        }
+    }
 }
 
 impl ServerProcess {
@@ -61,15 +71,28 @@ impl ServerProcess {
             .stderr(log)
             .spawn()
             .expect("the llmops binary starts");
-        Self { child, address }
+        Self {
+            child,
+            address,
+            log: data_dir.join("server.log"),
+        }
     }
 
-    /// A channel once the server answers health checks as SERVING.
+    /// A channel once the server answers health checks as SERVING. A process that
+    /// exits first, or is not SERVING within a minute, fails the test with its log.
     pub async fn channel(&self) -> Channel {
         use tonic_health::pb::health_check_response::ServingStatus;
         use tonic_health::pb::health_client::HealthClient;
         use tonic_health::pb::HealthCheckRequest;
-        for _ in 0..1000 {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(60) {
+            if self.has_exited() {
+                panic!(
+                    "the server on {} exited before SERVING; its log ends:\n{}",
+                    self.address,
+                    self.log_tail()
+                );
+            }
             if let Ok(channel) = Channel::from_shared(format!("http://{}", self.address))
                 .unwrap()
                 .connect()
@@ -87,7 +110,30 @@ impl ServerProcess {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("the server never became SERVING");
+        panic!(
+            "the server on {} never became SERVING; its log ends:\n{}",
+            self.address,
+            self.log_tail()
+        );
+    }
+
+    /// Whether the process has exited (a zombie not yet reaped), read from /proc so that
+    /// `&self` suffices.
+    fn has_exited(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .map(|stat| {
+                // The state follows the parenthesised command name.
+                stat.rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+            })
+            .unwrap_or(true)
+    }
+
+    /// The last lines of the server's log.
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
     /// The process's resident memory now, in bytes (VmRSS of /proc/<pid>/status).
