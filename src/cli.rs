@@ -28,6 +28,7 @@ pub mod providers;
 pub mod schedule;
 #[cfg(test)]
 mod testing;
+pub mod usage;
 mod values;
 
 use std::time::Duration;

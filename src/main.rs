@@ -52,6 +52,8 @@ enum Command {
     Audit(cli::audit::AuditArgs),
     /// Show what applications asked models and what they answered (logged generations).
     Generations(cli::generations::GenerationsArgs),
+    /// Generations, errors, tokens, cost and latency percentiles per group and bucket.
+    Usage(cli::usage::UsageArgs),
     /// Copy a whole deployment into an empty database (e.g. SQLite to PostgreSQL) and verify it.
     Migrate(cli::migrate::MigrateArgs),
     /// Drive load against a server and report throughput and latency.
@@ -220,6 +222,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }) => cli::auth::run(command, &cli.client).await,
         Command::Audit(args) => cli::audit::run(args, &cli.client).await,
         Command::Generations(args) => cli::generations::run(args, &cli.client).await,
+        Command::Usage(args) => cli::usage::run(args, &cli.client).await,
         Command::Bench(mut args) => {
             args.api_key.clone_from(&cli.client.api_key);
             args.ca_cert.clone_from(&cli.client.ca_cert);

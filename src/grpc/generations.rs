@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use llmops_generations::{
-    Generation, GenerationQuery, GenerationService, GenerationStatus, RenderRef,
+    Generation, GenerationQuery, GenerationService, GenerationStatus, RenderRef, UsageBucket,
+    UsageDimension, UsageGroup, UsageQuery,
 };
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -68,6 +69,80 @@ fn query_from_pb(request: pb::ListGenerationsRequest) -> Result<GenerationQuery,
         before: None,
         limit: request.page_size as usize,
     })
+}
+
+/// The usage query of a GetUsage request (`since` 24 hours before `until`, `until` now,
+/// when unset).
+fn usage_query_from_pb(
+    request: pb::GetUsageRequest,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<UsageQuery, Status> {
+    let time = |field: &str, stamp: &prost_types::Timestamp| {
+        time_from_timestamp(stamp).ok_or_else(|| invalid_field(field, "not a valid time"))
+    };
+    let until = match &request.until {
+        Some(until) => time("until", until)?,
+        None => now,
+    };
+    let since = match &request.since {
+        Some(since) => time("since", since)?,
+        None => until - chrono::Duration::hours(24),
+    };
+    let mut group_by = Vec::new();
+    for (i, dimension) in request.group_by.iter().enumerate() {
+        let dimension = match pb::UsageDimension::try_from(*dimension) {
+            Ok(pb::UsageDimension::Prompt) => UsageDimension::Prompt,
+            Ok(pb::UsageDimension::PromptVersion) => UsageDimension::PromptVersion,
+            Ok(pb::UsageDimension::Model) => UsageDimension::Model,
+            Ok(pb::UsageDimension::User) => UsageDimension::User,
+            Ok(pb::UsageDimension::ExperimentVariant) => UsageDimension::ExperimentVariant,
+            Ok(pb::UsageDimension::Unspecified) | Err(_) => {
+                return Err(invalid_field(
+                    &format!("group_by[{i}]"),
+                    "not a UsageDimension (PROMPT, PROMPT_VERSION, MODEL, USER, \
+                     EXPERIMENT_VARIANT)",
+                ))
+            }
+        };
+        if !group_by.contains(&dimension) {
+            group_by.push(dimension);
+        }
+    }
+    let bucket = match pb::UsageBucket::try_from(request.bucket) {
+        Ok(pb::UsageBucket::Unspecified | pb::UsageBucket::Hour) => UsageBucket::Hour,
+        Ok(pb::UsageBucket::Day) => UsageBucket::Day,
+        Err(_) => return Err(invalid_field("bucket", "not a UsageBucket (HOUR, DAY)")),
+    };
+    Ok(UsageQuery {
+        group_by,
+        since,
+        until,
+        bucket,
+        prompt_name: non_empty(request.prompt_name),
+        model: non_empty(request.model),
+        experiment_id: non_empty(request.experiment_id),
+    })
+}
+
+fn usage_row_to_pb(group: UsageGroup) -> pb::UsageRow {
+    let totals = group.totals;
+    pb::UsageRow {
+        bucket_start: Some(timestamp(group.bucket_start)),
+        prompt_name: group.key.prompt_name,
+        prompt_version: group.key.prompt_version,
+        model: group.key.model,
+        user_id: group.key.user_id,
+        experiment_id: group.key.experiment_id,
+        variant_id: group.key.variant_id,
+        count: totals.count,
+        errors: totals.errors,
+        input_tokens: totals.input_tokens,
+        output_tokens: totals.output_tokens,
+        cost: totals.cost,
+        latency_p50_ms: totals.latency.quantile_ms(0.50),
+        latency_p95_ms: totals.latency.quantile_ms(0.95),
+        latency_p99_ms: totals.latency.quantile_ms(0.99),
+    }
 }
 
 fn status_from_pb(status: i32, error: &str) -> GenerationStatus {
@@ -241,6 +316,20 @@ impl GenerationServiceRpc for GenerationApi {
         Ok(Response::new(pb::ListGenerationsResponse {
             next_page_token: page.next.as_ref().map(page_token).unwrap_or_default(),
             generations: page.generations.into_iter().map(generation_to_pb).collect(),
+        }))
+    }
+
+    async fn get_usage(
+        &self,
+        request: Request<pb::GetUsageRequest>,
+    ) -> Result<Response<pb::GetUsageResponse>, Status> {
+        let query = usage_query_from_pb(request.into_inner(), chrono::Utc::now())?;
+        let range = query.filter().or_status()?;
+        let groups = self.generations.usage(&query).await.or_status()?;
+        Ok(Response::new(pb::GetUsageResponse {
+            rows: groups.into_iter().map(usage_row_to_pb).collect(),
+            since: Some(timestamp(range.since)),
+            until: Some(timestamp(range.until)),
         }))
     }
 

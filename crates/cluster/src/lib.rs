@@ -30,16 +30,19 @@ pub enum Role {
     ExperimentMonitor,
     /// Probes the providers' health for every replica.
     ProviderProber,
+    /// Folds new generations into the usage aggregates.
+    UsageRollup,
 }
 
 impl Role {
     /// Every role, in display order.
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 6] = [
         Role::Scheduler,
         Role::WebhookSender,
         Role::Retention,
         Role::ExperimentMonitor,
         Role::ProviderProber,
+        Role::UsageRollup,
     ];
 
     /// The role's name in the database and in answers.
@@ -50,6 +53,7 @@ impl Role {
             Role::Retention => "retention",
             Role::ExperimentMonitor => "experiment-monitor",
             Role::ProviderProber => "provider-prober",
+            Role::UsageRollup => "usage-rollup",
         }
     }
 }

@@ -11,10 +11,16 @@ mod model;
 mod render_ref;
 mod service;
 mod store;
+mod usage;
 mod validate;
 
 pub use model::{Generation, GenerationPage, GenerationQuery, GenerationStatus, Prices};
 pub use render_ref::RenderRef;
 pub use service::{GenerationLimits, GenerationObserver, GenerationService, Logged};
 pub use store::GenerationStore;
+pub use usage::{
+    group_usage, hour_of, LatencyHistogram, UsageAggregate, UsageBucket, UsageDimension,
+    UsageFilter, UsageGroup, UsageKey, UsageQuery, UsageSample, UsageTotals, HOUR_US,
+    MAX_USAGE_ROWS,
+};
 pub use validate::MAX_BATCH;

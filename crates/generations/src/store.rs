@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use llmops_core::StoreError;
 
 use crate::model::{Generation, GenerationQuery};
+use crate::usage::{UsageAggregate, UsageFilter};
 
 /// Durable storage of generations.
 #[async_trait]
@@ -27,4 +28,16 @@ pub trait GenerationStore: Send + Sync + 'static {
 
     /// Deletes the generations that started before `before`; how many.
     async fn prune_generations(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Folds the generations stored since the last fold into the hourly usage
+    /// aggregates, at most those of `max_commits` insert transactions, in one transaction
+    /// with the mark of how far it got: each generation is counted exactly once, by
+    /// whichever process folds it. How many generations it folded (0: none were left).
+    async fn roll_usage(&self, max_commits: i64) -> Result<u64, StoreError>;
+
+    /// The hourly usage aggregates `filter` selects.
+    async fn usage_aggregates(
+        &self,
+        filter: &UsageFilter,
+    ) -> Result<Vec<UsageAggregate>, StoreError>;
 }

@@ -32,6 +32,8 @@ mod runs;
 mod schedules;
 #[path = "sql/sequencer.rs"]
 mod sequencer;
+#[path = "sql/usage.rs"]
+mod usage;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -277,8 +279,9 @@ mod tests {
             .fetch_one(&stores[0].reader)
             .await
             .unwrap();
-        // prompts, alerts, alerts_floor, changes, experiment_writes: each seeded once.
-        assert_eq!(sequences, 5, "the seed rows were inserted once");
+        // prompts, alerts, alerts_floor, changes, experiment_writes, generations: each
+        // seeded once.
+        assert_eq!(sequences, 6, "the seed rows were inserted once");
         for store in stores {
             store.close().await;
         }

@@ -32,6 +32,8 @@ mod runs;
 mod schedules;
 #[path = "sql/sequencer.rs"]
 mod sequencer;
+#[path = "sql/usage.rs"]
+mod usage;
 
 use std::path::Path;
 use std::str::FromStr;

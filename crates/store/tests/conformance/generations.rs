@@ -3,7 +3,7 @@
 //! survives a reopen.
 
 use chrono::Duration;
-use llmops_generations::{Generation, GenerationQuery, GenerationStatus};
+use llmops_generations::{Generation, GenerationQuery, GenerationStatus, UsageFilter};
 
 use crate::database::TestDatabase;
 use crate::fixtures::now;
@@ -122,4 +122,98 @@ pub(crate) async fn generations_are_stored_once_filtered_paged_and_pruned(db: Te
         .await
         .unwrap();
     assert_eq!(ids(left), ["c", "b"]);
+}
+
+/// Every aggregate `filter` selects, summed: (generations, errors, output tokens).
+async fn usage_totals(
+    store: &std::sync::Arc<dyn llmops_generations::GenerationStore>,
+    per_user: bool,
+    base: chrono::DateTime<chrono::Utc>,
+) -> (u64, u64, u64) {
+    let aggregates = store
+        .usage_aggregates(&UsageFilter {
+            per_user,
+            since: base - Duration::days(1),
+            until: base + Duration::days(1),
+            ..UsageFilter::default()
+        })
+        .await
+        .unwrap();
+    aggregates.iter().fold((0, 0, 0), |(n, e, t), a| {
+        (
+            n + a.totals.count,
+            e + a.totals.errors,
+            t + a.totals.output_tokens,
+        )
+    })
+}
+
+pub(crate) async fn usage_counts_each_generation_once_whoever_folds_it(db: TestDatabase) {
+    // Two processes' stores on one database, each logging and folding at once, as
+    // replicas do (and GetUsage folding on a third).
+    let (one, two) = (db.open().await, db.open().await);
+    let base = now();
+    let mut writers = Vec::new();
+    for (w, storage) in [&one, &two].into_iter().enumerate() {
+        let store = storage.generations.clone();
+        writers.push(tokio::spawn(async move {
+            for batch in 0..10 {
+                let generations: Vec<Generation> = (0..50)
+                    .map(|i| Generation {
+                        status: if i % 10 == 0 {
+                            GenerationStatus::Error
+                        } else {
+                            GenerationStatus::Ok
+                        },
+                        output_tokens: 3,
+                        latency_ms: f64::from(i + 1),
+                        ..generation(&format!("w{w}-b{batch}-{i}"), "1.0.0", i64::from(i), base)
+                    })
+                    .collect();
+                store.insert_generations(&generations).await.unwrap();
+                // A retried batch adds nothing.
+                store.insert_generations(&generations[..5]).await.unwrap();
+            }
+        }));
+    }
+    let mut folders = Vec::new();
+    for storage in [&one, &two, &one] {
+        let store = storage.generations.clone();
+        folders.push(tokio::spawn(async move {
+            let mut folded = 0;
+            for _ in 0..40 {
+                folded += store.roll_usage(2).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            folded
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let mut folded = 0;
+    for folder in folders {
+        folded += folder.await.unwrap();
+    }
+    loop {
+        match two.generations.roll_usage(3).await.unwrap() {
+            0 => break,
+            n => folded += n,
+        }
+    }
+    assert_eq!(folded, 1000, "each generation folded once");
+    assert_eq!(
+        usage_totals(&one.generations, false, base).await,
+        (1000, 100, 3000)
+    );
+    assert_eq!(
+        usage_totals(&two.generations, true, base).await,
+        (1000, 100, 3000)
+    );
+    let one = db.reopen(one).await;
+    assert_eq!(one.generations.roll_usage(16).await.unwrap(), 0);
+    assert_eq!(
+        usage_totals(&one.generations, false, base).await,
+        (1000, 100, 3000)
+    );
 }

@@ -1,0 +1,553 @@
+//! Usage: how many generations, errors, tokens, cost and latency, per hour and per
+//! attribution (prompt version, model, experiment variant, user).
+//!
+//! Usage is served from hourly aggregates, never from a scan of the generations. The
+//! store folds newly stored generations into them ([`UsageTotals::add`]) in the order
+//! they committed, and a query merges the aggregates it needs ([`group_usage`]): sums
+//! add, and latency percentiles come from merged histograms ([`LatencyHistogram`]).
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use chrono::{DateTime, TimeZone, Utc};
+use hdrhistogram::serialization::{Deserializer, Serializer as _, V2Serializer};
+use hdrhistogram::Histogram;
+use llmops_core::ServiceError;
+
+/// One hour, in microseconds: the aggregates' grain.
+pub const HOUR_US: i64 = 3_600_000_000;
+const DAY_US: i64 = 24 * HOUR_US;
+
+/// The longest span one query may cover (a year and a day).
+const MAX_SPAN_US: i64 = 366 * DAY_US;
+/// The most groups times buckets one answer holds.
+pub const MAX_USAGE_ROWS: usize = 10_000;
+
+/// Where a generation is counted: its attribution.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UsageKey {
+    /// The prompt.
+    pub prompt_name: String,
+    /// Its version.
+    pub prompt_version: String,
+    /// The model.
+    pub model: String,
+    /// The experiment that chose the version.
+    pub experiment_id: String,
+    /// The experiment's variant.
+    pub variant_id: String,
+    /// The end user (empty in the aggregates not kept per user).
+    pub user_id: String,
+}
+
+impl UsageKey {
+    /// One string that names the key unambiguously (a JSON array), the aggregates'
+    /// stored key.
+    pub fn encode(&self) -> String {
+        let parts = [
+            &self.prompt_name,
+            &self.prompt_version,
+            &self.model,
+            &self.experiment_id,
+            &self.variant_id,
+            &self.user_id,
+        ];
+        serde_json::to_string(&parts).expect("strings serialize")
+    }
+
+    /// The key without its user: what the aggregates not kept per user count under.
+    pub fn without_user(&self) -> Self {
+        Self {
+            user_id: String::new(),
+            ..self.clone()
+        }
+    }
+}
+
+/// Latencies, as a histogram precise to 1% of each value: what percentiles of many
+/// generations are computed from without keeping each latency.
+#[derive(Debug, Clone)]
+pub struct LatencyHistogram(Histogram<u64>);
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        // Two significant digits; the range grows with what is recorded.
+        Self(Histogram::new(2).expect("2 significant digits are valid"))
+    }
+}
+
+impl PartialEq for LatencyHistogram {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl LatencyHistogram {
+    /// Counts one latency, in microseconds between 1 us and 30 days (outside, the
+    /// nearest of those).
+    pub fn record(&mut self, latency_ms: f64) {
+        const MAX_MICROS: f64 = 30.0 * 24.0 * 3600.0 * 1e6;
+        let micros = (latency_ms * 1000.0).round().clamp(1.0, MAX_MICROS) as u64;
+        // Grows the histogram's range as needed (it auto-resizes); within this range
+        // that cannot fail.
+        if self.0.record(micros).is_err() {
+            self.0.saturating_record(micros);
+        }
+    }
+
+    /// Adds `other`'s counts.
+    pub fn merge(&mut self, other: &Self) {
+        // Both auto-resize, so adding never runs out of range.
+        self.0.add(&other.0).expect("auto-resizing histograms add");
+    }
+
+    /// How many latencies were counted.
+    pub fn len(&self) -> u64 {
+        self.0.len()
+    }
+
+    /// Whether none were.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The latency at `quantile` (0-1) by nearest rank, in ms, within 1%; 0 when empty.
+    pub fn quantile_ms(&self, quantile: f64) -> f64 {
+        if self.0.is_empty() {
+            return 0.0;
+        }
+        let at = self.0.value_at_quantile(quantile);
+        self.0.median_equivalent(at) as f64 / 1000.0
+    }
+
+    /// The stored form: the HdrHistogram V2 encoding, in base64.
+    pub fn encode(&self) -> String {
+        let mut bytes = Vec::new();
+        V2Serializer::new()
+            .serialize(&self.0, &mut bytes)
+            .expect("a histogram serializes into memory");
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    /// Reads what [`LatencyHistogram::encode`] wrote.
+    pub fn decode(stored: &str) -> Result<Self, String> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(stored)
+            .map_err(|err| format!("latency histogram is not base64: {err}"))?;
+        let mut histogram: Histogram<u64> = Deserializer::new()
+            .deserialize(&mut bytes.as_slice())
+            .map_err(|err| format!("latency histogram does not decode: {err:?}"))?;
+        histogram.auto(true);
+        Ok(Self(histogram))
+    }
+}
+
+/// What one generation adds to usage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageSample {
+    /// Its time (start, else when it was logged).
+    pub time: DateTime<Utc>,
+    /// Its attribution, user included.
+    pub key: UsageKey,
+    /// Whether it failed.
+    pub error: bool,
+    /// Tokens in.
+    pub input_tokens: u64,
+    /// Tokens out.
+    pub output_tokens: u64,
+    /// Cost (0 when unknown).
+    pub cost: f64,
+    /// Wall time of the call.
+    pub latency_ms: f64,
+}
+
+/// Totals of some generations.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UsageTotals {
+    /// Generations.
+    pub count: u64,
+    /// Of which failed.
+    pub errors: u64,
+    /// Tokens in.
+    pub input_tokens: u64,
+    /// Tokens out.
+    pub output_tokens: u64,
+    /// Cost.
+    pub cost: f64,
+    /// Their latencies.
+    pub latency: LatencyHistogram,
+}
+
+impl UsageTotals {
+    /// Counts one generation.
+    pub fn add(&mut self, sample: &UsageSample) {
+        self.count += 1;
+        self.errors += u64::from(sample.error);
+        self.input_tokens = self.input_tokens.saturating_add(sample.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(sample.output_tokens);
+        self.cost += sample.cost;
+        self.latency.record(sample.latency_ms);
+    }
+
+    /// Adds `other`.
+    pub fn merge(&mut self, other: &Self) {
+        self.count += other.count;
+        self.errors += other.errors;
+        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
+        self.cost += other.cost;
+        self.latency.merge(&other.latency);
+    }
+}
+
+/// One hourly aggregate, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageAggregate {
+    /// The hour's start.
+    pub hour: DateTime<Utc>,
+    /// Whether it is of the aggregates kept per user (else `key.user_id` is empty).
+    pub per_user: bool,
+    /// Its attribution.
+    pub key: UsageKey,
+    /// What it counts.
+    pub totals: UsageTotals,
+}
+
+/// The hourly aggregates a usage query reads: kept per user or not, in hours that
+/// start in `[since, until)`, with every set filter holding.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UsageFilter {
+    /// The aggregates kept per user (needed only when grouping by user: there are more).
+    pub per_user: bool,
+    /// The first hour's start.
+    pub since: DateTime<Utc>,
+    /// The end (exclusive).
+    pub until: DateTime<Utc>,
+    /// Exactly this prompt.
+    pub prompt_name: Option<String>,
+    /// Exactly this model.
+    pub model: Option<String>,
+    /// Exactly this experiment.
+    pub experiment_id: Option<String>,
+}
+
+/// What usage may be grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum UsageDimension {
+    /// The prompt.
+    Prompt,
+    /// The prompt and its version.
+    PromptVersion,
+    /// The model.
+    Model,
+    /// The end user.
+    User,
+    /// The experiment and its variant.
+    ExperimentVariant,
+}
+
+/// The width of a usage bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UsageBucket {
+    /// An hour.
+    #[default]
+    Hour,
+    /// A UTC day.
+    Day,
+}
+
+impl UsageBucket {
+    fn micros(self) -> i64 {
+        match self {
+            Self::Hour => HOUR_US,
+            Self::Day => DAY_US,
+        }
+    }
+}
+
+/// A usage query: the generations that started in `[since, until)`, grouped by the
+/// `group_by` dimensions and by bucket.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UsageQuery {
+    /// The dimensions (none: one group of everything).
+    pub group_by: Vec<UsageDimension>,
+    /// The start; rounded down to its bucket.
+    pub since: DateTime<Utc>,
+    /// The end (exclusive); rounded up to a bucket.
+    pub until: DateTime<Utc>,
+    /// The buckets' width.
+    pub bucket: UsageBucket,
+    /// Only this prompt.
+    pub prompt_name: Option<String>,
+    /// Only this model.
+    pub model: Option<String>,
+    /// Only this experiment.
+    pub experiment_id: Option<String>,
+}
+
+/// One group in one bucket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageGroup {
+    /// The bucket's start.
+    pub bucket_start: DateTime<Utc>,
+    /// The group: the fields of the dimensions grouped by (the others empty).
+    pub key: UsageKey,
+    /// What it counts.
+    pub totals: UsageTotals,
+}
+
+impl UsageQuery {
+    /// Checks the range, and names the aggregates to read: `since` and `until` rounded
+    /// out to whole buckets.
+    pub fn filter(&self) -> Result<UsageFilter, ServiceError> {
+        if self.until <= self.since {
+            return Err(ServiceError::invalid("until", "must be later than since"));
+        }
+        let width = self.bucket.micros();
+        let since = floor(self.since.timestamp_micros(), width);
+        let until = ceil(self.until.timestamp_micros(), width);
+        if until - since > MAX_SPAN_US {
+            return Err(ServiceError::invalid(
+                "since",
+                "the range covers more than 366 days; query a shorter one",
+            ));
+        }
+        Ok(UsageFilter {
+            per_user: self.group_by.contains(&UsageDimension::User),
+            since: micros(since),
+            until: micros(until),
+            prompt_name: self.prompt_name.clone(),
+            model: self.model.clone(),
+            experiment_id: self.experiment_id.clone(),
+        })
+    }
+
+    /// The key `key` is counted under when grouping by these dimensions.
+    fn group_key(&self, key: &UsageKey) -> UsageKey {
+        let mut group = UsageKey::default();
+        for dimension in &self.group_by {
+            match dimension {
+                UsageDimension::Prompt => group.prompt_name.clone_from(&key.prompt_name),
+                UsageDimension::PromptVersion => {
+                    group.prompt_name.clone_from(&key.prompt_name);
+                    group.prompt_version.clone_from(&key.prompt_version);
+                }
+                UsageDimension::Model => group.model.clone_from(&key.model),
+                UsageDimension::User => group.user_id.clone_from(&key.user_id),
+                UsageDimension::ExperimentVariant => {
+                    group.experiment_id.clone_from(&key.experiment_id);
+                    group.variant_id.clone_from(&key.variant_id);
+                }
+            }
+        }
+        group
+    }
+}
+
+/// Merges hourly aggregates into the groups and buckets of `query`, ordered by bucket,
+/// then group. More than [`MAX_USAGE_ROWS`] is INVALID_ARGUMENT (a narrower range,
+/// a wider bucket or fewer dimensions answers it).
+pub fn group_usage(
+    query: &UsageQuery,
+    aggregates: impl IntoIterator<Item = UsageAggregate>,
+) -> Result<Vec<UsageGroup>, ServiceError> {
+    let width = query.bucket.micros();
+    let mut groups: BTreeMap<(i64, UsageKey), UsageTotals> = BTreeMap::new();
+    for aggregate in aggregates {
+        let bucket = floor(aggregate.hour.timestamp_micros(), width);
+        let key = query.group_key(&aggregate.key);
+        groups
+            .entry((bucket, key))
+            .or_default()
+            .merge(&aggregate.totals);
+        if groups.len() > MAX_USAGE_ROWS {
+            return Err(ServiceError::invalid(
+                "group_by",
+                format!(
+                    "the answer would hold more than {MAX_USAGE_ROWS} groups and buckets; \
+                     narrow the range, widen the bucket or group by fewer dimensions"
+                ),
+            ));
+        }
+    }
+    Ok(groups
+        .into_iter()
+        .map(|((bucket, key), totals)| UsageGroup {
+            bucket_start: micros(bucket),
+            key,
+            totals,
+        })
+        .collect())
+}
+
+/// The start of the hour `time_us` falls in.
+pub fn hour_of(time_us: i64) -> i64 {
+    floor(time_us, HOUR_US)
+}
+
+fn floor(time_us: i64, width: i64) -> i64 {
+    time_us - time_us.rem_euclid(width)
+}
+
+fn ceil(time_us: i64, width: i64) -> i64 {
+    let floor = floor(time_us, width);
+    if floor == time_us {
+        floor
+    } else {
+        floor.saturating_add(width)
+    }
+}
+
+fn micros(time_us: i64) -> DateTime<Utc> {
+    Utc.timestamp_micros(time_us)
+        .single()
+        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(time: &str, version: &str, user: &str, latency_ms: f64, error: bool) -> UsageSample {
+        UsageSample {
+            time: time.parse().unwrap(),
+            key: UsageKey {
+                prompt_name: "greet".into(),
+                prompt_version: version.into(),
+                model: "gpt".into(),
+                user_id: user.into(),
+                ..UsageKey::default()
+            },
+            error,
+            input_tokens: 10,
+            output_tokens: 20,
+            cost: 0.5,
+            latency_ms,
+        }
+    }
+
+    fn aggregate(samples: &[UsageSample]) -> Vec<UsageAggregate> {
+        let mut hours: BTreeMap<(i64, UsageKey), UsageTotals> = BTreeMap::new();
+        for sample in samples {
+            hours
+                .entry((hour_of(sample.time.timestamp_micros()), sample.key.clone()))
+                .or_default()
+                .add(sample);
+        }
+        hours
+            .into_iter()
+            .map(|((hour, key), totals)| UsageAggregate {
+                hour: micros(hour),
+                per_user: true,
+                key,
+                totals,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn percentiles_are_within_one_percent_by_nearest_rank() {
+        let mut histogram = LatencyHistogram::default();
+        for latency in 1..=1000 {
+            histogram.record(f64::from(latency));
+        }
+        for (quantile, exact) in [(0.5, 500.0), (0.95, 950.0), (0.99, 990.0)] {
+            let got = histogram.quantile_ms(quantile);
+            assert!((got - exact).abs() <= exact * 0.01, "p{quantile}: {got}");
+        }
+        assert_eq!(LatencyHistogram::default().quantile_ms(0.5), 0.0);
+    }
+
+    #[test]
+    fn a_histogram_survives_storage_and_merging_equals_recording_together() {
+        let (mut a, mut b, mut both) = Default::default();
+        for latency in [3.0, 250.0, 1200.5] {
+            LatencyHistogram::record(&mut a, latency);
+            LatencyHistogram::record(&mut both, latency);
+        }
+        for latency in [0.2, 40_000.0] {
+            LatencyHistogram::record(&mut b, latency);
+            LatencyHistogram::record(&mut both, latency);
+        }
+        let mut merged = LatencyHistogram::decode(&a.encode()).unwrap();
+        merged.merge(&LatencyHistogram::decode(&b.encode()).unwrap());
+        assert_eq!(merged, both);
+        assert_eq!(merged.len(), 5);
+        assert!(LatencyHistogram::decode("not a histogram").is_err());
+    }
+
+    #[test]
+    fn groups_merge_hours_into_days_and_drop_the_dimensions_not_asked_for() {
+        let samples = [
+            sample("2026-12-01T10:05:00Z", "1.0.0", "u1", 100.0, false),
+            sample("2026-12-01T10:55:00Z", "1.0.0", "u2", 200.0, true),
+            sample("2026-12-01T23:59:59Z", "1.1.0", "u1", 300.0, false),
+            sample("2026-12-02T00:00:00Z", "1.1.0", "u1", 400.0, false),
+        ];
+        let query = UsageQuery {
+            group_by: vec![UsageDimension::PromptVersion],
+            since: "2026-12-01T00:00:00Z".parse().unwrap(),
+            until: "2026-12-03T00:00:00Z".parse().unwrap(),
+            bucket: UsageBucket::Day,
+            ..UsageQuery::default()
+        };
+        let groups = group_usage(&query, aggregate(&samples)).unwrap();
+        let summary: Vec<_> = groups
+            .iter()
+            .map(|g| {
+                (
+                    g.bucket_start.to_rfc3339(),
+                    g.key.prompt_version.as_str(),
+                    g.key.user_id.as_str(),
+                    g.totals.count,
+                    g.totals.errors,
+                    g.totals.output_tokens,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("2026-12-01T00:00:00+00:00".into(), "1.0.0", "", 2, 1, 40),
+                ("2026-12-01T00:00:00+00:00".into(), "1.1.0", "", 1, 0, 20),
+                ("2026-12-02T00:00:00+00:00".into(), "1.1.0", "", 1, 0, 20),
+            ]
+        );
+        assert_eq!(groups[0].key.prompt_name, "greet");
+        assert_eq!(groups[0].key.model, "", "model was not grouped by");
+        assert!((groups[0].totals.latency.quantile_ms(0.99) - 200.0).abs() <= 2.0);
+    }
+
+    #[test]
+    fn a_range_is_rounded_out_to_whole_buckets_and_checked() {
+        let query = UsageQuery {
+            since: "2026-12-01T10:30:00Z".parse().unwrap(),
+            until: "2026-12-01T12:00:01Z".parse().unwrap(),
+            group_by: vec![UsageDimension::User],
+            ..UsageQuery::default()
+        };
+        let filter = query.filter().unwrap();
+        assert_eq!(filter.since.to_rfc3339(), "2026-12-01T10:00:00+00:00");
+        assert_eq!(filter.until.to_rfc3339(), "2026-12-01T13:00:00+00:00");
+        assert!(filter.per_user);
+        let backwards = UsageQuery {
+            since: query.until,
+            until: query.since,
+            ..UsageQuery::default()
+        };
+        assert_eq!(field_at_fault(backwards.filter()), "until");
+        let too_long = UsageQuery {
+            since: "2024-01-01T00:00:00Z".parse().unwrap(),
+            until: "2026-01-01T00:00:00Z".parse().unwrap(),
+            ..UsageQuery::default()
+        };
+        assert_eq!(field_at_fault(too_long.filter()), "since");
+    }
+
+    fn field_at_fault(result: Result<UsageFilter, ServiceError>) -> String {
+        match result {
+            Err(ServiceError::InvalidArgument(violations)) => violations[0].field.clone(),
+            other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! The hourly usage aggregates, folded forward from the generations in commit order.
+//!
+//! Each insert transaction of generations takes the next value of the `generations`
+//! sequence (commit order; see `sequencer.rs`) and stamps its rows with it. A fold reads
+//! the sequence's committed value `v` first: every transaction up to `v` has committed,
+//! so the rows with a stamp in `(mark, v]` are all visible, and none can appear there
+//! later. It adds them to the aggregates and moves the mark to `v`, in one transaction
+//! that begins by locking the mark's row. Two folders (a replica taking over the role,
+//! a `GetUsage` catching up) therefore run one after the other, and the second starts
+//! from the first one's mark: each generation is counted exactly once.
+//!
+//! Every generation is counted twice: in the aggregate of its attribution without the
+//! user, which stays small, and in the one with the user, read only when grouping by
+//! user.
+
+use std::collections::BTreeMap;
+
+use llmops_core::StoreError;
+use llmops_generations::{
+    hour_of, LatencyHistogram, UsageAggregate, UsageFilter, UsageKey, UsageSample, UsageTotals,
+};
+use sqlx::{Pool, QueryBuilder, Row, Transaction};
+
+use super::generations::{saturating_i64, GENERATIONS_STREAM};
+use super::Db;
+use crate::codec::{from_micros, to_micros};
+use crate::error::{corrupt, db_error};
+
+/// Aggregates per statement (15 parameters each).
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// An aggregate's place: its hour, whether it is per user, and its key.
+type Place = (i64, bool, UsageKey);
+
+/// Folds the generations of at most `max_commits` insert transactions past the mark
+/// into the aggregates, inside `tx`; how many it folded.
+pub(crate) async fn roll(
+    tx: &mut Transaction<'_, Db>,
+    max_commits: i64,
+) -> Result<u64, sqlx::Error> {
+    // Locks the mark: a concurrent folder waits here, then reads the mark moved.
+    let mark: i64 = sqlx::query_scalar(
+        "UPDATE usage_rollup SET through_seq = through_seq WHERE id = 1 RETURNING through_seq",
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    let committed: i64 = sqlx::query_scalar("SELECT value FROM event_sequences WHERE stream = $1")
+        .bind(GENERATIONS_STREAM)
+        .fetch_one(&mut **tx)
+        .await?;
+    let through = committed.min(mark.saturating_add(max_commits));
+    if through <= mark {
+        return Ok(0);
+    }
+    let rows = sqlx::query(
+        "SELECT time_us, prompt_name, prompt_version, model, experiment_id, variant_id, \
+         user_id, status, latency_ms, input_tokens, output_tokens, cost \
+         FROM generations WHERE seq > $1 AND seq <= $2",
+    )
+    .bind(mark)
+    .bind(through)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut deltas: BTreeMap<Place, UsageTotals> = BTreeMap::new();
+    for row in &rows {
+        let sample = sample_of(row)?;
+        let hour = hour_of(to_micros(sample.time));
+        deltas
+            .entry((hour, false, sample.key.without_user()))
+            .or_default()
+            .add(&sample);
+        deltas
+            .entry((hour, true, sample.key.clone()))
+            .or_default()
+            .add(&sample);
+    }
+    let places: Vec<Place> = deltas.keys().cloned().collect();
+    let mut merged = stored(tx, &places).await?;
+    for (place, delta) in deltas {
+        merged.entry(place).or_default().merge(&delta);
+    }
+    store(tx, merged).await?;
+    sqlx::query("UPDATE usage_rollup SET through_seq = $1 WHERE id = 1")
+        .bind(through)
+        .execute(&mut **tx)
+        .await?;
+    Ok(rows.len() as u64)
+}
+
+/// What a stored generation row adds to usage.
+fn sample_of(row: &<Db as sqlx::Database>::Row) -> Result<UsageSample, sqlx::Error> {
+    let tokens = |column: &str| -> Result<u64, sqlx::Error> {
+        Ok(u64::try_from(row.try_get::<i64, _>(column)?).unwrap_or(0))
+    };
+    Ok(UsageSample {
+        time: from_micros(row.try_get("time_us")?),
+        key: UsageKey {
+            prompt_name: row.try_get("prompt_name")?,
+            prompt_version: row.try_get("prompt_version")?,
+            model: row.try_get("model")?,
+            experiment_id: row.try_get("experiment_id")?,
+            variant_id: row.try_get("variant_id")?,
+            user_id: row.try_get("user_id")?,
+        },
+        error: row.try_get::<String, _>("status")? == "error",
+        input_tokens: tokens("input_tokens")?,
+        output_tokens: tokens("output_tokens")?,
+        cost: row.try_get("cost")?,
+        latency_ms: row.try_get("latency_ms")?,
+    })
+}
+
+/// The stored aggregates at `places` (the rows under the mark's lock, so nobody else
+/// changes them before this transaction ends).
+async fn stored(
+    tx: &mut Transaction<'_, Db>,
+    places: &[Place],
+) -> Result<BTreeMap<Place, UsageTotals>, sqlx::Error> {
+    let mut found = BTreeMap::new();
+    for chunk in places.chunks(ROWS_PER_STATEMENT) {
+        let mut select = QueryBuilder::<Db>::new(format!(
+            "SELECT {COLUMNS} FROM usage_hourly WHERE (bucket_us, per_user, group_key) IN "
+        ));
+        select.push_tuples(chunk, |mut tuple, (hour, per_user, key)| {
+            tuple
+                .push_bind(*hour)
+                .push_bind(*per_user)
+                .push_bind(key.encode());
+        });
+        for row in select.build().fetch_all(&mut **tx).await? {
+            let aggregate = aggregate_of(&row).map_err(|err| sqlx::Error::Decode(err.into()))?;
+            found.insert(
+                (to_micros(aggregate.hour), aggregate.per_user, aggregate.key),
+                aggregate.totals,
+            );
+        }
+    }
+    Ok(found)
+}
+
+/// Writes `aggregates` over what is stored at their places.
+async fn store(
+    tx: &mut Transaction<'_, Db>,
+    aggregates: BTreeMap<Place, UsageTotals>,
+) -> Result<(), sqlx::Error> {
+    let rows: Vec<(Place, UsageTotals)> = aggregates.into_iter().collect();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = QueryBuilder::<Db>::new(format!("INSERT INTO usage_hourly ({COLUMNS}) "));
+        insert.push_values(chunk, |mut row, ((hour, per_user, key), totals)| {
+            row.push_bind(*hour)
+                .push_bind(*per_user)
+                .push_bind(key.encode())
+                .push_bind(key.prompt_name.clone())
+                .push_bind(key.prompt_version.clone())
+                .push_bind(key.model.clone())
+                .push_bind(key.experiment_id.clone())
+                .push_bind(key.variant_id.clone())
+                .push_bind(key.user_id.clone())
+                .push_bind(saturating_i64(totals.count))
+                .push_bind(saturating_i64(totals.errors))
+                .push_bind(saturating_i64(totals.input_tokens))
+                .push_bind(saturating_i64(totals.output_tokens))
+                .push_bind(totals.cost)
+                .push_bind(totals.latency.encode());
+        });
+        insert.push(
+            " ON CONFLICT (bucket_us, per_user, group_key) DO UPDATE SET \
+             count = excluded.count, errors = excluded.errors, \
+             input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens, \
+             cost = excluded.cost, latency = excluded.latency",
+        );
+        insert.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// An aggregate's columns, in the order [`aggregate_of`] and [`store`] use.
+const COLUMNS: &str = "bucket_us, per_user, group_key, prompt_name, prompt_version, model, \
+     experiment_id, variant_id, user_id, count, errors, input_tokens, output_tokens, cost, \
+     latency";
+
+fn aggregate_of(row: &<Db as sqlx::Database>::Row) -> Result<UsageAggregate, StoreError> {
+    let get = |err: sqlx::Error| corrupt("usage aggregate", err);
+    let count = |column: &str| -> Result<u64, StoreError> {
+        Ok(u64::try_from(row.try_get::<i64, _>(column).map_err(get)?).unwrap_or(0))
+    };
+    let latency: String = row.try_get("latency").map_err(get)?;
+    Ok(UsageAggregate {
+        hour: from_micros(row.try_get("bucket_us").map_err(get)?),
+        per_user: row.try_get("per_user").map_err(get)?,
+        key: UsageKey {
+            prompt_name: row.try_get("prompt_name").map_err(get)?,
+            prompt_version: row.try_get("prompt_version").map_err(get)?,
+            model: row.try_get("model").map_err(get)?,
+            experiment_id: row.try_get("experiment_id").map_err(get)?,
+            variant_id: row.try_get("variant_id").map_err(get)?,
+            user_id: row.try_get("user_id").map_err(get)?,
+        },
+        totals: UsageTotals {
+            count: count("count")?,
+            errors: count("errors")?,
+            input_tokens: count("input_tokens")?,
+            output_tokens: count("output_tokens")?,
+            cost: row.try_get("cost").map_err(get)?,
+            latency: LatencyHistogram::decode(&latency)
+                .map_err(|err| corrupt("usage aggregate", err))?,
+        },
+    })
+}
+
+/// The aggregates `filter` selects.
+pub(crate) async fn aggregates(
+    reader: &Pool<Db>,
+    filter: &UsageFilter,
+) -> Result<Vec<UsageAggregate>, StoreError> {
+    let mut select = QueryBuilder::<Db>::new(format!(
+        "SELECT {COLUMNS} FROM usage_hourly WHERE per_user = "
+    ));
+    select
+        .push_bind(filter.per_user)
+        .push(" AND bucket_us >= ")
+        .push_bind(to_micros(filter.since))
+        .push(" AND bucket_us < ")
+        .push_bind(to_micros(filter.until));
+    for (column, value) in [
+        ("prompt_name", &filter.prompt_name),
+        ("model", &filter.model),
+        ("experiment_id", &filter.experiment_id),
+    ] {
+        if let Some(value) = value {
+            select
+                .push(format!(" AND {column} = "))
+                .push_bind(value.clone());
+        }
+    }
+    let rows = select.build().fetch_all(reader).await.map_err(db_error)?;
+    rows.iter().map(aggregate_of).collect()
+}
