@@ -10,6 +10,7 @@ pub(crate) mod convert;
 mod evaluation;
 mod experiments;
 mod generations;
+pub(crate) mod otlp;
 pub(crate) mod prompts;
 mod providers;
 mod status;
@@ -27,6 +28,7 @@ pub use cluster::ClusterApi;
 pub use evaluation::{EvaluationApi, EvaluationServices};
 pub use experiments::ExperimentApi;
 pub use generations::GenerationApi;
+pub use otlp::OtlpTraceApi;
 pub use prompts::PromptApi;
 pub use providers::ProviderApi;
 

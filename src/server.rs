@@ -53,7 +53,7 @@ use crate::config::{AuthMode, Config};
 use crate::grpc::bounded_status::BoundedStatusLayer;
 use crate::grpc::{
     AlertApi, AuthApi, ClusterApi, EvaluationApi, EvaluationServices, ExperimentApi, GenerationApi,
-    PromptApi, ProviderApi,
+    OtlpTraceApi, PromptApi, ProviderApi,
 };
 use crate::pb;
 use crate::pb::alert_service_server::AlertServiceServer;
@@ -62,6 +62,7 @@ use crate::pb::cluster_service_server::ClusterServiceServer;
 use crate::pb::evaluation_service_server::EvaluationServiceServer;
 use crate::pb::experiment_service_server::ExperimentServiceServer;
 use crate::pb::generation_service_server::GenerationServiceServer;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
 use crate::pb::prompt_service_server::PromptServiceServer;
 use crate::pb::provider_service_server::ProviderServiceServer;
 use crate::prompt_versions::RegistryVersions;
@@ -289,6 +290,7 @@ fn grpc_server(
         .add_service(slots.cluster.clone())
         .add_service(slots.auth.clone())
         .add_service(slots.generations.clone())
+        .add_service(slots.otlp_traces.clone())
         .serve_with_incoming_shutdown(incoming, stop.cancelled_owned()))
 }
 
@@ -320,6 +322,7 @@ struct Slots {
     cluster: Starting<ClusterServiceServer<ClusterApi>>,
     auth: Starting<AuthServiceServer<AuthApi>>,
     generations: Starting<GenerationServiceServer<GenerationApi>>,
+    otlp_traces: Starting<TraceServiceServer<OtlpTraceApi>>,
 }
 
 impl Slots {
@@ -333,6 +336,7 @@ impl Slots {
             cluster: Starting::new(),
             auth: Starting::new(),
             generations: Starting::new(),
+            otlp_traces: Starting::new(),
         }
     }
 
@@ -424,6 +428,11 @@ impl Slots {
             ))
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit),
+        );
+        self.otlp_traces.fill(
+            TraceServiceServer::new(OtlpTraceApi::new(services.generations.clone()))
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
         );
     }
 }

@@ -218,6 +218,7 @@ const BASELINES: &[(&str, &str)] = &[
         r#"{"generations": [{"id": "bad-input-2", "model": "m"}]}"#,
     ),
     ("TailGenerations", r#"{"filter": {"model": "m"}}"#),
+    ("GetUsage", r#"{"groupBy": ["USAGE_DIMENSION_MODEL"]}"#),
 ];
 
 /// RPCs that only read: their answers may change no state, whatever they are.

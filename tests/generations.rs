@@ -760,3 +760,195 @@ async fn a_label_served_by_an_experiment_gives_each_user_their_variant_and_a_ren
     );
     server.stop().await;
 }
+
+/// The loop without a person: an experiment serves `production` of a prompt, an
+/// application renders for 2,000 users, calls its model and logs each generation by the
+/// render's token alone; the experiment's results show what the two versions cost, from
+/// the logged data and nothing else, and completing it with `promote_winner` keeps the
+/// label on the winner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_change_is_decided_from_production_traffic_alone() {
+    let server = TestServer::start().await;
+    let mut experiments = server.experiments();
+    let mut prompts = server.prompts();
+    let version = |v: &str, greeting: &str| pb::PromptVersion {
+        name: "greet".into(),
+        version: v.into(),
+        template: format!("{greeting} {{{{ name }}}}"),
+        variables: vec![pb::PromptVariable {
+            name: "name".into(),
+            r#type: pb::VariableType::String.into(),
+            required: true,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let guardrail = |name: &str, kind: pb::MetricKind, source: pb::MetricSource| {
+        pb::MetricDefinition {
+            name: name.into(),
+            kind: kind.into(),
+            direction: pb::MetricDirection::LowerIsBetter.into(),
+            role: pb::MetricRole::Guardrail.into(),
+            source: source.into(),
+        }
+    };
+    experiments
+        .create_prompt_experiment(pb::CreatePromptExperimentRequest {
+            experiment_id: "greet-ab".into(),
+            name: "greet-ab".into(),
+            control: Some(version("1.0.0", "Hello")),
+            treatment: Some(version("1.1.0", "Hi")),
+            prompt_name: "greet".into(),
+            label: "production".into(),
+            metrics: vec![
+                pb::MetricDefinition {
+                    role: pb::MetricRole::Primary.into(),
+                    ..guardrail("latency", pb::MetricKind::Mean, pb::MetricSource::LatencyMs)
+                },
+                guardrail("cost", pb::MetricKind::Mean, pb::MetricSource::Cost),
+                guardrail("errors", pb::MetricKind::Proportion, pb::MetricSource::Error),
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    prompts
+        .set_prompt_label(pb::SetPromptLabelRequest {
+            name: "greet".into(),
+            label: "production".into(),
+            version: "1.0.0".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    experiments
+        .start_experiment(pb::StartExperimentRequest {
+            experiment_id: "greet-ab".into(),
+        })
+        .await
+        .unwrap();
+
+    // The application: render for each user, call the model (scripted: 1.1.0 answers
+    // slower and with more tokens, so it costs more; one call in 25 fails either way),
+    // log the generation naming only the render's token, 100 at a time.
+    let mut logged: Vec<(String, f64, f64, bool)> = Vec::new();
+    let mut batch = Vec::new();
+    for user in 0..2000u32 {
+        let rendered = prompts
+            .render_prompt(pb::RenderPromptRequest {
+                name: "greet".into(),
+                label: "production".into(),
+                variables: [("name".to_owned(), common::string_value("Ada"))].into(),
+                user_id: format!("user-{user}"),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let newer = rendered.version == "1.1.0";
+        let jitter = f64::from((user * 7919) % 41);
+        let latency_ms = if newer { 260.0 } else { 200.0 } + jitter;
+        let output_tokens: u64 = if newer { 90 } else { 60 } + u64::from(user % 7);
+        // $2 per 1,000 output tokens.
+        let cost = output_tokens as f64 * 0.002;
+        let failed = user % 25 == 0;
+        logged.push((rendered.variant_id.clone(), latency_ms, cost, failed));
+        batch.push(pb::Generation {
+            id: format!("gen-{user}"),
+            render_id: rendered.render_id,
+            user_id: format!("user-{user}"),
+            model: "mock".into(),
+            output: rendered.text,
+            latency_ms,
+            output_tokens,
+            cost: Some(cost),
+            error: if failed { "timeout".into() } else { String::new() },
+            ..Default::default()
+        });
+        if batch.len() == 100 {
+            log(&server, std::mem::take(&mut batch)).await.unwrap();
+        }
+    }
+
+    // What the logged data says, per variant: n, mean latency, mean cost, error rate.
+    let summary = |variant: &str| {
+        let rows: Vec<_> = logged.iter().filter(|row| row.0 == variant).collect();
+        let n = rows.len() as f64;
+        (
+            rows.len() as u64,
+            rows.iter().map(|row| row.1).sum::<f64>() / n,
+            rows.iter().map(|row| row.2).sum::<f64>() / n,
+            rows.iter().filter(|row| row.3).count() as f64 / n,
+        )
+    };
+    let (control, treatment) = (summary("control"), summary("treatment"));
+    assert!(control.0 > 850 && treatment.0 > 850, "{control:?} {treatment:?}");
+    let results = experiments
+        .get_experiment_results(pb::GetExperimentResultsRequest {
+            experiment_id: "greet-ab".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let stats = |variant: &str, metric: &str| {
+        results
+            .stats
+            .iter()
+            .find(|s| s.variant_id == variant && s.metric == metric)
+            .unwrap_or_else(|| panic!("no {variant}/{metric}: {:?}", results.stats))
+            .clone()
+    };
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+    for (variant, want) in [("control", control), ("treatment", treatment)] {
+        let latency = stats(variant, "latency");
+        assert_eq!(latency.n, want.0, "{variant}: one value per user");
+        assert!(close(latency.mean, want.1), "{variant}: {latency:?} vs {want:?}");
+        assert!(close(stats(variant, "cost").mean, want.2), "{variant}");
+        assert!(close(stats(variant, "errors").mean, want.3), "{variant}");
+    }
+    for (metric, difference) in [
+        ("latency", treatment.1 - control.1),
+        ("cost", treatment.2 - control.2),
+    ] {
+        let comparison = results
+            .comparisons
+            .iter()
+            .find(|c| c.metric == metric && c.variant_id == "treatment")
+            .unwrap_or_else(|| panic!("{metric} is compared: {:?}", results.comparisons));
+        let absolute = comparison.absolute.clone().unwrap();
+        assert!(close(absolute.estimate, difference), "{comparison:?}");
+        assert!(absolute.p_value < 1e-6, "{metric}: {comparison:?}");
+    }
+    assert_ne!(
+        results.winner_variant_id, "treatment",
+        "slower and costlier never wins: {:?}",
+        results.reasons
+    );
+
+    // Completing with the recommended winner promoted keeps production on 1.0.0, and
+    // the label history names the experiment.
+    experiments
+        .complete_experiment(pb::CompleteExperimentRequest {
+            experiment_id: "greet-ab".into(),
+            winner_variant_id: "control".into(),
+            promote_winner: true,
+        })
+        .await
+        .unwrap();
+    let production = prompts
+        .render_prompt(pb::RenderPromptRequest {
+            name: "greet".into(),
+            label: "production".into(),
+            variables: [("name".to_owned(), common::string_value("Ada"))].into(),
+            user_id: "user-1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (production.version.as_str(), production.experiment_id.as_str()),
+        ("1.0.0", "")
+    );
+    server.stop().await;
+}

@@ -12,8 +12,8 @@ use llmops_experiments::{
 use tonic::{Request, Response, Status, Streaming};
 
 use self::messages::{
-    experiment_to_pb, record_from_pb, results_to_pb, spec_from_pb, status_filter, update_from_pb,
-    variant_to_pb,
+    experiment_to_pb, metrics_from_pb, record_from_pb, results_to_pb, spec_from_pb, status_filter,
+    update_from_pb, variant_to_pb,
 };
 use crate::grpc::prompts::check_label_move;
 use crate::grpc::prompts::new_prompt_version;
@@ -468,6 +468,7 @@ impl ExperimentServiceRpc for ExperimentApi {
                     treatment_share: request.treatment_share,
                     created_by: caller.actor().unwrap_or_default().to_owned(),
                     serves,
+                    metrics: metrics_from_pb(request.metrics)?,
                 },
                 &self.prompt_versions,
             )

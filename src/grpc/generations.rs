@@ -162,7 +162,7 @@ fn status_to_pb(status: GenerationStatus) -> pb::GenerationStatus {
 }
 
 /// The domain generation of `g`; a bad time is INVALID_ARGUMENT at `at.<field>`.
-fn generation_from_pb(mut g: pb::Generation, at: &str) -> Result<Generation, Status> {
+pub(crate) fn generation_from_pb(mut g: pb::Generation, at: &str) -> Result<Generation, Status> {
     // A render's token fills in what the client left out.
     if !g.render_id.is_empty() {
         let render = RenderRef::decode(&g.render_id).ok_or_else(|| {

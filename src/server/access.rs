@@ -36,6 +36,9 @@ use super::connection::ConnectionInfo;
 use super::tls::Peer;
 use crate::pb;
 
+/// OTLP's trace collector service, served on the gRPC port for ROLE_APP.
+const OTLP_TRACE_SERVICE: &str = "opentelemetry.proto.collector.trace.v1.TraceService";
+
 /// The custom method option every RPC declares.
 const REQUIRED_ROLE: &str = "llmops.v1.required_role";
 
@@ -99,6 +102,20 @@ impl MethodRoles {
                 }
             }
         }
+        // OTLP trace export: spans become generations, as LogGenerations stores them.
+        let otlp = DescriptorPool::decode(opentelemetry_proto::DESCRIPTORS)
+            .context("reading the OTLP descriptor set")?;
+        let export = otlp
+            .get_service_by_name(OTLP_TRACE_SERVICE)
+            .and_then(|service| service.methods().find(|m| m.name() == "Export"))
+            .context("the OTLP descriptor set has no TraceService/Export")?;
+        roles.insert(
+            format!("/{OTLP_TRACE_SERVICE}/Export"),
+            Declared {
+                role: Role::App,
+                audited: Some(export.input()),
+            },
+        );
         if !undeclared.is_empty() {
             bail!(
                 "these RPCs declare no {REQUIRED_ROLE}: {}",

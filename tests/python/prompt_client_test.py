@@ -726,9 +726,10 @@ def bootstrap_admin(binary, data_dir):
     raise AssertionError("no secret in %r" % out)
 
 
-def make_generation_checks(channel):
+def make_generation_checks(channel, port):
     """Generations as a Python client logs and reads them: idempotent ids, the cost
-    field's presence (proto3 `optional`), and a bad batch naming its field."""
+    field's presence (proto3 `optional`), a bad batch naming its field, and GenAI spans
+    exported by the OpenTelemetry SDK's OTLP gRPC exporter."""
     import grpc
 
     stub = gen_pb2_grpc.GenerationServiceStub(channel)
@@ -765,8 +766,49 @@ def make_generation_checks(channel):
         else:
             raise AssertionError("a negative latency was stored")
 
+    def otel_spans_become_generations():
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+        provider = TracerProvider(resource=Resource.create({"service.name": "py-app"}))
+        provider.add_span_processor(SimpleSpanProcessor(
+            OTLPSpanExporter(endpoint="127.0.0.1:%d" % port, insecure=True, timeout=10)))
+        tracer = provider.get_tracer("llmops-python-check")
+        with tracer.start_as_current_span("chat py-otel-model") as span:
+            span.set_attribute("gen_ai.operation.name", "chat")
+            span.set_attribute("gen_ai.system", "openai")
+            span.set_attribute("gen_ai.request.model", "py-otel-model")
+            span.set_attribute("gen_ai.usage.input_tokens", 11)
+            span.set_attribute("gen_ai.usage.output_tokens", 22)
+            span.set_attribute("gen_ai.prompt", "What is 2+2?")
+            span.set_attribute("gen_ai.completion", "4")
+            span.set_attribute("llmops.prompt.name", PROMPT)
+            span.set_attribute("llmops.prompt.version", "1.0.0")
+            span.set_attribute("llmops.user_id", "py-otel-user")
+            context = span.get_span_context()
+        with tracer.start_as_current_span("GET /healthz") as plain:
+            plain.set_attribute("http.request.method", "GET")
+        provider.shutdown()
+        gen_id = "otel-%032x-%016x" % (context.trace_id, context.span_id)
+        got = stub.GetGeneration(gen_pb2.GetGenerationRequest(generation_id=gen_id),
+                                 timeout=RPC_TIMEOUT).generation
+        seen = (got.model, got.provider, got.input_tokens, got.output_tokens, got.input,
+                got.output, got.prompt_name, got.user_id, got.metadata["service.name"])
+        want = ("py-otel-model", "openai", 11, 22, "What is 2+2?", "4", PROMPT,
+                "py-otel-user", "py-app")
+        if seen != want:
+            raise AssertionError("the span became %s, not %s" % (seen, want))
+        listed = stub.ListGenerations(gen_pb2.ListGenerationsRequest(user_id="py-otel-user"),
+                                      timeout=RPC_TIMEOUT).generations
+        if [x.id for x in listed] != [gen_id]:
+            raise AssertionError("only the GenAI span is a generation: %s"
+                                 % [x.id for x in listed])
+
     return [("generations: logged once, read back", log_and_read_back),
-            ("generations: a bad batch names the field", bad_batch_names_the_field)]
+            ("generations: a bad batch names the field", bad_batch_names_the_field),
+            ("generations: OpenTelemetry GenAI spans over OTLP", otel_spans_become_generations)]
 
 
 def make_certificate(work):
@@ -936,7 +978,7 @@ def main(argv):
             + make_experiment_checks(experiments)
             + make_evaluation_checks(evaluation, stub)
             + make_continuous_checks(evaluation, stub, providers)
-            + make_generation_checks(channel)
+            + make_generation_checks(channel, port)
         )
         # A second server that needs API keys, its first admin key bootstrapped, and
         # serves TLS with a certificate made here.

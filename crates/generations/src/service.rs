@@ -10,7 +10,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::model::{Generation, GenerationPage, GenerationQuery, Prices};
 use crate::store::GenerationStore;
 use crate::usage::{group_usage, UsageGroup, UsageQuery};
-use crate::validate::check_batch;
+use crate::validate::{check_batch, check_generation};
 
 /// Batches waiting for the writer at most; a call past it waits for room.
 const QUEUE: usize = 1024;
@@ -100,6 +100,19 @@ impl GenerationService {
             prices,
             stored,
             observer,
+        }
+    }
+
+    /// Checks one generation as [`GenerationService::log`] would (problems named under
+    /// `at`), its texts capped: for a caller that stores what passes and reports the rest
+    /// (OTLP export).
+    pub fn check(&self, mut generation: Generation, at: &str) -> Result<Generation, ServiceError> {
+        let mut problems = Vec::new();
+        check_generation(&mut generation, at, self.limits.max_text_bytes, &mut problems);
+        if problems.is_empty() {
+            Ok(generation)
+        } else {
+            Err(ServiceError::InvalidArgument(problems))
         }
     }
 

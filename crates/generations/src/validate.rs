@@ -37,27 +37,42 @@ pub(crate) fn check_batch(
         ));
     }
     for (i, generation) in batch.iter_mut().enumerate() {
-        check_one(generation, &format!("generations[{i}]"), &mut problems);
-        cap(
-            &mut generation.input,
+        check_generation(
+            generation,
+            &format!("generations[{i}]"),
             max_text_bytes,
-            &mut generation.input_truncated,
+            &mut problems,
         );
-        cap(
-            &mut generation.output,
-            max_text_bytes,
-            &mut generation.output_truncated,
-        );
-        let mut cut = false;
-        cap(&mut generation.error, MAX_ERROR_BYTES, &mut cut);
-        if !generation.error.is_empty() {
-            generation.status = GenerationStatus::Error;
-        }
     }
     if problems.is_empty() {
         Ok(())
     } else {
         Err(ServiceError::InvalidArgument(problems))
+    }
+}
+
+/// Checks one generation (its problems named under `at`) and caps its texts.
+pub(crate) fn check_generation(
+    generation: &mut Generation,
+    at: &str,
+    max_text_bytes: usize,
+    problems: &mut Vec<FieldViolation>,
+) {
+    check_one(generation, at, problems);
+    cap(
+        &mut generation.input,
+        max_text_bytes,
+        &mut generation.input_truncated,
+    );
+    cap(
+        &mut generation.output,
+        max_text_bytes,
+        &mut generation.output_truncated,
+    );
+    let mut cut = false;
+    cap(&mut generation.error, MAX_ERROR_BYTES, &mut cut);
+    if !generation.error.is_empty() {
+        generation.status = GenerationStatus::Error;
     }
 }
 

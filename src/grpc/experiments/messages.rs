@@ -155,6 +155,19 @@ fn metric_from_pb(
     }
 }
 
+/// The metrics of a request, each problem named `metrics[i].field`.
+pub(crate) fn metrics_from_pb(
+    metrics: Vec<pb::MetricDefinition>,
+) -> Result<Vec<MetricDefinition>, Status> {
+    let mut problems = Problems::default();
+    let metrics = metrics
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| metric_from_pb(i, m, &mut problems))
+        .collect();
+    problems.finish(metrics, "")
+}
+
 pub(crate) fn source_to_pb(source: MetricSource) -> pb::MetricSource {
     match source {
         MetricSource::Client => pb::MetricSource::Client,

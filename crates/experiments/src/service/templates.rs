@@ -62,6 +62,8 @@ pub struct PromptExperiment<V> {
     /// The prompt and label to serve while running (both or neither): a RenderPrompt or
     /// GetPromptVersion of that label with a user gets the user's variant's version.
     pub serves: Option<(String, String)>,
+    /// The metrics; empty for quality (primary), latency and satisfaction.
+    pub metrics: Vec<MetricDefinition>,
 }
 
 /// A model experiment as a client asks for it.
@@ -93,7 +95,7 @@ pub enum TemplateError<E> {
 
 /// A template's metrics: quality first, then latency and `third` (what else the kind
 /// of experiment trades off).
-fn metrics(third: (&str, MetricDirection)) -> Vec<MetricDefinition> {
+fn default_metrics(third: (&str, MetricDirection)) -> Vec<MetricDefinition> {
     let (name, direction) = third;
     vec![
         metric(
@@ -146,6 +148,7 @@ impl ExperimentService {
             treatment,
             created_by,
             serves,
+            metrics,
             ..
         } = request;
         let (serves_prompt, serves_label) = serves.unwrap_or_default();
@@ -176,7 +179,11 @@ impl ExperimentService {
             name,
             description,
             variants,
-            metrics: metrics(("satisfaction", MetricDirection::HigherIsBetter)),
+            metrics: if metrics.is_empty() {
+                default_metrics(("satisfaction", MetricDirection::HigherIsBetter))
+            } else {
+                metrics
+            },
             ..ExperimentSpec::default()
         };
         let store_versions = async {
@@ -221,7 +228,7 @@ impl ExperimentService {
             name: request.name,
             description: request.description,
             variants,
-            metrics: metrics(("cost", MetricDirection::LowerIsBetter)),
+            metrics: default_metrics(("cost", MetricDirection::LowerIsBetter)),
             ..ExperimentSpec::default()
         })
         .await

@@ -48,9 +48,9 @@ CREATE TABLE usage_hourly (
 );
 CREATE INDEX usage_hourly_by_time ON usage_hourly (per_user, bucket_us);
 
--- How far the fold has got: the last 'generations' sequence value folded in.
+-- How far the fold has got: the last 'generations' sequence value folded in. Its one
+-- row is made by the first fold (an empty table is an empty deployment to `migrate`).
 CREATE TABLE usage_rollup (
-    id          INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+    id          BIGINT NOT NULL PRIMARY KEY CHECK (id = 1),
     through_seq BIGINT NOT NULL
 );
-INSERT INTO usage_rollup (id, through_seq) VALUES (1, 0);
