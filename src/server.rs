@@ -62,7 +62,6 @@ use crate::pb::cluster_service_server::ClusterServiceServer;
 use crate::pb::evaluation_service_server::EvaluationServiceServer;
 use crate::pb::experiment_service_server::ExperimentServiceServer;
 use crate::pb::generation_service_server::GenerationServiceServer;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
 use crate::pb::prompt_service_server::PromptServiceServer;
 use crate::pb::provider_service_server::ProviderServiceServer;
 use crate::prompt_versions::RegistryVersions;
@@ -70,6 +69,7 @@ use crate::release_guard::EvaluationGuard;
 use crate::telemetry::{self, GrpcMetricsLayer};
 use access::{Access, AccessLayer, MethodRoles};
 use audit::{AuditLayer, Auditor};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
 use tls::{MetricsTlsListener, ServerTls};
 
 /// The services health reports on, besides the overall status ("").

@@ -783,15 +783,14 @@ async fn a_prompt_change_is_decided_from_production_traffic_alone() {
         }],
         ..Default::default()
     };
-    let guardrail = |name: &str, kind: pb::MetricKind, source: pb::MetricSource| {
-        pb::MetricDefinition {
+    let guardrail =
+        |name: &str, kind: pb::MetricKind, source: pb::MetricSource| pb::MetricDefinition {
             name: name.into(),
             kind: kind.into(),
             direction: pb::MetricDirection::LowerIsBetter.into(),
             role: pb::MetricRole::Guardrail.into(),
             source: source.into(),
-        }
-    };
+        };
     experiments
         .create_prompt_experiment(pb::CreatePromptExperimentRequest {
             experiment_id: "greet-ab".into(),
@@ -806,7 +805,11 @@ async fn a_prompt_change_is_decided_from_production_traffic_alone() {
                     ..guardrail("latency", pb::MetricKind::Mean, pb::MetricSource::LatencyMs)
                 },
                 guardrail("cost", pb::MetricKind::Mean, pb::MetricSource::Cost),
-                guardrail("errors", pb::MetricKind::Proportion, pb::MetricSource::Error),
+                guardrail(
+                    "errors",
+                    pb::MetricKind::Proportion,
+                    pb::MetricSource::Error,
+                ),
             ],
             ..Default::default()
         })
@@ -862,7 +865,11 @@ async fn a_prompt_change_is_decided_from_production_traffic_alone() {
             latency_ms,
             output_tokens,
             cost: Some(cost),
-            error: if failed { "timeout".into() } else { String::new() },
+            error: if failed {
+                "timeout".into()
+            } else {
+                String::new()
+            },
             ..Default::default()
         });
         if batch.len() == 100 {
@@ -882,7 +889,10 @@ async fn a_prompt_change_is_decided_from_production_traffic_alone() {
         )
     };
     let (control, treatment) = (summary("control"), summary("treatment"));
-    assert!(control.0 > 850 && treatment.0 > 850, "{control:?} {treatment:?}");
+    assert!(
+        control.0 > 850 && treatment.0 > 850,
+        "{control:?} {treatment:?}"
+    );
     let results = experiments
         .get_experiment_results(pb::GetExperimentResultsRequest {
             experiment_id: "greet-ab".into(),
@@ -902,7 +912,10 @@ async fn a_prompt_change_is_decided_from_production_traffic_alone() {
     for (variant, want) in [("control", control), ("treatment", treatment)] {
         let latency = stats(variant, "latency");
         assert_eq!(latency.n, want.0, "{variant}: one value per user");
-        assert!(close(latency.mean, want.1), "{variant}: {latency:?} vs {want:?}");
+        assert!(
+            close(latency.mean, want.1),
+            "{variant}: {latency:?} vs {want:?}"
+        );
         assert!(close(stats(variant, "cost").mean, want.2), "{variant}");
         assert!(close(stats(variant, "errors").mean, want.3), "{variant}");
     }
@@ -947,7 +960,10 @@ async fn a_prompt_change_is_decided_from_production_traffic_alone() {
         .unwrap()
         .into_inner();
     assert_eq!(
-        (production.version.as_str(), production.experiment_id.as_str()),
+        (
+            production.version.as_str(),
+            production.experiment_id.as_str()
+        ),
         ("1.0.0", "")
     );
     server.stop().await;

@@ -126,7 +126,7 @@ fn partial_success(rejected: &[String], dropped: u64) -> Option<ExportTraceParti
             "{dropped} spans carried no gen_ai.* attributes and were not stored"
         );
     }
-    (!message.is_empty()).then(|| ExportTracePartialSuccess {
+    (!message.is_empty()).then_some(ExportTracePartialSuccess {
         rejected_spans: rejected.len() as i64,
         error_message: message,
     })
@@ -135,7 +135,11 @@ fn partial_success(rejected: &[String], dropped: u64) -> Option<ExportTraceParti
 /// The generation a GenAI span describes; `None` for a span without `gen_ai.*`
 /// attributes.
 pub(crate) fn generation_of_span(span: &Span, service: Option<&str>) -> Option<pb::Generation> {
-    if !span.attributes.iter().any(|kv| kv.key.starts_with("gen_ai.")) {
+    if !span
+        .attributes
+        .iter()
+        .any(|kv| kv.key.starts_with("gen_ai."))
+    {
         return None;
     }
     let attributes: HashMap<&str, &AnyValue> = span
@@ -208,7 +212,10 @@ pub(crate) fn generation_of_span(span: &Span, service: Option<&str>) -> Option<p
         }
     }
     let nanos = |n: u64| (n > 0).then(|| timestamp_of_nanos(n));
-    let latency_ms = span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano) as f64 / 1e6;
+    let latency_ms = span
+        .end_time_unix_nano
+        .saturating_sub(span.start_time_unix_nano) as f64
+        / 1e6;
     Some(pb::Generation {
         id: format!("otel-{trace_id}-{span_id}"),
         render_id: text(&["llmops.render_id"]),
@@ -356,7 +363,11 @@ mod tests {
         assert_eq!((g.input_tokens, g.output_tokens), (12, 7));
         assert_eq!(g.latency_ms, 250.0);
         assert_eq!(
-            (g.prompt_name.as_str(), g.prompt_version.as_str(), g.user_id.as_str()),
+            (
+                g.prompt_name.as_str(),
+                g.prompt_version.as_str(),
+                g.user_id.as_str()
+            ),
             ("greet", "1.0.0", "u1")
         );
         assert_eq!(g.status, pb::GenerationStatus::Ok as i32);

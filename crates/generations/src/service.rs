@@ -108,7 +108,12 @@ impl GenerationService {
     /// (OTLP export).
     pub fn check(&self, mut generation: Generation, at: &str) -> Result<Generation, ServiceError> {
         let mut problems = Vec::new();
-        check_generation(&mut generation, at, self.limits.max_text_bytes, &mut problems);
+        check_generation(
+            &mut generation,
+            at,
+            self.limits.max_text_bytes,
+            &mut problems,
+        );
         if problems.is_empty() {
             Ok(generation)
         } else {

@@ -38,9 +38,11 @@ pub(crate) async fn roll(
     tx: &mut Transaction<'_, Db>,
     max_commits: i64,
 ) -> Result<u64, sqlx::Error> {
-    sqlx::query("INSERT INTO usage_rollup (id, through_seq) VALUES (1, 0) ON CONFLICT (id) DO NOTHING")
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO usage_rollup (id, through_seq) VALUES (1, 0) ON CONFLICT (id) DO NOTHING",
+    )
+    .execute(&mut **tx)
+    .await?;
     // Locks the mark: a concurrent folder waits here, then reads the mark moved.
     let mark: i64 = sqlx::query_scalar(
         "UPDATE usage_rollup SET through_seq = through_seq WHERE id = 1 RETURNING through_seq",
