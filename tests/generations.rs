@@ -62,6 +62,48 @@ async fn list(server: &TestServer, request: pb::ListGenerationsRequest) -> Vec<S
         .collect()
 }
 
+/// Version `version` of the prompt `greet`: `<greeting> {{ name }}`.
+fn greet_version(version: &str, greeting: &str) -> pb::PromptVersion {
+    pb::PromptVersion {
+        name: "greet".into(),
+        version: version.into(),
+        template: format!("{greeting} {{{{ name }}}}"),
+        variables: vec![pb::PromptVariable {
+            name: "name".into(),
+            r#type: pb::VariableType::String.into(),
+            required: true,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// The results of experiment `id`.
+async fn results_of(server: &TestServer, id: &str) -> pb::GetExperimentResultsResponse {
+    server
+        .experiments()
+        .get_experiment_results(pb::GetExperimentResultsRequest {
+            experiment_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The statistics of `metric` for `variant` in `results`.
+fn stats_of(
+    results: &pb::GetExperimentResultsResponse,
+    variant: &str,
+    metric: &str,
+) -> pb::VariantMetricStats {
+    results
+        .stats
+        .iter()
+        .find(|s| s.variant_id == variant && s.metric == metric)
+        .unwrap_or_else(|| panic!("no stats for {variant}/{metric}: {:?}", results.stats))
+        .clone()
+}
+
 async fn generations_are_durable_idempotent_priced_and_listed_newest_first(backend: Backend) {
     let database = TestDatabase::new(backend).await;
     let tweak = |config: &mut llmops::config::Config| {
@@ -455,21 +497,8 @@ async fn an_experiment_learns_latency_cost_and_errors_from_its_generations() {
     let again = log(&server, batch).await.unwrap();
     assert_eq!(again.accepted, 0);
 
-    let results = experiments
-        .get_experiment_results(pb::GetExperimentResultsRequest {
-            experiment_id: "prompt-ab".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let stats = |variant: &str, metric: &str| {
-        results
-            .stats
-            .iter()
-            .find(|s| s.variant_id == variant && s.metric == metric)
-            .unwrap_or_else(|| panic!("no stats for {variant}/{metric}: {:?}", results.stats))
-            .clone()
-    };
+    let results = results_of(&server, "prompt-ab").await;
+    let stats = |variant: &str, metric: &str| stats_of(&results, variant, metric);
     let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
     let latency = stats("control", "latency");
     assert_eq!(latency.n, 10);
@@ -496,24 +525,12 @@ async fn an_experiment_learns_latency_cost_and_errors_from_its_generations() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_label_served_by_an_experiment_gives_each_user_their_variant_and_a_render_id() {
     let server = TestServer::start().await;
-    let version = |v: &str, greeting: &str| pb::PromptVersion {
-        name: "greet".into(),
-        version: v.into(),
-        template: format!("{greeting} {{{{ name }}}}"),
-        variables: vec![pb::PromptVariable {
-            name: "name".into(),
-            r#type: pb::VariableType::String.into(),
-            required: true,
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
     let mut experiments = server.experiments();
     let create = |id: &str, prompt: &str, label: &str| pb::CreatePromptExperimentRequest {
         experiment_id: id.into(),
         name: id.into(),
-        control: Some(version("1.0.0", "Hello")),
-        treatment: Some(version("1.1.0", "Hi")),
+        control: Some(greet_version("1.0.0", "Hello")),
+        treatment: Some(greet_version("1.1.0", "Hi")),
         prompt_name: prompt.into(),
         label: label.into(),
         ..Default::default()
@@ -771,18 +788,6 @@ async fn a_prompt_change_is_decided_from_production_traffic_alone() {
     let server = TestServer::start().await;
     let mut experiments = server.experiments();
     let mut prompts = server.prompts();
-    let version = |v: &str, greeting: &str| pb::PromptVersion {
-        name: "greet".into(),
-        version: v.into(),
-        template: format!("{greeting} {{{{ name }}}}"),
-        variables: vec![pb::PromptVariable {
-            name: "name".into(),
-            r#type: pb::VariableType::String.into(),
-            required: true,
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
     let guardrail =
         |name: &str, kind: pb::MetricKind, source: pb::MetricSource| pb::MetricDefinition {
             name: name.into(),
@@ -795,8 +800,8 @@ async fn a_prompt_change_is_decided_from_production_traffic_alone() {
         .create_prompt_experiment(pb::CreatePromptExperimentRequest {
             experiment_id: "greet-ab".into(),
             name: "greet-ab".into(),
-            control: Some(version("1.0.0", "Hello")),
-            treatment: Some(version("1.1.0", "Hi")),
+            control: Some(greet_version("1.0.0", "Hello")),
+            treatment: Some(greet_version("1.1.0", "Hi")),
             prompt_name: "greet".into(),
             label: "production".into(),
             metrics: vec![
@@ -893,21 +898,8 @@ async fn a_prompt_change_is_decided_from_production_traffic_alone() {
         control.0 > 850 && treatment.0 > 850,
         "{control:?} {treatment:?}"
     );
-    let results = experiments
-        .get_experiment_results(pb::GetExperimentResultsRequest {
-            experiment_id: "greet-ab".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let stats = |variant: &str, metric: &str| {
-        results
-            .stats
-            .iter()
-            .find(|s| s.variant_id == variant && s.metric == metric)
-            .unwrap_or_else(|| panic!("no {variant}/{metric}: {:?}", results.stats))
-            .clone()
-    };
+    let results = results_of(&server, "greet-ab").await;
+    let stats = |variant: &str, metric: &str| stats_of(&results, variant, metric);
     let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
     for (variant, want) in [("control", control), ("treatment", treatment)] {
         let latency = stats(variant, "latency");
