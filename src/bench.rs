@@ -75,7 +75,7 @@ pub struct BenchArgs {
     )]
     pub server: Option<String>,
     /// The scenarios to run, comma-separated. `health` always runs first. `import`,
-    /// `create-alert`, `render-served`, `render-served-new-user`, `log-generations`, `fanout` (10,000 subscriptions) and `eval` (an evaluation run against a mock
+    /// `create-alert`, `render-served`, `render-served-new-user`, `log-generations`, `otlp-export`, `fanout` (10,000 subscriptions) and `eval` (an evaluation run against a mock
     /// provider) are not in the default list: ask for them by name, e.g.
     /// `--scenarios eval`.
     #[arg(
@@ -473,6 +473,7 @@ mod tests {
                     s,
                     Scenario::CreateAlert
                         | Scenario::LogGenerations
+                        | Scenario::OtlpExport
                         | Scenario::RenderServed
                         | Scenario::RenderServedNewUser
                 )
@@ -646,7 +647,8 @@ mod tests {
                     "create-alert",
                     "render-served",
                     "render-served-new-user",
-                    "log-generations"
+                    "log-generations",
+                    "otlp-export"
                 ]
             );
             for row in &rows {

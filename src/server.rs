@@ -697,14 +697,6 @@ async fn open_storage(
         config.model_prices(),
         Some(crate::generation_metrics::ExperimentMetricsFromGenerations::new(experiments.clone())),
     ));
-    background.push(tokio::spawn(run_while_held(
-        membership.leadership(Role::UsageRollup),
-        stop.clone(),
-        {
-            let generations = generations.clone();
-            move |token| tokio::spawn(roll_usage(generations.clone(), token))
-        },
-    )));
     Ok((
         storage,
         Services {
@@ -836,23 +828,6 @@ async fn prune(
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = clock.sleep(retention.interval) => {}
-        }
-    }
-}
-
-/// How often the usage-rollup role folds new generations into the usage aggregates
-/// (`GetUsage` also folds what is left before it reads).
-const USAGE_ROLLUP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Folds new generations into the usage aggregates until `stop`.
-async fn roll_usage(generations: Arc<GenerationService>, stop: CancellationToken) {
-    loop {
-        if let Err(err) = generations.roll_usage().await {
-            tracing::warn!(error = %err, "folding generations into usage failed; will retry");
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(USAGE_ROLLUP_INTERVAL) => {}
         }
     }
 }

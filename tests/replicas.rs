@@ -435,7 +435,6 @@ async fn every_background_role_has_one_holder_and_a_dead_ones_roles_move_within_
         "retention",
         "experiment-monitor",
         "provider-prober",
-        "usage-rollup",
     ];
     for role in roles {
         let holders = status
@@ -570,7 +569,7 @@ async fn a_server_lists_itself_holding_every_role_and_a_clean_stop_frees_them_at
     assert!(replica.is_self);
     assert_eq!(replica.state, pb::ReplicaState::Alive as i32);
     assert_eq!(replica.address, server.address.to_string());
-    assert_eq!(replica.roles.len(), 6, "{replica:?}");
+    assert_eq!(replica.roles.len(), 5, "{replica:?}");
     server.stop().await;
 
     // On PostgreSQL a replica that stops cleanly frees its roles: another takes them at

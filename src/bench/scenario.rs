@@ -22,6 +22,9 @@ use crate::pb::alert_service_client::AlertServiceClient;
 use crate::pb::experiment_service_client::ExperimentServiceClient;
 use crate::pb::generation_service_client::GenerationServiceClient;
 use crate::pb::prompt_service_client::PromptServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1 as otlp;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::trace::v1 as otlp_trace;
 
 /// The prompt the prompt scenarios read.
 const PROMPT_NAME: &str = "bench-prompt";
@@ -73,6 +76,10 @@ pub enum Scenario {
     /// of input and output each), durable before the answer: generations per second are
     /// RPS x 100. Only run when named.
     LogGenerations,
+    /// OTLP TraceService/Export of [`GENERATIONS_PER_CALL`] new GenAI spans (the same
+    /// content as `log-generations`), each stored as a generation: spans per second are
+    /// RPS x 100. Only run when named.
+    OtlpExport,
     /// ImportSamples of a new dataset, streamed in batches: samples per second. Only
     /// run when named.
     Import,
@@ -86,7 +93,7 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in the order they run.
-    pub(crate) const ALL: [Self; 12] = [
+    pub(crate) const ALL: [Self; 13] = [
         Self::Health,
         Self::GetPrompt,
         Self::Render,
@@ -96,12 +103,13 @@ impl Scenario {
         Self::RenderServed,
         Self::RenderServedNewUser,
         Self::LogGenerations,
+        Self::OtlpExport,
         Self::Import,
         Self::Fanout,
         Self::Eval,
     ];
     /// The closed-loop request scenarios, run by `load`; the default selection.
-    pub(crate) const CLOSED_LOOP: [Self; 9] = [
+    pub(crate) const CLOSED_LOOP: [Self; 10] = [
         Self::Health,
         Self::GetPrompt,
         Self::Render,
@@ -111,6 +119,7 @@ impl Scenario {
         Self::RenderServed,
         Self::RenderServedNewUser,
         Self::LogGenerations,
+        Self::OtlpExport,
     ];
 
     /// The name used on the command line and in reports.
@@ -125,6 +134,7 @@ impl Scenario {
             Self::RenderServed => "render-served",
             Self::RenderServedNewUser => "render-served-new-user",
             Self::LogGenerations => "log-generations",
+            Self::OtlpExport => "otlp-export",
             Self::Import => "import",
             Self::Fanout => "fanout",
             Self::Eval => "eval",
@@ -145,7 +155,8 @@ impl Scenario {
             | Self::Import
             | Self::Eval
             | Self::CreateAlert
-            | Self::LogGenerations => Ok(()),
+            | Self::LogGenerations
+            | Self::OtlpExport => Ok(()),
             Self::GetPrompt | Self::Render => create_bench_prompt(channel).await,
             Self::Assign | Self::RecordMetric => start_bench_experiment(channel).await,
             Self::RenderServed | Self::RenderServedNewUser => {
@@ -199,6 +210,9 @@ impl Scenario {
             }
             Self::LogGenerations => {
                 Caller::LogGenerations(GenerationServiceClient::new(channel), UserIds::new())
+            }
+            Self::OtlpExport => {
+                Caller::OtlpExport(TraceServiceClient::new(channel), UserIds::new())
             }
             Self::RenderServed | Self::RenderServedNewUser => Caller::RenderServed(
                 PromptServiceClient::new(channel),
@@ -269,6 +283,8 @@ pub(crate) enum Caller {
     RenderServed(PromptServiceClient<Authed>, UserIds, bool),
     /// LogGenerations of new generations (the ids' prefix keeps them apart).
     LogGenerations(GenerationServiceClient<Authed>, UserIds),
+    /// OTLP export of new GenAI spans (trace ids from the ids' prefix keep them apart).
+    OtlpExport(TraceServiceClient<Authed>, UserIds),
 }
 
 impl Call for Caller {
@@ -358,7 +374,73 @@ impl Call for Caller {
                     .await?;
                 Ok(())
             }
+            Self::OtlpExport(client, ids) => {
+                let spans = (0..GENERATIONS_PER_CALL)
+                    .map(|_| {
+                        ids.sent += 1;
+                        bench_span(ids.prefix, ids.sent)
+                    })
+                    .collect();
+                let answer = client
+                    .export(otlp::ExportTraceServiceRequest {
+                        resource_spans: vec![otlp_trace::ResourceSpans {
+                            scope_spans: vec![otlp_trace::ScopeSpans {
+                                spans,
+                                ..Default::default()
+                            }],
+                            ..Default::default()
+                        }],
+                    })
+                    .await?
+                    .into_inner();
+                match answer.partial_success {
+                    Some(partial) if partial.rejected_spans > 0 => Err(Status::internal(format!(
+                        "spans rejected: {}",
+                        partial.error_message
+                    ))),
+                    _ => Ok(()),
+                }
+            }
         }
+    }
+}
+
+/// A GenAI span carrying what [`bench_generation`] logs.
+fn bench_span(prefix: u64, n: u64) -> otlp_trace::Span {
+    use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+    let generation = bench_generation(String::new(), n);
+    let attribute = |key: &str, value: Value| KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    };
+    let text = |key: &str, value: &str| attribute(key, Value::StringValue(value.into()));
+    let start = 1_800_000_000_000_000_000 + n * 1_000_000;
+    otlp_trace::Span {
+        trace_id: [prefix.to_be_bytes(), n.to_be_bytes()].concat(),
+        span_id: n.to_be_bytes().to_vec(),
+        name: "chat bench-model".into(),
+        start_time_unix_nano: start,
+        end_time_unix_nano: start + (generation.latency_ms * 1e6) as u64,
+        attributes: vec![
+            text("gen_ai.operation.name", "chat"),
+            text("gen_ai.system", &generation.provider),
+            text("gen_ai.request.model", &generation.model),
+            attribute(
+                "gen_ai.usage.input_tokens",
+                Value::IntValue(generation.input_tokens as i64),
+            ),
+            attribute(
+                "gen_ai.usage.output_tokens",
+                Value::IntValue(generation.output_tokens as i64),
+            ),
+            text("gen_ai.prompt", &generation.input),
+            text("gen_ai.completion", &generation.output),
+            text("llmops.prompt.name", &generation.prompt_name),
+            text("llmops.prompt.version", &generation.prompt_version),
+            text("llmops.user_id", &generation.user_id),
+        ],
+        ..Default::default()
     }
 }
 

@@ -30,19 +30,16 @@ pub enum Role {
     ExperimentMonitor,
     /// Probes the providers' health for every replica.
     ProviderProber,
-    /// Folds new generations into the usage aggregates.
-    UsageRollup,
 }
 
 impl Role {
     /// Every role, in display order.
-    pub const ALL: [Role; 6] = [
+    pub const ALL: [Role; 5] = [
         Role::Scheduler,
         Role::WebhookSender,
         Role::Retention,
         Role::ExperimentMonitor,
         Role::ProviderProber,
-        Role::UsageRollup,
     ];
 
     /// The role's name in the database and in answers.
@@ -53,7 +50,6 @@ impl Role {
             Role::Retention => "retention",
             Role::ExperimentMonitor => "experiment-monitor",
             Role::ProviderProber => "provider-prober",
-            Role::UsageRollup => "usage-rollup",
         }
     }
 }

@@ -21,11 +21,6 @@ const TAIL_BUFFER: usize = 4096;
 /// Generations per page: the default and the most.
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
-/// Insert transactions one usage fold takes at most (each at most [`GROUP`] generations).
-const FOLD_COMMITS: i64 = 16;
-/// Folds a usage query runs at most before reading, so that what was logged before it
-/// is counted; a backlog beyond that is left to the background fold.
-const FOLDS_PER_QUERY: usize = 8;
 
 /// Limits on what one generation may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,27 +224,10 @@ impl GenerationService {
         Ok(self.store.prune_generations(before).await?)
     }
 
-    /// Folds every generation stored so far into the usage aggregates (one deployment
-    /// runs this in the background); how many it folded.
-    pub async fn roll_usage(&self) -> Result<u64, StoreError> {
-        let mut folded = 0;
-        loop {
-            match self.store.roll_usage(FOLD_COMMITS).await? {
-                0 => return Ok(folded),
-                n => folded += n,
-            }
-        }
-    }
-
-    /// Usage as `query` groups it, from the hourly aggregates. The generations logged
-    /// before the call are folded in first, so they are counted.
+    /// Usage as `query` groups it, from the hourly aggregates (which count every
+    /// generation whose logging was answered).
     pub async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageGroup>, ServiceError> {
         let filter = query.filter()?;
-        for _ in 0..FOLDS_PER_QUERY {
-            if self.store.roll_usage(FOLD_COMMITS).await? == 0 {
-                break;
-            }
-        }
         let aggregates = self.store.usage_aggregates(&filter).await?;
         group_usage(query, aggregates)
     }

@@ -10,8 +10,9 @@ use crate::usage::{UsageAggregate, UsageFilter};
 /// Durable storage of generations.
 #[async_trait]
 pub trait GenerationStore: Send + Sync + 'static {
-    /// Stores every generation whose id is new, in one transaction; the ids that were
-    /// new (a repeated id changes nothing).
+    /// Stores every generation whose id is new, and adds them to the hourly usage
+    /// aggregates, in one transaction; the ids that were new (a repeated id changes
+    /// nothing).
     async fn insert_generations(
         &self,
         generations: &[Generation],
@@ -28,12 +29,6 @@ pub trait GenerationStore: Send + Sync + 'static {
 
     /// Deletes the generations that started before `before`; how many.
     async fn prune_generations(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
-
-    /// Folds the generations stored since the last fold into the hourly usage
-    /// aggregates, at most those of `max_commits` insert transactions, in one transaction
-    /// with the mark of how far it got: each generation is counted exactly once, by
-    /// whichever process folds it. How many generations it folded (0: none were left).
-    async fn roll_usage(&self, max_commits: i64) -> Result<u64, StoreError>;
 
     /// The hourly usage aggregates `filter` selects.
     async fn usage_aggregates(

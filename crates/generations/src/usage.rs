@@ -2,9 +2,9 @@
 //! attribution (prompt version, model, experiment variant, user).
 //!
 //! Usage is served from hourly aggregates, never from a scan of the generations. The
-//! store folds newly stored generations into them ([`UsageTotals::add`]) in the order
-//! they committed, and a query merges the aggregates it needs ([`group_usage`]): sums
-//! add, and latency percentiles come from merged histograms ([`LatencyHistogram`]).
+//! transaction that stores new generations adds them to the aggregates
+//! ([`UsageTotals::add`]), and a query merges the aggregates it needs ([`group_usage`]):
+//! sums add, and latency percentiles come from merged histograms ([`LatencyHistogram`]).
 
 use std::collections::BTreeMap;
 
@@ -159,6 +159,28 @@ pub struct UsageSample {
     pub cost: f64,
     /// Wall time of the call.
     pub latency_ms: f64,
+}
+
+impl UsageSample {
+    /// What `generation` adds (unknown cost adds 0).
+    pub fn of(generation: &crate::model::Generation) -> Self {
+        Self {
+            time: generation.time(),
+            key: UsageKey {
+                prompt_name: generation.prompt_name.clone(),
+                prompt_version: generation.prompt_version.clone(),
+                model: generation.model.clone(),
+                experiment_id: generation.experiment_id.clone(),
+                variant_id: generation.variant_id.clone(),
+                user_id: generation.user_id.clone(),
+            },
+            error: generation.status == crate::model::GenerationStatus::Error,
+            input_tokens: generation.input_tokens,
+            output_tokens: generation.output_tokens,
+            cost: generation.cost.unwrap_or(0.0),
+            latency_ms: generation.latency_ms,
+        }
+    }
 }
 
 /// Totals of some generations.

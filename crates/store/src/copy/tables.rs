@@ -259,7 +259,6 @@ pub(crate) const TABLES: &[Table] = &[
         key: &["id"],
         columns: &[
             ("id", Text),
-            ("seq", Int),
             ("time_us", Int),
             ("prompt_name", Text),
             ("prompt_version", Text),
@@ -268,10 +267,6 @@ pub(crate) const TABLES: &[Table] = &[
             ("variant_id", Text),
             ("user_id", Text),
             ("status", Text),
-            ("latency_ms", Real),
-            ("input_tokens", Int),
-            ("output_tokens", Int),
-            ("cost", Real),
             ("record", Text),
         ],
     },
@@ -295,11 +290,6 @@ pub(crate) const TABLES: &[Table] = &[
             ("cost", Real),
             ("latency", Text),
         ],
-    },
-    Table {
-        name: "usage_rollup",
-        key: &["id"],
-        columns: &[("id", Int), ("through_seq", Int)],
     },
 ];
 

@@ -3,8 +3,10 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use llmops_core::StoreError;
+use std::collections::HashSet;
+
 use llmops_generations::{
-    Generation, GenerationQuery, GenerationStore, UsageAggregate, UsageFilter,
+    Generation, GenerationQuery, GenerationStore, UsageAggregate, UsageFilter, UsageSample,
 };
 use sqlx::QueryBuilder;
 
@@ -12,13 +14,14 @@ use super::{Db, Store};
 use crate::codec::{parse, record_of, to_micros};
 use crate::error::db_error;
 
-/// Generations per INSERT statement (15 parameters each, far below either database's
+/// Generations per INSERT statement (10 parameters each, far below either database's
 /// limit).
 const INSERT_ROWS: usize = 500;
 
-/// The sequence each insert transaction takes, in commit order: how far usage has been
-/// folded is a position in it (see `usage.rs`).
-pub(crate) const GENERATIONS_STREAM: &str = "generations";
+/// The row every insert transaction of generations updates first: on PostgreSQL it
+/// stays locked until the commit, so the transactions of every process that add to the
+/// usage aggregates do so one at a time (see `usage.rs`).
+const GENERATIONS_STREAM: &str = "generations";
 
 #[async_trait]
 impl GenerationStore for Store {
@@ -27,15 +30,11 @@ impl GenerationStore for Store {
         generations: &[Generation],
     ) -> Result<Vec<String>, StoreError> {
         let mut tx = self.writer.begin().await.map_err(db_error)?;
-        // Every generation of this transaction carries its place in commit order (on
-        // PostgreSQL the stream's row stays locked until the commit).
-        let seq: i64 = sqlx::query_scalar(
-            "UPDATE event_sequences SET value = value + 1 WHERE stream = $1 RETURNING value",
-        )
-        .bind(GENERATIONS_STREAM)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db_error)?;
+        sqlx::query("UPDATE event_sequences SET value = value + 1 WHERE stream = $1")
+            .bind(GENERATIONS_STREAM)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
         let mut new = Vec::new();
         for chunk in generations.chunks(INSERT_ROWS) {
             let rows = chunk
@@ -43,13 +42,11 @@ impl GenerationStore for Store {
                 .map(|g| Ok((g, record_of("generation", g)?)))
                 .collect::<Result<Vec<_>, StoreError>>()?;
             let mut insert = QueryBuilder::<Db>::new(
-                "INSERT INTO generations (id, seq, time_us, prompt_name, prompt_version, \
-                 model, experiment_id, variant_id, user_id, status, latency_ms, \
-                 input_tokens, output_tokens, cost, record) ",
+                "INSERT INTO generations (id, time_us, prompt_name, prompt_version, model, \
+                 experiment_id, variant_id, user_id, status, record) ",
             );
             insert.push_values(&rows, |mut row, (g, record)| {
                 row.push_bind(&g.id)
-                    .push_bind(seq)
                     .push_bind(to_micros(g.time()))
                     .push_bind(&g.prompt_name)
                     .push_bind(&g.prompt_version)
@@ -58,10 +55,6 @@ impl GenerationStore for Store {
                     .push_bind(&g.variant_id)
                     .push_bind(&g.user_id)
                     .push_bind(g.status.as_str())
-                    .push_bind(g.latency_ms)
-                    .push_bind(saturating_i64(g.input_tokens))
-                    .push_bind(saturating_i64(g.output_tokens))
-                    .push_bind(g.cost.unwrap_or(0.0))
                     .push_bind(record);
             });
             // A stored id changes nothing; the ids that were new come back.
@@ -73,6 +66,14 @@ impl GenerationStore for Store {
                 .map_err(db_error)?;
             new.extend(ids);
         }
+        // What was new is counted in the usage aggregates by the same transaction: each
+        // generation once (a repeated id within the batch was stored first-come).
+        let mut counted: HashSet<&str> = new.iter().map(String::as_str).collect();
+        let stored = generations
+            .iter()
+            .filter(|g| counted.remove(g.id.as_str()))
+            .map(UsageSample::of);
+        super::usage::add(&mut tx, stored).await.map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
         Ok(new)
     }
@@ -149,24 +150,10 @@ impl GenerationStore for Store {
         Ok(done.rows_affected())
     }
 
-    async fn roll_usage(&self, max_commits: i64) -> Result<u64, StoreError> {
-        let mut tx = self.writer.begin().await.map_err(db_error)?;
-        let folded = super::usage::roll(&mut tx, max_commits)
-            .await
-            .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(folded)
-    }
-
     async fn usage_aggregates(
         &self,
         filter: &UsageFilter,
     ) -> Result<Vec<UsageAggregate>, StoreError> {
         super::usage::aggregates(&self.reader, filter).await
     }
-}
-
-/// A count as the databases' BIGINT.
-pub(crate) fn saturating_i64(count: u64) -> i64 {
-    i64::try_from(count).unwrap_or(i64::MAX)
 }

@@ -1,13 +1,13 @@
-//! The hourly usage aggregates, folded forward from the generations in commit order.
+//! The hourly usage aggregates, kept by the transactions that store generations.
 //!
-//! Each insert transaction of generations takes the next value of the `generations`
-//! sequence (commit order; see `sequencer.rs`) and stamps its rows with it. A fold reads
-//! the sequence's committed value `v` first: every transaction up to `v` has committed,
-//! so the rows with a stamp in `(mark, v]` are all visible, and none can appear there
-//! later. It adds them to the aggregates and moves the mark to `v`, in one transaction
-//! that begins by locking the mark's row. Two folders (a replica taking over the role,
-//! a `GetUsage` catching up) therefore run one after the other, and the second starts
-//! from the first one's mark: each generation is counted exactly once.
+//! An insert transaction of generations first updates the `generations` row of
+//! `event_sequences`; on PostgreSQL that row stays locked until the transaction ends, so
+//! the insert transactions of every process run their aggregate updates one at a time
+//! (on SQLite the one writer connection does the same). Each then adds the generations
+//! that were new to the aggregates they fall in: it reads those aggregates, merges
+//! (sums, and HdrHistograms of latency, merged in Rust) and writes them back. A repeated
+//! id inserts nothing and adds nothing, so each generation is counted exactly once, and
+//! a usage query sees every generation whose logging has been answered.
 //!
 //! Every generation is counted twice: in the aggregate of its attribution without the
 //! user, which stays small, and in the one with the user, read only when grouping by
@@ -21,7 +21,6 @@ use llmops_generations::{
 };
 use sqlx::{Pool, QueryBuilder, Row, Transaction};
 
-use super::generations::{saturating_i64, GENERATIONS_STREAM};
 use super::Db;
 use crate::codec::{from_micros, to_micros};
 use crate::error::{corrupt, db_error};
@@ -32,43 +31,14 @@ const ROWS_PER_STATEMENT: usize = 500;
 /// An aggregate's place: its hour, whether it is per user, and its key.
 type Place = (i64, bool, UsageKey);
 
-/// Folds the generations of at most `max_commits` insert transactions past the mark
-/// into the aggregates, inside `tx`; how many it folded.
-pub(crate) async fn roll(
+/// Adds `samples` (generations stored by `tx`) to the aggregates, inside `tx`, which
+/// must hold the `generations` lock.
+pub(crate) async fn add(
     tx: &mut Transaction<'_, Db>,
-    max_commits: i64,
-) -> Result<u64, sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO usage_rollup (id, through_seq) VALUES (1, 0) ON CONFLICT (id) DO NOTHING",
-    )
-    .execute(&mut **tx)
-    .await?;
-    // Locks the mark: a concurrent folder waits here, then reads the mark moved.
-    let mark: i64 = sqlx::query_scalar(
-        "UPDATE usage_rollup SET through_seq = through_seq WHERE id = 1 RETURNING through_seq",
-    )
-    .fetch_one(&mut **tx)
-    .await?;
-    let committed: i64 = sqlx::query_scalar("SELECT value FROM event_sequences WHERE stream = $1")
-        .bind(GENERATIONS_STREAM)
-        .fetch_one(&mut **tx)
-        .await?;
-    let through = committed.min(mark.saturating_add(max_commits));
-    if through <= mark {
-        return Ok(0);
-    }
-    let rows = sqlx::query(
-        "SELECT time_us, prompt_name, prompt_version, model, experiment_id, variant_id, \
-         user_id, status, latency_ms, input_tokens, output_tokens, cost \
-         FROM generations WHERE seq > $1 AND seq <= $2",
-    )
-    .bind(mark)
-    .bind(through)
-    .fetch_all(&mut **tx)
-    .await?;
+    samples: impl Iterator<Item = UsageSample>,
+) -> Result<(), sqlx::Error> {
     let mut deltas: BTreeMap<Place, UsageTotals> = BTreeMap::new();
-    for row in &rows {
-        let sample = sample_of(row)?;
+    for sample in samples {
         let hour = hour_of(to_micros(sample.time));
         deltas
             .entry((hour, false, sample.key.without_user()))
@@ -79,43 +49,23 @@ pub(crate) async fn roll(
             .or_default()
             .add(&sample);
     }
+    if deltas.is_empty() {
+        return Ok(());
+    }
     let places: Vec<Place> = deltas.keys().cloned().collect();
     let mut merged = stored(tx, &places).await?;
     for (place, delta) in deltas {
         merged.entry(place).or_default().merge(&delta);
     }
-    store(tx, merged).await?;
-    sqlx::query("UPDATE usage_rollup SET through_seq = $1 WHERE id = 1")
-        .bind(through)
-        .execute(&mut **tx)
-        .await?;
-    Ok(rows.len() as u64)
+    store(tx, merged).await
 }
 
-/// What a stored generation row adds to usage.
-fn sample_of(row: &<Db as sqlx::Database>::Row) -> Result<UsageSample, sqlx::Error> {
-    let tokens = |column: &str| -> Result<u64, sqlx::Error> {
-        Ok(u64::try_from(row.try_get::<i64, _>(column)?).unwrap_or(0))
-    };
-    Ok(UsageSample {
-        time: from_micros(row.try_get("time_us")?),
-        key: UsageKey {
-            prompt_name: row.try_get("prompt_name")?,
-            prompt_version: row.try_get("prompt_version")?,
-            model: row.try_get("model")?,
-            experiment_id: row.try_get("experiment_id")?,
-            variant_id: row.try_get("variant_id")?,
-            user_id: row.try_get("user_id")?,
-        },
-        error: row.try_get::<String, _>("status")? == "error",
-        input_tokens: tokens("input_tokens")?,
-        output_tokens: tokens("output_tokens")?,
-        cost: row.try_get("cost")?,
-        latency_ms: row.try_get("latency_ms")?,
-    })
+/// A count as the databases' BIGINT.
+fn saturating_i64(count: u64) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
 }
 
-/// The stored aggregates at `places` (the rows under the mark's lock, so nobody else
+/// The stored aggregates at `places` (under the `generations` lock, so nobody else
 /// changes them before this transaction ends).
 async fn stored(
     tx: &mut Transaction<'_, Db>,

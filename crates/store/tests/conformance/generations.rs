@@ -148,13 +148,13 @@ async fn usage_totals(
     })
 }
 
-pub(crate) async fn usage_counts_each_generation_once_whoever_folds_it(db: TestDatabase) {
-    // Two processes' stores on one database, each logging and folding at once, as
-    // replicas do (and GetUsage folding on a third).
+pub(crate) async fn usage_counts_each_generation_once_whoever_stores_it(db: TestDatabase) {
+    // Two processes' stores on one database, each logging (and retrying) at once, as
+    // replicas do: the aggregates count every new generation once.
     let (one, two) = (db.open().await, db.open().await);
     let base = now();
     let mut writers = Vec::new();
-    for (w, storage) in [&one, &two].into_iter().enumerate() {
+    for (w, storage) in [&one, &two, &one].into_iter().enumerate() {
         let store = storage.generations.clone();
         writers.push(tokio::spawn(async move {
             for batch in 0..10 {
@@ -171,49 +171,41 @@ pub(crate) async fn usage_counts_each_generation_once_whoever_folds_it(db: TestD
                     })
                     .collect();
                 store.insert_generations(&generations).await.unwrap();
-                // A retried batch adds nothing.
+                // A retried batch, and one repeating an id within itself, add nothing.
                 store.insert_generations(&generations[..5]).await.unwrap();
+                let twice = vec![generations[7].clone(), generations[7].clone()];
+                store.insert_generations(&twice).await.unwrap();
             }
-        }));
-    }
-    let mut folders = Vec::new();
-    for storage in [&one, &two, &one] {
-        let store = storage.generations.clone();
-        folders.push(tokio::spawn(async move {
-            let mut folded = 0;
-            for _ in 0..40 {
-                folded += store.roll_usage(2).await.unwrap();
-                tokio::task::yield_now().await;
-            }
-            folded
         }));
     }
     for writer in writers {
         writer.await.unwrap();
     }
-    let mut folded = 0;
-    for folder in folders {
-        folded += folder.await.unwrap();
-    }
-    loop {
-        match two.generations.roll_usage(3).await.unwrap() {
-            0 => break,
-            n => folded += n,
-        }
-    }
-    assert_eq!(folded, 1000, "each generation folded once");
     assert_eq!(
         usage_totals(&one.generations, false, base).await,
-        (1000, 100, 3000)
+        (1500, 150, 4500)
     );
     assert_eq!(
         usage_totals(&two.generations, true, base).await,
-        (1000, 100, 3000)
+        (1500, 150, 4500)
     );
     let one = db.reopen(one).await;
-    assert_eq!(one.generations.roll_usage(16).await.unwrap(), 0);
     assert_eq!(
         usage_totals(&one.generations, false, base).await,
-        (1000, 100, 3000)
+        (1500, 150, 4500)
+    );
+    // New generations (and a repeated one) keep adding exactly.
+    let more = vec![
+        generation("late-1", "1.1.0", 1, base),
+        generation("late-1", "1.1.0", 1, base),
+        generation("w0-b0-0", "1.0.0", 0, base),
+    ];
+    assert_eq!(
+        one.generations.insert_generations(&more).await.unwrap(),
+        ["late-1"]
+    );
+    assert_eq!(
+        usage_totals(&one.generations, false, base).await,
+        (1501, 150, 4500)
     );
 }

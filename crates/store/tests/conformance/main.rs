@@ -96,7 +96,7 @@ macro_rules! conformance {
                 ],
                 generations: [
                     generations_are_stored_once_filtered_paged_and_pruned,
-                    usage_counts_each_generation_once_whoever_folds_it,
+                    usage_counts_each_generation_once_whoever_stores_it,
                 ],
                 cluster: [
                     a_lease_has_one_holder_until_it_lapses_or_is_freed,
