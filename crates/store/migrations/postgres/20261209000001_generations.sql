@@ -38,7 +38,7 @@ CREATE TABLE usage_hourly (
     input_tokens   BIGINT NOT NULL,
     output_tokens  BIGINT NOT NULL,
     cost           DOUBLE PRECISION NOT NULL,
-    -- The latencies as an HdrHistogram (V2 encoding, base64).
+    -- The latencies: `bin:count` pairs of 2%-wide logarithmic bins (usage.rs).
     latency        TEXT NOT NULL,
     PRIMARY KEY (bucket_us, per_user, group_key)
 );

@@ -6,7 +6,7 @@ use llmops_core::StoreError;
 use std::collections::HashSet;
 
 use llmops_generations::{
-    Generation, GenerationQuery, GenerationStore, UsageAggregate, UsageFilter, UsageSample,
+    Generation, GenerationQuery, GenerationStore, UsageAggregate, UsageFilter,
 };
 use sqlx::QueryBuilder;
 
@@ -69,11 +69,13 @@ impl GenerationStore for Store {
         // What was new is counted in the usage aggregates by the same transaction: each
         // generation once (a repeated id within the batch was stored first-come).
         let mut counted: HashSet<&str> = new.iter().map(String::as_str).collect();
-        let stored = generations
+        let stored: Vec<&Generation> = generations
             .iter()
             .filter(|g| counted.remove(g.id.as_str()))
-            .map(UsageSample::of);
-        super::usage::add(&mut tx, stored).await.map_err(db_error)?;
+            .collect();
+        super::usage::add(&mut tx, &stored)
+            .await
+            .map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
         Ok(new)
     }

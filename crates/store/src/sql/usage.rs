@@ -5,7 +5,7 @@
 //! the insert transactions of every process run their aggregate updates one at a time
 //! (on SQLite the one writer connection does the same). Each then adds the generations
 //! that were new to the aggregates they fall in: it reads those aggregates, merges
-//! (sums, and HdrHistograms of latency, merged in Rust) and writes them back. A repeated
+//! (sums, and latency histograms, merged in Rust) and writes them back. A repeated
 //! id inserts nothing and adds nothing, so each generation is counted exactly once, and
 //! a usage query sees every generation whose logging has been answered.
 //!
@@ -13,11 +13,11 @@
 //! user, which stays small, and in the one with the user, read only when grouping by
 //! user.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use llmops_core::StoreError;
 use llmops_generations::{
-    hour_of, LatencyHistogram, UsageAggregate, UsageFilter, UsageKey, UsageSample, UsageTotals,
+    hour_of, Generation, LatencyHistogram, UsageAggregate, UsageFilter, UsageKey, UsageTotals,
 };
 use sqlx::{Pool, QueryBuilder, Row, Transaction};
 
@@ -31,27 +31,45 @@ const ROWS_PER_STATEMENT: usize = 500;
 /// An aggregate's place: its hour, whether it is per user, and its key.
 type Place = (i64, bool, UsageKey);
 
-/// Adds `samples` (generations stored by `tx`) to the aggregates, inside `tx`, which
-/// must hold the `generations` lock.
+/// Adds `generations` (stored by `tx`) to the aggregates, inside `tx`, which must hold
+/// the `generations` lock.
 pub(crate) async fn add(
     tx: &mut Transaction<'_, Db>,
-    samples: impl Iterator<Item = UsageSample>,
+    generations: &[&Generation],
 ) -> Result<(), sqlx::Error> {
-    let mut deltas: BTreeMap<Place, UsageTotals> = BTreeMap::new();
-    for sample in samples {
-        let hour = hour_of(to_micros(sample.time));
-        deltas
-            .entry((hour, false, sample.key.without_user()))
-            .or_default()
-            .add(&sample);
-        deltas
-            .entry((hour, true, sample.key.clone()))
-            .or_default()
-            .add(&sample);
-    }
-    if deltas.is_empty() {
+    if generations.is_empty() {
         return Ok(());
     }
+    // Grouped by borrowed attribution first, so that keys are owned per aggregate, not
+    // per generation (this runs inside every insert transaction).
+    let mut grouped: HashMap<(i64, bool, [&str; 6]), UsageTotals> = HashMap::new();
+    for g in generations {
+        let hour = hour_of(to_micros(g.time()));
+        let key = [
+            g.prompt_name.as_str(),
+            &g.prompt_version,
+            &g.model,
+            &g.experiment_id,
+            &g.variant_id,
+            &g.user_id,
+        ];
+        let mut without_user = key;
+        without_user[5] = "";
+        grouped
+            .entry((hour, true, key))
+            .or_default()
+            .add_generation(g);
+        grouped
+            .entry((hour, false, without_user))
+            .or_default()
+            .add_generation(g);
+    }
+    let deltas: BTreeMap<Place, UsageTotals> = grouped
+        .into_iter()
+        .map(|((hour, per_user, key), totals)| {
+            ((hour, per_user, UsageKey::from_parts(key)), totals)
+        })
+        .collect();
     let places: Vec<Place> = deltas.keys().cloned().collect();
     let mut merged = stored(tx, &places).await?;
     for (place, delta) in deltas {
@@ -71,26 +89,53 @@ async fn stored(
     tx: &mut Transaction<'_, Db>,
     places: &[Place],
 ) -> Result<BTreeMap<Place, UsageTotals>, sqlx::Error> {
+    // By hour and grain, then keys: equality on the key's first columns and IN on the
+    // last is an index search on both databases (SQLite scans the whole table for an IN
+    // of row values).
+    let mut by_hour: BTreeMap<(i64, bool), Vec<String>> = BTreeMap::new();
+    for (hour, per_user, key) in places {
+        by_hour
+            .entry((*hour, *per_user))
+            .or_default()
+            .push(key.encode());
+    }
     let mut found = BTreeMap::new();
-    for chunk in places.chunks(ROWS_PER_STATEMENT) {
-        let mut select = QueryBuilder::<Db>::new(format!(
-            "SELECT {COLUMNS} FROM usage_hourly WHERE (bucket_us, per_user, group_key) IN "
-        ));
-        select.push_tuples(chunk, |mut tuple, (hour, per_user, key)| {
-            tuple
-                .push_bind(*hour)
-                .push_bind(*per_user)
-                .push_bind(key.encode());
-        });
-        for row in select.build().fetch_all(&mut **tx).await? {
-            let aggregate = aggregate_of(&row).map_err(|err| sqlx::Error::Decode(err.into()))?;
-            found.insert(
-                (to_micros(aggregate.hour), aggregate.per_user, aggregate.key),
-                aggregate.totals,
-            );
+    for ((hour, per_user), keys) in by_hour {
+        for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+            let mut select = QueryBuilder::<Db>::new(format!(
+                "SELECT {COLUMNS} FROM usage_hourly WHERE bucket_us = "
+            ));
+            select
+                .push_bind(hour)
+                .push(" AND per_user = ")
+                .push_bind(per_user)
+                .push(" AND group_key IN (");
+            let mut list = select.separated(", ");
+            for key in chunk {
+                list.push_bind(key.clone());
+            }
+            select.push(")");
+            found.extend(read(tx, select).await?);
         }
     }
     Ok(found)
+}
+
+/// The aggregates `select` reads, by place.
+async fn read(
+    tx: &mut Transaction<'_, Db>,
+    mut select: QueryBuilder<'_, Db>,
+) -> Result<Vec<(Place, UsageTotals)>, sqlx::Error> {
+    let rows = select.build().fetch_all(&mut **tx).await?;
+    rows.iter()
+        .map(|row| {
+            let aggregate = aggregate_of(row).map_err(|err| sqlx::Error::Decode(err.into()))?;
+            Ok((
+                (to_micros(aggregate.hour), aggregate.per_user, aggregate.key),
+                aggregate.totals,
+            ))
+        })
+        .collect()
 }
 
 /// Writes `aggregates` over what is stored at their places.
