@@ -2,10 +2,12 @@
 //! and one of its variants records the experiment's generation-sourced metrics
 //! (`MetricSource::LatencyMs`, `Cost`, `OutputTokens`, `Error`), once per generation id.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use llmops_experiments::{
-    AnalysisUnit, ExperimentService, ExperimentStatus, MetricSource, RecordInput, RecordNaming,
+    AnalysisUnit, Experiment, ExperimentService, ExperimentStatus, MetricSource, RecordInput,
+    RecordNaming,
 };
 use llmops_generations::{Generation, GenerationObserver, GenerationStatus};
 
@@ -23,12 +25,10 @@ impl ExperimentMetricsFromGenerations {
         Arc::new(Self { experiments })
     }
 
-    /// The records `generation` makes: one per generation-sourced metric of its
-    /// experiment, while it runs or is paused and names one of its variants.
-    fn records(&self, generation: &Generation) -> Vec<RecordInput> {
-        let Ok(experiment) = self.experiments.get(&generation.experiment_id) else {
-            return Vec::new();
-        };
+    /// The records `generation` makes: one per generation-sourced metric of
+    /// `experiment` (its experiment), while it runs or is paused and names one of its
+    /// variants.
+    fn records(generation: &Generation, experiment: &Experiment) -> Vec<RecordInput> {
         let open = matches!(
             experiment.status,
             ExperimentStatus::Running | ExperimentStatus::Paused
@@ -91,7 +91,17 @@ impl GenerationObserver for ExperimentMetricsFromGenerations {
     }
 
     async fn stored(&self, generations: &[Generation]) {
-        let records: Vec<RecordInput> = generations.iter().flat_map(|g| self.records(g)).collect();
+        // Each experiment is read once per batch, not once per generation.
+        let mut experiments: HashMap<&str, Option<Experiment>> = HashMap::new();
+        let mut records: Vec<RecordInput> = Vec::new();
+        for generation in generations {
+            let experiment = experiments
+                .entry(generation.experiment_id.as_str())
+                .or_insert_with(|| self.experiments.get(&generation.experiment_id).ok());
+            if let Some(experiment) = experiment {
+                records.extend(Self::records(generation, experiment));
+            }
+        }
         if records.is_empty() {
             return;
         }

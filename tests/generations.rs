@@ -960,3 +960,98 @@ async fn a_prompt_change_is_decided_from_production_traffic_alone() {
     );
     server.stop().await;
 }
+
+/// A promotion is a label move like any other: the label's release gate refuses it
+/// until the winner's version has passed, and a refused promotion changes nothing (the
+/// label stays, the experiment keeps running and serving users).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_gate_refuses_a_promotion_and_the_experiment_keeps_serving() {
+    let server = TestServer::start().await;
+    let mut experiments = server.experiments();
+    let mut prompts = server.prompts();
+    experiments
+        .create_prompt_experiment(pb::CreatePromptExperimentRequest {
+            experiment_id: "gated".into(),
+            name: "gated".into(),
+            control: Some(greet_version("1.0.0", "Hello")),
+            treatment: Some(greet_version("1.1.0", "Hi")),
+            prompt_name: "greet".into(),
+            label: "production".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    prompts
+        .set_prompt_label(pb::SetPromptLabelRequest {
+            name: "greet".into(),
+            label: "production".into(),
+            version: "1.0.0".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let dataset_id =
+        common::eval::dataset(&server, "gate-set", vec![("a", "Ada", "Hello Ada")]).await;
+    server
+        .evaluation()
+        .set_release_gate(pb::SetReleaseGateRequest {
+            gate: Some(pb::ReleaseGate {
+                prompt_name: "greet".into(),
+                label: "production".into(),
+                dataset_id,
+                model: "echo".into(),
+                min_pass_rate: 0.9,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    experiments
+        .start_experiment(pb::StartExperimentRequest {
+            experiment_id: "gated".into(),
+        })
+        .await
+        .unwrap();
+
+    let refused = experiments
+        .complete_experiment(pb::CompleteExperimentRequest {
+            experiment_id: "gated".into(),
+            winner_variant_id: "treatment".into(),
+            promote_winner: true,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("1.1.0"), "{refused:?}");
+
+    let experiment = experiments
+        .get_experiment(pb::GetExperimentRequest {
+            experiment_id: "gated".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .experiment
+        .unwrap();
+    assert_eq!(experiment.status(), pb::ExperimentStatus::Running);
+    let render = |user: &str| pb::RenderPromptRequest {
+        name: "greet".into(),
+        label: "production".into(),
+        variables: [("name".to_owned(), common::string_value("Ada"))].into(),
+        user_id: user.into(),
+        ..Default::default()
+    };
+    let served = prompts
+        .render_prompt(render("u-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(served.experiment_id, "gated", "still serving users");
+    let label = prompts
+        .render_prompt(render(""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(label.version, "1.0.0", "the label did not move");
+    server.stop().await;
+}
