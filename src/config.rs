@@ -107,6 +107,10 @@ pub struct Config {
         with = "humantime_serde_compat"
     )]
     pub generation_retention: Duration,
+    /// How long the hourly usage aggregates are kept (pruned with the generations; by
+    /// default far longer, so that usage and cost history outlive the generations).
+    #[serde(default = "default_usage_retention", with = "humantime_serde_compat")]
+    pub usage_retention: Duration,
     /// `[[prices]]`: prices per 1,000 tokens by model, for generations logged without a
     /// cost (a configured provider's prices count for its name and its model too).
     #[serde(default)]
@@ -137,6 +141,10 @@ fn default_max_generation_text_bytes() -> usize {
 
 fn default_generation_retention() -> Duration {
     Duration::from_secs(30 * 24 * 60 * 60)
+}
+
+fn default_usage_retention() -> Duration {
+    Duration::from_secs(400 * 24 * 60 * 60)
 }
 
 /// `[tls]`: the server's certificate and, for mTLS, the clients' CA and the roles of
@@ -429,6 +437,7 @@ impl Default for Config {
             audit_runtime_calls: true,
             max_generation_text_bytes: default_max_generation_text_bytes(),
             generation_retention: default_generation_retention(),
+            usage_retention: default_usage_retention(),
             prices: Vec::new(),
             tls: TlsConfig::default(),
             metrics_tls: false,
@@ -596,6 +605,9 @@ impl Config {
         }
         if self.generation_retention < Duration::from_secs(3600) {
             return bad("generation_retention", "must be at least 1h");
+        }
+        if self.usage_retention < Duration::from_secs(24 * 3600) {
+            return bad("usage_retention", "must be at least 1d");
         }
         if !(1024..=16 * 1024 * 1024).contains(&self.max_generation_text_bytes) {
             return bad(

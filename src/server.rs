@@ -624,6 +624,7 @@ async fn open_storage(
             alerts: config.alerts.retention,
             audit: config.audit_retention,
             generations: config.generation_retention,
+            usage: config.usage_retention,
             interval: config.alerts.prune_interval,
         };
         tokio::spawn(run_while_held(
@@ -770,6 +771,7 @@ struct Retention {
     alerts: std::time::Duration,
     audit: std::time::Duration,
     generations: std::time::Duration,
+    usage: std::time::Duration,
     interval: std::time::Duration,
 }
 
@@ -780,8 +782,8 @@ struct Logs {
     generations: Arc<dyn llmops_generations::GenerationStore>,
 }
 
-/// Prunes resolved alerts, old alert events, old audit entries, old generations and the
-/// old change log every `retention.interval` until `stop`.
+/// Prunes resolved alerts, old alert events, old audit entries, old generations, old
+/// usage aggregates and the old change log every `retention.interval` until `stop`.
 async fn prune(
     alerts: Arc<AlertService>,
     cluster: Arc<dyn llmops_cluster::ClusterStore>,
@@ -819,6 +821,15 @@ async fn prune(
                 Ok(pruned) => tracing::info!(pruned, %cutoff, "pruned generations"),
                 Err(err) => {
                     tracing::warn!(error = %err, "pruning generations failed; will retry")
+                }
+            }
+        }
+        if let Some(cutoff) = cutoff(retention.usage) {
+            match logs.generations.prune_usage(cutoff).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(pruned, %cutoff, "pruned usage aggregates"),
+                Err(err) => {
+                    tracing::warn!(error = %err, "pruning usage aggregates failed; will retry")
                 }
             }
         }

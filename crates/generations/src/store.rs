@@ -30,6 +30,9 @@ pub trait GenerationStore: Send + Sync + 'static {
     /// Deletes the generations that started before `before`; how many.
     async fn prune_generations(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 
+    /// Deletes the usage aggregates of hours that ended by `before`; how many.
+    async fn prune_usage(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+
     /// The hourly usage aggregates `filter` selects.
     async fn usage_aggregates(
         &self,

@@ -152,6 +152,15 @@ impl GenerationStore for Store {
         Ok(done.rows_affected())
     }
 
+    async fn prune_usage(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM usage_hourly WHERE bucket_us <= $1")
+            .bind(to_micros(before) - llmops_generations::HOUR_US)
+            .execute(&self.writer)
+            .await
+            .map_err(db_error)?;
+        Ok(done.rows_affected())
+    }
+
     async fn usage_aggregates(
         &self,
         filter: &UsageFilter,

@@ -208,4 +208,28 @@ pub(crate) async fn usage_counts_each_generation_once_whoever_stores_it(db: Test
         usage_totals(&one.generations, false, base).await,
         (1501, 150, 4500)
     );
+
+    // Retention removes whole hours that ended by the cutoff, and only those.
+    let hour = chrono::DurationRound::duration_trunc(base, Duration::hours(1)).unwrap();
+    let kept = one
+        .generations
+        .prune_usage(hour + Duration::minutes(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        kept, 0,
+        "the hour of the generations has not ended by the cutoff"
+    );
+    assert_eq!(
+        usage_totals(&one.generations, true, base).await,
+        (1501, 150, 4500)
+    );
+    let pruned = one
+        .generations
+        .prune_usage(base + Duration::days(1))
+        .await
+        .unwrap();
+    assert!(pruned >= 2, "{pruned}");
+    assert_eq!(usage_totals(&one.generations, false, base).await, (0, 0, 0));
+    assert_eq!(usage_totals(&one.generations, true, base).await, (0, 0, 0));
 }
