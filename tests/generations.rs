@@ -78,6 +78,31 @@ fn greet_version(version: &str, greeting: &str) -> pb::PromptVersion {
     }
 }
 
+/// Starts experiment `id`.
+async fn start(server: &TestServer, id: &str) {
+    server
+        .experiments()
+        .start_experiment(pb::StartExperimentRequest {
+            experiment_id: id.into(),
+        })
+        .await
+        .unwrap();
+}
+
+/// Points the `production` label of `greet` at `version`.
+async fn set_production(server: &TestServer, version: &str) {
+    server
+        .prompts()
+        .set_prompt_label(pb::SetPromptLabelRequest {
+            name: "greet".into(),
+            label: "production".into(),
+            version: version.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
 /// The results of experiment `id`.
 async fn results_of(server: &TestServer, id: &str) -> pb::GetExperimentResultsResponse {
     server
@@ -444,12 +469,7 @@ async fn an_experiment_learns_latency_cost_and_errors_from_its_generations() {
         })
         .await
         .unwrap();
-    experiments
-        .start_experiment(pb::StartExperimentRequest {
-            experiment_id: "prompt-ab".into(),
-        })
-        .await
-        .unwrap();
+    start(&server, "prompt-ab").await;
     // Control: latencies 100..=109, cost 0.01, 10 tokens, one error in ten. Treatment:
     // latencies 200..=219 step 2, cost 0.03, 30 tokens, no errors. One generation names
     // no variant, one an unknown experiment: neither counts.
@@ -561,15 +581,7 @@ async fn a_label_served_by_an_experiment_gives_each_user_their_variant_and_a_ren
         ("greet", "production")
     );
     let mut prompts = server.prompts();
-    prompts
-        .set_prompt_label(pb::SetPromptLabelRequest {
-            name: "greet".into(),
-            label: "production".into(),
-            version: "1.0.0".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    set_production(&server, "1.0.0").await;
     let render = |user: &str| pb::RenderPromptRequest {
         name: "greet".into(),
         label: "production".into(),
@@ -587,12 +599,7 @@ async fn a_label_served_by_an_experiment_gives_each_user_their_variant_and_a_ren
         (before.version.as_str(), before.experiment_id.as_str()),
         ("1.0.0", "")
     );
-    experiments
-        .start_experiment(pb::StartExperimentRequest {
-            experiment_id: "greet-ab".into(),
-        })
-        .await
-        .unwrap();
+    start(&server, "greet-ab").await;
     // A second experiment on the same label cannot start while this one runs.
     experiments
         .create_prompt_experiment(create("greet-ab-2", "greet", "production"))
@@ -820,21 +827,8 @@ async fn a_prompt_change_is_decided_from_production_traffic_alone() {
         })
         .await
         .unwrap();
-    prompts
-        .set_prompt_label(pb::SetPromptLabelRequest {
-            name: "greet".into(),
-            label: "production".into(),
-            version: "1.0.0".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    experiments
-        .start_experiment(pb::StartExperimentRequest {
-            experiment_id: "greet-ab".into(),
-        })
-        .await
-        .unwrap();
+    set_production(&server, "1.0.0").await;
+    start(&server, "greet-ab").await;
 
     // The application: render for each user, call the model (scripted: 1.1.0 answers
     // slower and with more tokens, so it costs more; one call in 25 fails either way),
@@ -981,15 +975,7 @@ async fn a_release_gate_refuses_a_promotion_and_the_experiment_keeps_serving() {
         })
         .await
         .unwrap();
-    prompts
-        .set_prompt_label(pb::SetPromptLabelRequest {
-            name: "greet".into(),
-            label: "production".into(),
-            version: "1.0.0".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    set_production(&server, "1.0.0").await;
     let dataset_id =
         common::eval::dataset(&server, "gate-set", vec![("a", "Ada", "Hello Ada")]).await;
     server
@@ -1006,12 +992,7 @@ async fn a_release_gate_refuses_a_promotion_and_the_experiment_keeps_serving() {
         })
         .await
         .unwrap();
-    experiments
-        .start_experiment(pb::StartExperimentRequest {
-            experiment_id: "gated".into(),
-        })
-        .await
-        .unwrap();
+    start(&server, "gated").await;
 
     let refused = experiments
         .complete_experiment(pb::CompleteExperimentRequest {
