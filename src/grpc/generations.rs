@@ -86,7 +86,9 @@ fn usage_query_from_pb(
     };
     let since = match &request.since {
         Some(since) => time("since", since)?,
-        None => until - chrono::Duration::hours(24),
+        None => until
+            .checked_sub_signed(chrono::Duration::hours(24))
+            .ok_or_else(|| invalid_field("until", "too early to default since to a day before"))?,
     };
     let mut group_by = Vec::new();
     for (i, dimension) in request.group_by.iter().enumerate() {

@@ -74,6 +74,15 @@ impl TraceService for OtlpTraceApi {
                     dropped += 1;
                     continue;
                 };
+                // The generation's id comes from these: without them, every such span
+                // would share one id and all but the first would be dropped as repeats.
+                if !valid_id(&span.trace_id, 16) || !valid_id(&span.span_id, 8) {
+                    rejected.push(format!(
+                        "span {:?}: trace_id must be 16 bytes and span_id 8, not all zero",
+                        span.name
+                    ));
+                    continue;
+                }
                 let at = format!("span {}", generation.id);
                 match generation_from_pb(generation, &at)
                     .and_then(|g| self.generations.check(g, &at).or_status())
@@ -245,6 +254,11 @@ pub(crate) fn generation_of_span(span: &Span, service: Option<&str>) -> Option<p
     })
 }
 
+/// Whether `id` is a valid OTLP trace or span id: `len` bytes, not all zero.
+fn valid_id(id: &[u8], len: usize) -> bool {
+    id.len() == len && id.iter().any(|byte| *byte != 0)
+}
+
 /// The value of attribute `key` as text.
 fn text_of(attributes: &[KeyValue], key: &str) -> Option<String> {
     attributes
@@ -405,6 +419,15 @@ mod tests {
         assert_eq!(g.status, pb::GenerationStatus::Error as i32);
         assert_eq!(g.error, "timeout");
         assert_eq!(g.input, r#"["hi"]"#);
+    }
+
+    #[test]
+    fn trace_and_span_ids_must_be_their_size_and_not_zero() {
+        assert!(valid_id(&[0xab; 16], 16));
+        assert!(valid_id(&[0, 0, 0, 0, 0, 0, 0, 1], 8));
+        assert!(!valid_id(&[], 16), "absent");
+        assert!(!valid_id(&[0; 16], 16), "all zero");
+        assert!(!valid_id(&[1; 12], 16), "the wrong size");
     }
 
     #[test]

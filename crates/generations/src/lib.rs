@@ -21,6 +21,6 @@ pub use store::GenerationStore;
 pub use usage::{
     group_usage, hour_of, LatencyHistogram, UsageAggregate, UsageBucket, UsageDimension,
     UsageFilter, UsageGroup, UsageKey, UsageQuery, UsageSample, UsageTotals, HOUR_US,
-    MAX_USAGE_ROWS,
+    MAX_AGGREGATES_READ, MAX_USAGE_ROWS,
 };
 pub use validate::MAX_BATCH;

@@ -33,7 +33,7 @@ pub trait GenerationStore: Send + Sync + 'static {
     /// Deletes the usage aggregates of hours that ended by `before`; how many.
     async fn prune_usage(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 
-    /// The hourly usage aggregates `filter` selects.
+    /// The hourly usage aggregates `filter` selects (at most `filter.limit`).
     async fn usage_aggregates(
         &self,
         filter: &UsageFilter,

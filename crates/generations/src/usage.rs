@@ -19,6 +19,9 @@ const DAY_US: i64 = 24 * HOUR_US;
 const MAX_SPAN_US: i64 = 366 * DAY_US;
 /// The most groups times buckets one answer holds.
 pub const MAX_USAGE_ROWS: usize = 10_000;
+/// The most hourly aggregates one query reads: what bounds its memory, however wide the
+/// range and however many users.
+pub const MAX_AGGREGATES_READ: usize = 50_000;
 
 /// Where a generation is counted: its attribution.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -277,6 +280,8 @@ pub struct UsageFilter {
     pub model: Option<String>,
     /// Exactly this experiment.
     pub experiment_id: Option<String>,
+    /// At most this many aggregates (any).
+    pub limit: usize,
 }
 
 /// What usage may be grouped by.
@@ -354,7 +359,8 @@ impl UsageQuery {
         let width = self.bucket.micros();
         let since = floor(self.since.timestamp_micros(), width);
         let until = ceil(self.until.timestamp_micros(), width);
-        if until - since > MAX_SPAN_US {
+        // Saturating: the two ends of chrono's range are further apart than an i64 holds.
+        if until.saturating_sub(since) > MAX_SPAN_US {
             return Err(ServiceError::invalid(
                 "since",
                 "the range covers more than 366 days; query a shorter one",
@@ -367,6 +373,7 @@ impl UsageQuery {
             prompt_name: self.prompt_name.clone(),
             model: self.model.clone(),
             experiment_id: self.experiment_id.clone(),
+            limit: MAX_AGGREGATES_READ + 1,
         })
     }
 
@@ -399,9 +406,24 @@ pub fn group_usage(
     query: &UsageQuery,
     aggregates: impl IntoIterator<Item = UsageAggregate>,
 ) -> Result<Vec<UsageGroup>, ServiceError> {
+    let aggregates = aggregates.into_iter();
+    let too_many = || {
+        ServiceError::invalid(
+            "since",
+            format!(
+                "the range holds more than {MAX_AGGREGATES_READ} hourly aggregates; narrow \
+                 it, or filter by prompt, model or experiment"
+            ),
+        )
+    };
     let width = query.bucket.micros();
+    let mut read = 0;
     let mut groups: BTreeMap<(i64, UsageKey), UsageTotals> = BTreeMap::new();
     for aggregate in aggregates {
+        read += 1;
+        if read > MAX_AGGREGATES_READ {
+            return Err(too_many());
+        }
         let bucket = floor(aggregate.hour.timestamp_micros(), width);
         let key = query.group_key(&aggregate.key);
         groups
@@ -590,6 +612,44 @@ mod tests {
             ..UsageQuery::default()
         };
         assert_eq!(field_at_fault(too_long.filter()), "since");
+        // The ends of the representable range are refused, not wrapped around.
+        let widest = UsageQuery {
+            since: DateTime::<Utc>::MIN_UTC,
+            until: DateTime::<Utc>::MAX_UTC,
+            ..UsageQuery::default()
+        };
+        assert_eq!(field_at_fault(widest.filter()), "since");
+    }
+
+    #[test]
+    fn a_query_reading_too_many_aggregates_is_refused() {
+        let query = UsageQuery {
+            group_by: vec![UsageDimension::Model],
+            bucket: UsageBucket::Day,
+            ..UsageQuery::default()
+        };
+        let many = (0..=MAX_AGGREGATES_READ as i64).map(|i| UsageAggregate {
+            hour: micros(i % 24 * HOUR_US),
+            per_user: true,
+            key: UsageKey {
+                user_id: format!("u{i}"),
+                ..UsageKey::default()
+            },
+            totals: UsageTotals::default(),
+        });
+        match group_usage(&query, many) {
+            Err(ServiceError::InvalidArgument(violations)) => {
+                assert_eq!(violations[0].field, "since");
+            }
+            other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+        }
+        let enough = (0..MAX_AGGREGATES_READ as i64).map(|i| UsageAggregate {
+            hour: micros(i % 24 * HOUR_US),
+            per_user: true,
+            key: UsageKey::default(),
+            totals: UsageTotals::default(),
+        });
+        assert_eq!(group_usage(&query, enough).unwrap().len(), 1);
     }
 
     fn field_at_fault(result: Result<UsageFilter, ServiceError>) -> String {

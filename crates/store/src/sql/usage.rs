@@ -233,6 +233,9 @@ pub(crate) async fn aggregates(
                 .push_bind(value.clone());
         }
     }
+    select
+        .push(" LIMIT ")
+        .push_bind(i64::try_from(filter.limit).unwrap_or(i64::MAX));
     let rows = select.build().fetch_all(reader).await.map_err(db_error)?;
     rows.iter().map(aggregate_of).collect()
 }

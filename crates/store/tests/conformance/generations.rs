@@ -135,6 +135,7 @@ async fn usage_totals(
             per_user,
             since: base - Duration::days(1),
             until: base + Duration::days(1),
+            limit: 10_000,
             ..UsageFilter::default()
         })
         .await
@@ -189,6 +190,19 @@ pub(crate) async fn usage_counts_each_generation_once_whoever_stores_it(db: Test
         usage_totals(&two.generations, true, base).await,
         (1500, 150, 4500)
     );
+    // A query reads at most its limit.
+    let limited = two
+        .generations
+        .usage_aggregates(&UsageFilter {
+            per_user: true,
+            since: base - Duration::days(1),
+            until: base + Duration::days(1),
+            limit: 3,
+            ..UsageFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(limited.len(), 3);
     let one = db.reopen(one).await;
     assert_eq!(
         usage_totals(&one.generations, false, base).await,
