@@ -144,6 +144,8 @@ pub(crate) const TABLES: &[Table] = &[
             ("record", Text),
             ("created_at_us", Int),
             ("updated_at_us", Int),
+            ("serving_prompt", Text),
+            ("serving_label", Text),
         ],
     },
     Table {

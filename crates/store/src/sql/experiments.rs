@@ -2,8 +2,8 @@
 
 use async_trait::async_trait;
 use llmops_experiments::{
-    BatchWrites, Committed, Experiment, ExperimentStore, Exposure, MetricRecord, RecordVisitor,
-    StoreError,
+    BatchWrites, Committed, Experiment, ExperimentStatus, ExperimentStore, Exposure, MetricRecord,
+    RecordVisitor, StoreError,
 };
 use sqlx::{QueryBuilder, Row};
 
@@ -20,19 +20,58 @@ const EXPERIMENT: &str = "experiment";
 /// Records read per query while rebuilding statistics.
 const VISIT_PAGE: i64 = 10_000;
 
+/// The (prompt, label) a running experiment serves, stored in the columns a unique index
+/// covers: at most one running experiment serves a label, whichever process starts it.
+/// Empty (which the index leaves out) when it does not run or serves nothing.
+fn serving(experiment: &Experiment) -> (&str, &str) {
+    if experiment.status == ExperimentStatus::Running && !experiment.serves_prompt.is_empty() {
+        (&experiment.serves_prompt, &experiment.serves_label)
+    } else {
+        ("", "")
+    }
+}
+
+impl Store {
+    /// The conflict of starting `experiment` while another serves its label (found after
+    /// the unique index refused the update, so it is named when it can be read).
+    async fn label_taken(&self, experiment: &Experiment) -> StoreError {
+        let other: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM experiments WHERE serving_prompt = $1 AND serving_label = $2",
+        )
+        .bind(&experiment.serves_prompt)
+        .bind(&experiment.serves_label)
+        .fetch_optional(&self.writer)
+        .await
+        .ok()
+        .flatten();
+        let other = match other {
+            Some(id) => format!("experiment {id:?}"),
+            None => "another experiment".to_owned(),
+        };
+        StoreError::Conflict(format!(
+            "{other} already serves {:?} label {:?}; complete, pause or cancel it first",
+            experiment.serves_prompt, experiment.serves_label
+        ))
+    }
+}
+
 #[async_trait]
 impl ExperimentStore for Store {
     async fn insert_experiment(&self, experiment: &Experiment) -> Result<(), StoreError> {
         let record = serde_json::to_string(experiment).map_err(|e| corrupt("experiment", e))?;
         let mut tx = self.writer.begin().await.map_err(db_error)?;
+        let (prompt, label) = serving(experiment);
         sqlx::query(
-            "INSERT INTO experiments (id, status, record, created_at_us, updated_at_us) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO experiments (id, status, record, created_at_us, updated_at_us, \
+             serving_prompt, serving_label) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&experiment.id)
         .bind(experiment.status.as_str())
         .bind(record)
         .bind(to_micros(experiment.created_at))
         .bind(to_micros(experiment.updated_at))
+        .bind(prompt)
+        .bind(label)
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
@@ -43,16 +82,26 @@ impl ExperimentStore for Store {
     async fn update_experiment(&self, experiment: &Experiment) -> Result<(), StoreError> {
         let record = serde_json::to_string(experiment).map_err(|e| corrupt("experiment", e))?;
         let mut tx = self.writer.begin().await.map_err(db_error)?;
+        let (prompt, label) = serving(experiment);
         let updated = sqlx::query(
-            "UPDATE experiments SET status = $2, record = $3, updated_at_us = $4 WHERE id = $1",
+            "UPDATE experiments SET status = $2, record = $3, updated_at_us = $4, \
+             serving_prompt = $5, serving_label = $6 WHERE id = $1",
         )
         .bind(&experiment.id)
         .bind(experiment.status.as_str())
         .bind(record)
         .bind(to_micros(experiment.updated_at))
+        .bind(prompt)
+        .bind(label)
         .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
+        .await;
+        let updated = match updated {
+            Err(sqlx::Error::Database(err)) if err.is_unique_violation() => {
+                drop(tx);
+                return Err(self.label_taken(experiment).await);
+            }
+            other => other.map_err(db_error)?,
+        };
         if updated.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!(
                 "experiment {} does not exist",

@@ -357,3 +357,120 @@ pub(crate) async fn a_batch_naming_a_missing_experiment_is_refused_whole(db: Tes
         "a refused batch reserves nothing"
     );
 }
+
+/// `id`, serving `prompt`'s `label` (a draft).
+fn serving_experiment(id: &str, prompt: &str, label: &str) -> Experiment {
+    Experiment {
+        serves_prompt: prompt.into(),
+        serves_label: label.into(),
+        ..experiment(id)
+    }
+}
+
+fn with_status(experiment: &Experiment, status: ExperimentStatus) -> Experiment {
+    Experiment {
+        status,
+        updated_at: now(),
+        ..experiment.clone()
+    }
+}
+
+pub(crate) async fn one_running_experiment_serves_a_label_whichever_process_starts_it(
+    db: TestDatabase,
+) {
+    // Two processes on one database, as two replicas are.
+    let first = db.open().await;
+    let second = db.open().await;
+    let a = serving_experiment("a", "greeting", "production");
+    let b = serving_experiment("b", "greeting", "production");
+    let elsewhere = serving_experiment("c", "greeting", "staging");
+    for e in [&a, &b, &elsewhere] {
+        first.experiments.insert_experiment(e).await.unwrap();
+    }
+
+    first
+        .experiments
+        .update_experiment(&with_status(&a, ExperimentStatus::Running))
+        .await
+        .unwrap();
+    let refused = second
+        .experiments
+        .update_experiment(&with_status(&b, ExperimentStatus::Running))
+        .await;
+    match refused {
+        Err(StoreError::Conflict(message)) => {
+            assert!(
+                message.contains("\"a\""),
+                "names the one serving: {message}"
+            )
+        }
+        other => panic!("a second running experiment on the label: {other:?}"),
+    }
+    // Another label, and experiments that do not run, are not in the way.
+    second
+        .experiments
+        .update_experiment(&with_status(&elsewhere, ExperimentStatus::Running))
+        .await
+        .unwrap();
+    second
+        .experiments
+        .update_experiment(&with_status(&b, ExperimentStatus::Draft))
+        .await
+        .unwrap();
+
+    // Once the first stops serving (paused here), the label is free.
+    first
+        .experiments
+        .update_experiment(&with_status(&a, ExperimentStatus::Paused))
+        .await
+        .unwrap();
+    second
+        .experiments
+        .update_experiment(&with_status(&b, ExperimentStatus::Running))
+        .await
+        .unwrap();
+
+    // Racing starts of two drafts on one label: exactly one runs.
+    let x = serving_experiment("x", "summary", "production");
+    let y = serving_experiment("y", "summary", "production");
+    first.experiments.insert_experiment(&x).await.unwrap();
+    first.experiments.insert_experiment(&y).await.unwrap();
+    let (x_running, y_running) = (
+        with_status(&x, ExperimentStatus::Running),
+        with_status(&y, ExperimentStatus::Running),
+    );
+    let (x_started, y_started) = tokio::join!(
+        first.experiments.update_experiment(&x_running),
+        second.experiments.update_experiment(&y_running),
+    );
+    assert_eq!(
+        [x_started.is_ok(), y_started.is_ok()]
+            .iter()
+            .filter(|ok| **ok)
+            .count(),
+        1,
+        "{x_started:?} {y_started:?}"
+    );
+
+    // The rule holds after a restart too.
+    second.close().await;
+    let first = db.reopen(first).await;
+    let running: Vec<String> = first
+        .experiments
+        .load_experiments()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.status == ExperimentStatus::Running)
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(running.len(), 3, "b, c and one of x and y: {running:?}");
+    let refused = first
+        .experiments
+        .update_experiment(&with_status(&a, ExperimentStatus::Running))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Conflict(_))),
+        "{refused:?}"
+    );
+}

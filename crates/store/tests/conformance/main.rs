@@ -59,6 +59,7 @@ macro_rules! conformance {
                     an_experiment_round_trips_and_an_update_replaces_it,
                     exposures_and_records_survive_a_reopen_and_are_visited,
                     a_batch_naming_a_missing_experiment_is_refused_whole,
+                    one_running_experiment_serves_a_label_whichever_process_starts_it,
                 ],
                 datasets: [
                     a_dataset_round_trips_with_every_field,
