@@ -29,6 +29,12 @@ impl GenerationStore for Store {
         &self,
         generations: &[Generation],
     ) -> Result<Vec<String>, StoreError> {
+        // Serialized before the transaction begins: the writer is held for the database
+        // work alone.
+        let records = generations
+            .iter()
+            .map(|g| record_of("generation", g))
+            .collect::<Result<Vec<_>, StoreError>>()?;
         let mut tx = self.writer.begin().await.map_err(db_error)?;
         sqlx::query("UPDATE event_sequences SET value = value + 1 WHERE stream = $1")
             .bind(GENERATIONS_STREAM)
@@ -36,16 +42,16 @@ impl GenerationStore for Store {
             .await
             .map_err(db_error)?;
         let mut new = Vec::new();
-        for chunk in generations.chunks(INSERT_ROWS) {
-            let rows = chunk
-                .iter()
-                .map(|g| Ok((g, record_of("generation", g)?)))
-                .collect::<Result<Vec<_>, StoreError>>()?;
+        for (chunk, records) in generations
+            .chunks(INSERT_ROWS)
+            .zip(records.chunks(INSERT_ROWS))
+        {
+            let rows = chunk.iter().zip(records);
             let mut insert = QueryBuilder::<Db>::new(
                 "INSERT INTO generations (id, time_us, prompt_name, prompt_version, model, \
                  experiment_id, variant_id, user_id, status, record) ",
             );
-            insert.push_values(&rows, |mut row, (g, record)| {
+            insert.push_values(rows, |mut row, (g, record)| {
                 row.push_bind(&g.id)
                     .push_bind(to_micros(g.time()))
                     .push_bind(&g.prompt_name)
