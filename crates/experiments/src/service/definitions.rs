@@ -250,15 +250,16 @@ impl ExperimentService {
         Ok(next)
     }
 
-    /// The running experiment that serves `prompt`'s `label`, if any.
-    pub fn serving(&self, prompt: &str, label: &str) -> Option<Experiment> {
+    /// The id of the running experiment that serves `prompt`'s `label`, if any. Asked by
+    /// every render with a user, so it copies the id alone, not the experiment.
+    pub fn serving(&self, prompt: &str, label: &str) -> Option<String> {
         self.experiments.iter().find_map(|entry| {
             let snapshot = entry.value().snapshot();
             let experiment = &snapshot.experiment;
             (experiment.status == ExperimentStatus::Running
                 && experiment.serves_prompt == prompt
                 && experiment.serves_label == label)
-                .then(|| experiment.clone())
+                .then(|| experiment.id.clone())
         })
     }
 
@@ -307,10 +308,10 @@ impl ExperimentService {
         lifecycle::check(id, next.status, to)?;
         if to == ExperimentStatus::Running && !next.serves_prompt.is_empty() {
             if let Some(other) = self.serving(&next.serves_prompt, &next.serves_label) {
-                if other.id != next.id {
+                if other != next.id {
                     return Err(ExperimentError::FailedPrecondition(format!(
                         "experiment {:?} already serves {:?} label {:?}; complete, pause or cancel it first",
-                        other.id, next.serves_prompt, next.serves_label
+                        other, next.serves_prompt, next.serves_label
                     )));
                 }
             }
