@@ -12,6 +12,7 @@ use common::cluster::Cluster;
 use common::process::{free_address, ServerProcess};
 use llmops::pb;
 use llmops::pb::auth_service_client::AuthServiceClient;
+use llmops::pb::experiment_service_client::ExperimentServiceClient;
 use llmops::pb::prompt_service_client::PromptServiceClient;
 use prost_reflect::DescriptorPool;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -485,6 +486,121 @@ async fn protected_labels_activations_and_gate_overrides_need_an_admin() {
         .await
         .unwrap_err();
     assert_eq!(deleted.code(), Code::PermissionDenied);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rendering_for_a_user_assigns_them_and_needs_an_applications_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = bootstrapped_secret(&bootstrap(dir.path(), &[]));
+    let server = ServerProcess::spawn(dir.path(), &[API_KEYS]);
+    let channel = server.channel().await;
+    let (_, reader) = create_key(&channel, &admin, "dashboard", pb::Role::Reader, 0).await;
+    let (_, app) = create_key(&channel, &admin, "checkout", pb::Role::App, 0).await;
+    let version = |version: &str, greeting: &str| pb::PromptVersion {
+        name: "greet".into(),
+        version: version.into(),
+        template: greeting.into(),
+        ..Default::default()
+    };
+    let mut experiments = ExperimentServiceClient::new(channel.clone());
+    experiments
+        .create_prompt_experiment(with_key(
+            Request::new(pb::CreatePromptExperimentRequest {
+                experiment_id: "greet-ab".into(),
+                name: "greet-ab".into(),
+                control: Some(version("1.0.0", "Hello")),
+                treatment: Some(version("1.1.0", "Hi")),
+                prompt_name: "greet".into(),
+                label: "live".into(),
+                ..Default::default()
+            }),
+            &admin,
+        ))
+        .await
+        .unwrap();
+    let mut prompts = PromptServiceClient::new(channel.clone());
+    prompts
+        .set_prompt_label(with_key(
+            Request::new(pb::SetPromptLabelRequest {
+                name: "greet".into(),
+                label: "live".into(),
+                version: "1.0.0".into(),
+                ..Default::default()
+            }),
+            &admin,
+        ))
+        .await
+        .unwrap();
+    experiments
+        .start_experiment(with_key(
+            Request::new(pb::StartExperimentRequest {
+                experiment_id: "greet-ab".into(),
+            }),
+            &admin,
+        ))
+        .await
+        .unwrap();
+    let render = |user: &str| pb::RenderPromptRequest {
+        name: "greet".into(),
+        label: "live".into(),
+        user_id: user.into(),
+        ..Default::default()
+    };
+
+    // A reader's key reads the label, but cannot assign users (an exposure is a write).
+    let plain = prompts
+        .render_prompt(with_key(Request::new(render("")), &reader))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (plain.version.as_str(), plain.experiment_id.as_str()),
+        ("1.0.0", "")
+    );
+    let refused = prompts
+        .render_prompt(with_key(Request::new(render("u-1")), &reader))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("user_id") && refused.message().contains("ROLE_APP"),
+        "{}",
+        refused.message()
+    );
+    let refused = prompts
+        .get_prompt_version(with_key(
+            Request::new(pb::GetPromptVersionRequest {
+                name: "greet".into(),
+                label: "live".into(),
+                user_id: "u-1".into(),
+                ..Default::default()
+            }),
+            &reader,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+
+    // Nothing was assigned by the refused calls: the application's is the first exposure.
+    let served = prompts
+        .render_prompt(with_key(Request::new(render("u-1")), &app))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(served.experiment_id, "greet-ab");
+    let results = experiments
+        .get_experiment_results(with_key(
+            Request::new(pb::GetExperimentResultsRequest {
+                experiment_id: "greet-ab".into(),
+                ..Default::default()
+            }),
+            &reader,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let exposures: u64 = results.srm.unwrap().observed.iter().sum();
+    assert_eq!(exposures, 1, "one exposure, the application's");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

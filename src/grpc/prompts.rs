@@ -63,26 +63,39 @@ impl PromptApi {
     /// What `user_id` is served for `name`'s `label`: the variant's version, the
     /// experiment and the variant, when a running experiment serves that label and the
     /// user is in it; `None` otherwise (the label's own version is served).
+    ///
+    /// Serving a user assigns them (their first assignment is a durable exposure, as
+    /// AssignVariant's), so a `user_id` needs ROLE_APP, whether or not an experiment
+    /// serves the label right now: a reader's key cannot write exposures.
     async fn served(
         &self,
+        caller: &Caller,
         name: &str,
         version: &str,
         label: &str,
         user_id: &str,
     ) -> Result<Option<(String, String, String)>, Status> {
+        if !user_id.is_empty() && caller.role < Role::App {
+            return Err(Status::permission_denied(format!(
+                "rendering for a user (user_id) assigns them to the experiment serving the label and needs {}; {} has {}",
+                Role::App,
+                caller.identity,
+                caller.role
+            )));
+        }
         if user_id.is_empty() || label.is_empty() || !version.is_empty() {
             return Ok(None);
         }
         let Some(experiments) = &self.experiments else {
             return Ok(None);
         };
-        let Some(experiment) = experiments.serving(name, label) else {
+        let Some(experiment_id) = experiments.serving(name, label) else {
             return Ok(None);
         };
-        match experiments.assign(&experiment.id, user_id).await {
+        match experiments.assign(&experiment_id, user_id).await {
             Ok(assignment) if assignment.in_experiment => Ok(Some((
                 assignment.variant.prompt_version,
-                experiment.id,
+                experiment_id,
                 assignment.variant.id,
             ))),
             Ok(_) => Ok(None),
@@ -176,13 +189,16 @@ impl PromptService for PromptApi {
         &self,
         request: Request<pb::GetPromptVersionRequest>,
     ) -> Result<Response<pb::GetPromptVersionResponse>, Status> {
+        let caller = caller_of(&request);
         let pb::GetPromptVersionRequest {
             name,
             version,
             label,
             user_id,
         } = request.into_inner();
-        let served = self.served(&name, &version, &label, &user_id).await?;
+        let served = self
+            .served(&caller, &name, &version, &label, &user_id)
+            .await?;
         let chosen = match &served {
             Some((version, ..)) => selector(version, "")?,
             None => selector(&version, &label)?,
@@ -338,6 +354,7 @@ impl PromptService for PromptApi {
         &self,
         request: Request<pb::RenderPromptRequest>,
     ) -> Result<Response<pb::RenderPromptResponse>, Status> {
+        let caller = caller_of(&request);
         let pb::RenderPromptRequest {
             name,
             version,
@@ -345,7 +362,9 @@ impl PromptService for PromptApi {
             variables,
             user_id,
         } = request.into_inner();
-        let served = self.served(&name, &version, &label, &user_id).await?;
+        let served = self
+            .served(&caller, &name, &version, &label, &user_id)
+            .await?;
         let chosen = match &served {
             Some((version, ..)) => selector(version, "")?,
             None => selector(&version, &label)?,
