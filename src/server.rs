@@ -84,6 +84,9 @@ const SERVICE_NAMES: &[&str] = &[
     "llmops.v1.GenerationService",
 ];
 
+/// OTLP trace export, served on the gRPC port beside the llmops services.
+const OTLP_TRACE_SERVICE: &str = "opentelemetry.proto.collector.trace.v1.TraceService";
+
 /// How long the answers to calls cut off at the end of `shutdown_grace` get to reach
 /// their clients before the connections are dropped.
 const CUT_OFF_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
@@ -243,12 +246,15 @@ fn grpc_server(
     stop: CancellationToken,
     cut_off: CancellationToken,
 ) -> anyhow::Result<impl Future<Output = Result<(), tonic::transport::Error>>> {
-    // Reflection advertises only the public services (and itself).
+    // Reflection advertises only the public services (and itself), OTLP trace export
+    // among them, from the opentelemetry-proto crate's own descriptors.
     let reflection = || {
         let mut builder = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name("grpc.health.v1.Health");
+            .register_encoded_file_descriptor_set(opentelemetry_proto::DESCRIPTORS)
+            .with_service_name("grpc.health.v1.Health")
+            .with_service_name(OTLP_TRACE_SERVICE);
         for name in SERVICE_NAMES {
             builder = builder.with_service_name(*name);
         }

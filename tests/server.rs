@@ -148,6 +148,26 @@ async fn reflection_lists_the_public_services() {
         names.contains(&"grpc.health.v1.Health".to_owned()),
         "{names:?}"
     );
+    // OTLP exporters' tooling (grpcurl, collectors' debug tools) finds trace export too.
+    let otlp = "opentelemetry.proto.collector.trace.v1.TraceService";
+    assert!(names.contains(&otlp.to_owned()), "{names:?}");
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol(otlp.into())),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.next().await.unwrap().unwrap();
+    assert!(
+        matches!(
+            response.message_response,
+            Some(MessageResponse::FileDescriptorResponse(ref files)) if !files.file_descriptor_proto.is_empty()
+        ),
+        "{response:?}"
+    );
 }
 
 #[tokio::test]
