@@ -20,7 +20,7 @@ pub use service::{GenerationLimits, GenerationObserver, GenerationService, Logge
 pub use store::GenerationStore;
 pub use usage::{
     group_usage, hour_of, LatencyHistogram, UsageAggregate, UsageBucket, UsageDimension,
-    UsageFilter, UsageGroup, UsageKey, UsageQuery, UsageSample, UsageTotals, HOUR_US,
-    MAX_AGGREGATES_READ, MAX_USAGE_ROWS,
+    UsageFilter, UsageGroup, UsageKey, UsageQuery, UsageTotals, HOUR_US, MAX_AGGREGATES_READ,
+    MAX_USAGE_ROWS,
 };
 pub use validate::MAX_BATCH;

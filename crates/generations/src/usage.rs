@@ -180,25 +180,6 @@ impl LatencyHistogram {
     }
 }
 
-/// What one generation adds to usage.
-#[derive(Debug, Clone, PartialEq)]
-pub struct UsageSample {
-    /// Its time (start, else when it was logged).
-    pub time: DateTime<Utc>,
-    /// Its attribution, user included.
-    pub key: UsageKey,
-    /// Whether it failed.
-    pub error: bool,
-    /// Tokens in.
-    pub input_tokens: u64,
-    /// Tokens out.
-    pub output_tokens: u64,
-    /// Cost (0 when unknown).
-    pub cost: f64,
-    /// Wall time of the call.
-    pub latency_ms: f64,
-}
-
 /// Totals of some generations.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UsageTotals {
@@ -217,27 +198,14 @@ pub struct UsageTotals {
 }
 
 impl UsageTotals {
-    /// Counts one generation.
-    pub fn add(&mut self, sample: &UsageSample) {
-        self.count += 1;
-        self.errors += u64::from(sample.error);
-        self.input_tokens = self.input_tokens.saturating_add(sample.input_tokens);
-        self.output_tokens = self.output_tokens.saturating_add(sample.output_tokens);
-        self.cost += sample.cost;
-        self.latency.record(sample.latency_ms);
-    }
-
     /// Counts one stored generation (unknown cost adds 0).
     pub fn add_generation(&mut self, generation: &crate::model::Generation) {
-        self.add(&UsageSample {
-            time: DateTime::<Utc>::UNIX_EPOCH,
-            key: UsageKey::default(),
-            error: generation.status == crate::model::GenerationStatus::Error,
-            input_tokens: generation.input_tokens,
-            output_tokens: generation.output_tokens,
-            cost: generation.cost.unwrap_or(0.0),
-            latency_ms: generation.latency_ms,
-        });
+        self.count += 1;
+        self.errors += u64::from(generation.status == crate::model::GenerationStatus::Error);
+        self.input_tokens = self.input_tokens.saturating_add(generation.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(generation.output_tokens);
+        self.cost += generation.cost.unwrap_or(0.0);
+        self.latency.record(generation.latency_ms);
     }
 
     /// Adds `other`.
@@ -478,31 +446,42 @@ fn micros(time_us: i64) -> DateTime<Utc> {
 mod tests {
     use super::*;
 
-    fn sample(time: &str, version: &str, user: &str, latency_ms: f64, error: bool) -> UsageSample {
-        UsageSample {
-            time: time.parse().unwrap(),
-            key: UsageKey {
-                prompt_name: "greet".into(),
-                prompt_version: version.into(),
-                model: "gpt".into(),
-                user_id: user.into(),
-                ..UsageKey::default()
+    use crate::model::{Generation, GenerationStatus};
+
+    fn sample(time: &str, version: &str, user: &str, latency_ms: f64, error: bool) -> Generation {
+        Generation {
+            start_time: Some(time.parse().unwrap()),
+            prompt_name: "greet".into(),
+            prompt_version: version.into(),
+            model: "gpt".into(),
+            user_id: user.into(),
+            status: if error {
+                GenerationStatus::Error
+            } else {
+                GenerationStatus::Ok
             },
-            error,
             input_tokens: 10,
             output_tokens: 20,
-            cost: 0.5,
+            cost: Some(0.5),
             latency_ms,
+            ..Generation::default()
         }
     }
 
-    fn aggregate(samples: &[UsageSample]) -> Vec<UsageAggregate> {
+    fn aggregate(samples: &[Generation]) -> Vec<UsageAggregate> {
         let mut hours: BTreeMap<(i64, UsageKey), UsageTotals> = BTreeMap::new();
         for sample in samples {
+            let key = UsageKey {
+                prompt_name: sample.prompt_name.clone(),
+                prompt_version: sample.prompt_version.clone(),
+                model: sample.model.clone(),
+                user_id: sample.user_id.clone(),
+                ..UsageKey::default()
+            };
             hours
-                .entry((hour_of(sample.time.timestamp_micros()), sample.key.clone()))
+                .entry((hour_of(sample.time().timestamp_micros()), key))
                 .or_default()
-                .add(sample);
+                .add_generation(sample);
         }
         hours
             .into_iter()
