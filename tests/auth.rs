@@ -592,7 +592,6 @@ async fn rendering_for_a_user_assigns_them_and_needs_an_applications_key() {
         .get_experiment_results(with_key(
             Request::new(pb::GetExperimentResultsRequest {
                 experiment_id: "greet-ab".into(),
-                ..Default::default()
             }),
             &reader,
         ))

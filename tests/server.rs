@@ -126,16 +126,19 @@ async fn reflection_lists_the_public_services() {
 
     let server = TestServer::start().await;
     let mut client = ServerReflectionClient::new(server.channel.clone());
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
+    let mut ask = async |message: MessageRequest| {
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(message),
+        };
+        let mut responses = client
+            .server_reflection_info(tokio_stream::once(request))
+            .await
+            .unwrap()
+            .into_inner();
+        responses.next().await.unwrap().unwrap()
     };
-    let mut responses = client
-        .server_reflection_info(tokio_stream::once(request))
-        .await
-        .unwrap()
-        .into_inner();
-    let response = responses.next().await.unwrap().unwrap();
+    let response = ask(MessageRequest::ListServices(String::new())).await;
     let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
         panic!("{response:?}")
     };
@@ -151,16 +154,7 @@ async fn reflection_lists_the_public_services() {
     // OTLP exporters' tooling (grpcurl, collectors' debug tools) finds trace export too.
     let otlp = "opentelemetry.proto.collector.trace.v1.TraceService";
     assert!(names.contains(&otlp.to_owned()), "{names:?}");
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::FileContainingSymbol(otlp.into())),
-    };
-    let mut responses = client
-        .server_reflection_info(tokio_stream::once(request))
-        .await
-        .unwrap()
-        .into_inner();
-    let response = responses.next().await.unwrap().unwrap();
+    let response = ask(MessageRequest::FileContainingSymbol(otlp.into())).await;
     assert!(
         matches!(
             response.message_response,
