@@ -615,8 +615,10 @@ mod tests {
         let shape = LoadShape {
             connections: 2,
             streams: 2,
-            warmup: Duration::from_millis(50),
-            duration: Duration::from_millis(200),
+            // Long enough for a durable batch of 100 generations or spans to complete on
+            // a machine busy with other tests (200 ms once saw none).
+            warmup: Duration::from_millis(100),
+            duration: Duration::from_millis(600),
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while Scenario::Health

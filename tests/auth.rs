@@ -600,6 +600,35 @@ async fn rendering_for_a_user_assigns_them_and_needs_an_applications_key() {
         .into_inner();
     let exposures: u64 = results.srm.unwrap().observed.iter().sum();
     assert_eq!(exposures, 1, "one exposure, the application's");
+
+    // The exposure is audited as AssignVariant's would be (`audit_runtime_calls` is on
+    // by default); the same user again, and renders without a user, write nothing.
+    prompts
+        .render_prompt(with_key(Request::new(render("u-1")), &app))
+        .await
+        .unwrap();
+    prompts
+        .render_prompt(with_key(Request::new(render("")), &app))
+        .await
+        .unwrap();
+    let by_app = audit(
+        &channel,
+        &admin,
+        pb::ListAuditEventsRequest {
+            actor: "checkout".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let entries: Vec<(&str, &str, &str)> = by_app
+        .iter()
+        .map(|e| (e.method.as_str(), e.resource.as_str(), e.code.as_str()))
+        .collect();
+    assert_eq!(
+        entries,
+        [("llmops.v1.PromptService/RenderPrompt", "greet-ab", "OK")],
+        "the first exposure only"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,6 +22,7 @@ use crate::grpc::{response_stream, ResponseStream};
 use crate::pb;
 use crate::pb::prompt_service_server::PromptService;
 use crate::server::access::caller_of;
+use crate::server::audit::with_runtime_write;
 use llmops_experiments::ExperimentService;
 use llmops_generations::RenderRef;
 
@@ -74,7 +75,7 @@ impl PromptApi {
         version: &str,
         label: &str,
         user_id: &str,
-    ) -> Result<Option<(String, String, String)>, Status> {
+    ) -> Result<Option<Served>, Status> {
         if !user_id.is_empty() && caller.role < Role::App {
             return Err(Status::permission_denied(format!(
                 "rendering for a user (user_id) assigns them to the experiment serving the label and needs {}; {} has {}",
@@ -93,11 +94,12 @@ impl PromptApi {
             return Ok(None);
         };
         match experiments.assign(&experiment_id, user_id).await {
-            Ok(assignment) if assignment.in_experiment => Ok(Some((
-                assignment.variant.prompt_version,
+            Ok(assignment) if assignment.in_experiment => Ok(Some(Served {
+                version: assignment.variant.prompt_version,
                 experiment_id,
-                assignment.variant.id,
-            ))),
+                variant_id: assignment.variant.id,
+                new_exposure: assignment.new_exposure,
+            })),
             Ok(_) => Ok(None),
             // Paused or ended since it was found: the label serves everyone.
             Err(llmops_core::ServiceError::FailedPrecondition(_)) => Ok(None),
@@ -114,6 +116,35 @@ impl PromptApi {
         overriding: bool,
     ) -> Result<(), Status> {
         check_label_move(&self.protected_labels, caller, label, overriding)
+    }
+}
+
+/// What a running experiment serves a user for a label.
+struct Served {
+    /// The user's variant's prompt version.
+    version: String,
+    experiment_id: String,
+    variant_id: String,
+    /// Whether this call stored the user's first exposure.
+    new_exposure: bool,
+}
+
+impl Served {
+    /// The experiment, when the call stored an exposure to it.
+    fn exposed(served: &Option<Served>) -> Option<String> {
+        served
+            .as_ref()
+            .filter(|served| served.new_exposure)
+            .map(|served| served.experiment_id.clone())
+    }
+
+    /// `response`, marked for the audit log as a runtime write to `exposed` (an
+    /// exposure, as AssignVariant stores) when there is one.
+    fn audited<T>(response: Response<T>, exposed: Option<String>) -> Response<T> {
+        match exposed {
+            Some(experiment_id) => with_runtime_write(response, experiment_id),
+            None => response,
+        }
     }
 }
 
@@ -200,12 +231,13 @@ impl PromptService for PromptApi {
             .served(&caller, &name, &version, &label, &user_id)
             .await?;
         let chosen = match &served {
-            Some((version, ..)) => selector(version, "")?,
+            Some(served) => selector(&served.version, "")?,
             None => selector(&version, &label)?,
         };
         let view = self.registry.get_version(&name, &chosen).or_status()?;
+        let exposed = Served::exposed(&served);
         let (experiment_id, variant_id) = served
-            .map(|(_, experiment, variant)| (experiment, variant))
+            .map(|served| (served.experiment_id, served.variant_id))
             .unwrap_or_default();
         let prompt_version = prompt_version_to_pb(view);
         let render_id = RenderRef {
@@ -215,12 +247,13 @@ impl PromptService for PromptApi {
             variant_id: variant_id.clone(),
         }
         .encode();
-        Ok(Response::new(pb::GetPromptVersionResponse {
+        let response = Response::new(pb::GetPromptVersionResponse {
             prompt_version: Some(prompt_version),
             experiment_id,
             variant_id,
             render_id,
-        }))
+        });
+        Ok(Served::audited(response, exposed))
     }
 
     async fn get_latest_prompt_version(
@@ -366,11 +399,12 @@ impl PromptService for PromptApi {
             .served(&caller, &name, &version, &label, &user_id)
             .await?;
         let chosen = match &served {
-            Some((version, ..)) => selector(version, "")?,
+            Some(served) => selector(&served.version, "")?,
             None => selector(&version, &label)?,
         };
+        let exposed = Served::exposed(&served);
         let (experiment_id, variant_id) = served
-            .map(|(_, experiment, variant)| (experiment, variant))
+            .map(|served| (served.experiment_id, served.variant_id))
             .unwrap_or_default();
         let values = render_values(variables);
         let (rendered, version) = self.registry.render(&name, &chosen, &values).map_err(|e| {
@@ -380,7 +414,7 @@ impl PromptService for PromptApi {
             }
             e.into_status()
         })?;
-        Ok(Response::new(pb::RenderPromptResponse {
+        let response = Response::new(pb::RenderPromptResponse {
             text: rendered.text,
             messages: rendered
                 .messages
@@ -401,7 +435,8 @@ impl PromptService for PromptApi {
             version: version.to_string(),
             experiment_id,
             variant_id,
-        }))
+        });
+        Ok(Served::audited(response, exposed))
     }
 
     async fn diff_prompt_versions(

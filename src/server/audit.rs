@@ -13,6 +13,11 @@
 //! field), found with the method's input descriptor, joined by `/`. A handler that
 //! chose an id itself (a create without one) names it with [`AuditResource`].
 //!
+//! A read that also wrote what an application's call writes (RenderPrompt or
+//! GetPromptVersion storing a user's first exposure) is audited as a runtime call when
+//! its handler marks the response with [`RuntimeWrite`]: the method is a read, so only
+//! the handler knows.
+//!
 //! The entry is written after the handler's own transaction: a crash between the two
 //! loses the entry of a change that was made, but no client is told a change succeeded
 //! without its entry being durable.
@@ -58,6 +63,23 @@ pub(crate) fn with_audit_resource<T>(
     response
         .extensions_mut()
         .insert(AuditResource(resource.into()));
+    response
+}
+
+/// Marks the answer of a read that stored what an application's call stores (a user's
+/// first exposure, by a render for a user), naming the resource (the experiment). It is
+/// audited like AssignVariant when `audit_runtime_calls` is on.
+#[derive(Debug, Clone)]
+pub(crate) struct RuntimeWrite(pub(crate) String);
+
+/// Marks `response` as a [`RuntimeWrite`] to `resource`.
+pub(crate) fn with_runtime_write<T>(
+    mut response: tonic::Response<T>,
+    resource: impl Into<String>,
+) -> tonic::Response<T> {
+    response
+        .extensions_mut()
+        .insert(RuntimeWrite(resource.into()));
     response
 }
 
@@ -170,15 +192,33 @@ where
             self.runtime_calls || self.methods.required(path) != Some(llmops_access::Role::App)
         });
         let Some(input) = audited else {
-            return Box::pin(self.inner.call(request));
+            if !self.runtime_calls {
+                return Box::pin(self.inner.call(request));
+            }
+            // A read; audited only if its handler says it wrote (see `RuntimeWrite`).
+            let method = method_of(&request);
+            let client_request_id = client_request_id(&request);
+            let response = self.inner.call(request);
+            let auditor = self.auditor.clone();
+            return Box::pin(async move {
+                let mut response = response.await?;
+                let write = response.extensions().get::<RuntimeWrite>().cloned();
+                let caller = response.extensions().get::<Caller>().cloned();
+                if let (Some(RuntimeWrite(resource)), Some(caller)) = (write, caller) {
+                    let request_id =
+                        client_request_id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+                    set_request_id(&mut response, &request_id);
+                    let code = answer_code(&response);
+                    auditor
+                        .record(&caller, method, resource, code, request_id)
+                        .await;
+                }
+                Ok(response)
+            });
         };
-        let method = request.uri().path().trim_start_matches('/').to_owned();
-        let request_id = request
-            .headers()
-            .get(REQUEST_ID)
-            .and_then(|value| value.to_str().ok())
-            .filter(|id| usable_request_id(id))
-            .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
+        let method = method_of(&request);
+        let request_id =
+            client_request_id(&request).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         let captured = Arc::new(Mutex::new(Vec::new()));
         let request = request.map(|body| {
             tonic::body::Body::new(CapturingBody {
@@ -190,9 +230,7 @@ where
         let auditor = self.auditor.clone();
         Box::pin(async move {
             let mut response = response.await?;
-            if let Ok(value) = HeaderValue::from_str(&request_id) {
-                response.headers_mut().insert(REQUEST_ID, value);
-            }
+            set_request_id(&mut response, &request_id);
             let Some(caller) = response.extensions().get::<Caller>().cloned() else {
                 return Ok(response);
             };
@@ -207,28 +245,68 @@ where
                     resource_of(&input, &captured)
                 }
             };
-            let event = AuditEvent {
-                id: uuid::Uuid::now_v7().to_string(),
-                time: chrono::Utc::now(),
-                actor: caller.identity.to_string(),
-                api_key_id: caller
-                    .key
-                    .as_ref()
-                    .map(|key| key.id.clone())
-                    .unwrap_or_default(),
-                method,
-                resource,
-                code: code_name(answer_code(&response)).to_owned(),
-                request_id,
-            };
-            if let Some(log) = auditor.log.get() {
-                if let Err(err) = log.record(event).await {
-                    metrics::counter!(AUDIT_WRITE_FAILURES_TOTAL).increment(1);
-                    tracing::error!(%err, "an audit entry could not be stored");
-                }
-            }
+            let code = answer_code(&response);
+            auditor
+                .record(&caller, method, resource, code, request_id)
+                .await;
             Ok(response)
         })
+    }
+}
+
+impl Auditor {
+    /// Stores the entry of one call (a failure is logged and counted; the answer goes
+    /// out either way).
+    async fn record(
+        &self,
+        caller: &Caller,
+        method: String,
+        resource: String,
+        code: Code,
+        request_id: String,
+    ) {
+        let event = AuditEvent {
+            id: uuid::Uuid::now_v7().to_string(),
+            time: chrono::Utc::now(),
+            actor: caller.identity.to_string(),
+            api_key_id: caller
+                .key
+                .as_ref()
+                .map(|key| key.id.clone())
+                .unwrap_or_default(),
+            method,
+            resource,
+            code: code_name(code).to_owned(),
+            request_id,
+        };
+        if let Some(log) = self.log.get() {
+            if let Err(err) = log.record(event).await {
+                metrics::counter!(AUDIT_WRITE_FAILURES_TOTAL).increment(1);
+                tracing::error!(%err, "an audit entry could not be stored");
+            }
+        }
+    }
+}
+
+/// `package.Service/Method` of a request.
+fn method_of<B>(request: &Request<B>) -> String {
+    request.uri().path().trim_start_matches('/').to_owned()
+}
+
+/// The client's request id, when it sent a usable one.
+fn client_request_id<B>(request: &Request<B>) -> Option<String> {
+    request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| usable_request_id(id))
+        .map(str::to_owned)
+}
+
+/// Answers with the request id the entry was stored under.
+fn set_request_id<B>(response: &mut Response<B>, request_id: &str) {
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert(REQUEST_ID, value);
     }
 }
 

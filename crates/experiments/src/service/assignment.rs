@@ -23,6 +23,7 @@ impl ExperimentService {
                 in_experiment: true,
                 variant: experiment.variants[index].clone(),
                 bucket,
+                new_exposure: false,
             });
         }
         let Some(index) = choose_variation(bucket, &snapshot.ranges) else {
@@ -30,6 +31,7 @@ impl ExperimentService {
                 in_experiment: false,
                 variant: experiment.variants[experiment.control_index()].clone(),
                 bucket,
+                new_exposure: false,
             });
         };
         let variant = experiment.variants[index].clone();
@@ -49,7 +51,8 @@ impl ExperimentService {
             variant_id: variant.id.clone(),
             time: Utc::now(),
         };
-        self.writer
+        let committed = self
+            .writer
             .commit(Writes {
                 exposures: vec![exposure],
                 records: Vec::new(),
@@ -59,6 +62,7 @@ impl ExperimentService {
             in_experiment: true,
             variant,
             bucket,
+            new_exposure: committed.exposures.first().copied().unwrap_or(false),
         })
     }
 
@@ -139,6 +143,8 @@ pub struct Assignment {
     pub variant: Variant,
     /// The user's hash in [0, 1).
     pub bucket: f64,
+    /// Whether this call stored the user's first exposure.
+    pub new_exposure: bool,
 }
 
 fn check_user_id(field: &str, user_id: &str) -> Result<(), ExperimentError> {
