@@ -620,10 +620,7 @@ async fn rendering_for_a_user_assigns_them_and_needs_an_applications_key() {
         },
     )
     .await;
-    let entries: Vec<(&str, &str, &str)> = by_app
-        .iter()
-        .map(|e| (e.method.as_str(), e.resource.as_str(), e.code.as_str()))
-        .collect();
+    let entries = calls(&by_app);
     assert_eq!(
         entries,
         [("llmops.v1.PromptService/RenderPrompt", "greet-ab", "OK")],
@@ -783,6 +780,14 @@ async fn an_acknowledgement_names_the_calling_key_when_the_client_did_not() {
 }
 
 /// The audit log as the admin lists it with `request`.
+/// Each entry's method, resource and outcome code.
+fn calls(entries: &[pb::AuditEvent]) -> Vec<(&str, &str, &str)> {
+    entries
+        .iter()
+        .map(|e| (e.method.as_str(), e.resource.as_str(), e.code.as_str()))
+        .collect()
+}
+
 async fn audit(
     channel: &Channel,
     admin: &str,
@@ -869,10 +874,7 @@ async fn every_change_is_audited_with_its_caller_resource_outcome_and_request_id
         },
     )
     .await;
-    let seen: Vec<(&str, &str, &str)> = by_ci
-        .iter()
-        .map(|e| (e.method.as_str(), e.resource.as_str(), e.code.as_str()))
-        .collect();
+    let seen = calls(&by_ci);
     assert_eq!(
         seen,
         [

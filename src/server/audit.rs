@@ -57,13 +57,10 @@ pub(crate) struct AuditResource(pub(crate) String);
 
 /// Names `resource` as the audited resource of `response`.
 pub(crate) fn with_audit_resource<T>(
-    mut response: tonic::Response<T>,
+    response: tonic::Response<T>,
     resource: impl Into<String>,
 ) -> tonic::Response<T> {
-    response
-        .extensions_mut()
-        .insert(AuditResource(resource.into()));
-    response
+    marked(response, AuditResource(resource.into()))
 }
 
 /// Marks the answer of a read that stored what an application's call stores (a user's
@@ -74,12 +71,18 @@ pub(crate) struct RuntimeWrite(pub(crate) String);
 
 /// Marks `response` as a [`RuntimeWrite`] to `resource`.
 pub(crate) fn with_runtime_write<T>(
-    mut response: tonic::Response<T>,
+    response: tonic::Response<T>,
     resource: impl Into<String>,
 ) -> tonic::Response<T> {
-    response
-        .extensions_mut()
-        .insert(RuntimeWrite(resource.into()));
+    marked(response, RuntimeWrite(resource.into()))
+}
+
+/// `response` carrying `mark` in its extensions, for the layer to read.
+fn marked<T, M: Clone + Send + Sync + 'static>(
+    mut response: tonic::Response<T>,
+    mark: M,
+) -> tonic::Response<T> {
+    response.extensions_mut().insert(mark);
     response
 }
 
@@ -196,8 +199,10 @@ where
                 return Box::pin(self.inner.call(request));
             }
             // A read; audited only if its handler says it wrote (see `RuntimeWrite`).
-            let method = method_of(&request);
-            let client_request_id = client_request_id(&request);
+            // Reads are the hot path: only reference-counted handles are kept here, and
+            // the entry's strings are made for the rare answer that is marked.
+            let uri = request.uri().clone();
+            let sent_request_id = request.headers().get(REQUEST_ID).cloned();
             let response = self.inner.call(request);
             let auditor = self.auditor.clone();
             return Box::pin(async move {
@@ -205,8 +210,9 @@ where
                 let write = response.extensions().get::<RuntimeWrite>().cloned();
                 let caller = response.extensions().get::<Caller>().cloned();
                 if let (Some(RuntimeWrite(resource)), Some(caller)) = (write, caller) {
-                    let request_id =
-                        client_request_id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+                    let method = method_of(&uri);
+                    let request_id = usable_request_id_of(sent_request_id.as_ref())
+                        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
                     set_request_id(&mut response, &request_id);
                     let code = answer_code(&response);
                     auditor
@@ -216,9 +222,9 @@ where
                 Ok(response)
             });
         };
-        let method = method_of(&request);
-        let request_id =
-            client_request_id(&request).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let method = method_of(request.uri());
+        let request_id = usable_request_id_of(request.headers().get(REQUEST_ID))
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         let captured = Arc::new(Mutex::new(Vec::new()));
         let request = request.map(|body| {
             tonic::body::Body::new(CapturingBody {
@@ -288,16 +294,14 @@ impl Auditor {
     }
 }
 
-/// `package.Service/Method` of a request.
-fn method_of<B>(request: &Request<B>) -> String {
-    request.uri().path().trim_start_matches('/').to_owned()
+/// `package.Service/Method` of a request's URI.
+fn method_of(uri: &http::Uri) -> String {
+    uri.path().trim_start_matches('/').to_owned()
 }
 
-/// The client's request id, when it sent a usable one.
-fn client_request_id<B>(request: &Request<B>) -> Option<String> {
-    request
-        .headers()
-        .get(REQUEST_ID)
+/// The request id the client sent in `header`, when it is usable.
+fn usable_request_id_of(header: Option<&HeaderValue>) -> Option<String> {
+    header
         .and_then(|value| value.to_str().ok())
         .filter(|id| usable_request_id(id))
         .map(str::to_owned)
