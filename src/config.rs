@@ -111,6 +111,21 @@ pub struct Config {
     /// default far longer, so that usage and cost history outlive the generations).
     #[serde(default = "default_usage_retention", with = "humantime_serde_compat")]
     pub usage_retention: Duration,
+    /// Samples of online evaluations waiting for scoring at most; past it new samples
+    /// are skipped (and counted in `llmops_online_samples_skipped_total`), never
+    /// holding up LogGenerations.
+    #[serde(default = "default_online_queue_limit")]
+    pub online_queue_limit: u64,
+    /// Samples of online evaluations scored at once at most, by this process (judges
+    /// also wait for their providers' caps, which offline runs share).
+    #[serde(default = "default_online_max_concurrency")]
+    pub online_max_concurrency: usize,
+    /// How often the windows of online evaluations are checked against their thresholds.
+    #[serde(
+        default = "default_online_check_interval",
+        with = "humantime_serde_compat"
+    )]
+    pub online_check_interval: Duration,
     /// `[[prices]]`: prices per 1,000 tokens by model, for generations logged without a
     /// cost (a configured provider's prices count for its name and its model too).
     #[serde(default)]
@@ -141,6 +156,18 @@ fn default_max_generation_text_bytes() -> usize {
 
 fn default_generation_retention() -> Duration {
     Duration::from_secs(30 * 24 * 60 * 60)
+}
+
+fn default_online_queue_limit() -> u64 {
+    100_000
+}
+
+fn default_online_max_concurrency() -> usize {
+    8
+}
+
+fn default_online_check_interval() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_usage_retention() -> Duration {
@@ -438,6 +465,9 @@ impl Default for Config {
             max_generation_text_bytes: default_max_generation_text_bytes(),
             generation_retention: default_generation_retention(),
             usage_retention: default_usage_retention(),
+            online_queue_limit: default_online_queue_limit(),
+            online_max_concurrency: default_online_max_concurrency(),
+            online_check_interval: default_online_check_interval(),
             prices: Vec::new(),
             tls: TlsConfig::default(),
             metrics_tls: false,
@@ -608,6 +638,15 @@ impl Config {
         }
         if self.usage_retention < Duration::from_secs(24 * 3600) {
             return bad("usage_retention", "must be at least 1d");
+        }
+        if !(1..=10_000_000).contains(&self.online_queue_limit) {
+            return bad("online_queue_limit", "must be between 1 and 10000000");
+        }
+        if !(1..=1024).contains(&self.online_max_concurrency) {
+            return bad("online_max_concurrency", "must be between 1 and 1024");
+        }
+        if self.online_check_interval < Duration::from_millis(100) {
+            return bad("online_check_interval", "must be at least 100ms");
         }
         if !(1024..=16 * 1024 * 1024).contains(&self.max_generation_text_bytes) {
             return bad(

@@ -9,7 +9,7 @@ pub mod codec;
 pub(crate) mod convert;
 mod evaluation;
 mod experiments;
-mod generations;
+pub(crate) mod generations;
 pub(crate) mod otlp;
 pub(crate) mod prompts;
 mod providers;

@@ -12,6 +12,7 @@ pub mod config;
 mod generation_metrics;
 pub mod grpc;
 pub mod memory;
+mod online;
 pub mod prompt_versions;
 pub mod release_guard;
 pub mod server;

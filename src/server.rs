@@ -31,6 +31,7 @@ use llmops_core::{Clock, SystemClock};
 use llmops_evaluator::dataset_users::DatasetUsers;
 use llmops_evaluator::datasets::{DatasetService, ImportLeases};
 use llmops_evaluator::gates::GateService;
+use llmops_evaluator::online::{OnlineEvaluationService, OnlineScorer, OnlineSettings};
 use llmops_evaluator::providers::limits::{Quota, SharedQuota};
 use llmops_evaluator::providers::openai::OpenAiProvider;
 use llmops_evaluator::providers::registry::ProviderRegistry;
@@ -315,6 +316,7 @@ struct Services {
     keys: Arc<KeyService>,
     audit: Arc<dyn llmops_access::AuditStore>,
     generations: Arc<GenerationService>,
+    online: Arc<OnlineEvaluationService>,
 }
 
 /// The gRPC services, registered with the router before storage is open and filled once
@@ -401,6 +403,7 @@ impl Slots {
                         services.schedules.clone(),
                         services.gates.clone(),
                     ),
+                    online: services.online.clone(),
                 },
                 config.max_import_bytes,
                 stop.clone(),
@@ -648,6 +651,42 @@ async fn open_storage(
             },
         ))
     };
+    let online = Arc::new(
+        OnlineEvaluationService::open(
+            storage.online.clone(),
+            registry.clone(),
+            providers.clone(),
+            Arc::new(crate::online::ServingFromExperiments(experiments.clone())),
+            OnlineSettings {
+                queue_limit: config.online_queue_limit,
+                max_concurrency: config.online_max_concurrency,
+                panel_evaluation: config.evaluation.panel_evaluation,
+                worker: membership.id().to_owned(),
+                // Judges may wait long for their providers' caps; claims are renewed
+                // every third of this, so only a dead replica's claims lapse.
+                claim_lease: config.leader_lease.max(ONLINE_CLAIM_LEASE),
+            },
+        )
+        .await
+        .context("loading online evaluations")?,
+    );
+    let online_monitor = {
+        let (online, alerts, clock) = (online.clone(), alerts.clone(), clock.clone());
+        let interval = config.online_check_interval;
+        tokio::spawn(run_while_held(
+            membership.leadership(Role::ExperimentMonitor),
+            stop.clone(),
+            move |token| {
+                tokio::spawn(crate::online::monitor_online(
+                    online.clone(),
+                    alerts.clone(),
+                    clock.clone(),
+                    interval,
+                    token,
+                ))
+            },
+        ))
+    };
     let monitor = {
         let (experiments, alerts, clock) = (experiments.clone(), alerts.clone(), clock.clone());
         let interval = config.experiments.alert_check_interval;
@@ -669,6 +708,8 @@ async fn open_storage(
         webhooks,
         retention,
         monitor,
+        online_monitor,
+        tokio::spawn(OnlineScorer::new(online.clone()).run(stop.clone())),
         probes,
         tokio::spawn(membership.clone().run(stop.clone())),
     ];
@@ -690,19 +731,21 @@ async fn open_storage(
             experiments: experiments.clone(),
             runs: runs.clone(),
             keys: keys.clone(),
+            online: online.clone(),
             change_head,
         },
         config.feed_poll_interval,
         stop,
     ));
     let audit = storage.audit.clone();
-    let generations = Arc::new(GenerationService::start(
+    let generations = Arc::new(GenerationService::with_sampler(
         storage.generations.clone(),
         GenerationLimits {
             max_text_bytes: config.max_generation_text_bytes,
         },
         config.model_prices(),
         Some(crate::generation_metrics::ExperimentMetricsFromGenerations::new(experiments.clone())),
+        online.clone(),
     ));
     Ok((
         storage,
@@ -719,6 +762,7 @@ async fn open_storage(
             keys,
             audit,
             generations,
+            online,
         },
         background,
     ))
@@ -766,6 +810,9 @@ async fn monitor_experiments(
         }
     }
 }
+
+/// The shortest lease of a claim on an online sample.
+const ONLINE_CLAIM_LEASE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How long the change log keeps a change: a replica further behind than this (cut off
 /// from the database meanwhile) reloads every cached definition instead.

@@ -2,6 +2,7 @@
 
 mod gate_messages;
 mod messages;
+mod online_messages;
 mod run_messages;
 mod schedule_messages;
 
@@ -14,18 +15,20 @@ use tonic::{Request, Response, Status, Streaming};
 
 use llmops_evaluator::dataset_users::DatasetUsers;
 use llmops_evaluator::gates::GateService;
+use llmops_evaluator::online::{OnlineEvaluationService, OnlineStatsQuery};
 use llmops_evaluator::runs::RunService;
 use llmops_evaluator::schedules::ScheduleService;
 
 use self::gate_messages::{gate_from_pb, gate_to_pb};
 use self::messages::{dataset_to_pb, sample_from_pb, sample_to_pb, spec_from_pb, type_from_pb};
+use self::online_messages::{new_online_from_pb, online_group_to_pb, online_to_pb, update_from_pb};
 use self::run_messages::{
     comparison_to_pb, filter_from_pb, output_from_pb, result_to_pb, run_to_pb,
     spec_from_pb as run_spec_from_pb,
 };
 use self::schedule_messages::{new_schedule_from_pb, schedule_to_pb};
 use crate::grpc::status::{invalid_field, IntoStatus as _, OrStatus as _};
-use crate::grpc::{response_stream, ResponseStream};
+use crate::grpc::{convert, response_stream, ResponseStream};
 use crate::pb;
 use crate::pb::evaluation_service_server::EvaluationService as EvaluationServiceRpc;
 use crate::server::access::caller_of;
@@ -37,6 +40,9 @@ const DEFAULT_RUN_PAGE: usize = 50;
 const DEFAULT_RESULT_PAGE: usize = 100;
 const DEFAULT_SCHEDULE_PAGE: usize = 100;
 const DEFAULT_GATE_PAGE: usize = 100;
+const DEFAULT_ONLINE_PAGE: usize = 100;
+/// Buckets GetOnlineEvaluationStats covers when `since` is not given.
+const DEFAULT_STATS_BUCKETS: u32 = 24;
 /// Samples per ExportSamples message.
 const EXPORT_BATCH: usize = 500;
 
@@ -48,6 +54,7 @@ pub struct EvaluationApi {
     runs: Arc<RunService>,
     schedules: Arc<ScheduleService>,
     gates: Arc<GateService>,
+    online: Arc<OnlineEvaluationService>,
     /// The most bytes one ImportSamples stream may carry.
     max_import_bytes: u64,
     shutdown: CancellationToken,
@@ -66,6 +73,8 @@ pub struct EvaluationServices {
     pub gates: Arc<GateService>,
     /// Deletes datasets nothing uses.
     pub dataset_users: DatasetUsers,
+    /// Online evaluations.
+    pub online: Arc<OnlineEvaluationService>,
 }
 
 impl EvaluationApi {
@@ -81,6 +90,7 @@ impl EvaluationApi {
             schedules,
             gates,
             dataset_users,
+            online,
         } = services;
         Self {
             datasets,
@@ -88,6 +98,7 @@ impl EvaluationApi {
             runs,
             schedules,
             gates,
+            online,
             max_import_bytes,
             shutdown,
         }
@@ -650,5 +661,127 @@ impl EvaluationServiceRpc for EvaluationApi {
             .await
             .or_status()?;
         Ok(Response::new(pb::DeleteReleaseGateResponse {}))
+    }
+
+    async fn create_online_evaluation(
+        &self,
+        request: Request<pb::CreateOnlineEvaluationRequest>,
+    ) -> Result<Response<pb::CreateOnlineEvaluationResponse>, Status> {
+        let evaluation = new_online_from_pb(request.into_inner())?;
+        let evaluation = self
+            .online
+            .create(evaluation, chrono::Utc::now())
+            .await
+            .or_status_at("online_evaluation")?;
+        let id = evaluation.id.clone();
+        Ok(with_audit_resource(
+            Response::new(pb::CreateOnlineEvaluationResponse {
+                online_evaluation: Some(online_to_pb(evaluation)),
+            }),
+            id,
+        ))
+    }
+
+    async fn get_online_evaluation(
+        &self,
+        request: Request<pb::GetOnlineEvaluationRequest>,
+    ) -> Result<Response<pb::GetOnlineEvaluationResponse>, Status> {
+        let id = request.into_inner().online_evaluation_id;
+        required("online_evaluation_id", &id)?;
+        let evaluation = self.online.get(&id).or_status()?;
+        let queue_depth = self.online.queue_depth().await.or_status()?;
+        Ok(Response::new(pb::GetOnlineEvaluationResponse {
+            online_evaluation: Some(online_to_pb(evaluation)),
+            queue_depth,
+        }))
+    }
+
+    async fn list_online_evaluations(
+        &self,
+        request: Request<pb::ListOnlineEvaluationsRequest>,
+    ) -> Result<Response<pb::ListOnlineEvaluationsResponse>, Status> {
+        let request = request.into_inner();
+        let (evaluations, next_page_token) = self
+            .online
+            .list(
+                page_size(request.page_size, DEFAULT_ONLINE_PAGE)?,
+                &request.page_token,
+            )
+            .or_status()?;
+        Ok(Response::new(pb::ListOnlineEvaluationsResponse {
+            online_evaluations: evaluations.into_iter().map(online_to_pb).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn update_online_evaluation(
+        &self,
+        request: Request<pb::UpdateOnlineEvaluationRequest>,
+    ) -> Result<Response<pb::UpdateOnlineEvaluationResponse>, Status> {
+        let request = request.into_inner();
+        required("online_evaluation_id", &request.online_evaluation_id)?;
+        let update = update_from_pb(&request)?;
+        let evaluation = self
+            .online
+            .update(&request.online_evaluation_id, update, chrono::Utc::now())
+            .await
+            .or_status()?;
+        Ok(Response::new(pb::UpdateOnlineEvaluationResponse {
+            online_evaluation: Some(online_to_pb(evaluation)),
+        }))
+    }
+
+    async fn delete_online_evaluation(
+        &self,
+        request: Request<pb::DeleteOnlineEvaluationRequest>,
+    ) -> Result<Response<pb::DeleteOnlineEvaluationResponse>, Status> {
+        let id = request.into_inner().online_evaluation_id;
+        required("online_evaluation_id", &id)?;
+        self.online.delete(&id).await.or_status()?;
+        Ok(Response::new(pb::DeleteOnlineEvaluationResponse {}))
+    }
+
+    async fn get_online_evaluation_stats(
+        &self,
+        request: Request<pb::GetOnlineEvaluationStatsRequest>,
+    ) -> Result<Response<pb::GetOnlineEvaluationStatsResponse>, Status> {
+        let request = request.into_inner();
+        required("online_evaluation_id", &request.online_evaluation_id)?;
+        let evaluation = self.online.get(&request.online_evaluation_id).or_status()?;
+        let bucket = match &request.bucket {
+            None => evaluation.window,
+            Some(bucket) => convert::duration_from_pb(bucket)
+                .ok_or_else(|| invalid_field("bucket", "must be a positive duration"))?,
+        };
+        let until = match &request.until {
+            Some(until) => convert::time_from_timestamp(until)
+                .ok_or_else(|| invalid_field("until", "is not a valid time"))?,
+            None => chrono::Utc::now(),
+        };
+        let since = match &request.since {
+            Some(since) => convert::time_from_timestamp(since)
+                .ok_or_else(|| invalid_field("since", "is not a valid time"))?,
+            None => bucket
+                .checked_mul(DEFAULT_STATS_BUCKETS)
+                .and_then(|span| chrono::Duration::from_std(span).ok())
+                .and_then(|span| until.checked_sub_signed(span))
+                .ok_or_else(|| invalid_field("bucket", "is too wide"))?,
+        };
+        let query = OnlineStatsQuery {
+            evaluation_id: request.online_evaluation_id,
+            group_by: crate::grpc::generations::dimensions_from_pb(&request.group_by)?,
+            since,
+            until,
+            bucket,
+        };
+        let (since_us, until_us) = query.range().or_status()?;
+        let groups = self.online.stats(&query).await.or_status()?;
+        let at =
+            |micros: i64| chrono::DateTime::from_timestamp_micros(micros).map(convert::timestamp);
+        Ok(Response::new(pb::GetOnlineEvaluationStatsResponse {
+            rows: groups.into_iter().map(online_group_to_pb).collect(),
+            since: at(since_us),
+            until: at(until_us),
+        }))
     }
 }

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use llmops_generations::{
-    Generation, GenerationQuery, GenerationService, GenerationStatus, RenderRef, UsageBucket,
-    UsageDimension, UsageGroup, UsageQuery,
+    Generation, GenerationQuery, GenerationScore, GenerationService, GenerationStatus, RenderRef,
+    UsageBucket, UsageDimension, UsageGroup, UsageQuery,
 };
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -90,26 +90,7 @@ fn usage_query_from_pb(
             .checked_sub_signed(chrono::Duration::hours(24))
             .ok_or_else(|| invalid_field("until", "too early to default since to a day before"))?,
     };
-    let mut group_by = Vec::new();
-    for (i, dimension) in request.group_by.iter().enumerate() {
-        let dimension = match pb::UsageDimension::try_from(*dimension) {
-            Ok(pb::UsageDimension::Prompt) => UsageDimension::Prompt,
-            Ok(pb::UsageDimension::PromptVersion) => UsageDimension::PromptVersion,
-            Ok(pb::UsageDimension::Model) => UsageDimension::Model,
-            Ok(pb::UsageDimension::User) => UsageDimension::User,
-            Ok(pb::UsageDimension::ExperimentVariant) => UsageDimension::ExperimentVariant,
-            Ok(pb::UsageDimension::Unspecified) | Err(_) => {
-                return Err(invalid_field(
-                    &format!("group_by[{i}]"),
-                    "not a UsageDimension (PROMPT, PROMPT_VERSION, MODEL, USER, \
-                     EXPERIMENT_VARIANT)",
-                ))
-            }
-        };
-        if !group_by.contains(&dimension) {
-            group_by.push(dimension);
-        }
-    }
+    let group_by = dimensions_from_pb(&request.group_by)?;
     let bucket = match pb::UsageBucket::try_from(request.bucket) {
         Ok(pb::UsageBucket::Unspecified | pb::UsageBucket::Hour) => UsageBucket::Hour,
         Ok(pb::UsageBucket::Day) => UsageBucket::Day,
@@ -216,7 +197,34 @@ pub(crate) fn generation_from_pb(mut g: pb::Generation, at: &str) -> Result<Gene
         cost: g.cost,
         metadata: g.metadata,
         logged_at: None,
+        scores: Vec::new(),
     })
+}
+
+/// `group_by` of GetUsage and GetOnlineEvaluationStats: each dimension once, in the
+/// order given.
+pub(crate) fn dimensions_from_pb(values: &[i32]) -> Result<Vec<UsageDimension>, Status> {
+    let mut group_by = Vec::new();
+    for (i, dimension) in values.iter().enumerate() {
+        let dimension = match pb::UsageDimension::try_from(*dimension) {
+            Ok(pb::UsageDimension::Prompt) => UsageDimension::Prompt,
+            Ok(pb::UsageDimension::PromptVersion) => UsageDimension::PromptVersion,
+            Ok(pb::UsageDimension::Model) => UsageDimension::Model,
+            Ok(pb::UsageDimension::User) => UsageDimension::User,
+            Ok(pb::UsageDimension::ExperimentVariant) => UsageDimension::ExperimentVariant,
+            Ok(pb::UsageDimension::Unspecified) | Err(_) => {
+                return Err(invalid_field(
+                    &format!("group_by[{i}]"),
+                    "not a UsageDimension (PROMPT, PROMPT_VERSION, MODEL, USER, \
+                     EXPERIMENT_VARIANT)",
+                ))
+            }
+        };
+        if !group_by.contains(&dimension) {
+            group_by.push(dimension);
+        }
+    }
+    Ok(group_by)
 }
 
 fn generation_to_pb(g: Generation) -> pb::Generation {
@@ -245,6 +253,29 @@ fn generation_to_pb(g: Generation) -> pb::Generation {
         output_tokens: g.output_tokens,
         cost: g.cost,
         metadata: g.metadata,
+        scores: g.scores.into_iter().map(score_to_pb).collect(),
+    }
+}
+
+fn score_to_pb(score: GenerationScore) -> pb::GenerationScore {
+    pb::GenerationScore {
+        online_evaluation_id: score.online_evaluation_id,
+        scores: score.scores.into_iter().collect(),
+        passed: score.passed,
+        failure_reason: score.failure_reason,
+        error: score.error,
+        judges: score
+            .judges
+            .into_iter()
+            .map(|j| pb::JudgeVerdict {
+                metric: j.metric,
+                judge: j.judge,
+                score: j.score,
+                reasoning: j.reasoning,
+            })
+            .collect(),
+        scored_at: score.scored_at.map(timestamp),
+        judge_cost: score.judge_cost,
     }
 }
 

@@ -17,6 +17,7 @@ use llmops_alerts::AlertService;
 use llmops_cluster::ClusterStore;
 use llmops_evaluator::datasets::DatasetService;
 use llmops_evaluator::gates::GateService;
+use llmops_evaluator::online::OnlineEvaluationService;
 use llmops_evaluator::runs::RunService;
 use llmops_evaluator::schedules::ScheduleService;
 use llmops_experiments::ExperimentService;
@@ -39,6 +40,7 @@ pub(super) struct Followed {
     pub(super) experiments: Arc<ExperimentService>,
     pub(super) runs: Arc<RunService>,
     pub(super) keys: Arc<KeyService>,
+    pub(super) online: Arc<OnlineEvaluationService>,
     /// The change log's head before the caches were loaded.
     pub(super) change_head: u64,
 }
@@ -69,6 +71,7 @@ pub(super) fn spawn(
         experiments,
         runs,
         keys,
+        online,
         change_head,
     } = followed;
     let changes = Arc::new(ChangeFollower {
@@ -79,6 +82,7 @@ pub(super) fn spawn(
         experiments: experiments.clone(),
         runs,
         keys,
+        online,
         cursor: tokio::sync::Mutex::new(change_head),
     });
     vec![
@@ -136,6 +140,7 @@ struct ChangeFollower {
     experiments: Arc<ExperimentService>,
     runs: Arc<RunService>,
     keys: Arc<KeyService>,
+    online: Arc<OnlineEvaluationService>,
     /// The sequence of the last change applied.
     cursor: tokio::sync::Mutex<u64>,
 }
@@ -184,6 +189,7 @@ impl ChangeFollower {
                     .refresh_all()
                     .await
                     .map_err(|err| err.to_string())?;
+                self.online.reload().await.map_err(|err| err.to_string())?;
             }
             read += batch.len();
             for change in &batch {
@@ -194,6 +200,7 @@ impl ChangeFollower {
                     "experiment" => self.experiments.refresh(&change.key).await,
                     "run" => self.runs.refresh(&change.key).await,
                     "api_key" => self.keys.refresh(&change.key).await,
+                    "online_evaluation" => self.online.refresh(&change.key).await,
                     _ => Ok(()),
                 };
                 refreshed.map_err(|err| err.to_string())?;

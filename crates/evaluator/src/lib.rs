@@ -11,6 +11,7 @@ mod error;
 pub mod gates;
 pub mod judges;
 pub mod mcnemar;
+pub mod online;
 mod paging;
 pub mod providers;
 pub mod runs;

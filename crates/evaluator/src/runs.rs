@@ -3,13 +3,13 @@
 //! threshold breaches raised as alerts.
 
 pub mod compare;
-mod executor;
-mod metric;
+pub(crate) mod executor;
+pub(crate) mod metric;
 mod model;
 mod service;
 mod store;
 mod summary;
-mod validate;
+pub(crate) mod validate;
 
 pub use compare::{pass_rate_regressed, Comparison, MetricChange, PairedOutcomes, PASS_RATE_DROP};
 pub use metric::JUDGE_SCORERS;

@@ -14,10 +14,16 @@ mod store;
 mod usage;
 mod validate;
 
-pub use model::{Generation, GenerationPage, GenerationQuery, GenerationStatus, Prices};
+pub use model::{
+    Generation, GenerationPage, GenerationQuery, GenerationScore, GenerationStatus, JudgeVerdict,
+    Prices,
+};
 pub use render_ref::RenderRef;
-pub use service::{GenerationLimits, GenerationObserver, GenerationService, Logged};
-pub use store::GenerationStore;
+pub use service::{
+    GenerationLimits, GenerationObserver, GenerationSampler, GenerationService, Logged,
+    ONLINE_SAMPLES_SKIPPED_TOTAL,
+};
+pub use store::{GenerationStore, Inserted, QueuedSample};
 pub use usage::{
     group_usage, hour_of, LatencyHistogram, UsageAggregate, UsageBucket, UsageDimension,
     UsageFilter, UsageGroup, UsageKey, UsageQuery, UsageTotals, HOUR_US, MAX_AGGREGATES_READ,

@@ -100,6 +100,50 @@ pub struct Generation {
     pub end_time: Option<DateTime<Utc>>,
     /// When llmops stored it.
     pub logged_at: Option<DateTime<Utc>>,
+    /// What online evaluations made of it, oldest first. Stored apart from the record
+    /// (one row per evaluation) and joined when it is read.
+    #[serde(skip)]
+    pub scores: Vec<GenerationScore>,
+}
+
+/// One online evaluation's verdict on a generation.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GenerationScore {
+    /// The online evaluation.
+    pub online_evaluation_id: String,
+    /// Per metric, in [0, 1].
+    pub scores: BTreeMap<String, f64>,
+    /// Every metric reached its threshold.
+    pub passed: bool,
+    /// The first metric below its threshold, or why nothing was scored.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub failure_reason: String,
+    /// Why scoring failed (a judge did not answer, the generation had failed...).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub error: String,
+    /// Each judge's verdict, with its reasoning.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub judges: Vec<JudgeVerdict>,
+    /// Cost of the judges' calls, where the providers report it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judge_cost: Option<f64>,
+    /// When it was scored.
+    pub scored_at: Option<DateTime<Utc>>,
+}
+
+/// What one judge said of one metric.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct JudgeVerdict {
+    /// The metric.
+    pub metric: String,
+    /// The judge (a provider's name).
+    pub judge: String,
+    /// Its score.
+    pub score: f64,
+    /// Its answer: the justification before the score line.
+    pub reasoning: String,
 }
 
 fn is_zero(value: &f64) -> bool {

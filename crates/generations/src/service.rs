@@ -8,7 +8,7 @@ use llmops_core::{ServiceError, StoreError};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::model::{Generation, GenerationPage, GenerationQuery, Prices};
-use crate::store::GenerationStore;
+use crate::store::{GenerationStore, QueuedSample};
 use crate::usage::{group_usage, UsageGroup, UsageQuery};
 use crate::validate::{check_batch, check_generation};
 
@@ -40,10 +40,27 @@ pub struct Logged {
     pub duplicates: u64,
 }
 
-type Pending = (
-    Vec<Generation>,
-    oneshot::Sender<Result<Vec<String>, StoreError>>,
-);
+/// Online samples left out because the scoring queue was full.
+pub const ONLINE_SAMPLES_SKIPPED_TOTAL: &str = "llmops_online_samples_skipped_total";
+
+/// A batch waiting for the writer: its generations, the online samples among them, and
+/// who to tell which ids were new.
+struct Pending {
+    batch: Vec<Generation>,
+    samples: Vec<QueuedSample>,
+    done: oneshot::Sender<Result<Vec<String>, StoreError>>,
+}
+
+/// Decides which online evaluations sample a generation (before it is stored, so that
+/// its samples are queued in the same transaction: none is lost to a crash between).
+pub trait GenerationSampler: Send + Sync + 'static {
+    /// The samples of `batch`: each generation with each online evaluation that scores
+    /// it.
+    fn sample(&self, batch: &[Generation]) -> Vec<QueuedSample>;
+
+    /// At most this many samples wait for scoring; past it, new ones are skipped.
+    fn queue_limit(&self) -> u64;
+}
 
 /// What learns of each generation once it is stored (experiments record the metrics
 /// they take from generations). Called before `log` returns, with the new generations
@@ -67,6 +84,7 @@ pub struct GenerationService {
     /// Every generation this process stored, as it is stored (for live tails).
     stored: broadcast::Sender<Arc<Generation>>,
     observer: Option<Arc<dyn GenerationObserver>>,
+    sampler: Option<Arc<dyn GenerationSampler>>,
 }
 
 impl std::fmt::Debug for GenerationService {
@@ -85,9 +103,31 @@ impl GenerationService {
         prices: HashMap<String, Prices>,
         observer: Option<Arc<dyn GenerationObserver>>,
     ) -> Self {
+        Self::launch(store, limits, prices, observer, None)
+    }
+
+    /// [`GenerationService::start`], with `sampler` choosing the generations online
+    /// evaluations score.
+    pub fn with_sampler(
+        store: Arc<dyn GenerationStore>,
+        limits: GenerationLimits,
+        prices: HashMap<String, Prices>,
+        observer: Option<Arc<dyn GenerationObserver>>,
+        sampler: Arc<dyn GenerationSampler>,
+    ) -> Self {
+        Self::launch(store, limits, prices, observer, Some(sampler))
+    }
+
+    fn launch(
+        store: Arc<dyn GenerationStore>,
+        limits: GenerationLimits,
+        prices: HashMap<String, Prices>,
+        observer: Option<Arc<dyn GenerationObserver>>,
+        sampler: Option<Arc<dyn GenerationSampler>>,
+    ) -> Self {
         let (pending, queue) = mpsc::channel::<Pending>(QUEUE);
-        tokio::spawn(write(store.clone(), queue));
         let (stored, _) = broadcast::channel(TAIL_BUFFER);
+        tokio::spawn(write(store.clone(), queue, sampler.clone()));
         Self {
             store,
             pending,
@@ -95,6 +135,7 @@ impl GenerationService {
             prices,
             stored,
             observer,
+            sampler,
         }
     }
 
@@ -140,6 +181,11 @@ impl GenerationService {
             }
         }
         let ids: Vec<String> = batch.iter().map(|g| g.id.clone()).collect();
+        let samples = self
+            .sampler
+            .as_ref()
+            .map(|sampler| sampler.sample(&batch))
+            .unwrap_or_default();
         // Kept only while someone tails, and what the observer wants.
         let tailed = (self.stored.receiver_count() > 0).then(|| batch.clone());
         let observed: Vec<Generation> = match &self.observer {
@@ -153,7 +199,11 @@ impl GenerationService {
         let (done, stored) = oneshot::channel();
         let closed = || ServiceError::Storage("the generation writer is closed".to_owned());
         self.pending
-            .send((batch, done))
+            .send(Pending {
+                batch,
+                samples,
+                done,
+            })
             .await
             .map_err(|_| closed())?;
         let new: HashSet<String> = stored.await.map_err(|_| closed())??.into_iter().collect();
@@ -234,8 +284,13 @@ impl GenerationService {
 }
 
 /// The writer: takes what is queued (whole batches, up to [`GROUP`] generations), stores
-/// it in one transaction, and tells each caller which of its ids were new.
-async fn write(store: Arc<dyn GenerationStore>, mut queue: mpsc::Receiver<Pending>) {
+/// it in one transaction with their online samples, and tells each caller which of its
+/// ids were new.
+async fn write(
+    store: Arc<dyn GenerationStore>,
+    mut queue: mpsc::Receiver<Pending>,
+    sampler: Option<Arc<dyn GenerationSampler>>,
+) {
     let mut next: Option<Pending> = None;
     loop {
         let first = match next.take() {
@@ -246,11 +301,11 @@ async fn write(store: Arc<dyn GenerationStore>, mut queue: mpsc::Receiver<Pendin
             },
         };
         let mut group = vec![first];
-        let mut size = group[0].0.len();
+        let mut size = group[0].batch.len();
         while size < GROUP {
             match queue.try_recv() {
-                Ok(more) if size + more.0.len() <= GROUP => {
-                    size += more.0.len();
+                Ok(more) if size + more.batch.len() <= GROUP => {
+                    size += more.batch.len();
                     group.push(more);
                 }
                 Ok(more) => {
@@ -260,10 +315,23 @@ async fn write(store: Arc<dyn GenerationStore>, mut queue: mpsc::Receiver<Pendin
                 Err(_) => break,
             }
         }
-        let all: Vec<Generation> = group.iter().flat_map(|(batch, _)| batch.clone()).collect();
-        let stored = store.insert_generations(&all).await;
-        for (_, done) in group {
-            let _ = done.send(stored.clone());
+        let all: Vec<Generation> = group.iter().flat_map(|p| p.batch.clone()).collect();
+        let samples: Vec<QueuedSample> = group.iter().flat_map(|p| p.samples.clone()).collect();
+        let stored = store
+            .insert_sampled_generations(
+                &all,
+                &samples,
+                sampler.as_ref().map_or(0, |s| s.queue_limit()),
+            )
+            .await
+            .map(|inserted| {
+                if inserted.skipped > 0 {
+                    metrics::counter!(ONLINE_SAMPLES_SKIPPED_TOTAL).increment(inserted.skipped);
+                }
+                inserted.new
+            });
+        for pending in group {
+            let _ = pending.done.send(stored.clone());
         }
     }
 }

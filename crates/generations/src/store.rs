@@ -7,6 +7,26 @@ use llmops_core::StoreError;
 use crate::model::{Generation, GenerationQuery};
 use crate::usage::{UsageAggregate, UsageFilter};
 
+/// A generation an online evaluation sampled, queued for scoring with the generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedSample {
+    /// The online evaluation.
+    pub evaluation_id: String,
+    /// The generation.
+    pub generation_id: String,
+}
+
+/// What an insert stored.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Inserted {
+    /// The ids that were new.
+    pub new: Vec<String>,
+    /// Samples of new generations queued for scoring.
+    pub queued: u64,
+    /// Samples of new generations left out because the queue was full.
+    pub skipped: u64,
+}
+
 /// Durable storage of generations.
 #[async_trait]
 pub trait GenerationStore: Send + Sync + 'static {
@@ -16,7 +36,22 @@ pub trait GenerationStore: Send + Sync + 'static {
     async fn insert_generations(
         &self,
         generations: &[Generation],
-    ) -> Result<Vec<String>, StoreError>;
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .insert_sampled_generations(generations, &[], 0)
+            .await?
+            .new)
+    }
+
+    /// [`GenerationStore::insert_generations`], and in the same transaction queues the
+    /// `samples` whose generation was new for online scoring while the queue holds fewer
+    /// than `queue_limit` samples (the rest are skipped and counted).
+    async fn insert_sampled_generations(
+        &self,
+        generations: &[Generation],
+        samples: &[QueuedSample],
+        queue_limit: u64,
+    ) -> Result<Inserted, StoreError>;
 
     /// One generation.
     async fn get_generation(&self, id: &str) -> Result<Option<Generation>, StoreError>;

@@ -24,6 +24,8 @@ mod gates;
 mod generations;
 #[path = "sql/keys.rs"]
 mod keys;
+#[path = "sql/online.rs"]
+mod online;
 #[path = "sql/prompts.rs"]
 mod prompts;
 #[path = "sql/runs.rs"]

@@ -11,6 +11,7 @@ use llmops_cluster::ClusterStore;
 use llmops_core::StoreError;
 use llmops_evaluator::datasets::DatasetStore;
 use llmops_evaluator::gates::GateStore;
+use llmops_evaluator::online::OnlineStore;
 use llmops_evaluator::runs::RunStore;
 use llmops_evaluator::schedules::ScheduleStore;
 use llmops_experiments::ExperimentStore;
@@ -162,6 +163,8 @@ pub struct Storage {
     pub audit: Arc<dyn AuditStore>,
     /// Generations logged by applications.
     pub generations: Arc<dyn GenerationStore>,
+    /// Online evaluations, their queue, scores and aggregates.
+    pub online: Arc<dyn OnlineStore>,
     backend: Backend,
 }
 
@@ -214,6 +217,7 @@ impl Storage {
             + KeyStore
             + AuditStore
             + GenerationStore
+            + OnlineStore
             + 'static,
     {
         Self {
@@ -227,7 +231,8 @@ impl Storage {
             cluster: shared.clone(),
             keys: shared.clone(),
             audit: shared.clone(),
-            generations: shared,
+            generations: shared.clone(),
+            online: shared,
             backend,
         }
     }

@@ -133,7 +133,7 @@ pub(crate) fn results_to_pb(results: RunResults) -> pb::RunResults {
     }
 }
 
-fn metrics_to_pb(metrics: Vec<MetricConfig>) -> Vec<pb::MetricConfig> {
+pub(crate) fn metrics_to_pb(metrics: Vec<MetricConfig>) -> Vec<pb::MetricConfig> {
     metrics
         .into_iter()
         .map(|metric| pb::MetricConfig {

@@ -59,15 +59,18 @@ impl PreparedPrompt {
 
 /// What scoring an output needs.
 #[derive(Clone)]
-pub(super) struct Scoring {
+pub(crate) struct Scoring {
     /// Renders registry judge prompts.
-    pub(super) registry: Arc<Registry>,
+    pub(crate) registry: Arc<Registry>,
     /// Judges by name.
-    pub(super) providers: ProviderSet,
+    pub(crate) providers: ProviderSet,
     /// The run's metrics.
-    pub(super) metrics: Arc<Vec<CompiledMetric>>,
+    pub(crate) metrics: Arc<Vec<CompiledMetric>>,
     /// Per metric name.
-    pub(super) thresholds: Arc<BTreeMap<String, f64>>,
+    pub(crate) thresholds: Arc<BTreeMap<String, f64>>,
+    /// Keep each judge's answer as its reasoning (online scores do; run results, which
+    /// may hold millions of verdicts, do not).
+    pub(crate) keep_reasoning: bool,
 }
 
 /// What evaluating a sample needs.
@@ -82,7 +85,7 @@ pub(super) struct SampleContext {
 }
 
 /// A result with the sample's fields and nothing else yet.
-pub(super) fn blank_result(sample: &StoredSample) -> SampleResult {
+pub(crate) fn blank_result(sample: &StoredSample) -> SampleResult {
     SampleResult {
         sample_id: sample.sample.id.clone(),
         position: sample.position,
@@ -236,7 +239,7 @@ pub(super) fn render(
 /// Scores `result.output` with every metric that has no score yet (submitted scores are
 /// kept as given), then decides whether the sample passed.
 /// Judges count their time queued for a provider on `queue`.
-pub(super) async fn score(
+pub(crate) async fn score(
     context: &Scoring,
     prompt_text: &str,
     sample_context: &str,
@@ -328,12 +331,17 @@ async fn ask_judges(
             let score = judge
                 .read_score(&completion.text)
                 .map_err(|err| format!("judge {name}: {err}"))?;
-            Ok::<_, String>((name.clone(), score, completion.cost))
+            let reasoning = if context.keep_reasoning {
+                judge_reasoning(&completion.text)
+            } else {
+                String::new()
+            };
+            Ok::<_, String>((name.clone(), score, completion.cost, reasoning))
         }
     });
     let mut scores = Vec::new();
     for verdict in join_all(calls).await {
-        let (name, score, cost) = verdict?;
+        let (name, score, cost, reasoning) = verdict?;
         if let Some(cost) = cost {
             *result.cost.get_or_insert(0.0) += cost;
         }
@@ -341,6 +349,7 @@ async fn ask_judges(
             metric: metric.to_owned(),
             judge: name,
             score,
+            reasoning,
         });
         scores.push(score);
     }
@@ -353,6 +362,29 @@ async fn ask_judges(
         result.panel_spread.insert(metric.to_owned(), high - low);
     }
     Ok(judge.consensus.combine(&scores))
+}
+
+/// Most of a judge's answer kept as its reasoning.
+const REASONING_BYTES: usize = 4096;
+
+/// A judge's answer without its score lines, trimmed and capped at [`REASONING_BYTES`].
+fn judge_reasoning(answer: &str) -> String {
+    let text: Vec<&str> = answer
+        .lines()
+        .filter(|line| {
+            !line
+                .trim_start()
+                .trim_start_matches('*')
+                .starts_with("SCORE_")
+        })
+        .collect();
+    let text = text.join("\n");
+    let text = text.trim();
+    let mut end = text.len().min(REASONING_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
 }
 
 /// The messages a judge is sent.

@@ -13,7 +13,7 @@ pub const JUDGE_SCORERS: &[&str] = &["llm_judge", "panel"];
 
 /// How a metric scores.
 #[derive(Debug, Clone)]
-pub(super) enum MetricScorer {
+pub(crate) enum MetricScorer {
     /// Computed here.
     Local(Scorer),
     /// Asked of one judge or a panel.
@@ -22,16 +22,16 @@ pub(super) enum MetricScorer {
 
 /// A metric ready to score.
 #[derive(Debug, Clone)]
-pub(super) struct CompiledMetric {
+pub(crate) struct CompiledMetric {
     /// As configured.
-    pub(super) config: MetricConfig,
+    pub(crate) config: MetricConfig,
     /// How it scores.
-    pub(super) scorer: MetricScorer,
+    pub(crate) scorer: MetricScorer,
 }
 
 /// Compiles `config` (the run's `metrics[index]`). Judge metrics must name configured
 /// providers, and a judge prompt from the registry must exist.
-pub(super) fn compile_metric(
+pub(crate) fn compile_metric(
     config: &MetricConfig,
     index: usize,
     providers: &ProviderSet,

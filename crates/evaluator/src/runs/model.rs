@@ -243,6 +243,9 @@ pub struct JudgeScore {
     pub judge: String,
     /// In [0, 1].
     pub score: f64,
+    /// The judge's answer without its score line (kept for online evaluations only).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reasoning: String,
 }
 
 /// The result of one sample.

@@ -108,7 +108,7 @@ pub(super) fn check_spec(spec: &RunSpec) -> Vec<FieldViolation> {
     violations
 }
 
-fn check_metric<'a>(
+pub(crate) fn check_metric<'a>(
     bad: &mut impl FnMut(&str, String),
     index: usize,
     metric: &'a MetricConfig,

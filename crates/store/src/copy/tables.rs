@@ -293,6 +293,52 @@ pub(crate) const TABLES: &[Table] = &[
             ("latency", Text),
         ],
     },
+    Table {
+        name: "online_evaluations",
+        key: &["id"],
+        columns: &[("id", Text), ("created_at_us", Int), ("record", Text)],
+    },
+    Table {
+        name: "online_queue",
+        key: &["evaluation_id", "generation_id"],
+        columns: &[
+            ("evaluation_id", Text),
+            ("generation_id", Text),
+            ("enqueued_us", Int),
+            ("claimed_by", Text),
+            ("claimed_until_us", Int),
+        ],
+    },
+    Table {
+        name: "online_queue_depth",
+        key: &["id"],
+        columns: &[("id", Int), ("depth", Int)],
+    },
+    Table {
+        name: "online_scores",
+        key: &["evaluation_id", "generation_id"],
+        columns: &[
+            ("evaluation_id", Text),
+            ("generation_id", Text),
+            ("scored_at_us", Int),
+            ("record", Text),
+        ],
+    },
+    Table {
+        name: "online_aggregates",
+        key: &["evaluation_id", "minute_us", "group_key"],
+        columns: &[
+            ("evaluation_id", Text),
+            ("minute_us", Int),
+            ("group_key", Text),
+            ("prompt_name", Text),
+            ("prompt_version", Text),
+            ("model", Text),
+            ("experiment_id", Text),
+            ("variant_id", Text),
+            ("record", Text),
+        ],
+    },
 ];
 
 /// Tables whose key the database generates: after rows are copied in with their own

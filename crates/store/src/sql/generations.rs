@@ -6,7 +6,8 @@ use llmops_core::StoreError;
 use std::collections::HashSet;
 
 use llmops_generations::{
-    Generation, GenerationQuery, GenerationStore, UsageAggregate, UsageFilter,
+    Generation, GenerationQuery, GenerationStore, Inserted, QueuedSample, UsageAggregate,
+    UsageFilter,
 };
 use sqlx::QueryBuilder;
 
@@ -25,10 +26,12 @@ const GENERATIONS_STREAM: &str = "generations";
 
 #[async_trait]
 impl GenerationStore for Store {
-    async fn insert_generations(
+    async fn insert_sampled_generations(
         &self,
         generations: &[Generation],
-    ) -> Result<Vec<String>, StoreError> {
+        samples: &[QueuedSample],
+        queue_limit: u64,
+    ) -> Result<Inserted, StoreError> {
         // Serialized before the transaction begins: the writer is held for the database
         // work alone.
         let records = generations
@@ -75,6 +78,13 @@ impl GenerationStore for Store {
         // What was new is counted in the usage aggregates by the same transaction: each
         // generation once (a repeated id within the batch was stored first-come).
         let mut counted: HashSet<&str> = new.iter().map(String::as_str).collect();
+        let (queued, skipped) = if samples.is_empty() {
+            (0, 0)
+        } else {
+            super::online::enqueue(&mut tx, &counted, samples, queue_limit)
+                .await
+                .map_err(db_error)?
+        };
         let stored: Vec<&Generation> = generations
             .iter()
             .filter(|g| counted.remove(g.id.as_str()))
@@ -83,7 +93,11 @@ impl GenerationStore for Store {
             .await
             .map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
-        Ok(new)
+        Ok(Inserted {
+            new,
+            queued,
+            skipped,
+        })
     }
 
     async fn get_generation(&self, id: &str) -> Result<Option<Generation>, StoreError> {
@@ -93,7 +107,15 @@ impl GenerationStore for Store {
                 .fetch_optional(&self.reader)
                 .await
                 .map_err(db_error)?;
-        record.map(|r| parse("generation", &r)).transpose()
+        let Some(record) = record else {
+            return Ok(None);
+        };
+        let mut generation: Generation = parse("generation", &record)?;
+        generation.scores = super::online::scores_of(&self.reader, &[id])
+            .await?
+            .remove(id)
+            .unwrap_or_default();
+        Ok(Some(generation))
     }
 
     async fn list_generations(
@@ -143,10 +165,16 @@ impl GenerationStore for Store {
             .fetch_all(&self.reader)
             .await
             .map_err(db_error)?;
-        records
+        let mut generations = records
             .iter()
             .map(|record| parse("generation", record))
-            .collect()
+            .collect::<Result<Vec<Generation>, StoreError>>()?;
+        let ids: Vec<&str> = generations.iter().map(|g| g.id.as_str()).collect();
+        let mut scores = super::online::scores_of(&self.reader, &ids).await?;
+        for generation in &mut generations {
+            generation.scores = scores.remove(&generation.id).unwrap_or_default();
+        }
+        Ok(generations)
     }
 
     async fn prune_generations(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {

@@ -85,6 +85,7 @@ fn result(sample_id: &str, position: i64, passed: bool, error: &str) -> SampleRe
             metric: "helpful".into(),
             judge: "judge-a".into(),
             score: 0.75,
+            reasoning: String::new(),
         }],
         panel_spread: [("helpful".to_owned(), 0.125)].into(),
     }

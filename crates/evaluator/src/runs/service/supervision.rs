@@ -25,6 +25,7 @@ impl Inner {
             providers: self.providers.providers().clone(),
             metrics: Arc::new(metrics),
             thresholds: Arc::new(thresholds(run)),
+            keep_reasoning: false,
         })
     }
 

@@ -1,0 +1,579 @@
+//! Online evaluation end to end: definitions are checked and kept; a deterministic share
+//! of matching generations is queued with them and scored exactly once, with judges'
+//! reasoning on the generation; the queue's bound skips and counts; windows below their
+//! thresholds raise alerts that a good window resolves.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone as _, Utc};
+use common::backend::{Backend, TestDatabase};
+use common::eval::{fields, metric, with_mock};
+use common::TestServer;
+use llmops::bench::mock_provider::MockProvider;
+use llmops::pb;
+use llmops::pb::generation_service_client::GenerationServiceClient;
+use llmops_core::ManualClock;
+use sha2::{Digest as _, Sha256};
+use tonic::Code;
+
+/// Whether online evaluation `evaluation` samples generation `generation` at `rate`, as
+/// the proto documents it (what any client can compute).
+fn documented_sample(evaluation: &str, generation: &str, rate: f64) -> bool {
+    let digest = Sha256::digest(format!("{evaluation}/{generation}").as_bytes());
+    let point = u64::from_be_bytes(digest[..8].try_into().unwrap()) as f64 / 2f64.powi(64);
+    point < rate
+}
+
+async fn create_prompt(server: &TestServer, version: &str) {
+    common::eval::prompt(server, "support", version, "Answer: {{ input }}").await;
+}
+
+fn online(id: &str, rate: f64, metrics: Vec<pb::MetricConfig>) -> pb::OnlineEvaluation {
+    pb::OnlineEvaluation {
+        id: id.into(),
+        filter: Some(pb::OnlineEvaluationFilter {
+            prompt_name: "support".into(),
+            ..Default::default()
+        }),
+        sample_rate: rate,
+        metrics,
+        ..Default::default()
+    }
+}
+
+async fn create(
+    server: &TestServer,
+    evaluation: pb::OnlineEvaluation,
+) -> Result<pb::OnlineEvaluation, tonic::Status> {
+    server
+        .evaluation()
+        .create_online_evaluation(pb::CreateOnlineEvaluationRequest {
+            online_evaluation: Some(evaluation),
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner().online_evaluation.unwrap())
+}
+
+fn generation(id: &str, version: &str, output: &str, start: DateTime<Utc>) -> pb::Generation {
+    pb::Generation {
+        id: id.into(),
+        prompt_name: "support".into(),
+        prompt_version: version.into(),
+        model: "gpt-x".into(),
+        input: format!("question {id}"),
+        output: output.into(),
+        latency_ms: 100.0,
+        start_time: Some(prost_types::Timestamp {
+            seconds: start.timestamp(),
+            nanos: 0,
+        }),
+        ..Default::default()
+    }
+}
+
+async fn log(server: &TestServer, generations: Vec<pb::Generation>) -> pb::LogGenerationsResponse {
+    GenerationServiceClient::new(server.channel.clone())
+        .log_generations(pb::LogGenerationsRequest { generations })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn get_generation(server: &TestServer, id: &str) -> pb::Generation {
+    GenerationServiceClient::new(server.channel.clone())
+        .get_generation(pb::GetGenerationRequest {
+            generation_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .generation
+        .unwrap()
+}
+
+/// The stats of `id` in one group, summed over the weeks around `around`.
+async fn totals_around(server: &TestServer, id: &str, around: DateTime<Utc>) -> pb::OnlineStatsRow {
+    let rows = server
+        .evaluation()
+        .get_online_evaluation_stats(pb::GetOnlineEvaluationStatsRequest {
+            online_evaluation_id: id.into(),
+            since: Some(prost_types::Timestamp {
+                seconds: around.timestamp() - 7 * 24 * 3600,
+                nanos: 0,
+            }),
+            until: Some(prost_types::Timestamp {
+                seconds: around.timestamp() + 7 * 24 * 3600,
+                nanos: 0,
+            }),
+            bucket: Some(prost_types::Duration {
+                seconds: 7 * 24 * 3600,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .rows;
+    let mut total = pb::OnlineStatsRow::default();
+    let mut passed = 0.0;
+    for row in rows {
+        total.sampled += row.sampled;
+        total.scored += row.scored;
+        total.failed += row.failed;
+        total.queued += row.queued;
+        passed += row.pass_rate * row.scored as f64;
+        total.metrics.extend(row.metrics);
+    }
+    if total.scored > 0 {
+        total.pass_rate = passed / total.scored as f64;
+    }
+    total
+}
+
+async fn totals(server: &TestServer, id: &str) -> pb::OnlineStatsRow {
+    totals_around(server, id, Utc::now()).await
+}
+
+/// Waits until `id` has no sample queued and `done` samples scored or failed.
+async fn wait_until_scored(server: &TestServer, id: &str, done: u64) -> pb::OnlineStatsRow {
+    wait_until_scored_around(server, id, done, Utc::now()).await
+}
+
+async fn wait_until_scored_around(
+    server: &TestServer,
+    id: &str,
+    done: u64,
+    around: DateTime<Utc>,
+) -> pb::OnlineStatsRow {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let row = totals_around(server, id, around).await;
+        if row.scored + row.failed >= done && row.queued == 0 {
+            return row;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "samples still unscored: {row:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn definitions_are_checked_field_by_field_and_kept() {
+    let mock = MockProvider::start(Duration::from_millis(1)).await.unwrap();
+    let server = TestServer::start_with(with_mock(&mock)).await;
+    create_prompt(&server, "1.0.0").await;
+    let judged = metric(
+        "helpful",
+        "llm_judge",
+        serde_json::json!({"judge": "judge-a"}),
+    );
+
+    // Scorers that need an expected output are refused, naming the metric.
+    let exact = create(
+        &server,
+        online(
+            "",
+            0.5,
+            vec![metric("same", "exact_match", serde_json::json!({}))],
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(exact.code(), Code::InvalidArgument);
+    assert_eq!(fields(&exact), ["online_evaluation.metrics[0].scorer"]);
+    assert!(exact.message().contains("\"same\""), "{}", exact.message());
+    let contains = create(
+        &server,
+        online(
+            "",
+            0.5,
+            vec![metric("has", "contains", serde_json::json!({}))],
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        fields(&contains),
+        ["online_evaluation.metrics[0].params.value"]
+    );
+
+    // Every bad field at once, nothing stored.
+    let mut bad = online("", 0.0, vec![judged.clone()]);
+    bad.window = Some(prost_types::Duration {
+        seconds: 30,
+        nanos: 0,
+    });
+    bad.thresholds = Some(pb::OnlineThresholds {
+        min_pass_rate: Some(1.5),
+        metric_minimums: [("unknown".to_owned(), 0.5)].into(),
+        ..Default::default()
+    });
+    let refused = create(&server, bad).await.unwrap_err();
+    assert_eq!(
+        fields(&refused),
+        [
+            "online_evaluation.sample_rate",
+            "online_evaluation.window",
+            "online_evaluation.thresholds.min_pass_rate",
+            "online_evaluation.thresholds.metric_minimums[unknown]",
+        ]
+    );
+    let mut missing = online("", 0.5, vec![judged.clone()]);
+    missing.filter.as_mut().unwrap().prompt_name = "nope".into();
+    let unknown = create(&server, missing).await.unwrap_err();
+    assert_eq!(fields(&unknown), ["online_evaluation.filter.prompt_name"]);
+    let listed = server
+        .evaluation()
+        .list_online_evaluations(pb::ListOnlineEvaluationsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.online_evaluations.is_empty());
+
+    // A good one gets its defaults; a second with its id is ALREADY_EXISTS.
+    let created = create(&server, online("quality", 0.25, vec![judged.clone()]))
+        .await
+        .unwrap();
+    assert_eq!(created.window.as_ref().unwrap().seconds, 3600);
+    assert_eq!(created.min_samples, 50);
+    assert_eq!(created.name, "support online");
+    let again = create(&server, online("quality", 0.25, vec![judged]))
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::AlreadyExists);
+
+    // Pause, change the rate, and delete.
+    let updated = server
+        .evaluation()
+        .update_online_evaluation(pb::UpdateOnlineEvaluationRequest {
+            online_evaluation_id: "quality".into(),
+            sample_rate: Some(0.75),
+            paused: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .online_evaluation
+        .unwrap();
+    assert!(updated.paused);
+    assert_eq!(updated.sample_rate, 0.75);
+    let bad_rate = server
+        .evaluation()
+        .update_online_evaluation(pb::UpdateOnlineEvaluationRequest {
+            online_evaluation_id: "quality".into(),
+            sample_rate: Some(2.0),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&bad_rate), ["sample_rate"]);
+    let got = server
+        .evaluation()
+        .get_online_evaluation(pb::GetOnlineEvaluationRequest {
+            online_evaluation_id: "quality".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .online_evaluation
+        .unwrap();
+    assert_eq!(got, updated);
+    server
+        .evaluation()
+        .delete_online_evaluation(pb::DeleteOnlineEvaluationRequest {
+            online_evaluation_id: "quality".into(),
+        })
+        .await
+        .unwrap();
+    let gone = server
+        .evaluation()
+        .get_online_evaluation(pb::GetOnlineEvaluationRequest {
+            online_evaluation_id: "quality".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+}
+
+/// Every sampled generation is judged once; the verdict, with the judge's reasoning,
+/// shows on the generation; a retried batch judges nothing again.
+async fn sampled_generations_are_judged_once_and_carry_the_verdict(backend: Backend) {
+    let mock = MockProvider::start(Duration::from_millis(5)).await.unwrap();
+    let server = TestServer::start_on_backend(backend, with_mock(&mock)).await;
+    create_prompt(&server, "1.0.0").await;
+    let rate = 0.5;
+    create(
+        &server,
+        online(
+            "judged",
+            rate,
+            vec![
+                metric(
+                    "helpful",
+                    "llm_judge",
+                    serde_json::json!({"judge": "judge-a"}),
+                ),
+                metric("json", "json_valid", serde_json::json!({})),
+            ],
+        ),
+    )
+    .await
+    .unwrap();
+    let now = Utc::now();
+    let batch: Vec<pb::Generation> = (0..200)
+        .map(|i| {
+            let score = if i % 4 == 0 { "0.2" } else { "0.9" };
+            generation(
+                &format!("g{i}"),
+                "1.0.0",
+                &format!("{{\"a\": \"[[score:{score}]]\"}}"),
+                now,
+            )
+        })
+        .collect();
+    let expected: BTreeSet<String> = batch
+        .iter()
+        .map(|g| g.id.clone())
+        .filter(|id| documented_sample("judged", id, rate))
+        .collect();
+    assert!((70..130).contains(&expected.len()), "{}", expected.len());
+    let before = mock.requests();
+    log(&server, batch.clone()).await;
+    let row = wait_until_scored(&server, "judged", expected.len() as u64).await;
+    assert_eq!(row.scored, expected.len() as u64);
+    assert_eq!(row.sampled, expected.len() as u64);
+    assert_eq!(
+        mock.requests() - before,
+        expected.len() as u64,
+        "one judge call per sample"
+    );
+    let low = expected
+        .iter()
+        .filter(|id| id[1..].parse::<u32>().unwrap() % 4 == 0)
+        .count() as f64;
+    let pass_rate = 1.0 - low / expected.len() as f64;
+    assert!((row.pass_rate - pass_rate).abs() < 1e-9, "{row:?}");
+    assert!((row.metrics["json"].mean - 1.0).abs() < 1e-12);
+
+    // The verdict is on each sampled generation and on no other.
+    for g in &batch {
+        let stored = get_generation(&server, &g.id).await;
+        if expected.contains(&g.id) {
+            assert_eq!(stored.scores.len(), 1, "{}", g.id);
+            let verdict = &stored.scores[0];
+            assert_eq!(verdict.online_evaluation_id, "judged");
+            assert_eq!(verdict.judges.len(), 1);
+            assert_eq!(verdict.judges[0].judge, "judge-a");
+            assert_eq!(verdict.judges[0].reasoning, "Judged.", "the answer without its score line");
+            let low = g.id[1..].parse::<u32>().unwrap() % 4 == 0;
+            assert_eq!(verdict.scores["helpful"], if low { 0.2 } else { 0.9 });
+            assert_eq!(verdict.passed, !low);
+            assert!(verdict.scored_at.is_some());
+        } else {
+            assert!(stored.scores.is_empty(), "{}", g.id);
+        }
+    }
+
+    // Logging the batch again (a client's retry) judges nothing more.
+    log(&server, batch).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(mock.requests() - before, expected.len() as u64);
+    assert_eq!(
+        totals(&server, "judged").await.scored,
+        expected.len() as u64
+    );
+}
+
+on_both_backends!(sampled_generations_are_judged_once_and_carry_the_verdict);
+
+/// The same ids sample alike after a restart, and a sample queued before the restart is
+/// scored after it.
+#[tokio::test]
+async fn sampling_is_the_same_after_a_restart() {
+    let database = TestDatabase::new(Backend::default_for_tests()).await;
+    let server = TestServer::start_on(&database, |_| {}).await;
+    create_prompt(&server, "1.0.0").await;
+    create(
+        &server,
+        online(
+            "steady",
+            0.3,
+            vec![metric("json", "json_valid", serde_json::json!({}))],
+        ),
+    )
+    .await
+    .unwrap();
+    let now = Utc::now();
+    let first: Vec<pb::Generation> = (0..100)
+        .map(|i| generation(&format!("a{i}"), "1.0.0", "{}", now))
+        .collect();
+    log(&server, first.clone()).await;
+    let sampled_before: BTreeSet<String> = first
+        .iter()
+        .map(|g| g.id.clone())
+        .filter(|id| documented_sample("steady", id, 0.3))
+        .collect();
+    wait_until_scored(&server, "steady", sampled_before.len() as u64).await;
+    server.stop().await;
+
+    let server = TestServer::start_on(&database, |_| {}).await;
+    let second: Vec<pb::Generation> = (0..100)
+        .map(|i| generation(&format!("b{i}"), "1.0.0", "{}", now))
+        .collect();
+    log(&server, second.clone()).await;
+    let sampled_after: BTreeSet<String> = second
+        .iter()
+        .map(|g| g.id.clone())
+        .filter(|id| documented_sample("steady", id, 0.3))
+        .collect();
+    let total = (sampled_before.len() + sampled_after.len()) as u64;
+    assert_eq!(
+        wait_until_scored(&server, "steady", total).await.scored,
+        total
+    );
+    for g in first.iter().chain(&second) {
+        let scored = !get_generation(&server, &g.id).await.scores.is_empty();
+        let expected = sampled_before.contains(&g.id) || sampled_after.contains(&g.id);
+        assert_eq!(scored, expected, "{}", g.id);
+    }
+}
+
+/// Past `online_queue_limit`, samples are skipped and counted; logging still answers.
+#[tokio::test]
+async fn a_burst_beyond_the_queue_limit_is_skipped_and_counted() {
+    let mock = MockProvider::start(Duration::from_secs(30)).await.unwrap();
+    let server = TestServer::start_with(|config| {
+        with_mock(&mock)(config);
+        config.online_queue_limit = 50;
+        config.online_max_concurrency = 1;
+    })
+    .await;
+    create_prompt(&server, "1.0.0").await;
+    create(
+        &server,
+        online(
+            "slow",
+            1.0,
+            vec![metric(
+                "helpful",
+                "llm_judge",
+                serde_json::json!({"judge": "judge-a"}),
+            )],
+        ),
+    )
+    .await
+    .unwrap();
+    let now = Utc::now();
+    let burst: Vec<pb::Generation> = (0..200)
+        .map(|i| generation(&format!("g{i}"), "1.0.0", "fine", now))
+        .collect();
+    let logged = tokio::time::timeout(Duration::from_secs(10), log(&server, burst))
+        .await
+        .expect("logging does not wait for scoring");
+    assert_eq!(logged.accepted, 200);
+    let metrics = server.metrics_text().await;
+    assert!(
+        metrics.contains("llmops_online_samples_skipped_total 150"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("online"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let depth = server
+        .evaluation()
+        .get_online_evaluation(pb::GetOnlineEvaluationRequest {
+            online_evaluation_id: "slow".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .queue_depth;
+    assert_eq!(depth, 50);
+    assert_eq!(totals(&server, "slow").await.sampled, 50);
+}
+
+/// A window below the evaluation's minimum raises a THRESHOLD alert for that prompt
+/// version on Subscribe; the next window within bounds resolves it.
+#[tokio::test]
+async fn a_bad_window_raises_a_threshold_alert_and_a_good_one_resolves_it() {
+    let start = Utc.with_ymd_and_hms(2026, 11, 2, 10, 0, 30).unwrap();
+    let clock = ManualClock::new(start);
+    let server = TestServer::start_at(&clock, |config| {
+        config.online_check_interval = Duration::from_millis(100);
+    })
+    .await;
+    create_prompt(&server, "1.1.0").await;
+    let mut evaluation = online(
+        "live",
+        1.0,
+        vec![metric(
+            "polite",
+            "contains",
+            serde_json::json!({"value": "please"}),
+        )],
+    );
+    evaluation.min_samples = 10;
+    evaluation.thresholds = Some(pb::OnlineThresholds {
+        min_pass_rate: Some(0.8),
+        ..Default::default()
+    });
+    create(&server, evaluation).await.unwrap();
+    let mut alerts = server
+        .alerts()
+        .subscribe(pb::SubscribeRequest {
+            sources: vec!["online_evaluation".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    // The window [09:00, 10:00): 12 answers, 6 polite.
+    let hour_ago = start - chrono::Duration::minutes(45);
+    let rude: Vec<pb::Generation> = (0..12)
+        .map(|i| {
+            let output = if i % 2 == 0 { "please wait" } else { "no" };
+            generation(&format!("r{i}"), "1.1.0", output, hour_ago)
+        })
+        .collect();
+    log(&server, rude).await;
+    wait_until_scored_around(&server, "live", 12, start).await;
+    clock.advance(Duration::from_secs(1));
+    let raised = common::eval::next_alert(&mut alerts, pb::AlertEventKind::Created).await;
+    assert_eq!(raised.r#type, pb::AlertType::Threshold as i32);
+    assert_eq!(raised.source, "online_evaluation");
+    assert_eq!(raised.source_id, "live");
+    assert_eq!(raised.metric, "pass_rate");
+    assert_eq!(raised.labels["prompt"], "support");
+    assert_eq!(raised.labels["version"], "1.1.0");
+    assert_eq!(raised.labels["model"], "gpt-x");
+    assert_eq!(raised.metadata["samples"], "12");
+    assert_eq!(raised.actual_value, Some(0.5));
+
+    // The window [10:00, 11:00): every answer polite.
+    let polite: Vec<pb::Generation> = (0..12)
+        .map(|i| {
+            generation(
+                &format!("p{i}"),
+                "1.1.0",
+                "please",
+                start + chrono::Duration::minutes(10),
+            )
+        })
+        .collect();
+    log(&server, polite).await;
+    wait_until_scored_around(&server, "live", 24, start).await;
+    clock.set(start + chrono::Duration::hours(1));
+    let resolved = common::eval::next_alert(&mut alerts, pb::AlertEventKind::Resolved).await;
+    assert_eq!(resolved.id, raised.id);
+}
