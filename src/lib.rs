@@ -6,6 +6,7 @@
 //! [`telemetry`] (logs and Prometheus metrics), [`cli`] (client subcommands) and
 //! [`bench`] (the load tool).
 
+mod auto_complete;
 pub mod bench;
 pub mod cli;
 pub mod config;

@@ -657,6 +657,11 @@ async fn open_storage(
             registry.clone(),
             providers.clone(),
             Arc::new(crate::online::ServingFromExperiments(experiments.clone())),
+            Some(
+                crate::generation_metrics::ExperimentMetricsFromGenerations::new(
+                    experiments.clone(),
+                ),
+            ),
             OnlineSettings {
                 queue_limit: config.online_queue_limit,
                 max_concurrency: config.online_max_concurrency,
@@ -689,6 +694,7 @@ async fn open_storage(
     };
     let monitor = {
         let (experiments, alerts, clock) = (experiments.clone(), alerts.clone(), clock.clone());
+        let registry = registry.clone();
         let interval = config.experiments.alert_check_interval;
         tokio::spawn(run_while_held(
             membership.leadership(Role::ExperimentMonitor),
@@ -696,6 +702,7 @@ async fn open_storage(
             move |token| {
                 tokio::spawn(monitor_experiments(
                     experiments.clone(),
+                    registry.clone(),
                     alerts.clone(),
                     clock.clone(),
                     interval,
@@ -787,9 +794,11 @@ async fn record_key_uses(keys: Arc<KeyService>, stop: CancellationToken) {
     }
 }
 
-/// Checks running experiments for alerts every `interval` until `stop`.
+/// Checks running experiments for alerts, and completes those that decided themselves
+/// (`auto_complete`), every `interval` until `stop`.
 async fn monitor_experiments(
     experiments: Arc<ExperimentService>,
+    registry: Arc<Registry>,
     alerts: Arc<AlertService>,
     clock: Arc<dyn Clock>,
     interval: std::time::Duration,
@@ -804,6 +813,7 @@ async fn monitor_experiments(
                 tracing::warn!(error = %err, "checking experiment alerts failed; will retry")
             }
         }
+        crate::auto_complete::complete_decided(&experiments, &registry, alerts.as_ref()).await;
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = clock.sleep(interval) => {}

@@ -404,6 +404,7 @@ async fn an_experiment_learns_latency_cost_and_errors_from_its_generations() {
             direction: pb::MetricDirection::LowerIsBetter.into(),
             role: pb::MetricRole::Guardrail.into(),
             source: source.into(),
+            ..Default::default()
         };
     let mut experiments = server.experiments();
     // A generation-sourced metric must have the kind its source gives.
@@ -802,6 +803,7 @@ async fn a_prompt_change_is_decided_from_production_traffic_alone() {
             direction: pb::MetricDirection::LowerIsBetter.into(),
             role: pb::MetricRole::Guardrail.into(),
             source: source.into(),
+            ..Default::default()
         };
     experiments
         .create_prompt_experiment(pb::CreatePromptExperimentRequest {

@@ -372,7 +372,10 @@ async fn sampled_generations_are_judged_once_and_carry_the_verdict(backend: Back
             assert_eq!(verdict.online_evaluation_id, "judged");
             assert_eq!(verdict.judges.len(), 1);
             assert_eq!(verdict.judges[0].judge, "judge-a");
-            assert_eq!(verdict.judges[0].reasoning, "Judged.", "the answer without its score line");
+            assert_eq!(
+                verdict.judges[0].reasoning, "Judged.",
+                "the answer without its score line"
+            );
             let low = g.id[1..].parse::<u32>().unwrap() % 4 == 0;
             assert_eq!(verdict.scores["helpful"], if low { 0.2 } else { 0.9 });
             assert_eq!(verdict.passed, !low);
@@ -576,4 +579,349 @@ async fn a_bad_window_raises_a_threshold_alert_and_a_good_one_resolves_it() {
     clock.set(start + chrono::Duration::hours(1));
     let resolved = common::eval::next_alert(&mut alerts, pb::AlertEventKind::Resolved).await;
     assert_eq!(resolved.id, raised.id);
+}
+
+/// What the application's loop does: which version it was served, and the quality the
+/// scripted judge gives its answer.
+struct Script {
+    /// Judge scores of the control's (1.0.0) answers.
+    control: f64,
+    /// Judge scores of the treatment's (1.1.0) answers.
+    treatment: f64,
+}
+
+/// The production loop of issue 19: `production` on 1.0.0; a prompt experiment serving
+/// it (1.0.0 against 1.1.0) with an online judge score as its primary metric and latency
+/// and cost as guardrails, completing itself; an online evaluation of the label at 0.5;
+/// 2,000 users rendered and their generations logged. Returns the server, the mock, the
+/// experiment, the sampled count and the alert stream.
+async fn production_loop(
+    script: Script,
+) -> (
+    TestServer,
+    MockProvider,
+    pb::Experiment,
+    u64,
+    tonic::Streaming<pb::AlertEvent>,
+) {
+    // The checked window is the last complete hour: start well inside an hour.
+    while Utc::now().timestamp().rem_euclid(3600) > 56 * 60 {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    let mock = MockProvider::start(Duration::from_millis(1)).await.unwrap();
+    let server = TestServer::start_with(|config| {
+        with_mock(&mock)(config);
+        config.online_check_interval = Duration::from_millis(100);
+        config.experiments.alert_check_interval = Duration::from_secs(1);
+        config.experiments.min_samples_for_significance = 100;
+    })
+    .await;
+    create_prompt(&server, "1.0.0").await;
+    server
+        .prompts()
+        .set_prompt_label(pb::SetPromptLabelRequest {
+            name: "support".into(),
+            label: "production".into(),
+            version: "1.0.0".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let alerts = server
+        .alerts()
+        .subscribe(pb::SubscribeRequest {
+            sources: vec!["online_evaluation".into(), "experiments".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut evaluation = pb::OnlineEvaluation {
+        id: "live".into(),
+        filter: Some(pb::OnlineEvaluationFilter {
+            prompt_name: "support".into(),
+            label: "production".into(),
+            ..Default::default()
+        }),
+        sample_rate: 0.5,
+        metrics: vec![metric(
+            "helpful",
+            "llm_judge",
+            serde_json::json!({"judge": "judge-a"}),
+        )],
+        ..Default::default()
+    };
+    evaluation.thresholds = Some(pb::OnlineThresholds {
+        min_pass_rate: Some(0.7),
+        ..Default::default()
+    });
+    create(&server, evaluation).await.unwrap();
+    let version = |version: &str, template: &str| pb::PromptVersion {
+        name: "support".into(),
+        version: version.into(),
+        template: template.into(),
+        ..Default::default()
+    };
+    let guardrail = |name: &str, source: pb::MetricSource| pb::MetricDefinition {
+        name: name.into(),
+        kind: pb::MetricKind::Mean.into(),
+        direction: pb::MetricDirection::LowerIsBetter.into(),
+        role: pb::MetricRole::Guardrail.into(),
+        source: source.into(),
+        ..Default::default()
+    };
+    let experiment = server
+        .experiments()
+        .create_prompt_experiment(pb::CreatePromptExperimentRequest {
+            name: "support 1.1".into(),
+            experiment_id: "support-ab".into(),
+            control: Some(version("1.0.0", "Answer: {{ input }}")),
+            treatment: Some(version("1.1.0", "Answer briefly: {{ input }}")),
+            prompt_name: "support".into(),
+            label: "production".into(),
+            metrics: vec![
+                pb::MetricDefinition {
+                    name: "quality".into(),
+                    kind: pb::MetricKind::Mean.into(),
+                    direction: pb::MetricDirection::HigherIsBetter.into(),
+                    role: pb::MetricRole::Primary.into(),
+                    source: pb::MetricSource::OnlineScore.into(),
+                    online_evaluation_id: "live".into(),
+                    online_metric: "helpful".into(),
+                },
+                guardrail("latency", pb::MetricSource::LatencyMs),
+                guardrail("cost", pb::MetricSource::Cost),
+            ],
+            promote_winner: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .experiment
+        .unwrap();
+    server
+        .experiments()
+        .start_experiment(pb::StartExperimentRequest {
+            experiment_id: experiment.id.clone(),
+        })
+        .await
+        .unwrap();
+
+    // The application: render for each user, call "the model", log what happened.
+    let hour = Utc::now().timestamp() - Utc::now().timestamp().rem_euclid(3600);
+    let last_hour = Utc.timestamp_opt(hour - 1800, 0).unwrap();
+    let mut batch = Vec::new();
+    let mut sampled = 0;
+    for i in 0..2000u32 {
+        let served = server
+            .prompts()
+            .render_prompt(pb::RenderPromptRequest {
+                name: "support".into(),
+                label: "production".into(),
+                user_id: format!("user-{i}"),
+                variables: [("input".to_owned(), common::string_value("my order"))].into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let base = if served.version == "1.0.0" {
+            script.control
+        } else {
+            script.treatment
+        };
+        let quality = base + f64::from(i % 5) * 0.05;
+        let id = format!("gen-{i}");
+        if documented_sample("live", &id, 0.5) {
+            sampled += 1;
+        }
+        batch.push(pb::Generation {
+            id,
+            render_id: served.render_id,
+            user_id: format!("user-{i}"),
+            model: "gpt-x".into(),
+            input: served.text,
+            output: format!("Here you go. [[score:{quality:.2}]]"),
+            latency_ms: 100.0 + f64::from(i % 7) * 10.0,
+            cost: Some(0.001 * f64::from(1 + i % 3)),
+            start_time: Some(prost_types::Timestamp {
+                seconds: last_hour.timestamp() + i64::from(i % 600),
+                nanos: 0,
+            }),
+            ..Default::default()
+        });
+        if batch.len() == 100 {
+            log(&server, std::mem::take(&mut batch)).await;
+        }
+    }
+    wait_until_scored(&server, "live", sampled).await;
+    // Now that every generation is in, the experiment may decide (were it on from the
+    // start, it could end mid-loop, and the rest of the traffic would be control's).
+    server
+        .experiments()
+        .update_experiment(pb::UpdateExperimentRequest {
+            experiment_id: experiment.id.clone(),
+            experiment: Some(pb::Experiment {
+                auto_complete: true,
+                ..Default::default()
+            }),
+            update_mask: vec!["auto_complete".into()],
+        })
+        .await
+        .unwrap();
+    (server, mock, experiment, sampled, alerts)
+}
+
+/// The experiment named `id`, once it is no longer running.
+async fn wait_until_completed(server: &TestServer, id: &str) -> pb::Experiment {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let experiment = server
+            .experiments()
+            .get_experiment(pb::GetExperimentRequest {
+                experiment_id: id.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .experiment
+            .unwrap();
+        if experiment.status != pb::ExperimentStatus::Running as i32 {
+            return experiment;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still running: {experiment:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn production_version(server: &TestServer) -> String {
+    server
+        .prompts()
+        .get_prompt_version(pb::GetPromptVersionRequest {
+            name: "support".into(),
+            label: "production".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .prompt_version
+        .unwrap()
+        .version
+}
+
+/// Issue 19's loop without a person: the worse treatment is caught live (a THRESHOLD
+/// alert for 1.1.0), the experiment recommends control, completes itself, and
+/// `production` stays on 1.0.0. Every sampled generation was judged exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worse_treatment_is_caught_live_and_control_is_kept() {
+    let (server, mock, experiment, sampled, mut alerts) = production_loop(Script {
+        control: 0.7,
+        treatment: 0.3,
+    })
+    .await;
+    assert!((900..1100).contains(&sampled), "{sampled}");
+    assert_eq!(
+        mock.requests(),
+        sampled,
+        "one judge call per sampled generation"
+    );
+
+    let threshold = loop {
+        let alert = common::eval::next_alert(&mut alerts, pb::AlertEventKind::Created).await;
+        if alert.source == "online_evaluation" {
+            break alert;
+        }
+    };
+    assert_eq!(threshold.r#type, pb::AlertType::Threshold as i32);
+    assert_eq!(threshold.labels["version"], "1.1.0");
+    assert_eq!(threshold.labels["experiment"], experiment.id);
+    assert_eq!(threshold.actual_value, Some(0.0));
+
+    let done = wait_until_completed(&server, &experiment.id).await;
+    assert_eq!(done.status, pb::ExperimentStatus::Completed as i32);
+    let control = done.variants.iter().find(|v| v.is_control).unwrap();
+    assert_eq!(done.winner_variant_id, control.id);
+    assert_eq!(
+        done.status_changes.last().unwrap().actor,
+        "experiment-monitor"
+    );
+    let results = server
+        .experiments()
+        .get_experiment_results(pb::GetExperimentResultsRequest {
+            experiment_id: experiment.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        results.recommendation.starts_with("Keep control"),
+        "{}",
+        results.recommendation
+    );
+    let quality = results
+        .stats
+        .iter()
+        .filter(|s| s.metric == "quality")
+        .map(|s| s.n)
+        .sum::<u64>();
+    assert_eq!(quality, sampled, "each judged generation recorded once");
+    assert_eq!(production_version(&server).await, "1.0.0");
+    loop {
+        let alert = common::eval::next_alert(&mut alerts, pb::AlertEventKind::Created).await;
+        if alert.labels.get("condition").map(String::as_str) == Some("auto_completed") {
+            assert!(
+                alert.message.contains("stays on 1.0.0"),
+                "{}",
+                alert.message
+            );
+            break;
+        }
+    }
+}
+
+/// The same loop with the script reversed: the treatment wins and `production` moves to
+/// 1.1.0 by the experiment, in the label's history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_better_treatment_completes_the_experiment_and_moves_production() {
+    let (server, _mock, experiment, _sampled, mut alerts) = production_loop(Script {
+        control: 0.3,
+        treatment: 0.7,
+    })
+    .await;
+    let done = wait_until_completed(&server, &experiment.id).await;
+    assert_eq!(done.status, pb::ExperimentStatus::Completed as i32);
+    let treatment = done.variants.iter().find(|v| !v.is_control).unwrap();
+    assert_eq!(done.winner_variant_id, treatment.id);
+    assert_eq!(production_version(&server).await, "1.1.0");
+    let history = server
+        .prompts()
+        .list_label_history(pb::ListLabelHistoryRequest {
+            name: "support".into(),
+            label: "production".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let moved = history.last().unwrap();
+    assert_eq!(moved.prompt_version.as_ref().unwrap().version, "1.1.0");
+    assert_eq!(moved.previous_version, "1.0.0");
+    assert_eq!(moved.actor, format!("experiment/{}", experiment.id));
+    loop {
+        let alert = common::eval::next_alert(&mut alerts, pb::AlertEventKind::Created).await;
+        if alert.labels.get("condition").map(String::as_str) == Some("auto_completed") {
+            assert!(
+                alert.message.contains("moved to 1.1.0"),
+                "{}",
+                alert.message
+            );
+            break;
+        }
+    }
 }

@@ -469,6 +469,8 @@ impl ExperimentServiceRpc for ExperimentApi {
                     created_by: caller.actor().unwrap_or_default().to_owned(),
                     serves,
                     metrics: metrics_from_pb(request.metrics)?,
+                    auto_complete: request.auto_complete,
+                    promote_winner: request.promote_winner,
                 },
                 &self.prompt_versions,
             )

@@ -31,7 +31,9 @@ pub use model::{
 };
 pub use monitor::{OnlineMonitor, ONLINE_ALERT_SOURCE};
 pub use sampling::{sample_point, sampled};
-pub use service::{OnlineEvaluationService, OnlineSettings, OnlineUpdate, ServingExperiments};
+pub use service::{
+    OnlineEvaluationService, OnlineScoreObserver, OnlineSettings, OnlineUpdate, ServingExperiments,
+};
 pub use stats::{
     group_online, MetricTotals, OnlineAggregateRow, OnlineGroup, OnlineGroupKey, OnlineStatsQuery,
     OnlineTotals, MINUTE_US,

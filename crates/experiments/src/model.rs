@@ -111,6 +111,14 @@ pub struct MetricDefinition {
     /// Where values come from: clients, or the generations attributed to a variant.
     #[serde(default)]
     pub source: MetricSource,
+    /// With [`MetricSource::OnlineScore`]: the online evaluation whose verdicts feed it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub online_evaluation_id: String,
+    /// With [`MetricSource::OnlineScore`]: the online evaluation's metric (its score for a
+    /// MEAN metric, whether it reached its threshold for a PROPORTION one), or `pass`
+    /// (whether every metric did); empty: this metric's name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub online_metric: String,
 }
 
 /// Where a metric's values come from.
@@ -128,6 +136,8 @@ pub enum MetricSource {
     OutputTokens,
     /// Whether each attributed generation failed (a proportion).
     Error,
+    /// An online evaluation's verdict on each attributed generation it scored.
+    OnlineScore,
 }
 
 impl MetricDefinition {
@@ -144,6 +154,8 @@ impl MetricDefinition {
             direction,
             role,
             source: MetricSource::Client,
+            online_evaluation_id: String::new(),
+            online_metric: String::new(),
         }
     }
 }
@@ -227,6 +239,15 @@ pub struct Experiment {
     /// The label it serves.
     #[serde(default)]
     pub serves_label: String,
+    /// The experiment monitor completes it once the primary metric names a winner (or
+    /// shows every variant worse than control) with enough samples and no guardrail
+    /// worse.
+    #[serde(default)]
+    pub auto_complete: bool,
+    /// Completing it automatically moves the served label to the winner's version
+    /// (through the release gate).
+    #[serde(default)]
+    pub promote_winner: bool,
 }
 
 /// One change of an experiment's status.
@@ -277,6 +298,8 @@ impl Experiment {
             status_changes: Vec::new(),
             serves_prompt: spec.serves_prompt,
             serves_label: spec.serves_label,
+            auto_complete: spec.auto_complete,
+            promote_winner: spec.promote_winner,
         }
     }
 

@@ -76,7 +76,8 @@ pub struct ExperimentResults {
     pub winner_variant_id: Option<String>,
     /// The confidence in the winner, in percent: (1 - adjusted p) x 100.
     pub confidence: Option<f64>,
-    /// "Deploy variant X with N% confidence" or [`CONTINUE`].
+    /// "Deploy variant X with N% confidence", "Keep control X with N% confidence" or
+    /// [`CONTINUE`].
     pub recommendation: String,
     /// Why.
     pub reasons: Vec<String>,
@@ -285,6 +286,10 @@ fn decide(experiment: &Experiment, tally: &Tally, results: &mut ExperimentResult
     // The best significant improvement on the primary metric.
     let mut candidate: Option<(usize, f64, f64)> = None;
     let mut reasons = Vec::new();
+    // Variants compared on the primary metric, and the largest adjusted p of those
+    // significantly worse than control (when every one is, control wins).
+    let mut compared = 0;
+    let mut worse: Vec<f64> = Vec::new();
     for (index, comparison) in results
         .comparisons
         .iter()
@@ -308,6 +313,7 @@ fn decide(experiment: &Experiment, tally: &Tally, results: &mut ExperimentResult
         // Better or worse by the difference of means: the relative lift's sign flips
         // when the control mean is negative.
         let better = comparison.improves.unwrap_or(false);
+        compared += 1;
         if adjusted >= alpha {
             reasons.push(format!(
                 "{} vs control on {}: {:+.1}% (adjusted p = {:.4}) is not significant at alpha {}{}",
@@ -321,6 +327,7 @@ fn decide(experiment: &Experiment, tally: &Tally, results: &mut ExperimentResult
             continue;
         }
         if !better {
+            worse.push(adjusted);
             reasons.push(format!(
                 "{} is significantly worse than control on {}: {:+.1}% (adjusted p = {:.4})",
                 comparison.variant_id,
@@ -366,6 +373,22 @@ fn decide(experiment: &Experiment, tally: &Tally, results: &mut ExperimentResult
                 format!("Deploy variant {winner} with {confidence:.1}% confidence");
             results.confidence = Some(confidence);
             results.winner_variant_id = Some(winner);
+        }
+        None if !blocked && compared > 0 && worse.len() == compared => {
+            let control_id = experiment.variants[control].id.clone();
+            let adjusted = worse.iter().copied().fold(0.0, f64::max);
+            let confidence = (1.0 - adjusted) * 100.0;
+            results.reasons.insert(
+                0,
+                format!(
+                    "every variant is significantly worse than control {control_id} on {} (largest adjusted p = {adjusted:.4})",
+                    primary.name
+                ),
+            );
+            results.recommendation =
+                format!("Keep control {control_id} with {confidence:.1}% confidence");
+            results.confidence = Some(confidence);
+            results.winner_variant_id = Some(control_id);
         }
         _ => results.recommendation = CONTINUE.to_owned(),
     }

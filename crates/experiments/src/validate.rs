@@ -48,6 +48,10 @@ pub struct ExperimentSpec {
     pub serves_prompt: String,
     /// See `serves_prompt`.
     pub serves_label: String,
+    /// Completed by the experiment monitor once a decision is justified.
+    pub auto_complete: bool,
+    /// An automatic completion moves the served label to the winner's version.
+    pub promote_winner: bool,
     /// Required.
     pub name: String,
     /// Free text.

@@ -74,6 +74,7 @@ fn lower_latency_wins_when_lower_is_better() {
     );
 }
 
+/// Significantly higher latency never wins; with every variant worse, control is kept.
 #[test]
 fn higher_latency_never_wins_even_when_significant() {
     let experiment = experiment(vec![metric(
@@ -85,13 +86,17 @@ fn higher_latency_never_wins_even_when_significant() {
     fill(&mut tally, "a", "latency", 9.0, 100);
     fill(&mut tally, "b", "latency", 10.0, 100);
     let results = analyse(&experiment, &tally);
-    assert_eq!(results.winner_variant_id, None);
-    assert_eq!(results.recommendation, CONTINUE);
+    assert_eq!(results.winner_variant_id.as_deref(), Some("a"));
+    assert!(
+        results.recommendation.starts_with("Keep control a with "),
+        "{}",
+        results.recommendation
+    );
     assert!(
         results
             .reasons
             .iter()
-            .any(|r| r.contains("significantly worse than control")),
+            .any(|r| r.contains("b is significantly worse than control")),
         "{:?}",
         results.reasons
     );

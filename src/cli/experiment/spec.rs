@@ -94,9 +94,16 @@ struct MetricFile {
     direction: MetricDirection,
     #[serde(default)]
     role: Option<MetricRole>,
-    /// `client` (the default), `latency_ms`, `cost`, `output_tokens` or `error`.
+    /// `client` (the default), `latency_ms`, `cost`, `output_tokens`, `error` or
+    /// `online_score`.
     #[serde(default)]
     source: Option<MetricSource>,
+    /// With `online_score`: the online evaluation that feeds it.
+    #[serde(default)]
+    online_evaluation_id: String,
+    /// With `online_score`: the online evaluation's metric (or `pass`); empty: `name`.
+    #[serde(default)]
+    online_metric: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -107,6 +114,7 @@ enum MetricSource {
     Cost,
     OutputTokens,
     Error,
+    OnlineScore,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -226,7 +234,10 @@ fn metric_to_pb(metric: MetricFile) -> pb::MetricDefinition {
                 MetricSource::Cost => pb::MetricSource::Cost,
                 MetricSource::OutputTokens => pb::MetricSource::OutputTokens,
                 MetricSource::Error => pb::MetricSource::Error,
+                MetricSource::OnlineScore => pb::MetricSource::OnlineScore,
             }) as i32,
+        online_evaluation_id: metric.online_evaluation_id,
+        online_metric: metric.online_metric,
     }
 }
 

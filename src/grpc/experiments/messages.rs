@@ -120,6 +120,7 @@ fn metric_from_pb(
         Ok(pb::MetricSource::Cost) => MetricSource::Cost,
         Ok(pb::MetricSource::OutputTokens) => MetricSource::OutputTokens,
         Ok(pb::MetricSource::Error) => MetricSource::Error,
+        Ok(pb::MetricSource::OnlineScore) => MetricSource::OnlineScore,
         Err(_) => {
             problems.add(
                 field("source"),
@@ -130,6 +131,15 @@ fn metric_from_pb(
     };
     let wanted = match source {
         MetricSource::Client => None,
+        MetricSource::OnlineScore => {
+            if metric.online_evaluation_id.is_empty() {
+                problems.add(
+                    field("online_evaluation_id"),
+                    "an ONLINE_SCORE metric names the online evaluation that feeds it".to_owned(),
+                );
+            }
+            (metric.online_metric == "pass").then_some(MetricKind::Proportion)
+        }
         MetricSource::Error => Some(MetricKind::Proportion),
         _ => Some(MetricKind::Mean),
     };
@@ -146,12 +156,22 @@ fn metric_from_pb(
             ),
         );
     }
+    if source != MetricSource::OnlineScore
+        && !(metric.online_evaluation_id.is_empty() && metric.online_metric.is_empty())
+    {
+        problems.add(
+            field("online_evaluation_id"),
+            "only an ONLINE_SCORE metric names an online evaluation".to_owned(),
+        );
+    }
     MetricDefinition {
         name: metric.name,
         kind,
         direction,
         role,
         source,
+        online_evaluation_id: metric.online_evaluation_id,
+        online_metric: metric.online_metric,
     }
 }
 
@@ -175,6 +195,7 @@ pub(crate) fn source_to_pb(source: MetricSource) -> pb::MetricSource {
         MetricSource::Cost => pb::MetricSource::Cost,
         MetricSource::OutputTokens => pb::MetricSource::OutputTokens,
         MetricSource::Error => pb::MetricSource::Error,
+        MetricSource::OnlineScore => pb::MetricSource::OnlineScore,
     }
 }
 
@@ -223,6 +244,8 @@ pub(crate) fn spec_from_pb(
         created_by: String::new(),
         serves_prompt: String::new(),
         serves_label: String::new(),
+        auto_complete: experiment.auto_complete,
+        promote_winner: experiment.promote_winner,
         name: experiment.name,
         description: experiment.description,
         seed: experiment.seed,
@@ -314,6 +337,8 @@ pub(crate) fn update_from_pb(
             "metadata" => {
                 update.metadata = Some(std::mem::take(&mut source.metadata).into_iter().collect())
             }
+            "auto_complete" => update.auto_complete = Some(source.auto_complete),
+            "promote_winner" => update.promote_winner = Some(source.promote_winner),
             other => problems.add(
                 "update_mask".to_owned(),
                 format!("{other:?} is not a field that can be updated"),
@@ -354,6 +379,8 @@ pub(crate) fn experiment_to_pb(experiment: Experiment) -> pb::Experiment {
                 .into(),
                 role: role_to_pb(m.role).into(),
                 source: source_to_pb(m.source).into(),
+                online_evaluation_id: m.online_evaluation_id,
+                online_metric: m.online_metric,
             })
             .collect(),
         alpha: Some(experiment.alpha),
@@ -369,6 +396,8 @@ pub(crate) fn experiment_to_pb(experiment: Experiment) -> pb::Experiment {
         created_by: experiment.created_by,
         prompt_name: experiment.serves_prompt,
         label: experiment.serves_label,
+        auto_complete: experiment.auto_complete,
+        promote_winner: experiment.promote_winner,
         status_changes: experiment
             .status_changes
             .into_iter()

@@ -15,7 +15,7 @@ use super::sampling::sampled;
 use super::stats::{
     group_online, OnlineAggregateRow, OnlineGroup, OnlineStatsQuery, OnlineTotals, MINUTE_US,
 };
-use super::store::OnlineStore;
+use super::store::{CompletedSample, OnlineStore};
 use super::validate::{check_evaluation, check_sample_rate, check_thresholds};
 use crate::paging::newest_first;
 use crate::providers::registry::ProviderRegistry;
@@ -31,6 +31,15 @@ const MAX_PAGE: usize = 1000;
 pub trait ServingExperiments: Send + Sync + 'static {
     /// The id of the running experiment serving `label` of `prompt`, if any.
     fn serving(&self, prompt: &str, label: &str) -> Option<String>;
+}
+
+/// What learns of each verdict (experiments record the metrics they take from online
+/// scores). Called before the verdicts are stored; a sample scored again after a crash
+/// is passed again, so what it does must be idempotent by generation.
+#[async_trait::async_trait]
+pub trait OnlineScoreObserver: Send + Sync + 'static {
+    /// `samples` were scored now.
+    async fn scored(&self, samples: &[CompletedSample]);
 }
 
 /// How online evaluation runs on this server.
@@ -69,6 +78,7 @@ pub struct OnlineEvaluationService {
     pub(super) registry: Arc<Registry>,
     pub(super) providers: Arc<ProviderRegistry>,
     serving: Arc<dyn ServingExperiments>,
+    pub(super) observer: Option<Arc<dyn OnlineScoreObserver>>,
     pub(super) settings: OnlineSettings,
     evaluations: RwLock<BTreeMap<String, Arc<OnlineEvaluation>>>,
     /// Serialises definition changes with their cache updates.
@@ -92,6 +102,7 @@ impl OnlineEvaluationService {
         registry: Arc<Registry>,
         providers: Arc<ProviderRegistry>,
         serving: Arc<dyn ServingExperiments>,
+        observer: Option<Arc<dyn OnlineScoreObserver>>,
         settings: OnlineSettings,
     ) -> Result<Self, EvaluationError> {
         let stored = store.load_online_evaluations().await?;
@@ -104,6 +115,7 @@ impl OnlineEvaluationService {
             registry,
             providers,
             serving,
+            observer,
             settings,
             evaluations: RwLock::new(evaluations),
             changes: tokio::sync::Mutex::new(()),

@@ -29,6 +29,10 @@ pub struct CompletedSample {
     pub minute_us: i64,
     /// The generation's attribution.
     pub key: OnlineGroupKey,
+    /// The generation's user (experiments analysed per user need it).
+    pub user_id: String,
+    /// The generation's time.
+    pub time: chrono::DateTime<chrono::Utc>,
     /// The verdict, as the generation shows it.
     pub score: GenerationScore,
     /// The verdict counted (one sample), for the aggregates.

@@ -268,6 +268,8 @@ fn completed(
             &generation.variant_id,
             "",
         ]),
+        user_id: generation.user_id.clone(),
+        time: generation.time(),
         score: GenerationScore {
             online_evaluation_id: evaluation.id.clone(),
             scores: result.scores.clone(),
@@ -313,6 +315,11 @@ async fn write(
                 Outcome::Completed(sample) => completed.push(*sample),
                 Outcome::Dropped(evaluation, generation) => dropped.push((evaluation, generation)),
             }
+        }
+        if let Some(observer) = &service.observer {
+            // Before the verdicts are stored: a crash between loses nothing, and what
+            // the observer records is idempotent by generation.
+            observer.scored(&completed).await;
         }
         let mut delay = Duration::from_millis(100);
         loop {

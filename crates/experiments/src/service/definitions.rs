@@ -201,6 +201,8 @@ impl ExperimentService {
             sequential_tuning,
             analysis_unit,
             metadata,
+            auto_complete,
+            promote_winner,
         } = update;
         if let Some(v) = name {
             next.name = v;
@@ -237,6 +239,18 @@ impl ExperimentService {
         }
         if let Some(v) = metadata {
             next.metadata = v;
+        }
+        if let Some(v) = auto_complete {
+            next.auto_complete = v;
+        }
+        if let Some(v) = promote_winner {
+            if v && next.serves_prompt.is_empty() {
+                return Err(ExperimentError::invalid(
+                    "promote_winner",
+                    "moving the winner's version needs the label the experiment serves",
+                ));
+            }
+            next.promote_winner = v;
         }
         self.validate(&next)?;
         mark_control(&mut next.variants);
@@ -376,6 +390,11 @@ pub struct ExperimentUpdate {
     pub analysis_unit: Option<AnalysisUnit>,
     /// New metadata (replaces the old).
     pub metadata: Option<BTreeMap<String, String>>,
+    /// Let the experiment monitor complete it (or stop it from doing so); any time
+    /// before it ends.
+    pub auto_complete: Option<bool>,
+    /// Move the served label when completing automatically.
+    pub promote_winner: Option<bool>,
 }
 
 impl ExperimentUpdate {

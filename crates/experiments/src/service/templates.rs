@@ -64,6 +64,10 @@ pub struct PromptExperiment<V> {
     pub serves: Option<(String, String)>,
     /// The metrics; empty for quality (primary), latency and satisfaction.
     pub metrics: Vec<MetricDefinition>,
+    /// Completed by the experiment monitor once a decision is justified.
+    pub auto_complete: bool,
+    /// An automatic completion moves the served label to the winner's version.
+    pub promote_winner: bool,
 }
 
 /// A model experiment as a client asks for it.
@@ -149,9 +153,17 @@ impl ExperimentService {
             created_by,
             serves,
             metrics,
+            auto_complete,
+            promote_winner,
             ..
         } = request;
         let (serves_prompt, serves_label) = serves.unwrap_or_default();
+        if promote_winner && serves_prompt.is_empty() {
+            return Err(TemplateError::Experiment(ExperimentError::invalid(
+                "promote_winner",
+                "moving the winner's version needs the label it serves: set prompt_name and label",
+            )));
+        }
         if !serves_prompt.is_empty()
             && (control.prompt_name != serves_prompt || treatment.prompt_name != serves_prompt)
         {
@@ -176,6 +188,8 @@ impl ExperimentService {
             created_by,
             serves_prompt,
             serves_label,
+            auto_complete,
+            promote_winner,
             name,
             description,
             variants,
