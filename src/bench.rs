@@ -27,6 +27,7 @@ mod fanout;
 mod import;
 mod load;
 pub mod mock_provider;
+mod online_judge;
 mod report;
 mod scenario;
 mod server;
@@ -42,6 +43,7 @@ use self::fanout::FanoutShape;
 use self::import::ImportRow;
 use self::load::{Call as _, LoadShape};
 use self::mock_provider::MockProvider;
+use self::online_judge::{OnlineJudgeRow, OnlineJudgeShape};
 use self::report::{FanoutRow, Row};
 pub use self::scenario::Scenario;
 use self::server::SpawnedServer;
@@ -75,8 +77,8 @@ pub struct BenchArgs {
     )]
     pub server: Option<String>,
     /// The scenarios to run, comma-separated. `health` always runs first. `import`,
-    /// `create-alert`, `render-served`, `render-served-new-user`, `log-generations`, `otlp-export`, `fanout` (10,000 subscriptions) and `eval` (an evaluation run against a mock
-    /// provider) are not in the default list: ask for them by name, e.g.
+    /// `create-alert`, `render-served`, `render-served-new-user`, `log-generations`, `otlp-export`, `log-generations-online`, `fanout` (10,000 subscriptions), `eval` (an evaluation run against a mock
+    /// provider) and `online-judge` (online evaluation judged by it) are not in the default list: ask for them by name, e.g.
     /// `--scenarios eval`.
     #[arg(
         long,
@@ -125,6 +127,13 @@ pub struct BenchArgs {
     /// `base_url = "http://127.0.0.1:18080/v1"`) to point at; runs no scenario.
     #[arg(long, value_name = "ADDRESS")]
     pub serve_mock: Option<std::net::SocketAddr>,
+    /// `online-judge`: generations logged (every one judged once).
+    #[arg(long, value_name = "N", default_value_t = 2000)]
+    pub online_samples: usize,
+    /// `online-judge`: the spawned server's `online_max_concurrency` (with `--server`:
+    /// what that server has, for the ideal).
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub online_concurrency: usize,
     /// `import`: samples to import in one stream.
     #[arg(long, value_name = "N", default_value_t = 200_000)]
     pub import_samples: usize,
@@ -191,7 +200,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     // Declared first so that they are dropped (the server killed) last, also on error.
     let wants_eval = args.scenarios.contains(&Scenario::Eval);
-    let mock = if wants_eval && args.eval_provider.is_none() {
+    let wants_judge = args.scenarios.contains(&Scenario::OnlineJudge);
+    let mock = if (wants_eval || wants_judge) && args.eval_provider.is_none() {
         Some(
             MockProvider::start(args.eval_latency)
                 .await
@@ -203,14 +213,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut spawned: Option<SpawnedServer> = None;
     let url = match args.target() {
         Some(url) => {
-            if wants_eval && args.eval_provider.is_none() {
-                bail!("eval against --server needs --eval-provider: a provider the server has configured");
+            if (wants_eval || wants_judge) && args.eval_provider.is_none() {
+                bail!("eval and online-judge against --server need --eval-provider: a provider the server has configured");
             }
             url
         }
         None => {
             eprintln!("starting a server...");
-            let config = mock.as_ref().map(eval::provider_config);
+            // Top-level keys come before the provider tables.
+            let config = mock.as_ref().map(|mock| {
+                format!(
+                    "online_max_concurrency = {}\n{}",
+                    args.online_concurrency,
+                    eval::provider_config(mock)
+                )
+            });
             let server = SpawnedServer::start(config.as_deref()).await?;
             let url = server.url().to_owned();
             eprintln!("server listening on {url}");
@@ -264,7 +281,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         concurrency: args.eval_concurrency,
         latency: args.eval_latency,
     });
-    let (rows, fanout, import, evaluation) = tokio::select! {
+    let judge_shape = wants_judge.then_some(OnlineJudgeShape {
+        samples: args.online_samples,
+        concurrency: args.online_concurrency,
+        latency: args.eval_latency,
+    });
+    let (rows, fanout, import, evaluation, judged) = tokio::select! {
         results = async {
             let rows = run_all(&endpoint, &closed_loop, shape, args.api_key.as_ref().map(crate::cli::ApiKeySecret::expose)).await?;
             let import = match import_samples {
@@ -278,11 +300,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 }
                 None => None,
             };
+            let judged = match judge_shape {
+                Some(shape) => {
+                    eprintln!("running scenario online-judge...");
+                    Some(online_judge::run(&endpoint, &eval_model, shape).await.context("running scenario online-judge")?)
+                }
+                None => None,
+            };
             let fanout = match fanout {
                 Some(fanout) => Some(run_fanout(&subscriber_endpoints, publisher.as_ref(), fanout, server_pid).await?),
                 None => None,
             };
-            anyhow::Ok((rows, fanout, import, evaluation))
+            anyhow::Ok((rows, fanout, import, evaluation, judged))
         } => results?,
         // Returning (rather than dying of the signal) stops and removes a spawned server.
         _ = tokio::signal::ctrl_c() => bail!("interrupted"),
@@ -299,9 +328,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         if let Some(evaluation) = &evaluation {
             print_eval(evaluation, &url);
         }
+        if let Some(judged) = &judged {
+            print_online_judge(judged, &url);
+        }
         if let Some(fanout) = &fanout {
             report::print_fanout(fanout, &url);
         }
+    }
+    if let (true, Some(judged)) = (args.json, &judged) {
+        println!("{}", serde_json::to_string(judged)?);
     }
     drop(spawned);
     Ok(())
@@ -311,6 +346,13 @@ fn print_eval(row: &EvalRow, url: &str) {
     println!(
         "{url}: eval: {} samples at concurrency {} with {:.0} ms provider latency in {:.2} s; ideal {:.2} s; ratio {:.3} (pass rate {:.3})",
         row.samples, row.concurrency, row.latency_ms, row.seconds, row.ideal_seconds, row.ratio, row.pass_rate
+    );
+}
+
+fn print_online_judge(row: &OnlineJudgeRow, url: &str) {
+    println!(
+        "{url}: online-judge: {} samples at online_max_concurrency {} with {:.0} ms judge latency in {:.2} s = {:.1} samples/s; ideal {:.1} samples/s ({:.2} s); ratio {:.3}",
+        row.samples, row.concurrency, row.latency_ms, row.seconds, row.samples_per_second, row.ideal_samples_per_second, row.ideal_seconds, row.ratio
     );
 }
 
@@ -474,6 +516,7 @@ mod tests {
                     Scenario::CreateAlert
                         | Scenario::LogGenerations
                         | Scenario::OtlpExport
+                        | Scenario::LogGenerationsOnline
                         | Scenario::RenderServed
                         | Scenario::RenderServedNewUser
                 )
@@ -650,7 +693,8 @@ mod tests {
                     "render-served",
                     "render-served-new-user",
                     "log-generations",
-                    "otlp-export"
+                    "otlp-export",
+                    "log-generations-online"
                 ]
             );
             for row in &rows {

@@ -20,6 +20,7 @@ mod files;
 pub mod gate;
 pub mod generations;
 pub mod migrate;
+pub mod online_eval;
 mod output;
 mod paging;
 pub mod prompt;

@@ -54,6 +54,9 @@ enum Command {
     Generations(cli::generations::GenerationsArgs),
     /// Generations, errors, tokens, cost and latency percentiles per group and bucket.
     Usage(cli::usage::UsageArgs),
+    /// Score production traffic continuously: sampled generations, alerts on live quality.
+    #[command(name = "online-eval")]
+    OnlineEval(cli::online_eval::OnlineEvalArgs),
     /// Copy a whole deployment into an empty database (e.g. SQLite to PostgreSQL) and verify it.
     Migrate(cli::migrate::MigrateArgs),
     /// Drive load against a server and report throughput and latency.
@@ -223,6 +226,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(args) => cli::audit::run(args, &cli.client).await,
         Command::Generations(args) => cli::generations::run(args, &cli.client).await,
         Command::Usage(args) => cli::usage::run(args, &cli.client).await,
+        Command::OnlineEval(args) => cli::online_eval::run(args, &cli.client).await,
         Command::Bench(mut args) => {
             args.api_key.clone_from(&cli.client.api_key);
             args.ca_cert.clone_from(&cli.client.ca_cert);

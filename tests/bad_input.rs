@@ -101,6 +101,28 @@ const BASELINES: &[(&str, &str)] = &[
     ("PauseSchedule", r#"{"scheduleId": "nope"}"#),
     ("ResumeSchedule", r#"{"scheduleId": "nope"}"#),
     ("DeleteSchedule", r#"{"scheduleId": "nope"}"#),
+    // EvaluationService: online evaluations
+    (
+        "CreateOnlineEvaluation",
+        r#"{"onlineEvaluation": {"id": "online-bad", "filter": {"promptName": "p"}, "sampleRate": 0.5, "metrics": [{"name": "json", "scorer": "json_valid"}], "thresholds": {"minPassRate": 0.5}, "window": "3600s", "minSamples": 10}}"#,
+    ),
+    (
+        "GetOnlineEvaluation",
+        r#"{"onlineEvaluationId": "online-bad"}"#,
+    ),
+    ("ListOnlineEvaluations", r#"{"pageSize": 10}"#),
+    (
+        "UpdateOnlineEvaluation",
+        r#"{"onlineEvaluationId": "online-bad", "sampleRate": 0.25, "paused": true}"#,
+    ),
+    (
+        "DeleteOnlineEvaluation",
+        r#"{"onlineEvaluationId": "nope"}"#,
+    ),
+    (
+        "GetOnlineEvaluationStats",
+        r#"{"onlineEvaluationId": "online-bad", "groupBy": ["USAGE_DIMENSION_PROMPT_VERSION"], "bucket": "3600s"}"#,
+    ),
     (
         "SetReleaseGate",
         r#"{"gate": {"promptName": "gated", "label": "production", "datasetId": "d", "model": "echo", "minPassRate": 0.5}}"#,
@@ -542,6 +564,18 @@ async fn stored_state(server: &TestServer) -> String {
         evaluation
             .clone()
             .list_release_gates(pb::ListReleaseGatesRequest {
+                page_size: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner(),
+    ));
+    state.push_str(&format!(
+        "{:?}",
+        evaluation
+            .clone()
+            .list_online_evaluations(pb::ListOnlineEvaluationsRequest {
                 page_size: 1000,
                 ..Default::default()
             })

@@ -831,16 +831,31 @@ async fn a_worse_treatment_is_caught_live_and_control_is_kept() {
         "one judge call per sampled generation"
     );
 
-    let threshold = loop {
+    // Live quality: a THRESHOLD alert for 1.1.0's window, and a REGRESSION against 1.0.0.
+    let (mut threshold, mut regression) = (None, None);
+    while threshold.is_none() || regression.is_none() {
         let alert = common::eval::next_alert(&mut alerts, pb::AlertEventKind::Created).await;
-        if alert.source == "online_evaluation" {
-            break alert;
+        if alert.source != "online_evaluation" {
+            continue;
         }
-    };
-    assert_eq!(threshold.r#type, pb::AlertType::Threshold as i32);
+        if alert.r#type == pb::AlertType::Threshold as i32 {
+            threshold = Some(alert);
+        } else if alert.r#type == pb::AlertType::Regression as i32 {
+            regression = Some(alert);
+        }
+    }
+    let threshold = threshold.unwrap();
     assert_eq!(threshold.labels["version"], "1.1.0");
     assert_eq!(threshold.labels["experiment"], experiment.id);
     assert_eq!(threshold.actual_value, Some(0.0));
+    let regression = regression.unwrap();
+    assert_eq!(
+        (
+            regression.labels["version"].as_str(),
+            regression.labels["previous_version"].as_str()
+        ),
+        ("1.1.0", "1.0.0")
+    );
 
     let done = wait_until_completed(&server, &experiment.id).await;
     assert_eq!(done.status, pb::ExperimentStatus::Completed as i32);
@@ -924,4 +939,65 @@ async fn a_better_treatment_completes_the_experiment_and_moves_production() {
             break;
         }
     }
+}
+
+/// A version whose pass rate falls below the previous version's last full window (the
+/// one-sided two-proportion z-test) raises a REGRESSION alert with the p-value.
+#[tokio::test]
+async fn a_version_worse_than_the_previous_one_raises_a_regression_alert() {
+    let start = Utc.with_ymd_and_hms(2026, 11, 2, 10, 0, 30).unwrap();
+    let clock = ManualClock::new(start);
+    let server = TestServer::start_at(&clock, |config| {
+        config.online_check_interval = Duration::from_millis(100);
+    })
+    .await;
+    create_prompt(&server, "1.0.0").await;
+    create_prompt(&server, "1.1.0").await;
+    let mut evaluation = online(
+        "versions",
+        1.0,
+        vec![metric(
+            "polite",
+            "contains",
+            serde_json::json!({"value": "please"}),
+        )],
+    );
+    evaluation.min_samples = 20;
+    create(&server, evaluation).await.unwrap();
+    let mut alerts = server
+        .alerts()
+        .subscribe(pb::SubscribeRequest {
+            sources: vec!["online_evaluation".into()],
+            types: vec![pb::AlertType::Regression.into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // In [09:00, 10:00): 1.0.0 passes 27 of 30, 1.1.0 passes 12 of 30.
+    let at = start - chrono::Duration::minutes(30);
+    let answers = |version: &str, polite: usize| -> Vec<pb::Generation> {
+        (0..30)
+            .map(|i| {
+                let output = if i < polite { "please wait" } else { "no" };
+                generation(&format!("{version}-{i}"), version, output, at)
+            })
+            .collect()
+    };
+    log(&server, answers("1.0.0", 27)).await;
+    log(&server, answers("1.1.0", 12)).await;
+    wait_until_scored_around(&server, "versions", 60, start).await;
+    clock.advance(Duration::from_secs(1));
+    let regression = common::eval::next_alert(&mut alerts, pb::AlertEventKind::Created).await;
+    assert_eq!(regression.labels["version"], "1.1.0");
+    assert_eq!(regression.labels["previous_version"], "1.0.0");
+    assert_eq!(regression.metric, "pass_rate");
+    // statsmodels: proportions_ztest([12, 27], [30, 30], alternative="smaller").
+    let p: f64 = regression.metadata["p_value"].parse().unwrap();
+    assert!(((p - 2.453_743_882_180_160_5e-5) / p).abs() < 1e-9, "{p}");
+    assert!(
+        regression.message.contains("two-proportion"),
+        "{}",
+        regression.message
+    );
 }

@@ -19,6 +19,7 @@ use tonic_health::pb::HealthCheckRequest;
 use super::load::Call;
 use crate::pb;
 use crate::pb::alert_service_client::AlertServiceClient;
+use crate::pb::evaluation_service_client::EvaluationServiceClient;
 use crate::pb::experiment_service_client::ExperimentServiceClient;
 use crate::pb::generation_service_client::GenerationServiceClient;
 use crate::pb::prompt_service_client::PromptServiceClient;
@@ -80,6 +81,10 @@ pub enum Scenario {
     /// content as `log-generations`), each stored as a generation: spans per second are
     /// RPS x 100. Only run when named.
     OtlpExport,
+    /// `log-generations` while an online evaluation of the bench prompt samples every
+    /// generation (rate 1.0) and scores it with three local scorers (contains, regex,
+    /// heuristic): what online evaluation costs ingest. Only run when named.
+    LogGenerationsOnline,
     /// ImportSamples of a new dataset, streamed in batches: samples per second. Only
     /// run when named.
     Import,
@@ -89,11 +94,15 @@ pub enum Scenario {
     /// An evaluation run against a mock provider with a fixed latency: wall time as a
     /// ratio of the ideal. Only run when named.
     Eval,
+    /// Online evaluation judged by a mock provider with a fixed latency: scored samples
+    /// per second against the ideal at the server's `online_max_concurrency`. Only run
+    /// when named.
+    OnlineJudge,
 }
 
 impl Scenario {
     /// Every scenario, in the order they run.
-    pub(crate) const ALL: [Self; 13] = [
+    pub(crate) const ALL: [Self; 15] = [
         Self::Health,
         Self::GetPrompt,
         Self::Render,
@@ -104,12 +113,14 @@ impl Scenario {
         Self::RenderServedNewUser,
         Self::LogGenerations,
         Self::OtlpExport,
+        Self::LogGenerationsOnline,
         Self::Import,
         Self::Fanout,
         Self::Eval,
+        Self::OnlineJudge,
     ];
     /// The closed-loop request scenarios, run by `load`; the default selection.
-    pub(crate) const CLOSED_LOOP: [Self; 10] = [
+    pub(crate) const CLOSED_LOOP: [Self; 11] = [
         Self::Health,
         Self::GetPrompt,
         Self::Render,
@@ -120,6 +131,7 @@ impl Scenario {
         Self::RenderServedNewUser,
         Self::LogGenerations,
         Self::OtlpExport,
+        Self::LogGenerationsOnline,
     ];
 
     /// The name used on the command line and in reports.
@@ -135,9 +147,11 @@ impl Scenario {
             Self::RenderServedNewUser => "render-served-new-user",
             Self::LogGenerations => "log-generations",
             Self::OtlpExport => "otlp-export",
+            Self::LogGenerationsOnline => "log-generations-online",
             Self::Import => "import",
             Self::Fanout => "fanout",
             Self::Eval => "eval",
+            Self::OnlineJudge => "online-judge",
         }
     }
 
@@ -154,10 +168,15 @@ impl Scenario {
             | Self::Fanout
             | Self::Import
             | Self::Eval
+            | Self::OnlineJudge
             | Self::CreateAlert
             | Self::LogGenerations
             | Self::OtlpExport => Ok(()),
             Self::GetPrompt | Self::Render => create_bench_prompt(channel).await,
+            Self::LogGenerationsOnline => {
+                create_bench_prompt(channel.clone()).await?;
+                create_bench_online_evaluation(channel).await
+            }
             Self::Assign | Self::RecordMetric => start_bench_experiment(channel).await,
             Self::RenderServed | Self::RenderServedNewUser => {
                 start_serving_experiment(channel).await
@@ -208,7 +227,7 @@ impl Scenario {
             Self::CreateAlert => {
                 Caller::CreateAlert(AlertServiceClient::new(channel), UserIds::new())
             }
-            Self::LogGenerations => {
+            Self::LogGenerations | Self::LogGenerationsOnline => {
                 Caller::LogGenerations(GenerationServiceClient::new(channel), UserIds::new())
             }
             Self::OtlpExport => {
@@ -219,7 +238,7 @@ impl Scenario {
                 UserIds::new(),
                 self == Self::RenderServedNewUser,
             ),
-            Self::Fanout | Self::Import | Self::Eval => {
+            Self::Fanout | Self::Import | Self::Eval | Self::OnlineJudge => {
                 unreachable!("{} is not a closed-loop scenario", self.name())
             }
         }
@@ -543,6 +562,54 @@ fn bench_generation(id: String, n: u64) -> pb::Generation {
     }
 }
 
+/// The online evaluation `log-generations-online` runs under.
+const ONLINE_EVALUATION_ID: &str = "bench-online";
+
+/// Creates the online evaluation of `log-generations-online`; one left by an earlier
+/// run is fine.
+async fn create_bench_online_evaluation(channel: Authed) -> anyhow::Result<()> {
+    let metric = |name: &str, scorer: &str, params: serde_json::Value| pb::MetricConfig {
+        name: name.into(),
+        scorer: scorer.into(),
+        params: params
+            .as_object()
+            .map(crate::grpc::convert::struct_from_json),
+        threshold: None,
+    };
+    let created = EvaluationServiceClient::new(channel)
+        .create_online_evaluation(pb::CreateOnlineEvaluationRequest {
+            online_evaluation: Some(pb::OnlineEvaluation {
+                id: ONLINE_EVALUATION_ID.into(),
+                filter: Some(pb::OnlineEvaluationFilter {
+                    prompt_name: PROMPT_NAME.into(),
+                    ..Default::default()
+                }),
+                sample_rate: 1.0,
+                metrics: vec![
+                    metric(
+                        "mentions_csv",
+                        "contains",
+                        serde_json::json!({"value": "CSV"}),
+                    ),
+                    metric(
+                        "has_number",
+                        "regex",
+                        serde_json::json!({"pattern": "[0-9]+"}),
+                    ),
+                    metric("quality", "heuristic", serde_json::json!({})),
+                ],
+                ..Default::default()
+            }),
+            online_evaluation_id: String::new(),
+        })
+        .await;
+    match created {
+        Ok(_) => Ok(()),
+        Err(status) if status.code() == Code::AlreadyExists => Ok(()),
+        Err(status) => Err(anyhow::anyhow!("creating the online evaluation: {status}")),
+    }
+}
+
 /// Creates `bench-prompt` 1.0.0; a version left by an earlier run is fine.
 async fn create_bench_prompt(channel: Authed) -> anyhow::Result<()> {
     let variables = PROMPT_VARIABLES
@@ -658,12 +725,20 @@ mod tests {
     }
 
     #[test]
-    fn only_import_fanout_and_eval_are_not_closed_loops() {
+    fn only_import_fanout_eval_and_online_judge_are_not_closed_loops() {
         let open: Vec<_> = Scenario::ALL
             .into_iter()
             .filter(|scenario| !scenario.is_closed_loop())
             .collect();
-        assert_eq!(open, [Scenario::Import, Scenario::Fanout, Scenario::Eval]);
+        assert_eq!(
+            open,
+            [
+                Scenario::Import,
+                Scenario::Fanout,
+                Scenario::Eval,
+                Scenario::OnlineJudge
+            ]
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@
 
 mod model;
 mod monitor;
+mod regression;
 mod sampling;
 mod service;
 mod stats;
@@ -30,6 +31,7 @@ pub use model::{
     OnlineEvaluation, OnlineFilter, OnlineThresholds, DEFAULT_MIN_SAMPLES, DEFAULT_WINDOW,
 };
 pub use monitor::{OnlineMonitor, ONLINE_ALERT_SOURCE};
+pub use regression::{two_proportion_smaller, PassCount, REGRESSION_ALPHA};
 pub use sampling::{sample_point, sampled};
 pub use service::{
     OnlineEvaluationService, OnlineScoreObserver, OnlineSettings, OnlineUpdate, ServingExperiments,

@@ -221,16 +221,20 @@ fn key_of(table: &Table, row: &[Value]) -> Vec<Value> {
         .collect()
 }
 
+/// Tables whose rows the migrations seed, each a (name, counter) pair that is 0 until
+/// used: the stream sequences and the online queue's depth.
+const SEEDED_COUNTERS: &[&str] = &["event_sequences", "online_queue_depth"];
+
 /// The first table of `database` that holds data, with its rows; `None` if it is empty.
 async fn holds_data(database: &dyn CopyEnd) -> Result<Option<(&'static str, i64)>, CopyError> {
     for table in TABLES {
-        let rows = if table.name == "event_sequences" {
-            // Seeded by the migrations; holding data means a sequence has moved.
-            let sequences = database
+        let rows = if SEEDED_COUNTERS.contains(&table.name) {
+            // Seeded by the migrations; holding data means a counter has moved.
+            let counters = database
                 .read_page(table, None, 100)
                 .await
                 .map_err(|err| database_error(table.name, err))?;
-            sequences
+            counters
                 .iter()
                 .filter(|row| row[1] != Value::Int(Some(0)))
                 .count() as i64

@@ -8,6 +8,7 @@ use llmops_alerts::{AlertError, AlertSeverity, AlertSink, AlertType, NewAlert};
 use llmops_generations::UsageDimension;
 
 use super::model::OnlineEvaluation;
+use super::regression::{two_proportion_smaller, PassCount, REGRESSION_ALPHA};
 use super::service::OnlineEvaluationService;
 use super::stats::{floor, OnlineGroup, OnlineGroupKey, OnlineStatsQuery};
 use crate::EvaluationError;
@@ -42,11 +43,22 @@ impl OnlineMonitor {
             .map(|(fingerprint, _)| fingerprint)
             .collect();
         for evaluation in service.all() {
-            if evaluation.paused || evaluation.thresholds.is_empty() {
+            if evaluation.paused {
                 continue;
             }
             let width = i64::try_from(evaluation.window.as_micros()).unwrap_or(i64::MAX);
             let end = floor(now.timestamp_micros(), width);
+            match self
+                .check_regressions(service, alerts, &evaluation, end, &open)
+                .await
+            {
+                Ok(changed) => changes += changed,
+                Err(EvaluationError::NotFound(_)) => continue,
+                Err(err) => return Err(err),
+            }
+            if evaluation.thresholds.is_empty() {
+                continue;
+            }
             let start = end - width;
             let query = OnlineStatsQuery {
                 evaluation_id: evaluation.id.clone(),
@@ -91,7 +103,7 @@ impl OnlineMonitor {
                         Ok(true) => changes += 1,
                         Ok(false) => {}
                         Err(AlertError::Storage(error)) => {
-                            return Err(EvaluationError::Storage(error.to_string()))
+                            return Err(EvaluationError::Storage(error))
                         }
                         Err(error) => {
                             tracing::warn!(%error, "an online evaluation alert was refused")
@@ -105,6 +117,145 @@ impl OnlineMonitor {
             }
         }
         Ok(changes)
+    }
+}
+
+/// Windows looked back through for the previous version's last full window, at most.
+const REGRESSION_LOOKBACK_WINDOWS: u32 = 168;
+/// And at most this far back.
+const REGRESSION_LOOKBACK: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+impl OnlineMonitor {
+    /// Compares each prompt version's pass rate in the latest complete window (ending at
+    /// `end`, µs) with the previous version's last full window: a significant drop (the
+    /// one-sided two-proportion z-test below [`REGRESSION_ALPHA`]) raises a REGRESSION
+    /// alert, a later window without one resolves it.
+    async fn check_regressions(
+        &self,
+        service: &OnlineEvaluationService,
+        alerts: &dyn AlertSink,
+        evaluation: &OnlineEvaluation,
+        end: i64,
+        open: &HashSet<String>,
+    ) -> Result<usize, EvaluationError> {
+        let lookback = (evaluation.window * REGRESSION_LOOKBACK_WINDOWS).min(REGRESSION_LOOKBACK);
+        let lookback = i64::try_from(lookback.as_micros()).unwrap_or(i64::MAX);
+        let query = OnlineStatsQuery {
+            evaluation_id: evaluation.id.clone(),
+            group_by: vec![UsageDimension::PromptVersion],
+            since: DateTime::from_timestamp_micros(end - lookback).unwrap_or_default(),
+            until: DateTime::from_timestamp_micros(end).unwrap_or_default(),
+            bucket: evaluation.window,
+        };
+        // Per version (by precedence), its full windows in time order.
+        let mut full: BTreeMap<(semver::Version, String), FullWindows> = BTreeMap::new();
+        for group in service.stats(&query).await? {
+            let Ok(version) = semver::Version::parse(&group.key.prompt_version) else {
+                continue;
+            };
+            if group.totals.scored >= evaluation.min_samples {
+                full.entry((version, group.key.prompt_version.clone()))
+                    .or_default()
+                    .push((
+                        group.bucket_start,
+                        PassCount {
+                            passed: group.totals.passed,
+                            scored: group.totals.scored,
+                        },
+                    ));
+            }
+        }
+        let latest = DateTime::from_timestamp_micros(end).unwrap_or_default()
+            - chrono::Duration::from_std(evaluation.window).unwrap_or_default();
+        let versions: Vec<_> = full.iter().collect();
+        let mut changes = 0;
+        for (index, ((_, version), windows)) in versions.iter().enumerate() {
+            let Some((start, current)) = windows.last().filter(|(start, _)| *start == latest)
+            else {
+                continue;
+            };
+            let Some(((_, previous), earlier)) = index.checked_sub(1).map(|i| versions[i]) else {
+                continue;
+            };
+            let Some((previous_start, before)) = earlier.last() else {
+                continue;
+            };
+            let place = (evaluation.id.clone(), regression_key(version));
+            if self.checked.lock().expect("checked lock").get(&place) == Some(start) {
+                continue;
+            }
+            let tested = two_proportion_smaller(*current, *before);
+            let regressed = tested.is_some_and(|(_, p)| p < REGRESSION_ALPHA);
+            let prompt = evaluation.filter.prompt_name.clone();
+            let (z, p) = tested.unwrap_or((f64::NAN, f64::NAN));
+            let alert = NewAlert {
+                alert_type: AlertType::Regression,
+                severity: AlertSeverity::Critical,
+                message: format!(
+                    "the pass rate of {prompt} {version} fell to {:.4} ({} of {}) from {previous}'s {:.4} ({} of {}): one-sided two-proportion z-test p = {p:.4}",
+                    current.rate(),
+                    current.passed,
+                    current.scored,
+                    before.rate(),
+                    before.passed,
+                    before.scored,
+                ),
+                source: super::ONLINE_ALERT_SOURCE.to_owned(),
+                source_id: evaluation.id.clone(),
+                metric: "pass_rate".to_owned(),
+                threshold: Some(REGRESSION_ALPHA),
+                actual_value: Some(current.rate()),
+                labels: BTreeMap::from([
+                    ("prompt".to_owned(), prompt),
+                    ("version".to_owned(), version.clone()),
+                    ("previous_version".to_owned(), previous.clone()),
+                    ("metric".to_owned(), "pass_rate".to_owned()),
+                ]),
+                metadata: BTreeMap::from([
+                    ("test".to_owned(), "two-proportion z-test, pooled, one-sided (the newer pass rate is lower)".to_owned()),
+                    ("p_value".to_owned(), format!("{p}")),
+                    ("z".to_owned(), format!("{z}")),
+                    ("samples".to_owned(), current.scored.to_string()),
+                    ("previous_samples".to_owned(), before.scored.to_string()),
+                    ("previous_pass_rate".to_owned(), format!("{}", before.rate())),
+                    ("window_start".to_owned(), start.to_rfc3339()),
+                    ("previous_window_start".to_owned(), previous_start.to_rfc3339()),
+                ]),
+                fingerprint: String::new(),
+            };
+            let fingerprint = alert.dedup_key();
+            let outcome = match (regressed, open.contains(&fingerprint)) {
+                (true, false) => alerts.raise(alert).await.map(|raised| !raised.deduplicated),
+                (false, true) => alerts
+                    .resolve_fingerprint(&fingerprint)
+                    .await
+                    .map(|resolved| resolved.is_some()),
+                _ => Ok(false),
+            };
+            match outcome {
+                Ok(true) => changes += 1,
+                Ok(false) => {}
+                Err(AlertError::Storage(error)) => return Err(EvaluationError::Storage(error)),
+                Err(error) => tracing::warn!(%error, "an online regression alert was refused"),
+            }
+            self.checked
+                .lock()
+                .expect("checked lock")
+                .insert(place, *start);
+        }
+        Ok(changes)
+    }
+}
+
+/// A version's windows with at least `min_samples` scored, oldest first.
+type FullWindows = Vec<(DateTime<Utc>, PassCount)>;
+
+/// The place regression checks are remembered under (apart from threshold checks).
+fn regression_key(version: &str) -> OnlineGroupKey {
+    OnlineGroupKey {
+        prompt_version: version.to_owned(),
+        user_id: "regression".to_owned(),
+        ..OnlineGroupKey::default()
     }
 }
 

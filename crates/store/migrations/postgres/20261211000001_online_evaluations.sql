@@ -23,7 +23,7 @@ CREATE INDEX online_queue_by_worker ON online_queue (claimed_by);
 -- How many samples wait: updated with every enqueue and completion (its row lock
 -- serialises them), so the queue's bound is checked without counting it.
 CREATE TABLE online_queue_depth (
-    id    INTEGER NOT NULL PRIMARY KEY,
+    id    BIGINT NOT NULL PRIMARY KEY,
     depth BIGINT NOT NULL
 );
 INSERT INTO online_queue_depth (id, depth) VALUES (1, 0);

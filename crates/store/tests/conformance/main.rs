@@ -19,6 +19,7 @@ mod fixtures;
 mod gates;
 mod generations;
 mod keys;
+mod online;
 mod prompts;
 mod runs;
 mod schedules;
@@ -98,6 +99,11 @@ macro_rules! conformance {
                 generations: [
                     generations_are_stored_once_filtered_paged_and_pruned,
                     usage_counts_each_generation_once_whoever_stores_it,
+                ],
+                online: [
+                    samples_are_queued_with_new_generations_up_to_the_limit,
+                    a_claim_is_held_once_and_a_verdict_counts_once,
+                    deleting_an_evaluation_takes_its_queue_scores_and_aggregates,
                 ],
                 cluster: [
                     a_lease_has_one_holder_until_it_lapses_or_is_freed,
