@@ -806,9 +806,51 @@ def make_generation_checks(channel, port):
             raise AssertionError("only the GenAI span is a generation: %s"
                                  % [x.id for x in listed])
 
+    def online_sampling_matches_hashlib():
+        # The documented rule, computed here: the first 8 bytes of
+        # SHA-256("<evaluation id>/<generation id>") over 2^64, below the rate.
+        import hashlib
+        import time
+
+        evaluation = eval_pb2_grpc.EvaluationServiceStub(channel)
+        evaluation.CreateOnlineEvaluation(eval_pb2.CreateOnlineEvaluationRequest(
+            online_evaluation=eval_pb2.OnlineEvaluation(
+                id="py-online",
+                filter=eval_pb2.OnlineEvaluationFilter(prompt_name=PROMPT,
+                                                       model="py-online-model"),
+                sample_rate=0.5,
+                metrics=[eval_pb2.MetricConfig(name="json", scorer="json_valid")])),
+            timeout=RPC_TIMEOUT)
+        ids = ["py-online-%d" % i for i in range(80)]
+
+        def sampled(gen_id):
+            digest = hashlib.sha256(("py-online/" + gen_id).encode()).digest()
+            return int.from_bytes(digest[:8], "big") / 2.0 ** 64 < 0.5
+
+        expected = {i for i in ids if sampled(i)}
+        stub.LogGenerations(gen_pb2.LogGenerationsRequest(generations=[
+            gen_pb2.Generation(id=i, prompt_name=PROMPT, prompt_version="1.0.0",
+                               model="py-online-model", input="q", output='{"a": 1}',
+                               latency_ms=10) for i in ids]), timeout=RPC_TIMEOUT)
+        deadline = time.time() + 20
+        while True:
+            listed = stub.ListGenerations(gen_pb2.ListGenerationsRequest(
+                model="py-online-model", page_size=100), timeout=RPC_TIMEOUT).generations
+            scored = {g.id for g in listed if g.scores}
+            if scored == expected:
+                break
+            if time.time() > deadline or not scored <= expected:
+                raise AssertionError("scored %d generations, hashlib expects %d (%d differ)"
+                                     % (len(scored), len(expected), len(scored ^ expected)))
+            time.sleep(0.1)
+        verdict = [g for g in listed if g.scores][0].scores[0]
+        if verdict.online_evaluation_id != "py-online" or verdict.scores["json"] != 1.0:
+            raise AssertionError("verdict %s" % verdict)
+
     return [("generations: logged once, read back", log_and_read_back),
             ("generations: a bad batch names the field", bad_batch_names_the_field),
-            ("generations: OpenTelemetry GenAI spans over OTLP", otel_spans_become_generations)]
+            ("generations: OpenTelemetry GenAI spans over OTLP", otel_spans_become_generations),
+            ("online evaluation: sampling agrees with hashlib", online_sampling_matches_hashlib)]
 
 
 def make_certificate(work):

@@ -62,10 +62,12 @@ pub trait GenerationStore: Send + Sync + 'static {
         query: &GenerationQuery,
     ) -> Result<Vec<Generation>, StoreError>;
 
-    /// Deletes the generations that started before `before`; how many.
+    /// Deletes the generations that started before `before`, with the online verdicts
+    /// on them; how many generations.
     async fn prune_generations(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 
-    /// Deletes the usage aggregates of hours that ended by `before`; how many.
+    /// Deletes the usage aggregates of hours that ended by `before` (and the online
+    /// aggregates of minutes before it); how many usage aggregates.
     async fn prune_usage(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 
     /// The hourly usage aggregates `filter` selects (at most `filter.limit`).

@@ -25,6 +25,13 @@ use crate::runs::SampleResult;
 const POLL: Duration = Duration::from_secs(1);
 /// Verdicts stored per transaction at most.
 const WRITE_BATCH: usize = 500;
+/// Samples claimed at once: eight per scoring slot, within these bounds. Claims and
+/// stores are transactions on the one writer that generations also need, so local
+/// scorers (microseconds each) are limited by how many samples each transaction moves;
+/// judges hold their claims a little longer instead (renewed meanwhile).
+const CLAIM_PER_SLOT: usize = 8;
+const MIN_CLAIM: usize = 64;
+const MAX_CLAIM: usize = 512;
 /// Samples scored by this process (`outcome`: scored, failed).
 pub const ONLINE_SAMPLES_SCORED_TOTAL: &str = "llmops_online_samples_scored_total";
 
@@ -57,7 +64,7 @@ impl OnlineScorer {
         })
     }
 
-    /// Scores until `stop`, then stores what is being scored and returns.
+    /// Scores until `stop`, then stores the verdicts already made and returns.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let settings = self.service.settings.clone();
         let slots = Arc::new(Semaphore::new(settings.max_concurrency.max(1)));
@@ -91,7 +98,7 @@ impl OnlineScorer {
                         &settings.worker,
                         now,
                         now.saturating_add(lease),
-                        slots.available_permits() + 1,
+                        (settings.max_concurrency * CLAIM_PER_SLOT).clamp(MIN_CLAIM, MAX_CLAIM),
                     )
                     .await
             };
@@ -294,13 +301,26 @@ fn completed(
 }
 
 /// Stores verdicts as they come, many per transaction; a failed write is retried (the
-/// claims are renewed meanwhile) until it succeeds or the server stops.
+/// claims are renewed meanwhile) until it succeeds or the server stops. At `stop` it
+/// stores what has arrived and returns: samples still being scored are left to their
+/// claims' lapse (another replica, or this one after a restart, scores them again).
 async fn write(
     service: Arc<OnlineEvaluationService>,
     mut outcomes: mpsc::Receiver<Outcome>,
     stop: CancellationToken,
 ) {
-    while let Some(first) = outcomes.recv().await {
+    loop {
+        let first = tokio::select! {
+            biased;
+            outcome = outcomes.recv() => match outcome {
+                Some(outcome) => outcome,
+                None => return,
+            },
+            () = stop.cancelled() => match outcomes.try_recv() {
+                Ok(outcome) => outcome,
+                Err(_) => return,
+            },
+        };
         let mut batch = vec![first];
         while batch.len() < WRITE_BATCH {
             match outcomes.try_recv() {

@@ -178,20 +178,40 @@ impl GenerationStore for Store {
     }
 
     async fn prune_generations(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut tx = self.writer.begin().await.map_err(db_error)?;
         let done = sqlx::query("DELETE FROM generations WHERE time_us < $1")
             .bind(to_micros(before))
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await
             .map_err(db_error)?;
+        // Online verdicts go with their generations (scored after them, so by the same
+        // cutoff nothing newer is lost); the aggregates stay, as usage does.
+        sqlx::query(
+            "DELETE FROM online_scores WHERE scored_at_us < $1 \
+             AND NOT EXISTS (SELECT 1 FROM generations g WHERE g.id = online_scores.generation_id)",
+        )
+        .bind(to_micros(before))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
         Ok(done.rows_affected())
     }
 
     async fn prune_usage(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut tx = self.writer.begin().await.map_err(db_error)?;
         let done = sqlx::query("DELETE FROM usage_hourly WHERE bucket_us <= $1")
             .bind(to_micros(before) - llmops_generations::HOUR_US)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await
             .map_err(db_error)?;
+        // Online statistics are kept as long as usage.
+        sqlx::query("DELETE FROM online_aggregates WHERE minute_us < $1")
+            .bind(to_micros(before))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
         Ok(done.rows_affected())
     }
 

@@ -295,12 +295,34 @@ impl OnlineStore for Store {
         if completed.is_empty() && dropped.is_empty() {
             return Ok(0);
         }
+        let mut tx = self.writer.begin().await.map_err(db_error)?;
+        lock_depth(&mut tx).await.map_err(db_error)?;
+        // A verdict of an evaluation deleted while it was being scored is dropped (its
+        // sample left the queue with the evaluation).
+        let named: HashSet<&str> = completed.iter().map(|c| c.evaluation_id.as_str()).collect();
+        let mut existing: HashSet<String> = HashSet::new();
+        if !named.is_empty() {
+            let mut select = QueryBuilder::<Db>::new("SELECT id FROM online_evaluations WHERE id IN (");
+            let mut list = select.separated(", ");
+            for id in &named {
+                list.push_bind(id.to_string());
+            }
+            select.push(")");
+            let found: Vec<String> = select
+                .build_query_scalar()
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            existing.extend(found);
+        }
+        let completed: Vec<&CompletedSample> = completed
+            .iter()
+            .filter(|c| existing.contains(&c.evaluation_id))
+            .collect();
         let records = completed
             .iter()
             .map(|c| record_of("online score", &c.score))
             .collect::<Result<Vec<_>, StoreError>>()?;
-        let mut tx = self.writer.begin().await.map_err(db_error)?;
-        lock_depth(&mut tx).await.map_err(db_error)?;
         let mut new: HashSet<(String, String)> = HashSet::new();
         for (chunk, records) in completed
             .chunks(ROWS_PER_STATEMENT)
@@ -328,7 +350,7 @@ impl OnlineStore for Store {
         }
         // Only verdicts stored now count: a sample scored twice (a lapsed claim) counts once.
         let mut deltas: BTreeMap<(String, i64, UsageKey), OnlineTotals> = BTreeMap::new();
-        for c in completed {
+        for c in &completed {
             if new.remove(&(c.evaluation_id.clone(), c.generation_id.clone())) {
                 deltas
                     .entry((c.evaluation_id.clone(), c.minute_us, c.key.clone()))
@@ -340,7 +362,7 @@ impl OnlineStore for Store {
         add_to_aggregates(&mut tx, deltas).await?;
         // Out of the queue, by evaluation.
         let mut by_evaluation: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for c in completed {
+        for c in &completed {
             by_evaluation
                 .entry(c.evaluation_id.as_str())
                 .or_default()

@@ -265,6 +265,13 @@ pub(crate) async fn deleting_an_evaluation_takes_its_queue_scores_and_aggregates
         .delete_online_evaluation("drop")
         .await
         .unwrap());
+    // A verdict that was being scored when its evaluation went is dropped.
+    let late = storage
+        .online
+        .complete_online_samples(&[completed("drop", "b", true)], &[])
+        .await
+        .unwrap();
+    assert_eq!(late, 0);
     assert_eq!(storage.online.online_queue_depth().await.unwrap(), 1);
     let (since, until) = window();
     assert!(storage
