@@ -302,7 +302,8 @@ impl OnlineStore for Store {
         let named: HashSet<&str> = completed.iter().map(|c| c.evaluation_id.as_str()).collect();
         let mut existing: HashSet<String> = HashSet::new();
         if !named.is_empty() {
-            let mut select = QueryBuilder::<Db>::new("SELECT id FROM online_evaluations WHERE id IN (");
+            let mut select =
+                QueryBuilder::<Db>::new("SELECT id FROM online_evaluations WHERE id IN (");
             let mut list = select.separated(", ");
             for id in &named {
                 list.push_bind(id.to_string());
