@@ -95,6 +95,15 @@ pub(crate) async fn complete_decided(
             Ok(_) => {
                 completed += 1;
                 tracing::info!(experiment_id = %id, %winner, "experiment completed automatically");
+                // A refusal raised on an earlier check is over.
+                let blocked = alert(
+                    "auto_complete_blocked",
+                    AlertSeverity::Warning,
+                    String::new(),
+                );
+                if let Err(error) = alerts.resolve_fingerprint(&blocked.dedup_key()).await {
+                    tracing::warn!(%error, experiment_id = %id, "resolving an experiment alert failed");
+                }
                 let raised = alerts
                     .raise(alert(
                         "auto_completed",

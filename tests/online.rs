@@ -590,20 +590,24 @@ struct Script {
     treatment: f64,
 }
 
-/// The production loop of issue 19: `production` on 1.0.0; a prompt experiment serving
-/// it (1.0.0 against 1.1.0) with an online judge score as its primary metric and latency
-/// and cost as guardrails, completing itself; an online evaluation of the label at 0.5;
-/// 2,000 users rendered and their generations logged. Returns the server, the mock, the
-/// experiment, the sampled count and the alert stream.
-async fn production_loop(
-    script: Script,
-) -> (
+/// What [`production_loop`] leaves: the server, the mock, the experiment, the sampled
+/// count, the alert stream and the gate's dataset.
+type Loop = (
     TestServer,
     MockProvider,
     pb::Experiment,
     u64,
     tonic::Streaming<pb::AlertEvent>,
-) {
+    String,
+);
+
+/// The production loop of issue 19: `production` on 1.0.0 (with `gated`, behind a
+/// release gate: a run with `echo` on a one-sample dataset, which 1.1.0 passes once it
+/// has been run); a prompt experiment serving it (1.0.0 against 1.1.0) with an online
+/// judge score as its primary metric and latency and cost as guardrails, completing
+/// itself; an online evaluation of the label at 0.5; 2,000 users rendered and their
+/// generations logged.
+async fn production_loop(script: Script, gated: bool) -> Loop {
     // The checked window is the last complete hour: start well inside an hour.
     while Utc::now().timestamp().rem_euclid(3600) > 56 * 60 {
         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -627,6 +631,29 @@ async fn production_loop(
         })
         .await
         .unwrap();
+    let mut gate_dataset = String::new();
+    if gated {
+        gate_dataset = common::eval::dataset(
+            &server,
+            "gate-set",
+            vec![("a", "my order", "Answer briefly: my order")],
+        )
+        .await;
+        server
+            .evaluation()
+            .set_release_gate(pb::SetReleaseGateRequest {
+                gate: Some(pb::ReleaseGate {
+                    prompt_name: "support".into(),
+                    label: "production".into(),
+                    dataset_id: gate_dataset.clone(),
+                    model: "echo".into(),
+                    min_pass_rate: 0.9,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+    }
     let alerts = server
         .alerts()
         .subscribe(pb::SubscribeRequest {
@@ -770,7 +797,7 @@ async fn production_loop(
         })
         .await
         .unwrap();
-    (server, mock, experiment, sampled, alerts)
+    (server, mock, experiment, sampled, alerts, gate_dataset)
 }
 
 /// The experiment named `id`, once it is no longer running.
@@ -819,10 +846,13 @@ async fn production_version(server: &TestServer) -> String {
 /// `production` stays on 1.0.0. Every sampled generation was judged exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worse_treatment_is_caught_live_and_control_is_kept() {
-    let (server, mock, experiment, sampled, mut alerts) = production_loop(Script {
-        control: 0.7,
-        treatment: 0.3,
-    })
+    let (server, mock, experiment, sampled, mut alerts, _) = production_loop(
+        Script {
+            control: 0.7,
+            treatment: 0.3,
+        },
+        false,
+    )
     .await;
     assert!((900..1100).contains(&sampled), "{sampled}");
     assert_eq!(
@@ -899,15 +929,53 @@ async fn a_worse_treatment_is_caught_live_and_control_is_kept() {
     }
 }
 
-/// The same loop with the script reversed: the treatment wins and `production` moves to
-/// 1.1.0 by the experiment, in the label's history.
+/// The same loop with the script reversed, behind a release gate: the treatment wins,
+/// the gate refuses to move `production` to 1.1.0 until 1.1.0 has passed its run (the
+/// experiment keeps running, an EXPERIMENT alert says why), then the experiment moves
+/// it, in the label's history, and completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_better_treatment_completes_the_experiment_and_moves_production() {
-    let (server, _mock, experiment, _sampled, mut alerts) = production_loop(Script {
-        control: 0.3,
-        treatment: 0.7,
-    })
+    let (server, _mock, experiment, _sampled, mut alerts, gate_dataset) = production_loop(
+        Script {
+            control: 0.3,
+            treatment: 0.7,
+        },
+        true,
+    )
     .await;
+    loop {
+        let alert = common::eval::next_alert(&mut alerts, pb::AlertEventKind::Created).await;
+        if alert.labels.get("condition").map(String::as_str) == Some("auto_complete_blocked") {
+            assert!(alert.message.contains("1.1.0"), "{}", alert.message);
+            break;
+        }
+    }
+    assert_eq!(production_version(&server).await, "1.0.0");
+    let still = server
+        .experiments()
+        .get_experiment(pb::GetExperimentRequest {
+            experiment_id: experiment.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .experiment
+        .unwrap();
+    assert_eq!(still.status, pb::ExperimentStatus::Running as i32);
+    // 1.1.0 passes the gate's evaluation; a later check moves the label.
+    let run = common::eval::create_run(
+        &server,
+        common::eval::run(&gate_dataset, "support", "1.1.0", "echo"),
+    )
+    .await
+    .unwrap();
+    common::eval::start(&server, &run.id).await.unwrap();
+    let states = common::eval::watch(&server, &run.id).await;
+    assert_eq!(
+        states.last().unwrap().status,
+        pb::RunStatus::Completed as i32,
+        "{states:?}"
+    );
     let done = wait_until_completed(&server, &experiment.id).await;
     assert_eq!(done.status, pb::ExperimentStatus::Completed as i32);
     let treatment = done.variants.iter().find(|v| !v.is_control).unwrap();
@@ -928,15 +996,28 @@ async fn a_better_treatment_completes_the_experiment_and_moves_production() {
     assert_eq!(moved.prompt_version.as_ref().unwrap().version, "1.1.0");
     assert_eq!(moved.previous_version, "1.0.0");
     assert_eq!(moved.actor, format!("experiment/{}", experiment.id));
-    loop {
-        let alert = common::eval::next_alert(&mut alerts, pb::AlertEventKind::Created).await;
-        if alert.labels.get("condition").map(String::as_str) == Some("auto_completed") {
-            assert!(
-                alert.message.contains("moved to 1.1.0"),
-                "{}",
-                alert.message
-            );
-            break;
+    // The completion is announced, and the refusal's alert is resolved.
+    let (mut announced, mut unblocked) = (false, false);
+    while !(announced && unblocked) {
+        let event = tokio::time::timeout(Duration::from_secs(20), alerts.message())
+            .await
+            .expect("an alert event arrives")
+            .unwrap()
+            .unwrap();
+        let Some(alert) = event.alert else { continue };
+        match alert.labels.get("condition").map(String::as_str) {
+            Some("auto_completed") if event.kind == pb::AlertEventKind::Created as i32 => {
+                assert!(
+                    alert.message.contains("moved to 1.1.0"),
+                    "{}",
+                    alert.message
+                );
+                announced = true;
+            }
+            Some("auto_complete_blocked") if event.kind == pb::AlertEventKind::Resolved as i32 => {
+                unblocked = true;
+            }
+            _ => {}
         }
     }
 }
