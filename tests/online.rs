@@ -579,6 +579,33 @@ async fn a_bad_window_raises_a_threshold_alert_and_a_good_one_resolves_it() {
     clock.set(start + chrono::Duration::hours(1));
     let resolved = common::eval::next_alert(&mut alerts, pb::AlertEventKind::Resolved).await;
     assert_eq!(resolved.id, raised.id);
+
+    // Another bad window, then the evaluation is deleted: its alert goes with it.
+    let rude_again: Vec<pb::Generation> = (0..12)
+        .map(|i| {
+            generation(
+                &format!("again{i}"),
+                "1.1.0",
+                "no",
+                start + chrono::Duration::minutes(70),
+            )
+        })
+        .collect();
+    log(&server, rude_again).await;
+    wait_until_scored_around(&server, "live", 36, start).await;
+    clock.set(start + chrono::Duration::hours(2));
+    let again = common::eval::next_alert(&mut alerts, pb::AlertEventKind::Created).await;
+    assert_eq!(again.metadata["samples"], "12");
+    server
+        .evaluation()
+        .delete_online_evaluation(pb::DeleteOnlineEvaluationRequest {
+            online_evaluation_id: "live".into(),
+        })
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(1));
+    let gone = common::eval::next_alert(&mut alerts, pb::AlertEventKind::Resolved).await;
+    assert_eq!(gone.id, again.id);
 }
 
 /// What the application's loop does: which version it was served, and the quality the

@@ -36,9 +36,27 @@ impl OnlineMonitor {
         now: DateTime<Utc>,
     ) -> Result<usize, EvaluationError> {
         let mut changes = 0;
-        let open: HashSet<String> = alerts
-            .open_of_source(super::ONLINE_ALERT_SOURCE)
-            .await
+        let open_alerts = alerts.open_of_source(super::ONLINE_ALERT_SOURCE).await;
+        // The alerts of a deleted evaluation speak for nothing any more (asked of the
+        // store, not only this process's copy, which may lag another replica's create).
+        for (fingerprint, evaluation_id) in &open_alerts {
+            if service.cached(evaluation_id).is_none()
+                && service
+                    .store
+                    .get_online_evaluation(evaluation_id)
+                    .await?
+                    .is_none()
+            {
+                match alerts.resolve_fingerprint(fingerprint).await {
+                    Ok(resolved) => changes += usize::from(resolved.is_some()),
+                    Err(AlertError::Storage(error)) => return Err(EvaluationError::Storage(error)),
+                    Err(error) => {
+                        tracing::warn!(%error, "an online evaluation alert was not resolved")
+                    }
+                }
+            }
+        }
+        let open: HashSet<String> = open_alerts
             .into_iter()
             .map(|(fingerprint, _)| fingerprint)
             .collect();
