@@ -23,6 +23,8 @@ use crate::runs::executor::Scoring;
 use crate::runs::metric::compile_metric;
 use crate::{EvaluationError, FieldViolation, StoreError};
 
+/// Per-minute aggregates one stats query reads at most.
+const MAX_AGGREGATES_READ: usize = 200_000;
 /// Online evaluations listed per page: the default and the most.
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
@@ -391,10 +393,20 @@ impl OnlineEvaluationService {
     ) -> Result<Vec<OnlineGroup>, EvaluationError> {
         self.get(&query.evaluation_id)?;
         let (since, until) = query.range()?;
+        // Bounded however wide the range and however many versions and variants: a
+        // minute per attribution adds up (a month of one is 44,640 rows).
         let mut rows = self
             .store
-            .online_aggregates(&query.evaluation_id, since, until)
+            .online_aggregates(&query.evaluation_id, since, until, MAX_AGGREGATES_READ + 1)
             .await?;
+        if rows.len() > MAX_AGGREGATES_READ {
+            return Err(EvaluationError::invalid(
+                "since",
+                format!(
+                    "the range holds more than {MAX_AGGREGATES_READ} per-minute aggregates; narrow it"
+                ),
+            ));
+        }
         let queued = self
             .store
             .queued_online_samples(&query.evaluation_id, since, until)

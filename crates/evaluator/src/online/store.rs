@@ -88,12 +88,14 @@ pub trait OnlineStore: Send + Sync + 'static {
         dropped: &[(String, String)],
     ) -> Result<u64, StoreError>;
 
-    /// The per-minute aggregates of an evaluation in `[since_us, until_us)`.
+    /// The per-minute aggregates of an evaluation in `[since_us, until_us)`, at most
+    /// `limit` of them.
     async fn online_aggregates(
         &self,
         evaluation_id: &str,
         since_us: i64,
         until_us: i64,
+        limit: usize,
     ) -> Result<Vec<OnlineAggregateRow>, StoreError>;
 
     /// The queued samples of an evaluation whose generation's time is in

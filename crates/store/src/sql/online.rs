@@ -408,14 +408,16 @@ impl OnlineStore for Store {
         evaluation_id: &str,
         since_us: i64,
         until_us: i64,
+        limit: usize,
     ) -> Result<Vec<OnlineAggregateRow>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {AGGREGATE_COLUMNS} FROM online_aggregates WHERE evaluation_id = $1 \
-             AND minute_us >= $2 AND minute_us < $3"
+             AND minute_us >= $2 AND minute_us < $3 LIMIT $4"
         ))
         .bind(evaluation_id)
         .bind(since_us)
         .bind(until_us)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.reader)
         .await
         .map_err(db_error)?;

@@ -207,9 +207,15 @@ pub(crate) async fn a_claim_is_held_once_and_a_verdict_counts_once(db: TestDatab
     let (since, until) = window();
     let aggregates = one
         .online
-        .online_aggregates("oe", since, until)
+        .online_aggregates("oe", since, until, 1000)
         .await
         .unwrap();
+    let none = one
+        .online
+        .online_aggregates("oe", since, until, 0)
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "the limit holds");
     let mut totals = OnlineTotals::default();
     for row in &aggregates {
         totals.merge(&row.totals);
@@ -276,14 +282,14 @@ pub(crate) async fn deleting_an_evaluation_takes_its_queue_scores_and_aggregates
     let (since, until) = window();
     assert!(storage
         .online
-        .online_aggregates("drop", since, until)
+        .online_aggregates("drop", since, until, 1000)
         .await
         .unwrap()
         .is_empty());
     assert_eq!(
         storage
             .online
-            .online_aggregates("keep", since, until)
+            .online_aggregates("keep", since, until, 1000)
             .await
             .unwrap()
             .len(),
